@@ -1,0 +1,1 @@
+"""Analytics: derived tables, metrics, drift and policies over the warehouse, as SQL selects."""

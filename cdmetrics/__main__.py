@@ -1,0 +1,3 @@
+from cdmetrics.cli import main
+
+main()

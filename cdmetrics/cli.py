@@ -1,0 +1,160 @@
+"""The `cdmetrics` command line. It wires the layers together and holds no domain logic."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
+from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
+from warehouse.migrate import current_revision, head_revision, upgrade
+
+app = typer.Typer(
+    help="Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+err = Console(stderr=True)
+out = Console()
+log = logging.getLogger("cdmetrics")
+
+
+class CannotDecide(Exception):
+    """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
+
+
+@dataclass
+class Globals:
+    config: Path | None
+    warehouse: str | None
+
+    def settings(self) -> Settings:
+        return load_settings(self.config, self.warehouse)
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def _open(settings: Settings) -> Engine:
+    """Open the warehouse at head, turning connection failures into a clear error."""
+    url = normalise_url(settings.warehouse.url)
+    try:
+        return open_warehouse(url)
+    except OperationalError as exc:
+        raise CannotDecide(
+            f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}; check [warehouse] url and that the "
+            "database is running"
+        ) from None
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Config file (default ./cdmetrics.toml or $CDMETRICS_CONFIG)."
+    ),
+    warehouse: str | None = typer.Option(
+        None,
+        "--warehouse",
+        "-w",
+        help="Warehouse URL, overriding the url in the config's warehouse section.",
+    ),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output (-vv: debug)."
+    ),
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
+    )
+    ctx.obj = Globals(config, warehouse)
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
+) -> None:
+    """Write an example cdmetrics.toml (commented) and create the warehouse it names."""
+    g = _globals(ctx)
+    path = g.config or DEFAULT_CONFIG
+    example = resources.files("cdmetrics").joinpath("example.toml").read_text(encoding="utf-8")
+    if path.exists() and not force:
+        out.print(f"{path} exists; keeping it (use --force to overwrite)")
+    else:
+        load_settings(None, g.warehouse)  # fail on bad CDMETRICS_* variables before writing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(example, encoding="utf-8")
+        out.print(f"wrote {path}")
+    settings = load_settings(path, g.warehouse)
+    engine = _open(settings)
+    out.print(
+        f"warehouse {engine.url.render_as_string(hide_password=True)} at revision "
+        f"{current_revision(engine)}"
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Bring the warehouse schema to the newest migration (does nothing when it is there)."""
+    settings = _globals(ctx).settings()
+    url = normalise_url(settings.warehouse.url)
+    from warehouse.engine import make_engine
+
+    engine = make_engine(url)
+    try:
+        before, after = upgrade(engine)
+    except OperationalError as exc:
+        raise CannotDecide(
+            f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        ) from None
+    if before == after:
+        out.print(f"warehouse already at head ({after})")
+    else:
+        out.print(f"warehouse upgraded from {before or 'empty'} to {after}")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context) -> None:
+    """Show the warehouse's migration revision and the newest one (opening it upgrades it)."""
+    settings = _globals(ctx).settings()
+    engine = _open(settings)
+    out.print(f"revision {current_revision(engine)} (head {head_revision()})")
+
+
+@config_app.command("check")
+def config_check(ctx: typer.Context) -> None:
+    """Validate the configuration and that every secret variable it names is set."""
+    settings = _globals(ctx).settings()
+    check_secrets(settings)
+    sources = settings.all_sources()
+    out.print(f"{settings.path}: ok; {len(sources)} source(s)")
+    for source in sources:
+        out.print(f"  {type(source).__name__.removesuffix('Source').lower():<10} {source.name}")
+
+
+def main() -> None:
+    """Console-script entry: run the CLI, turning known errors into a message and exit code 2."""
+    try:
+        app()
+    except (ConfigError, WarehouseURLError, CannotDecide) as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Collectors: one module per source; network code yields raw payloads, pure functions normalise them."""

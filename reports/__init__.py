@@ -1,0 +1,1 @@
+"""Weekly report model and its renderers."""

@@ -1,0 +1,1 @@
+"""A generated delivery organisation and API simulators for tests, benchmarks and the demo."""

@@ -1,0 +1,1 @@
+"""The HTTP service: events in, metrics and gate decisions out."""

@@ -1,0 +1,91 @@
+"""Shared fixtures: a migrated warehouse on SQLite and on PostgreSQL, each test isolated.
+
+PostgreSQL comes from CDMETRICS_TEST_POSTGRES_URL (default: the local server on 127.0.0.1:5432,
+database `test`). Where no server answers, PostgreSQL tests skip with the reason, unless
+CDMETRICS_REQUIRE_POSTGRES=1 (set by CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from warehouse.engine import make_engine, normalise_url
+from warehouse.migrate import upgrade
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def postgres_url() -> str:
+    return os.environ.get("CDMETRICS_TEST_POSTGRES_URL", DEFAULT_PG)
+
+
+@cache
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used here, or None when it can."""
+    url = postgres_url()
+    try:
+        probe = create_engine(normalise_url(url), connect_args={"connect_timeout": 3})
+        with probe.connect() as conn:
+            conn.execute(text("select 1"))
+        probe.dispose()
+    except Exception as exc:  # any failure to connect means: no PostgreSQL here
+        return f"PostgreSQL at {url} is not reachable ({type(exc).__name__}: {str(exc)[:120]})"
+    return None
+
+
+def require_postgres() -> None:
+    reason = postgres_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CDMETRICS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"{reason}; CDMETRICS_REQUIRE_POSTGRES=1 makes this a failure")
+    pytest.skip(f"{reason}; set CDMETRICS_TEST_POSTGRES_URL to run the PostgreSQL tests")
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[tuple[str, str]]:
+    """A fresh, empty PostgreSQL schema for one test: (url, schema); dropped afterwards."""
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgres_url())
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield postgres_url(), schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def pg_engine(url: str, schema: str) -> Engine:
+    return make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on an empty database, SQLite file or PostgreSQL schema."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+        yield engine
+        engine.dispose()
+        return
+    url, schema = request.getfixturevalue("pg_schema_url")
+    engine = pg_engine(url, schema)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(empty_engine: Engine) -> Engine:
+    """A warehouse at the head migration, on SQLite and on PostgreSQL."""
+    upgrade(empty_engine)
+    return empty_engine

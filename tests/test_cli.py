@@ -1,0 +1,108 @@
+"""The CLI as a user runs it: the installed `cdmetrics` console script in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from warehouse.migrate import head_revision
+
+CDMETRICS = shutil.which("cdmetrics", path=str(Path(sys.executable).parent)) or "cdmetrics"
+
+
+def run(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
+    return subprocess.run(
+        [CDMETRICS, *args],
+        cwd=cwd,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def revision(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("select version_num from alembic_version").fetchone()[0])
+
+
+def test_init_creates_config_and_warehouse_at_head(tmp_path: Path) -> None:
+    result = run(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "cdmetrics.toml").read_text().startswith("# cdmetrics configuration")
+    assert revision(tmp_path / "cdmetrics.db") == head_revision()
+    again = run(tmp_path, "init")
+    assert again.returncode == 0 and "keeping it" in again.stdout
+
+
+def test_db_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
+    first = run(tmp_path, "--warehouse", "sqlite:///w.db", "db", "upgrade")
+    assert first.returncode == 0, first.stderr
+    assert f"upgraded from empty to {head_revision()}" in first.stdout
+    before = (tmp_path / "w.db").read_bytes()
+    second = run(tmp_path, "--warehouse", "sqlite:///w.db", "db", "upgrade")
+    assert second.returncode == 0 and "already at head" in second.stdout
+    assert (tmp_path / "w.db").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "named"),
+    [
+        ("[warehouse]\nurl = 'sqlite:///w.db'\nnope = 1\n", {}, "key `warehouse.nope`"),
+        (
+            "[warehouse]\nurl = 'sqlite:///w.db'\n[sync]\nhistory_days = 'x'\n",
+            {},
+            "key `sync.history_days`",
+        ),
+    ],
+)
+def test_bad_config_exits_2_and_writes_nothing(
+    tmp_path: Path, config: str, env: dict[str, str], named: str
+) -> None:
+    (tmp_path / "cdmetrics.toml").write_text(config)
+    for command in (["db", "upgrade"], ["init"], ["config", "check"]):
+        result = run(tmp_path, *command, env=env)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "cdmetrics.toml" in result.stderr and named in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cdmetrics.toml"]
+
+
+def test_unset_token_variable_exits_2_naming_key(tmp_path: Path) -> None:
+    (tmp_path / "cdmetrics.toml").write_text(
+        "[warehouse]\nurl = 'sqlite:///w.db'\n"
+        "[[sources.gitlab]]\nname = 'gitlab'\nurl = 'http://gitlab.test'\ntoken_env = 'CDM_UNSET_TOKEN'\n"
+    )
+    result = run(tmp_path, "config", "check")
+    assert result.returncode == 2
+    assert "key `sources.gitlab[0].token_env`" in result.stderr
+    assert "CDM_UNSET_TOKEN is not set" in result.stderr
+    assert not (tmp_path / "w.db").exists()
+    ok = run(tmp_path, "config", "check", env={"CDM_UNSET_TOKEN": "t0ken"})
+    assert ok.returncode == 0, ok.stderr
+    assert "t0ken" not in ok.stdout + ok.stderr
+
+
+def test_unreachable_warehouse_exits_2(tmp_path: Path) -> None:
+    result = run(
+        tmp_path, "--warehouse", "postgresql://nobody:hunter2@127.0.0.1:1/none", "db", "upgrade"
+    )
+    assert result.returncode == 2
+    assert "cannot open the warehouse" in result.stderr
+    assert "hunter2" not in result.stderr  # the password is masked
+
+
+def test_unsupported_warehouse_url(tmp_path: Path) -> None:
+    result = run(tmp_path, "--warehouse", "mysql://x@localhost/db", "db", "upgrade")
+    assert result.returncode == 2
+    assert "not supported" in result.stderr

@@ -1,0 +1,141 @@
+"""Settings: the example config, environment overrides, and errors that name the key and file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from cdmetrics.settings import ConfigError, check_secrets, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cdmetrics.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid(tmp_path: Path) -> None:
+    example = resources.files("cdmetrics").joinpath("example.toml").read_text(encoding="utf-8")
+    settings = load_settings(write(tmp_path, example))
+    assert settings.environments.promotion_path == ["test", "staging", "production"]
+    assert settings.metrics.failure_window == timedelta(days=7)
+    assert settings.metrics.hotfix_window == timedelta(hours=24)
+    assert settings.policies["long-lived-branch"]["max_age_days"] == 7
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.warehouse.url == "sqlite:///cdmetrics.db"
+    assert settings.sync.timezone == "UTC"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[warehouse]\nurl = "sqlite:///a.db"\n[sync]\nhistory_days = 10\n')
+    monkeypatch.setenv("CDMETRICS_WAREHOUSE__URL", "sqlite:///b.db")
+    settings = load_settings(path)
+    assert settings.warehouse.url == "sqlite:///b.db"
+    assert settings.sync.history_days == 10
+    assert load_settings(path, warehouse_url="sqlite:///c.db").warehouse.url == "sqlite:///c.db"
+
+
+def test_sources_parse(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[sources.gitlab]]
+name = "gitlab"
+url = "https://gitlab.example.com"
+groups = ["payments"]
+[[sources.jenkins]]
+name = "jenkins"
+url = "https://jenkins.example.com"
+[[sources.registry]]
+kind = "oci"
+url = "https://registry.example.com"
+[[sources.kubernetes]]
+name = "prod"
+namespaces = { "payments-prod" = "production" }
+""",
+    )
+    settings = load_settings(path)
+    assert [s.name for s in settings.all_sources()] == ["gitlab", "jenkins", "registry", "prod"]
+    assert settings.sources.gitlab[0].token_env == "GITLAB_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[sync]\ntimezon = 'UTC'\n", "sync.timezon", "Extra inputs"),
+        ("colour = 'red'\n", "colour", "Extra inputs"),
+        ("[sync]\nhistory_days = 'a year'\n", "sync.history_days", "valid integer"),
+        ("[sync]\ntimezone = 'Mars/Olympus'\n", "sync.timezone", "unknown time zone"),
+        ("[metrics]\nfailure_window = 'a week'\n", "metrics.failure_window", "duration"),
+        ("[metrics]\nschema_jobs = '(unclosed'\n", "metrics.schema_jobs", "regular expression"),
+        (
+            "[[sources.gitlab]]\nname = 'g'\nurl = 'http://x'\ntokn_env = 'T'\n",
+            "sources.gitlab[0].tokn_env",
+            "Extra inputs",
+        ),
+        ("[[sources.gitlab]]\nname = 'g'\n", "sources.gitlab[0].url", "Field required"),
+        (
+            "[[sources.gitlab]]\nname = 'g'\nurl = 'http://x'\ntoken_env = 'glpat-123abc'\n",
+            "sources.gitlab[0].token_env",
+            "pattern",
+        ),
+        (
+            "[[sources.registry]]\nkind = 'quay'\nurl = 'http://x'\n",
+            "sources.registry[0].kind",
+            "harbor",
+        ),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert f"{path}: key `{key}`" in message
+    assert problem in message
+
+
+def test_bad_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDMETRICS_SYNC__HISTORY_DAYS", "lots")
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""))
+    assert "environment variable CDMETRICS_SYNC__HISTORY_DAYS: key `sync.history_days`" in str(
+        info.value
+    )
+
+
+def test_invalid_toml_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "[sync\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
+        load_settings(path)
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_unset_secret_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        "[[sources.gitlab]]\nname = 'g'\nurl = 'http://x'\ntoken_env = 'CDM_TEST_TOKEN'\n"
+        "[[sources.gitlab]]\nname = 'public'\nurl = 'http://y'\ntoken_env = ''\n",
+    )
+    monkeypatch.delenv("CDM_TEST_TOKEN", raising=False)
+    settings = load_settings(path)
+    with pytest.raises(ConfigError) as info:
+        check_secrets(settings)
+    assert f"{path}: key `sources.gitlab[0].token_env`: environment variable CDM_TEST_TOKEN" in str(
+        info.value
+    )
+    assert "gitlab[1]" not in str(info.value)  # "" means anonymous
+    monkeypatch.setenv("CDM_TEST_TOKEN", "secret-value")
+    check_secrets(settings)
+    assert "secret-value" not in settings.model_dump_json()  # only the variable's name is held

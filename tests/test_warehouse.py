@@ -1,0 +1,259 @@
+"""The warehouse on SQLite and PostgreSQL: migrations, upserts, time handling, raw payloads, state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.exc import StatementError
+
+from warehouse.dimensions import ensure_id, ensure_source
+from warehouse.migrate import current_revision, head_revision, upgrade
+from warehouse.raw import Raw, iter_raw, payload_hash, store_raw
+from warehouse.schema import Branch, Commit, PolicyViolation, RawPayload, Repo, metadata
+from warehouse.sync_state import claim, get_state, release, save_state
+from warehouse.types import NaiveDatetimeError
+from warehouse.upsert import natural_key_columns, upsert
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def make_repo(engine: Engine) -> int:
+    with engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab", "http://gitlab.test")
+        return ensure_id(conn, Repo, {"source_id": source_id, "external_id": "1", "path": "g/app"})
+
+
+def commit_rows(repo_id: int, n: int, title: str = "change") -> list[dict[str, object]]:
+    return [
+        {
+            "repo_id": repo_id,
+            "sha": f"{i:040x}",
+            "author_name": f"dev{i % 7}",
+            "authored_at": T0 + timedelta(minutes=i),
+            "committed_at": T0 + timedelta(minutes=i, seconds=30),
+            "title": f"{title} {i}",
+            "additions": i % 100,
+            "deletions": i % 13,
+            "is_merge": i % 10 == 0,
+        }
+        for i in range(n)
+    ]
+
+
+def count(engine: Engine, model: type) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+def test_models_and_migrations_agree(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), metadata
+        )
+    assert diff == []
+
+
+def test_upgrade_twice_changes_nothing(empty_engine: Engine) -> None:
+    assert upgrade(empty_engine) == (None, head_revision())
+    tables = set(inspect(empty_engine).get_table_names())
+    assert upgrade(empty_engine) == (head_revision(), head_revision())
+    assert set(inspect(empty_engine).get_table_names()) == tables
+    assert current_revision(empty_engine) == head_revision()
+    assert set(metadata.tables) <= tables
+
+
+def test_every_table_has_a_natural_key() -> None:
+    for table in metadata.sorted_tables:
+        assert natural_key_columns(table), table.name
+
+
+# --- upsert ----------------------------------------------------------------------------------
+
+
+def test_upsert_10000_rows_twice_leaves_10000(engine: Engine) -> None:
+    repo_id = make_repo(engine)
+    rows = commit_rows(repo_id, 10_000)
+    with engine.begin() as conn:
+        assert upsert(conn, Commit, rows) == 10_000
+    with engine.begin() as conn:
+        assert upsert(conn, Commit, rows) == 0  # nothing changed: nothing written
+    assert count(engine, Commit) == 10_000
+
+
+def test_upsert_updates_changed_rows_only(engine: Engine) -> None:
+    repo_id = make_repo(engine)
+    rows = commit_rows(repo_id, 1_000)
+    with engine.begin() as conn:
+        upsert(conn, Commit, rows)
+    changed = [dict(r, title="retitled") if i % 4 == 0 else r for i, r in enumerate(rows)]
+    changed[1] = dict(changed[1], additions=None)  # a value becoming NULL is a change too
+    with engine.begin() as conn:
+        assert upsert(conn, Commit, changed) == 251
+    with engine.connect() as conn:
+        titles = dict(conn.execute(select(Commit.sha, Commit.title)).all())
+        assert titles[f"{0:040x}"] == "retitled"
+        assert titles[f"{3:040x}"] == "change 3"
+        assert (
+            conn.execute(select(Commit.additions).where(Commit.sha == f"{1:040x}")).scalar() is None
+        )
+    assert count(engine, Commit) == 1_000
+
+
+def test_upsert_leaves_unlisted_columns_alone(engine: Engine) -> None:
+    repo_id = make_repo(engine)
+    with engine.begin() as conn:
+        upsert(conn, Commit, commit_rows(repo_id, 3))
+        # a partial row (e.g. from a webhook) updates only what it carries
+        upsert(conn, Commit, [{"repo_id": repo_id, "sha": f"{1:040x}", "title": "partial"}])
+        row = conn.execute(select(Commit).where(Commit.sha == f"{1:040x}")).one()
+    assert row.title == "partial"
+    assert row.author_name == "dev1"
+
+
+def test_kept_and_volatile_columns(engine: Engine) -> None:
+    first = {
+        "policy": "p",
+        "subject": "s",
+        "severity": "warn",
+        "message": "m",
+        "first_seen_at": T0,
+        "last_seen_at": T0,
+    }
+    later = dict(first, first_seen_at=T0 + timedelta(days=1), last_seen_at=T0 + timedelta(days=1))
+    with engine.begin() as conn:
+        assert upsert(conn, PolicyViolation, [first]) == 1
+        # only a volatile column differs: not a change
+        assert upsert(conn, PolicyViolation, [later]) == 0
+        assert upsert(conn, PolicyViolation, [dict(later, message="m2")]) == 1
+        row = conn.execute(select(PolicyViolation)).one()
+    assert row.first_seen_at == T0  # kept from the first insert
+    assert row.last_seen_at == T0 + timedelta(days=1)
+    assert row.message == "m2"
+
+
+def test_upsert_requires_the_natural_key(engine: Engine) -> None:
+    with engine.begin() as conn, pytest.raises(ValueError, match="natural-key"):
+        upsert(conn, Commit, [{"sha": "abc"}])
+
+
+# --- time ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        UTC,
+        ZoneInfo("Asia/Shanghai"),
+        ZoneInfo("America/Los_Angeles"),
+        timezone(timedelta(hours=5, minutes=45)),
+    ],
+)
+def test_timezone_round_trip(engine: Engine, zone: object) -> None:
+    repo_id = make_repo(engine)
+    instant = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=zone)  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        upsert(conn, Branch, [{"repo_id": repo_id, "name": "main", "last_commit_at": instant}])
+        back = conn.execute(select(Branch.last_commit_at)).scalar_one()
+    assert back == instant
+    assert back.tzinfo is not None and back.utcoffset() == timedelta(0)
+
+
+def test_timestamps_order_correctly_in_sql(engine: Engine) -> None:
+    repo_id = make_repo(engine)
+    early = datetime(2026, 1, 1, 23, 0, tzinfo=ZoneInfo("America/New_York"))  # 04:00 UTC next day
+    late = datetime(2026, 1, 2, 6, 0, tzinfo=ZoneInfo("Europe/Berlin"))  # 05:00 UTC
+    with engine.begin() as conn:
+        upsert(
+            conn,
+            Branch,
+            [
+                {"repo_id": repo_id, "name": "a", "last_commit_at": late},
+                {"repo_id": repo_id, "name": "b", "last_commit_at": early},
+            ],
+        )
+        first = conn.execute(select(Branch.name).order_by(Branch.last_commit_at)).scalars().all()
+        newest = conn.execute(select(func.max(Branch.last_commit_at))).scalar_one()
+    assert first == ["b", "a"]
+    assert newest is not None
+
+
+def test_naive_datetimes_are_refused(engine: Engine) -> None:
+    repo_id = make_repo(engine)
+    with engine.begin() as conn, pytest.raises(StatementError) as info:
+        upsert(
+            conn,
+            Branch,
+            [{"repo_id": repo_id, "name": "x", "last_commit_at": datetime(2026, 1, 1)}],
+        )
+    assert isinstance(info.value.orig, NaiveDatetimeError)
+
+
+# --- raw payloads and sync state -------------------------------------------------------------
+
+
+def test_raw_payloads_are_kept_and_rejections_flagged(engine: Engine) -> None:
+    with engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab")
+        items = [Raw("commits", str(i), {"id": i, "nested": {"a": [1, 2]}}) for i in range(2_500)]
+        items.append(Raw("commits", "bad", {"title": "no id"}, error="missing id"))
+        assert store_raw(conn, source_id, items) == 2_501
+        assert store_raw(conn, source_id, items, fetched_at=T0) == 0  # same content: unchanged
+        assert store_raw(conn, source_id, [Raw("commits", "1", {"id": 1, "new": True})]) == 1
+    with engine.connect() as conn:
+        ids = [row.external_id for row in iter_raw(conn, source_id, "commits")]
+        rejected = list(iter_raw(conn, source_id, "commits", rejected=True))
+    assert len(ids) == 2_501 and len(set(ids)) == 2_501
+    assert [(r.external_id, r.error, r.payload) for r in rejected] == [
+        ("bad", "missing id", {"title": "no id"})
+    ]
+    with engine.connect() as conn:
+        one = conn.execute(select(RawPayload).where(RawPayload.external_id == "1")).one()
+    assert one.payload == {"id": 1, "new": True}
+    assert one.hash == payload_hash({"new": True, "id": 1})
+
+
+def test_sync_state_round_trip(engine: Engine) -> None:
+    with engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab")
+        assert get_state(conn, source_id, "commits", "42") is None
+        save_state(
+            conn,
+            source_id,
+            "commits",
+            "42",
+            cursor="2026-11-23T09:00:00Z",
+            status="ok",
+            started_at=T0,
+            finished_at=T0 + timedelta(seconds=3),
+            requests=4,
+        )
+        state = get_state(conn, source_id, "commits", "42")
+    assert state is not None
+    assert state.cursor == "2026-11-23T09:00:00Z"
+    assert state.status == "ok"
+    assert state.finished_at == T0 + timedelta(seconds=3)
+    with engine.begin() as conn, pytest.raises(ValueError, match="no column"):
+        save_state(conn, source_id, "commits", "42", curser="x")
+
+
+def test_leases_split_partitions_between_workers(engine: Engine) -> None:
+    with engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab")
+    lease = timedelta(minutes=5)
+    with engine.begin() as conn:
+        assert claim(conn, source_id, "commits", "1", "worker-a", lease, now=T0)
+    with engine.begin() as conn:
+        assert not claim(conn, source_id, "commits", "1", "worker-b", lease, now=T0)
+        assert claim(conn, source_id, "commits", "1", "worker-a", lease, now=T0)  # renew
+        # a crashed worker's lease expires and is taken over
+        assert claim(conn, source_id, "commits", "1", "worker-b", lease, now=T0 + 2 * lease)
+        release(conn, source_id, "commits", "1", "worker-b")
+        assert claim(conn, source_id, "commits", "1", "worker-c", lease, now=T0 + 2 * lease)

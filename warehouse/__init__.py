@@ -1,0 +1,1 @@
+"""The warehouse: schema, engine, migrations, idempotent upserts, raw payloads and sync state."""

@@ -1,0 +1,27 @@
+"""Small dimension rows (source, team, service, environment, repo) written and looked up by id."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, select
+
+from warehouse.schema import Base, Source, table_of
+from warehouse.upsert import natural_key_columns, upsert
+
+
+def ensure_id(conn: Connection, table: Table | type[Base], row: Mapping[str, Any]) -> int:
+    """Upsert one row on its natural key and return its id."""
+    target = table_of(table)
+    upsert(conn, target, [row])
+    key = natural_key_columns(target)
+    found = conn.execute(
+        select(target.c.id).where(and_(*(target.c[k] == row[k] for k in key)))
+    ).scalar_one()
+    return int(found)
+
+
+def ensure_source(conn: Connection, name: str, kind: str, base_url: str | None = None) -> int:
+    """The id of source `name`, created or updated with its kind and base URL."""
+    return ensure_id(conn, Source, {"name": name, "kind": kind, "base_url": base_url})

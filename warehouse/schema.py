@@ -1,0 +1,497 @@
+"""The warehouse schema: SQLAlchemy 2.x declarative models for every table of DESIGN.md section 3.
+
+Conventions:
+- every table has an integer surrogate `id` and a natural key (`natural_key(...)`), a unique
+  constraint that every write upserts on (`warehouse.upsert`);
+- small dimension tables (source, team, service, environment, repo) are referenced by id; facts
+  reference other facts by their natural key (a job names its pipeline's external id), so a stream
+  can be loaded in any order, from a poll or a webhook;
+- timestamps are `UTCDateTime`; statuses are normalised (`warehouse.vocabulary`) with the raw value
+  kept beside them;
+- a column marked `volatile` is written with a row that changed but never makes an unchanged row
+  count as changed (fetch times, last-seen times); a column marked `kept` is written on insert
+  only (first-seen times).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, cast
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from warehouse.types import Json, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Sha = String(64)  # sha1 today, sha256 repositories tomorrow
+Name = String(255)
+Url = String(1024)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: Json,
+        list[Any]: Json,
+    }
+
+
+def table_of(model: type[Base] | Table) -> Table:
+    """The Core table of a mapped class (or the table itself)."""
+    return model if isinstance(model, Table) else cast(Table, model.__table__)
+
+
+def natural_key(*columns: str) -> UniqueConstraint:
+    """The unique constraint that identifies a row; `upsert` resolves conflicts on it."""
+    return UniqueConstraint(*columns, info={"natural_key": True})
+
+
+def volatile(**kwargs: Any) -> Any:
+    """A column updated with its row but ignored when deciding whether the row changed."""
+    return mapped_column(info={"volatile": True}, **kwargs)
+
+
+def kept(**kwargs: Any) -> Any:
+    """A column written when the row is first inserted and never updated (first-seen times)."""
+    return mapped_column(info={"kept": True}, **kwargs)
+
+
+def ref(table: str, nullable: bool = True) -> Any:
+    """An integer reference to a dimension table's id."""
+    return mapped_column(ForeignKey(f"{table}.id"), nullable=nullable, index=True)
+
+
+# --- dimensions -----------------------------------------------------------------------------
+
+
+class Source(Base):
+    __tablename__ = "source"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # gitlab, jenkins, harbor, oci, kubernetes, git, cdevents
+    base_url: Mapped[str | None] = mapped_column(Url)
+
+
+class Team(Base):
+    __tablename__ = "team"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+
+
+class Repo(Base):
+    __tablename__ = "repo"
+    __table_args__ = (natural_key("source_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = ref("source", nullable=False)
+    external_id: Mapped[str] = mapped_column(Name)
+    path: Mapped[str] = mapped_column(Name)
+    default_branch: Mapped[str | None] = mapped_column(Name)
+    web_url: Mapped[str | None] = mapped_column(Url)
+
+
+class Service(Base):
+    __tablename__ = "service"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+    team_id: Mapped[int | None] = ref("team")
+    repo_id: Mapped[int | None] = ref("repo")
+    image_repository: Mapped[str | None] = mapped_column(Name)
+    k8s_workload: Mapped[str | None] = mapped_column(Name)
+    origin: Mapped[str] = mapped_column(String(16), default="discovered")  # config | discovered
+
+
+class Environment(Base):
+    __tablename__ = "environment"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+    tier: Mapped[str] = mapped_column(
+        String(16)
+    )  # development, testing, staging, production, other
+    position: Mapped[int | None]  # index in the promotion path; None when not on it
+    raw_names: Mapped[list[Any]] = mapped_column(default=list)  # raw names seen that map here
+
+
+# --- source code --------------------------------------------------------------------------
+
+
+class Commit(Base):
+    __tablename__ = "commit"
+    __table_args__ = (natural_key("repo_id", "sha"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    sha: Mapped[str] = mapped_column(Sha)
+    author_name: Mapped[str | None] = mapped_column(Name)
+    author_email: Mapped[str | None] = mapped_column(Name)
+    authored_at: Mapped[datetime | None]
+    committed_at: Mapped[datetime | None]
+    title: Mapped[str | None] = mapped_column(Text)
+    additions: Mapped[int | None]
+    deletions: Mapped[int | None]
+    is_merge: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CommitParent(Base):
+    __tablename__ = "commit_parent"
+    __table_args__ = (
+        natural_key("repo_id", "sha", "parent_sha"),
+        Index("ix_commit_parent_repo_parent", "repo_id", "parent_sha"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    sha: Mapped[str] = mapped_column(Sha)
+    parent_sha: Mapped[str] = mapped_column(Sha)
+    position: Mapped[int] = mapped_column(default=0)  # 0 = first parent
+
+
+class Branch(Base):
+    __tablename__ = "branch"
+    __table_args__ = (natural_key("repo_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    name: Mapped[str] = mapped_column(Name)
+    protected: Mapped[bool] = mapped_column(default=False)
+    is_default: Mapped[bool] = mapped_column(default=False)
+    head_sha: Mapped[str | None] = mapped_column(Sha)
+    first_seen_at: Mapped[datetime | None] = kept()
+    last_commit_at: Mapped[datetime | None]
+    merged_at: Mapped[datetime | None]
+
+
+class MergeRequest(Base):
+    __tablename__ = "merge_request"
+    __table_args__ = (
+        natural_key("repo_id", "iid"),
+        Index("ix_merge_request_repo_merge_sha", "repo_id", "merge_commit_sha"),
+        Index("ix_merge_request_repo_squash_sha", "repo_id", "squash_commit_sha"),
+        Index("ix_merge_request_repo_merged_at", "repo_id", "merged_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    iid: Mapped[int]
+    external_id: Mapped[str | None] = mapped_column(Name)
+    title: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(Name)
+    source_branch: Mapped[str | None] = mapped_column(Name)
+    target_branch: Mapped[str | None] = mapped_column(Name)
+    state: Mapped[str] = mapped_column(String(16))  # opened, merged, closed, locked
+    draft: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    merged_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    merged_by: Mapped[str | None] = mapped_column(Name)
+    merge_commit_sha: Mapped[str | None] = mapped_column(Sha)
+    squash_commit_sha: Mapped[str | None] = mapped_column(Sha)
+    head_sha: Mapped[str | None] = mapped_column(Sha)
+    squash: Mapped[bool] = mapped_column(default=False)
+    approvals: Mapped[int | None]
+    first_review_at: Mapped[datetime | None]
+    web_url: Mapped[str | None] = mapped_column(Url)
+
+
+class MrCommit(Base):
+    __tablename__ = "mr_commit"
+    __table_args__ = (
+        natural_key("repo_id", "iid", "sha"),
+        Index("ix_mr_commit_sha", "repo_id", "sha"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    iid: Mapped[int]
+    sha: Mapped[str] = mapped_column(Sha)
+
+
+# --- builds -------------------------------------------------------------------------------
+
+
+class Pipeline(Base):
+    __tablename__ = "pipeline"
+    __table_args__ = (
+        natural_key("source_id", "external_id"),
+        Index("ix_pipeline_repo_ref_finished", "repo_id", "ref", "finished_at"),
+        Index("ix_pipeline_repo_sha", "repo_id", "sha"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(Name)
+    repo_id: Mapped[int | None] = mapped_column(ForeignKey("repo.id"))
+    job_name: Mapped[str | None] = mapped_column(Name)  # Jenkins: the job that built it
+    ref: Mapped[str | None] = mapped_column(Name)
+    sha: Mapped[str | None] = mapped_column(Sha)
+    status: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str | None] = mapped_column(String(32))
+    trigger: Mapped[str | None] = mapped_column(
+        String(64)
+    )  # push, merge_request_event, schedule, ...
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    queued_s: Mapped[float | None] = mapped_column(Float)
+    web_url: Mapped[str | None] = mapped_column(Url)
+
+
+class Job(Base):
+    __tablename__ = "job"
+    __table_args__ = (
+        natural_key("source_id", "external_id"),
+        Index("ix_job_pipeline", "source_id", "pipeline_external_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(Name)
+    pipeline_external_id: Mapped[str | None] = mapped_column(Name)
+    name: Mapped[str] = mapped_column(Name)
+    stage: Mapped[str | None] = mapped_column(Name)
+    status: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str | None] = mapped_column(String(32))
+    allow_failure: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    queued_s: Mapped[float | None] = mapped_column(Float)
+    web_url: Mapped[str | None] = mapped_column(Url)
+
+
+class TestRun(Base):
+    __tablename__ = "test_run"
+    __test__ = False  # not a pytest class
+    __table_args__ = (natural_key("source_id", "pipeline_external_id", "suite"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    pipeline_external_id: Mapped[str] = mapped_column(Name)
+    suite: Mapped[str] = mapped_column(Name)
+    total: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    skipped: Mapped[int] = mapped_column(default=0)
+    errors: Mapped[int] = mapped_column(default=0)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+
+
+# --- images and deployments ---------------------------------------------------------------
+
+
+class Image(Base):
+    __tablename__ = "image"
+    __table_args__ = (
+        natural_key("digest"),
+        Index("ix_image_revision", "revision"),
+        Index("ix_image_index_digest", "index_digest"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(100))
+    repository: Mapped[str] = mapped_column(Name)
+    media_type: Mapped[str | None] = mapped_column(Name)
+    pushed_at: Mapped[datetime | None]
+    revision: Mapped[str | None] = mapped_column(Sha)  # the source commit, never a config digest
+    revision_origin: Mapped[str | None] = mapped_column(String(16))  # provenance|label|build|tag
+    source_repository: Mapped[str | None] = mapped_column(Url)  # org.opencontainers.image.source
+    built_by_pipeline: Mapped[str | None] = mapped_column(Name)  # "<source>:<pipeline external id>"
+    index_digest: Mapped[str | None] = mapped_column(String(100))  # set on platform images
+    platform: Mapped[str | None] = mapped_column(String(64))  # os/arch[/variant]
+
+
+class ImageTag(Base):
+    __tablename__ = "image_tag"
+    __table_args__ = (
+        natural_key("repository", "tag", "digest", "seen_at"),
+        Index("ix_image_tag_digest", "digest"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository: Mapped[str] = mapped_column(Name)
+    tag: Mapped[str] = mapped_column(Name)
+    digest: Mapped[str] = mapped_column(String(100))
+    seen_at: Mapped[datetime]  # when the tag was first seen pointing at this digest
+    last_seen_at: Mapped[datetime | None] = volatile()
+
+
+class Deployment(Base):
+    __tablename__ = "deployment"
+    __table_args__ = (
+        natural_key("source_id", "external_id"),
+        Index("ix_deployment_service_env_finished", "service_id", "environment_id", "finished_at"),
+        Index("ix_deployment_digest", "image_digest"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(Name)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    raw_environment: Mapped[str | None] = mapped_column(Name)
+    repo_id: Mapped[int | None] = mapped_column(ForeignKey("repo.id"))
+    pipeline_external_id: Mapped[str | None] = mapped_column(Name)
+    status: Mapped[str] = mapped_column(String(16))
+    raw_status: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    sha: Mapped[str | None] = mapped_column(Sha)
+    ref: Mapped[str | None] = mapped_column(Name)
+    image_digest: Mapped[str | None] = mapped_column(String(100))
+    image_ref: Mapped[str | None] = mapped_column(Url)
+    image_resolution: Mapped[str] = mapped_column(String(16), default="none")
+    kind: Mapped[str] = mapped_column(String(16), default="app")  # app, schema, config
+    schema_version: Mapped[str | None] = mapped_column(Name)
+    deployer: Mapped[str | None] = mapped_column(Name)
+    url: Mapped[str | None] = mapped_column(Url)
+
+
+class ObservedWorkload(Base):
+    __tablename__ = "observed_workload"
+    __table_args__ = (natural_key("cluster", "namespace", "workload", "observed_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster: Mapped[str] = mapped_column(Name)
+    namespace: Mapped[str] = mapped_column(Name)
+    workload: Mapped[str] = mapped_column(Name)
+    observed_at: Mapped[datetime]
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
+    images: Mapped[list[Any]] = mapped_column(default=list)  # image references as written
+    digests: Mapped[list[Any]] = mapped_column(default=list)  # resolved from Pod imageIDs
+    revision: Mapped[str | None] = mapped_column(String(32))
+    ready: Mapped[bool] = mapped_column(default=False)
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+    __table_args__ = (natural_key("source_id", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(Name)
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    title: Mapped[str | None] = mapped_column(Text)
+    severity: Mapped[str | None] = mapped_column(String(32))
+    opened_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    # an explicit link to the deployment that caused it, by the deployment's natural key
+    deployment_source_id: Mapped[int | None] = mapped_column(ForeignKey("source.id"))
+    deployment_external_id: Mapped[str | None] = mapped_column(Name)
+    url: Mapped[str | None] = mapped_column(Url)
+
+
+# --- bookkeeping --------------------------------------------------------------------------
+
+
+class RawPayload(Base):
+    __tablename__ = "raw_payload"
+    __table_args__ = (natural_key("source_id", "stream", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    stream: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(Name)
+    payload: Mapped[Any] = volatile(type_=Json)  # compared through its hash
+    hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON
+    fetched_at: Mapped[datetime] = volatile()
+    rejected: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SyncState(Base):
+    __tablename__ = "sync_state"
+    __table_args__ = (natural_key("source_id", "stream", "partition"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    stream: Mapped[str] = mapped_column(String(64))
+    partition: Mapped[str] = mapped_column(Name, default="")
+    cursor: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="never")  # never|running|ok|failed
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    requests: Mapped[int] = mapped_column(default=0)
+    rows: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(Name)
+    lease_expires_at: Mapped[datetime | None]
+
+
+# --- derived (rebuilt by `cdmetrics derive`) ----------------------------------------------
+
+
+class DeploymentChange(Base):
+    __tablename__ = "deployment_change"
+    __table_args__ = (natural_key("deployment_id", "sha"), Index("ix_deployment_change_sha", "sha"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(Sha)
+    started_at: Mapped[datetime | None]  # where lead time starts (authored, or first MR commit)
+    is_merge: Mapped[bool] = mapped_column(default=False)
+    first_in_environment: Mapped[bool] = mapped_column(default=True)
+
+
+class ChangeFailure(Base):
+    __tablename__ = "change_failure"
+    __table_args__ = (natural_key("deployment_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"))
+    incident: Mapped[bool] = mapped_column(default=False)
+    rollback: Mapped[bool] = mapped_column(default=False)
+    hotfix: Mapped[bool] = mapped_column(default=False)
+    recovered_at: Mapped[datetime | None]
+    recovered_by_deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployment.id"))
+
+
+class DriftSnapshot(Base):
+    __tablename__ = "drift_snapshot"
+    __table_args__ = (
+        natural_key(
+            "taken_at", "service_id", "upstream_environment_id", "downstream_environment_id"
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    taken_at: Mapped[datetime]
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+    upstream_environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    downstream_environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    upstream_digest: Mapped[str | None] = mapped_column(String(100))
+    downstream_digest: Mapped[str | None] = mapped_column(String(100))
+    commits_behind: Mapped[int | None]
+    drift_age_s: Mapped[float | None] = mapped_column(Float)
+    downstream_ever_upstream: Mapped[bool | None]
+
+
+class PolicyViolation(Base):
+    __tablename__ = "policy_violation"
+    __table_args__ = (natural_key("policy", "subject"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(Name)  # stable key of the offending object
+    severity: Mapped[str] = mapped_column(String(8))  # error, warn, info
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    message: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Url)
+    first_seen_at: Mapped[datetime] = kept()
+    last_seen_at: Mapped[datetime | None] = volatile()
+    resolved_at: Mapped[datetime | None]
+
+
+metadata = Base.metadata

@@ -1,0 +1,93 @@
+"""One write path: batched, idempotent `insert ... on conflict (natural key) do update`.
+
+An existing row is only rewritten when a compared column differs (`IS DISTINCT FROM`), so re-running
+a sync writes nothing and the returned count says how many rows were inserted or really changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Table, UniqueConstraint, or_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from warehouse.schema import Base, table_of
+
+BATCH_SIZE = 5_000
+
+
+class UnsupportedDialectError(RuntimeError):
+    """The warehouse URL names a database cdmetrics does not write to."""
+
+
+def natural_key_columns(table: Table) -> tuple[str, ...]:
+    """The column names of `table`'s natural key (the unique constraint marked `natural_key`)."""
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and constraint.info.get("natural_key"):
+            return tuple(c.name for c in constraint.columns)
+    raise LookupError(f"table {table.name} declares no natural key")
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    raise UnsupportedDialectError(
+        f"cannot write to a {conn.dialect.name} warehouse; use sqlite:/// or postgresql+psycopg://"
+    )
+
+
+def _statement(conn: Connection, table: Table, columns: frozenset[str]) -> Any:
+    key = natural_key_columns(table)
+    stmt = _insert(conn, table)
+    updated = [
+        c
+        for c in table.columns
+        if c.name in columns and c.name not in key and not c.primary_key and not c.info.get("kept")
+    ]
+    if not updated:
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    compared = [c for c in updated if not c.info.get("volatile")]
+    changed = (
+        or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in compared)) if compared else None
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c.name: stmt.excluded[c.name] for c in updated},
+        where=changed,
+    )
+
+
+def upsert(
+    conn: Connection,
+    table: Table | type[Base],
+    rows: Iterable[Mapping[str, Any]],
+    batch_size: int = BATCH_SIZE,
+) -> int:
+    """Insert `rows` into `table`, updating existing rows on the natural key.
+
+    Rows may carry different column sets (each set is written with its own statement; a column a
+    row leaves out is left as it is). Returns the number of rows inserted or actually changed.
+    """
+    target = table_of(table)
+    key = natural_key_columns(target)
+    groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    written = 0
+    for columns, group in groups.items():
+        missing = [k for k in key if k not in columns]
+        if missing:
+            raise ValueError(f"rows for {target.name} lack natural-key column(s) {missing}")
+        stmt = _statement(conn, target, columns)
+        for start in range(0, len(group), batch_size):
+            result = conn.execute(
+                stmt,
+                list(group[start : start + batch_size]),
+                # psycopg reports an executemany's row count only when asked to keep it
+                execution_options={"preserve_rowcount": True},
+            )
+            written += max(result.rowcount, 0)
+    return written
