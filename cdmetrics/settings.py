@@ -7,12 +7,13 @@ command that needs them starts. Every error names the key and where it came from
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -65,20 +66,27 @@ EnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
 class Section(BaseModel):
     """A config table: unknown keys are errors (a typo must not be silently ignored)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class WarehouseSettings(Section):
-    url: str = Field("sqlite:///cdmetrics.db", description="SQLAlchemy URL of the warehouse")
+    url: str = "sqlite:///cdmetrics.db"
+    """SQLAlchemy URL of the warehouse: `sqlite:///path.db` or `postgresql+psycopg://user@host/db`."""
 
 
 class SyncSettings(Section):
-    history_days: int = Field(365, gt=0, description="how far back a first sync reaches")
-    timezone: str = Field("UTC", description="IANA zone for days and weeks in metrics and reports")
-    overlap: Duration = Field(timedelta(minutes=10), description="re-read window before a cursor")
-    parallelism: int = Field(4, ge=1, le=64, description="projects synced at once per source")
-    requests_per_second: float = Field(20.0, gt=0, description="shared rate limit per source")
-    timeout_s: float = Field(30.0, gt=0, description="timeout of every HTTP request")
+    history_days: int = Field(365, gt=0)
+    """How far back a first sync reaches."""
+    timezone: str = "UTC"
+    """IANA time zone of days and ISO weeks in metrics and reports."""
+    overlap: Duration = timedelta(minutes=10)
+    """How far before its cursor an incremental sync re-reads (upserts absorb the overlap)."""
+    parallelism: int = Field(4, ge=1, le=64)
+    """Projects (partitions) synced at once per source."""
+    requests_per_second: float = Field(20.0, gt=0)
+    """Rate limit shared by all requests to one source."""
+    timeout_s: float = Field(30.0, gt=0)
+    """Timeout of every HTTP request, in seconds."""
 
     @field_validator("timezone")
     @classmethod
@@ -94,57 +102,88 @@ class SyncSettings(Section):
 
 class SourceSettings(Section):
     name: str
+    """Name of the source in the warehouse and on the command line (`cdmetrics sync NAME`)."""
     url: str | None = None
+    """Base URL of the source's API."""
 
 
 class GitLabSource(SourceSettings):
     url: str
-    token_env: EnvName | None = Field("GITLAB_TOKEN", description="variable holding the token")
+    """Base URL of the GitLab instance, e.g. https://gitlab.example.com."""
+    token_env: EnvName = "GITLAB_TOKEN"
+    """Environment variable holding a read_api token ("" for anonymous access)."""
     groups: list[str] = Field(default_factory=list)
+    """Groups whose projects (subgroups included) are synced."""
     projects: list[str] = Field(default_factory=list)
+    """Projects synced by path or numeric id, besides the groups'."""
     per_page: int = Field(100, ge=1, le=100)
+    """Page size of list requests (GitLab allows at most 100)."""
     ssl_verify: bool = True
+    """Verify the server's TLS certificate."""
 
 
 class JenkinsSource(SourceSettings):
     url: str
-    user_env: EnvName | None = "JENKINS_USER"
-    token_env: EnvName | None = "JENKINS_TOKEN"
+    """Base URL of the Jenkins controller."""
+    user_env: EnvName = "JENKINS_USER"
+    """Environment variable holding the user name ("" for anonymous access)."""
+    token_env: EnvName = "JENKINS_TOKEN"
+    """Environment variable holding the user's API token ("" for anonymous access)."""
     deploy_jobs: Regex = "deploy-(?P<service>[^/]+)"
+    """Regular expression of deploy job names; the `service` group names the service."""
     env_parameter: str = "ENV"
+    """Build parameter naming the target environment of a deploy job."""
     image_parameter: str = "IMAGE"
+    """Build parameter naming the deployed image (`repo@sha256:...` or `repo:tag`)."""
 
 
 class GitSource(SourceSettings):
     path: str | None = None
+    """Local path of the repository (a bare mirror is fine); or give `url` to clone into a cache."""
     service: str | None = None
+    """Service the repository belongs to."""
 
 
 class RegistrySource(SourceSettings):
     name: str = "registry"
+    """Name of the source in the warehouse."""
     kind: Literal["harbor", "oci"] = "harbor"
+    """`harbor` (Harbor v2.0 API) or `oci` (Docker Registry HTTP API v2)."""
     url: str
+    """Base URL of the registry."""
     projects: list[str] = Field(default_factory=list)
-    user_env: EnvName | None = None
-    token_env: EnvName | None = None
+    """Harbor projects (or OCI repository prefixes) to read."""
+    user_env: EnvName = ""
+    """Environment variable holding the user (a Harbor robot account); "" for anonymous access."""
+    token_env: EnvName = ""
+    """Environment variable holding the password or token; "" for anonymous access."""
 
 
 class KubernetesSource(SourceSettings):
     context: str | None = None
+    """kubeconfig context; unset inside a cluster (in-cluster service account)."""
     kubeconfig: str | None = None
-    namespaces: dict[str, str] = Field(default_factory=dict)  # namespace -> environment
+    """Path of the kubeconfig file (default: the client's usual lookup)."""
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    """Namespaces to observe, each mapped to the environment it runs."""
 
 
 class Sources(Section):
     gitlab: list[GitLabSource] = Field(default_factory=list)
+    """GitLab instances (`[[sources.gitlab]]`)."""
     jenkins: list[JenkinsSource] = Field(default_factory=list)
+    """Jenkins controllers (`[[sources.jenkins]]`)."""
     git: list[GitSource] = Field(default_factory=list)
+    """Plain git repositories (`[[sources.git]]`)."""
     registry: list[RegistrySource] = Field(default_factory=list)
+    """Container registries (`[[sources.registry]]`)."""
     kubernetes: list[KubernetesSource] = Field(default_factory=list)
+    """Kubernetes clusters (`[[sources.kubernetes]]`)."""
 
 
 class EnvironmentSettings(Section):
     promotion_path: list[str] = Field(default_factory=lambda: ["test", "staging", "production"])
+    """Canonical environments an image is promoted through, in order."""
     aliases: dict[str, list[Regex]] = Field(
         default_factory=lambda: {
             "test": ["(?i)^(fat|test|qa)"],
@@ -152,42 +191,64 @@ class EnvironmentSettings(Section):
             "production": ["(?i)^(pro|prod|production|live)$"],
         }
     )
+    """Canonical environment -> regular expressions of raw names that mean it (replaces the default)."""
 
 
 class TeamSettings(Section):
     name: str
-    services: list[str] = Field(default_factory=list)  # names or glob patterns
+    """Team name."""
+    services: list[str] = Field(default_factory=list)
+    """Services the team owns: names or glob patterns (`pay-*`)."""
 
 
 class MetricsSettings(Section):
     failure_window: Duration = timedelta(days=7)
+    """An incident or rollback this soon after a production deployment makes it a failed change."""
     hotfix_window: Duration = timedelta(hours=24)
+    """A hotfix deployment this soon after a production deployment makes it a failed change."""
     hotfix_refs: list[str] = Field(default_factory=lambda: ["hotfix/*"])
+    """Glob patterns of refs whose deployments are hotfixes."""
     schema_jobs: Regex = "(?i)(migrat|flyway|liquibase|alembic|schema)"
-    tag_revision_pattern: Regex = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,40})$"
+    """Regular expression of job names that deploy database schema changes."""
+    tag_revision_pattern: Regex = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+    """Tags naming their source commit; the `sha` group is the (short) sha."""
 
 
 class ServiceSettings(Section):
     read_token_env: EnvName = "CDMETRICS_READ_TOKEN"
+    """Environment variable holding the bearer token for GET /api/v1/*."""
     write_token_env: EnvName = "CDMETRICS_WRITE_TOKEN"
+    """Environment variable holding the bearer token for POST /events/* and /api/v1/gate."""
     gitlab_webhook_secret_env: EnvName = "GITLAB_WEBHOOK_SECRET"
+    """Environment variable holding GitLab's webhook secret; unset: GitLab webhooks are refused."""
 
 
 class Settings(BaseSettings):
     """The whole configuration. Build it with `load_settings`, not directly."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", populate_by_name=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
     )
 
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    """Where the warehouse is."""
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    """How collectors sync."""
     sources: Sources = Field(default_factory=Sources)
+    """The systems data is collected from."""
     environments: EnvironmentSettings = Field(default_factory=EnvironmentSettings)
+    """Canonical environments and the promotion path."""
     teams: list[TeamSettings] = Field(default_factory=list)
+    """Teams and the services they own (`[[teams]]`)."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """Parameters of the metric definitions (docs/METRICS.md)."""
     policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Parameters per policy id (`[policies.long-lived-branch]`; docs/POLICIES.md)."""
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    """The HTTP service's tokens, by environment variable."""
     _path: Path = PrivateAttr(DEFAULT_CONFIG)
 
     @property
@@ -283,3 +344,82 @@ def check_secrets(settings: Settings, path: Path | None = None) -> None:
                     )
     if problems:
         raise ConfigError("missing secrets:\n  " + "\n  ".join(problems))
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not get_args(annotation) else None
+    text = text or str(annotation)
+    text = re.sub(r"typing\.|cdmetrics\.settings\.|<class '([^']+)'>", r"\1", text)
+    text = re.sub(r"Annotated\[(\w+), [^\]]*\]+", r"\1", text)
+    return {"timedelta": "duration"}.get(text, text)
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if seconds % size == 0:
+                return f"`{seconds // size}{unit}`"
+    if isinstance(value, BaseModel):
+        return ""
+    return f"`{json.dumps(value)}`"
+
+
+def config_reference() -> str:
+    """docs/CONFIG.md: every key of every table, generated from the models (a test keeps it current)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `cdmetrics/settings.py` by `make docs`; a test checks it is current.",
+        "",
+        "Settings come from `cdmetrics.toml` (or `--config`, or `$CDMETRICS_CONFIG`); any key of a",
+        "plain table is overridden by `CDMETRICS_<TABLE>__<KEY>` (e.g. `CDMETRICS_WAREHOUSE__URL`).",
+        "Unknown keys and wrong types stop every command with exit code 2, naming the key and file.",
+        "Secrets are never values: keys ending in `_env` name the environment variable holding them.",
+        "Durations are written `7d`, `24h`, `30m`, `90s` or `2w`.",
+    ]
+
+    def section_of(annotation: Any) -> tuple[type[Section] | None, bool]:
+        """(the Section model of a field, whether it is a list of them) or (None, False)."""
+        inner = get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            return annotation, False
+        if inner and isinstance(inner[0], type) and issubclass(inner[0], Section):
+            return inner[0], True
+        return None, False
+
+    def table(path: str, many: bool, model: type[BaseModel], env: str | None) -> None:
+        rows, nested = [], []
+        for key, field in model.model_fields.items():
+            sub, sub_many = section_of(field.annotation)
+            if sub is not None:
+                nested.append((f"{path}.{key}", sub_many, sub))
+                continue
+            meaning = field.description or ""
+            if env:
+                meaning += f" Env: `{env}{key.upper()}`."
+            kind = _type_name(field.annotation)
+            rows.append(
+                f"| `{key}` | {kind} | {_default(field)} | {meaning} |".replace(
+                    " | None", " or None"
+                )
+            )
+        if rows:
+            title = f"[[{path}]]" if many else f"[{path}]"
+            lines.extend(
+                ["", f"## `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+            )
+            lines.extend(rows)
+        for sub_path, sub_many, sub in nested:
+            table(sub_path, sub_many, sub, None)
+
+    for key, field in Settings.model_fields.items():
+        model, many = section_of(field.annotation)
+        if model is not None:
+            table(key, many, model, None if many else f"{ENV_PREFIX}{key.upper()}__")
+        else:
+            lines.extend(["", f"## `[{key}]`", "", field.description or ""])
+    return "\n".join(lines) + "\n"
