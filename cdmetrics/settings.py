@@ -298,7 +298,11 @@ def _describe(exc: ValidationError, path: Path, data: dict[str, Any]) -> str:
         variable = ENV_PREFIX + "__".join(str(p) for p in loc).upper()
         if variable in os.environ:
             where = f"environment variable {variable}"
-        elif _in_toml(data, loc) or not any(k.startswith(ENV_PREFIX) for k in os.environ):
+        elif (
+            _in_toml(data, loc)
+            or err["type"] == "missing"
+            or not any(k.startswith(f"{ENV_PREFIX}{str(loc[0]).upper()}") for k in os.environ)
+        ):
             where = str(path)
         else:
             where = f"{path} or a {ENV_PREFIX}* environment variable"
