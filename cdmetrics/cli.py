@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,8 +28,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+sandbox_app = typer.Typer(
+    help="A generated organisation and its API simulators.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(sandbox_app, name="sandbox")
 
 err = Console(stderr=True)
 out = Console()
@@ -149,6 +155,78 @@ def config_check(ctx: typer.Context) -> None:
     out.print(f"{settings.path}: ok; {len(sources)} source(s)")
     for source in sources:
         out.print(f"  {type(source).__name__.removesuffix('Source').lower():<10} {source.name}")
+
+
+@app.command()
+def sync(
+    ctx: typer.Context,
+    sources: list[str] | None = typer.Argument(None, help="Source names (default: every source)."),
+    full: bool = typer.Option(False, "--full", help="Ignore cursors and re-read everything."),
+) -> None:
+    """Run the collectors (with progress bars); the last line printed is a JSON summary."""
+    settings = _globals(ctx).settings()
+    known = {s.name for s in settings.all_sources()}
+    unknown = sorted(set(sources or []) - known)
+    if unknown:
+        raise ConfigError(
+            f"{settings.path}: no source named {', '.join(unknown)}; "
+            f"configured: {', '.join(sorted(known)) or 'none'}"
+        )
+    if not known:
+        raise ConfigError(
+            f"{settings.path}: no sources configured; add a [[sources.gitlab]] table (cdmetrics init)"
+        )
+    check_secrets(settings)
+    engine = _open(settings)
+    from collectors.run import run_sync
+
+    summaries = run_sync(settings, engine, sources, full=full, console=err)
+    for summary in summaries:
+        for error in summary.errors:
+            err.print(f"[red]error:[/] {escape(error)}", highlight=False)
+    out.print_json(data={"sources": {s.name: s.as_json() for s in summaries}}, indent=None)
+    if not all(s.ok for s in summaries):
+        raise typer.Exit(1)
+
+
+@sandbox_app.command("generate")
+def sandbox_generate(
+    size: str = typer.Option("small", help="small | demo | large"),
+    seed: int = typer.Option(1, help="Random seed: the same seed gives the same organisation."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the ground truth JSON here."
+    ),
+) -> None:
+    """Generate an organisation and print (or write) its ground truth as JSON."""
+    from sandbox.generate import generate
+    from sandbox.truth import summary
+
+    truth = summary(generate(seed, size))
+    if output:
+        output.write_text(json.dumps(truth, indent=2), encoding="utf-8")
+        out.print(f"wrote {output}: {truth['counts']}")
+    else:
+        out.print_json(data=truth)
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    size: str = typer.Option("demo", help="small | demo | large"),
+    seed: int = typer.Option(1, help="Random seed."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8929, help="Port of the GitLab simulator (0: any free port)."),
+    token: str = typer.Option("sandbox-token", help="The token the simulators accept."),
+) -> None:
+    """Serve the organisation through the GitLab API simulator until interrupted."""
+    from sandbox.serve import Sandbox
+
+    with Sandbox.start(size=size, seed=seed, host=host, port=port, token=token) as sandbox:
+        out.print(sandbox.describe())
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            out.print("stopped")
 
 
 def main() -> None:

@@ -83,8 +83,8 @@ class SyncSettings(Section):
     """How far before its cursor an incremental sync re-reads (upserts absorb the overlap)."""
     parallelism: int = Field(4, ge=1, le=64)
     """Projects (partitions) synced at once per source."""
-    requests_per_second: float = Field(20.0, gt=0)
-    """Rate limit shared by all requests to one source."""
+    requests_per_second: float = Field(20.0, ge=0)
+    """Rate limit shared by all requests to one source (0: no limit, e.g. for the sandbox)."""
     timeout_s: float = Field(30.0, gt=0)
     """Timeout of every HTTP request, in seconds."""
 

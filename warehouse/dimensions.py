@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, select
 
-from warehouse.schema import Base, Source, table_of
+from warehouse.schema import Base, Environment, Source, table_of
 from warehouse.upsert import natural_key_columns, upsert
 
 
@@ -25,3 +25,20 @@ def ensure_id(conn: Connection, table: Table | type[Base], row: Mapping[str, Any
 def ensure_source(conn: Connection, name: str, kind: str, base_url: str | None = None) -> int:
     """The id of source `name`, created or updated with its kind and base URL."""
     return ensure_id(conn, Source, {"name": name, "kind": kind, "base_url": base_url})
+
+
+def ensure_environment(
+    conn: Connection, name: str, tier: str, promotion_path: list[str], raw_name: str
+) -> int:
+    """The id of canonical environment `name`, adding `raw_name` to the names that map to it.
+
+    The read-modify-write of `raw_names` locks the row on PostgreSQL (concurrent sync workers);
+    on SQLite the caller holds the single writer's lock.
+    """
+    existing = conn.execute(
+        select(Environment.raw_names).where(Environment.name == name).with_for_update()
+    ).scalar()
+    raw_names = sorted(set(existing or []) | {raw_name})
+    position = promotion_path.index(name) if name in promotion_path else None
+    row = {"name": name, "tier": tier, "position": position, "raw_names": raw_names}
+    return ensure_id(conn, Environment, row)

@@ -47,12 +47,10 @@ def _statement(conn: Connection, table: Table, columns: frozenset[str]) -> Any:
         for c in table.columns
         if c.name in columns and c.name not in key and not c.primary_key and not c.info.get("kept")
     ]
-    if not updated:
-        return stmt.on_conflict_do_nothing(index_elements=list(key))
     compared = [c for c in updated if not c.info.get("volatile")]
-    changed = (
-        or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in compared)) if compared else None
-    )
+    if not compared:  # nothing that could make an existing row count as changed
+        return stmt.on_conflict_do_nothing(index_elements=list(key))
+    changed = or_(*(c.is_distinct_from(stmt.excluded[c.name]) for c in compared))
     return stmt.on_conflict_do_update(
         index_elements=list(key),
         set_={c.name: stmt.excluded[c.name] for c in updated},

@@ -1,0 +1,385 @@
+"""The GitLab collector (python-gitlab): projects of the configured groups and projects, then per
+project, in parallel under one rate limiter: environments, commits, branches, merge requests,
+pipelines, deployments, registry tags and incidents (streams in `collectors.gitlab_streams`).
+
+Incremental per project: each stream's cursor lives in sync_state, is capped at the sync's start,
+and the next sync re-reads an overlap window; upserts absorb it, and items whose version the
+warehouse already holds cost no per-item request.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timedelta
+from typing import Any
+
+import gitlab
+import requests
+from gitlab.exceptions import GitlabError
+from rich.progress import Progress
+from sqlalchemy import Engine
+
+from cdmetrics.settings import GitLabSource, Settings
+from collectors import gitlab_normalize as norm
+from collectors import gitlab_streams as streams
+from collectors.http import PolicySession, RateLimiter, RequestCounter, redact_url
+from collectors.sync import Batch, SourceSummary, SyncError, SyncRun, timed
+from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
+from warehouse.raw import Raw
+from warehouse.schema import Repo, Service, Team
+from warehouse.sync_state import get_state
+from warehouse.vocabulary import EnvironmentMapper
+
+log = logging.getLogger(__name__)
+BATCH_ITEMS = 200
+MAX_RETRIES = 6
+STREAMS: tuple[streams.GitLabStream, ...] = (
+    streams.Commits(),
+    streams.Branches(),
+    streams.MergeRequests(),
+    streams.Pipelines(),
+    streams.Deployments(),
+    streams.RegistryTags(),
+    streams.Incidents(),
+)
+
+
+class TrackingSession(PolicySession):
+    """Remembers the last URL requested, so an error can name it (secrets masked)."""
+
+    last_url = ""
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.last_url = url
+        return super().request(method, url, *args, **kwargs)
+
+
+class RetryingGitlab(gitlab.Gitlab):
+    """python-gitlab with a client-wide retry budget (it only takes one per request)."""
+
+    max_retries = MAX_RETRIES
+
+    def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("max_retries", self.max_retries)
+        return super().http_request(*args, **kwargs)
+
+
+class GitLabCollector:
+    """Syncs one `[[sources.gitlab]]` into the warehouse."""
+
+    kind = "gitlab"
+
+    def __init__(
+        self,
+        source: GitLabSource,
+        settings: Settings,
+        engine: Engine,
+        max_retries: int = MAX_RETRIES,
+        progress: Progress | None = None,
+        full: bool = False,
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.engine = engine
+        self.max_retries = max_retries
+        self.progress = progress
+        self.full = full  # ignore cursors and stored versions: re-read everything
+        self.limiter = RateLimiter(settings.sync.requests_per_second)
+        self.mapper = EnvironmentMapper(settings.environments.aliases)
+        self._local = threading.local()
+        self._counters: list[RequestCounter] = []
+        self._counters_lock = threading.Lock()
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def client(self) -> gitlab.Gitlab:
+        """This thread's python-gitlab client (sessions are not shared between threads)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            counter = RequestCounter()
+            with self._counters_lock:
+                self._counters.append(counter)
+            session = TrackingSession(self.limiter, counter, self.settings.sync.timeout_s)
+            token = os.environ.get(self.source.token_env) if self.source.token_env else None
+            client = RetryingGitlab(
+                self.source.url,
+                private_token=token,
+                session=session,
+                ssl_verify=self.source.ssl_verify,
+                timeout=self.settings.sync.timeout_s,
+                retry_transient_errors=True,
+                per_page=self.source.per_page,
+            )
+            client.max_retries = self.max_retries
+            self._local.client, self._local.session, self._local.counter = client, session, counter
+        return client
+
+    def requests_made(self) -> int:
+        with self._counters_lock:
+            return sum(c.value for c in self._counters)
+
+    def _where(self) -> str:
+        session = getattr(self._local, "session", None)
+        return (
+            f" (last request: {redact_url(session.last_url)})"
+            if session and session.last_url
+            else ""
+        )
+
+    # -- the sync ------------------------------------------------------------------------------
+
+    def sync(self) -> SourceSummary:
+        """Sync every project; returns the summary (errors are in it, not raised)."""
+        summary = SourceSummary(self.source.name, self.kind)
+        with self.engine.begin() as conn:
+            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
+        run = SyncRun(self.engine, source_id, summary)
+        timed(summary, lambda: self._sync(run))
+        summary.requests = self.requests_made()
+        return summary
+
+    def _sync(self, run: SyncRun) -> None:
+        try:
+            projects = self.discover(run)
+        except (GitlabError, requests.RequestException) as exc:
+            run.summary.errors.append(
+                f"{self.source.name}: cannot list projects from {redact_url(self.source.url)}: "
+                f"{_describe(exc)}{self._where()}; check the url, the token and the groups/projects"
+            )
+            return
+        task = (
+            self.progress.add_task(f"{self.source.name}: projects", total=len(projects))
+            if self.progress
+            else None
+        )
+        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
+            futures = [pool.submit(self.sync_project, run, ctx) for ctx in projects]
+            for future in as_completed(futures):
+                future.result()
+                if self.progress and task is not None:
+                    self.progress.advance(task)
+
+    def discover(self, run: SyncRun) -> list[streams.ProjectContext]:
+        """The configured projects (groups with subgroups, and explicit ones), registered in the
+        warehouse as repos and services."""
+        gl = self.client()
+        found: dict[int, dict[str, Any]] = {}
+        for group in self.source.groups:
+            listing = gl.groups.get(group, lazy=True).projects.list(
+                iterator=True,
+                per_page=self.source.per_page,
+                include_subgroups=True,
+                pagination="keyset",
+                order_by="id",
+                sort="asc",
+                archived=False,
+            )
+            for project in listing:
+                found[int(project.id)] = streams.attrs(project)
+        for path in self.source.projects:
+            explicit = gl.projects.get(path)
+            found[int(explicit.id)] = streams.attrs(explicit)
+        batch = Batch()
+        accepted = []
+        for pid, payload in sorted(found.items()):
+            try:
+                accepted.append((payload, norm.normalize_project(payload, run.source_id)))
+                batch.raws.append(Raw("projects", str(pid), payload))
+            except norm.RejectedPayload as exc:
+                batch.raws.append(Raw("projects", str(pid), payload, error=str(exc)))
+                batch.rejected += 1
+        contexts = []
+
+        def register(conn: Any) -> None:  # repos and services, in the batch's transaction
+            for payload, repo in accepted:
+                repo_id = ensure_id(conn, Repo, repo)
+                contexts.append(
+                    streams.ProjectContext(
+                        run.source_id,
+                        payload,
+                        repo_id,
+                        self._service(conn, payload, repo_id),
+                        schema_jobs=self.settings.metrics.schema_jobs,
+                        tag_revision_pattern=self.settings.metrics.tag_revision_pattern,
+                    )
+                )
+
+        run.write("projects", batch, after=register)
+        self._count(run, "projects", self._local.counter.value)
+        return contexts
+
+    def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
+        name = str(project.get("path") or project["id"])
+        team = next(
+            (
+                t.name
+                for t in self.settings.teams
+                if any(fnmatch.fnmatch(name, p) for p in t.services)
+            ),
+            None,
+        )
+        if team is None:
+            namespace = project.get("namespace") or {}
+            team = namespace.get("path") or namespace.get("name")
+        team_id = ensure_id(conn, Team, {"name": team}) if team else None
+        return ensure_id(
+            conn,
+            Service,
+            {
+                "name": name,
+                "team_id": team_id,
+                "repo_id": repo_id,
+                "image_repository": project.get("container_registry_image_prefix"),
+                "origin": "discovered",
+            },
+        )
+
+    def sync_project(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
+        """Every stream of one project; a failing stream is recorded and the others go on."""
+        partition = str(ctx.project_id)
+        project = self.client().projects.get(ctx.project_id, lazy=True)
+        try:
+            self._environments(run, project, ctx)
+        except (GitlabError, requests.RequestException) as exc:
+            run.fail("environments", partition, self._error(ctx, "environments", exc))
+            return
+        for stream in STREAMS:
+            try:
+                self._sync_stream(run, project, ctx, stream)
+            except (GitlabError, requests.RequestException) as exc:
+                run.fail(stream.name, partition, self._error(ctx, stream.name, exc))
+
+    def _error(self, ctx: streams.ProjectContext, stream: str, exc: Exception) -> str:
+        path = ctx.project.get("path_with_namespace", ctx.project_id)
+        return (
+            f"{self.source.name}: project {path}: {stream}: {_describe(exc)}{self._where()}; "
+            "the next sync resumes from the last saved cursor"
+        )
+
+    def _environments(self, run: SyncRun, project: Any, ctx: streams.ProjectContext) -> None:
+        """The project's environments, registered under their canonical names before anything
+        that refers to them (deployments) is synced."""
+        counter: RequestCounter = self._local.counter
+        before = counter.value
+        payloads = [
+            streams.attrs(e) for e in project.environments.list(iterator=True, per_page=100)
+        ]
+        batch = Batch()
+        canonical = {}
+        for env in payloads:
+            try:
+                canonical[env["name"]] = norm.normalize_environment(env, self.mapper)
+                batch.raws.append(Raw("environments", norm.external_id_of(env), env))
+            except (norm.RejectedPayload, KeyError) as exc:
+                batch.raws.append(
+                    Raw("environments", norm.external_id_of(env), env, error=str(exc))
+                )
+                batch.rejected += 1
+        save = run.save_cursor("environments", str(ctx.project_id), None, counter.value - before)
+
+        def register(conn: Any) -> None:  # in the batch's transaction, under the write lock
+            for raw_name, env in canonical.items():
+                ctx.environments[raw_name] = ensure_environment(
+                    conn, env.name, env.tier, self.settings.environments.promotion_path, raw_name
+                )
+            save(conn)
+
+        run.write("environments", batch, after=register)
+        self._count(run, "environments", counter.value - before)
+
+    def _sync_stream(
+        self, run: SyncRun, project: Any, ctx: streams.ProjectContext, stream: streams.GitLabStream
+    ) -> None:
+        partition = str(ctx.project_id)
+        counter: RequestCounter = self._local.counter
+        before = counter.value
+        with self.engine.connect() as conn:
+            state = None if self.full else get_state(conn, run.source_id, stream.name, partition)
+            known = {} if self.full else stream.known_versions(conn, ctx)
+        since = None
+        if stream.cursor_param and state and state.cursor:
+            since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
+        newest: datetime | None = None
+        batch = Batch()
+        for item in stream.items(project, since, self.source.per_page):
+            if stream.cursor_field and item.get(stream.cursor_field):
+                try:
+                    moment = norm.parse_time(item[stream.cursor_field], stream.cursor_field)
+                    newest = max(newest, moment) if newest and moment else moment or newest
+                except norm.RejectedPayload:
+                    pass
+            if stream.unchanged(item, known, ctx):
+                continue
+            self._collect(stream, project, ctx, item, batch)
+            if len(batch.raws) >= BATCH_ITEMS:
+                run.write(stream.name, batch)
+                batch = Batch()
+        cursor = min(newest, run.started_at).isoformat() if newest else None
+        requests_made = counter.value - before
+        run.write(
+            stream.name, batch, after=run.save_cursor(stream.name, partition, cursor, requests_made)
+        )
+        self._count(run, stream.name, requests_made)
+
+    def _collect(
+        self,
+        stream: streams.GitLabStream,
+        project: Any,
+        ctx: streams.ProjectContext,
+        item: dict[str, Any],
+        batch: Batch,
+    ) -> None:
+        item_id = stream.item_id(item)
+        try:
+            payload = stream.details(project, item, ctx)
+        except gitlab.exceptions.GitlabGetError as exc:
+            if exc.response_code == 404:  # deleted between the listing and the detail call
+                log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
+                return
+            raise
+        try:
+            rows = stream.normalize(payload, ctx)
+        except norm.RejectedPayload as exc:
+            batch.raws.append(Raw(stream.name, item_id, payload, error=str(exc)))
+            batch.rejected += 1
+            log.warning("%s: rejected %s %s: %s", self.source.name, stream.name, item_id, exc)
+            return
+        batch.raws.append(Raw(stream.name, item_id, payload))
+        for table, table_rows in rows.items():
+            batch.add(table, table_rows)
+
+    def _count(self, run: SyncRun, stream: str, requests_made: int) -> None:
+        stats = run.stats(stream)
+        with run._stats_lock:
+            stats.requests += requests_made
+            stats.partitions += 1
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, GitlabError):
+        code = getattr(exc, "response_code", None)
+        return f"HTTP {code}: {exc.error_message}" if code else str(exc.error_message)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def sync_gitlab(
+    settings: Settings,
+    engine: Engine,
+    names: Iterable[str] | None = None,
+    progress: Progress | None = None,
+) -> list[SourceSummary]:
+    """Sync every configured GitLab source (or those named)."""
+    wanted = set(names) if names else None
+    return [
+        GitLabCollector(source, settings, engine, progress=progress).sync()
+        for source in settings.sources.gitlab
+        if wanted is None or source.name in wanted
+    ]
+
+
+__all__ = ["GitLabCollector", "SyncError", "sync_gitlab", "timedelta"]

@@ -1,0 +1,600 @@
+"""GitLab REST v4 payloads into warehouse rows: pure functions, no I/O.
+
+Each `normalize_*` takes a payload as python-gitlab's `obj.attributes` gives it (a plain dict) and
+returns rows keyed by `warehouse.schema` column names, timestamps as aware UTC datetimes. A payload
+that cannot become a row raises `RejectedPayload` naming the field and why (never KeyError or
+TypeError), so the sync stores it as rejected (`external_id_of` names it) and goes on.
+
+Decisions where DESIGN.md is silent:
+- A key is left out of a row when the payload cannot know its value, so an upsert keeps what another
+  payload set: branch `merged_at`; merge_request `approvals` / `first_review_at` unless approvals /
+  notes are passed; pipeline timings (started_at, finished_at, duration_s, queued_s) are written
+  only when the payload has the key, even as null (the list payload has none); deployment image
+  fields; commit `is_merge` when a payload has no `parent_ids`.
+- First review: user notes, and the system notes "approved this merge request" and "requested
+  changes", by someone other than the author, at or after the MR's creation.
+- Approvals count distinct approvers, from `/approvals` (`approved_by[].user`) or from
+  `/approval_state` (`rules[].approved_by[]`; one person approving for two rules counts once).
+- Deployment status comes from `status`, else (older GitLab) the deployable job's status. A
+  deployment "finishes" at its job's finish; without one, at its last update when its status is
+  success, failed or canceled (never for skipped: a skipped deployment did not run).
+- Schema version from a schema job's name: Flyway's `V42__name` / `V1_2__name` (-> "42", "1.2"),
+  else a trailing number with an optional `v` (`migrate-db-v42`, `migrate-1.4.0`); a parallel
+  suffix (`migrate 1/2`) is not a version.
+- Incident severity: GitLab's `severity` field, except its default UNKNOWN yields to a
+  `severity::<x>` label; lower-cased. Whether an issue is an incident is the caller's choice (the
+  collector asks for `issue_type=incident`); the normaliser does not second-guess it.
+- Test summaries: suites sharing a name are summed into one row (the natural key is per suite).
+- Registry tags: `revision` (a config digest) is ignored; a digest must look like `algo:hex`; a tag
+  without `created_at` is rejected because `image_tag.seen_at` is part of the natural key.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from warehouse.raw import payload_hash
+from warehouse.vocabulary import (
+    CANCELED,
+    FAILED,
+    SUCCESS,
+    CanonicalEnvironment,
+    EnvironmentMapper,
+    UnknownStatusError,
+    gitlab_status,
+)
+
+Row = dict[str, Any]
+Payload = Mapping[str, Any]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RejectedPayload(ValueError):
+    """A payload that cannot become a row; the message says which field and why."""
+
+
+# --- timestamps and field access ------------------------------------------------------------
+
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2}))?")
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """The aware UTC datetime of a GitLab timestamp (a bare date is midnight UTC); None for None/""."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
+        raise RejectedPayload(f"bad timestamp in {field}: {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise RejectedPayload(f"bad timestamp in {field}: {value!r}") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def require(payload: Payload, *fields: str) -> None:
+    """Returns None when every field (dotted for nesting: `commit.id`) is present and not None;
+    else raises RejectedPayload naming the first one that is missing."""
+    for field in fields:
+        value: Any = payload
+        for depth, part in enumerate(field.split(".")):
+            if value is None:
+                break
+            if not isinstance(value, Mapping):
+                parent = ".".join(field.split(".")[:depth]) or "payload"
+                raise RejectedPayload(f"{parent} is not an object: {_short(value)}")
+            value = value.get(part)
+        if value is None:
+            raise RejectedPayload(f"missing {field}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Fields:
+    """Typed reads of one JSON object; every error names the field by its dotted path."""
+
+    def __init__(self, payload: Any, path: str = "") -> None:
+        if not isinstance(payload, Mapping):
+            raise RejectedPayload(f"{path or 'payload'} is not an object: {_short(payload)}")
+        self._payload = payload
+        self._path = path
+
+    def name(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def has(self, key: str) -> bool:
+        return key in self._payload
+
+    def raw(self, key: str) -> Any:
+        return self._payload.get(key)
+
+    def _bad(self, key: str, what: str) -> RejectedPayload:
+        return RejectedPayload(f"{self.name(key)} is not {what}: {_short(self.raw(key))}")
+
+    def obj(self, key: str) -> _Fields:
+        value = self.raw(key)
+        return _Fields({} if value is None else value, self.name(key))
+
+    def array(self, key: str) -> list[Any]:
+        value = self.raw(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._bad(key, "a list")
+        return value
+
+    def objects(self, key: str) -> list[_Fields]:
+        return [_Fields(item, f"{self.name(key)}[{i}]") for i, item in enumerate(self.array(key))]
+
+    def string(self, key: str) -> str | None:
+        value = self.raw(key)
+        if value is not None and not isinstance(value, str):
+            raise self._bad(key, "a string")
+        return value
+
+    def required(self, key: str) -> str:
+        value = self.string(key)
+        if not value:
+            raise RejectedPayload(f"missing {self.name(key)}")
+        return value
+
+    def ident(self, key: str) -> str:
+        value = self.raw(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return self.required(key)
+
+    def integer(self, key: str) -> int | None:
+        value = self.raw(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise self._bad(key, "an integer")
+        return value
+
+    def number(self, key: str) -> float | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._bad(key, "a number")
+        return float(value)
+
+    def flag(self, key: str) -> bool:
+        value = self.raw(key)
+        if value is not None and not isinstance(value, bool):
+            raise self._bad(key, "true or false")
+        return bool(value)
+
+    def time(self, key: str) -> datetime | None:
+        return parse_time(self.raw(key), self.name(key))
+
+    def required_time(self, key: str) -> datetime:
+        value = self.time(key)
+        if value is None:
+            raise RejectedPayload(f"missing {self.name(key)}")
+        return value
+
+    def status(self, key: str) -> tuple[str, str]:
+        raw = self.required(key)
+        try:
+            return gitlab_status(raw), raw
+        except UnknownStatusError as exc:
+            raise RejectedPayload(f"unknown status in {self.name(key)}: {raw!r}") from exc
+
+
+def _rejects(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Prefix a normaliser's RejectedPayload messages with the kind of object it reads."""
+
+    def decorate(normalise: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(normalise)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return normalise(*args, **kwargs)
+            except RejectedPayload as exc:
+                raise RejectedPayload(f"{kind}: {exc}") from exc
+
+        return wrapper
+
+    return decorate
+
+
+def external_id_of(payload: Any) -> str:
+    """The payload's `id` as a string, else "sha256:" + the hash of its canonical JSON (to store a
+    rejected payload that lacks its id)."""
+    if isinstance(payload, Mapping):
+        value = payload.get("id")
+        if (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and value
+        ):
+            return str(value)
+    return "sha256:" + payload_hash(payload)
+
+
+# --- source code ----------------------------------------------------------------------------
+
+
+@_rejects("project")
+def normalize_project(p: Payload, source_id: int) -> Row:
+    """The repo row of a GitLab project."""
+    f = _Fields(p)
+    return {
+        "source_id": source_id,
+        "external_id": f.ident("id"),
+        "path": f.required("path_with_namespace"),
+        "default_branch": f.string("default_branch"),
+        "web_url": f.string("web_url"),
+    }
+
+
+@_rejects("commit")
+def normalize_commit(c: Payload, repo_id: int) -> tuple[Row, list[Row]]:
+    """(commit row, commit_parent rows, position = index in parent_ids); stats only with_stats."""
+    f = _Fields(c)
+    sha = f.required("id")
+    stats = f.obj("stats")
+    row: Row = {
+        "repo_id": repo_id,
+        "sha": sha,
+        "author_name": f.string("author_name"),
+        "author_email": f.string("author_email"),
+        "authored_at": f.time("authored_date"),
+        "committed_at": f.time("committed_date"),
+        "title": f.string("title"),
+        "additions": stats.integer("additions"),
+        "deletions": stats.integer("deletions"),
+    }
+    if not f.has("parent_ids"):
+        return row, []
+    parent_ids = f.array("parent_ids")
+    for i, parent in enumerate(parent_ids):
+        if not isinstance(parent, str) or not parent:
+            raise RejectedPayload(f"parent_ids[{i}] is not a sha: {_short(parent)}")
+    row["is_merge"] = len(parent_ids) > 1
+    parents = [
+        {"repo_id": repo_id, "sha": sha, "parent_sha": parent, "position": i}
+        for i, parent in enumerate(parent_ids)
+    ]
+    return row, parents
+
+
+@_rejects("branch")
+def normalize_branch(b: Payload, repo_id: int) -> Row:
+    """The branch row; merged_at is left out (the branches API does not know it)."""
+    f = _Fields(b)
+    head = f.obj("commit")
+    return {
+        "repo_id": repo_id,
+        "name": f.required("name"),
+        "protected": f.flag("protected"),
+        "is_default": f.flag("default"),
+        "head_sha": head.required("id"),
+        "last_commit_at": head.time("committed_date"),
+    }
+
+
+# --- merge requests -------------------------------------------------------------------------
+
+# System notes that are a review act; every other system note (pushes, label changes) is not.
+_REVIEW_SYSTEM_NOTE = re.compile(r"(approved this merge request|requested changes)\b")
+
+
+@_rejects("merge_request")
+def normalize_merge_request(
+    mr: Payload,
+    repo_id: int,
+    *,
+    commits: Sequence[Payload] | None = None,
+    approvals: Payload | None = None,
+    notes: Sequence[Payload] | None = None,
+) -> tuple[Row, list[Row]]:
+    """(merge_request row, mr_commit rows); approvals / first_review_at only when given their data."""
+    f = _Fields(mr)
+    iid = f.integer("iid")
+    if iid is None:
+        raise RejectedPayload("missing iid")
+    author = f.obj("author").string("username")
+    created_at = f.time("created_at")
+    merger = f.obj("merge_user") if f.raw("merge_user") is not None else f.obj("merged_by")
+    row: Row = {
+        "repo_id": repo_id,
+        "iid": iid,
+        "external_id": f.ident("id"),
+        "title": f.string("title"),
+        "author": author,
+        "source_branch": f.string("source_branch"),
+        "target_branch": f.string("target_branch"),
+        "state": f.required("state"),
+        "draft": f.flag("draft") or f.flag("work_in_progress"),
+        "created_at": created_at,
+        "updated_at": f.time("updated_at"),
+        "merged_at": f.time("merged_at"),
+        "closed_at": f.time("closed_at"),
+        "merged_by": merger.string("username"),
+        "merge_commit_sha": f.string("merge_commit_sha"),
+        "squash_commit_sha": f.string("squash_commit_sha"),
+        "head_sha": f.string("sha"),
+        "squash": f.flag("squash"),
+        "web_url": f.string("web_url"),
+    }
+    if approvals is not None:
+        row["approvals"] = _approval_count(_Fields(approvals, "approvals"))
+    if notes is not None:
+        row["first_review_at"] = _first_review_at(_listed(notes, "notes"), author, created_at)
+    shas = [c.required("id") for c in _listed(commits or [], "commits")]
+    mr_commits = [{"repo_id": repo_id, "iid": iid, "sha": sha} for sha in dict.fromkeys(shas)]
+    return row, mr_commits
+
+
+def _listed(items: Any, path: str) -> list[_Fields]:
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise RejectedPayload(f"{path} is not a list: {_short(items)}")
+    return [_Fields(item, f"{path}[{i}]") for i, item in enumerate(items)]
+
+
+def _approval_count(approvals: _Fields) -> int:
+    """Distinct approvers, from /approvals (approved_by[].user) or /approval_state (rules[])."""
+    if approvals.has("approved_by"):
+        entries = approvals.objects("approved_by")
+        users = [e.obj("user") if e.raw("user") is not None else e for e in entries]
+    elif approvals.has("rules"):
+        users = [
+            user for rule in approvals.objects("rules") for user in rule.objects("approved_by")
+        ]
+    else:
+        raise RejectedPayload("missing approvals.approved_by (or approvals.rules[].approved_by)")
+    return len({_user_key(user) for user in users})
+
+
+def _user_key(user: _Fields) -> str:
+    if user.raw("id") is not None:
+        return user.ident("id")
+    return user.required("username")
+
+
+def _first_review_at(
+    notes: list[_Fields], author: str | None, created_at: datetime | None
+) -> datetime | None:
+    """The earliest review note by someone other than the author, not before the MR existed."""
+    reviews = []
+    for note in notes:
+        at = note.required_time("created_at")
+        if author is not None and note.obj("author").string("username") == author:
+            continue
+        if note.flag("system") and not _REVIEW_SYSTEM_NOTE.match(note.string("body") or ""):
+            continue
+        if created_at is None or at >= created_at:
+            reviews.append(at)
+    return min(reviews, default=None)
+
+
+# --- builds ---------------------------------------------------------------------------------
+
+# (column, payload key): present in the pipeline detail payload, absent from the list payload.
+_PIPELINE_TIMINGS = (
+    ("started_at", "started_at"),
+    ("finished_at", "finished_at"),
+    ("duration_s", "duration"),
+    ("queued_s", "queued_duration"),
+)
+
+
+@_rejects("pipeline")
+def normalize_pipeline(p: Payload, source_id: int, repo_id: int) -> Row:
+    """The pipeline row; timing columns only for keys the payload has (the list payload has none)."""
+    f = _Fields(p)
+    status, raw_status = f.status("status")
+    row: Row = {
+        "source_id": source_id,
+        "external_id": f.ident("id"),
+        "repo_id": repo_id,
+        "ref": f.string("ref"),
+        "sha": f.string("sha"),
+        "status": status,
+        "raw_status": raw_status,
+        "trigger": f.string("source"),
+        "created_at": f.time("created_at"),
+        "updated_at": f.time("updated_at"),
+        "web_url": f.string("web_url"),
+    }
+    for column, key in _PIPELINE_TIMINGS:
+        if f.has(key):
+            row[column] = f.number(key) if column.endswith("_s") else f.time(key)
+    return row
+
+
+@_rejects("job")
+def normalize_job(j: Payload, source_id: int) -> Row:
+    """The job row, naming its pipeline by external id."""
+    f = _Fields(j)
+    status, raw_status = f.status("status")
+    return {
+        "source_id": source_id,
+        "external_id": f.ident("id"),
+        "pipeline_external_id": f.obj("pipeline").ident("id"),
+        "name": f.required("name"),
+        "stage": f.string("stage"),
+        "status": status,
+        "raw_status": raw_status,
+        "allow_failure": f.flag("allow_failure"),
+        "created_at": f.time("created_at"),
+        "started_at": f.time("started_at"),
+        "finished_at": f.time("finished_at"),
+        "duration_s": f.number("duration"),
+        "queued_s": f.number("queued_duration"),
+        "web_url": f.string("web_url"),
+    }
+
+
+@_rejects("test_report_summary")
+def normalize_test_summary(s: Payload, source_id: int, pipeline_external_id: str) -> list[Row]:
+    """One test_run row per suite of a pipeline's test_report_summary ([] when it has none)."""
+    rows: dict[str, Row] = {}
+    for suite in _Fields(s).objects("test_suites"):
+        name = suite.required("name")
+        row = rows.setdefault(
+            name,
+            {
+                "source_id": source_id,
+                "pipeline_external_id": pipeline_external_id,
+                "suite": name,
+                "total": 0,
+                "failed": 0,
+                "skipped": 0,
+                "errors": 0,
+                "duration_s": None,
+            },
+        )
+        for column, key in _SUITE_COUNTS:
+            row[column] += suite.integer(key) or 0
+        seconds = suite.number("total_time")
+        if seconds is not None:
+            row["duration_s"] = (row["duration_s"] or 0.0) + seconds
+    return list(rows.values())
+
+
+_SUITE_COUNTS = (
+    ("total", "total_count"),
+    ("failed", "failed_count"),
+    ("skipped", "skipped_count"),
+    ("errors", "error_count"),
+)
+
+
+# --- environments and deployments -----------------------------------------------------------
+
+
+@_rejects("environment")
+def normalize_environment(e: Payload, mapper: EnvironmentMapper) -> CanonicalEnvironment:
+    """The canonical environment of a GitLab environment (its name, with its tier when it has one)."""
+    f = _Fields(e)
+    return mapper.canonical(f.required("name"), f.string("tier"))
+
+
+_FINISHED_DEPLOYMENT = frozenset({SUCCESS, FAILED, CANCELED})
+
+
+@_rejects("deployment")
+def normalize_deployment(
+    d: Payload,
+    source_id: int,
+    *,
+    repo_id: int,
+    service_id: int | None,
+    environment_id: int | None,
+    schema_jobs: str,
+) -> Row:
+    """The deployment row, finished at its job's finish; image columns are left to image resolution."""
+    f = _Fields(d)
+    job = f.obj("deployable")
+    if f.raw("status") is not None:
+        status, raw_status = f.status("status")
+    elif job.raw("status") is not None:
+        status, raw_status = job.status("status")
+    else:
+        raise RejectedPayload("missing status (and deployable.status)")
+    updated_at = f.time("updated_at")
+    finished_at = job.time("finished_at")
+    if finished_at is None and status in _FINISHED_DEPLOYMENT:
+        finished_at = updated_at
+    pipeline = job.obj("pipeline")
+    kind, schema_version = deployment_kind(job.string("name"), schema_jobs)
+    return {
+        "source_id": source_id,
+        "external_id": f.ident("id"),
+        "service_id": service_id,
+        "environment_id": environment_id,
+        "raw_environment": f.obj("environment").required("name"),
+        "repo_id": repo_id,
+        "pipeline_external_id": pipeline.ident("id") if pipeline.raw("id") is not None else None,
+        "status": status,
+        "raw_status": raw_status,
+        "created_at": f.time("created_at"),
+        "updated_at": updated_at,
+        "started_at": job.time("started_at"),
+        "finished_at": finished_at,
+        "sha": f.string("sha"),
+        "ref": f.string("ref"),
+        "deployer": f.obj("user").string("username"),
+        "url": job.string("web_url"),
+        "kind": kind,
+        "schema_version": schema_version,
+    }
+
+
+_FLYWAY_VERSION = re.compile(r"(?:^|[^A-Za-z0-9])V(\d+(?:_\d+)*)__")
+_TRAILING_VERSION = re.compile(r"(?:^|[^A-Za-z0-9])[vV]?(\d+(?:\.\d+)*)$")
+_PARALLEL_SUFFIX = re.compile(r"\s+\d+/\d+$")
+
+
+def deployment_kind(job_name: str | None, schema_jobs: str) -> tuple[str, str | None]:
+    """("schema", version or None) when the job name matches `schema_jobs`, else ("app", None)."""
+    if not job_name or not re.search(schema_jobs, job_name):
+        return "app", None
+    flyway = _FLYWAY_VERSION.search(job_name)
+    if flyway:
+        return "schema", flyway.group(1).replace("_", ".")
+    trailing = _TRAILING_VERSION.search(_PARALLEL_SUFFIX.sub("", job_name))
+    return "schema", trailing.group(1) if trailing else None
+
+
+# --- images and incidents -------------------------------------------------------------------
+
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+@_rejects("registry_tag")
+def normalize_registry_tag(t: Payload, repository: str) -> tuple[Row, Row]:
+    """(image row, image_tag row) of a single-tag payload; GitLab's `revision` is never used."""
+    f = _Fields(t)
+    tag = f.required("name")
+    digest = f.required("digest")
+    if not _DIGEST.fullmatch(digest):
+        raise RejectedPayload(f"digest is not an algorithm:hex digest: {digest!r}")
+    created_at = f.required_time("created_at")
+    image = {"digest": digest, "repository": repository, "pushed_at": created_at}
+    image_tag = {
+        "repository": repository,
+        "tag": tag,
+        "digest": digest,
+        "seen_at": created_at,
+        "last_seen_at": created_at,
+    }
+    return image, image_tag
+
+
+@_rejects("incident")
+def normalize_incident(i: Payload, source_id: int, service_id: int | None) -> Row:
+    """The incident row of a GitLab incident issue; resolved only when closed."""
+    f = _Fields(i)
+    closed = f.string("state") == "closed"
+    return {
+        "source_id": source_id,
+        "external_id": f.ident("id"),
+        "service_id": service_id,
+        "title": f.string("title"),
+        "severity": _severity(f),
+        "opened_at": f.required_time("created_at"),
+        "resolved_at": f.time("closed_at") if closed else None,
+        "url": f.string("web_url"),
+    }
+
+
+def _severity(issue: _Fields) -> str | None:
+    """GitLab's severity, unless it is the default UNKNOWN and a `severity::<x>` label says more."""
+    given = issue.string("severity")
+    labelled = None
+    for i, label in enumerate(issue.array("labels")):
+        name = label.get("name") if isinstance(label, Mapping) else label
+        if not isinstance(name, str):
+            raise RejectedPayload(f"labels[{i}] is not a label: {_short(label)}")
+        if name.lower().startswith("severity::") and labelled is None:
+            labelled = name.split("::", 1)[1].strip()
+    if given and (given.upper() != "UNKNOWN" or not labelled):
+        return given.lower()
+    return labelled.lower() if labelled else None

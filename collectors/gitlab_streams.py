@@ -1,0 +1,328 @@
+"""GitLab streams: one small class per API stream, almost pure declaration (STYLE.md).
+
+Each stream lists items of one project (incrementally when GitLab offers a filter), fetches the
+per-item details the list omits, and normalises the composite payload into warehouse rows. The raw
+payload kept for an item with details is `{"item": ..., <detail>: ...}`, each part verbatim.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, select
+
+from collectors import gitlab_normalize as norm
+from warehouse.schema import (
+    Branch,
+    Commit,
+    CommitParent,
+    Deployment,
+    Image,
+    ImageTag,
+    Incident,
+    Job,
+    MergeRequest,
+    MrCommit,
+    Pipeline,
+    TestRun,
+)
+
+Payload = dict[str, Any]
+Rows = dict[Any, list[dict[str, Any]]]
+
+
+@dataclass
+class ProjectContext:
+    """What normalisers need to know about the project being synced."""
+
+    source_id: int
+    project: Payload
+    repo_id: int
+    service_id: int
+    environments: dict[str, int] = field(default_factory=dict)  # raw name -> environment id
+    schema_jobs: str = "(?i)(migrat|flyway|liquibase|alembic|schema)"
+    tag_revision_pattern: str = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+
+    @property
+    def project_id(self) -> int:
+        return int(self.project["id"])
+
+
+def attrs(obj: Any) -> Payload:
+    """The payload of a python-gitlab object (or a dict as it is)."""
+    return dict(obj.attributes) if hasattr(obj, "attributes") else dict(obj)
+
+
+class GitLabStream:
+    """A stream of one project. Leaf classes declare; the collector drives."""
+
+    name: ClassVar[str]
+    cursor_param: ClassVar[str | None] = None  # the list filter the cursor feeds
+    cursor_field: ClassVar[str | None] = None  # the item field that moves the cursor
+    version_field: ClassVar[str | None] = None  # unchanged value: skip the per-item calls
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        raise NotImplementedError
+
+    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
+        """external id -> stored version, for items whose details need not be fetched again."""
+        return {}
+
+    def unchanged(self, item: Payload, known: dict[str, str], ctx: ProjectContext) -> bool:
+        """True when the warehouse already holds this version of the item (skip it entirely)."""
+        if self.version_field is None:
+            return False
+        return known.get(self.item_id(item)) == _stamp(item.get(self.version_field))
+
+    def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        """The raw payload of an item, with whatever per-item calls it needs."""
+        return item
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        raise NotImplementedError
+
+    @staticmethod
+    def item_id(item: Payload) -> str:
+        return norm.external_id_of(item)
+
+
+def _listing(manager: Any, per_page: int, **filters: Any) -> Iterator[Payload]:
+    for obj in manager.list(iterator=True, per_page=per_page, **filters):
+        yield attrs(obj)
+
+
+def _stamp(value: Any) -> str | None:
+    parsed = norm.parse_time(value, "version") if value else None
+    return parsed.isoformat() if parsed else None
+
+
+class Commits(GitLabStream):
+    name = "commits"
+    cursor_param = "since"
+    cursor_field = "committed_date"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        query: dict[str, Any] = {"all": True, "with_stats": True}
+        if cursor:
+            query["since"] = cursor
+        return _listing(project.commits, per_page, query_parameters=query)
+
+    def item_id(self, item: Payload) -> str:  # type: ignore[override]
+        return str(item.get("id") or norm.external_id_of(item))
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        commit, parents = norm.normalize_commit(payload, ctx.repo_id)
+        return {Commit: [commit], CommitParent: parents}
+
+
+class Branches(GitLabStream):
+    name = "branches"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        return _listing(project.branches, per_page)
+
+    def item_id(self, item: Payload) -> str:  # type: ignore[override]
+        return str(item.get("name") or norm.external_id_of(item))
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        return {Branch: [norm.normalize_branch(payload, ctx.repo_id)]}
+
+
+class MergeRequests(GitLabStream):
+    name = "merge_requests"
+    cursor_param = "updated_after"
+    cursor_field = "updated_at"
+    version_field = "updated_at"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        filters = {"state": "all", "order_by": "updated_at", "sort": "asc"}
+        return _listing(
+            project.mergerequests,
+            per_page,
+            **filters,
+            **({"updated_after": cursor} if cursor else {}),
+        )
+
+    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
+        rows = conn.execute(
+            select(MergeRequest.external_id, MergeRequest.updated_at).where(
+                MergeRequest.repo_id == ctx.repo_id
+            )
+        )
+        return {ext: ts.isoformat() for ext, ts in rows if ext and ts}
+
+    def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        mr = project.mergerequests.get(item["iid"], lazy=True)
+        notes: list[Payload] = []
+        if (
+            item.get("user_notes_count") or item.get("state") == "merged"
+        ):  # approvals leave system notes
+            notes = [
+                attrs(n)
+                for n in mr.notes.list(
+                    iterator=True, per_page=100, sort="asc", order_by="created_at"
+                )
+            ]
+        return {
+            "item": item,
+            "commits": [attrs(c) for c in mr.commits(per_page=100)],  # an iterator already
+            "approvals": attrs(mr.approvals.get()),
+            "notes": notes,
+        }
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        row, commits = norm.normalize_merge_request(
+            payload["item"],
+            ctx.repo_id,
+            commits=payload["commits"],
+            approvals=payload["approvals"],
+            notes=payload["notes"],
+        )
+        return {MergeRequest: [row], MrCommit: commits}
+
+
+class Pipelines(GitLabStream):
+    name = "pipelines"
+    cursor_param = "updated_after"
+    cursor_field = "updated_at"
+    version_field = "updated_at"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        filters = {"order_by": "updated_at", "sort": "asc"}
+        return _listing(
+            project.pipelines, per_page, **filters, **({"updated_after": cursor} if cursor else {})
+        )
+
+    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
+        rows = conn.execute(
+            select(Pipeline.external_id, Pipeline.updated_at).where(
+                Pipeline.source_id == ctx.source_id, Pipeline.repo_id == ctx.repo_id
+            )
+        )
+        return {ext: ts.isoformat() for ext, ts in rows if ts}
+
+    def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        pipeline = project.pipelines.get(item["id"])
+        detail = attrs(pipeline)
+        jobs = [
+            attrs(j) for j in pipeline.jobs.list(iterator=True, per_page=100, include_retried=True)
+        ]
+        summary = None
+        finished = detail.get("status") in ("success", "failed", "canceled")
+        if finished and any(j.get("stage") == "test" for j in jobs):
+            summary = attrs(pipeline.test_report_summary.get())
+        return {"item": detail, "jobs": jobs, "test_report_summary": summary}
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        pipeline = norm.normalize_pipeline(payload["item"], ctx.source_id, ctx.repo_id)
+        rows: Rows = {
+            Pipeline: [pipeline],
+            Job: [norm.normalize_job(j, ctx.source_id) for j in payload["jobs"]],
+        }
+        if payload.get("test_report_summary"):
+            rows[TestRun] = norm.normalize_test_summary(
+                payload["test_report_summary"], ctx.source_id, pipeline["external_id"]
+            )
+        return rows
+
+
+class Deployments(GitLabStream):
+    name = "deployments"
+    cursor_param = "updated_after"
+    cursor_field = "updated_at"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        filters = {"order_by": "updated_at", "sort": "asc"}
+        return _listing(
+            project.deployments,
+            per_page,
+            **filters,
+            **({"updated_after": cursor} if cursor else {}),
+        )
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        raw_env = (payload.get("environment") or {}).get("name")
+        row = norm.normalize_deployment(
+            payload,
+            ctx.source_id,
+            repo_id=ctx.repo_id,
+            service_id=ctx.service_id,
+            environment_id=ctx.environments.get(raw_env) if raw_env else None,
+            schema_jobs=ctx.schema_jobs,
+        )
+        return {Deployment: [row]}
+
+
+class Incidents(GitLabStream):
+    name = "incidents"
+    cursor_param = "updated_after"
+    cursor_field = "updated_at"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        filters = {
+            "issue_type": "incident",
+            "order_by": "updated_at",
+            "sort": "asc",
+            "scope": "all",
+        }
+        return _listing(
+            project.issues, per_page, **filters, **({"updated_after": cursor} if cursor else {})
+        )
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        return {Incident: [norm.normalize_incident(payload, ctx.source_id, ctx.service_id)]}
+
+
+class RegistryTags(GitLabStream):
+    """Container images: the repository listing with its tag names in one request, then the single-tag
+    endpoint (the only one with digests) for tags not seen before — and for mutable tags (`latest`)
+    whenever new tags appeared, since a push that adds tags is what moves them."""
+
+    name = "registry"
+
+    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
+        for obj in project.repositories.list(iterator=True, per_page=per_page, tags=True):
+            repo = attrs(obj)
+            for tag in repo.get("tags") or []:
+                yield {"repository": repo, "tag": tag, "_manager": obj.tags}
+
+    def item_id(self, item: Payload) -> str:  # type: ignore[override]
+        return f"{item['repository'].get('id')}:{item['tag'].get('name')}"
+
+    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
+        location = ctx.project.get("container_registry_image_prefix") or ""
+        rows = conn.execute(
+            select(ImageTag.repository, ImageTag.tag).where(
+                ImageTag.repository.startswith(location)
+            )
+        )
+        return {f"{repo}:{tag}": "seen" for repo, tag in rows}
+
+    def unchanged(self, item: Payload, known: dict[str, str], ctx: ProjectContext) -> bool:
+        key = f"{item['repository'].get('location')}:{item['tag'].get('name')}"
+        if key not in known:
+            return False
+        if not self.is_mutable(str(item["tag"].get("name")), ctx):
+            return True
+        # a mutable tag is re-read when the repository gained tags since the last sync
+        location = item["repository"].get("location")
+        names = {t.get("name") for t in item["repository"].get("tags") or []}
+        return all(f"{location}:{n}" in known for n in names)
+
+    @staticmethod
+    def is_mutable(tag: str, ctx: ProjectContext) -> bool:
+        """Tags naming a commit or a version are taken as immutable; others (latest, prod) move."""
+        return not re.match(ctx.tag_revision_pattern, tag) and not fnmatch.fnmatch(tag, "v[0-9]*")
+
+    def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        tag = item["_manager"].get(item["tag"]["name"])
+        return {"item": {"repository": item["repository"], "tag": item["tag"]}, "tag": attrs(tag)}
+
+    def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        location = payload["item"]["repository"].get("location") or ""
+        image, tag = norm.normalize_registry_tag(payload["tag"], location)
+        return {Image: [image], ImageTag: [tag]}

@@ -1,0 +1,103 @@
+"""The HTTP policy every collector shares: a timeout on every request, one rate limiter per source
+shared by all its threads, request counting for the sync summary, and URLs with secrets masked
+before they reach a log or an error message.
+
+Retries: python-gitlab and python-jenkins retry transient errors themselves (429 honouring
+Retry-After, 5xx, dropped connections); `retry_delays` gives the same schedule, with jitter, to the
+collectors that speak HTTP directly.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import requests
+
+SECRET_PARAMS = re.compile(r"(?i)(token|secret|password|passwd|key|signature|auth)")
+
+
+def redact_url(url: str) -> str:
+    """`url` with user info and secret-looking query values replaced by `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = urlencode(
+        [
+            (k, "***" if SECRET_PARAMS.search(k) else v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*:/,",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class RateLimiter:
+    """A token bucket shared by every thread of one source; `per_second <= 0` means no limit."""
+
+    def __init__(self, per_second: float, burst: int | None = None) -> None:
+        self.per_second = per_second
+        self.capacity = float(burst or max(1, int(per_second)))
+        self.tokens = self.capacity
+        self.updated = time.monotonic()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Block until a request may be sent."""
+        if self.per_second <= 0:
+            return
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(
+                    self.capacity, self.tokens + (now - self.updated) * self.per_second
+                )
+                self.updated = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                wait = (1 - self.tokens) / self.per_second
+            time.sleep(wait)
+
+
+class RequestCounter:
+    """A thread-safe count of requests sent (retries included)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
+
+
+class PolicySession(requests.Session):
+    """A requests session that waits for the rate limiter, counts requests and always times out."""
+
+    def __init__(self, limiter: RateLimiter, counter: RequestCounter, timeout: float) -> None:
+        super().__init__()
+        self.limiter = limiter
+        self.counter = counter
+        self.default_timeout = timeout
+
+    def request(  # type: ignore[override]
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        self.limiter.acquire()
+        self.counter.add()
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return super().request(method, url, *args, **kwargs)
+
+
+def retry_delays(retries: int, base: float = 0.1, cap: float = 30.0) -> Iterator[float]:
+    """Exponential backoff with full jitter: how long to wait before each retry."""
+    for attempt in range(retries):
+        yield random.uniform(0, min(cap, base * 2**attempt))

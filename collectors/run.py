@@ -1,0 +1,44 @@
+"""Run the collectors of every configured source (or those named), with progress bars on a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import Engine
+
+from cdmetrics.settings import Settings
+from collectors.gitlab import GitLabCollector
+from collectors.sync import SourceSummary
+
+
+def run_sync(
+    settings: Settings,
+    engine: Engine,
+    names: Sequence[str] | None = None,
+    *,
+    full: bool = False,
+    console: Console | None = None,
+) -> list[SourceSummary]:
+    """Sync the GitLab sources (the others as their collectors land); one summary per source."""
+    wanted = set(names or [])
+    console = console or Console(stderr=True)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )
+    summaries = []
+    with progress:
+        for source in settings.sources.gitlab:
+            if wanted and source.name not in wanted:
+                continue
+            summaries.append(
+                GitLabCollector(source, settings, engine, progress=progress, full=full).sync()
+            )
+    return summaries

@@ -1,0 +1,193 @@
+"""The sync runner every collector uses: one run per source, partitions (projects, jobs, namespaces)
+synced in parallel under one rate limiter, writes serialised where the warehouse has one writer,
+and a summary of rows, requests, rejected payloads and time per source and stream.
+
+A collector yields *batches*: raw payloads plus the rows normalised from them; the runner writes
+each batch in one transaction, and a stream's cursor in the same transaction as its last batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from warehouse.raw import Raw, store_raw
+from warehouse.schema import Base
+from warehouse.sync_state import save_state
+from warehouse.upsert import upsert
+
+log = logging.getLogger(__name__)
+
+# the order tables are written in within a batch (dimensions before facts)
+Rows = dict[type[Base], list[dict[str, Any]]]
+
+
+class SyncError(Exception):
+    """A partition or source could not be synced; the message names it and what to do."""
+
+
+@dataclass
+class Batch:
+    """Raw payloads and the rows normalised from them, written in one transaction."""
+
+    raws: list[Raw] = field(default_factory=list)
+    rows: Rows = field(default_factory=dict)
+    rejected: int = 0
+
+    def add(self, table: type[Base], rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.setdefault(table, []).extend(rows)
+
+    def __len__(self) -> int:
+        return len(self.raws) + sum(len(r) for r in self.rows.values())
+
+
+@dataclass
+class StreamStats:
+    rows: int = 0
+    rejected: int = 0
+    requests: int = 0
+    partitions: int = 0
+    errors: int = 0
+
+
+@dataclass
+class SourceSummary:
+    """What one source's sync did; `as_json` is the shape of the CLI's summary line."""
+
+    name: str
+    kind: str
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+    requests: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.streams.values())
+
+    @property
+    def rejected(self) -> int:
+        return sum(s.rejected for s in self.streams.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "rows": self.rows,
+            "requests": self.requests,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "ok": self.ok,
+            "errors": self.errors,
+            "streams": {name: vars(s) for name, s in sorted(self.streams.items())},
+        }
+
+
+class SyncRun:
+    """Shared state of one source's sync: the engine, the write lock, counters and start time."""
+
+    def __init__(self, engine: Engine, source_id: int, summary: SourceSummary) -> None:
+        self.engine = engine
+        self.source_id = source_id
+        self.summary = summary
+        self.started_at = datetime.now(UTC)
+        # SQLite has one writer: serialise our own writes instead of waiting on its lock
+        self.write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._stats_lock = threading.Lock()
+        self.requests_by_stream: Counter[str] = Counter()
+
+    def stats(self, stream: str) -> StreamStats:
+        with self._stats_lock:
+            return self.summary.streams.setdefault(stream, StreamStats())
+
+    def write(
+        self, stream: str, batch: Batch, after: Callable[[Connection], None] | None = None
+    ) -> int:
+        """Write a batch (and run `after`, e.g. save a cursor) in one transaction; returns rows written."""
+        if not batch.raws and not batch.rows and after is None:
+            return 0
+        lock = self.write_lock
+        if lock:
+            lock.acquire()
+        try:
+            with self.engine.begin() as conn:
+                if batch.raws:
+                    store_raw(conn, self.source_id, batch.raws)
+                written = sum(
+                    upsert(conn, table, rows) for table, rows in batch.rows.items() if rows
+                )
+                if after is not None:
+                    after(conn)
+        finally:
+            if lock:
+                lock.release()
+        stats = self.stats(stream)
+        with self._stats_lock:
+            stats.rows += written
+            stats.rejected += batch.rejected
+        return written
+
+    def save_cursor(
+        self, stream: str, partition: str, cursor: str | None, requests: int
+    ) -> Callable[[Connection], None]:
+        """A callback recording a finished partition of a stream (for `write(..., after=...)`)."""
+
+        def save(conn: Connection) -> None:
+            fields: dict[str, Any] = {
+                "status": "ok",
+                "started_at": self.started_at,
+                "finished_at": datetime.now(UTC),
+                "error": None,
+                "requests": requests,
+            }
+            if cursor is not None:
+                fields["cursor"] = cursor
+            save_state(conn, self.source_id, stream, partition, **fields)
+
+        return save
+
+    def fail(self, stream: str, partition: str, error: str) -> None:
+        """Record a failed partition: logged, counted, kept in sync_state; the sync goes on."""
+        log.error("%s: %s", self.summary.name, error)
+        with self._stats_lock:
+            self.summary.errors.append(error)
+            self.summary.streams.setdefault(stream, StreamStats()).errors += 1
+        lock = self.write_lock
+        if lock:
+            lock.acquire()
+        try:
+            with self.engine.begin() as conn:
+                save_state(
+                    conn,
+                    self.source_id,
+                    stream,
+                    partition,
+                    status="failed",
+                    error=error,
+                    started_at=self.started_at,
+                    finished_at=datetime.now(UTC),
+                )
+        finally:
+            if lock:
+                lock.release()
+
+
+def timed(summary: SourceSummary, work: Callable[[], None]) -> SourceSummary:
+    """Run `work`, recording its wall time in the summary."""
+    start = time.perf_counter()
+    try:
+        work()
+    finally:
+        summary.seconds = time.perf_counter() - start
+    return summary

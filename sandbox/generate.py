@@ -1,0 +1,243 @@
+"""Generate a delivery organisation from a seed and a size (DESIGN.md section 7).
+
+`generate(seed, size)` is deterministic for a given `now` (default: today, midnight UTC), so tests
+and benchmarks see the same organisation, and the demo always looks current.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sandbox.clock import WorkClock
+from sandbox.delivery import DeliveryBuilder, DeliveryProfile
+from sandbox.history import CodeProfile, HistoryBuilder
+from sandbox.model import Developer, Organisation, Service, Team
+from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
+
+ROOT_GROUP = "acme"
+
+
+@dataclass(frozen=True)
+class Size:
+    teams: int
+    services_per_team: tuple[int, int]
+    developers_per_team: tuple[int, int]
+    days: int
+
+
+SIZES = {
+    "tiny": Size(teams=1, services_per_team=(1, 1), developers_per_team=(4, 4), days=14),
+    "small": Size(teams=2, services_per_team=(2, 2), developers_per_team=(4, 5), days=42),
+    "demo": Size(teams=5, services_per_team=(2, 4), developers_per_team=(4, 8), days=120),
+    "large": Size(teams=40, services_per_team=(6, 9), developers_per_team=(4, 10), days=365),
+}
+
+# Team profiles spread over the DORA levels, in the order teams receive them.
+PROFILES = ("elite", "medium", "high", "low", "high", "elite", "medium", "high")
+TEAM_NAMES = [
+    "payments",
+    "checkout",
+    "identity",
+    "search",
+    "catalog",
+    "logistics",
+    "billing",
+    "growth",
+    "platform",
+    "data",
+    "mobile",
+    "pricing",
+    "risk",
+    "support",
+    "messaging",
+    "reporting",
+    "ledger",
+    "onboarding",
+    "partners",
+    "media",
+]
+SERVICE_WORDS = [
+    "api",
+    "web",
+    "worker",
+    "gateway",
+    "sync",
+    "scheduler",
+    "ingest",
+    "notifier",
+    "admin",
+    "ledger",
+]
+FIRST = [
+    "ana",
+    "ben",
+    "chen",
+    "dara",
+    "eli",
+    "fatima",
+    "gus",
+    "hana",
+    "ivan",
+    "jun",
+    "kemal",
+    "lena",
+    "mei",
+    "nils",
+    "omar",
+    "pia",
+    "quinn",
+    "rui",
+    "sara",
+    "tao",
+]
+LAST = [
+    "li",
+    "smith",
+    "garcia",
+    "müller",
+    "kim",
+    "rossi",
+    "nowak",
+    "sato",
+    "okafor",
+    "silva",
+    "dubois",
+    "wang",
+    "jensen",
+]
+ZONES = ("Europe/Berlin", "Asia/Shanghai", "America/New_York", "UTC", "Asia/Kolkata")
+ENV_STYLES = ("plain", "ctrip", "short")
+
+
+def code_profile(profile: str, rng: random.Random) -> CodeProfile:
+    rate = {"elite": 3.0, "high": 1.6, "medium": 1.0, "low": 0.6}[profile]
+    return CodeProfile(
+        mr_rate=rate,
+        coding_h=rng.uniform(4, 24),
+        pickup_h=rng.uniform(2, 6),
+        review_h=rng.uniform(4, 12),
+        squash_share=rng.choice((0.0, 0.3, 1.0)),
+        direct_push_rate=0.03,
+        long_lived=1,
+        stale=1,
+    )
+
+
+def delivery_profile(profile: str, rng: random.Random, size: str) -> DeliveryProfile:
+    staging, production, failure = {
+        "elite": (2.0, 3.0, 0.06),
+        "high": (4.0, 9.0, 0.12),
+        "medium": (9.0, 45.0, 0.2),
+        "low": (18.0, 180.0, 0.3),
+    }[profile]
+    seeded = (
+        3.0 if size in ("tiny", "small") else 1.0
+    )  # a small org still shows every kind of problem
+    return DeliveryProfile(
+        staging_every_h=staging,
+        production_every_h=production,
+        change_failure=min(0.5, failure * (1.5 if size in ("tiny", "small") else 1.0)),
+        restore_h=rng.uniform(1, 6),
+        untested_share=0.03 * seeded,
+        rebuilt_share=0.02 * seeded,
+    )
+
+
+def build_profile(rng: random.Random) -> BuildProfile:
+    return BuildProfile(
+        branch_failure=rng.uniform(0.10, 0.25),
+        main_failure=rng.uniform(0.05, 0.10),
+        duration_median_s=rng.uniform(8, 15) * 60,
+        flaky_suite=rng.choice((None, "integration")),
+    )
+
+
+def default_now() -> datetime:
+    """Today at midnight UTC: the default end of a generated history."""
+    today = datetime.now(UTC).date()
+    return datetime(today.year, today.month, today.day, tzinfo=UTC)
+
+
+def _teams(rng: random.Random, size: Size, ids: Ids) -> tuple[list[Team], list[Developer]]:
+    teams, developers = [], []
+    for i in range(size.teams):
+        name = TEAM_NAMES[i % len(TEAM_NAMES)] + (
+            f"{i // len(TEAM_NAMES) + 1}" if i >= len(TEAM_NAMES) else ""
+        )
+        team = Team(
+            name,
+            PROFILES[i % len(PROFILES)],
+            ZONES[i % len(ZONES)],
+            ENV_STYLES[i % len(ENV_STYLES)],
+        )
+        for _ in range(rng.randint(*size.developers_per_team)):
+            uid = ids.next("user")
+            first, last = rng.choice(FIRST), rng.choice(LAST)
+            username = f"{first}.{last}{uid}".replace("ü", "u")
+            developer = Developer(
+                uid, username, f"{first.title()} {last.title()}", f"{username}@acme.test", name
+            )
+            team.developers.append(developer)
+            developers.append(developer)
+        teams.append(team)
+    return teams, developers
+
+
+def generate(seed: int = 1, size: str = "small", now: datetime | None = None) -> Organisation:
+    """A delivery organisation: teams, services and their whole history up to `now`."""
+    if size not in SIZES:
+        raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
+    spec = SIZES[size]
+    now = now or default_now()
+    start = now - timedelta(days=spec.days)
+    rng = random.Random(f"{seed}/org/{size}")
+    ids = Ids()
+    teams, developers = _teams(rng, spec, ids)
+    holiday = (start + timedelta(days=int(spec.days * 0.55))).date()
+    holiday -= timedelta(days=holiday.weekday())
+    org = Organisation(seed, size, now, start, ROOT_GROUP, teams, [], developers)
+    for team in teams:
+        for j in range(rng.randint(*spec.services_per_team)):
+            name = f"{team.name}-{SERVICE_WORDS[j % len(SERVICE_WORDS)]}"
+            service = Service(
+                name, team.name, ids.next("project"), f"{ROOT_GROUP}/{team.name}/{name}"
+            )
+            team.services.append(name)
+            org.services.append(service)
+            _build_service(service, team, seed, ids, start, now, holiday, size)
+    return org
+
+
+def _build_service(
+    service: Service,
+    team: Team,
+    seed: int,
+    ids: Ids,
+    start: datetime,
+    now: datetime,
+    holiday: object,
+    size: str,
+) -> None:
+    rng = random.Random(f"{seed}/{service.name}")
+    clock = WorkClock(team.timezone, holiday)  # type: ignore[arg-type]
+    pipelines = PipelineFactory(rng, ids, build_profile(rng))
+    code = code_profile(team.profile, rng)
+    service.merge_method = (
+        "squash" if code.squash_share == 1.0 else "merge" if not code.squash_share else "mixed"
+    )
+    history = HistoryBuilder(service, team, clock, rng, ids, code, pipelines, start, now).build()
+    delivery = DeliveryBuilder(
+        service,
+        team,
+        clock,
+        rng,
+        ids,
+        delivery_profile(team.profile, rng, size),
+        pipelines,
+        start,
+        now,
+    )
+    delivery.build(history)
+    service.pipelines.sort(key=lambda p: p.id)

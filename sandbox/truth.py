@@ -1,0 +1,105 @@
+"""Ground truth of a generated organisation: what a correct sync and correct analytics must find.
+
+The generator knows what happened; these functions say it in the warehouse's terms (counts per
+table, per-object facts), as of an instant, so tests can compare collectors and analytics with it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sandbox import gitlab_payloads as render
+from sandbox.model import Organisation
+
+
+def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
+    """Rows each warehouse table must hold after a full sync of the GitLab simulator at `at`."""
+    at = at or org.now
+    c: dict[str, int] = dict.fromkeys(
+        (
+            "repo",
+            "commit",
+            "commit_parent",
+            "branch",
+            "merge_request",
+            "mr_commit",
+            "pipeline",
+            "job",
+            "test_run",
+            "deployment",
+            "image",
+            "image_tag",
+            "incident",
+        ),
+        0,
+    )
+    environments: set[str] = set()
+    for s in org.services:
+        c["repo"] += 1
+        commits = [x for x in s.commits.values() if x.committed_at <= at]
+        c["commit"] += len(commits)
+        c["commit_parent"] += sum(len(x.parents) for x in commits)
+        c["branch"] += sum(1 for b in s.branches.values() if render.branch_head(b, at))
+        mrs = [mr for mr in s.merge_requests if mr.created_at <= at]
+        c["merge_request"] += len(mrs)
+        c["mr_commit"] += sum(
+            1 for mr in mrs for sha in mr.commits if s.commits[sha].committed_at <= at
+        )
+        pipelines = [p for p in s.pipelines if p.created_at <= at]
+        c["pipeline"] += len(pipelines)
+        c["job"] += sum(1 for p in pipelines for j in p.jobs if j.created_at <= at)
+        c["test_run"] += sum(
+            len(p.test_suites)
+            for p in pipelines
+            if render.pipeline_state(p, at)["status"] in ("success", "failed", "canceled")
+            and render.test_report_summary(p, at)["test_suites"]
+        )
+        c["deployment"] += sum(1 for d in s.deployments if d.created_at <= at)
+        tags = render.current_tags(s, at)
+        c["image"] += len({digest for digest, _ in tags.values()})
+        c["image_tag"] += len(tags)
+        c["incident"] += sum(1 for i in s.incidents if i.created_at <= at)
+        environments.update(e.canonical for e in s.environments.values())
+    c["environment"] = len(environments)
+    return c
+
+
+def deployments(org: Organisation) -> list[dict[str, Any]]:
+    """Per deployment: where, what, when, and what the generator meant by it."""
+    return [
+        {
+            "service": s.name,
+            "external_id": str(d.id),
+            "environment": d.environment.canonical,
+            "raw_environment": d.environment.name,
+            "status": d.status,
+            "sha": d.sha,
+            "ref": d.ref,
+            "digest": d.digest,
+            "finished_at": render.ts(d.finished_at),
+            "rollback": d.rollback,
+            "hotfix": d.hotfix,
+            "untested": d.untested,
+            "rebuilt": d.rebuilt,
+            "failed_change": list(d.failed_change),
+        }
+        for s in org.services
+        for d in s.deployments
+    ]
+
+
+def summary(org: Organisation) -> dict[str, Any]:
+    """The ground truth as JSON: the organisation, counts per table and every deployment."""
+    return {
+        "seed": org.seed,
+        "size": org.size,
+        "now": render.ts(org.now),
+        "start": render.ts(org.start),
+        "teams": [
+            {"name": t.name, "profile": t.profile, "timezone": t.timezone, "services": t.services}
+            for t in org.teams
+        ],
+        "counts": counts(org),
+        "deployments": deployments(org),
+    }

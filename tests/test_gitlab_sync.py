@@ -1,0 +1,223 @@
+"""The GitLab collector against the sandbox's GitLab simulator, over real HTTP (python-gitlab)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import Engine, select
+
+from collectors.gitlab import GitLabCollector
+from sandbox import truth
+from sandbox.generate import generate
+from sandbox.gitlab_api import DELETE
+from sandbox.gitlab_payloads import ts
+from sandbox.model import Organisation
+from sandbox.serve import Sandbox
+from sandbox.server import FaultRule, RateLimit
+from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot, table_counts
+from warehouse.engine import make_engine
+from warehouse.migrate import upgrade
+from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload
+
+STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
+
+
+@pytest.fixture(scope="module")
+def small_org() -> Organisation:
+    return generate(7, "small")
+
+
+@pytest.fixture
+def sandbox(small_org: Organisation, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    monkeypatch.setenv(TOKEN_ENV, "glpat-sandbox-secret")
+    with Sandbox.start(org=small_org, token="glpat-sandbox-secret", keep_log=True) as running:
+        yield running
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    monkeypatch.setenv(TOKEN_ENV, "glpat-sandbox-secret")
+    with Sandbox.start("tiny", seed=3, token="glpat-sandbox-secret", keep_log=True) as running:
+        yield running
+
+
+def sync(sandbox: Sandbox, engine: Engine, **options: object):  # type: ignore[no-untyped-def]
+    settings = sandbox_settings(sandbox)
+    return GitLabCollector(settings.sources.gitlab[0], settings, engine, **options).sync()  # type: ignore[arg-type]
+
+
+def fresh_sqlite(tmp_path, name: str) -> Engine:  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path / name}")
+    upgrade(engine)
+    return engine
+
+
+def as_of(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine) -> None:
+    summary = sync(sandbox, engine)
+    assert summary.ok, summary.errors
+    assert summary.rejected == 0
+    assert table_counts(engine) == truth.counts(sandbox.org)
+    org = sandbox.org
+    expected = {d["external_id"]: d for d in truth.deployments(org)}
+    with engine.connect() as conn:
+        rows = conn.execute(select(Deployment)).all()
+        for row in rows[::7]:  # field-level equality on a sample
+            want = expected[row.external_id]
+            assert (row.sha, row.ref, row.status, row.raw_environment) == (
+                want["sha"],
+                want["ref"],
+                want["status"],
+                want["raw_environment"],
+            )
+            assert row.finished_at == as_of(want["finished_at"])
+        mrs = {(s.project_id, mr.iid): mr for s in org.services for mr in s.merge_requests}
+        for row in conn.execute(select(MergeRequest)).all()[::5]:
+            mr = next(
+                m
+                for (pid, iid), m in mrs.items()
+                if iid == row.iid and m.id == int(row.external_id)
+            )
+            assert row.state == mr.state
+            assert row.merged_at == mr.merged_at
+            assert row.first_review_at == mr.first_review_at
+            assert row.squash_commit_sha == mr.squash_commit_sha
+            assert row.merge_commit_sha == mr.merge_commit_sha
+            assert row.approvals == (len(mr.approvers) if mr.state == "merged" else 0)
+        pipelines = {p.id: p for s in org.services for p in s.pipelines}
+        for row in conn.execute(select(Pipeline)).all()[::11]:
+            p = pipelines[int(row.external_id)]
+            assert (row.sha, row.ref, row.status) == (p.sha, p.ref, p.status)
+            assert row.finished_at == p.finished_at
+            assert (
+                row.duration_s == pytest.approx(int(p.duration))
+                if p.duration
+                else row.duration_s is None
+            )
+
+
+def test_second_sync_writes_nothing_and_costs_one_request_per_stream(
+    sandbox: Sandbox, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    engine = fresh_sqlite(tmp_path, "w.db")
+    first = sync(sandbox, engine)
+    assert first.ok and first.rows > 0
+    before = snapshot(engine)
+    sandbox.gitlab_app.stats.reset()
+    second = sync(sandbox, engine)
+    assert second.ok
+    assert second.rows == 0
+    projects = len(sandbox.org.services)
+    assert second.requests == sandbox.gitlab_app.stats.requests == 1 + projects * STREAMS
+    assert snapshot(engine) == before
+
+
+def test_new_work_arrives_incrementally(sandbox: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Synced a week ago, then again now: equal to one sync now (cursors, overlap, running builds)."""
+    org = sandbox.org
+    earlier = org.now.replace(day=1) if org.now.day > 7 else org.start.replace(hour=12)
+    earlier = max(org.start, org.now - (org.now - org.start) / 6)
+    sandbox.gitlab.advance(earlier)
+    engine = fresh_sqlite(tmp_path, "inc.db")
+    assert sync(sandbox, engine).ok
+    assert table_counts(engine) == truth.counts(org, earlier)
+    sandbox.gitlab.advance(org.now)
+    assert sync(sandbox, engine).ok
+    reference = fresh_sqlite(tmp_path, "ref.db")
+    assert sync(sandbox, reference).ok
+    incremental, once = snapshot(engine), snapshot(reference)
+    # the incremental warehouse also remembers where `latest` pointed a week ago: tag history
+    history = set(incremental.pop("image_tag")) - set(once.pop("image_tag"))
+    assert history and {row[1] for row in history} == {"latest"}
+    assert incremental == once
+
+
+def test_interrupted_sync_resumes_without_gaps_or_duplicates(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    reference = fresh_sqlite(tmp_path, "ref.db")
+    assert sync(tiny, reference).ok
+    engine = fresh_sqlite(tmp_path, "broken.db")
+    # first: a storm of 500s on pipeline details and dropped connections on merge request notes
+    tiny.gitlab_app.faults.add(FaultRule(path=r"/pipelines/\d+$", kind="500", after=15))
+    tiny.gitlab_app.faults.add(FaultRule(path=r"/notes", kind="drop", after=3))
+    broken = sync(tiny, engine, max_retries=1)
+    assert not broken.ok
+    tiny.gitlab_app.faults.clear()
+    # then: the server dies in the middle of a sync and comes back
+    tiny.gitlab_app.stats.reset()
+    result: dict[str, object] = {}
+    worker = threading.Thread(target=lambda: result.update(s=sync(tiny, engine, max_retries=1)))
+    worker.start()
+    while tiny.gitlab_app.stats.requests < 20 and worker.is_alive():
+        time.sleep(0.005)
+    tiny.gitlab_server.stop()
+    worker.join(60)
+    tiny.gitlab_server.start()
+    final = sync(tiny, engine)
+    assert final.ok, final.errors
+    assert snapshot(engine) == snapshot(reference)
+
+
+def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tiny.gitlab_app.rate_limit = RateLimit(per_second=100, burst=150, retry_after=1)
+    engine = fresh_sqlite(tmp_path, "w.db")
+    settings = sandbox_settings(tiny, parallelism=1)
+    summary = GitLabCollector(settings.sources.gitlab[0], settings, engine).sync()
+    assert summary.ok
+    log = tiny.gitlab_app.stats.log
+    assert log is not None
+    limited = [i for i, entry in enumerate(log) if entry[3] == 429]
+    assert limited, "the rate limit never answered 429"
+    for i in limited:
+        if i + 1 < len(log):
+            assert log[i + 1][0] - log[i][0] >= 0.99  # the client waited Retry-After
+    assert table_counts(engine) == truth.counts(tiny.org)
+
+
+def test_500_storm_is_retried_then_reported_with_the_url(tiny: Sandbox, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    tiny.gitlab_app.faults.add(FaultRule(path=r"/merge_requests$", kind="500"))
+    engine = fresh_sqlite(tmp_path, "w.db")
+    summary = sync(tiny, engine, max_retries=2)
+    assert not summary.ok
+    [error] = summary.errors
+    assert "merge_requests" in error and "HTTP 500" in error
+    assert f"{tiny.gitlab_url}/api/v4/projects/" in error
+    assert (
+        tiny.gitlab_app.stats.by_route["/api/v4/projects/{id}/merge_requests"] == 3
+    )  # 1 + 2 retries
+    assert "glpat-sandbox-secret" not in error + caplog.text
+    # the other streams completed
+    assert table_counts(engine)["pipeline"] == truth.counts(tiny.org)["pipeline"]
+
+
+def test_malformed_items_are_kept_counted_and_the_sync_completes(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    service = tiny.org.services[0]
+    mr = service.merge_requests[0]
+    sha = next(iter(service.commits))
+    tiny.gitlab.corrupt("merge_request", mr.id, "created_at", "yesterday-ish")
+    tiny.gitlab.corrupt("commit", sha, "id", DELETE)
+    engine = fresh_sqlite(tmp_path, "w.db")
+    summary = sync(tiny, engine)
+    assert summary.ok
+    assert summary.rejected == 2
+    with engine.connect() as conn:
+        rejected = conn.execute(select(RawPayload).where(RawPayload.rejected)).all()
+    reasons = sorted(r.error for r in rejected)
+    assert len(rejected) == 2
+    assert any("created_at" in r for r in reasons) and any("id" in r for r in reasons)
+    expected = truth.counts(tiny.org)
+    counts = table_counts(engine)
+    assert counts["merge_request"] == expected["merge_request"] - 1
+    assert counts["commit"] == expected["commit"] - 1
+    assert counts["pipeline"] == expected["pipeline"]
+
+
+def test_simulator_timestamps_match_gitlab_form() -> None:
+    org = generate(1, "tiny")
+    assert ts(org.now).endswith(".000Z")
