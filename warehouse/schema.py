@@ -436,6 +436,26 @@ class SyncState(Base):
 # --- derived (rebuilt by `cdmetrics derive`) ----------------------------------------------
 
 
+class DeploymentChain(Base):
+    """Each successful deployment linked to the previous one of its service and environment."""
+
+    __tablename__ = "deployment_chain"
+    __table_args__ = (
+        natural_key("deployment_id"),
+        Index("ix_deployment_chain_service_finished", "service_id", "is_production", "finished_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"))
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    is_production: Mapped[bool] = mapped_column(default=False)
+    finished_at: Mapped[datetime]
+    previous_deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployment.id"))
+    baseline: Mapped[bool] = mapped_column(default=False)  # the first of its service and environment
+    rollback: Mapped[bool] = mapped_column(default=False)
+    changes: Mapped[int] = mapped_column(default=0)
+
+
 class DeploymentChange(Base):
     __tablename__ = "deployment_change"
     __table_args__ = (natural_key("deployment_id", "sha"), Index("ix_deployment_change_sha", "sha"))

@@ -1,0 +1,426 @@
+"""Derived tables (DESIGN.md section 4), rebuilt incrementally after every sync:
+
+- `deployment_chain`: each successful deployment linked to the previous successful one of the same
+  service and environment, marked baseline (the first) or rollback;
+- `deployment_change`: the commits a deployment brought (reachable from its commit, not from the
+  previous one's), with where lead time starts;
+- `change_failure`: production deployments that failed, with every reason, and their recovery.
+
+The commit graph is walked in Python, a repository at a time (it is a graph walk, not an
+aggregation); everything else is selected in SQL.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, select
+
+from warehouse.schema import (
+    ChangeFailure,
+    Commit,
+    CommitParent,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Environment,
+    Incident,
+    MergeRequest,
+    MrCommit,
+    Service,
+)
+from warehouse.upsert import upsert
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FailureRules:
+    """The parameters of the change-failure definition (config `[metrics]`)."""
+
+    failure_window: timedelta = timedelta(days=7)
+    hotfix_window: timedelta = timedelta(hours=24)
+    hotfix_refs: tuple[str, ...] = ("hotfix/*",)
+
+    def is_hotfix(self, ref: str | None) -> bool:
+        return bool(ref) and any(
+            fnmatch.fnmatch(ref or "", pattern) for pattern in self.hotfix_refs
+        )
+
+
+@dataclass
+class DeriveSummary:
+    chains: int = 0
+    deployments: int = 0
+    changes: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**vars(self), "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class _Step:
+    id: int
+    sha: str | None
+    digest: str | None
+    finished_at: datetime
+    ref: str | None
+
+
+class CommitGraph:
+    """One repository's commit graph with what lead time needs; loaded once per derive."""
+
+    def __init__(self, conn: Connection, repo_id: int) -> None:
+        self.parents: dict[str, list[str]] = defaultdict(list)
+        rows = conn.execute(
+            select(CommitParent.sha, CommitParent.parent_sha, CommitParent.position)
+            .where(CommitParent.repo_id == repo_id)
+            .order_by(CommitParent.sha, CommitParent.position)
+        )
+        for sha, parent, _ in rows:
+            self.parents[sha].append(parent)
+        self.commits = {
+            sha: (authored, bool(is_merge))
+            for sha, authored, is_merge in conn.execute(
+                select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
+                    Commit.repo_id == repo_id
+                )
+            )
+        }
+        first_commit = (
+            select(MrCommit.iid, func.min(Commit.authored_at).label("first"))
+            .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+            .where(MrCommit.repo_id == repo_id)
+            .group_by(MrCommit.iid)
+            .subquery()
+        )
+        self.squash_start = dict(
+            conn.execute(
+                select(MergeRequest.squash_commit_sha, first_commit.c.first)
+                .join(first_commit, first_commit.c.iid == MergeRequest.iid)
+                .where(MergeRequest.repo_id == repo_id, MergeRequest.squash_commit_sha.is_not(None))
+            ).all()
+        )
+
+    def ancestors(self, sha: str) -> set[str]:
+        """Every commit reachable from `sha`, itself included."""
+        seen, stack = set(), [sha]
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.parents.get(current, ()))
+        return seen
+
+    def new_since(self, sha: str, known: set[str]) -> list[str]:
+        """Commits reachable from `sha` and not in `known` (the previous deployment's ancestors)."""
+        found, stack = [], [sha]
+        seen: set[str] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen or current in known:
+                continue
+            seen.add(current)
+            found.append(current)
+            stack.extend(self.parents.get(current, ()))
+        return found
+
+    def start_of(self, sha: str) -> datetime | None:
+        """Where lead time starts: authored_at, or the MR's first commit for a squash commit."""
+        if sha in self.squash_start:
+            return self.squash_start[sha]  # type: ignore[no-any-return]
+        authored = self.commits.get(sha)
+        return authored[0] if authored else None
+
+    def is_merge(self, sha: str) -> bool:
+        info = self.commits.get(sha)
+        return bool(info and info[1]) or len(self.parents.get(sha, ())) > 1
+
+
+def derive(engine: Engine, rules: FailureRules | None = None, full: bool = False) -> DeriveSummary:
+    """Bring the derived tables up to date (everything when `full`); returns what it did."""
+    rules = rules or FailureRules()
+    summary = DeriveSummary()
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        if full:
+            for table in (ChangeFailure, DeploymentChange, DeploymentChain):
+                conn.execute(delete(table))
+        graphs: dict[int, CommitGraph] = {}
+        for service_id, environment_id, repo_id, since in _stale_chains(conn):
+            summary.chains += 1
+            if repo_id not in graphs:
+                graphs[repo_id] = CommitGraph(conn, repo_id)
+            _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary)
+        summary.failures = derive_failures(conn, rules)
+    summary.seconds = time.perf_counter() - start
+    log.info("derive: %s", summary.as_json())
+    return summary
+
+
+def _successful() -> Any:
+    return and_(
+        Deployment.status == "success",
+        Deployment.finished_at.is_not(None),
+        Deployment.service_id.is_not(None),
+        Deployment.environment_id.is_not(None),
+    )
+
+
+def _stale_chains(conn: Connection) -> list[tuple[int, int, int, datetime]]:
+    """(service, environment, repo, earliest new finish) of chains with deployments not derived yet."""
+    repo = func.coalesce(Deployment.repo_id, Service.repo_id)
+    rows = conn.execute(
+        select(
+            Deployment.service_id, Deployment.environment_id, repo, func.min(Deployment.finished_at)
+        )
+        .join(Service, Service.id == Deployment.service_id)
+        .outerjoin(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
+        .where(_successful(), DeploymentChain.id.is_(None), repo.is_not(None))
+        .group_by(Deployment.service_id, Deployment.environment_id, repo)
+    ).all()
+    return [(s, e, r, since) for s, e, r, since in rows]
+
+
+def _derive_chain(
+    conn: Connection,
+    service_id: int,
+    environment_id: int,
+    graph: CommitGraph,
+    since: datetime,
+    summary: DeriveSummary,
+) -> None:
+    """Re-derive one chain from its first new deployment on (earlier links are kept)."""
+    rows = conn.execute(
+        select(
+            Deployment.id,
+            Deployment.sha,
+            Deployment.image_digest,
+            Deployment.finished_at,
+            Deployment.ref,
+        )
+        .where(
+            _successful(),
+            Deployment.service_id == service_id,
+            Deployment.environment_id == environment_id,
+        )
+        .order_by(Deployment.finished_at, Deployment.id)
+    ).all()
+    steps = [_Step(*row) for row in rows]
+    first_new = next(i for i, s in enumerate(steps) if s.finished_at >= since)
+    redo = [s.id for s in steps[first_new:]]
+    for start in range(0, len(redo), 500):
+        part = redo[start : start + 500]
+        conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(part)))
+        conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
+    tier = conn.execute(select(Environment.tier).where(Environment.id == environment_id)).scalar()
+    earlier = steps[:first_new]
+    carried = _carried(
+        conn, service_id, environment_id
+    )  # commits already brought to this environment
+    digests = {s.digest for s in earlier[:-1] if s.digest}
+    previous = earlier[-1] if earlier else None
+    known = graph.ancestors(previous.sha) if previous and previous.sha else set()
+    chain_rows, change_rows = [], []
+    for step in steps[first_new:]:
+        rollback, changes = False, []
+        if previous is None:
+            known = graph.ancestors(step.sha) if step.sha else set()
+            carried |= known
+        elif step.sha and step.sha != previous.sha:
+            if step.sha in known or (step.digest and step.digest in digests):
+                rollback = True
+                known = graph.ancestors(step.sha)
+            else:
+                changes = graph.new_since(step.sha, known)
+                known = (
+                    known | set(changes)
+                    if previous.sha in graph.ancestors(step.sha)
+                    else graph.ancestors(step.sha)
+                )
+        chain_rows.append(
+            {
+                "deployment_id": step.id,
+                "service_id": service_id,
+                "environment_id": environment_id,
+                "is_production": tier == "production",
+                "finished_at": step.finished_at,
+                "previous_deployment_id": previous.id if previous else None,
+                "baseline": previous is None,
+                "rollback": rollback,
+                "changes": len(changes),
+            }
+        )
+        for sha in changes:
+            change_rows.append(
+                {
+                    "deployment_id": step.id,
+                    "sha": sha,
+                    "started_at": graph.start_of(sha),
+                    "is_merge": graph.is_merge(sha),
+                    "first_in_environment": sha not in carried,
+                }
+            )
+            carried.add(sha)
+        if previous is not None and previous.digest:
+            digests.add(previous.digest)
+        previous = step
+    upsert(conn, DeploymentChain, chain_rows)
+    upsert(conn, DeploymentChange, change_rows)
+    summary.deployments += len(chain_rows)
+    summary.changes += len(change_rows)
+
+
+def _carried(conn: Connection, service_id: int, environment_id: int) -> set[str]:
+    """Commits that derived deployments of this chain have already brought."""
+    return set(
+        conn.execute(
+            select(DeploymentChange.sha)
+            .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+            .where(
+                DeploymentChain.service_id == service_id,
+                DeploymentChain.environment_id == environment_id,
+            )
+        ).scalars()
+    )
+
+
+# -- change failures ------------------------------------------------------------------------
+
+
+@dataclass
+class _Prod:
+    id: int
+    finished_at: datetime
+    ref: str | None
+    rollback: bool
+    reasons: set[str] = field(default_factory=set)
+    incidents: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+
+
+def derive_failures(conn: Connection, rules: FailureRules) -> int:
+    """Rebuild change_failure from the production chains and incidents; returns failed changes."""
+    production: dict[int, list[_Prod]] = defaultdict(list)
+    rows = conn.execute(
+        select(
+            DeploymentChain.service_id,
+            Deployment.id,
+            DeploymentChain.finished_at,
+            Deployment.ref,
+            DeploymentChain.rollback,
+            Deployment.source_id,
+            Deployment.external_id,
+        )
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .where(DeploymentChain.is_production)
+        .order_by(DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id)
+    ).all()
+    by_key: dict[tuple[int, str], _Prod] = {}
+    for service_id, dep_id, finished, ref, rollback, source_id, external_id in rows:
+        prod = _Prod(dep_id, finished, ref, bool(rollback))
+        production[service_id].append(prod)
+        by_key[(source_id, external_id)] = prod
+    incidents = conn.execute(
+        select(
+            Incident.service_id,
+            Incident.opened_at,
+            Incident.resolved_at,
+            Incident.deployment_source_id,
+            Incident.deployment_external_id,
+        ).where(Incident.service_id.is_not(None))
+    ).all()
+    by_service: dict[int, list[Any]] = defaultdict(list)
+    for incident in incidents:
+        by_service[incident.service_id].append(incident)
+    failures = []
+    for service_id, deployments in production.items():
+        failures.extend(
+            _service_failures(deployments, by_service.get(service_id, []), by_key, rules)
+        )
+    stale = set(conn.execute(select(ChangeFailure.deployment_id)).scalars()) - {
+        f["deployment_id"] for f in failures
+    }
+    gone = sorted(stale)
+    for start in range(0, len(gone), 500):
+        conn.execute(
+            delete(ChangeFailure).where(ChangeFailure.deployment_id.in_(gone[start : start + 500]))
+        )
+    upsert(conn, ChangeFailure, failures)
+    return len(failures)
+
+
+def _service_failures(
+    deployments: list[_Prod],
+    incidents: Iterable[Any],
+    by_key: dict[tuple[int, str], _Prod],
+    rules: FailureRules,
+) -> list[dict[str, Any]]:
+    for d, n in zip(deployments, [*deployments[1:], None], strict=True):
+        if n is not None and n.rollback and n.finished_at < d.finished_at + rules.failure_window:
+            d.reasons.add("rollback")
+        if (
+            n is not None
+            and rules.is_hotfix(n.ref)
+            and n.finished_at < d.finished_at + rules.hotfix_window
+        ):
+            d.reasons.add("hotfix")
+    for incident in incidents:
+        linked = by_key.get((incident.deployment_source_id, incident.deployment_external_id))
+        target = (
+            linked
+            if linked and linked in deployments
+            else (
+                None
+                if incident.deployment_external_id
+                else _by_window(deployments, incident.opened_at, rules)
+            )
+        )
+        if target is not None:
+            target.reasons.add("incident")
+            target.incidents.append((incident.opened_at, incident.resolved_at))
+    failed = [d for d in deployments if d.reasons]
+    rows = []
+    for d in failed:
+        later_good = next(
+            (n for n in deployments if n.finished_at > d.finished_at and not n.reasons), None
+        )
+        candidates = [later_good.finished_at] if later_good else []
+        if d.incidents:
+            last = max(d.incidents, key=lambda i: i[0])
+            if last[1] is not None:
+                candidates.append(last[1])
+        recovered = min(candidates) if candidates else None
+        rows.append(
+            {
+                "deployment_id": d.id,
+                "incident": "incident" in d.reasons,
+                "rollback": "rollback" in d.reasons,
+                "hotfix": "hotfix" in d.reasons,
+                "recovered_at": recovered,
+                "recovered_by_deployment_id": later_good.id
+                if later_good and recovered == later_good.finished_at
+                else None,
+            }
+        )
+    return rows
+
+
+def _by_window(deployments: list[_Prod], opened: datetime, rules: FailureRules) -> _Prod | None:
+    """The production deployment an incident opened at `opened` belongs to by the window rule."""
+    candidate = None
+    for i, d in enumerate(deployments):
+        if d.finished_at > opened:
+            break
+        n = deployments[i + 1] if i + 1 < len(deployments) else None
+        if (n is None or opened < n.finished_at) and opened < d.finished_at + rules.failure_window:
+            candidate = d
+    return candidate

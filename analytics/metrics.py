@@ -1,0 +1,275 @@
+"""DORA metrics and build health over a scope (definitions: DESIGN.md section 4, docs/METRICS.md).
+
+Each metric is one SQL select of the scope's rows, narrowed to the columns it needs (the scope's
+filters, joins and period run in the database); Python then counts, buckets into the configured
+time zone's days and ISO weeks (SQLite has no time zones) and takes percentiles exactly as
+PostgreSQL's percentile_cont would. Every rate comes with its numerator and denominator.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from analytics.derive import FailureRules
+from analytics.scope import Scope
+from warehouse.schema import (
+    ChangeFailure,
+    Commit,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Environment,
+    MergeRequest,
+    MrCommit,
+    Pipeline,
+    Repo,
+    Service,
+    Team,
+    TestRun,
+)
+
+SLICES = ("week", "month", "team", "service")
+STAGES = ("coding", "pickup", "review", "deploy", "cycle")
+
+
+@dataclass
+class Row:
+    """One in-scope fact with what slicing needs (service, team, when)."""
+
+    service: str
+    team: str | None
+    at: datetime
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScopeData:
+    """The scope's rows, selected once; metrics are computed from any subset of them."""
+
+    scope: Scope
+    deployments: list[Row]
+    changes: list[Row]
+    merge_requests: list[Row]
+    attempts: list[Row]
+    pipelines: list[Row]
+
+    def subset(self, keep: Callable[[Row], bool]) -> ScopeData:
+        return ScopeData(
+            self.scope,
+            *(
+                [r for r in rows if keep(r)]
+                for rows in (
+                    self.deployments,
+                    self.changes,
+                    self.merge_requests,
+                    self.attempts,
+                    self.pipelines,
+                )
+            ),
+        )
+
+
+# -- selects ---------------------------------------------------------------------------------
+
+
+def load(conn: Connection, scope: Scope, rules: FailureRules | None = None) -> ScopeData:
+    """Select every row the metrics of `scope` need."""
+    rules = rules or FailureRules()
+    return ScopeData(
+        scope,
+        _deployments(conn, scope, rules),
+        _changes(conn, scope),
+        _merge_requests(conn, scope),
+        _attempts(conn, scope),
+        _pipelines(conn, scope),
+    )
+
+
+def _rows(result: Iterable[Any], at: str = "at") -> list[Row]:
+    rows = []
+    for r in result:
+        values = dict(r._mapping)
+        rows.append(Row(values.pop("service"), values.pop("team"), values.pop(at), values))
+    return rows
+
+
+def _chain_in_scope(scope: Scope, query: Any) -> Any:
+    query = scope.owned(query, DeploymentChain.service_id)
+    if scope.environment is not None:
+        query = query.join(Environment, Environment.id == DeploymentChain.environment_id).where(
+            Environment.name == scope.environment
+        )
+    else:
+        query = query.where(DeploymentChain.is_production)
+    return query.where(scope.period(DeploymentChain.finished_at))
+
+
+def _deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[Row]:
+    query = _chain_in_scope(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at.label("at"),
+            DeploymentChain.deployment_id,
+            DeploymentChain.service_id,
+            DeploymentChain.rollback,
+            Deployment.ref,
+            ChangeFailure.incident,
+            ChangeFailure.rollback.label("failed_rollback"),
+            ChangeFailure.hotfix,
+            ChangeFailure.deployment_id.label("failed"),
+            ChangeFailure.recovered_at,
+        )
+        .select_from(DeploymentChain)
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .outerjoin(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id),
+    )
+    rows = _rows(conn.execute(query))
+    _mark_rework(conn, scope, rows, rules)
+    return rows
+
+
+def _mark_rework(conn: Connection, scope: Scope, rows: list[Row], rules: FailureRules) -> None:
+    """Rework: rollbacks, hotfix-ref deployments, and deployments inside a failed change's recovery."""
+    services = {r.values["service_id"] for r in rows}
+    windows: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    if services:
+        failed = conn.execute(
+            select(
+                DeploymentChain.service_id, DeploymentChain.finished_at, ChangeFailure.recovered_at
+            )
+            .join(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id)
+            .where(
+                DeploymentChain.service_id.in_(services),
+                DeploymentChain.is_production,
+                DeploymentChain.finished_at < scope.until,
+            )
+        )
+        for service_id, finished, recovered in failed:
+            windows[service_id].append((finished, recovered))
+    for r in rows:
+        inside = any(
+            start < r.at and (end is None or r.at <= end)
+            for start, end in windows[r.values["service_id"]]
+        )
+        r.values["rework"] = (
+            bool(r.values["rollback"]) or rules.is_hotfix(r.values["ref"]) or inside
+        )
+
+
+def _changes(conn: Connection, scope: Scope) -> list[Row]:
+    query = _chain_in_scope(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at.label("at"),
+            DeploymentChange.started_at,
+        )
+        .select_from(DeploymentChange)
+        .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+        .where(DeploymentChange.first_in_environment, DeploymentChange.is_merge.is_(False)),
+    )
+    return _rows(conn.execute(query))
+
+
+def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
+    """Merged MRs whose merge or squash commit reached the scope's environment in the period."""
+    first_commit = (
+        select(
+            MrCommit.repo_id, MrCommit.iid, func.min(Commit.authored_at).label("first_commit_at")
+        )
+        .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+        .group_by(MrCommit.repo_id, MrCommit.iid)
+        .subquery()
+    )
+    carrying = func.coalesce(MergeRequest.squash_commit_sha, MergeRequest.merge_commit_sha)
+    query = _chain_in_scope(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at.label("at"),
+            first_commit.c.first_commit_at,
+            MergeRequest.created_at,
+            MergeRequest.first_review_at,
+            MergeRequest.merged_at,
+        )
+        .select_from(MergeRequest)
+        .join(
+            first_commit,
+            and_(
+                first_commit.c.repo_id == MergeRequest.repo_id,
+                first_commit.c.iid == MergeRequest.iid,
+            ),
+        )
+        .join(
+            DeploymentChange,
+            and_(DeploymentChange.sha == carrying, DeploymentChange.first_in_environment),
+        )
+        .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+        .join(Deployment, and_(Deployment.id == DeploymentChain.deployment_id))
+        .where(MergeRequest.state == "merged"),
+    )
+    query = query.where(
+        or_(Deployment.repo_id == MergeRequest.repo_id, Service.repo_id == MergeRequest.repo_id)
+    )
+    return _rows(conn.execute(query))
+
+
+def _attempts(conn: Connection, scope: Scope) -> list[Row]:
+    """Finished deployment attempts (success or failed) in every environment, for failure rates."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Deployment.finished_at.label("at"),
+            Environment.name.label("environment"),
+            Deployment.status,
+        )
+        .select_from(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id),
+        Deployment.service_id,
+    )
+    query = query.where(
+        scope.period(Deployment.finished_at), Deployment.status.in_(("success", "failed"))
+    )
+    return _rows(conn.execute(query))
+
+
+def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Pipeline.finished_at.label("at"),
+            Pipeline.id,
+            Pipeline.repo_id,
+            Pipeline.status,
+            Pipeline.duration_s,
+            Pipeline.queued_s,
+            (Pipeline.ref == Repo.default_branch).label("default_branch"),
+            select(func.coalesce(func.sum(TestRun.failed), 0))
+            .where(
+                TestRun.source_id == Pipeline.source_id,
+                TestRun.pipeline_external_id == Pipeline.external_id,
+            )
+            .scalar_subquery()
+            .label("failed_tests"),
+        )
+        .select_from(Pipeline)
+        .join(Repo, Repo.id == Pipeline.repo_id),
+        on=Service.repo_id == Pipeline.repo_id,
+    )
+    query = query.where(scope.period(Pipeline.finished_at))
+    return _rows(conn.execute(query))
+
+
+__all__ = ["SLICES", "STAGES", "Row", "ScopeData", "load"]
