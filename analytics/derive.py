@@ -103,7 +103,7 @@ class CommitGraph:
             .group_by(MrCommit.iid)
             .subquery()
         )
-        self.squash_start = dict(
+        self.squash_start: dict[str, datetime] = dict(
             conn.execute(
                 select(MergeRequest.squash_commit_sha, first_commit.c.first)
                 .join(first_commit, first_commit.c.iid == MergeRequest.iid)
@@ -188,7 +188,7 @@ def _stale_chains(conn: Connection) -> list[tuple[int, int, int, datetime]]:
         .where(_successful(), DeploymentChain.id.is_(None), repo.is_not(None))
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
     ).all()
-    return [(s, e, r, since) for s, e, r, since in rows]
+    return [(s, e, r, since) for s, e, r, since in rows]  # type: ignore[misc]  # non-null by the filter
 
 
 def _derive_chain(
@@ -215,7 +215,7 @@ def _derive_chain(
         )
         .order_by(Deployment.finished_at, Deployment.id)
     ).all()
-    steps = [_Step(*row) for row in rows]
+    steps = [_Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref) for row in rows]  # type: ignore[arg-type]
     first_new = next(i for i, s in enumerate(steps) if s.finished_at >= since)
     redo = [s.id for s in steps[first_new:]]
     for start in range(0, len(redo), 500):

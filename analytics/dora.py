@@ -4,8 +4,11 @@ scope's rows (`analytics.metrics.load`), whole or sliced by week, month, team or
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime
+from functools import partial
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
@@ -218,7 +221,7 @@ def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
         )
         out = []
         for key in keys:
-            part = data.subset(lambda r, k=key: key_of(stats.local_day(r.at, zone)) == k)
+            part = data.subset(partial(_in_bucket, key_of=key_of, key=key, zone=zone))
             values = compute(part)
             values["deployment_frequency"] = deployment_frequency(
                 part,
@@ -247,9 +250,17 @@ def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
         }
     )
     return [
-        (name, compute(data.subset(lambda r, n=name: (getattr(r, attribute) or "(no team)") == n)))
+        (name, compute(data.subset(partial(_owned_by, attribute=attribute, name=name))))
         for name in names
     ]
+
+
+def _in_bucket(r: Row, key_of: Callable[[date], str], key: str, zone: ZoneInfo) -> bool:
+    return key_of(stats.local_day(r.at, zone)) == key
+
+
+def _owned_by(r: Row, attribute: str, name: str) -> bool:
+    return (getattr(r, attribute) or "(no team)") == name
 
 
 def _week_in_month(week: str, month: str) -> bool:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_
+from sqlalchemy import and_
 
 from warehouse.schema import Environment, Service, Team
 
@@ -50,7 +50,7 @@ class Scope:
             "timezone": self.timezone,
         }
 
-    def owned(self, query: Select[Any], service_id: Any = None, on: Any = None) -> Select[Any]:
+    def owned(self, query: Any, service_id: Any = None, on: Any = None) -> Any:
         """`query` joined to its service (by `service_id`, or the join condition `on`) and team,
         filtered to the scope's services and teams."""
         condition = on if on is not None else Service.id == service_id

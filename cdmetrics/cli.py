@@ -7,8 +7,10 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -17,6 +19,11 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from analytics.derive import FailureRules, derive
+from analytics.dora import metrics
+from analytics.metrics import SLICES
+from analytics.scope import Scope
+from cdmetrics.render import render_metrics
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import current_revision, head_revision, upgrade
@@ -184,9 +191,77 @@ def sync(
     for summary in summaries:
         for error in summary.errors:
             err.print(f"[red]error:[/] {escape(error)}", highlight=False)
-    out.print_json(data={"sources": {s.name: s.as_json() for s in summaries}}, indent=None)
+    derived = derive(engine, failure_rules(settings), full=full)
+    result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived.as_json()}
+    out.print_json(data=result, indent=None)
     if not all(s.ok for s in summaries):
         raise typer.Exit(1)
+
+
+def failure_rules(settings: Settings) -> FailureRules:
+    m = settings.metrics
+    return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
+
+
+@app.command("derive")
+def derive_command(
+    ctx: typer.Context,
+    full: bool = typer.Option(False, "--full", help="Rebuild every derived table from scratch."),
+) -> None:
+    """Bring the derived tables (deployment changes, failures) up to date; prints a JSON summary."""
+    settings = _globals(ctx).settings()
+    engine = _open(settings)
+    out.print_json(data=derive(engine, failure_rules(settings), full=full).as_json(), indent=None)
+
+
+def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
+    tz = ZoneInfo(zone)
+
+    def parse(value: str, name: str) -> datetime:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r} is not a date or ISO timestamp", param_hint=name
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+    end = (
+        parse(until, "--until")
+        if until
+        else datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    )
+    start = parse(since, "--since") if since else end - timedelta(days=90)
+    return start, end
+
+
+@app.command("metrics")
+def metrics_command(
+    ctx: typer.Context,
+    since: str | None = typer.Option(
+        None, help="Start (date or ISO timestamp; default: 90 days before --until)."
+    ),
+    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    team: list[str] | None = typer.Option(None, help="Only these teams (repeatable)."),
+    service: list[str] | None = typer.Option(None, help="Only these services (repeatable)."),
+    env: str | None = typer.Option(
+        None, help="Canonical environment (default: every production-tier one)."
+    ),
+    by: str | None = typer.Option(None, help="Slice by week, month, team or service."),
+    output_format: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Delivery metrics (DORA and build health) over a period and scope."""
+    settings = _globals(ctx).settings()
+    if by is not None and by not in SLICES:
+        raise typer.BadParameter(f"use one of {', '.join(SLICES)}", param_hint="--by")
+    if output_format not in ("table", "json", "csv"):
+        raise typer.BadParameter("use table, json or csv", param_hint="--format")
+    start, end = _period(since, until, settings.sync.timezone)
+    scope = Scope(start, end, tuple(team or ()), tuple(service or ()), env, settings.sync.timezone)
+    engine = _open(settings)
+    with engine.connect() as conn:
+        result = metrics(conn, scope, by=by, rules=failure_rules(settings))
+    render_metrics(result, output_format, out)
 
 
 @sandbox_app.command("generate")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -106,3 +107,47 @@ def test_unsupported_warehouse_url(tmp_path: Path) -> None:
     result = run(tmp_path, "--warehouse", "mysql://x@localhost/db", "db", "upgrade")
     assert result.returncode == 2
     assert "not supported" in result.stderr
+
+
+def test_sync_derive_and_metrics_against_the_sandbox(tmp_path: Path) -> None:
+    from sandbox.serve import Sandbox
+
+    with Sandbox.start("tiny", seed=2, token="t0k") as sandbox:
+        (tmp_path / "cdmetrics.toml").write_text(
+            "[warehouse]\nurl = 'sqlite:///w.db'\n" + sandbox.config(token_env="CDM_CLI_TOKEN")
+        )
+        synced = run(tmp_path, "sync", env={"CDM_CLI_TOKEN": "t0k"})
+        assert synced.returncode == 0, synced.stderr
+        summary = json.loads(synced.stdout.strip().splitlines()[-1])
+        assert summary["sources"]["gitlab"]["ok"] and summary["sources"]["gitlab"]["rows"] > 0
+        assert summary["derive"]["deployments"] > 0
+        assert "t0k" not in synced.stdout + synced.stderr
+    until = sandbox.org.now.date().isoformat()
+    since = sandbox.org.start.date().isoformat()
+    result = run(tmp_path, "metrics", "--since", since, "--until", until, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["deployment_frequency"]["deployments"] > 0
+    assert set(figures) >= {
+        "scope",
+        "lead_time",
+        "change_failure_rate",
+        "recovery_time",
+        "rework_rate",
+        "deployment_failure_rate",
+        "build",
+    }
+    weekly = run(
+        tmp_path, "metrics", "--since", since, "--until", until, "--by", "week", "--format", "csv"
+    )
+    assert weekly.returncode == 0 and weekly.stdout.startswith("week,")
+    again = run(tmp_path, "derive")
+    assert again.returncode == 0 and json.loads(again.stdout)["deployments"] == 0
+    bad = run(tmp_path, "metrics", "--by", "fortnight")
+    assert bad.returncode == 2 and "--by" in bad.stderr
+
+
+def test_sync_refuses_an_unknown_source(tmp_path: Path) -> None:
+    (tmp_path / "cdmetrics.toml").write_text("[warehouse]\nurl = 'sqlite:///w.db'\n")
+    result = run(tmp_path, "sync", "nope")
+    assert result.returncode == 2 and "no source named nope" in result.stderr

@@ -451,7 +451,9 @@ class DeploymentChain(Base):
     is_production: Mapped[bool] = mapped_column(default=False)
     finished_at: Mapped[datetime]
     previous_deployment_id: Mapped[int | None] = mapped_column(ForeignKey("deployment.id"))
-    baseline: Mapped[bool] = mapped_column(default=False)  # the first of its service and environment
+    baseline: Mapped[bool] = mapped_column(
+        default=False
+    )  # the first of its service and environment
     rollback: Mapped[bool] = mapped_column(default=False)
     changes: Mapped[int] = mapped_column(default=0)
 

@@ -1,0 +1,165 @@
+"""The notebook API: pandas DataFrames of the same numbers the dashboard and reports show.
+
+Every function takes an engine and a `Scope` and returns a DataFrame (empty, with its columns, when
+there is nothing in scope). Analysts: `from analytics.frames import *`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from analytics import dora, stats
+from analytics.derive import FailureRules
+from analytics.metrics import ScopeData, load
+from analytics.scope import Scope
+
+
+def _data(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> ScopeData:
+    with engine.connect() as conn:
+        return load(conn, scope, rules)
+
+
+def _frame(records: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def deployments(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> pd.DataFrame:
+    """Production deployments in scope: service, team, finished_at, rollback, rework, failed,
+    failure reasons and recovery."""
+    rows = _data(engine, scope, rules).deployments
+    return _frame(
+        [
+            {
+                "service": r.service,
+                "team": r.team,
+                "finished_at": r.at,
+                "deployment_id": r.values["deployment_id"],
+                "ref": r.values["ref"],
+                "rollback": bool(r.values["rollback"]),
+                "rework": r.values["rework"],
+                "failed": r.values["failed"] is not None,
+                "incident": bool(r.values["incident"]),
+                "rolled_back": bool(r.values["failed_rollback"]),
+                "hotfix": bool(r.values["hotfix"]),
+                "recovered_at": r.values["recovered_at"],
+            }
+            for r in rows
+        ],
+        [
+            "service",
+            "team",
+            "finished_at",
+            "deployment_id",
+            "ref",
+            "rollback",
+            "rework",
+            "failed",
+            "incident",
+            "rolled_back",
+            "hotfix",
+            "recovered_at",
+        ],
+    )
+
+
+def lead_times(engine: Engine, scope: Scope) -> pd.DataFrame:
+    """One row per change counted in lead time: service, team, started_at, deployed_at, hours."""
+    rows = _data(engine, scope).changes
+    return _frame(
+        [
+            {
+                "service": r.service,
+                "team": r.team,
+                "started_at": r.values["started_at"],
+                "deployed_at": r.at,
+                "hours": stats.hours(r.at - r.values["started_at"])
+                if r.values["started_at"]
+                else None,
+            }
+            for r in rows
+        ],
+        ["service", "team", "started_at", "deployed_at", "hours"],
+    )
+
+
+def failures(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> pd.DataFrame:
+    """Failed changes in scope with their reasons and recovery hours (NaN: unrecovered)."""
+    frame = deployments(engine, scope, rules)
+    frame = frame[frame["failed"]].copy()
+    frame["recovery_hours"] = (
+        frame["recovered_at"] - frame["finished_at"]
+    ).dt.total_seconds() / 3600
+    return frame.reset_index(drop=True)
+
+
+def build_health(engine: Engine, scope: Scope) -> pd.DataFrame:
+    """Finished pipelines in scope: service, team, finished_at, status, duration, queue, default
+    branch, failed tests."""
+    rows = _data(engine, scope).pipelines
+    return _frame(
+        [
+            {
+                "service": r.service,
+                "team": r.team,
+                "finished_at": r.at,
+                "status": r.values["status"],
+                "duration_s": r.values["duration_s"],
+                "queued_s": r.values["queued_s"],
+                "default_branch": bool(r.values["default_branch"]),
+                "failed_tests": int(r.values["failed_tests"] or 0),
+            }
+            for r in rows
+        ],
+        [
+            "service",
+            "team",
+            "finished_at",
+            "status",
+            "duration_s",
+            "queued_s",
+            "default_branch",
+            "failed_tests",
+        ],
+    )
+
+
+def scorecard(
+    engine: Engine, scope: Scope, by: str = "team", rules: FailureRules | None = None
+) -> pd.DataFrame:
+    """The DORA scorecard: one row per team (or service, week, month) with each key figure and its
+    performance level."""
+    data = _data(engine, scope, rules)
+    records = []
+    for key, m in dora.sliced(data, by):
+        records.append(
+            {
+                by: key,
+                "deployments": m["deployment_frequency"]["deployments"],
+                "deploy_days_per_week": m["deployment_frequency"]["median_days_per_week"],
+                "deployment_frequency_level": m["deployment_frequency"]["level"],
+                "lead_time_hours": m["lead_time"]["median_hours"],
+                "lead_time_level": m["lead_time"]["level"],
+                "change_failure_rate": m["change_failure_rate"]["rate"],
+                "change_failure_level": m["change_failure_rate"]["level"],
+                "recovery_hours": m["recovery_time"]["median_hours"],
+                "recovery_level": m["recovery_time"]["level"],
+            }
+        )
+    return pd.DataFrame.from_records(
+        records,
+        columns=[
+            by,
+            "deployments",
+            "deploy_days_per_week",
+            "deployment_frequency_level",
+            "lead_time_hours",
+            "lead_time_level",
+            "change_failure_rate",
+            "change_failure_level",
+            "recovery_hours",
+            "recovery_level",
+        ],
+    )

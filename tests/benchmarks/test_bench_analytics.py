@@ -1,0 +1,128 @@
+"""Analytics on the large organisation: full derive, incremental derive after one more day of data,
+each metric's query for 90 days over all services, and its ratio to a plain scan of the rows it
+reads. The warehouse is built by a separate process (generation takes ~1.2 GB), so the peak memory
+printed is the analytics' own. Prints figures; asserts only correctness.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from analytics import dora, metrics
+from analytics.derive import FailureRules, derive
+from analytics.scope import Scope
+from warehouse.engine import open_warehouse
+from warehouse.schema import DeploymentChain, Pipeline
+
+pytestmark = pytest.mark.bench
+SIZE = os.environ.get("CDMETRICS_BENCH_SIZE", "large")
+
+
+def build(db: Path, days_before_end: float) -> tuple[str, float]:
+    """Load the generated org as of `days_before_end` before its end, in a child process."""
+    code = (
+        "import sys, time; from datetime import timedelta; from sandbox.generate import generate; "
+        "from tests.benchmarks.loader import load_org; from warehouse.engine import open_warehouse; "
+        f"org = generate(1, {SIZE!r}); t = time.perf_counter(); "
+        f"n = load_org(open_warehouse('sqlite:///{db}'), org, org.now - timedelta(days={days_before_end})); "
+        "print(org.now.isoformat(), n, round(time.perf_counter() - t, 1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split()
+    print(
+        f"  loaded {SIZE} org as of end - {days_before_end} d: {int(out[1]):,} rows in {out[2]} s"
+    )
+    from datetime import datetime
+
+    return out[0], datetime.fromisoformat(out[0]).timestamp()
+
+
+def timed(work: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = work()
+    return result, time.perf_counter() - start
+
+
+def test_analytics_on_the_large_org(tmp_path: Path) -> None:
+    db = tmp_path / "analytics.db"
+    end_iso, _ = build(db, 1)
+    engine = open_warehouse(f"sqlite:///{db}")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    full, t_full = timed(lambda: derive(engine, full=True))
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        f"\nfull derive: {t_full:.2f} s ({full.as_json()}); peak RSS {rss_after / 1024:.0f} MB "
+        f"(+{(rss_after - rss_before) / 1024:.0f} MB during derive)"
+    )
+    build(db, 0)
+    incremental, t_inc = timed(lambda: derive(engine))
+    print(f"incremental derive after one more day: {t_inc:.2f} s ({incremental.as_json()})")
+    assert incremental.deployments < full.deployments
+
+    from datetime import datetime
+
+    end = datetime.fromisoformat(end_iso)
+    scope = Scope(end - timedelta(days=90), end)
+    with engine.connect() as conn:
+        scans = {
+            "deployments": lambda: conn.execute(
+                select(DeploymentChain).where(
+                    DeploymentChain.is_production, scope.period(DeploymentChain.finished_at)
+                )
+            ).all(),
+            "pipelines": lambda: conn.execute(
+                select(Pipeline).where(scope.period(Pipeline.finished_at))
+            ).all(),
+        }
+        scan_times = {name: min(timed(f)[1] for _ in range(3)) for name, f in scans.items()}
+        selects = {
+            "deployment frequency, change failure, recovery, rework (deployments)": (
+                lambda: metrics._deployments(conn, scope, FailureRules()),
+                "deployments",
+            ),
+            "lead time (changes)": (lambda: metrics._changes(conn, scope), "deployments"),
+            "lead-time stages (merge requests)": (
+                lambda: metrics._merge_requests(conn, scope),
+                "deployments",
+            ),
+            "deployment failure rate (attempts)": (
+                lambda: metrics._attempts(conn, scope),
+                "deployments",
+            ),
+            "build health (pipelines)": (lambda: metrics._pipelines(conn, scope), "pipelines"),
+        }
+        for name, (query, scan) in selects.items():
+            rows, seconds = min((timed(query) for _ in range(3)), key=lambda r: r[1])
+            print(
+                f"  {name}: {seconds:.3f} s for {len(rows):,} rows; ratio to a plain scan of "
+                f"{scan} in the period: {seconds / scan_times[scan]:.1f}"
+            )
+        data = metrics.load(conn, scope)
+        result, t_compute = timed(lambda: dora.compute(data))
+        all_metrics, t_all = timed(lambda: dora.metrics(conn, scope))
+    print(
+        f"  computing every metric from the selected rows: {t_compute:.3f} s; "
+        f"`cdmetrics metrics` end to end for 90 days: {t_all:.2f} s"
+    )
+    print(f"  plain scans: {', '.join(f'{k} {v:.3f} s' for k, v in scan_times.items())}")
+    assert (
+        result["deployment_frequency"]["deployments"]
+        == all_metrics["deployment_frequency"]["deployments"]
+        > 0
+    )

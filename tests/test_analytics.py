@@ -1,0 +1,349 @@
+"""Derived tables and metrics on hand-built warehouses: the named edge cases of DESIGN.md section 4,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from analytics.stats import percentile
+from tests.analytics_world import T0, World, at
+from warehouse.schema import ChangeFailure, Deployment, DeploymentChain, DeploymentChange
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    return World(engine)
+
+
+def changes_of(world: World, external_id: str) -> list[str]:
+    with world.engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                select(DeploymentChange.sha)
+                .join(Deployment, Deployment.id == DeploymentChange.deployment_id)
+                .where(Deployment.external_id == external_id)
+            ).scalars()
+        )
+
+
+def chain(world: World) -> list[tuple[str, bool, bool, int]]:
+    with world.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(
+                    Deployment.external_id,
+                    DeploymentChain.baseline,
+                    DeploymentChain.rollback,
+                    DeploymentChain.changes,
+                )
+                .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+                .order_by(DeploymentChain.finished_at, Deployment.id)
+            )
+        ]
+
+
+def test_first_deployment_is_the_baseline(world: World) -> None:
+    world.line("a", "b", "c")
+    first = world.deploy("b", at(10))
+    second = world.deploy("c", at(20))
+    world.derive()
+    assert chain(world) == [(first, True, False, 0), (second, False, False, 1)]
+    assert changes_of(world, second) == ["c"]
+    m = world.metrics()
+    assert m["lead_time"]["changes"] == 1
+    assert m["lead_time"]["median_hours"] == pytest.approx(
+        18.0
+    )  # c authored at +2h, deployed at +20h
+
+
+def test_rollback_has_no_changes_and_fails_the_previous_deployment(world: World) -> None:
+    world.line("a", "b", "c")
+    world.deploy("a", at(1))
+    bad = world.deploy("c", at(5))
+    back = world.deploy("b", at(6))  # b is an ancestor of c: a rollback
+    world.derive()
+    assert [row[2] for row in chain(world)] == [False, False, True]
+    assert changes_of(world, back) == []
+    assert changes_of(world, bad) == ["b", "c"]
+    m = world.metrics()
+    assert m["change_failure_rate"]["failed"] == 1
+    assert m["change_failure_rate"]["reasons"] == {"incident": 0, "rollback": 1, "hotfix": 0}
+    assert m["recovery_time"]["failures"] == 1
+    assert m["recovery_time"]["median_hours"] == pytest.approx(1.0)
+    assert m["rework_rate"] == {"rework": 1, "deployments": 3, "rate": pytest.approx(1 / 3)}
+
+
+def test_rollback_by_digest_that_ran_before(world: World) -> None:
+    world.line("a", "b")
+    world.commit("x", "b", authored=at(3))  # rebuilt: another commit but the old image
+    world.deploy("a", at(1), digest="sha256:old")
+    world.deploy("b", at(2), digest="sha256:new")
+    world.deploy("x", at(3), digest="sha256:old")
+    world.derive()
+    assert [row[2] for row in chain(world)] == [False, False, True]
+
+
+def test_a_commit_is_counted_once_after_a_rollback(world: World) -> None:
+    world.line("a", "b", "c", "d")
+    world.deploy("a", at(10))
+    world.deploy("c", at(11))
+    world.deploy("a", at(12))  # rollback
+    again = world.deploy("d", at(13))
+    world.derive()
+    assert changes_of(world, again) == ["b", "c", "d"]  # carried again ...
+    assert world.metrics()["lead_time"]["changes"] == 3  # ... but b and c count once: b, c, d
+
+
+def test_redeploying_the_same_commit_is_neither_change_nor_rollback(world: World) -> None:
+    world.line("a", "b")
+    world.deploy("a", at(1))
+    world.deploy("b", at(2))
+    world.deploy("b", at(3))
+    world.derive()
+    assert [row[1:] for row in chain(world)] == [
+        (True, False, 0),
+        (False, False, 1),
+        (False, False, 0),
+    ]
+
+
+def test_squash_commit_starts_at_the_first_commit_of_its_merge_request(world: World) -> None:
+    world.line("base")
+    world.commit("f1", "base", authored=at(1))
+    world.commit("f2", "f1", authored=at(5))
+    world.commit("sq", "base", authored=at(30))  # the squash commit's date is the merge time
+    world.merge_request(
+        1, ["f1", "f2"], created=at(6), first_review=at(8), merged=at(30), squash_sha="sq"
+    )
+    world.deploy("base", at(0.5))
+    world.deploy("sq", at(40))
+    world.derive()
+    m = world.metrics()
+    assert m["lead_time"]["median_hours"] == pytest.approx(39.0)  # from f1 (+1h), not from +30h
+    assert m["lead_time"]["stages"] == {
+        "coding": 5.0,
+        "pickup": 2.0,
+        "review": 22.0,
+        "deploy": 10.0,
+        "cycle": 39.0,
+    }
+
+
+def test_merge_commits_are_excluded_from_lead_time(world: World) -> None:
+    world.line("a")
+    world.commit("f", "a", authored=at(1))
+    world.commit("m", "a", "f", authored=at(3))
+    world.deploy("a", at(0.5))
+    deployed = world.deploy("m", at(5))
+    world.derive()
+    assert changes_of(world, deployed) == ["f", "m"]
+    assert world.metrics()["lead_time"]["changes"] == 1
+
+
+def test_deploy_before_merge_is_a_negative_span_dropped_and_counted(world: World) -> None:
+    world.line("a")
+    world.commit("f", "a", authored=at(1))
+    world.commit("m", "a", "f", authored=at(2))
+    world.merge_request(1, ["f"], created=at(2), first_review=at(3), merged=at(9), merge_sha="m")
+    world.deploy("a", at(0.5))
+    world.deploy("m", at(4))  # deployed from the branch before the MR merged
+    world.derive()
+    m = world.metrics()["lead_time"]
+    assert m["negative_spans_dropped"]["deploy"] == 1
+    assert m["stages"]["deploy"] is None
+    assert m["stages"]["cycle"] == pytest.approx(3.0)
+
+
+def test_no_deployments_in_the_period(world: World) -> None:
+    world.line("a", "b")
+    world.deploy("a", at(1))
+    world.deploy("b", at(2))
+    world.derive()
+    m = world.metrics(since=at(100), until=at(200))
+    assert m["deployment_frequency"] == {
+        "deployments": 0,
+        "deployment_days": 0,
+        "median_days_per_week": 0.0,
+        "level": None,
+    }
+    assert m["lead_time"]["median_hours"] is None and m["lead_time"]["level"] is None
+    assert m["change_failure_rate"]["rate"] is None
+
+
+def test_incident_in_the_window_vs_after_the_next_deployment(world: World) -> None:
+    world.line("a", "b", "c")
+    world.deploy("a", at(0))
+    first = world.deploy("b", at(10))
+    world.deploy("c", at(20))
+    world.incident("in-window", opened=at(12), resolved=at(14))  # belongs to b
+    world.incident("after-next", opened=at(30))  # after c: belongs to c, within 7 days
+    world.derive()
+    with world.engine.connect() as conn:
+        failed = conn.execute(select(ChangeFailure.incident, ChangeFailure.recovered_at)).all()
+    assert len(failed) == 2
+    m = world.metrics()
+    assert m["change_failure_rate"]["failed"] == 2
+    assert m["recovery_time"] == {
+        "failures": 1,
+        "unrecovered": 1,
+        "median_hours": pytest.approx(4.0),
+        "p90_hours": pytest.approx(4.0),
+        "level": "high",
+    }
+    assert first
+
+
+def test_incident_after_the_window_fails_nothing(world: World) -> None:
+    world.line("a", "b")
+    world.deploy("a", at(0))
+    world.deploy("b", at(1))
+    world.incident("late", opened=at(1 + 24 * 8))
+    world.derive()
+    assert world.metrics(until=at(24 * 20))["change_failure_rate"]["failed"] == 0
+
+
+def test_explicit_incident_link_wins_over_the_window(world: World) -> None:
+    world.line("a", "b", "c")
+    world.deploy("a", at(0))
+    world.deploy("b", at(10))
+    latest = world.deploy("c", at(20))
+    target = world.deploy("b", at(5), env="staging")  # linked to a non-production deployment
+    world.incident(
+        "linked-to-b-prod", opened=at(25), linked_to="d2"
+    )  # window says c; the link says b
+    world.incident("linked-elsewhere", opened=at(21), linked_to=target)  # taken away from c
+    world.derive()
+    with world.engine.connect() as conn:
+        failed = (
+            conn.execute(
+                select(Deployment.external_id).join(
+                    ChangeFailure, ChangeFailure.deployment_id == Deployment.id
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert failed == ["d2"]
+    assert latest == "d3"
+
+
+@pytest.mark.parametrize(("hours_later", "failed"), [(23, 1), (25, 0)])
+def test_hotfix_within_and_outside_the_window(
+    world: World, hours_later: float, failed: int
+) -> None:
+    world.line("a", "b")
+    world.commit("h", "b", authored=at(2))
+    world.deploy("a", at(0))
+    world.deploy("b", at(1))
+    world.deploy("h", at(1 + hours_later), ref="hotfix/login")
+    world.derive()
+    m = world.metrics()
+    assert m["change_failure_rate"]["failed"] == failed
+    assert m["change_failure_rate"]["reasons"]["hotfix"] == failed
+    assert m["rework_rate"]["rework"] >= 1  # a deployment from a hotfix ref is rework either way
+
+
+def test_two_deployments_in_the_same_minute(world: World) -> None:
+    world.line("a", "b", "c")
+    world.deploy("a", at(0))
+    first = world.deploy("b", at(1))
+    second = world.deploy("c", at(1))  # same finish: ordered by id
+    world.derive()
+    assert changes_of(world, first) == ["b"] and changes_of(world, second) == ["c"]
+    assert world.metrics()["deployment_frequency"]["deployments"] == 3
+
+
+def test_a_week_with_no_deployment_counts_as_zero(world: World) -> None:
+    world.line("a", "b", "c", "d")
+    for day, sha in ((0, "a"), (1, "b"), (2, "c")):  # three days in the first week
+        world.deploy(sha, at(24 * day))
+    world.deploy("d", at(24 * 14))  # one day two weeks later; the week between has none
+    world.derive()
+    monday = T0 - timedelta(hours=9)
+    m = world.metrics(since=monday, until=monday + timedelta(days=21))
+    assert m["deployment_frequency"]["deployment_days"] == 4
+    assert m["deployment_frequency"]["median_days_per_week"] == 1.0  # weeks: 3, 0, 1
+    rows = world.metrics(since=monday, until=monday + timedelta(days=21), by="week")["rows"]
+    assert [r["deployment_frequency"]["deployment_days"] for r in rows] == [3, 0, 1]
+    # a period reaching into a fourth week counts that week too: 3, 0, 1, 0
+    assert (
+        world.metrics(since=monday, until=monday + timedelta(days=22))["deployment_frequency"][
+            "median_days_per_week"
+        ]
+        == 0.5
+    )
+
+
+def test_build_health(world: World) -> None:
+    world.pipeline("p1", "success", at(1), 300)
+    world.pipeline("p2", "failed", at(2), 500)
+    world.pipeline("p3", "success", at(4), 700)
+    world.pipeline("p4", "canceled", at(5), 100)
+    world.pipeline("b1", "failed", at(3), 900, ref="feature/x")
+    build = world.metrics(since=at(0), until=at(6))["build"]
+    assert (build["pipelines"], build["failed"], build["canceled"]) == (5, 2, 1)
+    assert build["failure_rate"] == pytest.approx(2 / 4)
+    assert build["median_duration_s"] == 500
+    # default branch: green 1..2, red 2..4, green 4..6 -> red 2 of 5 hours
+    assert build["default_branch_red_share"] == pytest.approx(2 / 5)
+
+
+def test_incremental_derive_equals_full(world: World) -> None:
+    world.line("a", "b", "c", "d", "e")
+    world.deploy("a", at(0))
+    world.deploy("b", at(1))
+    world.derive()
+    world.deploy("d", at(3))
+    world.deploy("c", at(2))  # arrives late, finished earlier
+    world.deploy("e", at(4), env="staging")
+    summary = world.derive()
+    assert summary.deployments == 3  # c, d re-derived in production, e new in staging
+    incremental = chain(world)
+    world.derive()  # nothing new
+    from analytics.derive import derive
+
+    derive(world.engine, full=True)
+    assert chain(world) == incremental
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 0.5, 2.5),
+        ([1, 2, 3, 4], 0.9, 3.7),
+        ([5], 0.9, 5),
+        ([], 0.5, None),
+        ([3, 1, 2], 0.5, 2),
+    ],
+)
+def test_percentile_interpolates_like_percentile_cont(
+    values: list[float], q: float, expected: float | None
+) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_metrics_identical_on_both_backends_for_the_same_world(tmp_path, engine: Engine) -> None:  # type: ignore[no-untyped-def]
+    """The same scenario on this backend and on a fresh SQLite gives the same JSON."""
+    from tests.analytics_world import World as W
+    from warehouse.engine import make_engine
+    from warehouse.migrate import upgrade
+
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    upgrade(other)
+    results = []
+    for e in (engine, other):
+        w = W(e)
+        w.line("a", "b", "c", "d")
+        w.deploy("a", at(0))
+        w.deploy("c", at(30))
+        w.deploy("b", at(31))
+        w.deploy("d", at(60))
+        w.incident("i", opened=at(32), resolved=at(40))
+        w.pipeline("p", "failed", at(3))
+        w.derive()
+        results.append(w.metrics())
+    assert results[0] == results[1]
