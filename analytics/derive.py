@@ -121,18 +121,24 @@ class CommitGraph:
                 stack.extend(self.parents.get(current, ()))
         return seen
 
-    def new_since(self, sha: str, known: set[str]) -> list[str]:
-        """Commits reachable from `sha` and not in `known` (the previous deployment's ancestors)."""
+    def new_since(
+        self, sha: str, known: set[str], previous: str | None = None
+    ) -> tuple[list[str], bool]:
+        """Commits reachable from `sha` and not in `known` (the previous deployment's ancestors),
+        and whether the walk reached `previous` (then it is an ancestor of `sha`)."""
         found, stack = [], [sha]
         seen: set[str] = set()
+        reached = False
         while stack:
             current = stack.pop()
+            if current == previous:
+                reached = True
             if current in seen or current in known:
                 continue
             seen.add(current)
             found.append(current)
             stack.extend(self.parents.get(current, ()))
-        return found
+        return found, reached
 
     def start_of(self, sha: str) -> datetime | None:
         """Where lead time starts: authored_at, or the MR's first commit for a squash commit."""
@@ -168,8 +174,10 @@ def derive(engine: Engine, rules: FailureRules | None = None, full: bool = False
 
 
 def _successful() -> Any:
+    """Successful application deployments (schema and config deployments are tracked apart)."""
     return and_(
         Deployment.status == "success",
+        Deployment.kind == "app",
         Deployment.finished_at.is_not(None),
         Deployment.service_id.is_not(None),
         Deployment.environment_id.is_not(None),
@@ -224,29 +232,14 @@ def _derive_chain(
         conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
     tier = conn.execute(select(Environment.tier).where(Environment.id == environment_id)).scalar()
     earlier = steps[:first_new]
-    carried = _carried(
-        conn, service_id, environment_id
-    )  # commits already brought to this environment
-    digests = {s.digest for s in earlier[:-1] if s.digest}
+    carried = _carried(conn, service_id, environment_id)  # commits already brought here
+    ran = {_image(s) for s in earlier[:-1]}  # images that ran before the previous deployment
     previous = earlier[-1] if earlier else None
     known = graph.ancestors(previous.sha) if previous and previous.sha else set()
     chain_rows, change_rows = [], []
     for step in steps[first_new:]:
-        rollback, changes = False, []
-        if previous is None:
-            known = graph.ancestors(step.sha) if step.sha else set()
-            carried |= known
-        elif step.sha and step.sha != previous.sha:
-            if step.sha in known or (step.digest and step.digest in digests):
-                rollback = True
-                known = graph.ancestors(step.sha)
-            else:
-                changes = graph.new_since(step.sha, known)
-                known = (
-                    known | set(changes)
-                    if previous.sha in graph.ancestors(step.sha)
-                    else graph.ancestors(step.sha)
-                )
+        rollback, changes, known = _link(graph, step, previous, known, ran)
+        carried |= known if previous is None else set()
         chain_rows.append(
             {
                 "deployment_id": step.id,
@@ -271,13 +264,33 @@ def _derive_chain(
                 }
             )
             carried.add(sha)
-        if previous is not None and previous.digest:
-            digests.add(previous.digest)
+        if previous is not None:
+            ran.add(_image(previous))
         previous = step
     upsert(conn, DeploymentChain, chain_rows)
     upsert(conn, DeploymentChange, change_rows)
     summary.deployments += len(chain_rows)
     summary.changes += len(change_rows)
+
+
+def _image(step: _Step) -> str:
+    """What ran: the image digest, or the commit where the source gave no digest."""
+    return step.digest or f"commit:{step.sha}"
+
+
+def _link(
+    graph: CommitGraph, step: _Step, previous: _Step | None, known: set[str], ran: set[str]
+) -> tuple[bool, list[str], set[str]]:
+    """(rollback, changes, ancestors of step) for `step` after `previous`, whose ancestors are
+    `known`; `ran` holds the images that ran before `previous`."""
+    if previous is None:
+        return False, [], graph.ancestors(step.sha) if step.sha else set()
+    if not step.sha or step.sha == previous.sha:  # a redeploy: neither change nor rollback
+        return False, [], known
+    if step.sha in known or _image(step) in ran:
+        return True, [], graph.ancestors(step.sha)
+    changes, reached = graph.new_since(step.sha, known, previous.sha)
+    return False, changes, known | set(changes) if reached else graph.ancestors(step.sha)
 
 
 def _carried(conn: Connection, service_id: int, environment_id: int) -> set[str]:
@@ -394,10 +407,9 @@ def _service_failures(
             (n for n in deployments if n.finished_at > d.finished_at and not n.reasons), None
         )
         candidates = [later_good.finished_at] if later_good else []
-        if d.incidents:
-            last = max(d.incidents, key=lambda i: i[0])
-            if last[1] is not None:
-                candidates.append(last[1])
+        resolutions = [resolved for _, resolved in d.incidents]
+        if resolutions and None not in resolutions:  # restored when its last incident is resolved
+            candidates.append(max(r for r in resolutions if r is not None))
         recovered = min(candidates) if candidates else None
         rows.append(
             {

@@ -190,7 +190,10 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
         .group_by(MrCommit.repo_id, MrCommit.iid)
         .subquery()
     )
-    carrying = func.coalesce(MergeRequest.squash_commit_sha, MergeRequest.merge_commit_sha)
+    # the commit that brought the MR to the default branch (a fast-forward merge has neither)
+    carrying = func.coalesce(
+        MergeRequest.squash_commit_sha, MergeRequest.merge_commit_sha, MergeRequest.head_sha
+    )
     query = _chain_in_scope(
         scope,
         select(

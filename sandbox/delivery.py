@@ -71,10 +71,13 @@ class DeliveryBuilder:
         self.digests: dict[str, str] = {}  # sha -> digest of its default build
         self.current: dict[str, Deployment] = {}  # canonical env -> last successful deployment
         self.ever: dict[str, set[str]] = {"test": set(), "staging": set(), "production": set()}
+        self.rank: dict[str, float] = {}  # position on main; a hotfix ranks just after its base
+        self.high_water: dict[str, float] = {}  # newest rank each environment has run
 
     def build(self, history: History) -> None:
         """Generate everything after the code history."""
         self._environments()
+        self.rank = {sha: float(i) for i, (_, sha) in enumerate(history.main)}
         for _, sha in history.main:
             pipeline = history.main_pipelines.get(sha)
             if pipeline is not None and pipeline.status == "success":
@@ -131,6 +134,8 @@ class DeliveryBuilder:
         self.s.deployments.append(deployment)
         if deployment.status == "success":
             self.current[canonical] = deployment
+            rank = self.rank.get(deployment.sha, -1.0)
+            self.high_water[canonical] = max(self.high_water.get(canonical, -1.0), rank)
             if digest:
                 self.ever[canonical].add(digest)
         return deployment
@@ -200,14 +205,22 @@ class DeliveryBuilder:
             elif at >= blocked_until:
                 blocked_until = self._promote_to_production(at, test_deployments) or blocked_until
 
-    def _newest(self, deployments: list[Deployment], before: datetime) -> Deployment | None:
-        done = [d for d in deployments if d.finished_at and d.finished_at <= before]
-        return done[-1] if done else None
+    def _newest(
+        self, deployments: list[Deployment], before: datetime, env: str
+    ) -> Deployment | None:
+        """The finished deployment of the newest commit that `env` has not run yet (promotion
+        never goes backwards; only an intended rollback does)."""
+        above = self.high_water.get(env, -1.0)
+        done = [
+            d
+            for d in deployments
+            if d.finished_at and d.finished_at <= before and self.rank.get(d.sha, -1.0) > above
+        ]
+        return max(done, key=lambda d: (self.rank[d.sha], d.finished_at)) if done else None
 
     def _promote_to_staging(self, at: datetime, test_deployments: list[Deployment]) -> None:
-        candidate = self._newest(test_deployments, at)
-        current = self.current.get("staging")
-        if candidate is None or (current and current.sha == candidate.sha):
+        candidate = self._newest(test_deployments, at, "staging")
+        if candidate is None:
             return
         self._deploy("staging", candidate.sha, "main", candidate.digest, at)
 
@@ -223,15 +236,11 @@ class DeliveryBuilder:
             for d in self.s.deployments
             if d.environment.canonical == "staging" and d.status == "success" and d.ref == "main"
         ]
-        candidate = self._newest(staging, at)
+        candidate = self._newest(staging, at, "production")
         untested = rng.random() < self.p.untested_share
         if untested:
-            candidate = self._newest(test_deployments, at)
+            candidate = self._newest(test_deployments, at, "production")
         if candidate is None or candidate.finished_at is None:
-            return None
-        if current and (
-            current.sha == candidate.sha or candidate.finished_at <= (current.finished_at or at)
-        ):
             return None
         rebuilt = not untested and rng.random() < self.p.rebuilt_share
         digest = candidate.digest
@@ -266,11 +275,19 @@ class DeliveryBuilder:
         if remedy == "rollback":
             assert previous is not None
             at = max(opened, failed.finished_at) + timedelta(minutes=rng.uniform(5, 90))
+            # rolling back to a hotfix deployment re-runs its hotfix ref: by definition a hotfix too
+            to_hotfix = previous.ref.startswith("hotfix/")
             fix = self._deploy(
-                "production", previous.sha, previous.ref, previous.digest, at, rollback=True
+                "production",
+                previous.sha,
+                previous.ref,
+                previous.digest,
+                at,
+                rollback=True,
+                hotfix=to_hotfix,
             )
             done = fix.finished_at if fix else None
-            reasons.append("rollback")
+            reasons.extend(("rollback", "hotfix") if to_hotfix else ("rollback",))
         elif remedy == "hotfix":
             fix = self._hotfix(failed, max(opened, failed.finished_at) + timedelta(minutes=20))
             done = fix.finished_at if fix else None
@@ -312,6 +329,7 @@ class DeliveryBuilder:
             name,
         )
         self.s.commits[sha] = commit
+        self.rank[sha] = self.rank.get(failed.sha, -1.0) + 0.5
         self.s.branches[name] = Branch(name, commit.committed_at, [(commit.committed_at, sha)])
         build = self.pipelines.build(
             name, sha, author, commit.committed_at, main=False, fail=False, package=True

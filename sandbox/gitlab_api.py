@@ -210,7 +210,11 @@ class GitLabSimulator:
         since = parse_param_time(q["since"], "since") if "since" in q else None
         until = parse_param_time(q["until"], "until") if "until" in q else None
         ref = q.get("ref_name")
-        shas = index.commit_order if flag(request, "all") else self._reachable(s, ref or s.default_branch)
+        shas = (
+            index.commit_order
+            if flag(request, "all")
+            else self._reachable(s, ref or s.default_branch)
+        )
         stats = flag(request, "with_stats")
         selected = []
         for sha in shas:

@@ -2,6 +2,8 @@
 
 The generator knows what happened; these functions say it in the warehouse's terms (counts per
 table, per-object facts), as of an instant, so tests can compare collectors and analytics with it.
+The metrics themselves (deployment changes, lead times, failures, recoveries, rework), computed in
+plain Python from the same objects, are in `sandbox.reference`.
 """
 
 from __future__ import annotations

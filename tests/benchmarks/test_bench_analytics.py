@@ -33,7 +33,7 @@ def build(db: Path, days_before_end: float) -> tuple[str, float]:
     """Load the generated org as of `days_before_end` before its end, in a child process."""
     code = (
         "import sys, time; from datetime import timedelta; from sandbox.generate import generate; "
-        "from tests.benchmarks.loader import load_org; from warehouse.engine import open_warehouse; "
+        "from tests.sandbox_load import load_org; from warehouse.engine import open_warehouse; "
         f"org = generate(1, {SIZE!r}); t = time.perf_counter(); "
         f"n = load_org(open_warehouse('sqlite:///{db}'), org, org.now - timedelta(days={days_before_end})); "
         "print(org.now.isoformat(), n, round(time.perf_counter() - t, 1))"

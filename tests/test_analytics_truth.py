@@ -1,0 +1,127 @@
+"""The SQL analytics equal the sandbox's ground truth (an independent reimplementation of the
+definitions, sandbox/reference.py) on generated organisations: per deployment, per change, per
+failure, and every headline figure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from analytics.derive import derive
+from analytics.dora import metrics
+from analytics.scope import Scope
+from analytics.stats import percentile
+from sandbox import reference as ref
+from sandbox.generate import generate
+from sandbox.model import Organisation
+from tests.sandbox_load import load_org
+from warehouse.engine import make_engine
+from warehouse.migrate import upgrade
+from warehouse.schema import ChangeFailure, Deployment, DeploymentChain, DeploymentChange
+
+NOW = datetime(2025, 6, 2, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module", params=["small", "demo"])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Organisation, Engine]]:
+    org = generate(1, request.param, NOW)
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp(request.param) / 'w.db'}")
+    upgrade(engine)
+    load_org(engine, org)
+    derive(engine)
+    yield org, engine
+    engine.dispose()
+
+
+def whole(org: Organisation) -> Scope:
+    return Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+
+
+def test_chains_and_changes_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    truth = ref.deployment_changes(org)
+    with engine.connect() as conn:
+        chains = {int(ext): (bool(b), bool(r)) for ext, b, r in conn.execute(
+            select(Deployment.external_id, DeploymentChain.baseline, DeploymentChain.rollback)
+            .join(DeploymentChain, DeploymentChain.deployment_id == Deployment.id))}
+        changes: dict[int, set[str]] = {}
+        for ext, sha in conn.execute(select(Deployment.external_id, DeploymentChange.sha)
+                                     .join(DeploymentChange, DeploymentChange.deployment_id == Deployment.id)):
+            changes.setdefault(int(ext), set()).add(sha)
+    assert chains == {i: (t.baseline, t.rollback) for i, t in truth.items()}
+    assert changes == {i: set(t.changes) for i, t in truth.items() if t.changes}
+
+
+def test_lead_times_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    expected = sorted(round(t.hours, 6) for t in ref.lead_times(org) if not t.is_merge)
+    result = metrics_of(engine, org)
+    assert result["lead_time"]["changes"] == len(expected)
+    assert result["lead_time"]["median_hours"] == pytest.approx(percentile(expected, 0.5), abs=1e-6)
+    assert result["lead_time"]["p90_hours"] == pytest.approx(percentile(expected, 0.9), abs=1e-6)
+
+
+def test_failed_changes_and_recoveries_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
+    recoveries = ref.recoveries(org)
+    with engine.connect() as conn:
+        found = {int(ext): (inc, rb, hf, rec) for ext, inc, rb, hf, rec in conn.execute(
+            select(Deployment.external_id, ChangeFailure.incident, ChangeFailure.rollback, ChangeFailure.hotfix,
+                   ChangeFailure.recovered_at).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id))}
+    assert set(found) == set(truth)
+    for i, (incident, rollback, hotfix, recovered) in found.items():
+        reasons = {name for name, flag in (("incident", incident), ("rollback", rollback), ("hotfix", hotfix)) if flag}
+        assert reasons == set(truth[i].reasons), i
+        assert recovered == recoveries[i].recovered_at, i
+
+
+def metrics_of(engine: Engine, org: Organisation) -> dict:  # type: ignore[type-arg]
+    with engine.connect() as conn:
+        return metrics(conn, whole(org))
+
+
+def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    figures = metrics_of(engine, org)
+    production = ref.production_deployments(org)
+    failures = {i: f for i, f in ref.change_failures(org).items() if f.failed}
+    recovered = [r.hours for r in ref.recoveries(org).values() if r.hours is not None]
+    assert figures["deployment_frequency"]["deployments"] == len(production)
+    cfr = figures["change_failure_rate"]
+    assert (cfr["failed"], cfr["deployments"]) == (len(failures), len(production))
+    for reason in ("incident", "rollback", "hotfix"):
+        assert cfr["reasons"][reason] == sum(1 for f in failures.values() if reason in f.reasons)
+    assert figures["recovery_time"]["failures"] == len(recovered)
+    assert figures["recovery_time"]["median_hours"] == pytest.approx(percentile(recovered, 0.5))
+    assert figures["rework_rate"]["rework"] == sum(1 for kinds in ref.rework(org).values() if kinds)
+    rates = ref.deployment_failure_rates(org)
+    assert {env: (v["failed"], v["attempts"]) for env, v in figures["deployment_failure_rate"]["environments"].items()} == rates
+
+
+def test_merge_request_stages_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    truth = [m for m in ref.merge_requests(org) if m.deployment_id is not None and not m.baseline]
+    stages = metrics_of(engine, org)["lead_time"]["stages"]
+    assert metrics_of(engine, org)["lead_time"]["merge_requests"] == len(truth)
+    for stage in ("coding", "pickup", "review", "deploy", "cycle"):
+        values = [getattr(m, stage) for m in truth if getattr(m, stage) is not None]
+        assert stages[stage] == pytest.approx(percentile(values, 0.5)), stage
+
+
+def test_small_org_on_postgresql(engine: Engine, tmp_path: Path) -> None:
+    """The same organisation gives identical metrics on this backend and on SQLite."""
+    org = generate(1, "small", NOW)
+    other = make_engine(f"sqlite:///{tmp_path / 'sqlite.db'}")
+    upgrade(other)
+    results = []
+    for e in (engine, other):
+        load_org(e, org)
+        derive(e)
+        with e.connect() as conn:
+            results.append(metrics(conn, whole(org), by="week"))
+    assert results[0] == results[1]
