@@ -101,9 +101,17 @@ def recovery_time(data: ScopeData) -> dict[str, Any]:
         stats.hours(r.values["recovered_at"] - r.at) for r in failed if r.values["recovered_at"]
     ]
     median = stats.percentile(hours, 0.5)
+    restore = [
+        stats.hours(r.values["resolved_at"] - r.at)
+        for r in data.incidents
+        if r.values["resolved_at"]
+    ]
     return {
         "failures": len(hours),
         "unrecovered": len(failed) - len(hours),
+        "incidents": len(data.incidents),
+        "incidents_open": len(data.incidents) - len(restore),
+        "incident_restore_median_hours": stats.percentile(restore, 0.5),
         "median_hours": median,
         "p90_hours": stats.percentile(hours, 0.9),
         "level": stats.recovery_level(median),

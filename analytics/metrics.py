@@ -25,6 +25,7 @@ from warehouse.schema import (
     DeploymentChain,
     DeploymentChange,
     Environment,
+    Incident,
     MergeRequest,
     MrCommit,
     Pipeline,
@@ -58,21 +59,18 @@ class ScopeData:
     merge_requests: list[Row]
     attempts: list[Row]
     pipelines: list[Row]
+    incidents: list[Row] = field(default_factory=list)
 
     def subset(self, keep: Callable[[Row], bool]) -> ScopeData:
-        return ScopeData(
-            self.scope,
-            *(
-                [r for r in rows if keep(r)]
-                for rows in (
-                    self.deployments,
-                    self.changes,
-                    self.merge_requests,
-                    self.attempts,
-                    self.pipelines,
-                )
-            ),
+        parts = (
+            self.deployments,
+            self.changes,
+            self.merge_requests,
+            self.attempts,
+            self.pipelines,
+            self.incidents,
         )
+        return ScopeData(self.scope, *([r for r in rows if keep(r)] for rows in parts))
 
 
 # -- selects ---------------------------------------------------------------------------------
@@ -88,6 +86,7 @@ def load(conn: Connection, scope: Scope, rules: FailureRules | None = None) -> S
         _merge_requests(conn, scope),
         _attempts(conn, scope),
         _pipelines(conn, scope),
+        _incidents(conn, scope),
     )
 
 
@@ -272,6 +271,20 @@ def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
         on=Service.repo_id == Pipeline.repo_id,
     )
     query = query.where(scope.period(Pipeline.finished_at))
+    return _rows(conn.execute(query))
+
+
+def _incidents(conn: Connection, scope: Scope) -> list[Row]:
+    """Incidents opened in the period, for time to restore (opened -> resolved)."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Incident.opened_at.label("at"),
+            Incident.resolved_at,
+        ).select_from(Incident),
+        Incident.service_id,
+    ).where(scope.period(Incident.opened_at))
     return _rows(conn.execute(query))
 
 

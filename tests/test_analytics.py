@@ -193,6 +193,9 @@ def test_incident_in_the_window_vs_after_the_next_deployment(world: World) -> No
         "median_hours": pytest.approx(4.0),
         "p90_hours": pytest.approx(4.0),
         "level": "high",
+        "incidents": 2,
+        "incidents_open": 1,
+        "incident_restore_median_hours": pytest.approx(2.0),
     }
     assert first
 

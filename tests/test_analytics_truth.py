@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 
 from analytics.derive import derive
 from analytics.dora import metrics
+from analytics.frames import lead_times
 from analytics.scope import Scope
 from analytics.stats import percentile
 from sandbox import reference as ref
@@ -27,7 +28,9 @@ NOW = datetime(2025, 6, 2, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module", params=["small", "demo"])
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Organisation, Engine]]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Organisation, Engine]]:
     org = generate(1, request.param, NOW)
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp(request.param) / 'w.db'}")
     upgrade(engine)
@@ -45,12 +48,20 @@ def test_chains_and_changes_equal_the_truth(world: tuple[Organisation, Engine]) 
     org, engine = world
     truth = ref.deployment_changes(org)
     with engine.connect() as conn:
-        chains = {int(ext): (bool(b), bool(r)) for ext, b, r in conn.execute(
-            select(Deployment.external_id, DeploymentChain.baseline, DeploymentChain.rollback)
-            .join(DeploymentChain, DeploymentChain.deployment_id == Deployment.id))}
+        chains = {
+            int(ext): (bool(b), bool(r))
+            for ext, b, r in conn.execute(
+                select(
+                    Deployment.external_id, DeploymentChain.baseline, DeploymentChain.rollback
+                ).join(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
+            )
+        }
         changes: dict[int, set[str]] = {}
-        for ext, sha in conn.execute(select(Deployment.external_id, DeploymentChange.sha)
-                                     .join(DeploymentChange, DeploymentChange.deployment_id == Deployment.id)):
+        for ext, sha in conn.execute(
+            select(Deployment.external_id, DeploymentChange.sha).join(
+                DeploymentChange, DeploymentChange.deployment_id == Deployment.id
+            )
+        ):
             changes.setdefault(int(ext), set()).add(sha)
     assert chains == {i: (t.baseline, t.rollback) for i, t in truth.items()}
     assert changes == {i: set(t.changes) for i, t in truth.items() if t.changes}
@@ -59,6 +70,8 @@ def test_chains_and_changes_equal_the_truth(world: tuple[Organisation, Engine]) 
 def test_lead_times_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
     org, engine = world
     expected = sorted(round(t.hours, 6) for t in ref.lead_times(org) if not t.is_merge)
+    per_change = sorted(round(h, 6) for h in lead_times(engine, whole(org))["hours"])
+    assert per_change == expected  # every change's lead time, not only the statistics
     result = metrics_of(engine, org)
     assert result["lead_time"]["changes"] == len(expected)
     assert result["lead_time"]["median_hours"] == pytest.approx(percentile(expected, 0.5), abs=1e-6)
@@ -70,12 +83,25 @@ def test_failed_changes_and_recoveries_equal_the_truth(world: tuple[Organisation
     truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
     recoveries = ref.recoveries(org)
     with engine.connect() as conn:
-        found = {int(ext): (inc, rb, hf, rec) for ext, inc, rb, hf, rec in conn.execute(
-            select(Deployment.external_id, ChangeFailure.incident, ChangeFailure.rollback, ChangeFailure.hotfix,
-                   ChangeFailure.recovered_at).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id))}
+        found = {
+            int(ext): (inc, rb, hf, rec)
+            for ext, inc, rb, hf, rec in conn.execute(
+                select(
+                    Deployment.external_id,
+                    ChangeFailure.incident,
+                    ChangeFailure.rollback,
+                    ChangeFailure.hotfix,
+                    ChangeFailure.recovered_at,
+                ).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+            )
+        }
     assert set(found) == set(truth)
     for i, (incident, rollback, hotfix, recovered) in found.items():
-        reasons = {name for name, flag in (("incident", incident), ("rollback", rollback), ("hotfix", hotfix)) if flag}
+        reasons = {
+            name
+            for name, flag in (("incident", incident), ("rollback", rollback), ("hotfix", hotfix))
+            if flag
+        }
         assert reasons == set(truth[i].reasons), i
         assert recovered == recoveries[i].recovered_at, i
 
@@ -98,9 +124,16 @@ def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) ->
         assert cfr["reasons"][reason] == sum(1 for f in failures.values() if reason in f.reasons)
     assert figures["recovery_time"]["failures"] == len(recovered)
     assert figures["recovery_time"]["median_hours"] == pytest.approx(percentile(recovered, 0.5))
+    restore = [i.hours_to_restore for i in ref.incidents(org) if i.hours_to_restore is not None]
+    assert figures["recovery_time"]["incident_restore_median_hours"] == pytest.approx(
+        percentile(restore, 0.5)
+    )
     assert figures["rework_rate"]["rework"] == sum(1 for kinds in ref.rework(org).values() if kinds)
     rates = ref.deployment_failure_rates(org)
-    assert {env: (v["failed"], v["attempts"]) for env, v in figures["deployment_failure_rate"]["environments"].items()} == rates
+    assert {
+        env: (v["failed"], v["attempts"])
+        for env, v in figures["deployment_failure_rate"]["environments"].items()
+    } == rates
 
 
 def test_merge_request_stages_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
