@@ -92,7 +92,25 @@ def deployments(org: Organisation) -> list[dict[str, Any]]:
 
 
 def summary(org: Organisation) -> dict[str, Any]:
-    """The ground truth as JSON: the organisation, counts per table and every deployment."""
+    """The ground truth as JSON: the organisation, counts per table, every deployment with its
+    changes, failure reasons and recovery (by the definitions, sandbox/reference.py), every change's
+    lead time and every merged MR's stage times."""
+    from sandbox import reference as ref
+
+    chains = ref.deployment_changes(org)
+    failures = ref.change_failures(org)
+    recoveries = ref.recoveries(org)
+    rows = deployments(org)
+    for row in rows:
+        key = int(row["external_id"])
+        chain = chains.get(key)
+        row["changes"] = list(chain.changes) if chain else []
+        row["baseline"] = bool(chain and chain.baseline)
+        row["rollback_by_definition"] = bool(chain and chain.rollback)
+        failure = failures.get(key)
+        row["failure_reasons"] = list(failure.reasons) if failure else []
+        recovery = recoveries.get(key)
+        row["recovered_at"] = render.ts(recovery.recovered_at) if recovery else None
     return {
         "seed": org.seed,
         "size": org.size,
@@ -103,5 +121,28 @@ def summary(org: Organisation) -> dict[str, Any]:
             for t in org.teams
         ],
         "counts": counts(org),
-        "deployments": deployments(org),
+        "deployments": rows,
+        "lead_times": [
+            {
+                "service": t.service,
+                "sha": t.sha,
+                "deployment": t.deployment_id,
+                "hours": t.hours,
+                "merge_commit": t.is_merge,
+            }
+            for t in ref.lead_times(org)
+        ],
+        "merge_requests": [
+            {
+                "service": m.service,
+                "iid": m.iid,
+                "deployment": m.deployment_id,
+                "coding": m.coding,
+                "pickup": m.pickup,
+                "review": m.review,
+                "deploy": m.deploy,
+                "cycle": m.cycle,
+            }
+            for m in ref.merge_requests(org)
+        ],
     }
