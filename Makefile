@@ -15,12 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	@mkdir -p .demo
-	cd .demo && ../$(BIN)/cdmetrics init
-	@echo
-	@echo "The demo will generate a sandbox delivery organisation, serve its GitLab, Jenkins, registry and"
-	@echo "Kubernetes API simulators on localhost, sync them with the real collectors, derive the metrics"
-	@echo "and open the dashboard. Until those land, it sets up the warehouse above (.demo/)."
+	$(BIN)/cdmetrics demo --size demo --headless
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -151,3 +151,24 @@ def test_sync_refuses_an_unknown_source(tmp_path: Path) -> None:
     (tmp_path / "cdmetrics.toml").write_text("[warehouse]\nurl = 'sqlite:///w.db'\n")
     result = run(tmp_path, "sync", "nope")
     assert result.returncode == 2 and "no source named nope" in result.stderr
+
+
+def test_demo_headless_syncs_the_sandbox_and_prints_metrics(tmp_path: Path) -> None:
+    result = run(
+        tmp_path, "--warehouse", "sqlite:///demo.db", "demo", "--size", "tiny", "--headless"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["sources"]["gitlab"]["ok"] and summary["sources"]["gitlab"]["rows"] > 0
+    assert "lead time p50" in result.stderr
+    figures = run(
+        tmp_path,
+        "--warehouse",
+        "sqlite:///demo.db",
+        "metrics",
+        "--since",
+        "2000-01-01",
+        "--format",
+        "json",
+    )
+    assert json.loads(figures.stdout)["deployment_frequency"]["deployments"] > 0
