@@ -31,198 +31,41 @@ Decisions where DESIGN.md is silent:
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
-from warehouse.raw import payload_hash
+from collectors.payload import (
+    Fields,
+    Payload,
+    RejectedPayload,
+    Row,
+    external_id_of,
+    parse_time,
+    rejects,
+    require,
+    short,
+)
 from warehouse.vocabulary import (
     CANCELED,
     FAILED,
     SUCCESS,
     CanonicalEnvironment,
     EnvironmentMapper,
-    UnknownStatusError,
     gitlab_status,
 )
 
-Row = dict[str, Any]
-Payload = Mapping[str, Any]
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class RejectedPayload(ValueError):
-    """A payload that cannot become a row; the message says which field and why."""
-
-
-# --- timestamps and field access ------------------------------------------------------------
-
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2}))?")
-
-
-def parse_time(value: str | None, field: str) -> datetime | None:
-    """The aware UTC datetime of a GitLab timestamp (a bare date is midnight UTC); None for None/""."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
-        raise RejectedPayload(f"bad timestamp in {field}: {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise RejectedPayload(f"bad timestamp in {field}: {value!r}") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def require(payload: Payload, *fields: str) -> None:
-    """Returns None when every field (dotted for nesting: `commit.id`) is present and not None;
-    else raises RejectedPayload naming the first one that is missing."""
-    for field in fields:
-        value: Any = payload
-        for depth, part in enumerate(field.split(".")):
-            if value is None:
-                break
-            if not isinstance(value, Mapping):
-                parent = ".".join(field.split(".")[:depth]) or "payload"
-                raise RejectedPayload(f"{parent} is not an object: {_short(value)}")
-            value = value.get(part)
-        if value is None:
-            raise RejectedPayload(f"missing {field}")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-class _Fields:
-    """Typed reads of one JSON object; every error names the field by its dotted path."""
-
-    def __init__(self, payload: Any, path: str = "") -> None:
-        if not isinstance(payload, Mapping):
-            raise RejectedPayload(f"{path or 'payload'} is not an object: {_short(payload)}")
-        self._payload = payload
-        self._path = path
-
-    def name(self, key: str) -> str:
-        return f"{self._path}.{key}" if self._path else key
-
-    def has(self, key: str) -> bool:
-        return key in self._payload
-
-    def raw(self, key: str) -> Any:
-        return self._payload.get(key)
-
-    def _bad(self, key: str, what: str) -> RejectedPayload:
-        return RejectedPayload(f"{self.name(key)} is not {what}: {_short(self.raw(key))}")
-
-    def obj(self, key: str) -> _Fields:
-        value = self.raw(key)
-        return _Fields({} if value is None else value, self.name(key))
-
-    def array(self, key: str) -> list[Any]:
-        value = self.raw(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self._bad(key, "a list")
-        return value
-
-    def objects(self, key: str) -> list[_Fields]:
-        return [_Fields(item, f"{self.name(key)}[{i}]") for i, item in enumerate(self.array(key))]
-
-    def string(self, key: str) -> str | None:
-        value = self.raw(key)
-        if value is not None and not isinstance(value, str):
-            raise self._bad(key, "a string")
-        return value
-
-    def required(self, key: str) -> str:
-        value = self.string(key)
-        if not value:
-            raise RejectedPayload(f"missing {self.name(key)}")
-        return value
-
-    def ident(self, key: str) -> str:
-        value = self.raw(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return self.required(key)
-
-    def integer(self, key: str) -> int | None:
-        value = self.raw(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise self._bad(key, "an integer")
-        return value
-
-    def number(self, key: str) -> float | None:
-        value = self.raw(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._bad(key, "a number")
-        return float(value)
-
-    def flag(self, key: str) -> bool:
-        value = self.raw(key)
-        if value is not None and not isinstance(value, bool):
-            raise self._bad(key, "true or false")
-        return bool(value)
-
-    def time(self, key: str) -> datetime | None:
-        return parse_time(self.raw(key), self.name(key))
-
-    def required_time(self, key: str) -> datetime:
-        value = self.time(key)
-        if value is None:
-            raise RejectedPayload(f"missing {self.name(key)}")
-        return value
-
-    def status(self, key: str) -> tuple[str, str]:
-        raw = self.required(key)
-        try:
-            return gitlab_status(raw), raw
-        except UnknownStatusError as exc:
-            raise RejectedPayload(f"unknown status in {self.name(key)}: {raw!r}") from exc
-
-
-def _rejects(kind: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Prefix a normaliser's RejectedPayload messages with the kind of object it reads."""
-
-    def decorate(normalise: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(normalise)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return normalise(*args, **kwargs)
-            except RejectedPayload as exc:
-                raise RejectedPayload(f"{kind}: {exc}") from exc
-
-        return wrapper
-
-    return decorate
-
-
-def external_id_of(payload: Any) -> str:
-    """The payload's `id` as a string, else "sha256:" + the hash of its canonical JSON (to store a
-    rejected payload that lacks its id)."""
-    if isinstance(payload, Mapping):
-        value = payload.get("id")
-        if (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, str) and value
-        ):
-            return str(value)
-    return "sha256:" + payload_hash(payload)
+__all__ = ["RejectedPayload", "external_id_of", "parse_time", "require"]
 
 
 # --- source code ----------------------------------------------------------------------------
 
 
-@_rejects("project")
+@rejects("project")
 def normalize_project(p: Payload, source_id: int) -> Row:
     """The repo row of a GitLab project."""
-    f = _Fields(p)
+    f = Fields(p)
     return {
         "source_id": source_id,
         "external_id": f.ident("id"),
@@ -232,10 +75,10 @@ def normalize_project(p: Payload, source_id: int) -> Row:
     }
 
 
-@_rejects("commit")
+@rejects("commit")
 def normalize_commit(c: Payload, repo_id: int) -> tuple[Row, list[Row]]:
     """(commit row, commit_parent rows, position = index in parent_ids); stats only with_stats."""
-    f = _Fields(c)
+    f = Fields(c)
     sha = f.required("id")
     stats = f.obj("stats")
     row: Row = {
@@ -254,7 +97,7 @@ def normalize_commit(c: Payload, repo_id: int) -> tuple[Row, list[Row]]:
     parent_ids = f.array("parent_ids")
     for i, parent in enumerate(parent_ids):
         if not isinstance(parent, str) or not parent:
-            raise RejectedPayload(f"parent_ids[{i}] is not a sha: {_short(parent)}")
+            raise RejectedPayload(f"parent_ids[{i}] is not a sha: {short(parent)}")
     row["is_merge"] = len(parent_ids) > 1
     parents = [
         {"repo_id": repo_id, "sha": sha, "parent_sha": parent, "position": i}
@@ -263,10 +106,10 @@ def normalize_commit(c: Payload, repo_id: int) -> tuple[Row, list[Row]]:
     return row, parents
 
 
-@_rejects("branch")
+@rejects("branch")
 def normalize_branch(b: Payload, repo_id: int) -> Row:
     """The branch row; merged_at is left out (the branches API does not know it)."""
-    f = _Fields(b)
+    f = Fields(b)
     head = f.obj("commit")
     return {
         "repo_id": repo_id,
@@ -284,7 +127,7 @@ def normalize_branch(b: Payload, repo_id: int) -> Row:
 _REVIEW_SYSTEM_NOTE = re.compile(r"(approved this merge request|requested changes)\b")
 
 
-@_rejects("merge_request")
+@rejects("merge_request")
 def normalize_merge_request(
     mr: Payload,
     repo_id: int,
@@ -294,7 +137,7 @@ def normalize_merge_request(
     notes: Sequence[Payload] | None = None,
 ) -> tuple[Row, list[Row]]:
     """(merge_request row, mr_commit rows); approvals / first_review_at only when given their data."""
-    f = _Fields(mr)
+    f = Fields(mr)
     iid = f.integer("iid")
     if iid is None:
         raise RejectedPayload("missing iid")
@@ -323,7 +166,7 @@ def normalize_merge_request(
         "web_url": f.string("web_url"),
     }
     if approvals is not None:
-        row["approvals"] = _approval_count(_Fields(approvals, "approvals"))
+        row["approvals"] = _approval_count(Fields(approvals, "approvals"))
     if notes is not None:
         row["first_review_at"] = _first_review_at(_listed(notes, "notes"), author, created_at)
     shas = [c.required("id") for c in _listed(commits or [], "commits")]
@@ -331,13 +174,13 @@ def normalize_merge_request(
     return row, mr_commits
 
 
-def _listed(items: Any, path: str) -> list[_Fields]:
+def _listed(items: Any, path: str) -> list[Fields]:
     if not isinstance(items, Sequence) or isinstance(items, str):
-        raise RejectedPayload(f"{path} is not a list: {_short(items)}")
-    return [_Fields(item, f"{path}[{i}]") for i, item in enumerate(items)]
+        raise RejectedPayload(f"{path} is not a list: {short(items)}")
+    return [Fields(item, f"{path}[{i}]") for i, item in enumerate(items)]
 
 
-def _approval_count(approvals: _Fields) -> int:
+def _approval_count(approvals: Fields) -> int:
     """Distinct approvers, from /approvals (approved_by[].user) or /approval_state (rules[])."""
     if approvals.has("approved_by"):
         entries = approvals.objects("approved_by")
@@ -351,14 +194,14 @@ def _approval_count(approvals: _Fields) -> int:
     return len({_user_key(user) for user in users})
 
 
-def _user_key(user: _Fields) -> str:
+def _user_key(user: Fields) -> str:
     if user.raw("id") is not None:
         return user.ident("id")
     return user.required("username")
 
 
 def _first_review_at(
-    notes: list[_Fields], author: str | None, created_at: datetime | None
+    notes: list[Fields], author: str | None, created_at: datetime | None
 ) -> datetime | None:
     """The earliest review note by someone other than the author, not before the MR existed."""
     reviews = []
@@ -384,11 +227,11 @@ _PIPELINE_TIMINGS = (
 )
 
 
-@_rejects("pipeline")
+@rejects("pipeline")
 def normalize_pipeline(p: Payload, source_id: int, repo_id: int) -> Row:
     """The pipeline row; timing columns only for keys the payload has (the list payload has none)."""
-    f = _Fields(p)
-    status, raw_status = f.status("status")
+    f = Fields(p)
+    status, raw_status = f.status("status", gitlab_status)
     row: Row = {
         "source_id": source_id,
         "external_id": f.ident("id"),
@@ -408,11 +251,11 @@ def normalize_pipeline(p: Payload, source_id: int, repo_id: int) -> Row:
     return row
 
 
-@_rejects("job")
+@rejects("job")
 def normalize_job(j: Payload, source_id: int) -> Row:
     """The job row, naming its pipeline by external id."""
-    f = _Fields(j)
-    status, raw_status = f.status("status")
+    f = Fields(j)
+    status, raw_status = f.status("status", gitlab_status)
     return {
         "source_id": source_id,
         "external_id": f.ident("id"),
@@ -431,11 +274,11 @@ def normalize_job(j: Payload, source_id: int) -> Row:
     }
 
 
-@_rejects("test_report_summary")
+@rejects("test_report_summary")
 def normalize_test_summary(s: Payload, source_id: int, pipeline_external_id: str) -> list[Row]:
     """One test_run row per suite of a pipeline's test_report_summary ([] when it has none)."""
     rows: dict[str, Row] = {}
-    for suite in _Fields(s).objects("test_suites"):
+    for suite in Fields(s).objects("test_suites"):
         name = suite.required("name")
         row = rows.setdefault(
             name,
@@ -469,17 +312,17 @@ _SUITE_COUNTS = (
 # --- environments and deployments -----------------------------------------------------------
 
 
-@_rejects("environment")
+@rejects("environment")
 def normalize_environment(e: Payload, mapper: EnvironmentMapper) -> CanonicalEnvironment:
     """The canonical environment of a GitLab environment (its name, with its tier when it has one)."""
-    f = _Fields(e)
+    f = Fields(e)
     return mapper.canonical(f.required("name"), f.string("tier"))
 
 
 _FINISHED_DEPLOYMENT = frozenset({SUCCESS, FAILED, CANCELED})
 
 
-@_rejects("deployment")
+@rejects("deployment")
 def normalize_deployment(
     d: Payload,
     source_id: int,
@@ -490,12 +333,12 @@ def normalize_deployment(
     schema_jobs: str,
 ) -> Row:
     """The deployment row, finished at its job's finish; image columns are left to image resolution."""
-    f = _Fields(d)
+    f = Fields(d)
     job = f.obj("deployable")
     if f.raw("status") is not None:
-        status, raw_status = f.status("status")
+        status, raw_status = f.status("status", gitlab_status)
     elif job.raw("status") is not None:
-        status, raw_status = job.status("status")
+        status, raw_status = job.status("status", gitlab_status)
     else:
         raise RejectedPayload("missing status (and deployable.status)")
     updated_at = f.time("updated_at")
@@ -548,10 +391,10 @@ def deployment_kind(job_name: str | None, schema_jobs: str) -> tuple[str, str | 
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
-@_rejects("registry_tag")
+@rejects("registry_tag")
 def normalize_registry_tag(t: Payload, repository: str) -> tuple[Row, Row]:
     """(image row, image_tag row) of a single-tag payload; GitLab's `revision` is never used."""
-    f = _Fields(t)
+    f = Fields(t)
     tag = f.required("name")
     digest = f.required("digest")
     if not _DIGEST.fullmatch(digest):
@@ -568,10 +411,10 @@ def normalize_registry_tag(t: Payload, repository: str) -> tuple[Row, Row]:
     return image, image_tag
 
 
-@_rejects("incident")
+@rejects("incident")
 def normalize_incident(i: Payload, source_id: int, service_id: int | None) -> Row:
     """The incident row of a GitLab incident issue; resolved only when closed."""
-    f = _Fields(i)
+    f = Fields(i)
     closed = f.string("state") == "closed"
     return {
         "source_id": source_id,
@@ -585,14 +428,14 @@ def normalize_incident(i: Payload, source_id: int, service_id: int | None) -> Ro
     }
 
 
-def _severity(issue: _Fields) -> str | None:
+def _severity(issue: Fields) -> str | None:
     """GitLab's severity, unless it is the default UNKNOWN and a `severity::<x>` label says more."""
     given = issue.string("severity")
     labelled = None
     for i, label in enumerate(issue.array("labels")):
         name = label.get("name") if isinstance(label, Mapping) else label
         if not isinstance(name, str):
-            raise RejectedPayload(f"labels[{i}] is not a label: {_short(label)}")
+            raise RejectedPayload(f"labels[{i}] is not a label: {short(label)}")
         if name.lower().startswith("severity::") and labelled is None:
             labelled = name.split("::", 1)[1].strip()
     if given and (given.upper() != "UNKNOWN" or not labelled):
