@@ -77,39 +77,51 @@ class _Step:
 
 
 class CommitGraph:
-    """One repository's commit graph with what lead time needs; loaded once per derive."""
+    """One repository's commit graph (parents only), loaded once per derive; what lead time needs
+    about a commit is looked up for the few commits that are changes (`starts`)."""
 
     def __init__(self, conn: Connection, repo_id: int) -> None:
+        self.conn = conn
+        self.repo_id = repo_id
         self.parents: dict[str, list[str]] = defaultdict(list)
         rows = conn.execute(
-            select(CommitParent.sha, CommitParent.parent_sha, CommitParent.position)
-            .where(CommitParent.repo_id == repo_id)
-            .order_by(CommitParent.sha, CommitParent.position)
+            select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
         )
-        for sha, parent, _ in rows:
+        for sha, parent in rows:
             self.parents[sha].append(parent)
-        self.commits = {
-            sha: (authored, bool(is_merge))
-            for sha, authored, is_merge in conn.execute(
+
+    def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
+        """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
+        the authored_at of its merge request's first commit."""
+        out: dict[str, tuple[datetime | None, bool]] = {}
+        for part in range(0, len(shas), 500):
+            chunk = shas[part : part + 500]
+            for sha, authored, is_merge in self.conn.execute(
                 select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
-                    Commit.repo_id == repo_id
+                    Commit.repo_id == self.repo_id, Commit.sha.in_(chunk)
                 )
+            ):
+                out[sha] = (authored, bool(is_merge) or len(self.parents.get(sha, ())) > 1)
+            squashed = (
+                select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
+                .join(
+                    MrCommit,
+                    and_(
+                        MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid
+                    ),
+                )
+                .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+                .where(
+                    MergeRequest.repo_id == self.repo_id, MergeRequest.squash_commit_sha.in_(chunk)
+                )
+                .group_by(MergeRequest.squash_commit_sha)
             )
-        }
-        first_commit = (
-            select(MrCommit.iid, func.min(Commit.authored_at).label("first"))
-            .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-            .where(MrCommit.repo_id == repo_id)
-            .group_by(MrCommit.iid)
-            .subquery()
-        )
-        self.squash_start: dict[str, datetime] = dict(
-            conn.execute(
-                select(MergeRequest.squash_commit_sha, first_commit.c.first)
-                .join(first_commit, first_commit.c.iid == MergeRequest.iid)
-                .where(MergeRequest.repo_id == repo_id, MergeRequest.squash_commit_sha.is_not(None))
-            ).all()
-        )
+            for squash_sha, first in self.conn.execute(squashed):
+                if squash_sha:
+                    out[squash_sha] = (first, out.get(squash_sha, (None, False))[1])
+        for sha in shas:
+            out.setdefault(sha, (None, len(self.parents.get(sha, ())) > 1))
+        return out
 
     def ancestors(self, sha: str) -> set[str]:
         """Every commit reachable from `sha`, itself included."""
@@ -139,17 +151,6 @@ class CommitGraph:
             found.append(current)
             stack.extend(self.parents.get(current, ()))
         return found, reached
-
-    def start_of(self, sha: str) -> datetime | None:
-        """Where lead time starts: authored_at, or the MR's first commit for a squash commit."""
-        if sha in self.squash_start:
-            return self.squash_start[sha]  # type: ignore[no-any-return]
-        authored = self.commits.get(sha)
-        return authored[0] if authored else None
-
-    def is_merge(self, sha: str) -> bool:
-        info = self.commits.get(sha)
-        return bool(info and info[1]) or len(self.parents.get(sha, ())) > 1
 
 
 def derive(engine: Engine, rules: FailureRules | None = None, full: bool = False) -> DeriveSummary:
@@ -232,14 +233,13 @@ def _derive_chain(
         conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
     tier = conn.execute(select(Environment.tier).where(Environment.id == environment_id)).scalar()
     earlier = steps[:first_new]
-    carried = _carried(conn, service_id, environment_id)  # commits already brought here
     ran = {_image(s) for s in earlier[:-1]}  # images that ran before the previous deployment
     previous = earlier[-1] if earlier else None
     known = graph.ancestors(previous.sha) if previous and previous.sha else set()
-    chain_rows, change_rows = [], []
+    chain_rows: list[dict[str, Any]] = []
+    new_changes: list[tuple[int, str]] = []
     for step in steps[first_new:]:
         rollback, changes, known = _link(graph, step, previous, known, ran)
-        carried |= known if previous is None else set()
         chain_rows.append(
             {
                 "deployment_id": step.id,
@@ -253,20 +253,30 @@ def _derive_chain(
                 "changes": len(changes),
             }
         )
-        for sha in changes:
-            change_rows.append(
-                {
-                    "deployment_id": step.id,
-                    "sha": sha,
-                    "started_at": graph.start_of(sha),
-                    "is_merge": graph.is_merge(sha),
-                    "first_in_environment": sha not in carried,
-                }
-            )
-            carried.add(sha)
+        new_changes.extend((step.id, sha) for sha in changes)
         if previous is not None:
             ran.add(_image(previous))
         previous = step
+    shas = sorted({sha for _, sha in new_changes})
+    # brought here before: by the baseline (its history) or as an earlier deployment's change
+    carried: set[str] = set()
+    if shas:
+        baseline = graph.ancestors(steps[0].sha) if steps[0].sha else set()
+        carried = (baseline & set(shas)) | _carried(conn, service_id, environment_id, shas)
+    starts = graph.starts(shas)
+    change_rows = []
+    for deployment_id, sha in new_changes:
+        started, is_merge = starts[sha]
+        change_rows.append(
+            {
+                "deployment_id": deployment_id,
+                "sha": sha,
+                "started_at": started,
+                "is_merge": is_merge,
+                "first_in_environment": sha not in carried,
+            }
+        )
+        carried.add(sha)
     upsert(conn, DeploymentChain, chain_rows)
     upsert(conn, DeploymentChange, change_rows)
     summary.deployments += len(chain_rows)
@@ -293,18 +303,24 @@ def _link(
     return False, changes, known | set(changes) if reached else graph.ancestors(step.sha)
 
 
-def _carried(conn: Connection, service_id: int, environment_id: int) -> set[str]:
-    """Commits that derived deployments of this chain have already brought."""
-    return set(
-        conn.execute(
-            select(DeploymentChange.sha)
-            .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
-            .where(
-                DeploymentChain.service_id == service_id,
-                DeploymentChain.environment_id == environment_id,
-            )
-        ).scalars()
-    )
+def _carried(conn: Connection, service_id: int, environment_id: int, shas: list[str]) -> set[str]:
+    """Which of `shas` earlier (still derived) deployments of this chain already brought."""
+    found: set[str] = set()
+    for part in range(0, len(shas), 500):
+        found.update(
+            conn.execute(
+                select(DeploymentChange.sha)
+                .join(
+                    DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id
+                )
+                .where(
+                    DeploymentChain.service_id == service_id,
+                    DeploymentChain.environment_id == environment_id,
+                    DeploymentChange.sha.in_(shas[part : part + 500]),
+                )
+            ).scalars()
+        )
+    return found
 
 
 # -- change failures ------------------------------------------------------------------------

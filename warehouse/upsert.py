@@ -6,6 +6,7 @@ a sync writes nothing and the returned count says how many rows were inserted or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,19 +30,25 @@ def natural_key_columns(table: Table) -> tuple[str, ...]:
     raise LookupError(f"table {table.name} declares no natural key")
 
 
-def _insert(conn: Connection, table: Table) -> Any:
-    if conn.dialect.name == "sqlite":
+def _insert_for(dialect: str, table: Table) -> Any:
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         return postgresql.insert(table)
     raise UnsupportedDialectError(
-        f"cannot write to a {conn.dialect.name} warehouse; use sqlite:/// or postgresql+psycopg://"
+        f"cannot write to a {dialect} warehouse; use sqlite:/// or postgresql+psycopg://"
     )
 
 
 def _statement(conn: Connection, table: Table, columns: frozenset[str]) -> Any:
+    return _cached_statement(conn.dialect.name, table, columns)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_statement(dialect: str, table: Table, columns: frozenset[str]) -> Any:
+    """The upsert statement for a table and a set of columns (built once per process)."""
     key = natural_key_columns(table)
-    stmt = _insert(conn, table)
+    stmt = _insert_for(dialect, table)
     updated = [
         c
         for c in table.columns

@@ -1,0 +1,52 @@
+"""Selects behind the dashboard's lists and breakdowns, beside the metrics of `analytics.dora`.
+
+Every function takes a connection (and a `Scope` where the view has a period) and returns plain
+rows as dicts, newest or worst first. Filters, joins, grouping and limits run in the database
+(SQLAlchemy Core, the same on SQLite and PostgreSQL); only a view that ranks by a time span (SQLite
+cannot subtract its timestamps) ranks the scope's rows in Python. Links point into the source
+(GitLab commit, merge request, pipeline, deployment and incident pages) when the warehouse has
+their web URLs.
+"""
+
+from analytics.views._common import commit_url, compare_url
+from analytics.views.attention import comparison_weeks, services_needing_attention
+from analytics.views.builds import default_branches, failing_tests
+from analytics.views.delivery import (
+    deployments_by_service_environment,
+    failed_changes,
+    failure_counts,
+    filter_options,
+    incidents,
+    presence,
+    slowest_changes,
+)
+from analytics.views.environments import (
+    drift_matrix,
+    environment_state,
+    promotion_history,
+    violations,
+)
+from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
+
+__all__ = [
+    "commit_url",
+    "compare_url",
+    "comparison_weeks",
+    "default_branches",
+    "deployments_by_service_environment",
+    "drift_matrix",
+    "environment_state",
+    "failed_changes",
+    "failing_tests",
+    "failure_counts",
+    "filter_options",
+    "incidents",
+    "presence",
+    "promotion_history",
+    "rejected_payloads",
+    "services_needing_attention",
+    "slowest_changes",
+    "sync_errors",
+    "sync_overview",
+    "violations",
+]

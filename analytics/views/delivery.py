@@ -1,0 +1,267 @@
+"""Views of delivery: what the warehouse holds, the filters' choices, slowest changes, deployments
+per service and environment, failed changes, incidents, failure counts per service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
+
+from analytics import stats
+from analytics.scope import Scope
+from analytics.views._common import Seconds, Window, as_dicts, commit_url, scoped_chain
+from warehouse.schema import (
+    ChangeFailure,
+    Commit,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Environment,
+    Incident,
+    MergeRequest,
+    MrCommit,
+    Pipeline,
+    Repo,
+    Service,
+    SyncState,
+    Team,
+)
+
+
+def presence(conn: Connection) -> dict[str, bool]:
+    """Which kinds of facts the warehouse holds (an empty warehouse holds none)."""
+    tables = {
+        "deployments": Deployment,
+        "pipelines": Pipeline,
+        "commits": Commit,
+        "syncs": SyncState,
+    }
+    return {
+        name: conn.execute(select(literal(1)).select_from(model).limit(1)).first() is not None
+        for name, model in tables.items()
+    }
+
+
+def filter_options(conn: Connection) -> dict[str, list[Any]]:
+    """Team names, service names and canonical environment names (promotion path order)."""
+    return {
+        "teams": list(conn.execute(select(Team.name).order_by(Team.name)).scalars()),
+        "services": list(conn.execute(select(Service.name).order_by(Service.name)).scalars()),
+        "environments": list(
+            conn.execute(
+                select(Environment.name).order_by(
+                    Environment.position.is_(None), Environment.position, Environment.name
+                )
+            ).scalars()
+        ),
+    }
+
+
+# -- lead time -------------------------------------------------------------------------------
+
+
+def slowest_changes(conn: Connection, scope: Scope, limit: int = 20) -> list[dict[str, Any]]:
+    """The changes with the longest lead time in scope (slowest first), with their commit and
+    the merge request that brought them, and links to both."""
+    lead = Seconds(DeploymentChange.started_at, DeploymentChain.finished_at)
+    query = scoped_chain(
+        scope,
+        select(
+            Service.name.label("service"),
+            DeploymentChain.finished_at.label("deployed_at"),
+            DeploymentChange.sha,
+            DeploymentChange.started_at,
+        )
+        .select_from(DeploymentChange)
+        .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .where(
+            DeploymentChange.first_in_environment,
+            DeploymentChange.is_merge.is_(False),
+            DeploymentChange.started_at.is_not(None),
+        ),
+    )
+    repo_id = func.coalesce(Deployment.repo_id, Service.repo_id)
+    query = query.add_columns(repo_id.label("repo_id")).order_by(lead.desc()).limit(limit)
+    top = as_dicts(conn.execute(query))
+    pairs = {(r["repo_id"], r["sha"]) for r in top}
+    if not pairs:
+        return []
+    commits = {
+        (c.repo_id, c.sha): c
+        for c in conn.execute(
+            select(Commit.repo_id, Commit.sha, Commit.title, Commit.author_name).where(
+                _any_pair(Commit.repo_id, Commit.sha, pairs)
+            )
+        )
+    }
+    repos = dict(
+        conn.execute(select(Repo.id, Repo.web_url).where(Repo.id.in_({p[0] for p in pairs}))).all()
+    )
+    mrs = _merge_requests_of(conn, pairs)
+    out = []
+    for r in top:
+        key = (r["repo_id"], r["sha"])
+        commit, mr = commits.get(key), mrs.get(key, {})
+        out.append(
+            {
+                "service": r["service"],
+                "sha": r["sha"],
+                "title": commit.title if commit else None,
+                "author": commit.author_name if commit else None,
+                "started_at": r["started_at"],
+                "deployed_at": r["deployed_at"],
+                "lead_time_hours": stats.hours(r["deployed_at"] - r["started_at"]),
+                "commit_url": commit_url(repos.get(r["repo_id"]), r["sha"]),
+                "merge_request": mr.get("title"),
+                "merge_request_url": mr.get("web_url"),
+            }
+        )
+    return out
+
+
+def _any_pair(repo_column: Any, sha_column: Any, pairs: set[tuple[int, str]]) -> Any:
+    """(repo, sha) is one of `pairs` (written so the (repo_id, sha) indexes serve it)."""
+    return or_(*(and_(repo_column == repo, sha_column == sha) for repo, sha in sorted(pairs)))
+
+
+def _merge_requests_of(
+    conn: Connection, pairs: set[tuple[int, str]]
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """(repo, sha) -> the merged MR that brought the commit: as its squash or merge commit, else
+    as one of its commits."""
+    found: dict[tuple[int, str], dict[str, Any]] = {}
+    columns = (MergeRequest.repo_id, MergeRequest.iid, MergeRequest.title, MergeRequest.web_url)
+    merged = MergeRequest.state == "merged"
+    via = (
+        select(*columns, MrCommit.sha)
+        .join(
+            MrCommit,
+            and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid),
+        )
+        .where(_any_pair(MrCommit.repo_id, MrCommit.sha, pairs), merged)
+    )
+    queries: list[Any] = [via]  # later queries win: a squash or merge commit is the MR itself
+    for sha_column in (MergeRequest.merge_commit_sha, MergeRequest.squash_commit_sha):
+        queries.append(
+            select(*columns, sha_column).where(
+                _any_pair(MergeRequest.repo_id, sha_column, pairs), merged
+            )
+        )
+    for query in queries:
+        for repo_id, iid, title, url, sha in conn.execute(query):
+            found[(repo_id, sha)] = {"iid": iid, "title": f"!{iid} {title or ''}", "web_url": url}
+    return found
+
+
+# -- deployments and failures ----------------------------------------------------------------
+
+
+def deployments_by_service_environment(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Finished deployment attempts per service and environment in the period (every
+    environment: the scope's teams and services apply, not its environment)."""
+    success = func.sum(case((Deployment.status == "success", 1), else_=0))
+    failed = func.sum(case((Deployment.status == "failed", 1), else_=0))
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Environment.name.label("environment"),
+            Environment.position,
+            success.label("successful"),
+            failed.label("failed"),
+        )
+        .select_from(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id),
+        Deployment.service_id,
+    ).where(scope.period(Deployment.finished_at), Deployment.status.in_(("success", "failed")))
+    query = query.group_by(Service.name, Environment.name, Environment.position).order_by(
+        Service.name, Environment.position
+    )
+    return as_dicts(conn.execute(query))
+
+
+def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Failed changes in scope, newest first, with their reasons, recovery and links."""
+    query = scoped_chain(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at,
+            Deployment.sha,
+            Deployment.ref,
+            Deployment.url.label("deployment_url"),
+            ChangeFailure.incident,
+            ChangeFailure.rollback,
+            ChangeFailure.hotfix,
+            ChangeFailure.recovered_at,
+        )
+        .select_from(ChangeFailure)
+        .join(DeploymentChain, DeploymentChain.deployment_id == ChangeFailure.deployment_id)
+        .join(Deployment, Deployment.id == ChangeFailure.deployment_id),
+    )
+    query = query.outerjoin(
+        Repo, Repo.id == func.coalesce(Deployment.repo_id, Service.repo_id)
+    ).add_columns(Repo.web_url.label("repo_url"))
+    rows = as_dicts(conn.execute(query.order_by(DeploymentChain.finished_at.desc())))
+    for r in rows:
+        r["reasons"] = ", ".join(k for k in ("incident", "rollback", "hotfix") if r.pop(k))
+        recovered = r["recovered_at"]
+        r["recovery_hours"] = stats.hours(recovered - r["finished_at"]) if recovered else None
+        r["commit_url"] = commit_url(r.pop("repo_url"), r["sha"])
+    return rows
+
+
+def incidents(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Incidents opened in the period (the scope's teams and services), newest first."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Incident.title,
+            Incident.severity,
+            Incident.opened_at,
+            Incident.resolved_at,
+            Incident.url,
+            Incident.deployment_external_id.label("linked_deployment"),
+        ).select_from(Incident),
+        Incident.service_id,
+    ).where(scope.period(Incident.opened_at))
+    rows = as_dicts(conn.execute(query.order_by(Incident.opened_at.desc())))
+    for r in rows:
+        resolved = r["resolved_at"]
+        r["restore_hours"] = stats.hours(resolved - r["opened_at"]) if resolved else None
+    return rows
+
+
+def failure_counts(conn: Connection, scope: Scope, recent: Window, before: Window) -> list[dict]:
+    """Per service: production deployments and failed changes in two windows (for a rising
+    change failure rate), and failed changes of the period not recovered."""
+
+    def count(window: Window, failed: bool = False) -> Any:
+        inside = and_(
+            DeploymentChain.finished_at >= window[0], DeploymentChain.finished_at < window[1]
+        )
+        if failed:
+            inside = and_(inside, ChangeFailure.id.is_not(None))
+        return func.sum(case((inside, 1), else_=0))
+
+    query = scoped_chain(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            count(recent).label("deployments"),
+            count(recent, True).label("failed"),
+            count(before).label("deployments_before"),
+            count(before, True).label("failed_before"),
+            func.sum(
+                case(
+                    (and_(ChangeFailure.id.is_not(None), ChangeFailure.recovered_at.is_(None)), 1),
+                    else_=0,
+                )
+            ).label("unrecovered"),
+        )
+        .select_from(DeploymentChain)
+        .outerjoin(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id),
+    )
+    return as_dicts(conn.execute(query.group_by(Service.name, Team.name)))

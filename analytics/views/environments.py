@@ -1,0 +1,176 @@
+"""Views of environments: what runs where, a service's promotion history, the latest drift
+snapshot, and policy violations (drift and violations arrive with `cdmetrics policy scan`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy.orm import aliased
+
+from analytics.scope import Scope
+from analytics.views._common import as_dicts, commit_url
+from warehouse.schema import (
+    Deployment,
+    DeploymentChain,
+    DriftSnapshot,
+    Environment,
+    PolicyViolation,
+    Repo,
+    Service,
+    Team,
+)
+
+
+def environment_state(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """What runs where at the end of the period: per service and environment the last successful
+    application deployment before `until` (digest, commit, when), from recorded deployments."""
+    latest = scope.owned(
+        select(
+            DeploymentChain.service_id,
+            DeploymentChain.environment_id,
+            func.max(DeploymentChain.finished_at).label("finished_at"),
+        ).select_from(DeploymentChain),
+        DeploymentChain.service_id,
+    )
+    latest = (
+        latest.where(DeploymentChain.finished_at < scope.until)
+        .group_by(DeploymentChain.service_id, DeploymentChain.environment_id)
+        .subquery()
+    )
+    query = (
+        select(
+            Service.name.label("service"),
+            Environment.name.label("environment"),
+            Environment.position,
+            Deployment.finished_at,
+            Deployment.sha,
+            Deployment.image_digest,
+            Deployment.ref,
+            Deployment.url.label("deployment_url"),
+            Repo.web_url.label("repo_url"),
+        )
+        .select_from(latest)
+        .join(
+            DeploymentChain,
+            and_(
+                DeploymentChain.service_id == latest.c.service_id,
+                DeploymentChain.environment_id == latest.c.environment_id,
+                DeploymentChain.finished_at == latest.c.finished_at,
+            ),
+        )
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(Service, Service.id == latest.c.service_id)
+        .join(Environment, Environment.id == latest.c.environment_id)
+        .outerjoin(Repo, Repo.id == func.coalesce(Deployment.repo_id, Service.repo_id))
+        .order_by(Service.name, Environment.position, Deployment.id)
+    )
+    state: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in as_dicts(conn.execute(query)):  # equal finish times: the later id wins
+        r["commit_url"] = commit_url(r["repo_url"], r["sha"])
+        state[(r["service"], r["environment"])] = r
+    return list(state.values())
+
+
+def promotion_history(conn: Connection, scope: Scope, service: str) -> list[dict[str, Any]]:
+    """Successful application deployments of one service in the period, in every environment."""
+    query = (
+        select(
+            DeploymentChain.finished_at,
+            Environment.name.label("environment"),
+            Environment.position,
+            Deployment.sha,
+            Deployment.image_digest,
+            Deployment.ref,
+            DeploymentChain.rollback,
+            Deployment.url.label("deployment_url"),
+        )
+        .select_from(DeploymentChain)
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(Environment, Environment.id == DeploymentChain.environment_id)
+        .join(Service, Service.id == DeploymentChain.service_id)
+        .where(Service.name == service, scope.period(DeploymentChain.finished_at))
+        .order_by(DeploymentChain.finished_at)
+    )
+    return as_dicts(conn.execute(query))
+
+
+def drift_matrix(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """The latest drift snapshot of each service and environment pair (empty until drift
+    analytics have taken one)."""
+    up, down = aliased(Environment), aliased(Environment)
+    d = DriftSnapshot
+    latest = (
+        select(
+            d.service_id,
+            d.upstream_environment_id,
+            d.downstream_environment_id,
+            func.max(d.taken_at).label("taken_at"),
+        )
+        .where(d.taken_at < scope.until)
+        .group_by(d.service_id, d.upstream_environment_id, d.downstream_environment_id)
+        .subquery()
+    )
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            up.name.label("upstream"),
+            down.name.label("downstream"),
+            down.position,
+            d.taken_at,
+            d.upstream_digest,
+            d.downstream_digest,
+            d.commits_behind,
+            (d.drift_age_s / 3600.0).label("drift_age_hours"),
+            d.downstream_ever_upstream,
+        )
+        .select_from(d)
+        .join(
+            latest,
+            and_(
+                latest.c.service_id == d.service_id,
+                latest.c.upstream_environment_id == d.upstream_environment_id,
+                latest.c.downstream_environment_id == d.downstream_environment_id,
+                latest.c.taken_at == d.taken_at,
+            ),
+        )
+        .join(up, up.id == d.upstream_environment_id)
+        .join(down, down.id == d.downstream_environment_id),
+        d.service_id,
+    )
+    return as_dicts(conn.execute(query.order_by(Service.name, down.position)))
+
+
+def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Policy violations open at some time in the period (found before its end, not resolved
+    before its start), newest first; the scope's environment applies only when one is named."""
+    query = (
+        select(
+            PolicyViolation.policy,
+            PolicyViolation.severity,
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Environment.name.label("environment"),
+            PolicyViolation.subject,
+            PolicyViolation.message,
+            PolicyViolation.url,
+            PolicyViolation.first_seen_at,
+            PolicyViolation.resolved_at,
+        )
+        .select_from(PolicyViolation)
+        .outerjoin(Service, Service.id == PolicyViolation.service_id)
+        .outerjoin(Team, Team.id == Service.team_id)
+        .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
+        .where(
+            PolicyViolation.first_seen_at < scope.until,
+            or_(PolicyViolation.resolved_at.is_(None), PolicyViolation.resolved_at >= scope.since),
+        )
+    )
+    if scope.services:
+        query = query.where(Service.name.in_(scope.services))
+    if scope.teams:
+        query = query.where(Team.name.in_(scope.teams))
+    if scope.environment is not None:
+        query = query.where(Environment.name == scope.environment)
+    order = (PolicyViolation.first_seen_at.desc(), PolicyViolation.policy, PolicyViolation.subject)
+    return as_dicts(conn.execute(query.order_by(*order)))

@@ -1,0 +1,75 @@
+"""Views of the data sources: sync state per source and stream, errors, rejected payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, case, func, or_, select
+
+from analytics.views._common import as_dicts
+from warehouse.schema import (
+    RawPayload,
+    Source,
+    SyncState,
+)
+
+
+def sync_overview(conn: Connection) -> list[dict[str, Any]]:
+    """Per source and stream: partitions, the last sync's start and finish, failed and running
+    partitions, and the requests, rows and rejected payloads counted by the syncs."""
+    query = (
+        select(
+            Source.name.label("source"),
+            Source.kind,
+            SyncState.stream,
+            func.count().label("partitions"),
+            func.sum(case((SyncState.status == "failed", 1), else_=0)).label("failed"),
+            func.sum(case((SyncState.status == "running", 1), else_=0)).label("running"),
+            func.max(SyncState.started_at).label("last_started_at"),
+            func.max(SyncState.finished_at).label("last_finished_at"),
+            func.sum(SyncState.requests).label("requests"),
+            func.sum(SyncState.rows).label("rows"),
+            func.sum(SyncState.rejected).label("rejected"),
+        )
+        .join(Source, Source.id == SyncState.source_id)
+        .group_by(Source.name, Source.kind, SyncState.stream)
+        .order_by(Source.name, SyncState.stream)
+    )
+    return as_dicts(conn.execute(query))
+
+
+def sync_errors(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """Partitions whose last sync left an error, latest first."""
+    query = (
+        select(
+            Source.name.label("source"),
+            SyncState.stream,
+            SyncState.partition,
+            SyncState.status,
+            SyncState.finished_at,
+            SyncState.error,
+        )
+        .join(Source, Source.id == SyncState.source_id)
+        .where(or_(SyncState.error.is_not(None), SyncState.status == "failed"))
+        .order_by(SyncState.finished_at.is_(None), SyncState.finished_at.desc())
+        .limit(limit)
+    )
+    return as_dicts(conn.execute(query))
+
+
+def rejected_payloads(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest payloads a normaliser rejected, with the reason (kept verbatim in raw_payload)."""
+    query = (
+        select(
+            Source.name.label("source"),
+            RawPayload.stream,
+            RawPayload.external_id,
+            RawPayload.fetched_at,
+            RawPayload.error,
+        )
+        .join(Source, Source.id == RawPayload.source_id)
+        .where(RawPayload.rejected)
+        .order_by(RawPayload.fetched_at.desc(), RawPayload.id.desc())
+        .limit(limit)
+    )
+    return as_dicts(conn.execute(query))
