@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, select, union_all
 
 from analytics.derive import FailureRules
 from analytics.scope import Scope
@@ -180,50 +180,47 @@ def _changes(conn: Connection, scope: Scope) -> list[Row]:
 
 
 def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
-    """Merged MRs whose merge or squash commit reached the scope's environment in the period."""
+    """Merged MRs whose merge or squash commit (a fast-forward merge: its head) first reached the
+    scope's environment in the period, with their stage timestamps."""
     first_commit = (
-        select(
-            MrCommit.repo_id, MrCommit.iid, func.min(Commit.authored_at).label("first_commit_at")
-        )
+        select(func.min(Commit.authored_at))
+        .select_from(MrCommit)
         .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-        .group_by(MrCommit.repo_id, MrCommit.iid)
-        .subquery()
+        .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+        .scalar_subquery()
     )
-    # the commit that brought the MR to the default branch (a fast-forward merge has neither)
-    carrying = func.coalesce(
-        MergeRequest.squash_commit_sha, MergeRequest.merge_commit_sha, MergeRequest.head_sha
+    sha = DeploymentChange.sha
+    carriers = (  # one indexed equality per way an MR reaches the default branch
+        MergeRequest.squash_commit_sha == sha,
+        and_(MergeRequest.merge_commit_sha == sha, MergeRequest.squash_commit_sha.is_(None)),
+        and_(
+            MergeRequest.head_sha == sha,
+            MergeRequest.merge_commit_sha.is_(None),
+            MergeRequest.squash_commit_sha.is_(None),
+        ),
     )
-    query = _chain_in_scope(
-        scope,
-        select(
-            Service.name.label("service"),
-            Team.name.label("team"),
-            DeploymentChain.finished_at.label("at"),
-            first_commit.c.first_commit_at,
-            MergeRequest.created_at,
-            MergeRequest.first_review_at,
-            MergeRequest.merged_at,
+    parts = [
+        _chain_in_scope(
+            scope,
+            select(
+                Service.name.label("service"),
+                Team.name.label("team"),
+                DeploymentChain.finished_at.label("at"),
+                first_commit.label("first_commit_at"),
+                MergeRequest.created_at,
+                MergeRequest.first_review_at,
+                MergeRequest.merged_at,
+            )
+            .select_from(DeploymentChange)
+            .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+            .where(DeploymentChange.first_in_environment),
+        ).join(
+            MergeRequest,
+            and_(MergeRequest.repo_id == Service.repo_id, carrier, MergeRequest.state == "merged"),
         )
-        .select_from(MergeRequest)
-        .join(
-            first_commit,
-            and_(
-                first_commit.c.repo_id == MergeRequest.repo_id,
-                first_commit.c.iid == MergeRequest.iid,
-            ),
-        )
-        .join(
-            DeploymentChange,
-            and_(DeploymentChange.sha == carrying, DeploymentChange.first_in_environment),
-        )
-        .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
-        .join(Deployment, and_(Deployment.id == DeploymentChain.deployment_id))
-        .where(MergeRequest.state == "merged"),
-    )
-    query = query.where(
-        or_(Deployment.repo_id == MergeRequest.repo_id, Service.repo_id == MergeRequest.repo_id)
-    )
-    return _rows(conn.execute(query))
+        for carrier in carriers
+    ]
+    return _rows(conn.execute(union_all(*parts)))
 
 
 def _attempts(conn: Connection, scope: Scope) -> list[Row]:
@@ -247,31 +244,49 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
 
 
 def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
+    """Pipelines finished in the period, with whether they ran on the default branch and how many
+    tests failed in them."""
+    failed_tests = (
+        select(
+            TestRun.source_id,
+            TestRun.pipeline_external_id,
+            func.sum(TestRun.failed).label("failed"),
+        )
+        .join(
+            Pipeline,
+            and_(
+                Pipeline.source_id == TestRun.source_id,
+                Pipeline.external_id == TestRun.pipeline_external_id,
+            ),
+        )
+        .where(scope.period(Pipeline.finished_at), TestRun.failed > 0)
+        .group_by(TestRun.source_id, TestRun.pipeline_external_id)
+        .subquery()
+    )
     query = scope.owned(
         select(
             Service.name.label("service"),
             Team.name.label("team"),
             Pipeline.finished_at.label("at"),
-            Pipeline.id,
             Pipeline.repo_id,
             Pipeline.status,
             Pipeline.duration_s,
             Pipeline.queued_s,
             (Pipeline.ref == Repo.default_branch).label("default_branch"),
-            select(func.coalesce(func.sum(TestRun.failed), 0))
-            .where(
-                TestRun.source_id == Pipeline.source_id,
-                TestRun.pipeline_external_id == Pipeline.external_id,
-            )
-            .scalar_subquery()
-            .label("failed_tests"),
+            func.coalesce(failed_tests.c.failed, 0).label("failed_tests"),
         )
         .select_from(Pipeline)
-        .join(Repo, Repo.id == Pipeline.repo_id),
+        .join(Repo, Repo.id == Pipeline.repo_id)
+        .outerjoin(
+            failed_tests,
+            and_(
+                failed_tests.c.source_id == Pipeline.source_id,
+                failed_tests.c.pipeline_external_id == Pipeline.external_id,
+            ),
+        ),
         on=Service.repo_id == Pipeline.repo_id,
     )
-    query = query.where(scope.period(Pipeline.finished_at))
-    return _rows(conn.execute(query))
+    return _rows(conn.execute(query.where(scope.period(Pipeline.finished_at))))
 
 
 def _incidents(conn: Connection, scope: Scope) -> list[Row]:

@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 
 from cdmetrics.settings import Settings
+from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.sync import SourceSummary
 
@@ -21,7 +22,7 @@ def run_sync(
     full: bool = False,
     console: Console | None = None,
 ) -> list[SourceSummary]:
-    """Sync the GitLab sources (the others as their collectors land); one summary per source."""
+    """Sync the GitLab and git sources (the others as their collectors land); one summary each."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(
@@ -40,5 +41,11 @@ def run_sync(
                 continue
             summaries.append(
                 GitLabCollector(source, settings, engine, progress=progress, full=full).sync()
+            )
+        for git_source in settings.sources.git:
+            if wanted and git_source.name not in wanted:
+                continue
+            summaries.append(
+                GitCollector(git_source, settings, engine, progress=progress, full=full).sync()
             )
     return summaries

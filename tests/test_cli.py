@@ -172,3 +172,31 @@ def test_demo_headless_syncs_the_sandbox_and_prints_metrics(tmp_path: Path) -> N
         "json",
     )
     assert json.loads(figures.stdout)["deployment_frequency"]["deployments"] > 0
+
+
+def test_sync_a_plain_git_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "legacy"
+    env = {
+        "GIT_AUTHOR_NAME": "a",
+        "GIT_AUTHOR_EMAIL": "a@x",
+        "GIT_COMMITTER_NAME": "a",
+        "GIT_COMMITTER_EMAIL": "a@x",
+        "HOME": str(tmp_path),
+    }
+    subprocess.run(
+        ["git", "init", "-q", "-b", "main", str(repo)], check=True, env={**os.environ, **env}
+    )
+    for i in range(3):
+        subprocess.run(
+            ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", f"change {i}"],
+            check=True,
+            env={**os.environ, **env},
+        )
+    (tmp_path / "cdmetrics.toml").write_text(
+        "[warehouse]\nurl = 'sqlite:///w.db'\n"
+        f"[[sources.git]]\nname = 'legacy'\npath = '{repo}'\nservice = 'legacy-app'\n"
+    )
+    result = run(tmp_path, "sync")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])["sources"]["legacy"]
+    assert summary["ok"] and summary["rows"] >= 3

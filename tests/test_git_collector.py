@@ -6,19 +6,41 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.progress import Progress
 from sqlalchemy import Engine, select
 
 from cdmetrics.settings import GitSource, Settings
-from collectors.git import GitCollector, Ref, default_branch, parse_log, repository_name, sync_git
+from collectors.git import (
+    Git,
+    GitCollector,
+    Ref,
+    default_branch,
+    parse_log,
+    repository_name,
+    sync_git,
+)
 from collectors.sync import SourceSummary
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Branch, Commit, CommitParent, RawPayload, Repo, Service, SyncState
+from warehouse.schema import (
+    Branch,
+    Commit,
+    CommitParent,
+    RawPayload,
+    Repo,
+    Service,
+    Source,
+    SyncState,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 IDENTITY = ("-c", "user.name=Test Dev", "-c", "user.email=dev@example.com")
@@ -71,7 +93,8 @@ def build_repo(repo: Path) -> dict[str, str]:
     shas["fx1"] = commit(repo, "x.txt", 2, "Feature x one", "2024-01-03T09:00:00+00:00")
     shas["fx2"] = commit(repo, "x.txt", 5, "Feature x two", "2024-01-03T10:00:00+00:00")
     git(repo, "checkout", "-q", "main")
-    shas["c3"] = commit(repo, "b.txt", 1, "Direct push", "2024-01-03T11:00:00+05:30")
+    wrapped = "Direct push\nwrapped onto a second line\n\n3\t4\tlooks like numstat"
+    shas["c3"] = commit(repo, "b.txt", 1, wrapped, "2024-01-03T11:00:00+05:30")
     git(
         repo,
         "merge",
@@ -179,6 +202,7 @@ def test_full_sync_of_a_built_repository(engine: Engine, tmp_path: Path) -> None
     assert (first.title, first.additions, first.deletions) == ("First commit", 3, 0)
     assert (found[shas["c2"]].additions, found[shas["c2"]].deletions) == (4, 3)
     assert found[shas["c3"]].authored_at == datetime(2024, 1, 3, 5, 30, tzinfo=UTC)
+    assert (found[shas["c3"]].title, found[shas["c3"]].additions) == ("Direct push", 1)
     assert [sha for sha, row in found.items() if row.is_merge] == [shas["merge"]]
     assert found[shas["merge"]].additions == 5  # against the first parent, as GitLab counts
     assert found[shas["squash"]].title == "Feature y (#2)"
@@ -220,23 +244,40 @@ def test_repo_branches_tags_first_parent_and_service(engine: Engine, tmp_path: P
     assert shas["fx1"] not in line["shas"] and shas["merge"] in line["shas"]
 
 
+def test_a_message_in_another_encoding_is_read_as_utf8(tmp_path: Path) -> None:
+    repo = tmp_path / "legacy"
+    build_repo(repo)
+    (tmp_path / "message").write_bytes("Café crème\n".encode("latin-1"))
+    git(repo, "-c", "i18n.commitEncoding=ISO-8859-1", "commit", "-q", "--allow-empty", "-F",
+        str(tmp_path / "message"))  # fmt: skip
+    engine = sqlite(tmp_path, "w.db")
+    assert sync(engine, source(repo)).ok
+    assert commits(engine)[git(repo, "rev-parse", "HEAD")].title == "Café crème"
+
+
 def test_numstat_off_leaves_line_counts_out(tmp_path: Path) -> None:
     repo = tmp_path / "legacy"
     build_repo(repo)
     engine = sqlite(tmp_path, "w.db")
-    assert sync(engine, source(repo), numstat=False).ok
+    with Progress(disable=True) as progress:
+        assert sync(engine, source(repo), numstat=False, progress=progress).ok
+        assert progress.tasks[0].completed == 9
     assert {(c.additions, c.deletions) for c in commits(engine).values()} == {(None, None)}
 
 
 def test_this_projects_own_history(tmp_path: Path) -> None:
+    own = tmp_path / "cdmetrics.git"  # a mirror: commits made meanwhile cannot race the comparison
+    git(tmp_path, "clone", "-q", "--mirror", str(ROOT), str(own))
     engine = sqlite(tmp_path, "w.db")
-    summary = sync_git(Settings(), engine, source(ROOT, name="cdmetrics"))
+    summary = sync_git(Settings(), engine, source(own, name="cdmetrics"))
     assert summary.ok, summary.errors
     count = git(
-        ROOT, "rev-list", "--exclude=refs/notes/*", "--exclude=refs/stash", "--all", "--count"
+        own, "rev-list", "--exclude=refs/notes/*", "--exclude=refs/stash", "--all", "--count"
     )
-    assert len(commits(engine)) == int(count)
-    assert stored_graph(engine) == expected_graph(ROOT)
+    assert len(commits(engine)) == int(
+        count
+    )  # `--all` but notes and stashes, which are not history
+    assert stored_graph(engine) == expected_graph(own)
 
 
 # --- incremental ------------------------------------------------------------------------------
@@ -259,7 +300,7 @@ def test_second_sync_reads_only_new_commits_and_equals_a_full_sync(
     second = sync(engine, source(repo))
     assert second.ok, second.errors
     assert second.streams["commits"].rows == 3 + 3  # three commits, one parent each
-    assert second.streams["branches"].rows == 2  # main moved, feature/z is new
+    assert second.streams["refs"].rows == 2  # branches: main moved, feature/z is new
     fresh = sqlite(tmp_path, "fresh.db")
     assert sync(fresh, source(repo)).ok
     assert snapshot(engine) == snapshot(fresh)
@@ -354,6 +395,47 @@ def test_url_source_is_mirrored_then_fetched(tmp_path: Path) -> None:
         assert {"hotfix/1", "more"} <= set(conn.execute(select(Branch.name)).scalars())
 
 
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A static HTTP server (git's "dumb" protocol) on (directory, port); it ignores credentials."""
+    root = tmp_path / "srv"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_credentials_in_a_url_stay_off_disk_and_out_of_the_warehouse(
+    tmp_path: Path, http_root: tuple[Path, int]
+) -> None:
+    root, port = http_root
+    work = tmp_path / "work"
+    build_repo(work)
+    origin = root / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(work), str(origin))
+    git(origin, "update-server-info")
+    engine = sqlite(tmp_path, "w.db")
+    src = GitSource(name="legacy", url=f"http://deploy:s3cret@127.0.0.1:{port}/origin.git")
+    assert sync(engine, src).ok
+    second = sync(engine, src)  # a fetch, with the URL as configured
+    assert second.ok, second.errors
+    mirror = tmp_path / "cache" / "git" / "legacy"
+    assert git(mirror, "config", "remote.origin.url") == f"http://127.0.0.1:{port}/origin.git"
+    assert "s3cret" not in (mirror / "config").read_text()
+    with engine.connect() as conn:
+        stored = [conn.execute(select(t)).all() for t in (Source, Repo, SyncState, RawPayload)]
+    assert "s3cret" not in repr(stored) and "***@127.0.0.1" in repr(stored)
+
+
 def test_a_failing_clone_names_the_source_and_hides_credentials(tmp_path: Path) -> None:
     engine = sqlite(tmp_path, "w.db")
     src = GitSource(name="legacy", url="http://deploy:s3cret@127.0.0.1:9/legacy.git")
@@ -394,13 +476,16 @@ def test_default_branch(refs: list[Ref], head: str | None, expected: str) -> Non
     assert default_branch(refs, head) == expected
 
 
-def test_parse_log_counts_lines_of_binary_and_renamed_files() -> None:
+def test_parse_log_reads_the_first_line_and_counts_binary_and_renamed_files() -> None:
     date = b"2024-01-01T00:00:00+00:00"
-    header = b"\0".join([b"", b"a" * 40, b"b" * 40, b"N", b"n@x", date, date, b"Title \0 byte"])
-    lines = [header, b"", b"3\t1\tsrc/a.py", b"-\t-\tlogo.png", b"2\t2\told.py => new.py"]
-    (payload,) = parse_log(iter(lines))
-    assert (payload["additions"], payload["deletions"]) == (5, 3)
-    assert payload["title"] == "Title \0 byte" and payload["parents"] == ["b" * 40]
+    header = b"\0".join([b"", b"a" * 40, b"b" * 40, b"N", b"n@x", date, date, b"Wrapped title"])
+    message = [b"continued", b"", b"9\t9\tnot a numstat line", b"\0", b""]
+    numstat = [b"3\t1\tsrc/a.py", b"-\t-\tlogo.png", b"2\t2\told.py => new.py"]
+    empty = b"\0".join([b"", b"c" * 40, b"", b"N", b"n@x", date, date, b"\0"])
+    first, second = parse_log(iter([header, *message, *numstat, empty]))
+    assert (first["title"], first["parents"]) == ("Wrapped title", ["b" * 40])
+    assert (first["additions"], first["deletions"]) == (5, 3)
+    assert (second["title"], second["parents"], second["additions"]) == ("", [], None)
 
 
 @pytest.mark.parametrize(
@@ -415,3 +500,11 @@ def test_parse_log_counts_lines_of_binary_and_renamed_files() -> None:
 )
 def test_repository_name(location: str, name: str) -> None:
     assert repository_name(location) == name
+
+
+def test_a_reader_that_stops_early_ends_git(tmp_path: Path) -> None:
+    repo = tmp_path / "legacy"
+    build_repo(repo)
+    reader = Git(repo / ".git").lines("log", "--stdin", "--format=%H", stdin="HEAD\n")
+    assert len(next(reader).strip()) == 40
+    reader.close()  # kills and reaps git: no ResourceWarning (warnings are errors here)

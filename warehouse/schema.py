@@ -188,6 +188,7 @@ class MergeRequest(Base):
         Index("ix_merge_request_repo_merge_sha", "repo_id", "merge_commit_sha"),
         Index("ix_merge_request_repo_squash_sha", "repo_id", "squash_commit_sha"),
         Index("ix_merge_request_repo_merged_at", "repo_id", "merged_at"),
+        Index("ix_merge_request_repo_head_sha", "repo_id", "head_sha"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
@@ -234,6 +235,7 @@ class Pipeline(Base):
         natural_key("source_id", "external_id"),
         Index("ix_pipeline_repo_ref_finished", "repo_id", "ref", "finished_at"),
         Index("ix_pipeline_repo_sha", "repo_id", "sha"),
+        Index("ix_pipeline_finished", "finished_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -337,6 +339,7 @@ class Deployment(Base):
         natural_key("source_id", "external_id"),
         Index("ix_deployment_service_env_finished", "service_id", "environment_id", "finished_at"),
         Index("ix_deployment_digest", "image_digest"),
+        Index("ix_deployment_finished", "finished_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -381,7 +384,10 @@ class ObservedWorkload(Base):
 
 class Incident(Base):
     __tablename__ = "incident"
-    __table_args__ = (natural_key("source_id", "external_id"),)
+    __table_args__ = (
+        natural_key("source_id", "external_id"),
+        Index("ix_incident_service_opened", "service_id", "opened_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
     external_id: Mapped[str] = mapped_column(Name)
