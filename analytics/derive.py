@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select
 
+from analytics.images import DEFAULT_TAG_REVISION, resolve_images
 from warehouse.schema import (
     ChangeFailure,
     Commit,
@@ -57,6 +58,8 @@ class FailureRules:
 
 @dataclass
 class DeriveSummary:
+    images: int = 0  # image revisions found from tags
+    resolved_deployments: int = 0  # deployments given a digest
     chains: int = 0
     deployments: int = 0
     changes: int = 0
@@ -153,7 +156,12 @@ class CommitGraph:
         return found, reached
 
 
-def derive(engine: Engine, rules: FailureRules | None = None, full: bool = False) -> DeriveSummary:
+def derive(
+    engine: Engine,
+    rules: FailureRules | None = None,
+    full: bool = False,
+    tag_revision_pattern: str = DEFAULT_TAG_REVISION,
+) -> DeriveSummary:
     """Bring the derived tables up to date (everything when `full`); returns what it did."""
     rules = rules or FailureRules()
     summary = DeriveSummary()
@@ -162,6 +170,8 @@ def derive(engine: Engine, rules: FailureRules | None = None, full: bool = False
         if full:
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
                 conn.execute(delete(table))
+        resolved = resolve_images(conn, tag_revision_pattern)
+        summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int, CommitGraph] = {}
         for service_id, environment_id, repo_id, since in _stale_chains(conn):
             summary.chains += 1

@@ -59,7 +59,14 @@ def _context(
     repo_id = ensure_id(conn, Repo, norm.normalize_project(project, source_id))
     team_id = ensure_id(conn, Team, {"name": s.team})
     service_id = ensure_id(
-        conn, ServiceRow, {"name": s.name, "team_id": team_id, "repo_id": repo_id}
+        conn,
+        ServiceRow,
+        {
+            "name": s.name,
+            "team_id": team_id,
+            "repo_id": repo_id,
+            "image_repository": project["container_registry_image_prefix"],
+        },
     )
     ctx = streams.ProjectContext(source_id, project, repo_id, service_id)
     for env in s.environments.values():

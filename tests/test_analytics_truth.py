@@ -158,3 +158,20 @@ def test_small_org_on_postgresql(engine: Engine, tmp_path: Path) -> None:
         with e.connect() as conn:
             results.append(metrics(conn, whole(org), by="week"))
     assert results[0] == results[1]
+
+
+def test_deployment_digests_resolved_from_gitlab_data(world: tuple[Organisation, Engine]) -> None:
+    """GitLab's registry knows tags, not commits: a tag naming a commit gives the image its
+    revision, and a deployment of that commit resolves to it. An image rebuilt for production is
+    tagged `<sha>-<env>` (no revision by the default pattern), so GitLab data alone resolves its
+    deployment to the first build; the registry collector's labels tell them apart."""
+    org, engine = world
+    truth = {str(d.id): d for s in org.services for d in s.deployments}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Deployment.external_id, Deployment.image_digest, Deployment.image_resolution)
+        ).all()
+    assert {how for _, _, how in rows} == {"revision"}
+    rebuilt = {i.digest for s in org.services for i in s.images if "-" in i.tag}  # `<sha>-<env>`
+    wrong = [ext for ext, digest, _ in rows if digest != truth[ext].digest]
+    assert wrong and all(truth[ext].digest in rebuilt for ext in wrong)

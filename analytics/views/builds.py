@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select, type_coerce
+from sqlalchemy import Connection, and_, case, func, select, type_coerce
 
 from analytics.scope import Scope
 from analytics.views._common import as_dicts
@@ -26,40 +26,10 @@ def default_branches(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         Pipeline.status.in_(("success", "failed")),
         scope.period(Pipeline.finished_at),
     )
-    ranked = (
-        select(
-            Pipeline.repo_id,
-            Pipeline.status,
-            Pipeline.finished_at,
-            Pipeline.web_url,
-            Pipeline.ref,
-            func.row_number()
-            .over(
-                partition_by=Pipeline.repo_id,
-                order_by=(Pipeline.finished_at.desc(), Pipeline.id.desc()),
-            )
-            .label("rank"),
-        )
+    latest = (
+        select(Pipeline.repo_id, func.max(Pipeline.finished_at).label("finished_at"))
         .join(Repo, Repo.id == Pipeline.repo_id)
         .where(on_default)
-        .subquery()
-    )
-    green = (
-        select(Pipeline.repo_id, func.max(Pipeline.finished_at).label("green_at"))
-        .join(Repo, Repo.id == Pipeline.repo_id)
-        .where(on_default, Pipeline.status == "success")
-        .group_by(Pipeline.repo_id)
-        .subquery()
-    )
-    red = (
-        select(Pipeline.repo_id, func.min(Pipeline.finished_at).label("red_since"))
-        .join(Repo, Repo.id == Pipeline.repo_id)
-        .outerjoin(green, green.c.repo_id == Pipeline.repo_id)
-        .where(
-            on_default,
-            Pipeline.status == "failed",
-            or_(green.c.green_at.is_(None), Pipeline.finished_at > green.c.green_at),
-        )
         .group_by(Pipeline.repo_id)
         .subquery()
     )
@@ -67,21 +37,50 @@ def default_branches(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         select(
             Service.name.label("service"),
             Team.name.label("team"),
-            ranked.c.ref.label("branch"),
-            ranked.c.status,
-            ranked.c.finished_at,
-            ranked.c.web_url,
-            type_coerce(red.c.red_since, UTCDateTime()).label("red_since"),
+            Pipeline.repo_id,
+            Pipeline.ref.label("branch"),
+            Pipeline.status,
+            Pipeline.finished_at,
+            Pipeline.web_url,
         )
-        .select_from(ranked)
-        .outerjoin(red, red.c.repo_id == ranked.c.repo_id),
-        on=Service.repo_id == ranked.c.repo_id,
-    ).where(ranked.c.rank == 1)
-    rows = as_dicts(conn.execute(query.order_by(Service.name)))
-    for r in rows:
-        if r["status"] != "failed":
-            r["red_since"] = None
-    return rows
+        .select_from(latest)
+        .join(
+            Pipeline,
+            and_(
+                Pipeline.repo_id == latest.c.repo_id,
+                Pipeline.finished_at == latest.c.finished_at,
+            ),
+        )
+        .join(Repo, Repo.id == Pipeline.repo_id)
+        .where(on_default),
+        on=Service.repo_id == Pipeline.repo_id,
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for r in as_dicts(conn.execute(query.order_by(Service.name, Pipeline.id))):
+        rows[r["service"]] = r  # equal finish times: the later pipeline wins
+    red = {r["repo_id"] for r in rows.values() if r["status"] == "failed"}
+    since = _red_since(conn, on_default, red) if red else {}
+    for r in rows.values():
+        repo_id = r.pop("repo_id")
+        r["red_since"] = since.get(repo_id) if r["status"] == "failed" else None
+    return list(rows.values())
+
+
+def _red_since(conn: Connection, on_default: Any, repos: set[int]) -> dict[int, Any]:
+    """Repository -> the first failure after its last success in the period (red repos only)."""
+    history = conn.execute(
+        select(Pipeline.repo_id, Pipeline.status, Pipeline.finished_at)
+        .join(Repo, Repo.id == Pipeline.repo_id)
+        .where(on_default, Pipeline.repo_id.in_(repos))
+        .order_by(Pipeline.repo_id, Pipeline.finished_at, Pipeline.id)
+    )
+    since: dict[Any, Any] = {}
+    for repo_id, status, finished_at in history:
+        if status == "success":
+            since.pop(repo_id, None)
+        else:
+            since.setdefault(repo_id, finished_at)
+    return since
 
 
 def failing_tests(conn: Connection, scope: Scope, limit: int = 50) -> list[dict[str, Any]]:
