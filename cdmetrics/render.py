@@ -86,3 +86,41 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
     for row in rows:
         table.add_row(str(row[key]), *(_cell(row[m][f]) for m, f, _ in HEADLINE))
     console.print(table)
+
+
+def render_drift(rows: list[dict[str, Any]], output_format: str, console: Console) -> None:
+    """Print `cdmetrics drift` output as a table, JSON or CSV."""
+    if output_format == "json":
+        console.print_json(json.dumps(rows, default=str))
+        return
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["service"])
+        writer.writeheader()
+        writer.writerows(rows)
+        console.file.write(buffer.getvalue())
+        return
+    table = Table(title="drift between adjacent environments")
+    for column in (
+        "service",
+        "pair",
+        "in sync",
+        "commits behind",
+        "drifting (h)",
+        "upstream",
+        "downstream",
+    ):
+        table.add_column(
+            column, justify="right" if column in ("commits behind", "drifting (h)") else "left"
+        )
+    for r in rows:
+        table.add_row(
+            r["service"],
+            f"{r['upstream']} -> {r['downstream']}",
+            "yes" if r["in_sync"] else "no",
+            _cell(r["commits_behind"]),
+            _cell(r["drift_age_hours"]),
+            (r["upstream_digest"] or "-")[:19],
+            (r["downstream_digest"] or "-")[:19],
+        )
+    console.print(table)
