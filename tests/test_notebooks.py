@@ -31,7 +31,9 @@ def test_there_are_notebooks() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path: Path, demo_warehouse: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_notebook_executes(
+    path: Path, demo_warehouse: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     book = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in book.cells if cell.cell_type == "code"), (
         f"{path.name} is stored with outputs: clear them"
@@ -39,5 +41,7 @@ def test_notebook_executes(path: Path, demo_warehouse: str, monkeypatch: pytest.
     monkeypatch.setenv("CDMETRICS_WAREHOUSE__URL", demo_warehouse)
     monkeypatch.chdir(tmp_path)  # no cdmetrics.toml here: defaults plus the environment
     NotebookClient(book, timeout=120, kernel_name="python3").execute()
-    errors = [o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    errors = [
+        o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors

@@ -1,0 +1,109 @@
+"""The promotion gate on hand-built warehouses (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine
+
+from analytics.gate import CannotDecide, evaluate
+from tests.analytics_world import World, at
+from warehouse.schema import Image, ImageTag
+
+PATH = ["test", "staging", "production"]
+REPO = "registry.test/shop"
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    w = World(engine)
+    w.line("a", "b", "c")
+    w.add(
+        Image,
+        [{"digest": f"sha256:{sha}", "repository": REPO, "revision": sha} for sha in "abc"]
+        + [{"digest": "sha256:b2", "repository": REPO, "revision": "b"}],
+    )  # b rebuilt
+    w.deploy("b", at(1), "test", digest="sha256:b")
+    w.deploy("b", at(2), "staging", digest="sha256:b")
+    w.deploy("c", at(3), "test", digest="sha256:c")
+    w.derive()
+    return w
+
+
+def gate(world: World, image: str, env: str = "production", **options: object):  # type: ignore[no-untyped-def]
+    with world.engine.connect() as conn:
+        return evaluate(conn, "shop", image, env, PATH, now=at(10), **options)  # type: ignore[arg-type]
+
+
+def test_a_digest_that_passed_test_and_staging_is_allowed(world: World) -> None:
+    decision = gate(world, f"{REPO}@sha256:b")
+    assert decision.decision == "allow" and decision.reasons == []
+    assert decision.digest == "sha256:b"
+
+
+def test_an_untested_digest_is_denied_saying_what_to_do(world: World) -> None:
+    decision = gate(world, f"{REPO}@sha256:c")
+    assert decision.decision == "deny"
+    [reason] = decision.reasons
+    assert reason.policy == "untested-image" and reason.severity == "error"
+    assert "deploy sha256:c to staging first" in reason.message
+
+
+def test_a_digest_rebuilt_from_the_same_commit_is_denied(world: World) -> None:
+    decision = gate(world, f"{REPO}@sha256:b2")
+    assert decision.decision == "deny"
+    assert {r.policy for r in decision.reasons} == {"untested-image", "rebuilt-image"}
+    assert any("promote sha256:b instead" in r.message for r in decision.reasons)
+
+
+def test_the_first_environment_has_nothing_upstream(world: World) -> None:
+    assert gate(world, f"{REPO}@sha256:c", env="test").decision == "allow"
+
+
+def test_a_tag_is_resolved_and_a_moved_tag_is_warned(world: World) -> None:
+    world.add(
+        ImageTag,
+        [
+            {"repository": REPO, "tag": "latest", "digest": "sha256:a", "seen_at": at(0)},
+            {"repository": REPO, "tag": "latest", "digest": "sha256:b", "seen_at": at(1)},
+            {"repository": REPO, "tag": "b", "digest": "sha256:b", "seen_at": at(1)},
+        ],
+    )
+    pinned = gate(world, f"{REPO}:b")
+    assert (pinned.decision, pinned.digest, pinned.reasons) == ("allow", "sha256:b", [])
+    moved = gate(world, f"{REPO}:latest")
+    assert moved.decision == "allow" and moved.digest == "sha256:b"
+    assert [r.policy for r in moved.reasons] == ["moved-tag"]
+
+
+def test_an_unknown_tag_cannot_be_shown_tested(world: World) -> None:
+    decision = gate(world, f"{REPO}:nightly")
+    assert decision.decision == "deny"
+    assert {r.policy for r in decision.reasons} == {"unpinned-image", "untested-image"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "allowed"),
+    [
+        ("main", True),
+        ("refs/heads/main", True),
+        ("v1.4.2", True),
+        ("refs/tags/r42", True),
+        ("release/2026.11", True),
+        ("hotfix/login", True),
+        ("feature/x", False),
+    ],
+)
+def test_non_release_refs_are_denied_for_production(world: World, ref: str, allowed: bool) -> None:
+    decision = gate(world, f"{REPO}@sha256:b", ref=ref)
+    assert (decision.decision == "allow") is allowed
+    assert (
+        gate(world, f"{REPO}@sha256:c", env="staging", ref=ref).decision == "allow"
+    )  # only production
+
+
+def test_unknown_service_cannot_be_decided(world: World) -> None:
+    with (
+        world.engine.connect() as conn,
+        pytest.raises(CannotDecide, match="unknown service 'nope'"),
+    ):
+        evaluate(conn, "nope", "x@sha256:1", "production", PATH)
