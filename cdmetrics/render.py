@@ -124,3 +124,169 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
             (r["downstream_digest"] or "-")[:19],
         )
     console.print(table)
+
+
+GATE_POLICIES = (
+    "untested-image",
+    "rebuilt-image",
+    "unpinned-image",
+    "moved-tag",
+    "non-release-ref",
+)
+
+
+def gate_junit(decision: dict[str, Any], with_ref: bool) -> str:
+    """JUnit XML: one testcase per policy evaluated; errors fail, warnings are reported in
+    system-out."""
+    from xml.sax.saxutils import escape as xml
+    from xml.sax.saxutils import quoteattr
+
+    policies = [p for p in GATE_POLICIES if with_ref or p != "non-release-ref"]
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for reason in decision["reasons"]:
+        by_policy.setdefault(reason["policy"], []).append(reason)
+    failures = sum(
+        1 for p in policies if any(r["severity"] == "error" for r in by_policy.get(p, []))
+    )
+    cases = []
+    for policy in policies:
+        found = by_policy.get(policy, [])
+        body = "".join(
+            f"<failure message={quoteattr(r['message'])} type={quoteattr(policy)}/>"
+            if r["severity"] == "error"
+            else f"<system-out>{xml('warning: ' + r['message'])}</system-out>"
+            for r in found
+        )
+        cases.append(
+            f"<testcase classname={quoteattr('gate.' + decision['service'])} name={quoteattr(policy)}>"
+            f"{body}</testcase>"
+        )
+    name = quoteattr(f"cdmetrics gate {decision['service']} -> {decision['environment']}")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={name} tests="{len(policies)}" '
+        f'failures="{failures}" errors="0">' + "".join(cases) + "</testsuite>\n"
+    )
+
+
+def render_gate(
+    decision: dict[str, Any], output_format: str, console: Console, with_ref: bool
+) -> None:
+    """Print a gate decision as text, JSON or JUnit XML."""
+    if output_format == "json":
+        console.print_json(json.dumps(decision, default=str))
+    elif output_format == "junit":
+        console.file.write(gate_junit(decision, with_ref))
+    else:
+        verdict = decision["decision"].upper()
+        console.print(
+            f"{verdict}: {decision['service']} {decision['image']} -> {decision['environment']}"
+            + (f" ({decision['digest']})" if decision.get("digest") else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+        for reason in decision["reasons"]:
+            console.print(
+                f"  [{reason['severity']}] {reason['policy']}: {reason['message']}",
+                highlight=False,
+                soft_wrap=True,
+                markup=False,
+            )
+
+
+SARIF_LEVELS = {"error": "error", "warn": "warning", "info": "note"}
+
+
+def violations_sarif(rows: list[dict[str, Any]]) -> str:
+    """SARIF 2.1.0: one rule per policy, one result per violation (logical location: the service)."""
+    rules = sorted({r["policy"] for r in rows})
+    results = [
+        {
+            "ruleId": r["policy"],
+            "level": SARIF_LEVELS.get(r["severity"], "warning"),
+            "message": {"text": r["message"]},
+            "locations": [
+                {
+                    "logicalLocations": [
+                        {
+                            "name": r["service"] or "organisation",
+                            "kind": "module",
+                            "fullyQualifiedName": f"{r['service']}/{r['environment'] or '-'}",
+                        }
+                    ]
+                }
+            ],
+            "partialFingerprints": {"subject": r["subject"]},
+            **({"properties": {"url": r["url"]}} if r.get("url") else {}),
+        }
+        for r in rows
+    ]
+    log = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "cdmetrics",
+                        "informationUri": "https://example.invalid/cdmetrics",
+                        "rules": [{"id": rule, "name": rule} for rule in rules],
+                    }
+                },
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2, default=str)
+
+
+def violations_junit(rows: list[dict[str, Any]], policies: list[str]) -> str:
+    """JUnit XML: one testcase per policy evaluated, failing with its violations."""
+    from xml.sax.saxutils import escape as xml
+    from xml.sax.saxutils import quoteattr
+
+    by_policy: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
+    for r in rows:
+        by_policy.setdefault(r["policy"], []).append(r)
+    failing = [p for p, found in by_policy.items() if found]
+    cases = "".join(
+        f'<testcase classname="policy" name={quoteattr(p)}>'
+        + (
+            f"<failure message={quoteattr(f'{len(found)} violation(s)')} "
+            f"type={quoteattr(found[0]['severity'])}>"
+            + xml("\n".join(f"{v['service']}: {v['message']}" for v in found))
+            + "</failure>"
+            if found
+            else ""
+        )
+        + "</testcase>"
+        for p, found in by_policy.items()
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="cdmetrics policy scan" '
+        f'tests="{len(by_policy)}" failures="{len(failing)}" errors="0">{cases}</testsuite>\n'
+    )
+
+
+def render_violations(
+    rows: list[dict[str, Any]], output_format: str, console: Console, policies: list[str]
+) -> None:
+    """Print `cdmetrics policy scan` output as a table, JSON, JUnit or SARIF."""
+    if output_format == "json":
+        console.print_json(json.dumps(rows, default=str))
+    elif output_format == "sarif":
+        console.file.write(violations_sarif(rows) + "\n")
+    elif output_format == "junit":
+        console.file.write(violations_junit(rows, policies))
+    else:
+        table = Table(title=f"{len(rows)} policy violation(s)")
+        for column in ("severity", "policy", "service", "environment", "message"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r["severity"],
+                r["policy"],
+                r["service"] or "-",
+                r["environment"] or "-",
+                r["message"],
+            )
+        console.print(table)
