@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from warehouse.schema import Commit, Deployment, Image, ImageTag, Service
 
@@ -55,56 +55,80 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
         match = pattern.match(tag)
         if match:
             wanted[(repo_id, match.group("sha"))].add(digest)
-    written = 0
+    per_repo: dict[Any, dict[str, set[str]]] = defaultdict(dict)
     for (repo_id, short), digests in wanted.items():
-        shas = (
-            conn.execute(
-                select(Commit.sha)
-                .where(Commit.repo_id == repo_id, Commit.sha.startswith(short))
-                .limit(2)
-            )
-            .scalars()
-            .all()
-        )
-        if len(shas) != 1:  # unknown or ambiguous prefix
-            continue
-        written += conn.execute(
+        per_repo[repo_id][short] = digests
+    by_revision: dict[str, set[str]] = defaultdict(set)
+    for repo_id, shorts in per_repo.items():
+        by_prefix: dict[str, list[str]] = defaultdict(list)
+        for sha in conn.execute(select(Commit.sha).where(Commit.repo_id == repo_id)).scalars():
+            by_prefix[sha[:7]].append(sha)
+        for short, digests in shorts.items():
+            matches = [sha for sha in by_prefix.get(short[:7], ()) if sha.startswith(short)]
+            if len(matches) == 1:  # an unknown or ambiguous prefix names nothing
+                by_revision[matches[0]] |= digests
+    updates = [
+        {"target": d, "revision": sha}
+        for sha, digests in by_revision.items()
+        for d in sorted(digests)
+    ]
+    if updates:
+        conn.execute(
             update(Image)
-            .where(Image.digest.in_(sorted(digests)), Image.revision.is_(None))
-            .values(revision=shas[0], revision_origin="tag")
-        ).rowcount
-    return written
+            .where(Image.digest == bindparam("target"), Image.revision.is_(None))
+            .values(revision=bindparam("revision"), revision_origin="tag"),
+            updates,
+        )
+    return len(updates)
 
 
 def _deployment_digests(conn: Connection) -> int:
-    pending = conn.execute(
+    """Resolve pending deployments set-wise: by tag for those naming an image, then by revision."""
+    pending = and_(
+        Deployment.image_digest.is_(None),
+        func.coalesce(Deployment.image_resolution, "none") == "none",
+    )
+    updates: list[dict[str, object]] = []
+    named = conn.execute(
         select(
-            Deployment.id,
-            Deployment.sha,
-            Deployment.image_ref,
-            Deployment.started_at,
-            Deployment.created_at,
-            Service.image_repository,
-        )
-        .join(Service, Service.id == Deployment.service_id)
-        .where(
-            Deployment.image_digest.is_(None),
-            func.coalesce(Deployment.image_resolution, "none") == "none",
-        )
+            Deployment.id, Deployment.image_ref, Deployment.started_at, Deployment.created_at
+        ).where(pending, Deployment.image_ref.is_not(None))
     ).all()
-    resolved = 0
-    for row in pending:
-        digest, how = _by_tag(conn, row) if row.image_ref else (None, None)
-        if digest is None and row.sha:
-            digest, how = _by_revision(conn, row.sha, row.image_repository)
+    for row in named:
+        digest, how = _by_tag(conn, row)
         if digest is not None:
-            conn.execute(
-                update(Deployment)
-                .where(Deployment.id == row.id)
-                .values(image_digest=digest, image_resolution=how)
-            )
-            resolved += 1
-    return resolved
+            updates.append({"target": row.id, "digest": digest, "how": how})
+    # the one image (an index counts once with its platform images) built from the deployed commit
+    image = func.coalesce(Image.index_digest, Image.digest)
+    single = (
+        select(Image.revision, Image.repository, func.min(image).label("digest"))
+        .where(Image.revision.is_not(None))
+        .group_by(Image.revision, Image.repository)
+        .having(func.count(func.distinct(image)) == 1)
+        .subquery()
+    )
+    taken = {u["target"] for u in updates}
+    for target, digest in conn.execute(
+        select(Deployment.id, single.c.digest)
+        .join(Service, Service.id == Deployment.service_id)
+        .join(
+            single,
+            and_(
+                single.c.revision == Deployment.sha, single.c.repository == Service.image_repository
+            ),
+        )
+        .where(pending)
+    ):
+        if target not in taken:
+            updates.append({"target": target, "digest": digest, "how": "revision"})
+    if updates:
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id == bindparam("target"))
+            .values(image_digest=bindparam("digest"), image_resolution=bindparam("how")),
+            updates,
+        )
+    return len(updates)
 
 
 def _by_tag(conn: Connection, row: Any) -> tuple[str | None, str | None]:
@@ -121,21 +145,6 @@ def _by_tag(conn: Connection, row: Any) -> tuple[str | None, str | None]:
         query = query.where(ImageTag.seen_at <= at)
     digest = conn.execute(query.order_by(ImageTag.seen_at.desc()).limit(1)).scalar()
     return (digest, "tag") if digest else (None, None)
-
-
-def _by_revision(
-    conn: Connection, sha: str, repository: str | None
-) -> tuple[str | None, str | None]:
-    """The one image built from `sha` (platform images count as their index)."""
-    query = (
-        select(func.coalesce(Image.index_digest, Image.digest))
-        .where(Image.revision == sha)
-        .distinct()
-    )
-    if repository:
-        query = query.where(Image.repository == repository)
-    digests = conn.execute(query.limit(2)).scalars().all()
-    return (digests[0], "revision") if len(digests) == 1 else (None, None)
 
 
 __all__ = ["ResolutionSummary", "resolve_images"]
