@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cdmetrics demo --size demo --headless
+	$(BIN)/cdmetrics demo --size demo
 
 test: $(STAMP)
 	$(BIN)/pytest

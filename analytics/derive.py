@@ -83,10 +83,12 @@ class CommitGraph:
     """One repository's commit graph (parents only), loaded once per derive; what lead time needs
     about a commit is looked up for the few commits that are changes (`starts`)."""
 
-    def __init__(self, conn: Connection, repo_id: int) -> None:
+    def __init__(self, conn: Connection, repo_id: int | None) -> None:
         self.conn = conn
-        self.repo_id = repo_id
+        self.repo_id = repo_id  # None: a service without a repository (events pushed to us)
         self.parents: dict[str, list[str]] = defaultdict(list)
+        if repo_id is None:
+            return
         rows = conn.execute(
             select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
         )
@@ -172,7 +174,7 @@ def derive(
                 conn.execute(delete(table))
         resolved = resolve_images(conn, tag_revision_pattern)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
-        graphs: dict[int, CommitGraph] = {}
+        graphs: dict[int | None, CommitGraph] = {}
         for service_id, environment_id, repo_id, since in _stale_chains(conn):
             summary.chains += 1
             if repo_id not in graphs:
@@ -195,8 +197,10 @@ def _successful() -> Any:
     )
 
 
-def _stale_chains(conn: Connection) -> list[tuple[int, int, int, datetime]]:
-    """(service, environment, repo, earliest new finish) of chains with deployments not derived yet."""
+def _stale_chains(conn: Connection) -> list[tuple[int, int, int | None, datetime]]:
+    """(service, environment, repo, earliest new finish) of chains with deployments not derived yet.
+    A service without a repository (known only from pushed events, e.g. CDEvents) has a chain
+    too: its deployments count, have no changes, and are rollbacks by digest."""
     repo = func.coalesce(Deployment.repo_id, Service.repo_id)
     rows = conn.execute(
         select(
@@ -204,10 +208,10 @@ def _stale_chains(conn: Connection) -> list[tuple[int, int, int, datetime]]:
         )
         .join(Service, Service.id == Deployment.service_id)
         .outerjoin(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
-        .where(_successful(), DeploymentChain.id.is_(None), repo.is_not(None))
+        .where(_successful(), DeploymentChain.id.is_(None))
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
     ).all()
-    return [(s, e, r, since) for s, e, r, since in rows]  # type: ignore[misc]  # non-null by the filter
+    return [(s, e, r, since) for s, e, r, since in rows]  # type: ignore[misc]  # non-null by _successful
 
 
 def _derive_chain(
@@ -305,6 +309,8 @@ def _link(
     `known`; `ran` holds the images that ran before `previous`."""
     if previous is None:
         return False, [], graph.ancestors(step.sha) if step.sha else set()
+    if not step.sha and step.digest and step.digest != previous.digest:  # only the image known
+        return _image(step) in ran, [], known
     if not step.sha or step.sha == previous.sha:  # a redeploy: neither change nor rollback
         return False, [], known
     if step.sha in known or _image(step) in ran:

@@ -20,11 +20,15 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from analytics import drift as drift_analytics
+from analytics import gate as gate_analytics
+from analytics import policies as policy_analytics
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
 from analytics.scope import Scope
-from cdmetrics.render import render_metrics
+from cdmetrics.cli_service import register as register_service_commands
+from cdmetrics.render import render_drift, render_gate, render_metrics, render_violations
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import current_revision, head_revision, upgrade
@@ -36,12 +40,15 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+policy_app = typer.Typer(help="Policy checks over the warehouse.", no_args_is_help=True)
 sandbox_app = typer.Typer(
     help="A generated organisation and its API simulators.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(policy_app, name="policy")
+register_service_commands(app)
 
 err = Console(stderr=True)
 out = Console()
@@ -192,11 +199,23 @@ def sync(
     for summary in summaries:
         for error in summary.errors:
             err.print(f"[red]error:[/] {escape(error)}", highlight=False)
-    derived = derive(engine, failure_rules(settings), full=full)
-    result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived.as_json()}
+    derived = derive_all(engine, settings, full=full)
+    result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived}
     out.print_json(data=result, indent=None)
     if not all(s.ok for s in summaries):
         raise typer.Exit(1)
+
+
+def derive_all(engine: Engine, settings: Settings, full: bool = False) -> dict[str, object]:
+    """Derived tables, then today's drift snapshot; the summary as JSON."""
+    derived = derive(
+        engine,
+        failure_rules(settings),
+        full=full,
+        tag_revision_pattern=settings.metrics.tag_revision_pattern,
+    )
+    snapshot_rows = drift_analytics.record(engine, settings.environments.promotion_path)
+    return {**derived.as_json(), "drift_rows": snapshot_rows}
 
 
 def failure_rules(settings: Settings) -> FailureRules:
@@ -212,7 +231,7 @@ def derive_command(
     """Bring the derived tables (deployment changes, failures) up to date; prints a JSON summary."""
     settings = _globals(ctx).settings()
     engine = _open(settings)
-    out.print_json(data=derive(engine, failure_rules(settings), full=full).as_json(), indent=None)
+    out.print_json(data=derive_all(engine, settings, full=full), indent=None)
 
 
 def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
@@ -234,6 +253,104 @@ def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, 
     )
     start = parse(since, "--since") if since else end - timedelta(days=90)
     return start, end
+
+
+@app.command("drift")
+def drift_command(
+    ctx: typer.Context,
+    service: list[str] | None = typer.Option(None, help="Only these services (repeatable)."),
+    output_format: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Image drift between adjacent environments of the promotion path, per service."""
+    settings = _globals(ctx).settings()
+    if output_format not in ("table", "json", "csv"):
+        raise typer.BadParameter("use table, json or csv", param_hint="--format")
+    engine = _open(settings)
+    with engine.connect() as conn:
+        rows = drift_analytics.drift(
+            conn, settings.environments.promotion_path, services=service or None
+        )
+    render_drift(drift_analytics.as_json(rows), output_format, out)
+
+
+@app.command()
+def gate(
+    ctx: typer.Context,
+    service: str = typer.Option(..., help="The service being promoted."),
+    image: str = typer.Option(..., help="Image reference: repo@sha256:... (best) or repo:tag."),
+    to: str = typer.Option(..., "--to", help="Target environment (canonical name)."),
+    ref: str | None = typer.Option(None, help="Git ref being released (checks non-release-ref)."),
+    output_format: str = typer.Option("text", "--format", help="text, json or junit."),
+    fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
+) -> None:
+    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide."""
+    if output_format not in ("text", "json", "junit"):
+        raise typer.BadParameter("use text, json or junit", param_hint="--format")
+    settings = _globals(ctx).settings()
+    try:
+        engine = _open(settings)
+        with engine.connect() as conn:
+            decision = gate_analytics.evaluate(
+                conn,
+                service,
+                image,
+                to,
+                settings.environments.promotion_path,
+                ref=ref,
+                policy=gate_analytics.GatePolicy.from_settings(settings.policies),
+            ).as_json()
+    except (CannotDecide, gate_analytics.CannotDecide) as exc:
+        decision = {
+            "decision": "error",
+            "service": service,
+            "image": image,
+            "digest": None,
+            "environment": to,
+            "reasons": [{"policy": "gate", "severity": "error", "message": str(exc)}],
+        }
+        render_gate(decision, output_format, out, ref is not None)
+        if fail_open:
+            err.print("gate cannot decide; allowing because of --fail-open")
+            raise typer.Exit(0) from None
+        raise typer.Exit(2) from None
+    render_gate(decision, output_format, out, ref is not None)
+    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
+
+
+@policy_app.command("scan")
+def policy_scan(
+    ctx: typer.Context,
+    since: str | None = typer.Option(
+        None, help="Start (date or ISO timestamp; default: 90 days ago)."
+    ),
+    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    policy: list[str] | None = typer.Option(None, help="Only these policies (repeatable)."),
+    output_format: str = typer.Option("table", "--format", help="table, json, junit or sarif."),
+    fail_on: str = typer.Option(
+        "error", "--fail-on", help="Exit 1 on violations of: error, warn or never."
+    ),
+) -> None:
+    """Evaluate every policy over a period, record the violations, and report them."""
+    if output_format not in ("table", "json", "junit", "sarif"):
+        raise typer.BadParameter("use table, json, junit or sarif", param_hint="--format")
+    if fail_on not in ("error", "warn", "never"):
+        raise typer.BadParameter("use error, warn or never", param_hint="--fail-on")
+    settings = _globals(ctx).settings()
+    unknown = sorted(set(policy or []) - set(policy_analytics.POLICIES))
+    if unknown:
+        raise typer.BadParameter(f"unknown policy {', '.join(unknown)}", param_hint="--policy")
+    start, end = _period(since, until, settings.sync.timezone)
+    engine = _open(settings)
+    with engine.begin() as conn:
+        found = policy_analytics.scan(
+            conn, start, end, settings.environments.promotion_path, settings.policies, only=policy
+        )
+        found = policy_analytics.store(conn, found)
+    rows = [v.as_json() for v in found]
+    render_violations(rows, output_format, out, sorted(policy or policy_analytics.POLICIES))
+    failing = {"error": ("error",), "warn": ("error", "warn"), "never": ()}[fail_on]
+    if any(r["severity"] in failing for r in rows):
+        raise typer.Exit(1)
 
 
 @app.command("metrics")
@@ -306,6 +423,23 @@ def sandbox_serve(
 
 
 @app.command()
+def dashboard(
+    ctx: typer.Context,
+    port: int = typer.Option(8501, help="Port to listen on."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to listen on (default: this machine only)."
+    ),
+) -> None:
+    """Open the dashboard (Streamlit) on the warehouse; it runs until Ctrl-C."""
+    from dashboard.launch import serve
+
+    g = _globals(ctx)
+    settings = g.settings()
+    _open(settings).dispose()  # fail now, with exit 2, on a warehouse that cannot be opened
+    raise typer.Exit(serve(settings.warehouse.url, g.config, host, port, announce=err.print))
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     size: str = typer.Option("demo", help="Sandbox size: small | demo | large."),
@@ -352,10 +486,9 @@ def demo(
     if not all(s.ok for s in summaries):
         raise typer.Exit(1)
     if not headless:
-        err.print(
-            "the dashboard arrives with the dashboard issue; until then --headless is what runs"
-        )
-    del port
+        from dashboard.launch import serve
+
+        raise typer.Exit(serve(url, None, "127.0.0.1", port, announce=err.print))
 
 
 def main() -> None:

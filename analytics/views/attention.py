@@ -6,7 +6,8 @@ Signals (a service appears when at least one applies):
 - failed changes in the recent week, and a change failure rate rising from the week before;
 - a red default branch (its latest finished pipeline of the period failed), and since when;
 - open policy violations, the newest first (once `cdmetrics policy scan` has stored some);
-- the worst drift of the latest drift snapshot (once drift analytics have taken one).
+- the worst drift of the latest drift snapshot, when older than a week (`cdmetrics derive`
+  records a snapshot).
 
 The recent week is the last complete ISO week of the period and the one before it
 (`comparison_weeks`), so a Monday look compares last week with the week before.
@@ -28,6 +29,8 @@ from analytics.views.environments import drift_matrix, violations
 
 # weight of each signal in the ordering (a failed change not yet recovered is the most urgent)
 WEIGHTS = {"unrecovered": 4.0, "failed": 2.0, "rising": 2.0, "red_day": 1.0, "violation": 1.0}
+# drift younger than this is a promotion in progress, not a stuck service
+DRIFT_NOTICED_HOURS = 7 * 24
 
 
 def comparison_weeks(scope: Scope) -> tuple[tuple[str, Window], tuple[str, Window]] | None:
@@ -126,7 +129,9 @@ def _drift(found: list[dict[str, Any]], entry: Any) -> None:
     worst: dict[str, dict[str, Any]] = {}
     for d in found:
         age = d["drift_age_hours"]
-        if age and (d["service"] not in worst or age > worst[d["service"]]["drift_age_hours"]):
+        if age is None or age < DRIFT_NOTICED_HOURS:
+            continue
+        if d["service"] not in worst or age > worst[d["service"]]["drift_age_hours"]:
             worst[d["service"]] = d
     for service, d in worst.items():
         e = entry(service, None)

@@ -1,0 +1,113 @@
+"""Builds: pipeline failure rate, durations and queue time per week, default branches (red since
+when) and the failing test suites."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, show, state
+
+view = state.current()
+state.require_data(view)
+st.title("Builds")
+metrics = data.metrics(view.url, view.scope, view.rules, ("build",))
+build = metrics["total"]["build"]
+columns = st.columns(5)
+with columns[0]:
+    show.tile(
+        "Pipeline failure rate",
+        show.percent(build["failure_rate"]),
+        caption=f"{build['failed']:,} failed of {build['pipelines']:,} finished pipelines "
+        f"({build['canceled']} canceled, {build['skipped']} skipped: not in the rate)",
+    )
+with columns[1]:
+    show.tile(
+        "Median duration",
+        show.seconds(build["median_duration_s"]),
+        caption=f"p90 {show.seconds(build['p90_duration_s'])}",
+    )
+with columns[2]:
+    show.tile("Median queue time", show.seconds(build["median_queue_s"]))
+with columns[3]:
+    show.tile(
+        "Default branch red",
+        show.percent(build["default_branch_red_share"]),
+        caption="share of the time the latest default-branch pipeline was failed",
+    )
+with columns[4]:
+    show.tile(
+        "Failed tests",
+        show.number(build["failed_tests"]),
+        caption=f"in {build['pipelines_with_failed_tests']:,} pipelines",
+    )
+
+weeks = pd.DataFrame(
+    {
+        "week": [w["week"] for w in metrics["weeks"]],
+        "failed": [w["build"]["failed"] for w in metrics["weeks"]],
+        "rate": [w["build"]["failure_rate"] for w in metrics["weeks"]],
+        "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["weeks"]],
+        "p90": [(w["build"]["p90_duration_s"] or 0) / 60 for w in metrics["weeks"]],
+        "queue": [(w["build"]["median_queue_s"] or 0) / 60 for w in metrics["weeks"]],
+        "red": [w["build"]["default_branch_red_share"] for w in metrics["weeks"]],
+    }
+)
+left, right = st.columns(2)
+with left:
+    st.subheader("Failure rate per week")
+    show.chart(
+        charts.bars_and_rate(weeks, "week", "failed", "rate", "failed pipelines", "rate"),
+        key="failure-rate",
+    )
+with right:
+    st.subheader("Duration and queue time per week")
+    ys = {"p50": "median duration", "p90": "p90 duration", "queue": "median queue"}
+    show.chart(charts.lines(weeks, "week", ys, "minutes"), key="durations")
+left, right = st.columns(2)
+with left:
+    st.subheader("Durations")
+    histogram = data.duration_histogram(view.url, view.scope, view.rules)
+    if build["pipelines"]:
+        show.chart(charts.histogram(histogram, "duration", "pipelines"), key="histogram")
+    else:
+        show.nothing("pipelines")
+with right:
+    st.subheader("Default-branch red time per week")
+    show.chart(charts.lines(weeks, "week", {"red": "red share"}, "share"), key="red")
+
+st.subheader("Default branches")
+branches = data.table("default_branches", view.url, view.scope)
+if branches.empty:
+    show.nothing("default-branch pipelines")
+else:
+    red = branches[branches["status"] == "failed"]
+    st.caption(f"{len(red)} of {len(branches)} default branches are red at the end of the period.")
+    show.table(
+        branches.sort_values(["status", "red_since"], ascending=[True, True]),
+        links={"web_url": "pipeline"},
+        columns={
+            "service": "service",
+            "branch": "branch",
+            "status": "latest pipeline",
+            "finished_at": "finished",
+            "red_since": "red since",
+        },
+        key="branches",
+    )
+
+st.subheader("Failing tests")
+tests = data.table("failing_tests", view.url, view.scope)
+if tests.empty:
+    show.nothing("failed tests")
+else:
+    show.table(
+        tests,
+        columns={
+            "service": "service",
+            "suite": "suite",
+            "failed_tests": "failed tests",
+            "failing_runs": "runs with failures",
+            "runs": "runs",
+            "last_failed_at": "last failed",
+        },
+        key="tests",
+    )

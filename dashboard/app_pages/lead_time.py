@@ -1,0 +1,92 @@
+"""Lead time for changes: the distribution, p50/p90 per week, the merge-request stages, and the
+slowest changes with links to their commit and merge request."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, show, state
+
+view = state.current()
+state.require_data(view)
+st.title("Lead time for changes")
+metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",))
+lead = metrics["total"]["lead_time"]
+columns = st.columns(4)
+with columns[0]:
+    show.tile("Median lead time", show.hours(lead["median_hours"]), level_name=lead["level"])
+with columns[1]:
+    show.tile("p90 lead time", show.hours(lead["p90_hours"]))
+with columns[2]:
+    show.tile("Changes deployed", show.number(lead["changes"]), caption="merge commits excluded")
+with columns[3]:
+    show.tile(
+        "Merge requests deployed",
+        show.number(lead["merge_requests"]),
+        caption=f"median cycle {show.hours(lead['stages']['cycle'])}",
+    )
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Distribution")
+    histogram = data.lead_time_histogram(view.url, view.scope, view.rules)
+    if lead["changes"]:
+        show.chart(charts.histogram(histogram, "lead time", "changes"))
+    else:
+        show.nothing("changes deployed")
+with right:
+    st.subheader("Median and p90 per week")
+    weeks = pd.DataFrame(
+        {
+            "week": [w["week"] for w in metrics["weeks"]],
+            "p50": [w["lead_time"]["median_hours"] for w in metrics["weeks"]],
+            "p90": [w["lead_time"]["p90_hours"] for w in metrics["weeks"]],
+        }
+    )
+    show.chart(charts.lines(weeks, "week", {"p50": "median", "p90": "p90"}, "hours"))
+
+st.subheader("Merge-request stages")
+stage_names = ("coding", "pickup", "review", "deploy")
+stages = pd.DataFrame(
+    [
+        {"label": label, "stage": name, "hours": figures["lead_time"]["stages"][name]}
+        for label, figures in [("period", metrics["total"])]
+        + [(w["week"], w) for w in metrics["weeks"]]
+        for name in stage_names
+    ]
+)
+if lead["merge_requests"]:
+    show.chart(charts.stages(stages[stages["label"] == "period"]), key="stages-period")
+    st.caption(
+        "Median hours of each stage: coding (first commit → MR opened), pickup (→ first review), "
+        "review (→ merged), deploy (→ in production). Medians of stages do not add up to the "
+        f"median cycle ({show.hours(lead['stages']['cycle'])}). Negative spans dropped: "
+        + ", ".join(f"{k} {v}" for k, v in lead["negative_spans_dropped"].items())
+    )
+    show.chart(
+        charts.bars(stages[stages["label"] != "period"], "label", "hours", "stage"),
+        key="stages-weekly",
+    )
+else:
+    show.nothing("merge requests deployed")
+
+st.subheader("Slowest changes")
+slowest = data.table("slowest_changes", view.url, view.scope)
+if slowest.empty:
+    show.nothing("changes deployed")
+else:
+    slowest["lead time"] = slowest["lead_time_hours"].map(show.hours)
+    slowest["commit"] = slowest["sha"].str[:10]
+    show.table(
+        slowest,
+        links={"commit_url": "commit page", "merge_request_url": "merge request"},
+        columns={
+            "service": "service",
+            "commit": "commit",
+            "title": "title",
+            "lead time": "lead time",
+            "started_at": "started",
+            "deployed_at": "in production",
+            "merge_request": "merge request",
+        },
+        key="slowest",
+    )

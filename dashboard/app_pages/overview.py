@@ -1,0 +1,59 @@
+"""Overview: the DORA tiles, deployments and change failure rate per week, the teams'
+scorecard, and the services needing attention."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, show, state, tiles
+
+view = state.current()
+state.require_data(view)
+st.title("Overview")
+metrics = data.metrics(
+    view.url, view.scope, view.rules, tuple(tiles.DORA), tiles.PARTS, by_team=True
+)
+tiles.dora_tiles(metrics, view.scope)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Deployments and change failure rate per week")
+    weeks = pd.DataFrame(
+        {
+            "week": [w["week"] for w in metrics["weeks"]],
+            "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["weeks"]],
+            "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
+        }
+    )
+    show.chart(
+        charts.bars_and_rate(weeks, "week", "deployments", "rate", "deployments", "failure rate")
+    )
+with right:
+    st.subheader("Teams")
+    teams = pd.DataFrame(
+        {
+            "team": t["team"],
+            "deploy days/week": t["deployment_frequency"]["median_days_per_week"],
+            "lead time": show.hours(t["lead_time"]["median_hours"]),
+            "failure rate": show.percent(t["change_failure_rate"]["rate"]),
+            "recovery": show.hours(t["recovery_time"]["median_hours"]),
+            "levels": " / ".join((t[name]["level"] or "-")[0].upper() for name in tiles.DORA),
+        }
+        for t in metrics["teams"]
+    )
+    show.table(teams, key="teams")
+    st.caption("Levels: deployment frequency / lead time / failure rate / recovery (E H M L).")
+
+st.subheader("Services needing attention")
+attention = data.table("services_needing_attention", view.url, view.scope)
+if attention.empty:
+    st.success(
+        "Nothing stands out: no unrecovered or recent failed changes, no red default "
+        "branch, no open violation."
+    )
+else:
+    show.table(
+        attention,
+        links={"pipeline_url": "red pipeline"},
+        columns={"service": "service", "team": "team", "reasons": "why"},
+        key="attention",
+    )

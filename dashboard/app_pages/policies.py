@@ -1,0 +1,72 @@
+"""Policies: violations by policy and severity, what is new this week, filters, and the list as
+CSV."""
+
+import streamlit as st
+
+from dashboard import charts, data, show, state
+
+view = state.current()
+state.require_data(view)
+st.title("Policies")
+found = data.violations(view.url, view.scope)
+if found.empty:
+    st.info(
+        "No violations recorded yet — they arrive with `cdmetrics policy scan`, which evaluates "
+        "every policy (untested images, merges on a red pipeline, direct pushes, ...) and "
+        "stores what it finds."
+    )
+    st.stop()
+
+left, middle, right = st.columns([2, 2, 1])
+with left:
+    policies = st.multiselect(
+        "Policy", sorted(found["policy"].unique()), key="policy", bind="query-params"
+    )
+with middle:
+    severities = st.multiselect(
+        "Severity", ["error", "warn", "info"], key="severity", bind="query-params"
+    )
+with right:
+    only_new = st.toggle("New this week only", key="new", bind="query-params")
+shown = data.chosen_violations(found, policies, severities, only_new)
+
+columns = st.columns(4)
+with columns[0]:
+    show.tile("Open violations", show.number(int(shown["open"].sum())))
+with columns[1]:
+    show.tile("Errors", show.number(int((shown["open"] & (shown["severity"] == "error")).sum())))
+with columns[2]:
+    show.tile("Warnings", show.number(int((shown["open"] & (shown["severity"] == "warn")).sum())))
+with columns[3]:
+    show.tile("New this week", show.number(int(shown["new"].sum())))
+
+st.subheader("By policy and severity")
+counts = shown.groupby(["policy", "severity"]).size().reset_index(name="violations")
+if counts.empty:
+    show.nothing("violations")
+else:
+    show.chart(charts.bars(counts, "policy", "violations", "severity"), key="by-policy")
+
+st.subheader("Violations")
+show.table(
+    shown,
+    links={"url": "object"},
+    columns={
+        "first_seen_at": "found",
+        "policy": "policy",
+        "severity": "severity",
+        "service": "service",
+        "environment": "environment",
+        "message": "what to do",
+        "resolved_at": "resolved",
+        "new": "new",
+    },
+    key="violations",
+)
+st.download_button(
+    "Download CSV",
+    shown.to_csv(index=False).encode(),
+    file_name="violations.csv",
+    mime="text/csv",
+    icon=":material/download:",
+)

@@ -1,0 +1,143 @@
+"""Plotly figures of small, already aggregated DataFrames (one function per kind of chart).
+
+Figures receive aggregates, never raw rows: a chart of a large organisation's quarter stays a
+few kilobytes in the browser.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+HEIGHT = 320
+LEVEL_SCALE = "YlOrRd"
+
+
+def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Figure:
+    figure.update_layout(
+        height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text="", **kwargs
+    )
+    return figure
+
+
+def bars(
+    frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = ""
+) -> go.Figure:
+    """Bars of `y` over `x`, stacked by `color`."""
+    figure = px.bar(frame, x=x, y=y, color=color, title=title)
+    return _layout(figure, barmode="stack", xaxis_title="", yaxis_title=y.replace("_", " "))
+
+
+def lines(frame: pd.DataFrame, x: str, ys: dict[str, str], unit: str, title: str = "") -> go.Figure:
+    """One line per column of `ys` (column -> legend label) over `x`."""
+    figure = go.Figure()
+    for column, label in ys.items():
+        figure.add_trace(go.Scatter(x=frame[x], y=frame[column], name=label, mode="lines+markers"))
+    return _layout(figure, title=title, yaxis_title=unit, hovermode="x unified")
+
+
+def bars_and_rate(
+    frame: pd.DataFrame, x: str, count: str, rate: str, count_label: str, rate_label: str
+) -> go.Figure:
+    """Counts as bars and a rate (0..1) as a line on a second axis, over `x`."""
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=frame[x], y=frame[count], name=count_label, opacity=0.6))
+    figure.add_trace(
+        go.Scatter(x=frame[x], y=frame[rate], name=rate_label, mode="lines+markers", yaxis="y2")
+    )
+    return _layout(
+        figure,
+        yaxis={"title": count_label},
+        yaxis2={"title": rate_label, "overlaying": "y", "side": "right", "tickformat": ".0%"},
+        hovermode="x unified",
+    )
+
+
+def stages(frame: pd.DataFrame) -> go.Figure:
+    """The merge-request stages' median hours as one horizontal stacked bar per row `label`."""
+    figure = px.bar(frame, x="hours", y="label", color="stage", orientation="h", text_auto=".1f")
+    return _layout(figure, height=200, barmode="stack", xaxis_title="median hours", yaxis_title="")
+
+
+def calendar(frame: pd.DataFrame, value: str = "deployments") -> go.Figure:
+    """A calendar heatmap: ISO weeks across, weekdays down, one cell per day."""
+    weekdays = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    grid = frame.pivot_table(index="weekday", columns="week", values=value, aggfunc="sum")
+    grid = grid.reindex(weekdays)
+    days = frame.pivot_table(index="weekday", columns="week", values="day", aggfunc="first")
+    days = days.reindex(weekdays).reindex(columns=grid.columns)
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=list(grid.columns),
+            y=weekdays,
+            customdata=days.values,
+            colorscale="Greens",
+            hovertemplate="%{customdata}: %{z} " + value + "<extra></extra>",
+            xgap=2,
+            ygap=2,
+        )
+    )
+    return _layout(figure, height=260, yaxis={"autorange": "reversed"})
+
+
+def matrix(
+    frame: pd.DataFrame, rows: str, columns: str, value: str, text: str | None = None
+) -> go.Figure:
+    """A heatmap of `value` per `rows` x `columns` (e.g. service x environment), cells labelled
+    with `text` (default: the value)."""
+    grid = frame.pivot_table(index=rows, columns=columns, values=value, aggfunc="sum", sort=False)
+    labels = (
+        frame.pivot_table(index=rows, columns=columns, values=text, aggfunc="first", sort=False)
+        .reindex(index=grid.index, columns=grid.columns)
+        .fillna("")
+        .values
+        if text
+        else grid.fillna(0).values
+    )
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid.values,
+            x=list(grid.columns),
+            y=list(grid.index),
+            text=labels,
+            texttemplate="%{text}",
+            colorscale=LEVEL_SCALE,
+            hovertemplate="%{y} · %{x}: %{z}<extra></extra>",
+            xgap=2,
+            ygap=2,
+        )
+    )
+    figure.update_yaxes(autorange="reversed")  # first row on top, as in the tables
+    return _layout(figure, height=max(180, 26 * len(grid.index) + 90))
+
+
+def histogram(frame: pd.DataFrame, x_title: str, y_title: str) -> go.Figure:
+    """Pre-binned counts (`bucket`, `count`) as bars."""
+    figure = px.bar(frame, x="bucket", y="count")
+    return _layout(figure, xaxis_title=x_title, yaxis_title=y_title)
+
+
+def scatter(
+    frame: pd.DataFrame, x: str, y: str, color: str, hover: list[str], y_title: str, log: bool
+) -> go.Figure:
+    """Points of `y` over time `x`, coloured by `color`."""
+    figure = px.scatter(frame, x=x, y=y, color=color, hover_data=hover, log_y=log)
+    return _layout(figure, xaxis_title="", yaxis_title=y_title)
+
+
+def timeline(frame: pd.DataFrame, order: list[str]) -> go.Figure:
+    """A service's deployments: time across, environments down (promotion path order), one
+    marker per deployment labelled with its commit."""
+    figure = px.scatter(
+        frame,
+        x="finished_at",
+        y="environment",
+        color="environment",
+        symbol="rollback",
+        hover_data=["commit", "ref", "image_digest"],
+        category_orders={"environment": order},
+    )
+    figure.update_traces(marker={"size": 10})
+    return _layout(figure, xaxis_title="", yaxis_title="", showlegend=False)

@@ -1,0 +1,138 @@
+"""How figures are written and laid out: hours, rates and durations in words a lead reads at a
+glance, DORA levels as coloured badges, metric tiles, tables with links, charts, notices.
+
+The formatting functions are plain (no Streamlit), so tests compare what a page shows with the
+analytics API's numbers written the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from plotly.graph_objects import Figure
+
+LEVEL_COLOURS = {"elite": "green", "high": "blue", "medium": "orange", "low": "red"}
+DASH = "—"
+
+
+def hours(value: float | None) -> str:
+    """`37.5 h` under two days, `3.2 d` beyond; a dash for no value."""
+    if value is None:
+        return DASH
+    return f"{value:.1f} h" if abs(value) < 48 else f"{value / 24:.1f} d"
+
+
+def signed_hours(value: float | None) -> str | None:
+    """A change in hours with its sign (None: no change to show)."""
+    if value is None:
+        return None
+    text = hours(abs(value))
+    return f"-{text}" if value < 0 else f"+{text}"
+
+
+def percent(value: float | None) -> str:
+    """`12.5 %`; a dash for no value."""
+    return DASH if value is None else f"{value * 100:.1f} %"
+
+
+def points(value: float | None) -> str | None:
+    """A change of a rate in percentage points, with its sign."""
+    return None if value is None else f"{value * 100:+.1f} pp"
+
+
+def seconds(value: float | None) -> str:
+    """`45 s` under two minutes, `8.3 min` beyond; a dash for no value."""
+    if value is None:
+        return DASH
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def number(value: float | None, unit: str = "") -> str:
+    """A count or a median count (`4`, `2.5`), with an optional unit; a dash for no value."""
+    if value is None:
+        return DASH
+    text = f"{value:g}" if isinstance(value, float) else f"{value:,}"
+    return f"{text} {unit}".strip()
+
+
+def ratio(numerator: int, denominator: int) -> str:
+    """`9 of 83`: the numerator and denominator behind a rate."""
+    return f"{numerator:,} of {denominator:,}"
+
+
+def level(name: str | None) -> None:
+    """A DORA performance level as a coloured badge ("no data" in grey)."""
+    if name is None:
+        st.badge("no data", color="gray")
+    else:
+        st.badge(name, color=LEVEL_COLOURS.get(name, "gray"))  # type: ignore[arg-type]
+
+
+def tile(
+    label: str,
+    value: str,
+    *,
+    level_name: str | bool | None = False,
+    delta: str | int | None = None,
+    delta_description: str | None = None,
+    inverse: bool = False,
+    series: Sequence[float] | None = None,
+    caption: str | None = None,
+    help: str | None = None,
+) -> None:
+    """A bordered metric: its value, the change (`delta`; `inverse` when down is good), a
+    sparkline of `series`, its DORA level (when `level_name` is not False) and a caption."""
+    with st.container(border=True):
+        st.metric(
+            label,
+            value,
+            delta=delta,
+            delta_color="inverse" if inverse else "normal",
+            delta_description=delta_description if delta is not None else None,
+            chart_data=list(series) if series else None,
+            help=help,
+        )
+        if level_name is not False:
+            level(level_name if isinstance(level_name, str) else None)
+        if caption:
+            st.caption(caption)
+
+
+def table(
+    frame: pd.DataFrame,
+    links: dict[str, str] | None = None,
+    columns: dict[str, str] | None = None,
+    height: int | None = None,
+    key: str | None = None,
+) -> None:
+    """A table; `links` maps URL columns to their heading (shown as links), `columns` renames
+    and orders the other columns shown (None: all, as they are)."""
+    links = links or {}
+    shown = list(columns) if columns else [c for c in frame.columns if c not in links]
+    shown += [c for c in links if c in frame.columns]
+    config: dict[str, Any] = {
+        name: st.column_config.LinkColumn(heading, display_text="open")
+        for name, heading in links.items()
+    }
+    for name, heading in (columns or {}).items():
+        config.setdefault(name, heading)
+    with st.container(key=key):  # the key names the table (tests find it by the key)
+        st.dataframe(
+            frame[[c for c in shown if c in frame.columns]],
+            hide_index=True,
+            column_config=config,
+            height=height if height is not None else "auto",
+        )
+
+
+def chart(figure: Figure, key: str | None = None) -> None:
+    """A Plotly chart across the column's width."""
+    st.plotly_chart(figure, key=key, config={"displaylogo": False})
+
+
+def nothing(what: str) -> None:
+    """The note a section shows when its scope holds nothing."""
+    st.caption(f"No {what} in this scope.")

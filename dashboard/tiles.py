@@ -1,0 +1,105 @@
+"""The four DORA tiles: each metric's value, performance level, 12-week sparkline and change
+from the week before (the last complete ISO week of the period against the one before it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from analytics.scope import Scope
+from dashboard import data, show
+
+SPARKLINE_WEEKS = 12
+# the rows the tiles read: no merge requests (the stage breakdown is on the lead time page)
+PARTS = ("deployments", "changes", "incidents")
+Figures = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """How one metric of the metrics JSON becomes a tile."""
+
+    label: str
+    value: Callable[[Figures], str]
+    weekly: Callable[[Figures], float | None]  # the figure a week is drawn and compared by
+    change: Callable[[float, float], str | None]  # the change, written (never zero)
+    caption: Callable[[Figures], str]
+    help: str
+    inverse: bool = True  # down is good
+
+
+DORA: dict[str, Tile] = {
+    "deployment_frequency": Tile(
+        "Deployment frequency",
+        lambda m: show.number(m["median_days_per_week"], "days/week"),
+        lambda m: m["deployment_days"],
+        lambda now, before: f"{now - before:+g} days",
+        lambda m: f"{m['deployments']:,} production deployments on {m['deployment_days']} days",
+        "Median over the weeks of the period of the days with a production deployment.",
+        inverse=False,
+    ),
+    "lead_time": Tile(
+        "Lead time for changes",
+        lambda m: show.hours(m["median_hours"]),
+        lambda m: m["median_hours"],
+        lambda now, before: show.signed_hours(now - before),
+        lambda m: f"p90 {show.hours(m['p90_hours'])} · {m['changes']:,} changes",
+        "Median time from a change's first commit to its first production deployment.",
+    ),
+    "change_failure_rate": Tile(
+        "Change failure rate",
+        lambda m: show.percent(m["rate"]),
+        lambda m: m["rate"],
+        lambda now, before: show.points(now - before),
+        lambda m: f"{show.ratio(m['failed'], m['deployments'])} deployments failed",
+        "Production deployments followed by an incident, a rollback or a hotfix.",
+    ),
+    "recovery_time": Tile(
+        "Failed deployment recovery time",
+        lambda m: show.hours(m["median_hours"]),
+        lambda m: m["median_hours"],
+        lambda now, before: show.signed_hours(now - before),
+        lambda m: (
+            f"{m['failures']:,} recovered, {m['unrecovered']:,} not yet · incidents restored "
+            f"in {show.hours(m['incident_restore_median_hours'])}"
+        ),
+        "Median time from a failed change to the next good deployment or the incident's end.",
+    ),
+}
+
+
+def change(
+    tile: Tile, name: str, pair: tuple[dict[str, Any], dict[str, Any]] | None
+) -> str | int | None:
+    """The tile's week-over-week change: written with its sign, 0 when there is none (shown
+    grey, without an arrow), None when a week has no figure."""
+    if pair is None:
+        return None
+    now, before = (tile.weekly(row[name]) for row in pair)
+    if now is None or before is None:
+        return None
+    return 0 if now == before else tile.change(now, before)
+
+
+def dora_tiles(metrics: dict[str, Any], scope: Scope) -> None:
+    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics."""
+    pair = data.week_over_week(metrics["weeks"], scope)
+    described = f"{pair[0]['week'][-3:]} vs {pair[1]['week'][-3:]}" if pair else None
+    for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
+        figures = metrics["total"][name]
+        series = [tile.weekly(row[name]) for row in metrics["weeks"][-SPARKLINE_WEEKS:]]
+        with column:
+            show.tile(
+                tile.label,
+                tile.value(figures),
+                level_name=figures["level"],
+                delta=change(tile, name, pair),
+                delta_description=described,
+                inverse=tile.inverse,
+                series=[v for v in series if v is not None],
+                caption=tile.caption(figures),
+                help=tile.help,
+            )

@@ -1,0 +1,497 @@
+"""The dashboard through Streamlit's AppTest: every page on the demo organisation renders without
+an exception, shows its key elements, and the numbers it shows equal the analytics API's for the
+same scope; every page on an empty warehouse shows how to fill it. The views behind the pages
+run on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, select
+from streamlit.testing.v1 import AppTest
+
+from analytics import dora, drift, metrics, views
+from analytics.derive import derive
+from analytics.scope import Scope
+from analytics.views import figures
+from dashboard import launch, show, tiles
+from sandbox.generate import generate
+from tests.sandbox_load import load_org
+from warehouse.dimensions import ensure_source
+from warehouse.engine import open_warehouse
+from warehouse.raw import Raw, store_raw
+from warehouse.schema import Environment, PolicyViolation, Service
+from warehouse.sync_state import save_state
+from warehouse.upsert import upsert
+
+APP = Path(launch.APP)
+NOW = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday: the demo history ends here
+PERIOD = ("2025-12-08", "2026-03-01")  # twelve ISO weeks, both days included
+SCOPE = Scope(datetime(2025, 12, 8, tzinfo=UTC), NOW)
+# page file -> (title, metric labels it shows, Plotly charts drawn on the demo org)
+PAGES: dict[str, tuple[str, list[str], int]] = {
+    "overview": ("Overview", [t.label for t in tiles.DORA.values()], 1),
+    "lead_time": ("Lead time for changes", ["Median lead time", "p90 lead time"], 4),
+    "deployments": ("Deployments", ["Production deployments", "Deployment failure rate"], 3),
+    "failures": ("Failures and recovery", ["Change failure rate", "Median recovery time"], 2),
+    "builds": ("Builds", ["Pipeline failure rate", "Median duration", "Failed tests"], 4),
+    "environments": ("Environments and drift", [], 1),
+    "policies": ("Policies", [], 0),
+    "data_sources": ("Data sources", ["gitlab"], 1),
+}
+
+
+def build_demo(path: Path) -> str:
+    """A demo-org warehouse at `path` (as of NOW), derived, with a sync's bookkeeping: state per
+    stream (one partition failed) and one rejected payload. Returns its URL."""
+    url = f"sqlite:///{path}"
+    engine = open_warehouse(url)
+    load_org(engine, generate(1, "demo", now=NOW))
+    derive(engine)
+    with engine.begin() as conn:
+        source = ensure_source(conn, "gitlab", "gitlab")
+        for n, stream in enumerate(("pipelines", "deployments", "merge_requests")):
+            save_state(
+                conn,
+                source,
+                stream,
+                "acme/payments/payments-api",
+                status="failed" if n == 2 else "ok",
+                started_at=NOW - timedelta(minutes=10),
+                finished_at=NOW - timedelta(minutes=5),
+                requests=10 + n,
+                rows=100 * n,
+                rejected=int(n == 1),
+                error="GET /projects/7/merge_requests: 500 Internal Server Error"
+                if n == 2
+                else None,
+            )
+        store_raw(conn, source, [Raw("deployments", "d-1", {"id": "d-1"}, "no environment")], NOW)
+    engine.dispose()
+    return url
+
+
+def add_findings(url: str) -> None:
+    """A drift snapshot (as `cdmetrics derive` records it) and policy violations (as `cdmetrics
+    policy scan` will store them)."""
+    engine = open_warehouse(url)
+    drift.record(engine, ["test", "staging", "production"], NOW - timedelta(minutes=1))
+    with engine.begin() as conn:
+        services = dict(conn.execute(select(Service.name, Service.id)).all())
+        envs = dict(conn.execute(select(Environment.name, Environment.id)).all())
+        pay = services["payments-api"]
+        upsert(
+            conn,
+            PolicyViolation,
+            [
+                {
+                    "policy": policy,
+                    "subject": f"deployment:{n}",
+                    "severity": severity,
+                    "service_id": pay,
+                    "environment_id": envs["production"],
+                    "message": f"{policy}: do the right thing",
+                    "url": f"http://gitlab.sandbox.test/d/{n}",
+                    "first_seen_at": NOW - timedelta(days=days),
+                    "resolved_at": None,
+                }
+                for n, (policy, severity, days) in enumerate(
+                    [
+                        ("untested-image", "error", 1),
+                        ("untested-image", "error", 20),
+                        ("moved-tag", "warn", 2),
+                        ("stale-branch", "info", 30),
+                    ]
+                )
+            ],
+        )
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_demo(tmp_path_factory.mktemp("demo") / "demo.db")
+
+
+@pytest.fixture(scope="session")
+def findings_url(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the demo warehouse with drift snapshots and violations."""
+    copy = tmp_path_factory.mktemp("findings") / "findings.db"
+    source = sqlite3.connect(demo_url.removeprefix("sqlite:///"))
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    target.close()
+    url = f"sqlite:///{copy}"
+    add_findings(url)
+    return url
+
+
+@pytest.fixture
+def dashboard_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """No cdmetrics.toml and no CDMETRICS_* variable but the ones a test sets."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("CDMETRICS_")]:
+        monkeypatch.delenv(name)
+    yield monkeypatch
+
+
+def open_page(
+    monkeypatch: pytest.MonkeyPatch, url: str, page: str, query: dict[str, Any] | None = None
+) -> AppTest:
+    """Run the dashboard on warehouse `url` and switch to `page` (a file of app_pages/)."""
+    monkeypatch.setenv("CDMETRICS_WAREHOUSE__URL", url)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"period": list(PERIOD), **(query or {})})
+    if page != "overview":
+        at.switch_page(f"app_pages/{page}.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> Any:
+    return next(m for m in at.metric if m.label == label)
+
+
+def frame(at: AppTest, key: str) -> pd.DataFrame:
+    """The table shown under `key`."""
+    block = at.main.get_by_key(key)
+    return block.dataframe[0].value  # type: ignore[attr-defined,no-any-return]
+
+
+def expected(url: str, scope: Scope = SCOPE, by: str | None = "week") -> dict[str, Any]:
+    engine = open_warehouse(url)
+    with engine.connect() as conn:
+        result = dora.metrics(conn, scope, by=by)
+    engine.dispose()
+    return result
+
+
+def view_rows(url: str, name: str, scope: Scope | None = SCOPE, **kw: Any) -> list[dict]:
+    engine = open_warehouse(url)
+    with engine.connect() as conn:
+        rows = (
+            getattr(views, name)(conn, **kw)
+            if scope is None
+            else getattr(views, name)(conn, scope, **kw)
+        )
+    engine.dispose()
+    return rows  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_renders_its_key_elements_on_the_demo_org(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str, page: str
+) -> None:
+    title, labels, charts = PAGES[page]
+    at = open_page(dashboard_env, demo_url, page)
+    assert [t.value for t in at.title] == [title]
+    assert not at.error
+    shown = {m.label for m in at.metric}
+    assert set(labels) <= shown, shown
+    assert len(at.get("plotly_chart")) >= charts
+    assert at.query_params["period"] == list(PERIOD)  # the filters stay in the URL
+
+
+def test_overview_tiles_equal_the_analytics_api(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "overview")
+    m = expected(demo_url)
+    weeks = {row["week"]: row for row in m["rows"]}
+    pair = (weeks["2026-W09"], weeks["2026-W08"])
+    assert views.comparison_weeks(SCOPE)[0][0] == "2026-W09"  # type: ignore[index]
+    for name, tile in tiles.DORA.items():
+        shown = metric(at, tile.label)
+        assert shown.value == tile.value(m[name]), name
+        delta = tiles.change(tile, name, pair)
+        assert shown.delta == ("" if delta is None else str(delta)), name
+    assert metric(at, "Lead time for changes").value == show.hours(m["lead_time"]["median_hours"])
+    assert metric(at, "Change failure rate").value == show.percent(m["change_failure_rate"]["rate"])
+    teams, by_team = frame(at, "teams"), expected(demo_url, by="team")["rows"]
+    assert list(teams["team"]) == [r["team"] for r in by_team]
+    assert list(teams["lead time"]) == [show.hours(r["lead_time"]["median_hours"]) for r in by_team]
+    assert list(teams["failure rate"]) == [
+        show.percent(r["change_failure_rate"]["rate"]) for r in by_team
+    ]
+    attention = frame(at, "attention")
+    assert list(attention["service"]) == [
+        r["service"] for r in view_rows(demo_url, "services_needing_attention")
+    ]
+    assert len(attention) > 0
+
+
+def test_lead_time_page_equals_the_analytics_api(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "lead_time")
+    lead = expected(demo_url, by=None)["lead_time"]
+    assert metric(at, "Median lead time").value == show.hours(lead["median_hours"])
+    assert metric(at, "p90 lead time").value == show.hours(lead["p90_hours"])
+    assert metric(at, "Changes deployed").value == show.number(lead["changes"])
+    assert metric(at, "Merge requests deployed").value == show.number(lead["merge_requests"])
+    slowest = frame(at, "slowest")
+    rows = view_rows(demo_url, "slowest_changes")
+    assert list(slowest["service"]) == [r["service"] for r in rows]
+    assert list(slowest["lead time"]) == [show.hours(r["lead_time_hours"]) for r in rows]
+    assert all(u.startswith("http://gitlab.sandbox.test/") for u in slowest["commit_url"])
+    assert slowest["merge_request_url"].notna().any()
+    hours = [r["lead_time_hours"] for r in rows]
+    assert hours == sorted(hours, reverse=True) and hours[-1] >= lead["p90_hours"]
+
+
+def test_deployments_page_equals_the_analytics_api(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "deployments")
+    m = expected(demo_url, by=None)
+    frequency, attempts = m["deployment_frequency"], m["deployment_failure_rate"]
+    assert metric(at, "Production deployments").value == show.number(frequency["deployments"])
+    assert metric(at, "Deployment days").value == show.number(frequency["deployment_days"])
+    assert metric(at, "Deployment days per week").value == show.number(
+        frequency["median_days_per_week"]
+    )
+    assert metric(at, "Deployment failure rate").value == show.percent(attempts["rate"])
+    per_service = frame(at, "per-service")
+    assert per_service["successful"].sum() + per_service["failed"].sum() == attempts["attempts"]
+    assert per_service["failed"].sum() == attempts["failed"]
+
+
+def test_failures_page_equals_the_analytics_api(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "failures")
+    m = expected(demo_url, by=None)
+    cfr, recovery = m["change_failure_rate"], m["recovery_time"]
+    assert metric(at, "Change failure rate").value == show.percent(cfr["rate"])
+    assert metric(at, "Median recovery time").value == show.hours(recovery["median_hours"])
+    assert metric(at, "Incidents").value == show.number(recovery["incidents"])
+    assert metric(at, "Rework rate").value == show.percent(m["rework_rate"]["rate"])
+    failed = frame(at, "failed")
+    assert len(failed) == cfr["failed"] > 0
+    for reason, count in cfr["reasons"].items():
+        assert failed["reasons"].str.contains(reason).sum() == count
+    assert failed["recovery"].ne(show.DASH).sum() == recovery["failures"]
+    assert len(frame(at, "incidents")) == recovery["incidents"]
+
+
+def test_builds_page_equals_the_analytics_api(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "builds")
+    build = expected(demo_url, by=None)["build"]
+    assert metric(at, "Pipeline failure rate").value == show.percent(build["failure_rate"])
+    assert metric(at, "Median duration").value == show.seconds(build["median_duration_s"])
+    assert metric(at, "Median queue time").value == show.seconds(build["median_queue_s"])
+    assert metric(at, "Default branch red").value == show.percent(build["default_branch_red_share"])
+    assert metric(at, "Failed tests").value == show.number(build["failed_tests"])
+    assert frame(at, "tests")["failed_tests"].sum() == build["failed_tests"]
+    branches = frame(at, "branches")
+    assert set(branches["status"]) <= {"success", "failed"} and len(branches) > 0
+
+
+def test_environments_page_shows_what_runs_where_and_a_service(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "environments", {"detail": "payments-api"})
+    assert any("No drift snapshot yet" in i.value for i in at.info)
+    assert any("cdmetrics policy scan" in i.value for i in at.info)
+    running = frame(at, "running")
+    state = view_rows(demo_url, "environment_state")
+    assert set(running["service"]) == {r["service"] for r in state}
+    assert at.selectbox(key="detail").value == "payments-api"
+    current = frame(at, "current")
+    assert list(current["environment"]) == ["test", "staging", "production"]
+    pairs = frame(at, "pairs")
+    assert list(pairs["downstream"]) == ["staging", "production"]
+    assert all("/-/compare/" in u for u in pairs["compare_url"].dropna())
+    history = frame(at, "history")
+    assert len(history) == len(view_rows(demo_url, "promotion_history", service="payments-api"))
+
+
+def test_environments_page_colours_drift_and_violations(
+    dashboard_env: pytest.MonkeyPatch, findings_url: str
+) -> None:
+    at = open_page(dashboard_env, findings_url, "environments", {"detail": "payments-api"})
+    assert not any("No drift snapshot yet" in i.value for i in at.info)
+    assert len(at.get("plotly_chart")) >= 3  # drift, violations, promotion history
+    snapshot = view_rows(findings_url, "drift_matrix")
+    pairs = frame(at, "pairs")
+    for pair in pairs.to_dict("records"):
+        behind = next(
+            d["commits_behind"]
+            for d in snapshot
+            if (d["service"], d["upstream"], d["downstream"])
+            == ("payments-api", pair["upstream"], pair["downstream"])
+        )
+        assert pair["commits behind"] == behind
+
+
+def test_policies_page_counts_filters_and_downloads(
+    dashboard_env: pytest.MonkeyPatch, findings_url: str
+) -> None:
+    at = open_page(dashboard_env, findings_url, "policies")
+    assert metric(at, "Open violations").value == "4"
+    assert metric(at, "Errors").value == "2"
+    assert metric(at, "New this week").value == "2"  # first seen 1 and 2 days before NOW
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
+    filtered = open_page(dashboard_env, findings_url, "policies", {"severity": "error"})
+    assert list(frame(filtered, "violations")["policy"]) == ["untested-image"] * 2
+    assert filtered.query_params["severity"] == "error"
+
+
+def test_policies_page_without_violations_says_where_they_come_from(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "policies")
+    assert any("No violations recorded yet" in i.value for i in at.info)
+
+
+def test_data_sources_page_shows_syncs_errors_and_rejected_payloads(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "data_sources")
+    assert metric(at, "gitlab").value == "failed"
+    streams = frame(at, "streams")
+    overview = view_rows(demo_url, "sync_overview", None)
+    assert streams["requests"].sum() == sum(r["requests"] for r in overview) == 33
+    assert list(frame(at, "errors")["stream"]) == ["merge_requests"]
+    assert list(frame(at, "rejected")["error"]) == ["no environment"]
+
+
+def test_filters_come_from_the_url_and_narrow_the_numbers(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    query = {"team": ["payments", "search"], "env": "staging"}
+    at = open_page(dashboard_env, demo_url, "deployments", query)
+    assert at.multiselect(key="team").value == ["payments", "search"]
+    assert at.selectbox(key="env").value == "staging"
+    scope = Scope(SCOPE.since, SCOPE.until, ("payments", "search"), (), "staging")
+    m = expected(demo_url, scope, by=None)
+    assert metric(at, "Production deployments").value == show.number(
+        m["deployment_frequency"]["deployments"]
+    )
+    assert (
+        m["deployment_frequency"]["deployments"]
+        != expected(demo_url, by=None)["deployment_frequency"]["deployments"]
+    )
+    assert at.query_params["team"] == ["payments", "search"] and at.query_params["env"] == "staging"
+
+
+def test_the_default_period_is_the_last_twelve_weeks(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    today = datetime.now(UTC).date()
+    assert at.date_input(key="period").value == (today - timedelta(days=83), today)
+    assert "period" not in at.query_params  # the default keeps the URL clean
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_every_page_on_an_empty_warehouse_shows_how_to_fill_it(
+    dashboard_env: pytest.MonkeyPatch, tmp_path: Path, page: str
+) -> None:
+    at = open_page(dashboard_env, f"sqlite:///{tmp_path / 'empty.db'}", page)
+    guidance = " ".join(i.value for i in at.info)
+    assert "cdmetrics sync" in guidance and "cdmetrics demo" in guidance
+    assert not at.error
+
+
+def test_an_unusable_warehouse_is_an_error_message_not_a_traceback(
+    dashboard_env: pytest.MonkeyPatch,
+) -> None:
+    at = open_page(dashboard_env, "mysql://nobody@nowhere/db", "overview")
+    assert "not supported" in at.error[0].value
+    at = open_page(dashboard_env, "postgresql+psycopg://nobody@127.0.0.1:9/none", "builds")
+    assert "Cannot open the warehouse" in at.error[0].value
+    dashboard_env.setenv("CDMETRICS_CONFIG", "missing.toml")
+    at = open_page(dashboard_env, "sqlite:///w.db", "overview")
+    assert "missing.toml: no such configuration file" in at.error[0].value
+
+
+def test_the_dashboard_command_line_binds_to_localhost(tmp_path: Path) -> None:
+    line = launch.command("127.0.0.1", 8600)
+    assert line[line.index("--server.address") + 1] == "127.0.0.1"
+    assert line[line.index("run") + 1] == str(APP) and APP.is_file()
+    env = launch.environment("sqlite:///w.db", tmp_path / "c.toml")
+    assert env["CDMETRICS_WAREHOUSE__URL"] == "sqlite:///w.db"
+    assert env["CDMETRICS_CONFIG"] == str((tmp_path / "c.toml").resolve())
+
+
+def test_figures_slice_like_dora_in_one_pass(demo_url: str) -> None:
+    engine = open_warehouse(demo_url)
+    with engine.connect() as conn:
+        data = metrics.load(conn, SCOPE)
+        for by in ("week", "team", "service"):
+            assert figures.sliced(data, by) == dora.sliced(data, by)
+        parts = {p: figures.load_part(conn, SCOPE, p) for p in figures.PARTS}
+    assert dora.compute(figures.assemble(SCOPE, parts)) == dora.compute(data)
+    engine.dispose()
+
+
+def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    load_org(engine, generate(3, "small", now=now))
+    derive(engine)
+    scope = Scope(now - timedelta(days=42), now)
+    with engine.connect() as conn:
+        m = dora.metrics(conn, scope)
+        assert len(views.failed_changes(conn, scope)) == m["change_failure_rate"]["failed"]
+        assert len(views.incidents(conn, scope)) == m["recovery_time"]["incidents"]
+        tests = views.failing_tests(conn, scope, limit=1000)
+        assert sum(r["failed_tests"] for r in tests) == m["build"]["failed_tests"]
+        per_env = views.deployments_by_service_environment(conn, scope)
+        assert (
+            sum(r["successful"] + r["failed"] for r in per_env)
+            == m["deployment_failure_rate"]["attempts"]
+        )
+        slowest = views.slowest_changes(conn, scope, limit=5)
+        assert [round(r["lead_time_hours"], 6) for r in slowest] == sorted(
+            (round(r["lead_time_hours"], 6) for r in slowest), reverse=True
+        )
+        state = views.environment_state(conn, scope)
+        assert len({(r["service"], r["environment"]) for r in state}) == len(state) > 0
+        assert views.default_branches(conn, scope) and views.presence(conn)["deployments"]
+        assert views.services_needing_attention(conn, scope) is not None
+        assert views.drift_matrix(conn, scope) == views.violations(conn, scope) == []
+        assert (
+            views.sync_overview(conn)
+            == views.sync_errors(conn)
+            == views.rejected_payloads(conn)
+            == []
+        )
+
+
+def test_with_oidc_configured_only_a_signed_in_user_sees_the_metrics(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
+    auth = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "a-long-random-secret-for-the-test-only",
+        "client_id": "cdmetrics",
+        "client_secret": "x",
+        "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
+    }
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = auth
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception and [b.label for b in at.button] == ["Log in"]
+    assert not at.metric
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["auth"] = auth
+    at.user = {"is_logged_in": True, "email": "lead@example.com"}
+    at.run()
+    assert not at.exception and len(at.metric) == len(tiles.DORA)
+    assert any("lead@example.com" in c.value for c in at.sidebar.caption)
