@@ -456,19 +456,29 @@ def demo(
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
     with Sandbox.start(size, seed=seed) as sandbox:
         os.environ["SANDBOX_GITLAB_TOKEN"] = sandbox.token
+        sources: dict[str, list[dict[str, object]]] = {
+            "gitlab": [
+                {
+                    "name": "gitlab",
+                    "url": sandbox.gitlab_url,
+                    "token_env": "SANDBOX_GITLAB_TOKEN",
+                    "groups": [sandbox.org.root_group],
+                }
+            ],
+        }
+        if sandbox.jenkins_server is not None:  # Jenkins-built services deploy through Jenkins
+            os.environ["SANDBOX_JENKINS_USER"] = sandbox.jenkins_user
+            os.environ["SANDBOX_JENKINS_TOKEN"] = sandbox.token
+            sources["jenkins"] = [
+                {
+                    "name": "jenkins",
+                    "url": sandbox.jenkins_url,
+                    "user_env": "SANDBOX_JENKINS_USER",
+                    "token_env": "SANDBOX_JENKINS_TOKEN",
+                }
+            ]
         settings = Settings(
-            warehouse={"url": url},
-            sources={
-                "gitlab": [
-                    {
-                        "name": "gitlab",
-                        "url": sandbox.gitlab_url,
-                        "token_env": "SANDBOX_GITLAB_TOKEN",
-                        "groups": [sandbox.org.root_group],
-                    }
-                ]
-            },
-            sync={"requests_per_second": 0},
+            warehouse={"url": url}, sources=sources, sync={"requests_per_second": 0}
         )
         err.print(sandbox.describe().splitlines()[0])
         engine = _open(settings)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from cdmetrics.settings import Settings
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
+from collectors.jenkins import JenkinsCollector
 from collectors.sync import SourceSummary
 
 
@@ -22,7 +23,8 @@ def run_sync(
     full: bool = False,
     console: Console | None = None,
 ) -> list[SourceSummary]:
-    """Sync the GitLab and git sources (the others as their collectors land); one summary each."""
+    """Sync the GitLab, Jenkins and git sources (the others as their collectors land); one
+    summary each. Jenkins runs after GitLab, so its builds find the repos GitLab registered."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(
@@ -41,6 +43,14 @@ def run_sync(
                 continue
             summaries.append(
                 GitLabCollector(source, settings, engine, progress=progress, full=full).sync()
+            )
+        for jenkins_source in settings.sources.jenkins:
+            if wanted and jenkins_source.name not in wanted:
+                continue
+            summaries.append(
+                JenkinsCollector(
+                    jenkins_source, settings, engine, progress=progress, full=full
+                ).sync()
             )
         for git_source in settings.sources.git:
             if wanted and git_source.name not in wanted:

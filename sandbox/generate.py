@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sandbox.clock import WorkClock
 from sandbox.delivery import DeliveryBuilder, DeliveryProfile
 from sandbox.history import CodeProfile, HistoryBuilder
+from sandbox.jenkins_org import build_jenkins
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
 
@@ -107,6 +108,10 @@ LAST = [
     "wang",
     "jensen",
 ]
+# Services built by Jenkins (their code stays in GitLab), one per chosen team, after all others;
+# none in `tiny`, whose single project GitLab-only tests rely on.
+JENKINS_SERVICES = {"tiny": 0, "small": 2, "demo": 2, "large": 20}
+JENKINS_WORD = "backend"
 ZONES = ("Europe/Berlin", "Asia/Shanghai", "America/New_York", "UTC", "Asia/Kolkata")
 ENV_STYLES = ("plain", "ctrip", "short")
 
@@ -185,8 +190,11 @@ def _teams(rng: random.Random, size: Size, ids: Ids) -> tuple[list[Team], list[D
     return teams, developers
 
 
-def generate(seed: int = 1, size: str = "small", now: datetime | None = None) -> Organisation:
-    """A delivery organisation: teams, services and their whole history up to `now`."""
+def generate(
+    seed: int = 1, size: str = "small", now: datetime | None = None, jenkins: int | None = None
+) -> Organisation:
+    """A delivery organisation: teams, services and their whole history up to `now`; `jenkins`
+    Jenkins-built services (default: by size, `JENKINS_SERVICES`)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -207,7 +215,36 @@ def generate(seed: int = 1, size: str = "small", now: datetime | None = None) ->
             team.services.append(name)
             org.services.append(service)
             _build_service(service, team, seed, ids, start, now, holiday, size)
+    _add_jenkins_services(
+        org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
+    )
     return org
+
+
+def _add_jenkins_services(
+    org: Organisation, seed: int, ids: Ids, holiday: object, wanted: int
+) -> None:
+    """Jenkins-built services, generated after every GitLab-built one (with their own random
+    streams, so the GitLab-built services' histories do not change), and the Jenkins jobs."""
+    step = max(1, len(org.teams) // max(1, wanted))
+    for team in org.teams[::step][:wanted]:
+        name = f"{team.name}-{JENKINS_WORD}"
+        path = f"{ROOT_GROUP}/{team.name}/{name}"
+        service = Service(name, team.name, ids.next("project"), path, builder="jenkins")
+        team.services.append(name)
+        org.services.append(service)
+        _build_service(
+            service,
+            team,
+            seed,
+            ids,
+            org.start,
+            org.now,
+            holiday,
+            org.size,
+            f"{seed}/jenkins/{name}",
+        )
+    org.jenkins = build_jenkins(org)
 
 
 def _build_service(
@@ -219,8 +256,9 @@ def _build_service(
     now: datetime,
     holiday: object,
     size: str,
+    rng_key: str | None = None,
 ) -> None:
-    rng = random.Random(f"{seed}/{service.name}")
+    rng = random.Random(rng_key or f"{seed}/{service.name}")
     clock = WorkClock(team.timezone, holiday)  # type: ignore[arg-type]
     pipelines = PipelineFactory(rng, ids, build_profile(rng))
     code = code_profile(team.profile, rng)

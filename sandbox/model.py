@@ -272,6 +272,63 @@ class Service:
         return f"registry.sandbox.test/{self.path}"
 
 
+@dataclass(slots=True)
+class JenkinsBuild:
+    """One build of a Jenkins job: a build pipeline's stages, or a deployment (its jobs)."""
+
+    number: int
+    queued_at: datetime
+    stages: list[Job]  # the build runs from the first stage's start to the last one's finish
+    result: str  # once finished: SUCCESS, FAILURE, UNSTABLE or ABORTED
+    sha: str
+    ref: str
+    cause: str  # branch (multibranch event) | scm | user | upstream
+    user: Developer | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    checkouts: list[tuple[str, str, str]] = field(
+        default_factory=list
+    )  # BuildData: (repo path, sha, branch)
+    changes: list[str] = field(default_factory=list)  # the commits of its changeSet
+    test_suites: list[TestSuite] = field(default_factory=list)
+    upstream: tuple[str, int] | None = None  # (job full name, build number) that triggered it
+    pipeline: Pipeline | None = None  # what it builds or deploys (ground truth)
+    deployment: Deployment | None = None
+
+    @property
+    def started_at(self) -> datetime:
+        return min(j.started_at for j in self.stages if j.started_at)
+
+    @property
+    def finished_at(self) -> datetime:
+        return max(j.finished_at for j in self.stages if j.finished_at)
+
+
+@dataclass(slots=True)
+class JenkinsJob:
+    """A Jenkins item: a folder, a multibranch project, a pipeline or a freestyle job."""
+
+    path: tuple[str, ...]  # names from the root; a multibranch branch job's name is encoded (%2F)
+    kind: str  # folder | multibranch | pipeline | freestyle
+    service: str | None = None
+    display_name: str | None = None
+    remote: str = "ssh"  # how its builds' BuildData name repositories: ssh | http
+    deploy: bool = False
+    branch: bool = False  # a multibranch project's branch job: it appears with the branch
+    children: list[JenkinsJob] = field(default_factory=list)
+    builds: list[JenkinsBuild] = field(default_factory=list)  # by number
+
+    @property
+    def full_name(self) -> str:
+        return "/".join(self.path)
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When a branch job appeared (its first push); None: there from the start."""
+        if self.branch and self.builds:
+            return min(b.queued_at for b in self.builds)
+        return None
+
+
 @dataclass
 class Organisation:
     seed: int
@@ -282,6 +339,7 @@ class Organisation:
     teams: list[Team]
     services: list[Service]
     developers: list[Developer]
+    jenkins: list[JenkinsJob] = field(default_factory=list)  # the Jenkins controller's top items
 
     def service(self, name: str) -> Service:
         for service in self.services:

@@ -7,19 +7,30 @@ from datetime import datetime
 
 from sandbox.generate import generate
 from sandbox.gitlab_api import GitLabSimulator
+from sandbox.jenkins_api import JenkinsSimulator
+from sandbox.jenkins_org import gitlab_view
 from sandbox.model import Organisation
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
 
 
 @dataclass
 class Sandbox:
-    """A running sandbox: the organisation, its simulators and their servers."""
+    """A running sandbox: the organisation, its simulators and their servers.
+
+    GitLab serves every service's code, registry and incidents, and the pipelines and deployments
+    of the GitLab-built ones; Jenkins (user `jenkins_user`, API token `token`) builds and deploys
+    the Jenkins-built ones.
+    """
 
     org: Organisation
     gitlab: GitLabSimulator
     gitlab_app: SimulatorApp
     gitlab_server: SimulatorServer
     token: str
+    jenkins: JenkinsSimulator | None = None
+    jenkins_app: SimulatorApp | None = None
+    jenkins_server: SimulatorServer | None = None
+    jenkins_user: str = "sandbox"
 
     @classmethod
     def start(
@@ -34,10 +45,16 @@ class Sandbox:
         at: datetime | None = None,
         rate_limit: RateLimit | None = None,
         keep_log: bool = False,
+        jenkins: bool = True,
+        jenkins_port: int = 0,
+        jenkins_user: str = "sandbox",
     ) -> Sandbox:
-        """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block."""
+        """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
+
+        `jenkins=False` serves GitLab alone (the Jenkins-built services then have no builds).
+        """
         org = org or generate(seed, size)
-        gitlab = GitLabSimulator(org, token=token, at=at)
+        gitlab = GitLabSimulator(gitlab_view(org), token=token, at=at)
         app = SimulatorApp(
             gitlab.router,
             auth=gitlab.authorised,
@@ -47,32 +64,88 @@ class Sandbox:
         )
         server = SimulatorServer(app, host=host, port=port)
         server.start()
-        return cls(org, gitlab, app, server, token)
+        sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user)
+        if jenkins:
+            try:
+                sandbox._start_jenkins(host, jenkins_port, at, keep_log)
+            except Exception:
+                server.stop()
+                raise
+        return sandbox
+
+    def _start_jenkins(self, host: str, port: int, at: datetime | None, keep_log: bool) -> None:
+        self.jenkins = JenkinsSimulator(
+            self.org, self.jenkins_user, self.token, at=at, gitlab_url=self.gitlab_url
+        )
+        self.jenkins_app = SimulatorApp(
+            self.jenkins.router, auth=self.jenkins.authorised, faults=Faults(), keep_log=keep_log
+        )
+        self.jenkins_server = SimulatorServer(self.jenkins_app, host=host, port=port)
+        self.jenkins_server.start()
 
     @property
     def gitlab_url(self) -> str:
         return self.gitlab_server.url
 
-    def config(self, token_env: str = "SANDBOX_GITLAB_TOKEN") -> str:
-        """A cdmetrics.toml fragment that syncs this sandbox."""
-        return (
+    @property
+    def jenkins_url(self) -> str:
+        """The Jenkins simulator's URL ("" when it is not running)."""
+        return self.jenkins_server.url if self.jenkins_server else ""
+
+    def advance(self, at: datetime) -> None:
+        """Show every simulator's world as it is at `at`."""
+        self.gitlab.advance(at)
+        if self.jenkins is not None:
+            self.jenkins.advance(at)
+
+    def config(
+        self,
+        token_env: str = "SANDBOX_GITLAB_TOKEN",
+        jenkins_user_env: str | None = None,
+        jenkins_token_env: str | None = None,
+    ) -> str:
+        """A cdmetrics.toml fragment that syncs this sandbox: GitLab, and Jenkins when the names
+        of the variables holding its user and API token (the sandbox's token) are given."""
+        text = (
             "[sync]\nrequests_per_second = 0\n\n"
             f'[[sources.gitlab]]\nname = "gitlab"\nurl = "{self.gitlab_url}"\n'
             f'token_env = "{token_env}"\ngroups = ["{self.org.root_group}"]\n'
         )
+        if self.jenkins_server and jenkins_user_env and jenkins_token_env:
+            text += (
+                f'\n[[sources.jenkins]]\nname = "jenkins"\nurl = "{self.jenkins_url}"\n'
+                f'user_env = "{jenkins_user_env}"\ntoken_env = "{jenkins_token_env}"\n'
+            )
+        return text
 
     def describe(self) -> str:
         """What is being served and how to sync it."""
         o = self.org
-        return (
-            f"sandbox {o.size} (seed {o.seed}): {len(o.teams)} teams, {len(o.services)} services, "
-            f"history {o.start:%Y-%m-%d} to {o.now:%Y-%m-%d}\n"
-            f"GitLab API simulator: {self.gitlab_url}/api/v4 (token: {self.token})\n\n"
-            f"export SANDBOX_GITLAB_TOKEN={self.token}\n# cdmetrics.toml\n{self.config()}"
+        jenkins_built = sum(1 for s in o.services if s.builder == "jenkins")
+        text = (
+            f"sandbox {o.size} (seed {o.seed}): {len(o.teams)} teams, {len(o.services)} services "
+            f"({jenkins_built} built by Jenkins), history {o.start:%Y-%m-%d} to {o.now:%Y-%m-%d}\n"
+            f"GitLab API simulator: {self.gitlab_url}/api/v4 (token: {self.token})\n"
         )
+        exports = f"export SANDBOX_GITLAB_TOKEN={self.token}\n"
+        if self.jenkins_server:
+            text += (
+                f"Jenkins JSON API simulator: {self.jenkins_url}/api/json "
+                f"(user: {self.jenkins_user}, API token: {self.token})\n"
+            )
+            exports += (
+                f"export SANDBOX_JENKINS_USER={self.jenkins_user}\n"
+                f"export SANDBOX_JENKINS_TOKEN={self.token}\n"
+            )
+        config = self.config(
+            "SANDBOX_GITLAB_TOKEN", "SANDBOX_JENKINS_USER", "SANDBOX_JENKINS_TOKEN"
+        )
+        return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
     def stop(self) -> None:
         self.gitlab_server.stop()
+        if self.jenkins_server:
+            self.jenkins_server.stop()
 
     def __enter__(self) -> Sandbox:
         return self

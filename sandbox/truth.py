@@ -12,11 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from sandbox import gitlab_payloads as render
+from sandbox import jenkins_org as jenkins
+from sandbox.jenkins_org import iter_jobs
 from sandbox.model import Organisation
 
 
 def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
-    """Rows each warehouse table must hold after a full sync of the GitLab simulator at `at`."""
+    """Rows each warehouse table must hold after a full sync of the GitLab simulator at `at`.
+
+    GitLab holds every service's code, registry and incidents, but the pipelines, environments
+    and deployments of GitLab-built services only (Jenkins builds and deploys the others:
+    `jenkins_counts`)."""
     at = at or org.now
     c: dict[str, int] = dict.fromkeys(
         (
@@ -48,6 +54,12 @@ def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
         c["mr_commit"] += sum(
             1 for mr in mrs for sha in mr.commits if s.commits[sha].committed_at <= at
         )
+        tags = render.current_tags(s, at)
+        c["image"] += len({digest for digest, _ in tags.values()})
+        c["image_tag"] += len(tags)
+        c["incident"] += sum(1 for i in s.incidents if i.created_at <= at)
+        if s.builder == "jenkins":
+            continue
         pipelines = [p for p in s.pipelines if p.created_at <= at]
         c["pipeline"] += len(pipelines)
         c["job"] += sum(1 for p in pipelines for j in p.jobs if j.created_at <= at)
@@ -58,11 +70,32 @@ def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
             and render.test_report_summary(p, at)["test_suites"]
         )
         c["deployment"] += sum(1 for d in s.deployments if d.created_at <= at)
-        tags = render.current_tags(s, at)
-        c["image"] += len({digest for digest, _ in tags.values()})
-        c["image_tag"] += len(tags)
-        c["incident"] += sum(1 for i in s.incidents if i.created_at <= at)
         environments.update(e.canonical for e in s.environments.values())
+    c["environment"] = len(environments)
+    return c
+
+
+def jenkins_counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
+    """Rows a full sync of the Jenkins simulator at `at` must write: a pipeline per build of a
+    build job, a job per stage its pipeline builds show, a test run per suite of a finished build,
+    a deployment per build of a deploy job; and the services, repos and environments they name."""
+    at = at or org.now
+    c = dict.fromkeys(("pipeline", "job", "test_run", "deployment"), 0)
+    environments: set[str] = set()
+    for job in iter_jobs(org.jenkins):
+        builds = [b for b in job.builds if jenkins.visible(b, at)]
+        if job.deploy:
+            c["deployment"] += len(builds)
+            environments.update(b.deployment.environment.canonical for b in builds if b.deployment)
+            continue
+        c["pipeline"] += len(builds)
+        for b in builds:
+            if job.kind == "pipeline":
+                c["job"] += sum(1 for j in b.stages if jenkins.stage_status(b, j, at))
+            if not jenkins.building(b, at):
+                c["test_run"] += len(jenkins.published_suites(b, at))
+    services = {job.service for job in iter_jobs(org.jenkins) if job.service}
+    c["service"] = c["repo"] = len(services)
     c["environment"] = len(environments)
     return c
 
@@ -121,6 +154,7 @@ def summary(org: Organisation) -> dict[str, Any]:
             for t in org.teams
         ],
         "counts": counts(org),
+        "jenkins_counts": jenkins_counts(org),
         "deployments": rows,
         "lead_times": [
             {

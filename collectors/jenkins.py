@@ -1,0 +1,590 @@
+"""The Jenkins collector (python-jenkins): the job tree (folders and multibranch projects, a few
+levels per request), then per job, in parallel under one rate limiter, the builds since the last
+one seen: build jobs become pipelines (with their stages and test reports), deploy jobs
+(`deploy_jobs`, whose `service` group names the service) deployments.
+
+Decisions where DESIGN.md is silent:
+- Bulk reads with `tree`: one request lists every job with its last build number; a job's new
+  builds come 100 at a time through `allBuilds[...]{m,n}` (`builds` stops at 100) with everything a
+  row needs; per build only `wfapi/describe` (pipeline builds) and the test report (builds with a
+  TestResultAction) cost a request. Reads send no crumb (Jenkins checks crumbs on POST only).
+- Cursor per job (stream `builds` or `deployments`, partition = the job's full name):
+  `{"last": <newest build number seen>, "running": [numbers still building]}`; running builds are
+  read again until they finish. A job whose last build is not newer and that had nothing running
+  costs no request, so a sync with nothing new costs one request per folder level.
+- The repository of a build is that of the BuildData whose remote URL names a repository the
+  warehouse knows (GitLab's clone URLs, by host and path, or by path alone), preferring the repo of
+  the service the job names (a shared library or deploy-config checkout is not the service's);
+  else a repo row under the Jenkins source (`external_id` = host/path), whose commits come from the
+  builds' changelogs, since no code source covers it.
+- A deploy job is one whose full name or name matches `deploy_jobs` whole (a branch job named
+  `feature%2Fdeploy-x` is not one); its `service` group is matched by name to the `service` rows
+  (GitLab names them after the project), created when missing (team from `[[teams]]`). Deploy
+  builds are deployments only, not pipelines: build health counts builds of build jobs.
+- Jenkins runs after GitLab in `cdmetrics sync`, so builds find GitLab's repos. Builds synced
+  before GitLab knew their repo keep the repo row Jenkins made; later builds take GitLab's, and
+  `cdmetrics sync --full` re-reads the earlier ones.
+- python-jenkins takes no session, so the client's session is replaced by one that applies the
+  shared rate limiter, counts requests, times out, and retries 429/5xx/dropped connections with
+  backoff honouring Retry-After (python-jenkins itself does not retry statuses).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Any
+from urllib.parse import quote
+
+import jenkins
+import requests
+from rich.progress import Progress
+from sqlalchemy import Connection, Engine, select
+
+from cdmetrics.settings import JenkinsSource, Settings
+from collectors import jenkins_normalize as norm
+from collectors.http import RateLimiter, RequestCounter, redact_url, retry_delays
+from collectors.payload import external_id_of
+from collectors.sync import Batch, SourceSummary, SyncRun, timed
+from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
+from warehouse.raw import Raw
+from warehouse.schema import (
+    Commit,
+    Deployment,
+    Job,
+    Pipeline,
+    Repo,
+    Service,
+    SyncState,
+    Team,
+    TestRun,
+)
+from warehouse.vocabulary import EnvironmentMapper
+
+log = logging.getLogger(__name__)
+MAX_RETRIES = 6
+PAGE = 100
+FOLDER_DEPTH = 4  # job levels per listing request
+BATCH_BUILDS = 200
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+FOLDERS = re.compile(r"(Folder|MultiBranchProject|OrganizationFolder)$")
+JOB_FIELDS = "_class,name,fullName,url,lastBuild[number]"
+BUILD_FIELDS = (
+    "_class,number,url,result,building,timestamp,duration,"
+    "actions[_class,parameters[name,value],"
+    "causes[_class,shortDescription,userId,userName,upstreamProject,upstreamBuild],"
+    "lastBuiltRevision[SHA1,branch[SHA1,name]],remoteUrls,"
+    "failCount,skipCount,totalCount,urlName,queuingDurationMillis,buildableDurationMillis],"
+    "changeSets[kind,items[commitId,timestamp,authorEmail,msg,author[fullName]]]"
+)
+TEST_TREE = "duration,failCount,passCount,skipCount,suites[name,duration,cases[status]]"
+
+
+class JenkinsSession(requests.Session):
+    """python-jenkins' transport under the shared HTTP policy; remembers the last URL."""
+
+    def __init__(self, limiter: RateLimiter, counter: RequestCounter, retries: int) -> None:
+        super().__init__()
+        self.limiter, self.counter, self.retries = limiter, counter, retries
+        self.last_url, self.last_status = "", ""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.last_url = request.url or ""
+        delays = retry_delays(self.retries)
+        while True:
+            self.limiter.acquire()
+            self.counter.add()
+            try:
+                response = super().send(request, **kwargs)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                wait = next(delays, None)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+                continue
+            self.last_status = f"HTTP {response.status_code} {response.reason}"
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            wait = next(delays, None)
+            if wait is None:
+                return response
+            after = response.headers.get("Retry-After", "")
+            response.close()
+            time.sleep(max(wait, float(after) if after.isdigit() else 0.0))
+
+
+class PolicyJenkins(jenkins.Jenkins):  # type: ignore[misc]
+    """python-jenkins on a `JenkinsSession`; read-only, so no crumb is ever fetched."""
+
+    def __init__(
+        self, url: str, user: str | None, token: str | None, session: JenkinsSession, timeout: float
+    ) -> None:
+        super().__init__(url, user, token, timeout=timeout)
+        previous: requests.Session = vars(self)["_session"]
+        session.headers.update(previous.headers)
+        session.verify = previous.verify
+        self._session = session
+        self.crumb = False
+
+    def get_json(self, path: str, **params: str) -> Any:
+        """The JSON at `path` (relative to the server), or None when Jenkins answers 404."""
+        request = requests.Request("GET", self.server + path, params=params)
+        try:
+            body = self.jenkins_open(request, add_crumb=False)
+        except jenkins.NotFoundException:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise jenkins.JenkinsException(f"not JSON: {exc}") from None
+
+
+@dataclass
+class JobInfo:
+    """A buildable job from the listing: build job, or deploy job (of `service`)."""
+
+    full_name: str
+    cls: str
+    last: int
+    service: str | None  # set for deploy jobs
+    deploy: bool
+    payload: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        """`job/a/job/b/`: the job's path on the server, each name percent-encoded."""
+        return "".join(f"job/{quote(name, safe='')}/" for name in self.full_name.split("/"))
+
+
+@dataclass
+class Cursor:
+    """A job's sync state: the newest build number seen and the builds still running then."""
+
+    last: int = 0
+    running: list[int] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(int(data.get("last", 0)), [int(n) for n in data.get("running", [])])
+
+    def dump(self) -> str:
+        return json.dumps({"last": self.last, "running": sorted(self.running)})
+
+
+def job_tree(depth: int) -> str:
+    """`tree` listing `depth` levels of jobs; the deepest level names its children only."""
+    inner = f"{JOB_FIELDS},jobs[name]"
+    for _ in range(depth - 1):
+        inner = f"{JOB_FIELDS},jobs[{inner}]"
+    return f"jobs[{inner}]"
+
+
+class JenkinsCollector:
+    """Syncs one `[[sources.jenkins]]` into the warehouse."""
+
+    kind = "jenkins"
+
+    def __init__(
+        self,
+        source: JenkinsSource,
+        settings: Settings,
+        engine: Engine,
+        max_retries: int = MAX_RETRIES,
+        progress: Progress | None = None,
+        full: bool = False,
+    ) -> None:
+        self.source, self.settings, self.engine = source, settings, engine
+        self.max_retries = max_retries
+        self.progress = progress
+        self.full = full  # ignore cursors: read every build again
+        self.limiter = RateLimiter(settings.sync.requests_per_second)
+        self.deploy_jobs = re.compile(source.deploy_jobs)
+        self._local = threading.local()
+        self._counters: list[RequestCounter] = []
+        self._lock = threading.Lock()
+
+    # -- clients -------------------------------------------------------------------------------
+
+    def client(self) -> PolicyJenkins:
+        """This thread's python-jenkins client."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            counter = RequestCounter()
+            with self._lock:
+                self._counters.append(counter)
+            session = JenkinsSession(self.limiter, counter, self.max_retries)
+            user = os.environ.get(self.source.user_env) if self.source.user_env else None
+            token = os.environ.get(self.source.token_env) if self.source.token_env else None
+            client = PolicyJenkins(
+                self.source.url, user, token, session, self.settings.sync.timeout_s
+            )
+            self._local.client, self._local.session, self._local.counter = client, session, counter
+        return client
+
+    def requests_made(self) -> int:
+        with self._lock:
+            return sum(c.value for c in self._counters)
+
+    def _describe(self, exc: Exception) -> str:
+        """What went wrong: the HTTP status (python-jenkins words 401, 403 and 500 alike) or the
+        error, and the last URL requested (without its query, secrets masked)."""
+        session = getattr(self._local, "session", None)
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, jenkins.JenkinsException) and session and session.last_status:
+            text = session.last_status
+        if isinstance(exc, requests.HTTPError) and exc.response is not None:
+            text = f"HTTP {exc.response.status_code} {exc.response.reason}"
+        if session and session.last_url:
+            text += f" (last request: {redact_url(session.last_url.split('?')[0])})"
+        return text
+
+    # -- the sync ------------------------------------------------------------------------------
+
+    def sync(self) -> SourceSummary:
+        """Sync every job; returns the summary (errors are in it, not raised)."""
+        summary = SourceSummary(self.source.name, self.kind)
+        with self.engine.begin() as conn:
+            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
+        run = SyncRun(self.engine, source_id, summary)
+        timed(summary, lambda: self._sync(run))
+        summary.requests = self.requests_made()
+        return summary
+
+    def _sync(self, run: SyncRun) -> None:
+        try:
+            jobs = self.discover(run)
+        except (jenkins.JenkinsException, requests.RequestException) as exc:
+            run.summary.errors.append(
+                f"{self.source.name}: cannot list jobs from {redact_url(self.source.url)}: "
+                f"{self._describe(exc)}; check the url, and the user and API token in "
+                f"${self.source.user_env} and ${self.source.token_env}"
+            )
+            return
+        dims = Dimensions(self.engine, run, self.settings)
+        cursors = {} if self.full else self._cursors(run)
+        task = (
+            self.progress.add_task(f"{self.source.name}: jobs", total=len(jobs))
+            if self.progress
+            else None
+        )
+        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
+            futures = [pool.submit(self.sync_job, run, dims, job, cursors) for job in jobs]
+            for future in as_completed(futures):
+                future.result()
+                if self.progress and task is not None:
+                    self.progress.advance(task)
+
+    def discover(self, run: SyncRun) -> list[JobInfo]:
+        """Every buildable job below the root, folders expanded `FOLDER_DEPTH` levels a request."""
+        client = self.client()
+        before = self._local.counter.value
+        found: list[JobInfo] = []
+        pending = [""]
+        while pending:
+            folder = pending.pop()
+            item = "".join(f"job/{name}/" for name in folder.split("/")) if folder else ""
+            info = client.get_info(item=item.rstrip("/"), query="?tree=" + job_tree(FOLDER_DEPTH))
+            self._walk(info.get("jobs") or [], 1, found, pending)
+        batch = Batch(raws=[Raw("jobs", j.full_name, j.payload) for j in found])
+        run.write("jobs", batch)
+        self._count(run, "jobs", self._local.counter.value - before)
+        return found
+
+    def _walk(
+        self, items: list[dict[str, Any]], level: int, found: list[JobInfo], pending: list[str]
+    ) -> None:
+        for item in items:
+            name = str(item.get("fullName") or item.get("name") or "")
+            if "jobs" in item or FOLDERS.search(str(item.get("_class", ""))):
+                if level < FOLDER_DEPTH:
+                    self._walk(item.get("jobs") or [], level + 1, found, pending)
+                elif item.get("jobs"):
+                    pending.append(name)
+            elif "lastBuild" in item and name:
+                last = (item.get("lastBuild") or {}).get("number") or 0
+                match = self.deploy_jobs.fullmatch(name) or self.deploy_jobs.fullmatch(
+                    name.rsplit("/", 1)[-1]
+                )
+                service = match.groupdict().get("service") if match else None
+                payload = {k: v for k, v in item.items() if k != "jobs"}
+                found.append(
+                    JobInfo(name, str(item.get("_class")), int(last), service, bool(match), payload)
+                )
+
+    def _cursors(self, run: SyncRun) -> dict[tuple[str, str], str | None]:
+        """Every job's stored cursor, by (stream, job), in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(SyncState.stream, SyncState.partition, SyncState.cursor).where(
+                    SyncState.source_id == run.source_id,
+                    SyncState.stream.in_(("builds", "deployments")),
+                )
+            )
+            return {(stream, job): cursor for stream, job, cursor in rows}
+
+    def sync_job(
+        self,
+        run: SyncRun,
+        dims: Dimensions,
+        job: JobInfo,
+        cursors: dict[tuple[str, str], str | None],
+    ) -> None:
+        """One job's new (and still running) builds; a failure is recorded and the sync goes on."""
+        stream = "deployments" if job.deploy else "builds"
+        self.client()
+        counter: RequestCounter = self._local.counter
+        before = counter.value
+        try:
+            cursor = Cursor.parse(cursors.get((stream, job.full_name)))
+            since = cursor.last if job.last >= cursor.last else 0  # a job made anew restarts
+            if job.last <= since and not cursor.running:
+                return
+            done = Cursor(max(since, job.last))
+            batch = Batch()
+            for build in self._builds(job, since, cursor.running):
+                number = build.get("number")
+                if build.get("building") and isinstance(number, int):
+                    done.running.append(number)
+                self._collect(run, dims, job, build, batch)
+                if len(batch.raws) >= BATCH_BUILDS:
+                    run.write(stream, batch)
+                    batch = Batch()
+            made = counter.value - before
+            run.write(
+                stream, batch, after=run.save_cursor(stream, job.full_name, done.dump(), made)
+            )
+        except (jenkins.JenkinsException, requests.RequestException) as exc:
+            run.fail(stream, job.full_name, self._error(job, stream, exc))
+        finally:
+            self._count(run, stream, counter.value - before)
+
+    def _error(self, job: JobInfo, stream: str, exc: Exception) -> str:
+        return (
+            f"{self.source.name}: job {job.full_name}: {stream}: {self._describe(exc)}; "
+            "the next sync resumes from the last saved cursor"
+        )
+
+    def _builds(self, job: JobInfo, since: int, running: list[int]) -> Iterator[dict[str, Any]]:
+        """Builds newer than `since`, newest first, then the ones that were still running."""
+        client = self.client()
+        start, size = 0, min(PAGE, max(1, job.last - since))
+        while job.last > since:
+            tree = f"allBuilds[{BUILD_FIELDS}]{{{start},{start + size}}}"
+            page = (client.get_json(job.path + "api/json", tree=tree) or {}).get("allBuilds") or []
+            newer = [b for b in page if not (isinstance(b, dict) and _number(b) <= since)]
+            yield from newer
+            numbers = [_number(b) for b in page if isinstance(b, dict)]
+            if len(newer) < len(page) or len(page) < size or min(numbers, default=0) <= since + 1:
+                break  # reached what the last sync saw, or the first build
+            start, size = start + size, PAGE
+        yield from self._revisit(job, running)
+
+    def _revisit(self, job: JobInfo, running: list[int]) -> Iterator[dict[str, Any]]:
+        for number in sorted(running):
+            build = self.client().get_json(f"{job.path}{number}/api/json", tree=BUILD_FIELDS)
+            if build is not None:
+                yield build
+
+    def _collect(
+        self, run: SyncRun, dims: Dimensions, job: JobInfo, build: Any, batch: Batch
+    ) -> None:
+        number = build.get("number") if isinstance(build, dict) else None
+        stream = "deployments" if job.deploy else "builds"
+        ext = norm.build_id(job.full_name, number) if isinstance(number, int) else None
+        payload: Any = build
+        try:
+            if not isinstance(build, dict) or ext is None:
+                raise norm.RejectedPayload("build: missing number")
+            if job.deploy:
+                rows = self._deployment(dims, job, build)
+            else:
+                payload, rows = self._pipeline(dims, job, build)
+        except norm.RejectedPayload as exc:
+            key = ext or external_id_of(build)
+            batch.raws.append(Raw(stream, key, payload, error=str(exc)))
+            batch.rejected += 1
+            log.warning("%s: rejected %s %s: %s", self.source.name, stream, key, exc)
+            return
+        batch.raws.append(Raw(stream, ext, payload))
+        for table, table_rows in rows.items():
+            batch.add(table, table_rows)
+
+    def _pipeline(
+        self, dims: Dimensions, job: JobInfo, build: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[Any, list[dict[str, Any]]]]:
+        revision, repo_id = dims.choose(norm.revisions(build), job.full_name, None)
+        pipeline = norm.normalize_build(build, dims.source_id, job.full_name, repo_id, revision)
+        ext, client = pipeline["external_id"], self.client()
+        stages = report = None
+        if str(build.get("_class", "")).endswith("WorkflowRun"):
+            stages = client.get_json(f"{job.path}{build['number']}/wfapi/describe")
+        tested = any(
+            isinstance(a, dict) and a.get("urlName") == "testReport"
+            for a in build.get("actions") or []
+        )
+        if tested and not build.get("building"):
+            found = client.get_json(
+                f"{job.path}{build['number']}/testReport/api/json", tree=TEST_TREE
+            )
+            report = norm.summarise_test_report(found) if found else None
+        rows: dict[Any, list[dict[str, Any]]] = {Pipeline: [pipeline]}
+        payload = {"item": build, "stages": stages, "test_report": report}
+        if stages:
+            rows[Job] = norm.normalize_stages(stages, dims.source_id, ext, build.get("url"))
+        if report:
+            rows[TestRun] = norm.normalize_test_report(report, dims.source_id, ext)
+        if repo_id is not None and dims.is_own_repo(repo_id):
+            commits = norm.change_commits(build)
+            rows[Commit] = [
+                {"repo_id": repo_id, **c, "authored_at": c["committed_at"]} for c in commits
+            ]
+        return payload, rows
+
+    def _deployment(
+        self, dims: Dimensions, job: JobInfo, build: dict[str, Any]
+    ) -> dict[Any, list[dict[str, Any]]]:
+        service_id, service_repo = dims.service(job.service) if job.service else (None, None)
+        revision, repo_id = dims.choose(norm.revisions(build), job.full_name, service_repo)
+        raw_env = norm.parameters(build).get(self.source.env_parameter)
+        row = norm.normalize_deployment(
+            build,
+            dims.source_id,
+            job.full_name,
+            service_id=service_id,
+            environment_id=dims.environment(raw_env)
+            if isinstance(raw_env, str) and raw_env
+            else None,
+            repo_id=repo_id or service_repo,
+            revision=revision,
+            env_parameter=self.source.env_parameter,
+            image_parameter=self.source.image_parameter,
+            schema_jobs=self.settings.metrics.schema_jobs,
+        )
+        return {Deployment: [row]}
+
+    def _count(self, run: SyncRun, stream: str, requests_made: int) -> None:
+        stats = run.stats(stream)
+        with run._stats_lock:
+            stats.requests += requests_made
+            stats.partitions += 1
+
+
+def _number(build: dict[str, Any]) -> int:
+    number = build.get("number")
+    return number if isinstance(number, int) and not isinstance(number, bool) else 1 << 62
+
+
+class Dimensions:
+    """The repos, services and environments builds refer to: read from the warehouse once per
+    sync, created (in a write transaction, under the single writer's lock) when missing."""
+
+    def __init__(self, engine: Engine, run: SyncRun, settings: Settings) -> None:
+        self.run, self.settings, self.source_id = run, settings, run.source_id
+        self.mapper = EnvironmentMapper(settings.environments.aliases)
+        self._lock = threading.Lock()
+        self.by_path: dict[str, list[tuple[int, str]]] = {}  # repo path -> [(id, host)]
+        self.own: set[int] = set()  # repos created from Jenkins' remote URLs
+        self.environments: dict[str, int] = {}
+        with engine.connect() as conn:
+            for repo_id, source_id, path, web_url in conn.execute(
+                select(Repo.id, Repo.source_id, Repo.path, Repo.web_url)
+            ):
+                self._index(repo_id, path, norm.repo_key(web_url)[0] if web_url else "")
+                if source_id == self.source_id:
+                    self.own.add(repo_id)
+            self.services = {
+                name: (sid, repo) for name, sid, repo in conn.execute(
+                    select(Service.name, Service.id, Service.repo_id)
+                )
+            }  # fmt: skip
+
+    def _index(self, repo_id: int, path: str, host: str) -> None:
+        self.by_path.setdefault(path.lower().strip("/"), []).append((repo_id, host))
+
+    def _write(self, work: Callable[[Connection], int]) -> int:
+        found: list[int] = []
+        self.run.write("jobs", Batch(), after=lambda conn: found.append(work(conn)))
+        return found[0]
+
+    def resolve(self, url: str) -> int | None:
+        """The warehouse repo a git remote URL names: by path, a code source's before one this
+        source made, the same host before another."""
+        host, path = norm.repo_key(url)
+        candidates = self.by_path.get(path) or []
+        best = min(candidates, key=lambda c: (c[0] in self.own, c[1] != host), default=None)
+        return best[0] if best else None
+
+    def is_own_repo(self, repo_id: int) -> bool:
+        return repo_id in self.own
+
+    def choose(
+        self, revisions: list[norm.Revision], job: str, service_repo: int | None
+    ) -> tuple[norm.Revision | None, int | None]:
+        """The build's own checkout and its repo (created under this source if unknown)."""
+        candidates = [(r, next(filter(None, map(self.resolve, r.urls)), None)) for r in revisions]
+        known = {repo for _, repo in self.services.values() if repo is not None}
+        preferred = {service_repo} if service_repo is not None else {
+            repo for name, (_, repo) in self.services.items()
+            if repo is not None and norm.mentions(job, name)
+        }  # fmt: skip
+        chosen = norm.choose_revision(candidates, job, preferred, known)
+        if chosen is None:
+            return None, None
+        revision, repo_id = chosen
+        if repo_id is None and revision.urls:
+            repo_id = self._ensure_repo(revision.urls[0])
+        return revision, repo_id
+
+    def _ensure_repo(self, url: str) -> int:
+        host, path = norm.repo_key(url)
+        with self._lock:
+            if (known := self.resolve(url)) is not None:
+                return known
+            web = (
+                f"https://{host}/{path}" if not url.startswith("http") else url.removesuffix(".git")
+            )
+            row = {"source_id": self.source_id, "external_id": f"{host}/{path}", "path": path}
+            repo_id = self._write(lambda conn: ensure_id(conn, Repo, row | {"web_url": web}))
+            self._index(repo_id, path, host)
+            self.own.add(repo_id)
+            return repo_id
+
+    def service(self, name: str) -> tuple[int, int | None]:
+        """(id, repo id) of service `name`, created (in the team the config gives it) when the
+        warehouse has none by that name."""
+        with self._lock:
+            if name not in self.services:
+                teams = self.settings.teams
+                team = next(
+                    (t.name for t in teams if any(fnmatch(name, p) for p in t.services)), None
+                )
+
+                def create(conn: Connection) -> int:
+                    team_id = ensure_id(conn, Team, {"name": team}) if team else None
+                    row = {"name": name, "team_id": team_id, "origin": "discovered"}
+                    return ensure_id(conn, Service, row)
+
+                self.services[name] = (self._write(create), None)
+            return self.services[name]
+
+    def environment(self, raw: str) -> int:
+        """The id of the canonical environment of `raw` (an ENV parameter value)."""
+        with self._lock:
+            if raw not in self.environments:
+                env = self.mapper.canonical(raw)
+                path = self.settings.environments.promotion_path
+                self.environments[raw] = self._write(
+                    lambda conn: ensure_environment(conn, env.name, env.tier, path, raw)
+                )
+            return self.environments[raw]
