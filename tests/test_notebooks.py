@@ -27,7 +27,7 @@ def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_there_are_notebooks() -> None:
-    assert len(NOTEBOOKS) >= 2
+    assert len(NOTEBOOKS) >= 3
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
