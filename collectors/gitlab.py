@@ -28,8 +28,8 @@ from cdmetrics.settings import GitLabSource, Settings
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.http import PolicySession, RateLimiter, RequestCounter, redact_url
-from collectors.sync import Batch, SourceSummary, SyncError, SyncRun, timed
-from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
+from collectors.sync import Batch, Collector, SourceSummary, SyncError, SyncRun
+from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import Repo, Service, Team
 from warehouse.sync_state import get_state
@@ -69,7 +69,7 @@ class RetryingGitlab(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
-class GitLabCollector:
+class GitLabCollector(Collector):
     """Syncs one `[[sources.gitlab]]` into the warehouse."""
 
     kind = "gitlab"
@@ -132,16 +132,6 @@ class GitLabCollector:
         )
 
     # -- the sync ------------------------------------------------------------------------------
-
-    def sync(self) -> SourceSummary:
-        """Sync every project; returns the summary (errors are in it, not raised)."""
-        summary = SourceSummary(self.source.name, self.kind)
-        with self.engine.begin() as conn:
-            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
-        run = SyncRun(self.engine, source_id, summary)
-        timed(summary, lambda: self._sync(run))
-        summary.requests = self.requests_made()
-        return summary
 
     def _sync(self, run: SyncRun) -> None:
         try:

@@ -53,8 +53,8 @@ from cdmetrics.settings import JenkinsSource, Settings
 from collectors import jenkins_normalize as norm
 from collectors.http import RateLimiter, RequestCounter, redact_url, retry_delays
 from collectors.payload import external_id_of
-from collectors.sync import Batch, SourceSummary, SyncRun, timed
-from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
+from collectors.sync import Batch, Collector, SyncRun
+from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import (
     Commit,
@@ -190,7 +190,7 @@ def job_tree(depth: int) -> str:
     return f"jobs[{inner}]"
 
 
-class JenkinsCollector:
+class JenkinsCollector(Collector):
     """Syncs one `[[sources.jenkins]]` into the warehouse."""
 
     kind = "jenkins"
@@ -250,16 +250,6 @@ class JenkinsCollector:
         return text
 
     # -- the sync ------------------------------------------------------------------------------
-
-    def sync(self) -> SourceSummary:
-        """Sync every job; returns the summary (errors are in it, not raised)."""
-        summary = SourceSummary(self.source.name, self.kind)
-        with self.engine.begin() as conn:
-            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
-        run = SyncRun(self.engine, source_id, summary)
-        timed(summary, lambda: self._sync(run))
-        summary.requests = self.requests_made()
-        return summary
 
     def _sync(self, run: SyncRun) -> None:
         try:

@@ -191,3 +191,31 @@ def timed(summary: SourceSummary, work: Callable[[], None]) -> SourceSummary:
     finally:
         summary.seconds = time.perf_counter() - start
     return summary
+
+
+class Collector:
+    """What every networked collector does around its own `_sync`: register the source, time the
+    run, and total the requests. Subclasses set `kind`, `source`, `engine` and implement `_sync`
+    and `requests_made`."""
+
+    kind: str
+    source: Any
+    engine: Engine
+
+    def sync(self) -> SourceSummary:
+        """Sync the whole source; returns the summary (errors are in it, not raised)."""
+        from warehouse.dimensions import ensure_source
+
+        summary = SourceSummary(self.source.name, self.kind)
+        with self.engine.begin() as conn:
+            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
+        run = SyncRun(self.engine, source_id, summary)
+        timed(summary, lambda: self._sync(run))
+        summary.requests = self.requests_made()
+        return summary
+
+    def _sync(self, run: SyncRun) -> None:
+        raise NotImplementedError
+
+    def requests_made(self) -> int:
+        raise NotImplementedError

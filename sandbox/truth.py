@@ -16,6 +16,24 @@ from sandbox import jenkins_org as jenkins
 from sandbox.jenkins_org import iter_jobs
 from sandbox.model import Organisation
 
+# the warehouse tables a GitLab sync fills, as `counts` reports them
+SYNCED_TABLES = (
+    "repo",
+    "commit",
+    "commit_parent",
+    "branch",
+    "merge_request",
+    "mr_commit",
+    "pipeline",
+    "job",
+    "test_run",
+    "deployment",
+    "image",
+    "image_tag",
+    "incident",
+    "environment",
+)
+
 
 def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
     """Rows each warehouse table must hold after a full sync of the GitLab simulator at `at`.
@@ -24,24 +42,7 @@ def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
     and deployments of GitLab-built services only (Jenkins builds and deploys the others:
     `jenkins_counts`)."""
     at = at or org.now
-    c: dict[str, int] = dict.fromkeys(
-        (
-            "repo",
-            "commit",
-            "commit_parent",
-            "branch",
-            "merge_request",
-            "mr_commit",
-            "pipeline",
-            "job",
-            "test_run",
-            "deployment",
-            "image",
-            "image_tag",
-            "incident",
-        ),
-        0,
-    )
+    c: dict[str, int] = dict.fromkeys((t for t in SYNCED_TABLES if t != "environment"), 0)
     environments: set[str] = set()
     for s in org.services:
         c["repo"] += 1

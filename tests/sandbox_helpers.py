@@ -8,25 +8,10 @@ from sqlalchemy import Engine, func, select
 
 from cdmetrics.settings import Settings
 from sandbox.serve import Sandbox
+from sandbox.truth import SYNCED_TABLES
 from warehouse.schema import metadata
 
 TOKEN_ENV = "CDM_TEST_GITLAB_TOKEN"
-SYNCED_TABLES = (
-    "repo",
-    "commit",
-    "commit_parent",
-    "branch",
-    "merge_request",
-    "mr_commit",
-    "pipeline",
-    "job",
-    "test_run",
-    "deployment",
-    "image",
-    "image_tag",
-    "incident",
-    "environment",
-)
 VOLATILE = {"id", "fetched_at", "first_seen_at", "last_seen_at", "started_at", "finished_at"}
 
 
