@@ -27,6 +27,7 @@ from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
 from analytics.scope import Scope
+from cdmetrics.cli_report import register as register_report_commands
 from cdmetrics.cli_service import register as register_service_commands
 from cdmetrics.render import render_drift, render_gate, render_metrics, render_violations
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
@@ -49,6 +50,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
 register_service_commands(app)
+register_report_commands(app)
 
 err = Console(stderr=True)
 out = Console()

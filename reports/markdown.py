@@ -1,0 +1,51 @@
+"""The report as Markdown (GitHub/GitLab-flavoured tables) for wikis, and its summary — the title,
+the period and the headline table — for chat (`--post`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reports.html import notices, period_line
+from reports.model import WeeklyReport
+from reports.tables import Table, cell, kind_of, tables
+
+NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
+
+
+def markdown_table(table: Table, zone: Any) -> str:
+    """One table as Markdown; its empty text when it has no rows."""
+    if not table.rows:
+        return f"_{table.empty}_"
+    header = "| " + " | ".join(h for _, h, _ in table.columns) + " |"
+    rule = "|" + "|".join("---:" if k in NUMERIC else "---" for _, _, k in table.columns) + "|"
+    lines = [header, rule]
+    for row in table.rows:
+        cells = []
+        for key, _, kind in table.columns:
+            if kind_of(kind, row) == "url":
+                cells.append(f"[link]({row[key]})" if row.get(key) else "")
+            else:
+                text = cell(table, key, kind, row, zone)
+                cells.append(text.replace("|", "\\|").replace("\n", " "))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(report: WeeklyReport) -> str:
+    """Title, period, what to know, and the headline table: what a chat message carries."""
+    headline = next(t for t in tables(report) if t.name == "headline")
+    parts = [f"### {report.title}", period_line(report)]
+    parts += [f"> {n}" for n in notices(report)]
+    parts.append(markdown_table(headline, report.scope.zone))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_markdown(report: WeeklyReport) -> str:
+    """The whole report as Markdown: the summary, then every other table."""
+    zone = report.scope.zone
+    parts = [summary(report).replace("### ", "# ", 1).rstrip("\n")]
+    for table in tables(report):
+        if table.name == "headline":
+            continue
+        parts.append(f"## {table.title}\n\n{markdown_table(table, zone)}")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,257 @@
+"""The weekly report model: one ISO week (in `[sync] timezone`) for the whole organisation, a team
+or a service, computed only through the analytics API, so every number equals what
+`analytics.dora.metrics` and `analytics.views` give for the same week and scope.
+
+The scope's rows for the twelve weeks ending with the report's week are selected once
+(`analytics.metrics.load`) and bucketed by local ISO week; each week's metrics are
+`analytics.dora.compute` over that week's rows with that week's scope, which is exactly what
+`dora.metrics` computes for the week (the tests hold them equal). The lists (failed changes,
+incidents, drift, violations, notable items) are the dashboard's views for the week's scope.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from analytics import dora, stats, views
+from analytics.derive import FailureRules
+from analytics.metrics import STAGES, Row, ScopeData, load
+from analytics.scope import Scope
+from analytics.views import figures, notable
+from reports.week import ReportError, Week
+
+TREND_WEEKS = 12
+# key, label, path into the metrics JSON, unit (count, hours, ratio), which way is better,
+# and the (numerator, denominator) paths shown beside a rate
+HEADLINE: tuple[tuple[str, str, tuple[str, str], str, str, tuple[str, str] | None], ...] = (
+    ("deployments", "Production deployments", ("deployment_frequency", "deployments"), "count", "up", None),
+    ("deployment_days", "Deployment days", ("deployment_frequency", "deployment_days"), "count", "up", None),
+    ("lead_time_median", "Lead time, median", ("lead_time", "median_hours"), "hours", "down", None),
+    ("lead_time_p90", "Lead time, p90", ("lead_time", "p90_hours"), "hours", "down", None),
+    ("change_failure_rate", "Change failure rate", ("change_failure_rate", "rate"), "ratio", "down",
+     ("failed", "deployments")),
+    ("recovery_median", "Recovery time, median", ("recovery_time", "median_hours"), "hours", "down", None),
+    ("rework_rate", "Rework rate", ("rework_rate", "rate"), "ratio", "down", ("rework", "deployments")),
+    ("deployment_failure_rate", "Deployment failure rate", ("deployment_failure_rate", "rate"), "ratio",
+     "down", ("failed", "attempts")),
+    ("pipeline_failure_rate", "Pipeline failure rate", ("build", "failure_rate"), "ratio", "down",
+     ("failed", "pipelines")),
+    ("incidents", "Incidents opened", ("recovery_time", "incidents"), "count", "down", None),
+)  # fmt: skip
+LEVELS = {"deployment_days": "deployment_frequency", "lead_time_median": "lead_time"}
+LEVELS |= {"change_failure_rate": "change_failure_rate", "recovery_median": "recovery_time"}
+
+
+@dataclass
+class WeeklyReport:
+    """Everything a weekly report shows; renderers only format it."""
+
+    week: Week
+    scope: Scope
+    label: str
+    generated_at: datetime
+    metrics: dict[str, Any]
+    previous_metrics: dict[str, Any]
+    headline: list[dict[str, Any]]
+    trend: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+    environments: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]
+    drift: list[dict[str, Any]]
+    violations: list[dict[str, Any]]
+    notable: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    warehouse_empty: bool = False
+
+    @property
+    def title(self) -> str:
+        return f"Weekly delivery report {self.week.key}: {self.label}"
+
+
+def value_at(metrics: dict[str, Any], path: tuple[str, str]) -> Any:
+    return metrics[path[0]][path[1]]
+
+
+def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per headline metric: value, last week's, the change, its level and the counts
+    behind a rate."""
+    rows = []
+    for key, label, path, unit, better, counts in HEADLINE:
+        value, before = value_at(current, path), value_at(previous, path)
+        section = current[path[0]]
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "unit": unit,
+                "better": better,
+                "value": value,
+                "previous": before,
+                "change": value - before if value is not None and before is not None else None,
+                "numerator": section[counts[0]] if counts else None,
+                "denominator": section[counts[1]] if counts else None,
+                "level": current[LEVELS[key]]["level"] if key in LEVELS else None,
+            }
+        )
+    return rows
+
+
+def week_scope(week: Week, teams: tuple[str, ...], services: tuple[str, ...]) -> Scope:
+    return Scope(week.since, week.until, teams, services, None, week.timezone)
+
+
+def weekly_metrics(
+    conn: Connection,
+    week: Week,
+    teams: tuple[str, ...],
+    services: tuple[str, ...],
+    rules: FailureRules,
+    weeks: int = TREND_WEEKS,
+) -> list[tuple[Week, ScopeData, dict[str, Any]]]:
+    """For each of the `weeks` weeks ending with `week`: the week, its rows (with the week's
+    scope) and `dora.compute` of them; the rows are selected once for the whole span."""
+    first = week.shifted(-(weeks - 1))
+    span = Scope(first.since, week.until, teams, services, None, week.timezone)
+    data = load(conn, span, rules)
+    buckets: dict[str, list[list[Row]]] = defaultdict(lambda: [[] for _ in figures.PARTS])
+    for index, part in enumerate(figures.PARTS):
+        for r in getattr(data, part):
+            buckets[stats.week_key(stats.local_day(r.at, span.zone))][index].append(r)
+    out = []
+    for offset in range(-(weeks - 1), 1):
+        w = week.shifted(offset)
+        part_data = ScopeData(week_scope(w, teams, services), *buckets[w.key])
+        out.append((w, part_data, dora.compute(part_data)))
+    return out
+
+
+def _label(teams: tuple[str, ...], services: tuple[str, ...]) -> str:
+    if services:
+        return f"service {', '.join(services)}"
+    if teams:
+        return f"team {', '.join(teams)}"
+    return "whole organisation"
+
+
+def _check_names(conn: Connection, teams: tuple[str, ...], services: tuple[str, ...]) -> None:
+    options = views.filter_options(conn)
+    for kind, asked in (("team", teams), ("service", services)):
+        known = options[f"{kind}s"]
+        unknown = sorted(set(asked) - set(known))
+        if unknown:
+            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+            raise ReportError(
+                f"no {kind} named {', '.join(unknown)} in the warehouse; "
+                f"known: {shown or 'none (run cdmetrics sync)'}"
+            )
+
+
+def build_report(
+    engine: Engine,
+    week: Week,
+    teams: tuple[str, ...] = (),
+    services: tuple[str, ...] = (),
+    rules: FailureRules | None = None,
+    limit: int = 10,
+    now: datetime | None = None,
+) -> WeeklyReport:
+    """The weekly report of `week` for the organisation, or the named teams or services."""
+    rules = rules or FailureRules()
+    with engine.connect() as conn:
+        _check_names(conn, teams, services)
+        series = weekly_metrics(conn, week, teams, services, rules)
+        (_, data, current), (_, _, previous) = series[-1], series[-2]
+        scope = data.scope
+        return WeeklyReport(
+            week=week,
+            scope=scope,
+            label=_label(teams, services),
+            generated_at=now or datetime.now(UTC),
+            metrics=current,
+            previous_metrics=previous,
+            headline=headline(current, previous),
+            trend=[_trend_row(w, m) for w, _, m in series],
+            services=_services(data),
+            environments=views.deployments_by_service_environment(conn, scope),
+            stages=_stages(current, previous),
+            failures=views.failed_changes(conn, scope),
+            incidents=views.incidents(conn, scope),
+            drift=sorted(
+                views.drift_matrix(conn, scope),
+                key=lambda r: (-(r["drift_age_hours"] or -1.0), r["service"], r["position"] or 0),
+            ),
+            violations=notable.new_violations(conn, scope),
+            notable={
+                "slowest_merge_requests": slowest_merge_requests(conn, scope, limit),
+                "longest_lived_branches": notable.longest_lived_branches(conn, scope, limit),
+                "most_failing_pipelines": notable.failing_pipelines(conn, scope, limit),
+            },
+            warehouse_empty=not any(views.presence(conn).values()),
+        )
+
+
+def _trend_row(week: Week, metrics: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"week": week.key, "since": week.since}
+    for key, _, path, *_ in HEADLINE:
+        row[key] = value_at(metrics, path)
+    return row
+
+
+def _services(data: ScopeData) -> list[dict[str, Any]]:
+    """Per service of the scope: its production figures this week (`dora` sliced by service)."""
+    teams = {
+        r.service: r.team
+        for part in figures.PARTS
+        for r in getattr(data, part)
+        if r.team is not None
+    }
+    rows = []
+    for service, m in figures.sliced(data, "service"):
+        rows.append(
+            {
+                "service": service,
+                "team": teams.get(service),
+                "deployments": m["deployment_frequency"]["deployments"],
+                "deployment_days": m["deployment_frequency"]["deployment_days"],
+                "lead_time_median_hours": m["lead_time"]["median_hours"],
+                "failed_changes": m["change_failure_rate"]["failed"],
+                "change_failure_rate": m["change_failure_rate"]["rate"],
+                "recovery_median_hours": m["recovery_time"]["median_hours"],
+                "pipelines": m["build"]["pipelines"],
+                "pipeline_failure_rate": m["build"]["failure_rate"],
+            }
+        )
+    return sorted(rows, key=lambda r: (-r["deployments"], r["service"]))
+
+
+def _stages(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
+    now, before = current["lead_time"], previous["lead_time"]
+    return [
+        {
+            "stage": stage,
+            "median_hours": now["stages"][stage],
+            "previous_median_hours": before["stages"][stage],
+            "negative_spans_dropped": now["negative_spans_dropped"][stage],
+        }
+        for stage in STAGES
+    ]
+
+
+def slowest_merge_requests(conn: Connection, scope: Scope, limit: int = 10) -> list[dict[str, Any]]:
+    """The merge requests (or, for a change no MR brought, the commit) deployed to production this
+    week whose slowest change waited longest: `views.slowest_changes` grouped by merge request.
+    A merge request's slowest change starts at its first commit, so this is its cycle time."""
+    seen: dict[str, dict[str, Any]] = {}
+    for change in views.slowest_changes(conn, scope, limit=limit * 5):
+        key = f"{change['service']}|{change['merge_request'] or change['sha']}"
+        if key not in seen:
+            seen[key] = change
+        if len(seen) == limit:
+            break
+    return list(seen.values())

@@ -1,0 +1,246 @@
+"""The report's tables, shared by every renderer (HTML, Markdown, XLSX), and how values read.
+
+A column has a kind: `text`, `count`, `hours`, `ratio` (a share, 0..1), `time` (an aware
+datetime), `bool` or `url`. Renderers format by kind; the XLSX keeps numbers as numbers and times
+as local times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from reports.model import WeeklyReport
+
+NONE = "\u2013"  # an en dash: no value
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table: columns as (key, header, kind), rows as dicts, and what to say when empty."""
+
+    name: str
+    title: str
+    columns: tuple[tuple[str, str, str], ...]
+    rows: list[dict[str, Any]]
+    empty: str
+
+
+def tables(report: WeeklyReport) -> list[Table]:
+    """Every table of the report, in the order the report shows them."""
+    n = report.notable
+    return [
+        Table(
+            "headline",
+            "Headline",
+            (
+                ("label", "Metric", "text"),
+                ("value", "This week", "unit"),
+                ("previous", "Last week", "unit"),
+                ("change", "Change", "change"),
+                ("numerator", "Count", "count"),
+                ("denominator", "Of", "count"),
+                ("level", "DORA level", "text"),
+            ),
+            report.headline,
+            "",
+        ),
+        Table(
+            "trend",
+            f"Last {len(report.trend)} weeks",
+            (
+                ("week", "Week", "text"),
+                ("deployments", "Deployments", "count"),
+                ("deployment_days", "Deployment days", "count"),
+                ("lead_time_median", "Lead time median", "hours"),
+                ("change_failure_rate", "Change failure rate", "ratio"),
+                ("recovery_median", "Recovery median", "hours"),
+                ("pipeline_failure_rate", "Pipeline failure rate", "ratio"),
+                ("incidents", "Incidents", "count"),
+            ),
+            report.trend,
+            "",
+        ),
+        Table(
+            "services",
+            "Production deployments per service",
+            (
+                ("service", "Service", "text"),
+                ("team", "Team", "text"),
+                ("deployments", "Deployments", "count"),
+                ("deployment_days", "Days", "count"),
+                ("lead_time_median_hours", "Lead time median", "hours"),
+                ("failed_changes", "Failed changes", "count"),
+                ("change_failure_rate", "Change failure rate", "ratio"),
+                ("recovery_median_hours", "Recovery median", "hours"),
+                ("pipelines", "Pipelines", "count"),
+                ("pipeline_failure_rate", "Pipeline failure rate", "ratio"),
+            ),
+            report.services,
+            "No service had a deployment or a pipeline this week.",
+        ),
+        Table(
+            "environments",
+            "Deployment attempts per service and environment",
+            (
+                ("service", "Service", "text"),
+                ("environment", "Environment", "text"),
+                ("successful", "Successful", "count"),
+                ("failed", "Failed", "count"),
+            ),
+            report.environments,
+            "No deployment finished this week.",
+        ),
+        Table(
+            "lead_time_stages",
+            "Lead-time breakdown (merge requests, median hours)",
+            (
+                ("stage", "Stage", "text"),
+                ("median_hours", "This week", "hours"),
+                ("previous_median_hours", "Last week", "hours"),
+                ("negative_spans_dropped", "Negative spans dropped", "count"),
+            ),
+            report.stages,
+            "",
+        ),
+        Table(
+            "failures",
+            "Failed changes and recoveries",
+            (
+                ("service", "Service", "text"),
+                ("finished_at", "Deployed", "time"),
+                ("ref", "Ref", "text"),
+                ("reasons", "Reasons", "text"),
+                ("recovered_at", "Recovered", "time"),
+                ("recovery_hours", "Recovery", "hours"),
+                ("deployment_url", "Deployment", "url"),
+            ),
+            report.failures,
+            "No failed change this week.",
+        ),
+        Table(
+            "incidents",
+            "Incidents opened",
+            (
+                ("service", "Service", "text"),
+                ("title", "Title", "text"),
+                ("severity", "Severity", "text"),
+                ("opened_at", "Opened", "time"),
+                ("resolved_at", "Resolved", "time"),
+                ("restore_hours", "Time to restore", "hours"),
+                ("url", "Link", "url"),
+            ),
+            report.incidents,
+            "No incident opened this week.",
+        ),
+        Table(
+            "drift",
+            "Drift between environments (latest snapshot before the week's end)",
+            (
+                ("service", "Service", "text"),
+                ("upstream", "Upstream", "text"),
+                ("downstream", "Downstream", "text"),
+                ("commits_behind", "Commits behind", "count"),
+                ("drift_age_hours", "Drifting for", "hours"),
+                ("downstream_ever_upstream", "Downstream ran upstream", "bool"),
+                ("taken_at", "Snapshot", "time"),
+            ),
+            report.drift,
+            "No drift snapshot before the week's end (`cdmetrics sync` or `derive` records one).",
+        ),
+        Table(
+            "violations",
+            "Policy violations new this week",
+            (
+                ("severity", "Severity", "text"),
+                ("policy", "Policy", "text"),
+                ("service", "Service", "text"),
+                ("environment", "Environment", "text"),
+                ("message", "What to do", "text"),
+                ("first_seen_at", "First seen", "time"),
+                ("url", "Link", "url"),
+            ),
+            report.violations,
+            "No new policy violation this week (`cdmetrics policy scan` records them).",
+        ),
+        Table(
+            "slowest_merge_requests",
+            "Slowest merge requests (lead time of their slowest change)",
+            (
+                ("service", "Service", "text"),
+                ("merge_request", "Merge request", "text"),
+                ("title", "Commit", "text"),
+                ("lead_time_hours", "Lead time", "hours"),
+                ("deployed_at", "Deployed", "time"),
+                ("merge_request_url", "Link", "url"),
+            ),
+            n.get("slowest_merge_requests", []),
+            "No change reached production this week.",
+        ),
+        Table(
+            "longest_lived_branches",
+            "Longest-lived branches (merge requests open at the week's end)",
+            (
+                ("service", "Service", "text"),
+                ("branch", "Branch", "text"),
+                ("title", "Merge request", "text"),
+                ("author", "Author", "text"),
+                ("created_at", "Opened", "time"),
+                ("age_days", "Age (days)", "days"),
+                ("web_url", "Link", "url"),
+            ),
+            n.get("longest_lived_branches", []),
+            "No merge request was open at the week's end.",
+        ),
+        Table(
+            "most_failing_pipelines",
+            "Most-failing pipelines (per service and ref)",
+            (
+                ("service", "Service", "text"),
+                ("ref", "Ref", "text"),
+                ("job_name", "Job", "text"),
+                ("failed", "Failed", "count"),
+                ("pipelines", "Of", "count"),
+                ("failure_rate", "Failure rate", "ratio"),
+                ("last_failed_at", "Last failure", "time"),
+            ),
+            n.get("most_failing_pipelines", []),
+            "No pipeline failed this week.",
+        ),
+    ]
+
+
+def kind_of(column_kind: str, row: dict[str, Any]) -> str:
+    """The kind of a cell: `unit` and `change` columns take the headline row's unit."""
+    if column_kind in ("unit", "change"):
+        return str(row.get("unit", "count"))
+    return column_kind
+
+
+def show(value: Any, kind: str, zone: ZoneInfo, change: bool = False) -> str:
+    """A value as the report prints it: hours with one decimal (days past 48 h), shares as
+    percent (changes of shares in percentage points), times in the report's time zone."""
+    if value is None:
+        return NONE
+    sign = "+" if change and value > 0 else ""
+    if kind == "count":
+        return f"{sign}{value:,}" if isinstance(value, int) else f"{sign}{value:,.1f}"
+    if kind == "hours":
+        if abs(value) >= 48:
+            return f"{sign}{value / 24:.1f} d"
+        return f"{sign}{value:.1f} h"
+    if kind == "days":
+        return f"{value:.1f}"
+    if kind == "ratio":
+        return f"{sign}{value * 100:.1f} pp" if change else f"{value * 100:.1f}%"
+    if kind == "time" and isinstance(value, datetime):
+        return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    if kind == "bool":
+        return "yes" if value else "no"
+    return str(value)
+
+
+def cell(table: Table, key: str, kind: str, row: dict[str, Any], zone: ZoneInfo) -> str:
+    """The text of one cell."""
+    return show(row.get(key), kind_of(kind, row), zone, change=kind == "change")
