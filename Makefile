@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint format docs clean
+.PHONY: install demo test bench lint format docs clean report-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,13 +14,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The weekly report's PDF (WeasyPrint) needs Debian's pango and harfbuzz-subset, and a font; its
+# tests read the PDF with poppler-utils (pdftotext, pdftoppm). Installed when missing and apt-get
+# is usable (root on Debian); elsewhere a note, and the PDF tests say why they skip.
+REPORT_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
+
+report-deps:
+	@missing=$$(for p in $(REPORT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "note: PDF reports need these Debian packages: $$missing"; \
+	  fi; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/cdmetrics demo --size demo
 
-test: $(STAMP)
+test: $(STAMP) report-deps
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) report-deps
 	$(BIN)/pytest -m bench -s -q -p no:randomly tests/benchmarks
 
 lint: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -55,7 +56,9 @@ def render_json(report: WeeklyReport) -> str:
 
 def render_pdf(report: WeeklyReport) -> bytes:
     """The HTML page printed to PDF by WeasyPrint (A4 landscape; needs Debian's pango)."""
-    from weasyprint import HTML  # imported here: it loads pango, which only the PDF needs
+    with warnings.catch_warnings():  # a notice about an optional library, not about the report
+        warnings.filterwarnings("ignore", "HarfBuzz-Subset", DeprecationWarning)
+        from weasyprint import HTML  # imported here: it loads pango, which only the PDF needs
 
     pdf = HTML(string=render_html(report)).write_pdf()
     assert pdf is not None  # write_pdf without a target returns the bytes
