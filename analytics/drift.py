@@ -1,7 +1,8 @@
 """Image drift between adjacent environments of the promotion path (DESIGN.md section 5).
 
 Environment state: what a service runs in an environment at an instant — its last successful
-application deployment at or before then (Kubernetes observations join when that collector lands).
+application deployment at or before then, unless a cluster shows a newer rollout that no recorded
+deployment accounts for (analytics.observed: an unrecorded change), which wins.
 Drift between an upstream and a downstream environment: their digests differ. For each service and
 adjacent pair: how many commits the downstream is behind, how long it has been drifting, and
 whether the downstream's digest ever ran upstream. Where a deployment has no digest, its commit
@@ -18,7 +19,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from analytics.derive import CommitGraph
-from warehouse.schema import Deployment, DeploymentChain, DriftSnapshot, Environment, Service
+from analytics.observed import unrecorded
+from warehouse.schema import (
+    Deployment,
+    DeploymentChain,
+    DriftSnapshot,
+    Environment,
+    Image,
+    Service,
+)
 from warehouse.upsert import upsert
 
 
@@ -26,7 +35,7 @@ from warehouse.upsert import upsert
 class Running:
     """What runs in one environment: the deployment, its image and commit, since when."""
 
-    deployment_id: int
+    deployment_id: int | None  # None: an unrecorded change seen in a cluster
     image: str  # digest, or "commit:<sha>" where the source gave none
     sha: str | None
     since: datetime
@@ -99,7 +108,36 @@ def environment_state(
         state[(service, env)] = Running(
             dep_id, _image(digest, sha), sha, finished
         )  # last id wins a tie
+    _observed_changes(conn, at, state, services)
     return state
+
+
+def _observed_changes(
+    conn: Connection,
+    at: datetime,
+    state: dict[tuple[str, str], Running],
+    services: list[str] | None,
+) -> None:
+    """A rollout no recorded deployment accounts for, newer than the recorded state, wins it."""
+    found = unrecorded(conn, None, at)
+    if not found:
+        return
+    names = dict(conn.execute(select(Service.id, Service.name)).all())
+    envs = dict(conn.execute(select(Environment.id, Environment.name)).all())
+    revisions = dict(
+        conn.execute(
+            select(Image.digest, Image.revision).where(
+                Image.digest.in_(sorted({r.digest for r in found if r.digest}))
+            )
+        ).all()
+    )
+    for r in found:  # oldest first: the newest wins
+        key = (names[r.service_id], envs[r.environment_id])
+        if services and key[0] not in services:
+            continue
+        current = state.get(key)
+        if r.digest and (current is None or current.since < r.at):
+            state[key] = Running(None, r.digest, revisions.get(r.digest), r.at)
 
 
 def _history(conn: Connection, service: str, env: str, at: datetime) -> list[tuple[datetime, str]]:

@@ -7,10 +7,15 @@ optionally prefixed `v` or `sha-`), matched against the commits of the service w
 repository it is. Labels, provenance and the pushing build (stronger evidence) are set by the
 collectors that see them and are never overwritten here.
 
-A deployment without a digest gets one, in order: `tag` (its image reference's tag, through the
-tag history as it was when the deployment started), `revision` (the one image built from the
-deployed commit; two candidates are ambiguous and resolve to nothing), else `none`. `explicit`
-and `observed` digests come from collectors and are kept.
+A deployment's digest, by trust: `explicit` (the source named it; kept as collected), `observed`
+(a cluster's rollout that ran while the deployment ran, analytics.observed; it replaces a digest
+found by tag or revision), `tag` (its image reference's tag, through the tag history as it was when
+the deployment started), `revision` (the one image built from the deployed commit; two candidates
+are ambiguous and resolve to nothing), else `none`. A platform manifest digest is recorded as its
+index's digest (the image), the platform digest the source named staying in `image_ref`.
+
+A deployment whose digest changes after its chain was derived loses its chain rows, so the next
+step of `derive` re-derives that chain from it (rollbacks are detected by digest).
 """
 
 from __future__ import annotations
@@ -20,9 +25,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
-from warehouse.schema import Commit, Deployment, Image, ImageTag, Service
+from analytics.observed import SLACK, Matcher, rollouts
+from warehouse.schema import (
+    Commit,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Image,
+    ImageTag,
+    Service,
+)
 
 DEFAULT_TAG_REVISION = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
 
@@ -39,8 +53,78 @@ def resolve_images(
     """Fill image revisions from tags, then digests of deployments that have none."""
     summary = ResolutionSummary()
     summary.revisions = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
-    summary.deployments = _deployment_digests(conn)
+    changed = _platforms_to_index(conn) | _observed(conn)
+    summary.deployments = len(changed) + _deployment_digests(conn)
+    _unchain(conn, changed)
     return summary
+
+
+def _platforms_to_index(conn: Connection) -> set[int]:
+    """Deployments naming a platform manifest get its index's digest (one image, one digest)."""
+    rows = conn.execute(
+        select(Deployment.id, Deployment.image_digest, Deployment.image_ref, Image.index_digest)
+        .join(Image, Image.digest == Deployment.image_digest)
+        .where(Image.index_digest.is_not(None))
+    ).all()
+    for target, digest, ref, index in rows:
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id == target)
+            .values(image_digest=index, image_ref=ref or digest)
+        )
+    return {r.id for r in rows}
+
+
+def _observed(conn: Connection) -> set[int]:
+    """Deployments not explicit about their image take the digest of the rollout that ran while
+    they ran (the nearest to their start); see analytics.observed."""
+    matcher = Matcher([r for r in rollouts(conn) if r.digest])
+    if not matcher:
+        return set()
+    earliest = min(r.at for found in matcher.by_place.values() for r in found)
+    start = func.coalesce(
+        Deployment.started_at, Deployment.created_at, type_=Deployment.started_at.type
+    ).label("start")
+    candidates = conn.execute(
+        select(
+            Deployment.id,
+            Deployment.service_id,
+            Deployment.environment_id,
+            Deployment.source_id,
+            Deployment.image_digest,
+            Deployment.finished_at,
+            start,
+        ).where(
+            Deployment.image_resolution.in_(("none", "tag", "revision")),
+            Deployment.kind == "app",
+            Deployment.service_id.in_(sorted({s for s, _ in matcher.by_place})),
+            start >= earliest - SLACK,  # no deployment runs longer
+        )
+    ).all()
+    updates, changed = [], set()
+    for d in candidates:
+        hits = matcher.during(d)
+        if hits:
+            updates.append({"target": d.id, "digest": hits[0].digest, "how": "observed"})
+            if hits[0].digest != d.image_digest:
+                changed.add(d.id)
+    if updates:
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id == bindparam("target"))
+            .values(image_digest=bindparam("digest"), image_resolution=bindparam("how")),
+            updates,
+        )
+    return changed
+
+
+def _unchain(conn: Connection, deployment_ids: set[int]) -> None:
+    """Forget the derived links of deployments whose image changed: derive re-derives them."""
+    ids = sorted(deployment_ids)
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(part)))
+        conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
 
 
 def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:

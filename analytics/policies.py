@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from analytics.gate import SEMVER_TAG
+from analytics.observed import unrecorded
 from warehouse.schema import (
     Branch,
     Commit,
@@ -523,12 +524,23 @@ def stale_branch(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("unrecorded-change", "warn")
 def unrecorded_change(conn: Connection, scan: Scan) -> list[Violation]:
-    """Kubernetes runs a digest no recorded deployment put there (needs the Kubernetes collector)."""
-    from warehouse.schema import ObservedWorkload
-
-    if conn.execute(select(func.count()).select_from(ObservedWorkload)).scalar_one() == 0:
-        return []
-    return []  # evaluated once observed workloads are collected (Kubernetes collector issue)
+    """Kubernetes ran a digest that no recorded deployment put there (analytics.observed)."""
+    found = unrecorded(conn, scan.since, scan.until)
+    names = dict(conn.execute(select(Service.id, Service.name)).all())
+    envs = dict(conn.execute(select(Environment.id, Environment.name)).all())
+    return [
+        Violation(
+            "unrecorded-change",
+            "warn",
+            names.get(r.service_id),
+            envs.get(r.environment_id),
+            f"rollout {r.cluster}/{r.namespace}/{r.workload}#{r.revision}",
+            f"{r.cluster}/{r.namespace}/{r.workload} started running {(r.digest or '')[:19]} at "
+            f"{r.at:%Y-%m-%d %H:%M} UTC and no recorded deployment put it there: deploy through "
+            "the pipeline, or revert the change by hand",
+        )
+        for r in found
+    ]
 
 
 # -- the scan ---------------------------------------------------------------------------------

@@ -137,7 +137,10 @@ class World:
         status: str = "success",
         ref: str = "main",
         digest: str | None = None,
+        pinned: bool = True,
     ) -> str:
+        """A deployment finished at `finished` (started 5 minutes before), of image
+        `sha256:<sha>` unless `digest` names one; `pinned=False`: the source named no image."""
         self.deployments += 1
         external = f"d{self.deployments}"
         self.add(
@@ -153,8 +156,10 @@ class World:
                     "sha": sha,
                     "ref": ref,
                     "created_at": finished - timedelta(minutes=5),
+                    "started_at": finished - timedelta(minutes=5),
                     "finished_at": finished,
-                    "image_digest": digest or f"sha256:{sha}",
+                    "image_digest": (digest or f"sha256:{sha}") if pinned else None,
+                    "image_resolution": "explicit" if pinned else "none",
                 }
             ],
         )
