@@ -99,12 +99,18 @@ class KubernetesSimulator:
         self.forbidden.update(namespaces)
 
     def corrupt(
-        self, resource: str, namespace: str, name: str, field: str, value: Any = DELETE
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        field: str | tuple[str, ...],
+        value: Any = DELETE,
     ) -> None:
-        """Serve object `name` with the dotted `field` set to `value` (or removed)."""
+        """Serve object `name` with `field` (dotted, or a tuple of keys) set to `value` (or
+        removed)."""
 
         def patch(obj: dict[str, Any]) -> None:
-            *path, last = field.split(".")
+            *path, last = field.split(".") if isinstance(field, str) else field
             for part in path:
                 obj = obj.setdefault(part, {})
             if value is DELETE:

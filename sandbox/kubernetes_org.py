@@ -41,6 +41,7 @@ CLUSTER = "sandbox"
 ENVIRONMENTS = ("test", "staging", "production")
 HISTORY_LIMIT = 10
 PROGRESS_DEADLINE_S = 60
+POD_DELAY = timedelta(seconds=1)  # from a ReplicaSet's scale-up to its pods' creation
 HAND_CHANGE_SHARE = 0.08  # of the (service, environment) workloads
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
 
@@ -219,7 +220,7 @@ class KubernetesCluster:
                 for e, nxt in zip(w.events, [*w.events[1:], None], strict=True)
                 if e.available_at is not None
             ]
-            slots = [(a, b) for a, b in slots[-12:] if (b - a).total_seconds() >= 1800]
+            slots = [(a, b) for a, b in slots[-4:] if (b - a).total_seconds() >= 1800]
             if not slots:
                 continue
             begin, end = rng.choice(slots)
@@ -280,8 +281,8 @@ class KubernetesCluster:
         rows = []
         for (ns, name), st in sorted(self.states(at).items()):
             for rs in st.replica_sets:
-                current = rs is st.current
-                for revision, event, began in knowable(rs, current):
+                for revision, event, began in knowable(rs, rs is st.current):
+                    current = rs is st.current and revision == rs.revision
                     rows.append(
                         {
                             "namespace": ns,
@@ -323,7 +324,7 @@ def knowable(rs: ReplicaSetState, current: bool) -> list[tuple[int, Event, datet
     """(revision, event, start) of the revisions of `rs` whose start the API shows."""
     out = [(rs.revisions[0][0], rs.revisions[0][1], rs.created_at)]
     if current and len(rs.revisions) > 1:
-        out.append((rs.revision, rs.revisions[-1][1], rs.scaled_up_at))
+        out.append((rs.revision, rs.revisions[-1][1], rs.scaled_up_at + POD_DELAY))
     return out
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sandbox.kubernetes_org import (
     HISTORY_LIMIT,
+    POD_DELAY,
     PROGRESS_DEADLINE_S,
     KubernetesCluster,
     ReplicaSetState,
@@ -241,7 +242,7 @@ class Renderer:
     def _pod(
         self, st: WorkloadState, rs: ReplicaSetState, i: int, ready: bool, owner: Any
     ) -> dict[str, Any]:
-        created = rs.scaled_up_at + timedelta(seconds=1)
+        created = rs.scaled_up_at + POD_DELAY
         name = f"{rs.name}-{safe_encode(f'{rs.name}/{rs.scaled_up_at}/{i}', 5)}"
         arch = "arm64" if i % 2 else "amd64"
         labels = {NAME_LABEL: st.name, "pod-template-hash": rs.template.hash}
