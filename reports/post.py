@@ -6,6 +6,8 @@ shown whole; messages name only its scheme and host."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import httpx
@@ -25,13 +27,46 @@ def redact_webhook(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/***"
 
 
+class _Redact(logging.Filter):
+    """Replaces the webhook URL in log records (httpx logs every request's URL at INFO)."""
+
+    def __init__(self, secret: str, shown: str) -> None:
+        super().__init__()
+        self.secret, self.shown = secret, shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        path = urlsplit(self.secret).path
+        if self.secret in message or (len(path) > 1 and path in message):
+            message = message.replace(self.secret, self.shown)
+            record.msg, record.args = (
+                message.replace(path, "/***") if len(path) > 1 else message,
+                (),
+            )
+        return True
+
+
+@contextmanager
+def _redacted_logs(url: str, shown: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    redact = _Redact(url, shown)
+    for logger in loggers:
+        logger.addFilter(redact)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(redact)
+
+
 def post_markdown(url: str, text: str, timeout: float = 15.0) -> None:
     """POST {"text": text} as JSON to the webhook; a PostError on anything but a 2xx answer."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise PostError(f"webhook URL {redact_webhook(url)} is not http(s)")
     shown = redact_webhook(url)
     try:
-        response = httpx.post(url, json={"text": text}, timeout=timeout)
+        with _redacted_logs(url, shown):
+            response = httpx.post(url, json={"text": text}, timeout=timeout)
     except httpx.HTTPError as exc:
         raise PostError(f"cannot post to {shown}: {type(exc).__name__}") from None
     if not response.is_success:
