@@ -165,7 +165,15 @@ class KubernetesSource(SourceSettings):
     kubeconfig: str | None = None
     """Path of the kubeconfig file (default: the client's usual lookup)."""
     namespaces: dict[str, str] = Field(default_factory=dict)
-    """Namespaces to observe, each mapped to the environment it runs."""
+    """Namespaces to observe, each mapped to the environment it runs (empty: every namespace the
+    credentials may list, the environment guessed from the name's last `-` part)."""
+    cluster: str | None = None
+    """Cluster name written to `observed_workload` (default: the source name)."""
+    deployments: Literal["observe", "record"] = "observe"
+    """`observe`: rollouts only check what other sources recorded; `record`: each rollout is also a
+    deployment (for clusters no other source records deployments of, e.g. GitOps)."""
+    page_size: int = Field(500, ge=1, le=5000)
+    """Objects per list request (`limit`; the rest follows with `continue`)."""
 
 
 class Sources(Section):

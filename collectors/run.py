@@ -12,6 +12,7 @@ from cdmetrics.settings import Settings
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
+from collectors.kubernetes import KubernetesCollector
 from collectors.sync import SourceSummary
 
 
@@ -57,5 +58,11 @@ def run_sync(
                 continue
             summaries.append(
                 GitCollector(git_source, settings, engine, progress=progress, full=full).sync()
+            )
+        for k8s_source in settings.sources.kubernetes:  # after the sources that name services
+            if wanted and k8s_source.name not in wanted:
+                continue
+            summaries.append(
+                KubernetesCollector(k8s_source, settings, engine, progress=progress).sync()
             )
     return summaries

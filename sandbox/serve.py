@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sandbox.generate import generate
 from sandbox.gitlab_api import GitLabSimulator
 from sandbox.jenkins_api import JenkinsSimulator
 from sandbox.jenkins_org import gitlab_view
+from sandbox.kubernetes_api import KubernetesSimulator
 from sandbox.model import Organisation
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
 
@@ -31,6 +33,9 @@ class Sandbox:
     jenkins_app: SimulatorApp | None = None
     jenkins_server: SimulatorServer | None = None
     jenkins_user: str = "sandbox"
+    kubernetes: KubernetesSimulator | None = None
+    kubernetes_app: SimulatorApp | None = None
+    kubernetes_server: SimulatorServer | None = None
 
     @classmethod
     def start(
@@ -47,6 +52,8 @@ class Sandbox:
         keep_log: bool = False,
         jenkins: bool = True,
         jenkins_port: int = 0,
+        kubernetes: bool = False,
+        kubernetes_port: int = 0,
         jenkins_user: str = "sandbox",
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
@@ -71,7 +78,61 @@ class Sandbox:
             except Exception:
                 server.stop()
                 raise
+        if kubernetes:
+            try:
+                sandbox.start_kubernetes(host, kubernetes_port, at, keep_log)
+            except Exception:
+                sandbox.stop()
+                raise
         return sandbox
+
+    def start_kubernetes(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        at: datetime | None = None,
+        keep_log: bool = False,
+    ) -> None:
+        """Serve the organisation's cluster (bearer token: the sandbox's token)."""
+        self.kubernetes = KubernetesSimulator(self.org, self.token, at=at)
+        self.kubernetes_app = SimulatorApp(
+            self.kubernetes.router, faults=Faults(), keep_log=keep_log
+        )
+        self.kubernetes_server = SimulatorServer(self.kubernetes_app, host=host, port=port)
+        self.kubernetes_server.start()
+
+    @property
+    def kubernetes_url(self) -> str:
+        """The Kubernetes simulator's URL ("" when it is not running)."""
+        return self.kubernetes_server.url if self.kubernetes_server else ""
+
+    def write_kubeconfig(self, path: str | Path, context: str = "sandbox") -> Path:
+        """Write a kubeconfig for the Kubernetes simulator (context `context`, the sandbox's token)."""
+        path = Path(path)
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: sandbox\n  cluster:\n    server: {self.kubernetes_url}\n"
+            f"contexts:\n- name: {context}\n  context:\n    cluster: sandbox\n    user: cdmetrics\n"
+            f"current-context: {context}\n"
+            f"users:\n- name: cdmetrics\n  user:\n    token: {self.token}\n"
+        )
+        path.chmod(0o600)
+        return path
+
+    def kubernetes_config(self, kubeconfig: str | Path, context: str = "sandbox") -> str:
+        """A cdmetrics.toml fragment observing the sandbox cluster through `kubeconfig`."""
+        from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
+
+        lines = [
+            f'"{namespace_of(t.name, env)}" = "{env}"'
+            for t in self.org.teams
+            for env in ENVIRONMENTS
+        ]
+        return (
+            f'\n[[sources.kubernetes]]\nname = "kubernetes"\ncluster = "sandbox"\n'
+            f'kubeconfig = "{kubeconfig}"\ncontext = "{context}"\n'
+            "[sources.kubernetes.namespaces]\n" + "\n".join(lines) + "\n"
+        )
 
     def _start_jenkins(self, host: str, port: int, at: datetime | None, keep_log: bool) -> None:
         self.jenkins = JenkinsSimulator(
@@ -97,6 +158,8 @@ class Sandbox:
         self.gitlab.advance(at)
         if self.jenkins is not None:
             self.jenkins.advance(at)
+        if self.kubernetes is not None:
+            self.kubernetes.advance(at)
 
     def config(
         self,
@@ -146,6 +209,8 @@ class Sandbox:
         self.gitlab_server.stop()
         if self.jenkins_server:
             self.jenkins_server.stop()
+        if self.kubernetes_server:
+            self.kubernetes_server.stop()
 
     def __enter__(self) -> Sandbox:
         return self

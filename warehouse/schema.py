@@ -368,12 +368,16 @@ class Deployment(Base):
 
 class ObservedWorkload(Base):
     __tablename__ = "observed_workload"
-    __table_args__ = (natural_key("cluster", "namespace", "workload", "observed_at"),)
+    __table_args__ = (natural_key("cluster", "namespace", "workload", "revision"),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("source.id"))
     cluster: Mapped[str] = mapped_column(Name)
     namespace: Mapped[str] = mapped_column(Name)
     workload: Mapped[str] = mapped_column(Name)
-    observed_at: Mapped[datetime]
+    replica_set: Mapped[str | None] = mapped_column(Name)
+    observed_at: Mapped[datetime]  # when the revision began running (collectors/kubernetes.py)
+    status: Mapped[str | None] = mapped_column(String(16))  # success | failed | running
+    finished_at: Mapped[datetime | None]  # when it became available
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
     service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
     images: Mapped[list[Any]] = mapped_column(default=list)  # image references as written
