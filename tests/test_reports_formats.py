@@ -207,10 +207,9 @@ def test_pdf_text_holds_the_headline_and_its_pages_render(
     subprocess.run([pdftoppm, "-png", "-r", "40", str(pdf), str(tmp_path / "page")], check=True)
     pages = sorted(tmp_path.glob("page-*.png"))
     info = subprocess.run(
-        [shutil.which("pdfinfo") or "pdfinfo", str(pdf)], capture_output=True, text=True
-    )
-    count = (
-        int(re.search(r"Pages:\s+(\d+)", info.stdout)[1]) if info.returncode == 0 else len(pages)
-    )  # type: ignore[index]
-    assert len(pages) == count >= 2
+        [need("pdfinfo"), str(pdf)], capture_output=True, text=True, check=True
+    ).stdout
+    count = re.search(r"Pages:\s+(\d+)", info)
+    assert count is not None, info
+    assert len(pages) == int(count[1]) >= 2
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 2000 for p in pages)
