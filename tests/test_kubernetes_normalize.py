@@ -121,15 +121,16 @@ def test_failed_current_revision() -> None:
     rows = norm.normalize_workload(
         deployment, sets, [], cluster="c", source_id=1, service_id=None, environment_id=None
     )
-    current = [r for r in rows if r["revision"] == "3"]
-    assert current == []  # a reused ReplicaSet without pods: its current start is unknowable
+    assert [
+        r for r in rows if r["revision"] == "3"
+    ] == []  # a reused ReplicaSet without pods: its current start is unknowable
     sets[1]["metadata"]["annotations"].pop(norm.HISTORY)
     rows = norm.normalize_workload(
         deployment, sets, [], cluster="c", source_id=1, service_id=None, environment_id=None
     )
-    (current,) = [r for r in rows if r["revision"] == "3"]
-    assert current["status"] == "failed" and current["finished_at"] is None
-    assert current["digests"] == [DIGEST]  # no pod reports one: the template's
+    (row,) = [r for r in rows if r["revision"] == "3"]
+    assert row["status"] == "failed" and row["finished_at"] is None
+    assert row["digests"] == [DIGEST]  # no pod reports one: the template's
 
 
 @pytest.mark.parametrize(

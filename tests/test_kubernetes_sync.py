@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 
 from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
@@ -33,7 +33,7 @@ def org() -> Organisation:
 @pytest.fixture
 def sandbox(org: Organisation, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     monkeypatch.setenv(TOKEN_ENV, "sandbox-token")
-    with Sandbox.start(org=org, jenkins=False, kubernetes=True, registry=False) as sb:
+    with Sandbox.start(org=org, jenkins=False, kubernetes=True) as sb:
         yield sb
 
 
@@ -61,7 +61,7 @@ def sync(sb: Sandbox, engine: Engine, tmp_path: Path, **source: Any):  # type: i
 def known_services(engine: Engine, org: Organisation) -> None:
     with engine.begin() as conn:
         for s in org.services:
-            conn.execute(Service.__table__.insert().values(name=s.name, origin="config"))
+            conn.execute(insert(Service).values(name=s.name, origin="config"))
 
 
 def observed(engine: Engine) -> set[tuple[Any, ...]]:
@@ -137,9 +137,9 @@ def test_rollback_reuses_the_replica_set(sandbox: Sandbox, engine: Engine, tmp_p
             select(ObservedWorkload.namespace, ObservedWorkload.replica_set,
                    ObservedWorkload.revision, ObservedWorkload.observed_at)
         ).all()  # fmt: skip
-    by_rs: dict[tuple[str, str], list[tuple[int, datetime]]] = {}
+    by_rs: dict[tuple[str, str | None], list[tuple[int, datetime]]] = {}
     for ns, rs, revision, began in rows:
-        by_rs.setdefault((ns, rs), []).append((int(revision), began))
+        by_rs.setdefault((ns, rs), []).append((int(revision or 0), began))
     reused = [sorted(v) for v in by_rs.values() if len(v) > 1]
     assert len(reused) == 1
     (first, first_at), (latest, latest_at) = reused[0]
