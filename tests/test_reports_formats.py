@@ -213,3 +213,15 @@ def test_pdf_text_holds_the_headline_and_its_pages_render(
     assert count is not None, info
     assert len(pages) == int(count[1]) >= 2
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 2000 for p in pages)
+
+
+def test_the_json_contract_is_documented(report: WeeklyReport) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "REPORTS.md").read_text(encoding="utf-8")
+    data = json.loads(render(report, "json"))
+    rows = [(k, v) for k, v in data.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+    rows += [(k, v) for k, v in data["notable"].items() if v]
+    for key in data:
+        assert f'"{key}"' in doc, key
+    for name, table in rows:
+        for column in table[0]:
+            assert f'"{column}"' in doc, f"{name}.{column} is not in docs/REPORTS.md"
