@@ -238,7 +238,9 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
         Deployment.service_id,
     )
     query = query.where(
-        scope.period(Deployment.finished_at), Deployment.status.in_(("success", "failed"))
+        scope.period(Deployment.finished_at),
+        Deployment.status.in_(("success", "failed")),
+        Deployment.kind == "app",  # schema deployments are tracked apart (docs/METRICS.md)
     )
     return _rows(conn.execute(query))
 

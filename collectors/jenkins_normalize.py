@@ -23,7 +23,9 @@ Decisions where DESIGN.md is silent:
   without it is rejected); the image is the `IMAGE` parameter: `repo@sha256:...` gives the digest,
   resolution `explicit`; a tag is kept as `image_ref` for tag resolution (`none` until then). The
   sha comes from the chosen revision, else a `GIT_COMMIT`/`COMMIT`/`SHA` parameter; the ref
-  likewise from the revision's branch, else `BRANCH`/`GIT_BRANCH`/`REF`.
+  likewise from the revision's branch, else `BRANCH`/`GIT_BRANCH`/`REF`. A deploy job whose full
+  name matches `schema_jobs` is kind schema, its version from the name, else a `SCHEMA_VERSION`/
+  `MIGRATION_VERSION`/`DB_VERSION` parameter (a Jenkins job name seldom carries one).
 - Test reports: one row per suite name, counting its cases by status (FAILED and REGRESSION are
   failed, SKIPPED skipped); a report may come summarised as per-status counts (`statuses`), the
   form the collector keeps, since a verbatim report costs about 60 bytes per test case.
@@ -57,6 +59,7 @@ __all__ = ["RejectedPayload"]
 BUILD_DATA = "hudson.plugins.git.util.BuildData"
 SHA_PARAMETERS = ("GIT_COMMIT", "COMMIT", "SHA", "GIT_SHA")
 REF_PARAMETERS = ("BRANCH", "GIT_BRANCH", "REF", "BRANCH_NAME")
+SCHEMA_PARAMETERS = ("SCHEMA_VERSION", "MIGRATION_VERSION", "DB_VERSION")  # as the webhooks read
 _SHA = re.compile(r"[0-9a-f]{7,64}")
 _BRANCH_PREFIXES = ("refs/remotes/origin/", "origin/", "refs/heads/")
 _STAGE_STATUS = {
@@ -424,6 +427,8 @@ def normalize_deployment(
     sha = revision.sha if revision else _first(params, SHA_PARAMETERS)
     ref = ref_name(revision.branch) if revision and revision.branch else None
     kind, schema_version = deployment_kind(job, schema_jobs)
+    if kind == "schema" and schema_version is None:  # a job's name seldom carries a version
+        schema_version = _first(params, SCHEMA_PARAMETERS)
     return {
         "source_id": source_id,
         "external_id": build_id(job, f.integer("number") or 0),

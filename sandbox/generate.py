@@ -14,6 +14,7 @@ from sandbox.clock import WorkClock
 from sandbox.delivery import DeliveryBuilder, DeliveryProfile
 from sandbox.history import CodeProfile, HistoryBuilder
 from sandbox.jenkins_org import build_jenkins
+from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
 
@@ -191,10 +192,16 @@ def _teams(rng: random.Random, size: Size, ids: Ids) -> tuple[list[Team], list[D
 
 
 def generate(
-    seed: int = 1, size: str = "small", now: datetime | None = None, jenkins: int | None = None
+    seed: int = 1,
+    size: str = "small",
+    now: datetime | None = None,
+    jenkins: int | None = None,
+    migrations: bool = True,
 ) -> Organisation:
     """A delivery organisation: teams, services and their whole history up to `now`; `jenkins`
-    Jenkins-built services (default: by size, `JENKINS_SERVICES`)."""
+    Jenkins-built services (default: by size, `JENKINS_SERVICES`); database migrations in about a
+    third of the services unless `migrations` is false (`sandbox.migrations`, a post-pass that
+    leaves everything else as it is)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -218,6 +225,8 @@ def generate(
     _add_jenkins_services(
         org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
     )
+    if migrations:  # last: its ids come after every other object's
+        add_migrations(org, ids)
     return org
 
 

@@ -214,13 +214,15 @@ class Deployment:
     pipeline: Pipeline
     user: Developer
     digest: str | None  # the image it rolled out (ground truth)
-    kind: str = "app"
+    kind: str = "app"  # app | schema (a database migration: sandbox.migrations)
+    schema_version: str | None = None  # kind schema: the migration version, as a collector reads it
     # ground truth, for tests
     rollback: bool = False
     hotfix: bool = False
     untested: bool = False
     rebuilt: bool = False
     failed_change: tuple[str, ...] = ()  # intended failure reasons: incident, rollback, hotfix
+    skipped_env: bool = False  # kind schema: its version never ran in the upstream environment
 
     @property
     def finished_at(self) -> datetime | None:

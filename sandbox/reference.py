@@ -5,8 +5,9 @@ rather than fast, and independent of the collectors, the warehouse and the SQL a
 can compare what those compute with what happened.
 
 Readings of the definitions, where DESIGN.md leaves room:
-- Only deployments of kind `app` count (schema migrations are deployed by their own jobs and are
-  not releases of the service's code); a deployment without a finish time has not finished.
+- Only deployments of kind `app` count, in every metric including the deployment failure rate
+  (schema migrations are deployed by their own jobs and are not releases of the service's code;
+  `schema_skipped_env` checks them); a deployment without a finish time has not finished.
 - Deployments of a service to an environment are ordered by finished_at, ties by deployment id.
 - Redeploying the commit of P is never a rollback, even when its digest ran before P (a rebuilt
   image of the same commit is the same code). Otherwise the definition is taken literally: an image
@@ -632,6 +633,35 @@ def deployment_failure_rates(org: Organisation) -> dict[str, tuple[int, int]]:
                 counts[d.environment.canonical][0] += d.status == FAILED
                 counts[d.environment.canonical][1] += 1
     return {env: (failed, total) for env, (failed, total) in sorted(counts.items())}
+
+
+# -- 8. schema migrations (the policy schema-skipped-env, DESIGN.md section 5) ----------------
+
+
+def schema_skipped_env(
+    org: Organisation, path: Sequence[str] = ("test", "staging", "production")
+) -> set[int]:
+    """Ids of the successful schema deployments to an environment E of the promotion path whose
+    migration version had no successful schema deployment of the service, finished at or before
+    this one started, in the environment before E."""
+    found: set[int] = set()
+    for s in org.services:
+        schema = [d for d in s.deployments if d.kind == "schema" and d.status == SUCCESS]
+        for d in schema:
+            env = d.environment.canonical
+            if env not in path or path.index(env) == 0:
+                continue
+            upstream = path[path.index(env) - 1]
+            start = d.job.started_at or d.created_at
+            if not any(
+                u.environment.canonical == upstream
+                and u.schema_version == d.schema_version
+                and u.finished_at is not None
+                and u.finished_at <= start
+                for u in schema
+            ):
+                found.add(d.id)
+    return found
 
 
 # -- the generator's intent, and the figures --------------------------------------------------

@@ -119,6 +119,9 @@ def deployments(org: Organisation) -> list[dict[str, Any]]:
             "untested": d.untested,
             "rebuilt": d.rebuilt,
             "failed_change": list(d.failed_change),
+            "kind": d.kind,
+            "schema_version": d.schema_version,
+            "skipped_env": d.skipped_env,
         }
         for s in org.services
         for d in s.deployments

@@ -169,7 +169,9 @@ def test_deployment_digests_resolved_from_gitlab_data(world: tuple[Organisation,
     truth = {str(d.id): d for s in org.services for d in s.deployments}
     with engine.connect() as conn:
         rows = conn.execute(
-            select(Deployment.external_id, Deployment.image_digest, Deployment.image_resolution)
+            select(
+                Deployment.external_id, Deployment.image_digest, Deployment.image_resolution
+            ).where(Deployment.kind == "app")  # a migration deploys no image
         ).all()
     assert {how for _, _, how in rows} == {"revision"}
     rebuilt = {i.digest for s in org.services for i in s.images if "-" in i.tag}  # `<sha>-<env>`

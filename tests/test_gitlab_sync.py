@@ -91,6 +91,20 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine) -> None
             assert row.squash_commit_sha == mr.squash_commit_sha
             assert row.merge_commit_sha == mr.merge_commit_sha
             assert row.approvals == (len(mr.approvers) if mr.state == "merged" else 0)
+        schema = {
+            (r.external_id, r.kind, r.schema_version)
+            for r in rows
+            if expected[r.external_id]["kind"] == "schema" or r.kind != "app"
+        }
+        assert len(schema) > 5
+        gitlab_built = {s.name for s in org.services if s.builder == "gitlab"}
+        assert schema == {  # migrate-db jobs: kind schema, the version read from the job's name
+            (d["external_id"], "schema", d["schema_version"])
+            for d in expected.values()
+            if d["kind"] == "schema" and d["service"] in gitlab_built
+        }
+        names = {j.name for s in org.services for p in s.pipelines for j in p.jobs}
+        assert any("__" in n for n in names) and any(n[-4:].isdigit() for n in names)
         pipelines = {p.id: p for s in org.services for p in s.pipelines}
         for row in conn.execute(select(Pipeline)).all()[::11]:
             p = pipelines[int(row.external_id)]

@@ -169,6 +169,7 @@ def test_full_sync_equals_ground_truth(synced: tuple[Organisation, Engine]) -> N
             )
         }
         suites = {(r.pipeline_external_id, r.suite): r for r in conn.execute(select(TestRun))}
+    assert any("/db-migrations/" in job.full_name for job, _ in builds(org, org.now))
     for job, b in builds(org, org.now):
         ext = f"{job.full_name}#{b.number}"
         s = org.service(job.service or "")
@@ -176,6 +177,12 @@ def test_full_sync_equals_ground_truth(synced: tuple[Organisation, Engine]) -> N
         if job.deploy:
             deployed, d = deployments[ext], b.deployment
             assert (deployed.service, deployed.sha, deployed.ref) == (s.name, b.sha, b.ref)
+            # a migration job's builds are kind schema, the version from MIGRATION_VERSION
+            kind = "schema" if "/db-migrations/" in ext else "app"
+            assert (deployed.kind, deployed.schema_version) == (
+                kind,
+                b.parameters.get("MIGRATION_VERSION"),
+            )
             assert (deployed.repo_id, deployed.finished_at) == (repos[s.path], finished)
             if d is not None:  # a finished deployment of the generated history
                 env = d.environment
@@ -237,7 +244,7 @@ def test_image_parameter_digest_is_explicit_and_a_tag_waits_for_resolution(
                 Deployment.image_resolution,
             )
             .join(Service, Service.id == Deployment.service_id)
-            .where(Deployment.external_id.contains("#"))
+            .where(Deployment.external_id.contains("#"), Deployment.kind == "app")
         ).all()
     assert rows
     for ext, service, digest, image_ref, resolution in rows:

