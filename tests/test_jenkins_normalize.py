@@ -410,6 +410,28 @@ def test_aborted_deploy_is_canceled_and_schema_jobs_are_schema() -> None:
     assert deploy(build, job="team/migrate-db-v42")["kind"] == "schema"
 
 
+def test_a_schema_jobs_version_comes_from_its_name_else_a_parameter() -> None:
+    build = with_actions("build-info.json", params(ENV="prod", MIGRATION_VERSION="0042"))
+    migrations = "team/db-migrations/deploy-app"
+    assert (
+        deploy(build, job=migrations)["kind"],
+        deploy(build, job=migrations)["schema_version"],
+    ) == (
+        "schema",
+        "0042",
+    )
+    assert deploy(build, job="team/migrate-db-v43")["schema_version"] == "43"  # the name wins
+    assert deploy(build)["schema_version"] is None  # an app deployment has none
+    plain = with_actions("build-info.json", params(ENV="prod"))
+    assert (
+        deploy(plain, job=migrations)["kind"],
+        deploy(plain, job=migrations)["schema_version"],
+    ) == (
+        "schema",
+        None,
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

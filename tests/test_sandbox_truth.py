@@ -10,6 +10,7 @@ import pytest
 
 from sandbox import reference as ref
 from sandbox.generate import generate
+from sandbox.jenkins_org import iter_jobs
 from sandbox.model import (
     Commit,
     Deployment,
@@ -670,6 +671,100 @@ def test_generated_failed_changes_match_the_generators_intent_exactly(size: str,
     org = generate(seed, size, NOW)
     assert found_failures(org) == intended_failures(org)
     assert ref.intent_disagreements(org) == []
+
+
+def app_history(org: Organisation) -> list[object]:
+    """Everything but the schema migrations: commits, pipelines and their other jobs, app
+    deployments, images, incidents and Jenkins builds, ids and times included."""
+    out: list[object] = []
+    for s in org.services:
+        out.append(list(s.commits.values()))
+        out.append([m for m in s.merge_requests])
+        out.append(
+            [(p.id, p.iid, p.sha, [j for j in p.jobs if j.stage != "migrate"]) for p in s.pipelines]
+        )
+        out.append(
+            [
+                (
+                    d.id,
+                    d.iid,
+                    d.environment,
+                    d.sha,
+                    d.ref,
+                    d.status,
+                    d.created_at,
+                    d.job,
+                    d.digest,
+                    d.pipeline.id,
+                    d.user.id,
+                    d.rollback,
+                    d.hotfix,
+                    d.untested,
+                    d.failed_change,
+                )
+                for d in s.deployments
+                if d.kind == "app"
+            ]
+        )
+        out.append((s.images, s.tag_history, s.incidents))
+    builds = [
+        (
+            job.full_name,
+            b.number,
+            b.queued_at,
+            b.stages,
+            b.result,
+            b.sha,
+            b.ref,
+            b.parameters,
+            b.checkouts,
+            b.changes,
+            b.upstream,
+            b.deployment.id if b.deployment else None,
+        )
+        for job in iter_jobs(org.jenkins)
+        if "db-migrations" not in job.path
+        for b in job.builds
+    ]
+    return [*out, builds]
+
+
+@pytest.mark.parametrize("size", ["small", "demo"])
+def test_migrations_leave_the_app_history_as_it_was(size: str) -> None:
+    org = generated(size)
+    without = generate(1, size, NOW, migrations=False)
+    assert app_history(org) == app_history(without)
+    schema = [d for s in org.services for d in s.deployments if d.kind == "schema"]
+    migrating = {d.pipeline.id for d in schema}
+    assert schema and all(d.schema_version and d.digest is None for d in schema)
+    assert all(  # each runs in its app deployment's pipeline, done before the deploy job starts
+        any(
+            a.job.started_at is not None
+            and d.job.finished_at is not None
+            and d.job.finished_at < a.job.started_at
+            for a in s.deployments
+            if a.kind == "app" and a.pipeline is d.pipeline
+        )
+        for s in org.services
+        for d in s.deployments
+        if d.kind == "schema"
+    )
+    assert len(migrating) == len(schema)  # one migration at most per pipeline
+    assert min(d.id for d in schema) > max(  # ids allocated after every other deployment's
+        d.id for s in org.services for d in s.deployments if d.kind == "app"
+    )
+
+
+def test_schema_skips_are_seeded_and_the_reference_agrees_with_the_generator() -> None:
+    for size in ("small", "demo"):
+        org = generated(size)
+        skipped = ref.schema_skipped_env(org)
+        assert skipped == {d.id for s in org.services for d in s.deployments if d.skipped_env}
+        assert skipped
+        kinds = {s.name: {d.kind for d in s.deployments} for s in org.services}
+        assert any(k == {"app"} for k in kinds.values())  # most services have no migrations
+    tiny = generate(1, "tiny", NOW)
+    assert {d.kind for s in tiny.services for d in s.deployments} == {"app"}
 
 
 def test_generated_figures_are_sane() -> None:
