@@ -10,7 +10,7 @@ from typing import Any
 
 from reports import svg
 from reports.model import WeeklyReport
-from reports.tables import Table, cell, kind_of, show, tables
+from reports.tables import Table, cell, kind_of, show, shown_rows, tables
 
 STYLE = """
 @page { size: A4 landscape; margin: 12mm; }
@@ -136,7 +136,8 @@ def _table(table: Table, zone: Any, heading: str | None = "") -> str:
         return "\n".join(out)
     head = "".join(f"<th>{escape(header)}</th>" for _, header, _ in table.columns)
     body = []
-    for row in table.rows:
+    rows, more = shown_rows(table)
+    for row in rows:
         cells = []
         for key, _, kind in table.columns:
             text = cell(table, key, kind, row, zone)
@@ -152,4 +153,6 @@ def _table(table: Table, zone: Any, heading: str | None = "") -> str:
             cells.append(f"<td{attr}>{content}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    if more:
+        out.append(f'<p class="empty">{escape(more)}</p>')
     return "\n".join(out)

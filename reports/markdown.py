@@ -7,7 +7,7 @@ from typing import Any
 
 from reports.html import notices, period_line
 from reports.model import WeeklyReport
-from reports.tables import Table, cell, kind_of, tables
+from reports.tables import Table, cell, kind_of, shown_rows, tables
 
 NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
 
@@ -19,7 +19,8 @@ def markdown_table(table: Table, zone: Any) -> str:
     header = "| " + " | ".join(h for _, h, _ in table.columns) + " |"
     rule = "|" + "|".join("---:" if k in NUMERIC else "---" for _, _, k in table.columns) + "|"
     lines = [header, rule]
-    for row in table.rows:
+    rows, more = shown_rows(table)
+    for row in rows:
         cells = []
         for key, _, kind in table.columns:
             if kind_of(kind, row) == "url":
@@ -28,7 +29,7 @@ def markdown_table(table: Table, zone: Any) -> str:
                 text = cell(table, key, kind, row, zone)
                 cells.append(text.replace("|", "\\|").replace("\n", " "))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines) + (f"\n\n_{more}_" if more else "")
 
 
 def summary(report: WeeklyReport) -> str:

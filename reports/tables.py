@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from reports.model import WeeklyReport
 
 NONE = "\u2013"  # an en dash: no value
+SHOWN_ROWS = 50  # rows a page (HTML, PDF, Markdown) shows per table; the XLSX and JSON have all
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,15 @@ def tables(report: WeeklyReport) -> list[Table]:
             "No pipeline failed this week.",
         ),
     ]
+
+
+def shown_rows(table: Table) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows a page shows, and a note when some are left to the XLSX and JSON."""
+    if len(table.rows) <= SHOWN_ROWS:
+        return table.rows, None
+    return table.rows[:SHOWN_ROWS], (
+        f"Showing {SHOWN_ROWS} of {len(table.rows)} rows; the XLSX and JSON formats have all."
+    )
 
 
 def kind_of(column_kind: str, row: dict[str, Any]) -> str:

@@ -225,3 +225,18 @@ def test_the_json_contract_is_documented(report: WeeklyReport) -> None:
     for name, table in rows:
         for column in table[0]:
             assert f'"{column}"' in doc, f"{name}.{column} is not in docs/REPORTS.md"
+
+
+def test_pages_show_the_first_rows_and_say_where_the_rest_are(
+    report: WeeklyReport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("reports.tables.SHOWN_ROWS", 5)
+    total = len(report.violations)
+    assert total > 5
+    note = f"Showing 5 of {total} rows; the XLSX and JSON formats have all."
+    assert note in render(report, "html").decode()
+    table = next(t for t in tables(report) if t.name == "violations")
+    md = markdown_table(table, report.scope.zone)
+    assert md.count("\n| ") == 5 and md.endswith(f"_{note}_")
+    book = pd.read_excel(BytesIO(render(report, "xlsx")), sheet_name="violations")
+    assert len(book) == total
