@@ -157,6 +157,10 @@ class RegistrySource(SourceSettings):
     """Environment variable holding the user (a Harbor robot account); "" for anonymous access."""
     token_env: EnvName = ""
     """Environment variable holding the password or token; "" for anonymous access."""
+    host: str | None = None
+    """Registry name images are pulled by, `<host>/<repo>` (default: the host and port of url)."""
+    per_page: int = Field(100, ge=1, le=1000)
+    """Page size of list requests (Harbor allows at most 100)."""
 
 
 class KubernetesSource(SourceSettings):

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import httpx
 import requests
 
 SECRET_PARAMS = re.compile(r"(?i)(token|secret|password|passwd|key|signature|auth)")
@@ -101,3 +102,58 @@ def retry_delays(retries: int, base: float = 0.1, cap: float = 30.0) -> Iterator
     """Exponential backoff with full jitter: how long to wait before each retry."""
     for attempt in range(retries):
         yield random.uniform(0, min(cap, base * 2**attempt))
+
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class PolicyTransport(httpx.BaseTransport):
+    """The shared HTTP policy for httpx clients, as a transport: every request (auth challenges
+    and token requests included) waits for the rate limiter and is counted; 429, 5xx and dropped
+    connections are retried on the `retry_delays` schedule, honouring Retry-After. Bodies are read
+    here, so a connection dropped mid-body is retried too. `last_url` names the last request."""
+
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        counter: RequestCounter,
+        retries: int,
+        inner: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.limiter, self.counter, self.retries = limiter, counter, retries
+        self.inner = inner or httpx.HTTPTransport()
+        self.last_url = ""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.last_url = str(request.url)
+        delays = retry_delays(self.retries)
+        while True:
+            self.limiter.acquire()
+            self.counter.add()
+            try:
+                response = self.inner.handle_request(request)
+                try:
+                    raw = b"".join(response.iter_raw())
+                finally:
+                    response.close()
+            except httpx.TransportError:
+                wait = next(delays, None)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                wait = next(delays, None)
+                if wait is not None:
+                    after = response.headers.get("Retry-After", "")
+                    time.sleep(max(wait, float(after) if after.isdigit() else 0.0))
+                    continue
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=httpx.ByteStream(raw),
+                extensions=response.extensions,
+            )
+
+    def close(self) -> None:
+        self.inner.close()

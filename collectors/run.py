@@ -13,6 +13,7 @@ from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.kubernetes import KubernetesCollector
+from collectors.registry import RegistryCollector
 from collectors.sync import SourceSummary
 
 
@@ -64,5 +65,14 @@ def run_sync(
                 continue
             summaries.append(
                 KubernetesCollector(k8s_source, settings, engine, progress=progress).sync()
+            )
+        # registries after the code sources: label trust compares with the services' repositories
+        for registry_source in settings.sources.registry:
+            if wanted and registry_source.name not in wanted:
+                continue
+            summaries.append(
+                RegistryCollector(
+                    registry_source, settings, engine, progress=progress, full=full
+                ).sync()
             )
     return summaries

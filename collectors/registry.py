@@ -1,0 +1,337 @@
+"""The container registry collector: Harbor v2.0 (`kind = "harbor"`) or any OCI distribution
+registry (`kind = "oci"`), over httpx under the shared HTTP policy (`collectors.http.PolicyTransport`:
+rate limiter, retries honouring Retry-After, timeouts, request counting; URLs in errors redacted).
+
+Writes `image` rows (digest, repository `<host>/<name>`, media type, push time, label revision when
+trusted, platform manifests of an index with `index_digest` and `platform`) and `image_tag` history
+(`seen_at`: when the tag was first known to point at the digest). Decisions where DESIGN.md is
+silent:
+
+- Repositories are stored as `<host>/<name>`, `host` from the source's `host` setting (the name
+  images are pulled by), default the host of `url`, so they match `service.image_repository` and
+  the image references of deployments.
+- Harbor: per project, the audit log (`create` of `<repository>:<tag>` since the last sync, cursor
+  = the newest `op_time`) gives every tag push, also the moves before the first sync; the digest
+  of a push is that of the artifact pushed at that time. Then each repository whose `update_time`
+  changed (or that has new pushes) lists its artifacts with tags, 100 a page; an index's labels are
+  read from one platform artifact (one request per new index, kept as raw stream
+  `platform_artifacts`). A tag's `seen_at` is its `push_time`.
+- OCI: the catalog, then per repository `tags/list`; a tag not seen before is fetched by tag
+  (digest and manifest in one request), a *mutable* tag (not naming a commit or a version, e.g.
+  `latest`) is checked with HEAD on every sync, a commit-named tag never again. A new digest costs
+  its manifest, (for an index) one platform manifest, and the config blob. Without push times,
+  `seen_at` of a new tag position is the sync's start and `pushed_at` is left unset.
+- The current row of a mutable tag gets `last_seen_at` = the sync's start on every sync.
+- A failed repository is recorded (sync_state, summary) and the others go on; a registry that
+  cannot be reached or refuses the credentials fails the source with an error naming it.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import logging
+import os
+import re
+import threading
+from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from rich.progress import Progress
+from sqlalchemy import Engine, bindparam, select, update
+
+from cdmetrics.settings import RegistrySource, Settings
+from collectors.http import PolicyTransport, RateLimiter, RequestCounter, redact_url
+from collectors.sync import Collector, SyncRun
+from warehouse.schema import Image, ImageTag, Repo, Service
+
+log = logging.getLogger(__name__)
+MAX_RETRIES = 6
+TAG_REVISION = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+
+
+class RegistryError(Exception):
+    """A registry request failed; the message names the status and the (redacted) URL."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Known:
+    """What the warehouse holds for one repository."""
+
+    tags: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # tag -> newest row
+    images: set[str] = field(default_factory=set)
+    indexes: set[str] = field(default_factory=set)  # index digests with platform rows
+
+
+class TokenAuth(httpx.Auth):
+    """Registry auth by challenge: basic credentials when the 401 says `Basic`, else a bearer token
+    from the `Bearer realm=...` token service (cached per scope, shared by the threads)."""
+
+    requires_response_body = True
+
+    def __init__(self, user: str | None, password: str | None) -> None:
+        self.basic = (user, password or "") if user else None
+        self.tokens: dict[str, str] = {}
+        self.scheme = ""
+        self.lock = threading.Lock()
+
+    def _apply(self, request: httpx.Request) -> None:
+        with self.lock:
+            token = self.tokens.get("") if self.tokens else None
+            if self.scheme == "basic" and self.basic is not None:
+                request.headers["Authorization"] = _basic_header(self.basic)
+            elif token:
+                request.headers["Authorization"] = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self._apply(request)
+        response = yield request
+        if response.status_code != 401:
+            return
+        challenge = response.headers.get("WWW-Authenticate", "")
+        scheme, params = _challenge(challenge)
+        if scheme == "basic" and self.basic is not None:
+            with self.lock:
+                self.scheme = "basic"
+            request.headers["Authorization"] = _basic_header(self.basic)
+            yield request
+        elif scheme == "bearer" and params.get("realm"):
+            query = {k: v for k, v in params.items() if k in ("service", "scope")}
+            token_request = httpx.Request("GET", params["realm"], params=query)
+            if self.basic is not None:
+                token_request.headers["Authorization"] = _basic_header(self.basic)
+            token_response = yield token_request
+            if token_response.status_code != 200:
+                return
+            body = token_response.json()
+            token = body.get("token") or body.get("access_token")
+            if not token:
+                return
+            with self.lock:
+                self.scheme, self.tokens[""] = "bearer", token
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+
+
+def _basic_header(auth: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class RegistryCollector(Collector):
+    """Syncs one `[[sources.registry]]` (Harbor or OCI) into the warehouse."""
+
+    def __init__(
+        self,
+        source: RegistrySource,
+        settings: Settings,
+        engine: Engine,
+        max_retries: int = MAX_RETRIES,
+        progress: Progress | None = None,
+        full: bool = False,
+    ) -> None:
+        self.source, self.settings, self.engine = source, settings, engine
+        self.kind = source.kind
+        self.host = source.host or urlsplit(source.url).netloc
+        self.full, self.progress, self.max_retries = full, progress, max_retries
+        self.limiter = RateLimiter(settings.sync.requests_per_second)
+        self.tag_revision = re.compile(TAG_REVISION)
+        user = os.environ.get(source.user_env) if source.user_env else None
+        password = os.environ.get(source.token_env) if source.token_env else None
+        self.auth: httpx.Auth | None
+        if source.kind == "harbor":
+            self.auth = httpx.BasicAuth(user, password or "") if user else None
+        else:
+            self.auth = TokenAuth(user, password)
+        self._local = threading.local()
+        self._counters: list[RequestCounter] = []
+        self._lock = threading.Lock()
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    def client(self) -> httpx.Client:
+        """This thread's client (its own connection pool and request counter)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            counter = RequestCounter()
+            with self._lock:
+                self._counters.append(counter)
+            transport = PolicyTransport(self.limiter, counter, self.max_retries)
+            client = httpx.Client(
+                base_url=self.source.url.rstrip("/"),
+                transport=transport,
+                auth=self.auth,
+                timeout=self.settings.sync.timeout_s,
+                follow_redirects=True,
+                headers={"User-Agent": "cdmetrics"},
+            )
+            self._local.client, self._local.transport, self._local.counter = (
+                client,
+                transport,
+                counter,
+            )
+        return client
+
+    def requests_made(self) -> int:
+        with self._lock:
+            return sum(c.value for c in self._counters)
+
+    def thread_requests(self) -> int:
+        self.client()
+        return int(self._local.counter.value)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A request that raises `RegistryError` on a failed connection or a non-2xx answer."""
+        client = self.client()
+        try:
+            response = client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            where = redact_url(str(self._local.transport.last_url or url).split("?")[0])
+            raise RegistryError(f"{type(exc).__name__}: {exc} (request: {where})") from None
+        if response.status_code >= 400:
+            where = redact_url(str(response.request.url).split("?")[0])
+            raise RegistryError(
+                f"HTTP {response.status_code} {response.reason_phrase} (request: {where})",
+                response.status_code,
+            )
+        return response
+
+    def pages(self, url: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
+        """Every page of a listing, following `Link: <...>; rel="next"` (relative or absolute)."""
+        response = self.request("GET", url, params=params)
+        while True:
+            yield response
+            link = response.links.get("next", {}).get("url")
+            if not link:
+                return
+            # no `params` here: httpx would replace the link's query with them
+            response = self.request("GET", urljoin(str(response.request.url), link))
+
+    def mutable(self, tag: str) -> bool:
+        """Tags naming a commit or a version are taken as immutable; others (latest, prod) move."""
+        return not self.tag_revision.match(tag) and not fnmatch.fnmatch(tag, "v[0-9]*")
+
+    def access_hint(self) -> str:
+        names = [f"${n}" for n in (self.source.user_env, self.source.token_env) if n]
+        return (
+            "check the url and the credentials in " + " and ".join(names)
+            if names
+            else (
+                "check the url; the source is configured for anonymous access (set user_env and "
+                "token_env)"
+            )
+        )
+
+    # -- warehouse state -------------------------------------------------------------------------
+
+    def sources(self) -> dict[str, set[str]]:
+        """image repository -> the paths of its service's code repository (for label trust)."""
+        from collectors.registry_normalize import source_path
+
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Service.image_repository, Repo.path, Repo.web_url)
+                .join(Repo, Repo.id == Service.repo_id)
+                .where(Service.image_repository.is_not(None))
+            )
+            for image_repository, path, web_url in rows:
+                paths = {p for p in (source_path(path), source_path(web_url)) if p}
+                out.setdefault(str(image_repository), set()).update(paths)
+        return out
+
+    def known(self, repository: str) -> Known:
+        known = Known()
+        with self.engine.connect() as conn:
+            for tag, digest, seen_at in conn.execute(
+                select(ImageTag.tag, ImageTag.digest, ImageTag.seen_at)
+                .where(ImageTag.repository == repository)
+                .order_by(ImageTag.seen_at)
+            ):
+                known.tags[tag] = (digest, seen_at)
+            for digest, index_digest in conn.execute(
+                select(Image.digest, Image.index_digest).where(Image.repository == repository)
+            ):
+                known.images.add(digest)
+                if index_digest:
+                    known.indexes.add(index_digest)
+        return known
+
+    def touch(self, run: SyncRun, repository: str, current: list[tuple[str, str, datetime]]) -> Any:
+        """A callback setting `last_seen_at` of the current rows of mutable tags."""
+        rows = [
+            {"r": repository, "t": tag, "d": digest, "s": seen_at, "now": run.started_at}
+            for tag, digest, seen_at in current
+            if self.mutable(tag)
+        ]
+
+        def save(conn: Any) -> None:
+            if rows:
+                conn.execute(
+                    update(ImageTag)
+                    .where(
+                        ImageTag.repository == bindparam("r"),
+                        ImageTag.tag == bindparam("t"),
+                        ImageTag.digest == bindparam("d"),
+                        ImageTag.seen_at == bindparam("s"),
+                    )
+                    .values(last_seen_at=bindparam("now")),
+                    rows,
+                )
+
+        return save
+
+    # -- the sync ----------------------------------------------------------------------------------
+
+    def _sync(self, run: SyncRun) -> None:
+        from collectors.registry_harbor import HarborReader
+        from collectors.registry_oci import OCIReader
+
+        reader: Any = HarborReader(self, run) if self.kind == "harbor" else OCIReader(self, run)
+        try:
+            partitions = reader.discover()
+        except RegistryError as exc:
+            run.summary.errors.append(
+                f"{self.source.name}: cannot read the {self.kind} registry at "
+                f"{redact_url(self.source.url)}: {exc}; {self.access_hint()}"
+            )
+            return
+        task = (
+            self.progress.add_task(f"{self.source.name}: repositories", total=len(partitions))
+            if self.progress
+            else None
+        )
+        failed: set[str] = set()
+        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
+            futures = {pool.submit(reader.sync, p): p for p in partitions}
+            for future in as_completed(futures):
+                partition = futures[future]
+                try:
+                    future.result()
+                except RegistryError as exc:
+                    failed.add(reader.group(partition))
+                    run.fail(
+                        reader.stream,
+                        reader.name(partition),
+                        f"{self.source.name}: repository {reader.name(partition)}: {exc}",
+                    )
+                if self.progress and task is not None:
+                    self.progress.advance(task)
+        reader.finish(failed)
+
+
+__all__ = ["RegistryCollector", "RegistryError", "TokenAuth"]
