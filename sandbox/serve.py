@@ -12,6 +12,8 @@ from sandbox.jenkins_api import JenkinsSimulator
 from sandbox.jenkins_org import gitlab_view
 from sandbox.kubernetes_api import KubernetesSimulator
 from sandbox.model import Organisation
+from sandbox.registry_api import HarborSimulator, OCISimulator
+from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
 
 
@@ -36,6 +38,15 @@ class Sandbox:
     kubernetes: KubernetesSimulator | None = None
     kubernetes_app: SimulatorApp | None = None
     kubernetes_server: SimulatorServer | None = None
+    # the registry (`registry=True`): Harbor v2.0 and an OCI distribution API over the same images,
+    # user `registry_user` with the sandbox's token as password; images are pulled by REGISTRY_HOST
+    harbor: HarborSimulator | None = None
+    harbor_app: SimulatorApp | None = None
+    harbor_server: SimulatorServer | None = None
+    oci: OCISimulator | None = None
+    oci_app: SimulatorApp | None = None
+    oci_server: SimulatorServer | None = None
+    registry_user: str = "robot$cdmetrics"
 
     @classmethod
     def start(
@@ -55,6 +66,8 @@ class Sandbox:
         kubernetes: bool = False,
         kubernetes_port: int = 0,
         jenkins_user: str = "sandbox",
+        registry: bool = True,
+        registry_auth: str = "token",
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
@@ -77,6 +90,12 @@ class Sandbox:
                 sandbox._start_jenkins(host, jenkins_port, at, keep_log)
             except Exception:
                 server.stop()
+                raise
+        if registry:
+            try:
+                sandbox._start_registry(host, at, keep_log, registry_auth)
+            except Exception:
+                sandbox.stop()
                 raise
         if kubernetes:
             try:
@@ -134,6 +153,26 @@ class Sandbox:
             "[sources.kubernetes.namespaces]\n" + "\n".join(lines) + "\n"
         )
 
+    def _start_registry(self, host: str, at: datetime | None, keep_log: bool, auth: str) -> None:
+        self.harbor = HarborSimulator(self.org, self.registry_user, self.token, at=at)
+        self.harbor_app = SimulatorApp(self.harbor.router, faults=Faults(), keep_log=keep_log)
+        self.harbor_server = SimulatorServer(self.harbor_app, host=host)
+        self.harbor_server.start()
+        self.oci = OCISimulator(self.org, self.registry_user, self.token, at=at, auth=auth)
+        self.oci_app = SimulatorApp(self.oci.router, faults=Faults(), keep_log=keep_log)
+        self.oci_server = SimulatorServer(self.oci_app, host=host)
+        self.oci_server.start()
+
+    @property
+    def harbor_url(self) -> str:
+        """The Harbor simulator's URL ("" when it is not running)."""
+        return self.harbor_server.url if self.harbor_server else ""
+
+    @property
+    def oci_url(self) -> str:
+        """The OCI distribution simulator's URL ("" when it is not running)."""
+        return self.oci_server.url if self.oci_server else ""
+
     def _start_jenkins(self, host: str, port: int, at: datetime | None, keep_log: bool) -> None:
         self.jenkins = JenkinsSimulator(
             self.org, self.jenkins_user, self.token, at=at, gitlab_url=self.gitlab_url
@@ -160,12 +199,17 @@ class Sandbox:
             self.jenkins.advance(at)
         if self.kubernetes is not None:
             self.kubernetes.advance(at)
+        for registry in (self.harbor, self.oci):
+            if registry is not None:
+                registry.advance(at)
 
     def config(
         self,
         token_env: str = "SANDBOX_GITLAB_TOKEN",
         jenkins_user_env: str | None = None,
         jenkins_token_env: str | None = None,
+        registry_user_env: str | None = None,
+        registry_token_env: str | None = None,
     ) -> str:
         """A cdmetrics.toml fragment that syncs this sandbox: GitLab, and Jenkins when the names
         of the variables holding its user and API token (the sandbox's token) are given."""
@@ -179,6 +223,13 @@ class Sandbox:
                 f'\n[[sources.jenkins]]\nname = "jenkins"\nurl = "{self.jenkins_url}"\n'
                 f'user_env = "{jenkins_user_env}"\ntoken_env = "{jenkins_token_env}"\n'
             )
+        if self.harbor_server and registry_user_env and registry_token_env:
+            for kind, url in (("harbor", self.harbor_url), ("oci", self.oci_url)):
+                text += (
+                    f'\n[[sources.registry]]\nname = "{kind}"\nkind = "{kind}"\nurl = "{url}"\n'
+                    f'host = "{REGISTRY_HOST}"\nprojects = ["{self.org.root_group}"]\n'
+                    f'user_env = "{registry_user_env}"\ntoken_env = "{registry_token_env}"\n'
+                )
         return text
 
     def describe(self) -> str:
@@ -200,8 +251,22 @@ class Sandbox:
                 f"export SANDBOX_JENKINS_USER={self.jenkins_user}\n"
                 f"export SANDBOX_JENKINS_TOKEN={self.token}\n"
             )
+        if self.harbor_server:
+            text += (
+                f"Harbor v2.0 API simulator: {self.harbor_url}/api/v2.0 and OCI registry "
+                f"simulator: {self.oci_url}/v2/ (user: {self.registry_user}, password: "
+                f"{self.token}; images pulled as {REGISTRY_HOST}/...)\n"
+            )
+            exports += (
+                f"export SANDBOX_REGISTRY_USER='{self.registry_user}'\n"
+                f"export SANDBOX_REGISTRY_TOKEN={self.token}\n"
+            )
         config = self.config(
-            "SANDBOX_GITLAB_TOKEN", "SANDBOX_JENKINS_USER", "SANDBOX_JENKINS_TOKEN"
+            "SANDBOX_GITLAB_TOKEN",
+            "SANDBOX_JENKINS_USER",
+            "SANDBOX_JENKINS_TOKEN",
+            "SANDBOX_REGISTRY_USER",
+            "SANDBOX_REGISTRY_TOKEN",
         )
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
@@ -211,6 +276,9 @@ class Sandbox:
             self.jenkins_server.stop()
         if self.kubernetes_server:
             self.kubernetes_server.stop()
+        for server in (self.harbor_server, self.oci_server):
+            if server is not None:
+                server.stop()
 
     def __enter__(self) -> Sandbox:
         return self
