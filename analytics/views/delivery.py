@@ -158,7 +158,7 @@ def _merge_requests_of(
 
 
 def deployments_by_service_environment(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Finished deployment attempts per service and environment in the period (every
+    """Finished application deployment attempts per service and environment in the period (every
     environment: the scope's teams and services apply, not its environment)."""
     success = func.sum(case((Deployment.status == "success", 1), else_=0))
     failed = func.sum(case((Deployment.status == "failed", 1), else_=0))
@@ -173,7 +173,11 @@ def deployments_by_service_environment(conn: Connection, scope: Scope) -> list[d
         .select_from(Deployment)
         .join(Environment, Environment.id == Deployment.environment_id),
         Deployment.service_id,
-    ).where(scope.period(Deployment.finished_at), Deployment.status.in_(("success", "failed")))
+    ).where(
+        scope.period(Deployment.finished_at),
+        Deployment.status.in_(("success", "failed")),
+        Deployment.kind == "app",  # as the deployment failure rate (docs/METRICS.md)
+    )
     query = query.group_by(Service.name, Environment.name, Environment.position).order_by(
         Service.name, Environment.position
     )
