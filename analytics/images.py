@@ -76,8 +76,8 @@ def _platforms_to_index(conn: Connection) -> set[int]:
 
 
 def _observed(conn: Connection) -> set[int]:
-    """Deployments not explicit about their image take the digest of the rollout that ran while
-    they ran (the nearest to their start); see analytics.observed."""
+    """Deployments not explicit about their image take the digest of the rollout they began
+    (analytics.observed: `Matcher.assign`); returns those whose digest changed."""
     matcher = Matcher([r for r in rollouts(conn) if r.digest])
     if not matcher:
         return set()
@@ -85,29 +85,31 @@ def _observed(conn: Connection) -> set[int]:
     start = func.coalesce(
         Deployment.started_at, Deployment.created_at, type_=Deployment.started_at.type
     ).label("start")
-    candidates = conn.execute(
+    deployments = conn.execute(
         select(
             Deployment.id,
             Deployment.service_id,
             Deployment.environment_id,
             Deployment.source_id,
             Deployment.image_digest,
+            Deployment.image_resolution,
             Deployment.finished_at,
             start,
         ).where(
-            Deployment.image_resolution.in_(("none", "tag", "revision")),
             Deployment.kind == "app",
             Deployment.service_id.in_(sorted({s for s, _ in matcher.by_place})),
             start >= earliest - SLACK,  # no deployment runs longer
         )
     ).all()
+    assigned = matcher.assign(deployments)
     updates, changed = [], set()
-    for d in candidates:
-        hits = matcher.during(d)
-        if hits:
-            updates.append({"target": d.id, "digest": hits[0].digest, "how": "observed"})
-            if hits[0].digest != d.image_digest:
-                changed.add(d.id)
+    for d in deployments:
+        rollout = assigned.get(d.id)
+        if rollout is None or d.image_resolution not in ("none", "tag", "revision"):
+            continue
+        updates.append({"target": d.id, "digest": rollout.digest, "how": "observed"})
+        if rollout.digest != d.image_digest:
+            changed.add(d.id)
     if updates:
         conn.execute(
             update(Deployment)

@@ -116,7 +116,7 @@ class Matcher:
         return bool(self.by_place)
 
     def during(self, d: Any) -> list[Rollout]:
-        """The rollouts that began while deployment `d` ran (nearest its start first).
+        """The rollouts that began while deployment `d` ran, oldest first.
 
         `d` has service_id, environment_id, source_id, start and finished_at."""
         key = (d.service_id, d.environment_id)
@@ -124,13 +124,32 @@ class Matcher:
             return []
         low, high = d.start - BEFORE, (d.finished_at or d.start) + AFTER
         found = self.by_place[key]
-        i = bisect_left(self.times[key], low)
         hits = []
-        while i < len(found) and found[i].at <= high:
+        for i in range(bisect_left(self.times[key], low), len(found)):
+            if found[i].at > high:
+                break
             if found[i].source_id is None or found[i].source_id != d.source_id:
                 hits.append(found[i])
-            i += 1
-        return sorted(hits, key=lambda r: abs((r.at - d.start).total_seconds()))
+        return hits
+
+    def assign(self, deployments: Iterable[Any]) -> dict[int, Rollout]:
+        """deployment id -> the rollout it began, one each, in start order (two deploy jobs that
+        overlap roll out in the order they started). A deployment sure of its image (`explicit`,
+        `observed`) takes the rollout of that image, or none; another prefers the rollout of the
+        digest it was resolved to, else the earliest free one.
+
+        Each deployment has id, image_digest and image_resolution besides what `during` reads."""
+        taken: set[int] = set()
+        out: dict[int, Rollout] = {}
+        for d in sorted(deployments, key=lambda d: (d.start is None, d.start, d.id)):
+            free = [r for r in self.during(d) if r.id not in taken]
+            same = [r for r in free if r.digest == d.image_digest]
+            sure = d.image_resolution in ("explicit", "observed")
+            pick = same[0] if same else (None if sure or not free else free[0])
+            if pick is not None:
+                taken.add(pick.id)
+                out[d.id] = pick
+        return out
 
 
 def unrecorded(conn: Connection, since: datetime | None, until: datetime) -> list[Rollout]:

@@ -1,0 +1,251 @@
+"""Images end to end: GitLab, Jenkins, the Harbor registry and the Kubernetes cluster of one
+generated organisation, synced over HTTP by `cdmetrics sync`'s runner, then derived. Every
+deployment's digest and resolution method, and the image policies, are compared with what the
+generator knows (its ground truth) and what each source shows."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rich.console import Console
+from sqlalchemy import Engine, select
+
+from analytics.derive import derive
+from analytics.policies import scan
+from cdmetrics.settings import Settings
+from collectors.kubernetes import KubernetesCollector
+from collectors.run import run_sync
+from sandbox.generate import generate
+from sandbox.jenkins_org import iter_jobs
+from sandbox.kubernetes_org import KubernetesCluster, namespace_of
+from sandbox.model import Deployment as TrueDeployment
+from sandbox.model import Organisation, Service
+from sandbox.oci import inherits_labels
+from sandbox.registry_payloads import HOST as REGISTRY_HOST
+from sandbox.serve import Sandbox
+from warehouse.engine import make_engine
+from warehouse.migrate import upgrade
+from warehouse.schema import Deployment, Source
+
+NOW = datetime(2025, 6, 2, tzinfo=UTC)
+PATH = ["test", "staging", "production"]
+TAG_REVISION = re.compile(r"^(?:v|sha-)?(?:[0-9a-f]{7,12}|[0-9a-f]{40})$")
+CLUSTER_SYNCS = timedelta(days=2)
+OBSERVED = ("staging", "production")  # test's namespaces are not observed: tags and revisions
+ENV = {"CDMT_GITLAB": "t", "CDMT_JENKINS_USER": "u", "CDMT_TOKEN": "t", "CDMT_REGISTRY_USER": "r"}
+
+
+@pytest.fixture(scope="module")
+def synced(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Organisation, Engine, KubernetesCluster]]:
+    org = generate(1, "small", NOW)
+    tmp = tmp_path_factory.mktemp("images")
+    engine = make_engine(f"sqlite:///{tmp / 'w.db'}")
+    upgrade(engine)
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        Sandbox.start(org=org, token="t", jenkins_user="u", kubernetes=True) as sb,
+    ):
+        for name, value in ENV.items():
+            mp.setenv(name, value)
+        mp.setenv("CDMT_REGISTRY_USER", sb.registry_user)
+        kubeconfig = sb.write_kubeconfig(tmp / "kubeconfig")
+        namespaces = {namespace_of(t.name, e): e for t in org.teams for e in OBSERVED}
+        sources: dict[str, Any] = {
+            "gitlab": [{"name": "gitlab", "url": sb.gitlab_url, "token_env": "CDMT_GITLAB",
+                        "groups": [org.root_group]}],
+            "jenkins": [{"name": "jenkins", "url": sb.jenkins_url, "user_env": "CDMT_JENKINS_USER",
+                         "token_env": "CDMT_TOKEN"}],
+            "registry": [{"name": "harbor", "kind": "harbor", "url": sb.harbor_url,
+                          "host": REGISTRY_HOST, "projects": [org.root_group],
+                          "user_env": "CDMT_REGISTRY_USER", "token_env": "CDMT_TOKEN"}],
+            "kubernetes": [{"name": "k8s", "cluster": "sandbox", "kubeconfig": str(kubeconfig),
+                            "context": "sandbox", "namespaces": namespaces}],
+        }  # fmt: skip
+        settings = Settings(sources=sources, sync={"requests_per_second": 0})
+        at = org.start + CLUSTER_SYNCS
+        sb.advance(at)
+        assert all(s.ok for s in run_sync(settings, engine, console=Console(quiet=True)))
+        while at < org.now:  # the cluster keeps ten old ReplicaSets: it is observed as it goes
+            sb.advance(at)
+            summary = KubernetesCollector(settings.sources.kubernetes[0], settings, engine).sync()
+            assert summary.ok, summary.errors
+            at += CLUSTER_SYNCS
+        sb.advance(org.now)
+        summaries = run_sync(settings, engine, console=Console(quiet=True))
+        assert sorted(s.name for s in summaries) == ["gitlab", "harbor", "jenkins", "k8s"]
+        assert all(s.ok and s.rejected == 0 for s in summaries), [s.errors for s in summaries]
+        assert sb.kubernetes is not None
+        cluster = sb.kubernetes.cluster
+    derive(engine)
+    yield org, engine, cluster
+    engine.dispose()
+
+
+def jenkins_images(org: Organisation) -> dict[int, str]:
+    """Deployment id -> the IMAGE parameter its Jenkins deploy build was given."""
+    return {
+        b.deployment.id: b.parameters["IMAGE"]
+        for job in iter_jobs(org.jenkins)
+        for b in job.builds
+        if b.deployment is not None and "IMAGE" in b.parameters
+    }
+
+
+def tag_at(service: Service, tag: str, at: datetime) -> str | None:
+    """The digest `tag` pointed to at `at` (the generator's tag history)."""
+    pointed = [(t, digest) for name, digest, t in service.tag_history if name == tag and t <= at]
+    return max(pointed)[1] if pointed else None
+
+
+def known_revisions(service: Service) -> dict[str, set[str]]:
+    """Commit -> digests of the images the warehouse can know were built from it: the label
+    when the service sets its own, else a tag naming the commit."""
+    out: dict[str, set[str]] = {}
+    for image in service.images:
+        if not inherits_labels(service) or TAG_REVISION.match(image.tag):
+            out.setdefault(image.revision, set()).add(image.digest)
+    return out
+
+
+def expected(
+    org: Organisation, cluster: KubernetesCluster
+) -> dict[str, tuple[str | None, str, TrueDeployment]]:
+    """Deployment external id -> (digest, method) it must resolve to, with its true record."""
+    observed = set()
+    at = org.start + CLUSTER_SYNCS
+    while True:
+        at = min(at, org.now)
+        observed |= {i for i, seen in cluster.deployment_rollouts(at).items() if seen}
+        if at == org.now:
+            break
+        at += CLUSTER_SYNCS
+    images = jenkins_images(org)
+    out = {}
+    for s in org.services:
+        revisions = known_revisions(s)
+        for d in s.deployments:
+            if d.kind != "app":
+                continue
+            image = images.get(d.id)
+            if s.builder == "jenkins":
+                key = next(
+                    f"{job.full_name}#{b.number}"
+                    for job in iter_jobs(org.jenkins)
+                    for b in job.builds
+                    if b.deployment is d
+                )
+            else:
+                key = str(d.id)
+            if image and "@sha256:" in image:
+                out[key] = ("sha256:" + image.split("@sha256:")[1], "explicit", d)
+            elif d.id in observed and d.environment.canonical in OBSERVED:
+                out[key] = (d.digest, "observed", d)
+            elif image:
+                out[key] = (tag_at(s, image.rsplit(":", 1)[1], d.created_at), "tag", d)
+            elif len(revisions.get(d.sha, ())) == 1:
+                out[key] = (next(iter(revisions[d.sha])), "revision", d)
+            else:
+                out[key] = (None, "none", d)
+    return out
+
+
+def test_every_deployment_resolves_as_its_sources_allow(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    org, engine, cluster = synced
+    want = expected(org, cluster)
+    with engine.connect() as conn:
+        got = {
+            ext: (digest, how)
+            for ext, digest, how in conn.execute(
+                select(Deployment.external_id, Deployment.image_digest, Deployment.image_resolution)
+                .join(Source, Source.id == Deployment.source_id)
+                .where(Source.kind.in_(("gitlab", "jenkins")), Deployment.kind == "app")
+            )
+        }
+    assert got.keys() == want.keys()
+    wrong = {k: (got[k], want[k][:2]) for k in want if got[k] != want[k][:2]}
+    assert not wrong
+    methods = {how for _, how, _ in want.values()}
+    assert {"explicit", "observed", "tag", "revision"} <= methods
+    # a digest found is the true one, but where the sources cannot tell: a deployment by a tag
+    # that moved between the build it meant and its start, or a rebuilt image of a service whose
+    # labels are its base image's (only the first build names the commit)
+    off = {
+        k
+        for k, (digest, how, d) in want.items()
+        if how != "none" and d.digest is not None and digest != d.digest
+    }
+    explained = {
+        k
+        for k in off
+        if want[k][1] == "tag"
+        or (want[k][2].rebuilt and inherits_labels(org.service(_service_of(org, want[k][2]))))
+    }
+    assert off == explained
+
+
+def _service_of(org: Organisation, d: TrueDeployment) -> str:
+    return next(s.name for s in org.services if d in s.deployments)
+
+
+def found(engine: Engine, org: Organisation, policy: str) -> list[Any]:
+    with engine.connect() as conn:
+        return scan(
+            conn, org.start - timedelta(days=60), org.now + timedelta(days=1), PATH, only=[policy]
+        )
+
+
+def test_unrecorded_changes_are_the_hand_changes(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    org, engine, cluster = synced
+    truth = {
+        (c.service, c.environment, c.digest)
+        for c in cluster.unrecorded_changes(org.now)
+        if c.environment in OBSERVED
+    }
+    got = {
+        (v.service, v.environment, v.message.split(" started running ")[1][:19])
+        for v in found(engine, org, "unrecorded-change")
+    }
+    assert truth and got == {(s, e, d[:19]) for s, e, d in truth}
+
+
+def subjects(engine: Engine, org: Organisation, policy: str) -> set[str]:
+    """The deployments a policy flags, by external id."""
+    return {v.subject.split(":", 1)[1] for v in found(engine, org, policy)}
+
+
+def test_image_policies_flag_what_the_generator_seeded(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    org, engine, cluster = synced
+    want = {k: v for k, v in expected(org, cluster).items() if v[2].status == "success"}
+    rebuilt = {k for k, (digest, _, d) in want.items() if d.rebuilt and digest == d.digest}
+    unpinned = {k for k, (_, how, _) in want.items() if how == "none"}
+    assert rebuilt and unpinned
+    assert subjects(engine, org, "rebuilt-image") == rebuilt
+    assert subjects(engine, org, "unpinned-image") == unpinned
+    moved = set()
+    images = jenkins_images(org)
+    for k, (_, how, d) in want.items():
+        if how == "tag":
+            tag = images[d.id].rsplit(":", 1)[1]
+            service = org.service(_service_of(org, d))
+            if len({digest for name, digest, _ in service.tag_history if name == tag}) > 1:
+                moved.add(k)
+    assert moved and subjects(engine, org, "moved-tag") == moved
+    releases = re.compile(r"^(main|master|hotfix/.*|release/.*|v?\d+\.\d+\.\d+)$")
+    off_trunk = {
+        k
+        for k, (_, _, d) in want.items()
+        if d.environment.canonical == "production" and not releases.match(d.ref)
+    }
+    assert subjects(engine, org, "non-release-ref") == off_trunk
