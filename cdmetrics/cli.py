@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -412,11 +413,22 @@ def sandbox_serve(
     port: int = typer.Option(8929, help="Port of the GitLab simulator (0: any free port)."),
     token: str = typer.Option("sandbox-token", help="The token the simulators accept."),
 ) -> None:
-    """Serve the organisation through the GitLab API simulator until interrupted."""
+    """Serve the organisation through the GitLab, Jenkins, Harbor/OCI registry and Kubernetes API
+    simulators until interrupted; prints how to sync them (a kubeconfig is written beside)."""
     from sandbox.serve import Sandbox
 
-    with Sandbox.start(size=size, seed=seed, host=host, port=port, token=token) as sandbox:
-        out.print(sandbox.describe())
+    with (
+        Sandbox.start(
+            size=size, seed=seed, host=host, port=port, token=token, kubernetes=True
+        ) as sandbox,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        kubeconfig = sandbox.write_kubeconfig(Path(tmp) / "kubeconfig")
+        out.print(
+            f"{sandbox.describe()}{sandbox.kubernetes_config(kubeconfig)}",
+            highlight=False,
+            markup=False,
+        )
         try:
             while True:
                 time.sleep(3600)
@@ -456,29 +468,12 @@ def demo(
 
     g = _globals(ctx)
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
-    with Sandbox.start(size, seed=seed) as sandbox:
-        os.environ["SANDBOX_GITLAB_TOKEN"] = sandbox.token
-        sources: dict[str, list[dict[str, object]]] = {
-            "gitlab": [
-                {
-                    "name": "gitlab",
-                    "url": sandbox.gitlab_url,
-                    "token_env": "SANDBOX_GITLAB_TOKEN",
-                    "groups": [sandbox.org.root_group],
-                }
-            ],
-        }
-        if sandbox.jenkins_server is not None:  # Jenkins-built services deploy through Jenkins
-            os.environ["SANDBOX_JENKINS_USER"] = sandbox.jenkins_user
-            os.environ["SANDBOX_JENKINS_TOKEN"] = sandbox.token
-            sources["jenkins"] = [
-                {
-                    "name": "jenkins",
-                    "url": sandbox.jenkins_url,
-                    "user_env": "SANDBOX_JENKINS_USER",
-                    "token_env": "SANDBOX_JENKINS_TOKEN",
-                }
-            ]
+    with (
+        Sandbox.start(size, seed=seed, kubernetes=True) as sandbox,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        sources, environ = sandbox.sources(Path(tmp) / "kubeconfig")
+        os.environ.update(environ)
         settings = Settings(
             warehouse={"url": url}, sources=sources, sync={"requests_per_second": 0}
         )

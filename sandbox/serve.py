@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sandbox.generate import generate
 from sandbox.gitlab_api import GitLabSimulator
@@ -232,6 +233,71 @@ class Sandbox:
                 )
         return text
 
+    def sources(
+        self, kubeconfig: str | Path | None = None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Every running simulator as `[sources]` settings (`cdmetrics.settings.Sources` shape),
+        with the environment variables their secrets are read from: GitLab, Jenkins, the Harbor
+        registry (the OCI one serves the same images) and, given a kubeconfig path, the cluster
+        (written there)."""
+        environ = {"SANDBOX_GITLAB_TOKEN": self.token}
+        sources: dict[str, Any] = {
+            "gitlab": [
+                {
+                    "name": "gitlab",
+                    "url": self.gitlab_url,
+                    "token_env": "SANDBOX_GITLAB_TOKEN",
+                    "groups": [self.org.root_group],
+                }
+            ]
+        }
+        if self.jenkins_server is not None:
+            environ |= {
+                "SANDBOX_JENKINS_USER": self.jenkins_user,
+                "SANDBOX_JENKINS_TOKEN": self.token,
+            }
+            sources["jenkins"] = [
+                {
+                    "name": "jenkins",
+                    "url": self.jenkins_url,
+                    "user_env": "SANDBOX_JENKINS_USER",
+                    "token_env": "SANDBOX_JENKINS_TOKEN",
+                }
+            ]
+        if self.harbor_server is not None:
+            environ |= {
+                "SANDBOX_REGISTRY_USER": self.registry_user,
+                "SANDBOX_REGISTRY_TOKEN": self.token,
+            }
+            sources["registry"] = [
+                {
+                    "name": "harbor",
+                    "kind": "harbor",
+                    "url": self.harbor_url,
+                    "host": REGISTRY_HOST,
+                    "projects": [self.org.root_group],
+                    "user_env": "SANDBOX_REGISTRY_USER",
+                    "token_env": "SANDBOX_REGISTRY_TOKEN",
+                }
+            ]
+        if self.kubernetes_server is not None and kubeconfig is not None:
+            from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
+
+            sources["kubernetes"] = [
+                {
+                    "name": "kubernetes",
+                    "cluster": "sandbox",
+                    "kubeconfig": str(self.write_kubeconfig(kubeconfig)),
+                    "context": "sandbox",
+                    "namespaces": {
+                        namespace_of(t.name, env): env
+                        for t in self.org.teams
+                        for env in ENVIRONMENTS
+                    },
+                }
+            ]
+        return sources, environ
+
     def describe(self) -> str:
         """What is being served and how to sync it."""
         o = self.org
@@ -260,6 +326,11 @@ class Sandbox:
             exports += (
                 f"export SANDBOX_REGISTRY_USER='{self.registry_user}'\n"
                 f"export SANDBOX_REGISTRY_TOKEN={self.token}\n"
+            )
+        if self.kubernetes_server:
+            text += (
+                f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
+                f"{self.token}; namespaces <team>-<environment>)\n"
             )
         config = self.config(
             "SANDBOX_GITLAB_TOKEN",
