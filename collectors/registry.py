@@ -159,6 +159,7 @@ class RegistryCollector(Collector):
             self.auth = TokenAuth(user, password)
         self._local = threading.local()
         self._counters: list[RequestCounter] = []
+        self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
 
     # -- HTTP ----------------------------------------------------------------------------------------
@@ -168,8 +169,6 @@ class RegistryCollector(Collector):
         client = getattr(self._local, "client", None)
         if client is None:
             counter = RequestCounter()
-            with self._lock:
-                self._counters.append(counter)
             transport = PolicyTransport(self.limiter, counter, self.max_retries)
             client = httpx.Client(
                 base_url=self.source.url.rstrip("/"),
@@ -184,7 +183,18 @@ class RegistryCollector(Collector):
                 transport,
                 counter,
             )
+            with self._lock:
+                self._counters.append(counter)
+                self._clients.append(client)
         return client
+
+    def close(self) -> None:
+        """Close every thread's client (their connection pools)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+        self._local = threading.local()
 
     def requests_made(self) -> int:
         with self._lock:
@@ -298,6 +308,12 @@ class RegistryCollector(Collector):
     # -- the sync ----------------------------------------------------------------------------------
 
     def _sync(self, run: SyncRun) -> None:
+        try:
+            self._sync_registry(run)
+        finally:
+            self.close()
+
+    def _sync_registry(self, run: SyncRun) -> None:
         from collectors.registry_harbor import HarborReader
         from collectors.registry_oci import OCIReader
 

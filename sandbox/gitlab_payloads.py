@@ -493,10 +493,11 @@ def registry_repository(s: Service, base: str, at: datetime, tags: bool) -> dict
 
 
 def current_tags(s: Service, at: datetime) -> dict[str, tuple[str, datetime]]:
-    """tag -> (digest, pushed at) as the registry held them at `at`."""
+    """tag -> (digest, pushed at) as the registry held them at `at`: each tag's newest push
+    (`tag_history` is in generation order, and a hotfix build is generated after later builds)."""
     tags: dict[str, tuple[str, datetime]] = {}
     for tag, digest, pushed in s.tag_history:
-        if pushed <= at:
+        if pushed <= at and (tag not in tags or pushed >= tags[tag][1]):
             tags[tag] = (digest, pushed)
     return tags
 

@@ -1,0 +1,256 @@
+"""The registry collector against the sandbox's Harbor and OCI simulators over real HTTP: images,
+platform digests, label trust and tag history equal the ground truth (Service.images and
+tag_history, sandbox/oci.py); re-syncs change nothing; moves, pagination, 429s, faults,
+malformed artifacts and unreachable or refusing registries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cdmetrics.settings import Settings
+from collectors.registry import RegistryCollector
+from collectors.run import run_sync
+from sandbox import registry_payloads as truth
+from sandbox.generate import generate
+from sandbox.model import Organisation
+from sandbox.oci import BASE_IMAGE_SOURCE, inherits_labels, is_multiarch
+from sandbox.serve import Sandbox
+from sandbox.server import FaultRule, RateLimit
+from tests.sandbox_helpers import TOKEN_ENV, snapshot
+from warehouse.schema import Image, ImageTag, RawPayload, SyncState
+
+NOW = datetime(2025, 6, 2, tzinfo=UTC)
+USER_ENV, PASSWORD_ENV = "CDM_TEST_REGISTRY_USER", "CDM_TEST_REGISTRY_PASSWORD"
+SECRET = "registry-secret-7f3a"
+FIELDS = ("repository", "media_type", "pushed_at", "revision", "revision_origin",
+          "source_repository", "index_digest", "platform")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def org() -> Organisation:
+    return generate(1, "small", NOW)
+
+
+@pytest.fixture
+def sandbox(org: Organisation, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    monkeypatch.setenv(USER_ENV, "robot$cdmetrics")
+    monkeypatch.setenv(PASSWORD_ENV, SECRET)
+    monkeypatch.setenv(TOKEN_ENV, SECRET)
+    with Sandbox.start(org=org, token=SECRET, jenkins=False, keep_log=True) as running:
+        yield running
+
+
+def settings(sandbox: Sandbox, kind: str, **source: Any) -> Settings:
+    url = sandbox.harbor_url if kind == "harbor" else sandbox.oci_url
+    entry = {"name": f"{kind}-registry", "kind": kind, "url": url, "host": truth.HOST,
+             "projects": ["acme"], "user_env": USER_ENV, "token_env": PASSWORD_ENV, **source}  # fmt: skip
+    return Settings(sources={"registry": [entry]}, sync={"requests_per_second": 0})
+
+
+def sync(sandbox: Sandbox, engine: Engine, kind: str, **source: Any):  # type: ignore[no-untyped-def]
+    s = settings(sandbox, kind, **source)
+    return RegistryCollector(s.sources.registry[0], s, engine).sync()
+
+
+def images(engine: Engine) -> dict[str, dict[str, Any]]:
+    with engine.connect() as conn:
+        return {r.digest: {f: getattr(r, f) for f in FIELDS} for r in conn.execute(select(Image))}
+
+
+def tags(engine: Engine) -> set[tuple[str, str, str, datetime]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(ImageTag.repository, ImageTag.tag, ImageTag.digest, ImageTag.seen_at)
+        )
+        return {tuple(r) for r in rows}  # type: ignore[misc]
+
+
+def test_harbor_sync_equals_ground_truth_and_resync_changes_nothing(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    summary = sync(sandbox, engine, "harbor")
+    assert summary.ok, summary.errors
+    assert summary.rejected == 0
+    assert images(engine) == truth.expected_images(sandbox.org)
+    # the audit log gives the whole tag history, moves before the first sync included
+    assert tags(engine) == truth.expected_tags(sandbox.org)
+    before = snapshot(engine, ("image", "image_tag"))
+    again = sync(sandbox, engine, "harbor")
+    assert again.ok and again.rows == 0
+    assert again.requests <= 3  # projects' audit log and repositories; no artifact listing
+    assert snapshot(engine, ("image", "image_tag")) == before
+
+
+def test_oci_sync_equals_ground_truth_and_resync_changes_nothing(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    summary = sync(sandbox, engine, "oci")
+    assert summary.ok, summary.errors
+    expected = {
+        d: {**row, "pushed_at": None} for d, row in truth.expected_images(sandbox.org).items()
+    }
+    assert images(engine) == expected  # the distribution API tells no push time
+    found = tags(engine)
+    assert {t[:3] for t in found} == truth.current(sandbox.org)
+    assert {t[3] for t in found} == {min(t[3] for t in found)}  # first seen: this sync
+    before = snapshot(engine, ("image", "image_tag"))
+    again = sync(sandbox, engine, "oci")
+    assert again.ok and again.rows == 0
+    assert snapshot(engine, ("image", "image_tag")) == before
+    mutable = sum(1 for _, tag, _ in truth.current(sandbox.org) if tag == "latest")
+    # catalog + per repository its tag list and a HEAD of each mutable tag, nothing else
+    assert again.requests <= 4 + 2 * len({r for r, _, _ in truth.current(sandbox.org)}) + mutable
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+def test_tag_moves_after_advance(sandbox: Sandbox, engine: Engine, kind: str) -> None:
+    earlier = NOW - timedelta(days=10)
+    sandbox.advance(earlier)
+    assert sync(sandbox, engine, kind).ok
+    first = tags(engine)
+    sandbox.advance(NOW)
+    later = sync(sandbox, engine, kind)
+    assert later.ok and later.rows > 0
+    found = tags(engine)
+    assert first <= found  # history is kept
+    if kind == "harbor":
+        assert found == truth.expected_tags(sandbox.org)
+        assert images(engine) == truth.expected_images(sandbox.org)
+    else:
+        assert {t[:3] for t in found} == truth.current(sandbox.org, earlier) | truth.current(
+            sandbox.org
+        )
+    moved = {
+        (repo, tag)
+        for repo, tag, digest in truth.current(sandbox.org)
+        if (repo, tag) in {(r, t) for r, t, d in truth.current(sandbox.org, earlier) if d != digest}
+    }
+    assert moved, "the small organisation moves `latest` within ten days"
+    for repo, tag in moved:
+        history = sorted((seen, digest) for r, t, digest, seen in found if (r, t) == (repo, tag))
+        assert history[-1][1] == next(
+            d for r, t, d in truth.current(sandbox.org) if (r, t) == (repo, tag)
+        )
+
+
+def test_labels_inherited_from_a_base_image_are_not_trusted(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    assert sync(sandbox, engine, "harbor").ok
+    inheriting = [s for s in sandbox.org.services if inherits_labels(s)]
+    assert inheriting, "the small organisation has a service without labels of its own"
+    found = images(engine)
+    for s in inheriting:
+        for image in s.images:
+            row = found[image.digest]
+            assert row["source_repository"] == BASE_IMAGE_SOURCE
+            assert row["revision"] is None and row["revision_origin"] is None
+    own = next(s for s in sandbox.org.services if not inherits_labels(s))
+    assert found[own.images[0].digest]["revision"] == own.images[0].revision
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+def test_index_and_platform_digests_are_one_image(
+    sandbox: Sandbox, engine: Engine, kind: str
+) -> None:
+    assert sync(sandbox, engine, kind).ok
+    multi = next(s for s in sandbox.org.services if is_multiarch(s))
+    image = multi.images[-1]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Image.digest, Image.index_digest, Image.platform, Image.revision).where(
+                (Image.digest == image.digest) | (Image.index_digest == image.digest)
+            )
+        ).all()
+    assert {r.platform for r in rows} == {None, "linux/amd64", "linux/arm64"}
+    assert {r.index_digest for r in rows if r.platform} == {image.digest}
+    assert len({r.revision for r in rows}) == 1
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+def test_small_pages_give_the_same_warehouse(sandbox: Sandbox, engine: Engine, kind: str) -> None:
+    summary = sync(sandbox, engine, kind, per_page=3)
+    assert summary.ok, summary.errors
+    if kind == "harbor":
+        assert tags(engine) == truth.expected_tags(sandbox.org)
+        assert images(engine) == truth.expected_images(sandbox.org)
+        logs = [t for _, _, t, _ in sandbox.harbor_app.stats.log or []]  # type: ignore[union-attr]
+        assert any("page=2" in t for t in logs if "/artifacts" in t)
+    else:
+        assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org)
+        logs = [t for _, _, t, _ in sandbox.oci_app.stats.log or []]  # type: ignore[union-attr]
+        assert any("last=" in t for t in logs if "/tags/list" in t)
+        assert any("last=" in t for t in logs if "_catalog" in t)
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+def test_rate_limits_and_faults_are_retried(sandbox: Sandbox, engine: Engine, kind: str) -> None:
+    app = sandbox.harbor_app if kind == "harbor" else sandbox.oci_app
+    assert app is not None
+    app.rate_limit = RateLimit(10, burst=3) if kind == "harbor" else RateLimit(300, burst=10)
+    app.faults.add(FaultRule(path="/artifacts|/manifests/", kind="503", every=5, times=3))
+    app.faults.add(FaultRule(path="/artifacts|/manifests/", kind="drop", every=7, times=2))
+    summary = sync(sandbox, engine, kind)
+    assert summary.ok, summary.errors
+    assert app.stats.rate_limited > 0 and app.faults.fired["503"] == 3
+    assert app.faults.fired["drop"] == 2
+    assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org) or kind == "harbor"
+    assert set(images(engine)) == set(truth.expected_images(sandbox.org))
+
+
+def test_malformed_artifact_is_kept_and_counted(sandbox: Sandbox, engine: Engine) -> None:
+    victim = sandbox.org.services[0].images[0]
+    assert sandbox.harbor is not None
+    sandbox.harbor.corrupt(victim.digest, "push_time", "yesterday")
+    summary = sync(sandbox, engine, "harbor")
+    assert summary.ok and summary.rejected == 1
+    with engine.connect() as conn:
+        (raw,) = conn.execute(select(RawPayload).where(RawPayload.rejected.is_(True))).all()
+    assert raw.external_id.endswith("@" + victim.digest)
+    assert "bad timestamp in push_time" in raw.error
+    assert len(images(engine)) == len(truth.expected_images(sandbox.org)) - 1
+
+
+def test_unreachable_and_refusing_registries_are_named_while_gitlab_completes(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, SECRET)
+    monkeypatch.setenv(USER_ENV, "robot$cdmetrics")
+    monkeypatch.setenv(PASSWORD_ENV, "wrong-password")
+    monkeypatch.setenv("CDM_TEST_OUTSIDER", "outsider")
+    with Sandbox.start("tiny", seed=3, token=SECRET, jenkins=False) as sb:
+        assert sb.harbor is not None and sb.oci is not None
+        sb.harbor.outsiders["outsider"] = SECRET
+        base = {"host": truth.HOST, "projects": ["acme"], "token_env": PASSWORD_ENV}
+        registries = [
+            {**base, "name": "harbor-401", "kind": "harbor", "url": sb.harbor_url,
+             "user_env": USER_ENV},
+            {**base, "name": "harbor-403", "kind": "harbor", "url": sb.harbor_url,
+             "user_env": "CDM_TEST_OUTSIDER", "token_env": TOKEN_ENV},
+            {**base, "name": "oci-down", "kind": "oci", "url": "http://127.0.0.1:9",
+             "user_env": USER_ENV},
+        ]  # fmt: skip
+        gitlab = {"name": "gitlab", "url": sb.gitlab_url, "token_env": TOKEN_ENV,
+                  "groups": [sb.org.root_group]}  # fmt: skip
+        s = Settings(
+            sources={"gitlab": [gitlab], "registry": registries},
+            sync={"requests_per_second": 0, "timeout_s": 5},
+        )
+        summaries = {x.name: x for x in run_sync(s, engine)}
+    assert summaries["gitlab"].ok and summaries["gitlab"].rows > 0
+    errors = {
+        name: " ".join(summaries[name].errors) for name in ("harbor-401", "harbor-403", "oci-down")
+    }
+    assert "harbor-401: cannot read the harbor registry" in errors["harbor-401"]
+    assert "HTTP 401" in errors["harbor-401"] and f"${PASSWORD_ENV}" in errors["harbor-401"]
+    assert "HTTP 403" in errors["harbor-403"]
+    assert "oci-down: cannot read the oci registry at http://127.0.0.1:9" in errors["oci-down"]
+    assert "ConnectError" in errors["oci-down"]
+    with engine.connect() as conn:
+        states = " ".join(str(e) for e in conn.execute(select(SyncState.error)).scalars())
+    assert SECRET not in " ".join(errors.values()) + states
