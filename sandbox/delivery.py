@@ -8,6 +8,7 @@ import heapq
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from sandbox.clock import WorkClock, ms
 from sandbox.history import History, make_sha
@@ -50,7 +51,14 @@ class DeliveryProfile:
 
 
 class DeliveryBuilder:
-    """Generates one service's images, deployments and incidents from its history."""
+    """Generates one service's images, deployments and incidents from its history: staging and
+    production deploy from `refs` (the default branch; sandbox.flows subclasses it for GitLab
+    flow's environment branches)."""
+
+    refs: ClassVar[dict[str, str]] = {
+        "staging": "main",
+        "production": "main",
+    }  # canonical environment -> deployed ref
 
     def __init__(
         self,
@@ -222,7 +230,8 @@ class DeliveryBuilder:
         candidate = self._newest(test_deployments, at, "staging")
         if candidate is None:
             return
-        self._deploy("staging", candidate.sha, "main", candidate.digest, at)
+        self._promoting("staging", candidate.sha, at, untested=False)
+        self._deploy("staging", candidate.sha, self.refs["staging"], candidate.digest, at)
 
     def _promote_to_production(
         self, at: datetime, test_deployments: list[Deployment]
@@ -234,7 +243,9 @@ class DeliveryBuilder:
         staging = [
             d
             for d in self.s.deployments
-            if d.environment.canonical == "staging" and d.status == "success" and d.ref == "main"
+            if d.environment.canonical == "staging"
+            and d.status == "success"
+            and d.ref == self.refs["staging"]
         ]
         candidate = self._newest(staging, at, "production")
         untested = rng.random() < self.p.untested_share
@@ -245,10 +256,11 @@ class DeliveryBuilder:
         rebuilt = not untested and rng.random() < self.p.rebuilt_share
         digest = candidate.digest
         was_tested = digest in self.ever["staging"]
+        self._promoting("production", candidate.sha, at, untested=untested)
         deployment = self._deploy(
             "production",
             candidate.sha,
-            "main",
+            self.refs["production"],
             digest,
             at,
             rebuild=rebuilt,
@@ -258,6 +270,10 @@ class DeliveryBuilder:
         if deployment is None or rng.random() >= self.p.change_failure:
             return None
         return self._fail(deployment, previous=current)
+
+    def _promoting(self, canonical: str, sha: str, at: datetime, *, untested: bool) -> None:
+        """Called before `sha` is promoted to `canonical` at `at` (from test when `untested`);
+        deploying from the default branch needs nothing."""
 
     # -- failures ----------------------------------------------------------------------------
 

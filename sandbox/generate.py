@@ -12,6 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 from sandbox.clock import WorkClock
 from sandbox.delivery import DeliveryBuilder, DeliveryProfile
+from sandbox.flows import (
+    GIT_FLOW,
+    GITLAB_FLOW,
+    EnvironmentBranchDelivery,
+    GitFlowHistory,
+    chosen_flows,
+)
 from sandbox.history import CodeProfile, HistoryBuilder
 from sandbox.jenkins_org import build_jenkins
 from sandbox.migrations import add_migrations
@@ -199,9 +206,10 @@ def generate(
     migrations: bool = True,
 ) -> Organisation:
     """A delivery organisation: teams, services and their whole history up to `now`; `jenkins`
-    Jenkins-built services (default: by size, `JENKINS_SERVICES`); database migrations in about a
-    third of the services unless `migrations` is false (`sandbox.migrations`, a post-pass that
-    leaves everything else as it is)."""
+    Jenkins-built services (default: by size, `JENKINS_SERVICES`); one service on git-flow and one
+    on GitLab flow (`sandbox.flows`; none in `tiny`); database migrations in about a third of the
+    services unless `migrations` is false (`sandbox.migrations`, a post-pass that leaves
+    everything else as it is)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -225,6 +233,7 @@ def generate(
     _add_jenkins_services(
         org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
     )
+    _rebuild_flows(org, seed, ids, holiday)
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
     return org
@@ -256,6 +265,18 @@ def _add_jenkins_services(
     org.jenkins = build_jenkins(org)
 
 
+def _rebuild_flows(org: Organisation, seed: int, ids: Ids, holiday: object) -> None:
+    """Rebuild the services `sandbox.flows` chose with their branch strategy, after every other
+    service, so the others keep their ids (the trunk-based build's ids are left unused, as
+    deleted objects leave them in GitLab)."""
+    teams = {t.name: t for t in org.teams}
+    for name, flow in chosen_flows(org).items():
+        old = org.service(name)
+        service = Service(old.name, old.team, old.project_id, old.path, flow=flow)
+        org.services[org.services.index(old)] = service
+        _build_service(service, teams[old.team], seed, ids, org.start, org.now, holiday, org.size)
+
+
 def _build_service(
     service: Service,
     team: Team,
@@ -271,11 +292,15 @@ def _build_service(
     clock = WorkClock(team.timezone, holiday)  # type: ignore[arg-type]
     pipelines = PipelineFactory(rng, ids, build_profile(rng))
     code = code_profile(team.profile, rng)
+    if service.flow == GITLAB_FLOW:
+        code.direct_push_rate = 0.0  # main is protected: everything arrives by merge request
     service.merge_method = (
         "squash" if code.squash_share == 1.0 else "merge" if not code.squash_share else "mixed"
     )
-    history = HistoryBuilder(service, team, clock, rng, ids, code, pipelines, start, now).build()
-    delivery = DeliveryBuilder(
+    history_builder = GitFlowHistory if service.flow == GIT_FLOW else HistoryBuilder
+    history = history_builder(service, team, clock, rng, ids, code, pipelines, start, now).build()
+    delivery_builder = EnvironmentBranchDelivery if service.flow == GITLAB_FLOW else DeliveryBuilder
+    delivery = delivery_builder(
         service,
         team,
         clock,

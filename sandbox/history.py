@@ -72,7 +72,10 @@ def make_sha(service: str, n: int) -> str:
 
 
 class HistoryBuilder:
-    """Generates one service's history between `start` and `now`."""
+    """Generates one service's history between `start` and `now`: trunk-based, feature branches
+    merged into `trunk` (sandbox.flows subclasses it for git-flow)."""
+
+    trunk = "main"  # where feature merge requests land and direct pushes go
 
     def __init__(
         self,
@@ -165,6 +168,11 @@ class HistoryBuilder:
             elif kind == "stale":
                 assert isinstance(payload, Developer)
                 self._stale_branch(payload, at)
+            elif kind == "release":
+                planned = self._release(at)
+                if planned is not None:
+                    order += 1
+                    heapq.heappush(events, (planned[0], order, "merge", planned[1]))
         self.s.branches["main"] = Branch(
             "main", self.s.created_at, list(self.history.main), protected=True
         )
@@ -195,7 +203,7 @@ class HistoryBuilder:
             self.title(),
             author,
             f"feature/{slug}",
-            "main",
+            self.trunk,
             created_at=created,
             first_commit_at=first,
             commits=[],
@@ -298,13 +306,13 @@ class HistoryBuilder:
                 )
             )
         mr.state, mr.merged_by = "merged", approver
-        title = f"Merge branch '{mr.source_branch}' into 'main'"
+        title = f"Merge branch '{mr.source_branch}' into '{self.trunk}'"
         if mr.squash:
-            commit = self.commit((self.head,), mr.author, at, "main", mr.title, committed=at)
+            commit = self.commit((self.head,), mr.author, at, self.trunk, mr.title, committed=at)
             mr.squash_commit_sha = commit.sha
         else:
             commit = self.commit(
-                (self.head, mr.head_sha), approver, at, "main", title, committed=at
+                (self.head, mr.head_sha), approver, at, self.trunk, title, committed=at
             )
             mr.merge_commit_sha = commit.sha
         self.s.branches[mr.source_branch].merged_at = at
@@ -312,7 +320,7 @@ class HistoryBuilder:
 
     def _direct_push(self, author: Developer, at: datetime) -> None:
         assert self.head is not None
-        commit = self.commit((self.head,), author, at, "main", f"{self.title()} (direct)")
+        commit = self.commit((self.head,), author, at, self.trunk, f"{self.title()} (direct)")
         self._advance_main(commit, author)
 
     def _advance_main(self, commit: Commit, user: Developer) -> None:
@@ -323,6 +331,10 @@ class HistoryBuilder:
         )
         self.s.pipelines.append(pipeline)
         self.history.main_pipelines[commit.sha] = pipeline
+
+    def _release(self, at: datetime) -> tuple[datetime, MergeRequest] | None:
+        """Cut a release at `at`; returns when its merge request merges. Trunk-based: none."""
+        return None
 
     def _stale_branch(self, author: Developer, at: datetime) -> None:
         assert self.head is not None

@@ -258,6 +258,7 @@ class Service:
     builder: str = "gitlab"  # gitlab | jenkins
     merge_method: str = "merge"  # merge | squash | mixed
     default_branch: str = "main"
+    flow: str = "trunk"  # branch strategy (ground truth): trunk | git-flow | gitlab-flow
     created_at: datetime | None = None
     commits: dict[str, Commit] = field(default_factory=dict)  # in push order
     branches: dict[str, Branch] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from analytics.policies import scan
 from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
+from sandbox.flows import ENVIRONMENT_BRANCHES, GITLAB_FLOW
 from sandbox.generate import generate
 from sandbox.jenkins_org import iter_jobs
 from sandbox.kubernetes_org import KubernetesCluster, namespace_of
@@ -242,10 +243,28 @@ def test_image_policies_flag_what_the_generator_seeded(
             if len({digest for name, digest, _ in service.tag_history if name == tag}) > 1:
                 moved.add(k)
     assert moved and subjects(engine, org, "moved-tag") == moved
-    releases = re.compile(r"^(main|master|hotfix/.*|release/.*|v?\d+\.\d+\.\d+)$")
+    # successful production deployments, application or schema, from a ref that is neither the
+    # service's default branch, a release or hotfix branch nor a version tag
+    releases = re.compile(r"^(hotfix/.*|release/.*|v?\d+\.\d+\.\d+)$")
     off_trunk = {
-        k
-        for k, (_, _, d) in want.items()
-        if d.environment.canonical == "production" and not releases.match(d.ref)
+        str(d.id)
+        for s in org.services
+        for d in s.deployments
+        if d.environment.canonical == "production"
+        and d.status == "success"
+        and d.ref != s.default_branch
+        and not releases.match(d.ref)
     }
+    # which, by the generator's truth, are the GitLab-flow service's deployments from its
+    # production environment branch
+    environment_branch = {
+        str(d.id)
+        for s in org.services
+        if s.flow == GITLAB_FLOW
+        for d in s.deployments
+        if d.environment.canonical == "production"
+        and d.status == "success"
+        and d.ref == ENVIRONMENT_BRANCHES["production"]
+    }
+    assert off_trunk == environment_branch and off_trunk
     assert subjects(engine, org, "non-release-ref") == off_trunk

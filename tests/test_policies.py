@@ -101,9 +101,16 @@ def test_merges_on_a_red_pipeline_and_without_approval(world: tuple[Organisation
 
 def test_direct_pushes_long_lived_and_stale_branches(world: tuple[Organisation, Engine]) -> None:
     org, _ = world
-    direct = {
+    pushed = {  # git-flow pushes to develop, which is not the default branch
         c.sha for s in org.services for c in s.commits.values() if c.title.endswith("(direct)")
     }
+    direct = {
+        c.sha
+        for s in org.services
+        for c in s.commits.values()
+        if c.title.endswith("(direct)") and c.branch == s.default_branch
+    }
+    assert direct and pushed - direct
     assert {x.rsplit(":", 1)[1] for x in found(world, "direct-push")} == direct
     open_old = {
         mr.source_branch
