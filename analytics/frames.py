@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from analytics import dora, stats
+from analytics import branching, dora, stats
 from analytics.derive import FailureRules
 from analytics.metrics import ScopeData, load
 from analytics.scope import Scope
@@ -124,6 +124,16 @@ def build_health(engine: Engine, scope: Scope) -> pd.DataFrame:
             "failed_tests",
         ],
     )
+
+
+def branch_strategies(engine: Engine, scope: Scope) -> pd.DataFrame:
+    """One row per service: its repository's branch strategy (trunk-based, github-flow,
+    gitlab-flow, git-flow, unknown), the signals that decided it in words, and each signal
+    (`analytics.branching`)."""
+    with engine.connect() as conn:
+        rows = branching.classify(conn, scope)
+    columns = list(branching.BranchStrategy.__dataclass_fields__)
+    return _frame([r.as_json() for r in rows], columns)
 
 
 def scorecard(

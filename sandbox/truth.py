@@ -8,7 +8,8 @@ plain Python from the same objects, are in `sandbox.reference`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import Counter
+from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox import gitlab_payloads as render
@@ -184,3 +185,67 @@ def summary(org: Organisation) -> dict[str, Any]:
             for m in ref.merge_requests(org)
         ],
     }
+
+
+def branch_signals(
+    org: Organisation, since: datetime, until: datetime
+) -> dict[str, dict[str, Any]]:
+    """Per service, its branch strategy as generated (`Service.flow`) and, by the definitions of
+    docs/POLICIES.md "Branch strategy", the signals over the merge requests merged in [since,
+    until): feature merges (from branches no merge request of the period targets, other than the
+    default one), their median branch life in hours (first commit authored to merge), feature
+    merges into the default branch per working day (UTC), active branches (not long-lived, a commit
+    in the last 14 days, not merged or closed) and the feature work's authors, and the environment
+    branches (fed by the default branch, directly or through one another)."""
+    from sandbox import reference as ref
+
+    weekdays = sum(
+        1 for n in range((until - since).days) if (since + timedelta(days=n)).weekday() < 5
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for s in org.services:
+        merged = [
+            m for m in s.merge_requests if m.merged_at is not None and since <= m.merged_at < until
+        ]
+        long_lived = {s.default_branch} | {m.target_branch for m in merged}
+        features = [m for m in merged if m.source_branch not in long_lived]
+        lives = [
+            ref.hours(min(s.commits[sha].authored_at for sha in m.commits), m.merged_at)
+            for m in features
+            if m.merged_at is not None
+        ]
+        finished = {
+            m.source_branch
+            for m in s.merge_requests
+            if (m.merged_at and m.merged_at < until) or (m.closed_at and m.closed_at < until)
+        }
+        recent = until - timedelta(days=14)
+        active = [
+            b.name
+            for b in s.branches.values()
+            if b.name not in long_lived
+            and b.name not in finished
+            and recent <= s.commits[b.head].committed_at < until
+        ]
+        environment: list[str] = []
+        while True:
+            feeding = {s.default_branch, *environment}
+            fed = Counter(
+                m.target_branch
+                for m in merged
+                if m.source_branch in feeding and m.target_branch not in feeding
+            )
+            new = sorted(t for t, n in fed.items() if n >= 2)
+            if not new:
+                break
+            environment.extend(new)
+        out[s.name] = {
+            "flow": s.flow,
+            "feature_merges": len(features),
+            "median_branch_life_hours": ref.percentile(lives, 0.5),
+            "merges_per_day": sum(m.target_branch == s.default_branch for m in features) / weekdays,
+            "active_branches": len(active),
+            "authors": len({m.author.username for m in features}),
+            "environment_branches": environment,
+        }
+    return out

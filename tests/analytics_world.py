@@ -13,6 +13,7 @@ from analytics.dora import metrics
 from analytics.scope import Scope
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.schema import (
+    Branch,
     Commit,
     CommitParent,
     Deployment,
@@ -110,6 +111,9 @@ class World:
         first_review: datetime | None = None,
         merge_sha: str | None = None,
         squash_sha: str | None = None,
+        source: str | None = None,
+        target: str | None = None,
+        author: str | None = None,
     ) -> None:
         self.add(
             MergeRequest,
@@ -123,10 +127,28 @@ class World:
                     "first_review_at": first_review,
                     "merge_commit_sha": merge_sha,
                     "squash_commit_sha": squash_sha,
+                    "source_branch": source,
+                    "target_branch": target,
+                    "author": author,
                 }
             ],
         )
         self.add(MrCommit, [{"repo_id": self.repo, "iid": iid, "sha": sha} for sha in commits])
+
+    def branch(self, name: str, last_commit: datetime, *, default: bool = False) -> None:
+        """A branch whose head was committed at `last_commit`."""
+        self.add(
+            Branch,
+            [
+                {
+                    "repo_id": self.repo,
+                    "name": name,
+                    "is_default": default,
+                    "head_sha": f"{name}-head",
+                    "last_commit_at": last_commit,
+                }
+            ],
+        )
 
     def deploy(
         self,

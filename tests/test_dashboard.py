@@ -343,6 +343,7 @@ def test_policies_page_counts_filters_and_downloads(
     assert metric(at, "Errors").value == "2"
     assert metric(at, "New this week").value == "2"  # first seen 1 and 2 days before NOW
     assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
+    assert len(frame(at, "branch-strategies")) == len(view_rows(findings_url, "branch_strategies"))
     filtered = open_page(dashboard_env, findings_url, "policies", {"severity": "error"})
     assert list(frame(filtered, "violations")["policy"]) == ["untested-image"] * 2
     assert filtered.query_params["severity"] == "error"
@@ -353,6 +354,13 @@ def test_policies_page_without_violations_says_where_they_come_from(
 ) -> None:
     at = open_page(dashboard_env, demo_url, "policies")
     assert any("No violations recorded yet" in i.value for i in at.info)
+    # beside the branch policies, each repository's branch strategy, as the analytics API says
+    shown = frame(at, "branch-strategies")
+    rows = view_rows(demo_url, "branch_strategies")
+    assert list(shown["service"]) == [r["service"] for r in rows]
+    assert list(shown["strategy"]) == [r["strategy"] for r in rows]
+    assert list(shown["active_branches"]) == [r["active_branches"] for r in rows]
+    assert {"git-flow", "gitlab-flow"} <= set(shown["strategy"])
 
 
 def test_data_sources_page_shows_syncs_errors_and_rejected_payloads(

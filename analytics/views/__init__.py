@@ -10,6 +10,7 @@ their web URLs.
 
 from analytics.views._common import commit_url, compare_url
 from analytics.views.attention import comparison_weeks, services_needing_attention
+from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
     deployments_by_service_environment,
@@ -29,6 +30,7 @@ from analytics.views.environments import (
 from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
 
 __all__ = [
+    "branch_strategies",
     "commit_url",
     "compare_url",
     "comparison_weeks",

@@ -1,5 +1,5 @@
 """Policies: violations by policy and severity, what is new this week, filters, and the list as
-CSV."""
+CSV; beside the branch policies, each repository's branch strategy and the signals behind it."""
 
 import streamlit as st
 
@@ -9,12 +9,38 @@ view = state.current()
 state.require_data(view)
 st.title("Policies")
 found = data.violations(view.url, view.scope)
+
+
+def branch_strategies() -> None:
+    st.subheader("Branch strategy")
+    strategies = data.table("branch_strategies", view.url, view.scope)
+    if strategies.empty:
+        show.nothing("repositories")
+        return
+    show.table(
+        strategies,
+        columns={
+            "service": "service",
+            "strategy": "strategy",
+            "decided_by": "decided by",
+            "median_branch_life_hours": "median branch life (h)",
+            "merges_per_day": "merges per working day",
+            "active_branches": "active branches",
+            "default_share": "feature work into default",
+            "environment_branches": "environment branches",
+            "release_branches": "release branches",
+        },
+        key="branch-strategies",
+    )
+
+
 if found.empty:
     st.info(
         "No violations recorded yet — they arrive with `cdmetrics policy scan`, which evaluates "
         "every policy (untested images, merges on a red pipeline, direct pushes, ...) and "
         "stores what it finds."
     )
+    branch_strategies()
     st.stop()
 
 left, middle, right = st.columns([2, 2, 1])
@@ -70,3 +96,4 @@ st.download_button(
     mime="text/csv",
     icon=":material/download:",
 )
+branch_strategies()
