@@ -49,6 +49,7 @@ class HarborSimulator:
         self.user, self.password = user, password
         self.outsiders: dict[str, str] = {}  # accounts that authenticate but see no project
         self.corruptions: dict[str, tuple[str, Any]] = {}
+        self._logs: dict[tuple[str, str, str, datetime], list[Any]] = {}
         names = sorted({s.path.split("/", 1)[0] for s in org.services})
         self.project_ids = {name: i + 1 for i, name in enumerate(names)}
         self.router = Router()
@@ -190,21 +191,28 @@ class HarborSimulator:
             name, _ = self._project(request)
         except _NotFound as exc:
             return exc.response
-        filters = _query_filters(request.query.get("q", ""))
-        lo, hi = filters.get("op_time", (None, None))
-        events = [
-            e
-            for e in self.view.events
-            if e[0] <= self.at
-            and e[1].path.split("/", 1)[0] == name
-            and filters.get("operation", "create") == "create"
-            and filters.get("resource_type", "artifact") == "artifact"
-            and (lo is None or e[0] >= lo)
-            and (hi is None or e[0] <= hi)
-        ]
-        if request.query.get("sort", "-op_time") != "op_time":
-            events = events[::-1]
-        return _harbor_page(request, [audit_log(self.view, e) for e in events])
+        q, order = request.query.get("q", ""), request.query.get("sort", "-op_time")
+        key = (name, q, order, self.at)
+        events = self._logs.get(key)
+        if events is None:  # filtered once per query and instant; pages slice it
+            filters = _query_filters(q)
+            lo, hi = filters.get("op_time", (None, None))
+            wanted = (filters.get("operation", "create"), filters.get("resource_type", "artifact"))
+            events = [
+                e
+                for e in self.view.events
+                if e[0] <= self.at
+                and wanted == ("create", "artifact")
+                and e[1].path.split("/", 1)[0] == name
+                and (lo is None or e[0] >= lo)
+                and (hi is None or e[0] <= hi)
+            ]
+            if order != "op_time":
+                events = events[::-1]
+            self._logs = {key: events}
+        page, size = _page_args(request)
+        body = [audit_log(self.view, e) for e in events[(page - 1) * size : page * size]]
+        return _harbor_page(request, body, total=len(events), slice_=False)
 
 
 class _NotFound(Exception):

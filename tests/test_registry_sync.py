@@ -197,8 +197,9 @@ def test_rate_limits_and_faults_are_retried(sandbox: Sandbox, engine: Engine, ki
     app.faults.add(FaultRule(path="/artifacts|/manifests/", kind="drop", every=7, times=2))
     summary = sync(sandbox, engine, kind)
     assert summary.ok, summary.errors
-    assert app.stats.rate_limited > 0 and app.faults.fired["503"] == 3
-    assert app.faults.fired["drop"] == 2
+    # a 429 answers before a fault is looked at, so how many faults fire depends on the timing
+    assert app.stats.rate_limited > 0 and 1 <= app.faults.fired["503"] <= 3
+    assert 1 <= app.faults.fired["drop"] <= 2
     assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org) or kind == "harbor"
     assert set(images(engine)) == set(truth.expected_images(sandbox.org))
 
