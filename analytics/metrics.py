@@ -9,7 +9,7 @@ PostgreSQL's percentile_cont would. Every rate comes with its numerator and deno
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,12 +90,12 @@ def load(conn: Connection, scope: Scope, rules: FailureRules | None = None) -> S
     )
 
 
-def _rows(result: Iterable[Any], at: str = "at") -> list[Row]:
-    rows = []
-    for r in result:
-        values = dict(r._mapping)
-        rows.append(Row(values.pop("service"), values.pop("team"), values.pop(at), values))
-    return rows
+def _rows(result: Any, at: str = "at") -> list[Row]:
+    """Rows of a select labelled `service`, `team` and `at`; the other columns become values."""
+    keys = list(result.keys())
+    service, team, when = keys.index("service"), keys.index("team"), keys.index(at)
+    rest = [(k, i) for i, k in enumerate(keys) if i not in (service, team, when)]
+    return [Row(r[service], r[team], r[when], {k: r[i] for k, i in rest}) for r in result]
 
 
 def _chain_in_scope(scope: Scope, query: Any) -> Any:
@@ -189,7 +189,24 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
         .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
         .scalar_subquery()
     )
-    sha = DeploymentChange.sha
+    changes = (  # materialised first: the planner would otherwise scan every change three times
+        _chain_in_scope(
+            scope,
+            select(
+                Service.name.label("service"),
+                Team.name.label("team"),
+                DeploymentChain.finished_at.label("at"),
+                Service.repo_id,
+                DeploymentChange.sha,
+            )
+            .select_from(DeploymentChain)
+            .join(DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id)
+            .where(DeploymentChange.first_in_environment),
+        )
+        .cte("changes")
+        .prefix_with("MATERIALIZED")
+    )
+    sha = changes.c.sha
     carriers = (  # one indexed equality per way an MR reaches the default branch
         MergeRequest.squash_commit_sha == sha,
         and_(MergeRequest.merge_commit_sha == sha, MergeRequest.squash_commit_sha.is_(None)),
@@ -200,23 +217,19 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
         ),
     )
     parts = [
-        _chain_in_scope(
-            scope,
-            select(
-                Service.name.label("service"),
-                Team.name.label("team"),
-                DeploymentChain.finished_at.label("at"),
-                first_commit.label("first_commit_at"),
-                MergeRequest.created_at,
-                MergeRequest.first_review_at,
-                MergeRequest.merged_at,
-            )
-            .select_from(DeploymentChange)
-            .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
-            .where(DeploymentChange.first_in_environment),
+        select(
+            changes.c.service,
+            changes.c.team,
+            changes.c.at,
+            first_commit.label("first_commit_at"),
+            MergeRequest.created_at,
+            MergeRequest.first_review_at,
+            MergeRequest.merged_at,
         ).join(
             MergeRequest,
-            and_(MergeRequest.repo_id == Service.repo_id, carrier, MergeRequest.state == "merged"),
+            and_(
+                MergeRequest.repo_id == changes.c.repo_id, carrier, MergeRequest.state == "merged"
+            ),
         )
         for carrier in carriers
     ]
@@ -247,48 +260,41 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
 
 def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
     """Pipelines finished in the period, with whether they ran on the default branch and how many
-    tests failed in them."""
-    failed_tests = (
-        select(
-            TestRun.source_id,
-            TestRun.pipeline_external_id,
-            func.sum(TestRun.failed).label("failed"),
-        )
-        .join(
-            Pipeline,
-            and_(
-                Pipeline.source_id == TestRun.source_id,
-                Pipeline.external_id == TestRun.pipeline_external_id,
-            ),
-        )
-        .where(scope.period(Pipeline.finished_at), TestRun.failed > 0)
-        .group_by(TestRun.source_id, TestRun.pipeline_external_id)
-        .subquery()
-    )
+    tests failed in them (two selects: joining the test aggregate costs more than both)."""
     query = scope.owned(
         select(
             Service.name.label("service"),
             Team.name.label("team"),
             Pipeline.finished_at.label("at"),
+            Pipeline.id,
             Pipeline.repo_id,
             Pipeline.status,
             Pipeline.duration_s,
             Pipeline.queued_s,
             (Pipeline.ref == Repo.default_branch).label("default_branch"),
-            func.coalesce(failed_tests.c.failed, 0).label("failed_tests"),
         )
         .select_from(Pipeline)
-        .join(Repo, Repo.id == Pipeline.repo_id)
-        .outerjoin(
-            failed_tests,
-            and_(
-                failed_tests.c.source_id == Pipeline.source_id,
-                failed_tests.c.pipeline_external_id == Pipeline.external_id,
-            ),
-        ),
+        .join(Repo, Repo.id == Pipeline.repo_id),
         on=Service.repo_id == Pipeline.repo_id,
     )
-    return _rows(conn.execute(query.where(scope.period(Pipeline.finished_at))))
+    rows = _rows(conn.execute(query.where(scope.period(Pipeline.finished_at))))
+    failed_tests = dict(
+        conn.execute(
+            select(Pipeline.id, func.sum(TestRun.failed))
+            .join(
+                Pipeline,
+                and_(
+                    Pipeline.source_id == TestRun.source_id,
+                    Pipeline.external_id == TestRun.pipeline_external_id,
+                ),
+            )
+            .where(scope.period(Pipeline.finished_at), TestRun.failed > 0)
+            .group_by(Pipeline.id)
+        ).all()
+    )
+    for r in rows:
+        r.values["failed_tests"] = failed_tests.get(r.values.pop("id"), 0)
+    return rows
 
 
 def _incidents(conn: Connection, scope: Scope) -> list[Row]:
