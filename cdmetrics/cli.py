@@ -413,8 +413,9 @@ def sandbox_serve(
     port: int = typer.Option(8929, help="Port of the GitLab simulator (0: any free port)."),
     token: str = typer.Option("sandbox-token", help="The token the simulators accept."),
 ) -> None:
-    """Serve the organisation through the GitLab, Jenkins, Harbor/OCI registry and Kubernetes API
-    simulators until interrupted; prints how to sync them (a kubeconfig is written beside)."""
+    """Serve the organisation through every API simulator until interrupted.
+
+    GitLab, Jenkins, Harbor and OCI registries, Kubernetes; prints how to sync them."""
     from sandbox.serve import Sandbox
 
     with (
