@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from analytics.observed import canonical
 from warehouse.schema import (
     Deployment,
     DeploymentChain,
@@ -106,6 +107,8 @@ def evaluate(
     decision = GateDecision("allow", service, image, None, environment)
     reasons = decision.reasons
     digest = _resolve(conn, image, now, reasons)
+    if digest is not None:  # a platform manifest is its index's image
+        digest = canonical(conn, [digest])[digest]
     decision.digest = digest
     upstream = _upstream(environment, promotion_path)
     if upstream is not None:

@@ -40,6 +40,24 @@ def test_a_digest_that_passed_test_and_staging_is_allowed(world: World) -> None:
     assert decision.digest == "sha256:b"
 
 
+def test_a_platform_manifest_of_a_tested_index_is_the_same_image(world: World) -> None:
+    world.add(
+        Image,
+        [
+            {
+                "digest": "sha256:b-arm64",
+                "repository": REPO,
+                "revision": "b",
+                "index_digest": "sha256:b",
+                "platform": "linux/arm64",
+            }
+        ],
+    )
+    decision = gate(world, f"{REPO}@sha256:b-arm64")
+    assert decision.decision == "allow" and decision.reasons == []
+    assert decision.digest == "sha256:b"
+
+
 def test_an_untested_digest_is_denied_saying_what_to_do(world: World) -> None:
     decision = gate(world, f"{REPO}@sha256:c")
     assert decision.decision == "deny"
