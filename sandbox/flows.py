@@ -181,6 +181,8 @@ class GitFlowHistory(HistoryBuilder):
                 system=True,
             )
         )
+        if approver is not mr.author and mr.first_review_at is None:
+            mr.first_review_at = at - timedelta(seconds=30)  # the approval is the first review
         mr.approvers, mr.merged_by, mr.state = [approver], approver, "merged"
         mr.updated_at = mr.merged_at = at
         mr.merge_commit_sha = sha
