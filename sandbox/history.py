@@ -13,6 +13,14 @@ from sandbox.clock import WORK_SECONDS, WorkClock, ms
 from sandbox.model import Branch, Commit, Developer, MergeRequest, Note, Pipeline, Service, Team
 from sandbox.pipelines import Ids, PipelineFactory, lognormal
 
+# The profiles' coding, pickup and review medians are wall-clock hours, as the metrics measure them
+# (DESIGN.md section 7); the clock adds working time, skipping nights and weekends, so a draw is
+# scaled to the working time that spans about as much wall-clock time. Measured on the demo org:
+# per-service medians of coding 1-27 h, pickup 1-17 h, review 0-22 h, branch life 17-74 h
+# (before: coding 5-97 h, pickup 1-22 h, review 0-29 h, branch life 17-167 h).
+WORK_SHARE_CODING = 0.3
+WORK_SHARE_WAITING = 0.6
+
 WORDS = [
     "cache",
     "checkout",
@@ -192,7 +200,7 @@ class HistoryBuilder:
         coding = (
             coding_days * WORK_SECONDS
             if coding_days
-            else lognormal(rng, self.p.coding_h * 3600, 0.8)
+            else lognormal(rng, self.p.coding_h * 3600 * WORK_SHARE_CODING, 0.8)
         )
         created = self.clock.add(first, coding)
         self.mr_iid += 1
@@ -265,8 +273,9 @@ class HistoryBuilder:
         self.s.merge_requests.append(mr)
         reviewers = [d for d in self.team.developers if d is not mr.author] or [mr.author]
         reviewer = rng.choice(reviewers)
-        pickup = self.clock.add(mr.created_at, lognormal(rng, self.p.pickup_h * 3600, 1.2))
-        review = self.clock.add(pickup, lognormal(rng, self.p.review_h * 3600, 0.8))
+        wait = WORK_SHARE_WAITING
+        pickup = self.clock.add(mr.created_at, lognormal(rng, self.p.pickup_h * 3600 * wait, 1.2))
+        review = self.clock.add(pickup, lognormal(rng, self.p.review_h * 3600 * wait, 0.8))
         if rng.random() < 0.15:  # a note copied from an old issue, before the MR existed
             mr.notes.append(
                 Note(
