@@ -193,7 +193,9 @@ def _pair(
         graph = graphs.setdefault(repo_id, CommitGraph(conn, repo_id))
         behind = len(graph.new_since(up.sha, graph.ancestors(down.sha))[0])
     age = ever = None
-    if up and not in_sync:
+    if up and not in_sync and up.deployment_id is None:  # a change by hand upstream
+        age = (at - up.since).total_seconds() / 3600
+    elif up and not in_sync:
         downstream_history = _history(conn, service, downstream, at)
         ran = [i for i, (_, image) in enumerate(downstream_history) if image == up.image]
         if ran and ran[-1] + 1 < len(downstream_history):  # it ran upstream's image, then moved on

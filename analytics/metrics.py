@@ -189,7 +189,7 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
         .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
         .scalar_subquery()
     )
-    changes = (  # materialised first: the planner would otherwise scan every change three times
+    changes = (  # used three times, so materialised (SQLite and PostgreSQL do so by default)
         _chain_in_scope(
             scope,
             select(
@@ -202,9 +202,7 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
             .select_from(DeploymentChain)
             .join(DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id)
             .where(DeploymentChange.first_in_environment),
-        )
-        .cte("changes")
-        .prefix_with("MATERIALIZED")
+        ).cte("changes")
     )
     sha = changes.c.sha
     carriers = (  # one indexed equality per way an MR reaches the default branch

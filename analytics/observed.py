@@ -57,14 +57,19 @@ def canonical(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]
                 Image.digest.in_(part), Image.index_digest.is_not(None)
             )
         ):
-            out[digest] = index
+            out[digest] = str(index)
     return out
 
 
 def rollouts(
-    conn: Connection, service_ids: Iterable[int] | None = None, until: datetime | None = None
+    conn: Connection,
+    service_ids: Iterable[int] | None = None,
+    until: datetime | None = None,
+    since: datetime | None = None,
+    successful: bool = False,
 ) -> list[Rollout]:
-    """Rollouts of known services in known environments, oldest first."""
+    """Rollouts of known services in known environments that began in [since, until] (each bound
+    optional; only the successful ones if asked), oldest first."""
     w = ObservedWorkload
     query = select(
         w.id,
@@ -83,6 +88,10 @@ def rollouts(
         query = query.where(w.service_id.in_(sorted(set(service_ids)) or [-1]))
     if until is not None:
         query = query.where(w.observed_at <= until)
+    if since is not None:
+        query = query.where(w.observed_at >= since)
+    if successful:
+        query = query.where(w.status == "success")
     rows = conn.execute(query.order_by(w.observed_at, w.id)).all()
     images = canonical(conn, (d for r in rows for d in (r.digests or [])[:1]))
     return [
@@ -101,6 +110,11 @@ def rollouts(
         )
         for r in rows
     ]
+
+
+def from_elsewhere(rollout: Rollout, deployment: Any) -> bool:
+    """A deployment can account for a rollout unless the cluster recorded it itself."""
+    return rollout.source_id is None or rollout.source_id != deployment.source_id
 
 
 class Matcher:
@@ -128,7 +142,7 @@ class Matcher:
         for i in range(bisect_left(self.times[key], low), len(found)):
             if found[i].at > high:
                 break
-            if found[i].source_id is None or found[i].source_id != d.source_id:
+            if from_elsewhere(found[i], d):
                 hits.append(found[i])
         return hits
 
@@ -158,8 +172,8 @@ def unrecorded(conn: Connection, since: datetime | None, until: datetime) -> lis
     environment and image)."""
     found = [
         r
-        for r in rollouts(conn, until=until)
-        if (since is None or r.at >= since) and r.status == "success" and r.digest is not None
+        for r in rollouts(conn, until=until, since=since, successful=True)
+        if r.at < until and r.digest is not None
     ]
     if not found:
         return []
@@ -191,7 +205,7 @@ def unrecorded(conn: Connection, since: datetime | None, until: datetime) -> lis
     for r in found:
         if not any(
             images[d.image_digest] == r.digest
-            and d.source_id != r.source_id
+            and from_elsewhere(r, d)
             and d.start - BEFORE <= r.at <= (d.finished_at or d.start) + AFTER
             for d in recorded[(r.service_id, r.environment_id)]
         ):
@@ -199,4 +213,14 @@ def unrecorded(conn: Connection, since: datetime | None, until: datetime) -> lis
     return out
 
 
-__all__ = ["AFTER", "BEFORE", "SLACK", "Matcher", "Rollout", "canonical", "rollouts", "unrecorded"]
+__all__ = [
+    "AFTER",
+    "BEFORE",
+    "SLACK",
+    "Matcher",
+    "Rollout",
+    "canonical",
+    "from_elsewhere",
+    "rollouts",
+    "unrecorded",
+]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select, update
 
-from analytics.drift import environment_state
+from analytics.drift import drift, environment_state
 from analytics.policies import scan
 from tests.analytics_world import World, at
 from warehouse.dimensions import ensure_source
@@ -197,3 +197,15 @@ def test_rollouts_a_cluster_records_itself_do_not_account_for_themselves(world: 
         )
     world.derive()
     assert unrecorded(world) == [hand]
+
+
+def test_drift_from_a_change_by_hand_upstream_counts_from_the_change(world: World) -> None:
+    cluster = Cluster(world)
+    world.deploy("b", at(1), "staging")
+    world.deploy("b", at(2))
+    cluster.rollout("sha256:debug", at(3), env="staging")  # staging changed by hand
+    world.derive()
+    with world.engine.connect() as conn:
+        [row] = [r for r in drift(conn, PATH, at=at(5)) if r.upstream == "staging"]
+    assert row.upstream_digest == "sha256:debug" and not row.in_sync
+    assert row.drift_age_hours == pytest.approx(2.0)
