@@ -192,6 +192,14 @@ class KubernetesCollector(Collector):
 
     def _sync(self, run: SyncRun) -> None:
         try:
+            self._sync_namespaces(run)
+        finally:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _sync_namespaces(self, run: SyncRun) -> None:
+        try:
             targets = self._targets()
         except ClusterError as exc:
             run.summary.errors.append(str(exc))
@@ -289,7 +297,7 @@ class KubernetesCollector(Collector):
             owned = by_owner.get(name, [])
             mine = [p for rs in owned for p in pods_of.get(str(rs["metadata"].get("name")), [])]
             key = f"{namespace}/{name}"
-            payload = {"item": d, "replicasets": owned, "pods": mine}
+            payload = norm.scrubbed({"item": d, "replicasets": owned, "pods": mine})
             try:
                 service = norm.service_name(d, services)
                 rows = norm.normalize_workload(
@@ -307,7 +315,9 @@ class KubernetesCollector(Collector):
             if self.source.deployments == "record":
                 _, reason, _ = norm.rollout_status(d)
                 current = str(d["metadata"]["annotations"][norm.REVISION])
-                batch.add(Deployment, norm.deployment_rows(rows, current, reason))
+                batch.add(
+                    Deployment, norm.deployment_rows(rows, current, reason, seen.get(name, {}))
+                )
         made = self._made() - before
         run.write(STREAM, batch, after=run.save_cursor(STREAM, namespace, None, made))
         self._count(run, before)

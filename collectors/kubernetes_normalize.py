@@ -43,8 +43,38 @@ def parse_time(value: Any, field: str) -> datetime | None:
         return None
     if not isinstance(value, str) or not _TIME.fullmatch(value):
         raise RejectedPayload(f"bad timestamp in {field}: {value!r}")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:  # the right shape, an impossible date (month 13)
+        raise RejectedPayload(f"bad timestamp in {field}: {value!r} ({exc})") from None
     return parsed.astimezone(UTC)
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def scrubbed(obj: Any) -> Any:
+    """`obj` without what often holds literal secrets, for the raw payload store: containers'
+    `env` and `envFrom`, and the `last-applied-configuration` annotation (a copy of the manifest).
+    Nothing the normaliser reads is dropped."""
+    if isinstance(obj, list):
+        return [scrubbed(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out = {}
+    for key, value in obj.items():
+        if key in _CONTAINER_LISTS and isinstance(value, list):
+            value = [
+                {k: v for k, v in c.items() if k not in ("env", "envFrom")}
+                if isinstance(c, dict)
+                else c
+                for c in value
+            ]
+        elif key == "annotations" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != LAST_APPLIED}
+        out[key] = scrubbed(value)
+    return out
 
 
 def image_id_digest(image_id: str | None) -> str | None:
@@ -220,9 +250,16 @@ def _ready(rs: Fields) -> bool:
     return bool(wanted) and ready >= (wanted or 0)
 
 
-def deployment_rows(observed: list[Row], current: str, raw_status: str) -> list[Row]:
+def deployment_rows(
+    observed: list[Row],
+    current: str,
+    raw_status: str,
+    seen: Mapping[str, str | None] | None = None,
+) -> list[Row]:
     """`deployment` rows for a cluster that records its own rollouts (`deployments = "record"`):
-    one per observed revision (`current` is the Deployment's), its digest resolved by observation."""
+    one per observed revision (`current` is the Deployment's), its digest resolved by observation.
+    A revision whose status was decided by an earlier sync (`seen`) keeps it."""
+    seen = seen or {}
     out = []
     for row in observed:
         deployment: Row = {
@@ -245,6 +282,8 @@ def deployment_rows(observed: list[Row], current: str, raw_status: str) -> list[
                 "finished_at": row["finished_at"],
                 "updated_at": row["finished_at"] or row["observed_at"],
             }
+        else:  # decided by an earlier sync; written anyway, a deployment row may be new
+            deployment |= {"status": seen.get(str(row["revision"])) or "success"}
         out.append(deployment)
     return out
 
@@ -257,5 +296,6 @@ __all__ = [
     "parse_time",
     "ref_digest",
     "rollout_status",
+    "scrubbed",
     "service_name",
 ]

@@ -165,3 +165,41 @@ def test_record_mode_rows() -> None:
     assert current["status"] == "success" and current["image_resolution"] == "observed"
     assert current["raw_status"] == "NewReplicaSetAvailable" and current["kind"] == "app"
     assert recorded["default/guestbook-ui#2"]["raw_status"] == "superseded"
+
+
+def test_record_mode_keeps_a_status_decided_earlier() -> None:
+    deployment, sets, pods = _workload()
+    rows = norm.normalize_workload(
+        deployment, sets, pods, cluster="c", source_id=1, service_id=5,
+        environment_id=6, seen={"2": "failed"},
+    )  # fmt: skip
+    recorded = {
+        d["external_id"]: d
+        for d in norm.deployment_rows(rows, "3", "NewReplicaSetAvailable", {"2": "failed"})
+    }
+    assert recorded["default/guestbook-ui#2"]["status"] == "failed"  # a new row may be inserted
+
+
+def test_an_impossible_date_is_rejected_not_raised() -> None:
+    with pytest.raises(RejectedPayload, match="bad timestamp"):
+        norm.parse_time("2025-13-01T07:17:23Z", "metadata.creationTimestamp")
+
+
+def test_raw_payloads_lose_what_often_holds_secrets() -> None:
+    deployment, sets, pods = _workload()
+    deployment = copy.deepcopy(deployment)
+    spec = deployment["spec"]["template"]["spec"]
+    spec["containers"][0]["env"] = [{"name": "DB_PASSWORD", "value": "hunter2"}]
+    spec["initContainers"] = [{"name": "init", "envFrom": [{"secretRef": {"name": "s"}}]}]
+    deployment["metadata"]["annotations"][norm.LAST_APPLIED] = '{"env": "hunter2"}'
+    kept = norm.scrubbed({"item": deployment, "replicasets": sets, "pods": pods})
+    assert "hunter2" not in json.dumps(kept) and "secretRef" not in json.dumps(kept)
+    assert kept["item"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert norm.REVISION in kept["item"]["metadata"]["annotations"]
+    rows = norm.normalize_workload(
+        kept["item"], kept["replicasets"], kept["pods"], cluster="c", source_id=1,
+        service_id=None, environment_id=None,
+    )  # fmt: skip
+    assert rows == norm.normalize_workload(
+        deployment, sets, pods, cluster="c", source_id=1, service_id=None, environment_id=None
+    )  # re-deriving from the kept payload gives the same rows
