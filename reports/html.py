@@ -37,6 +37,8 @@ TREND_CHARTS = (
 )
 NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
 
+SAFE_LINKS = ("https://", "http://")  # a link of another scheme (javascript:) is shown as text
+
 
 def render_html(report: WeeklyReport) -> str:
     """The report as an HTML document (UTF-8 text)."""
@@ -146,7 +148,7 @@ def _table(table: Table, zone: Any, heading: str | None = "") -> str:
                 improved = (row[key] > 0) == (row.get("better") == "up")
                 classes.append("good" if improved else "bad")
             attr = f' class="{" ".join(classes)}"' if classes else ""
-            if kind_of(kind, row) == "url" and row.get(key):
+            if kind_of(kind, row) == "url" and str(row.get(key) or "").startswith(SAFE_LINKS):
                 content = f'<a href="{escape(str(row[key]))}">link</a>'
             else:
                 content = escape(text)

@@ -83,6 +83,8 @@ def _sheet(book: Workbook, table: Table, zone: ZoneInfo) -> None:
             real = kind_of(kind, row)
             if real in FORMATS:
                 target.number_format = FORMATS[real]
+            if isinstance(target.value, str) and target.value.startswith("="):
+                target.data_type = "s"  # a title like "=cmd|..." is text, never a formula
             if real == "url" and row.get(key):
                 target.hyperlink = str(row[key])
     for index, (key, title, _) in enumerate(table.columns, start=1):

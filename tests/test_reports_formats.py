@@ -240,3 +240,34 @@ def test_pages_show_the_first_rows_and_say_where_the_rest_are(
     assert md.count("\n| ") == 5 and md.endswith(f"_{note}_")
     book = pd.read_excel(BytesIO(render(report, "xlsx")), sheet_name="violations")
     assert len(book) == total
+
+
+def test_outside_text_is_never_a_formula_nor_a_script_link(report: WeeklyReport) -> None:
+    """Titles, branch names and links come from other systems: a title starting with `=` is text in
+    the XLSX, and a link of another scheme than http(s) is no link in the HTML."""
+    import dataclasses
+
+    from openpyxl import load_workbook
+
+    table = next(
+        t
+        for t in tables(report)
+        if t.rows
+        and any(kind == "text" for _, _, kind in t.columns)
+        and any(kind == "url" for _, _, kind in t.columns)
+    )
+    text_key = next(k for k, _, kind in table.columns if kind == "text")
+    url_key = next(k for k, _, kind in table.columns if kind == "url")
+    field = next(
+        f.name for f in dataclasses.fields(report) if getattr(report, f.name) is table.rows
+    )
+    evil = [
+        {**table.rows[0], text_key: '=HYPERLINK("http://x.test","y")', url_key: "javascript:alert(1)"},
+        *table.rows[1:],
+    ]  # fmt: skip
+    hostile = dataclasses.replace(report, **{field: evil})
+    book = load_workbook(BytesIO(render(hostile, "xlsx")))
+    column = 1 + [k for k, _, _ in table.columns].index(text_key)
+    cell_ = book[table.name].cell(2, column)
+    assert cell_.data_type == "s" and cell_.value.startswith("=HYPERLINK")
+    assert 'href="javascript:' not in render(hostile, "html").decode()
