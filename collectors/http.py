@@ -9,6 +9,7 @@ collectors that speak HTTP directly.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -37,6 +38,32 @@ def redact_url(url: str) -> str:
         safe="*:/,",
     )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class RedactingFilter(logging.Filter):
+    """Masks secrets in the URLs of log records (httpx logs every request at INFO with its full
+    URL, presigned query strings included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(str(a))
+                if isinstance(a, httpx.URL) or (isinstance(a, str) and "://" in a)
+                else a
+                for a in record.args
+            )
+        return True
+
+
+def install_log_redaction() -> None:
+    """Add `RedactingFilter` to the loggers of the HTTP libraries (once)."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+install_log_redaction()
 
 
 class RateLimiter:
@@ -105,13 +132,15 @@ def retry_delays(retries: int, base: float = 0.1, cap: float = 30.0) -> Iterator
 
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would park a worker thread for its length
 
 
 class PolicyTransport(httpx.BaseTransport):
     """The shared HTTP policy for httpx clients, as a transport: every request (auth challenges
     and token requests included) waits for the rate limiter and is counted; 429, 5xx and dropped
-    connections are retried on the `retry_delays` schedule, honouring Retry-After. Bodies are read
-    here, so a connection dropped mid-body is retried too. `last_url` names the last request."""
+    connections are retried on the `retry_delays` schedule, honouring Retry-After (capped at
+    `MAX_RETRY_AFTER`). Bodies are read here, so a connection dropped mid-body is retried too.
+    `last_url` names the last request."""
 
     def __init__(
         self,
@@ -146,7 +175,8 @@ class PolicyTransport(httpx.BaseTransport):
                 wait = next(delays, None)
                 if wait is not None:
                     after = response.headers.get("Retry-After", "")
-                    time.sleep(max(wait, float(after) if after.isdigit() else 0.0))
+                    asked = min(float(after), MAX_RETRY_AFTER) if after.isdigit() else 0.0
+                    time.sleep(max(wait, asked))
                     continue
             return httpx.Response(
                 response.status_code,

@@ -52,7 +52,6 @@ from warehouse.schema import Image, ImageTag, Repo, Service
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 6
-TAG_REVISION = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
 
 
 class RegistryError(Exception):
@@ -74,19 +73,22 @@ class Known:
 
 class TokenAuth(httpx.Auth):
     """Registry auth by challenge: basic credentials when the 401 says `Basic`, else a bearer token
-    from the `Bearer realm=...` token service (cached per scope, shared by the threads)."""
+    from the `Bearer realm=...` token service. Tokens are cached per scope (a token service issues
+    them for `repository:<name>:pull`), keyed by the challenge's scope and by the scope derived
+    from the request's `/v2/<name>/...` path; the cache is shared by the threads. Credentials are
+    never sent to an `http://` realm of an `https://` registry."""
 
     requires_response_body = True
 
     def __init__(self, user: str | None, password: str | None) -> None:
         self.basic = (user, password or "") if user else None
-        self.tokens: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}  # scope -> token
         self.scheme = ""
         self.lock = threading.Lock()
 
     def _apply(self, request: httpx.Request) -> None:
         with self.lock:
-            token = self.tokens.get("") if self.tokens else None
+            token = self.tokens.get(_scope(request))
             if self.scheme == "basic" and self.basic is not None:
                 request.headers["Authorization"] = _basic_header(self.basic)
             elif token:
@@ -105,21 +107,49 @@ class TokenAuth(httpx.Auth):
             request.headers["Authorization"] = _basic_header(self.basic)
             yield request
         elif scheme == "bearer" and params.get("realm"):
+            realm = params["realm"]
             query = {k: v for k, v in params.items() if k in ("service", "scope")}
-            token_request = httpx.Request("GET", params["realm"], params=query)
+            token_request = httpx.Request("GET", realm, params=query)
             if self.basic is not None:
+                if request.url.scheme == "https" and token_request.url.scheme != "https":
+                    raise RegistryError(
+                        f"refusing to send credentials to the plain-http token realm "
+                        f"{redact_url(realm.split('?')[0])} of an https registry"
+                    )
                 token_request.headers["Authorization"] = _basic_header(self.basic)
             token_response = yield token_request
             if token_response.status_code != 200:
                 return
-            body = token_response.json()
-            token = body.get("token") or body.get("access_token")
-            if not token:
-                return
+            try:
+                body = token_response.json()
+            except ValueError:
+                body = None
+            token = (
+                (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+            )
+            if not isinstance(token, str) or not token:
+                raise RegistryError(
+                    f"no token in the answer of the token service {redact_url(realm.split('?')[0])}"
+                )
             with self.lock:
-                self.scheme, self.tokens[""] = "bearer", token
+                self.scheme = "bearer"
+                self.tokens[params.get("scope", "")] = token
+                self.tokens[_scope(request)] = token
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
+
+
+_REPOSITORY_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags)/")
+
+
+def _scope(request: httpx.Request) -> str:
+    """The token scope a registry asks for a request: `repository:<name>:pull` for
+    `/v2/<name>/...`, `registry:catalog:*` for the catalog, else "" (the base `/v2/`)."""
+    path = request.url.path
+    if path.rstrip("/").endswith("/v2/_catalog"):
+        return "registry:catalog:*"
+    match = _REPOSITORY_PATH.search(path)
+    return f"repository:{match.group(1)}:pull" if match else ""
 
 
 def _basic_header(auth: tuple[str, str]) -> str:
@@ -149,7 +179,7 @@ class RegistryCollector(Collector):
         self.host = source.host or urlsplit(source.url).netloc
         self.full, self.progress, self.max_retries = full, progress, max_retries
         self.limiter = RateLimiter(settings.sync.requests_per_second)
-        self.tag_revision = re.compile(TAG_REVISION)
+        self.tag_revision = re.compile(settings.metrics.tag_revision_pattern)
         user = os.environ.get(source.user_env) if source.user_env else None
         password = os.environ.get(source.token_env) if source.token_env else None
         self.auth: httpx.Auth | None
@@ -219,6 +249,28 @@ class RegistryCollector(Collector):
                 response.status_code,
             )
         return response
+
+    @staticmethod
+    def where(response: httpx.Response) -> str:
+        """The (redacted, query-less) URL a response answers."""
+        return redact_url(str(response.request.url).split("?")[0])
+
+    def json(self, response: httpx.Response, shape: type[list] | type[dict]) -> Any:
+        """The JSON body of a response, which must be a `shape` (list or object); else
+        `RegistryError` naming the source and the URL (so the partition fails, not the sync)."""
+        try:
+            body = response.json()
+        except ValueError:
+            kind = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+            raise RegistryError(
+                f"{self.source.name}: not JSON ({kind}) from {self.where(response)}"
+            ) from None
+        if not isinstance(body, shape):
+            raise RegistryError(
+                f"{self.source.name}: expected a JSON {'list' if shape is list else 'object'}, "
+                f"got {type(body).__name__} from {self.where(response)}"
+            )
+        return body
 
     def pages(self, url: str, params: dict[str, Any]) -> Iterator[httpx.Response]:
         """Every page of a listing, following `Link: <...>; rel="next"` (relative or absolute)."""

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from collectors import registry_normalize as norm
 from collectors.payload import RejectedPayload, external_id_of, parse_time
+from collectors.registry import RegistryError
 from collectors.sync import Batch, SyncRun
 from warehouse.raw import Raw
 from warehouse.schema import Image, ImageTag, SyncState
@@ -71,7 +72,7 @@ class HarborReader:
         projects = list(c.source.projects)
         if not projects:
             for response in c.pages(f"{API}/projects", {"page_size": self.page}):
-                projects += [str(p["name"]) for p in response.json()]
+                projects += [str(p["name"]) for p in c.json(response, list) if isinstance(p, dict)]
         cursors = {} if c.full else self._cursors()
         self.sources = c.sources()
         found: list[HarborRepo] = []
@@ -81,15 +82,18 @@ class HarborReader:
             for response in c.pages(
                 f"{API}/projects/{quote(project, safe='')}/repositories", {"page_size": self.page}
             ):
-                for payload in response.json():
+                for payload in c.json(response, list):
+                    if not isinstance(payload, dict) or not payload.get("name"):
+                        raise RegistryError(
+                            f"{c.source.name}: repository without a name in "
+                            f"{c.where(response)}: {payload!r:.80}"
+                        )
                     repo = HarborRepo(project, payload, pushes.get(str(payload.get("name")), []))
                     batch.raws.append(Raw("repositories", repo.name, payload))
-                    stamp = str(payload.get("update_time") or "")
-                    if repo.pushes or cursors.get(("artifacts", repo.name)) != stamp:
+                    if repo.pushes or cursors.get(("artifacts", repo.name)) != _stamp(payload):
                         found.append(repo)
         run.write("repositories", batch)
-        stats = run.stats("repositories")
-        stats.requests += c.thread_requests() - before
+        run.count("repositories", requests=c.thread_requests() - before)
         return found
 
     def _audit(self, project: str, cursor: str | None, batch: Batch) -> dict[str, list]:
@@ -104,7 +108,7 @@ class HarborReader:
         newest = since
         url = f"{API}/projects/{quote(project, safe='')}/logs"
         for response in self.c.pages(url, {"q": q, "page_size": self.page}):
-            for entry in response.json():
+            for entry in self.c.json(response, list):
                 ext = f"{project}:{external_id_of(entry)}"
                 try:
                     parsed = norm.parse_audit_entry(entry)
@@ -136,7 +140,7 @@ class HarborReader:
         params = {"with_tag": "true", "with_label": "false", "page_size": self.page}
         sources = self.sources.get(repository, set())
         for response in c.pages(base, params):
-            for artifact in response.json():
+            for artifact in c.json(response, list):
                 digest = str(artifact.get("digest") or "") if isinstance(artifact, dict) else ""
                 ext = f"{repo.name}@{digest or external_id_of(artifact)}"
                 child = None
@@ -163,9 +167,7 @@ class HarborReader:
         batch.add(ImageTag, tags.values())
         current = [(t, d, s) for (t, d), s in tagged.items()]
         requests = c.thread_requests() - before
-        save = run.save_cursor(
-            "artifacts", repo.name, str(repo.payload.get("update_time")), requests
-        )
+        save = run.save_cursor("artifacts", repo.name, _stamp(repo.payload), requests)
         touch = c.touch(run, repository, current)
 
         def after(conn: Any) -> None:
@@ -173,9 +175,7 @@ class HarborReader:
             save(conn)
 
         run.write("artifacts", batch, after=after)
-        stats = run.stats("artifacts")
-        stats.requests += requests
-        stats.partitions += 1
+        run.count("artifacts", requests=requests, partitions=1)
 
     def _child(self, base: str, references: Any, repo: HarborRepo, batch: Batch) -> Any:
         """One platform artifact of an index (linux/amd64 when there is one), for its labels."""
@@ -186,7 +186,8 @@ class HarborReader:
             (r for r in refs if norm.platform_of(r.get("platform")) == "linux/amd64"), refs[0]
         )
         digest = str(first["child_digest"])
-        child = self.c.request("GET", f"{base}/{digest}", params={"with_tag": "false"}).json()
+        response = self.c.request("GET", f"{base}/{digest}", params={"with_tag": "false"})
+        child = self.c.json(response, dict)
         batch.raws.append(Raw("platform_artifacts", f"{repo.name}@{digest}", child))
         return child
 
@@ -199,6 +200,12 @@ class HarborReader:
                     Batch(),
                     after=self.run.save_cursor("audit_log", project, cursor, 0),
                 )
+
+
+def _stamp(payload: dict[str, Any]) -> str:
+    """The artifacts cursor of a repository: its `update_time` ("" when missing), saved and
+    compared in this one form."""
+    return str(payload.get("update_time") or "")
 
 
 def _harbor_time(value: datetime) -> str:

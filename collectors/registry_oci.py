@@ -3,6 +3,7 @@ decisions)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -41,12 +42,11 @@ class OCIReader:
         prefixes = [p.strip("/") for p in c.source.projects]
         names: list[str] = []
         for response in c.pages("/v2/_catalog", {"n": c.source.per_page}):
-            for name in response.json().get("repositories") or []:
+            for name in c.json(response, dict).get("repositories") or []:
                 if not prefixes or any(name == p or name.startswith(p + "/") for p in prefixes):
                     names.append(str(name))
         self.sources = c.sources()
-        stats = self.run.stats("catalog")
-        stats.requests += c.thread_requests() - before
+        self.run.count("catalog", requests=c.thread_requests() - before)
         return names
 
     def _manifest(self, name: str, reference: str, head: bool = False) -> httpx.Response:
@@ -60,7 +60,7 @@ class OCIReader:
         known = c.known(repository)
         tags: list[str] = []
         for response in c.pages(f"/v2/{name}/tags/list", {"n": c.source.per_page}):
-            tags += [str(t) for t in response.json().get("tags") or []]
+            tags += [str(t) for t in c.json(response, dict).get("tags") or []]
         batch = Batch()
         batch.raws.append(Raw("tags", name, {"name": name, "tags": tags}))
         bodies: dict[str, tuple[Any, str | None]] = {}  # digest -> (manifest, media type)
@@ -70,11 +70,10 @@ class OCIReader:
             if previous and not c.full and not c.mutable(tag):
                 pointing[tag] = previous[0]
                 continue
-            response = self._manifest(name, tag, head=previous is not None)
-            digest = response.headers.get("Docker-Content-Digest", "")
+            response, digest = self._tag(name, tag, head=previous is not None)
             media_type = response.headers.get("Content-Type", "").split(";")[0] or None
             pointing[tag] = digest
-            if previous is None and digest not in bodies:
+            if response.request.method == "GET" and digest not in bodies:
                 bodies[digest] = (_json(response), media_type)
             batch.raws.append(
                 Raw(
@@ -102,9 +101,19 @@ class OCIReader:
             save(conn)
 
         run.write("tags", batch, after=after)
-        stats = run.stats("tags")
-        stats.requests += requests
-        stats.partitions += 1
+        run.count("tags", requests=requests, partitions=1)
+
+    def _tag(self, name: str, tag: str, head: bool) -> tuple[httpx.Response, str]:
+        """The manifest response for a tag and the digest it points at: `Docker-Content-Digest`,
+        else the sha256 of the manifest's bytes (a HEAD without the header is repeated as GET)."""
+        response = self._manifest(name, tag, head=head)
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if not digest and head:
+            response = self._manifest(name, tag)
+            digest = response.headers.get("Docker-Content-Digest", "")
+        if not digest:
+            digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        return response, digest
 
     def _images(
         self,

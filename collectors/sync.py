@@ -111,6 +111,13 @@ class SyncRun:
         with self._stats_lock:
             return self.summary.streams.setdefault(stream, StreamStats())
 
+    def count(self, stream: str, requests: int = 0, partitions: int = 0) -> None:
+        """Add to a stream's request and partition counters (safe from worker threads)."""
+        stats = self.stats(stream)
+        with self._stats_lock:
+            stats.requests += requests
+            stats.partitions += partitions
+
     def write(
         self, stream: str, batch: Batch, after: Callable[[Connection], None] | None = None
     ) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import unquote, urlencode
 
 from sandbox.model import Organisation, Service
-from sandbox.registry_api_common import Handler, basic_credentials, int_arg, same
+from sandbox.registry_api_common import Handler, basic_credentials, html_page, int_arg, same
 from sandbox.registry_payloads import (
     RegistryView,
     audit_log,
@@ -49,6 +49,7 @@ class HarborSimulator:
         self.user, self.password = user, password
         self.outsiders: dict[str, str] = {}  # accounts that authenticate but see no project
         self.corruptions: dict[str, tuple[str, Any]] = {}
+        self.html_paths: list[str] = []  # path regexes answered with a 200 HTML page
         self._logs: dict[tuple[str, str, str, datetime], list[Any]] = {}
         names = sorted({s.path.split("/", 1)[0] for s in org.services})
         self.project_ids = {name: i + 1 for i, name in enumerate(names)}
@@ -91,7 +92,7 @@ class HarborSimulator:
                 return _harbor_error(403, "FORBIDDEN", "forbidden")
             if not (same(user, self.user) and same(password, self.password)):
                 return _harbor_error(401, "UNAUTHORIZED", "unauthorized")
-            return handler(request)
+            return html_page(request, self.html_paths) or handler(request)
 
         return guarded
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from sandbox.model import Organisation, Service
-from sandbox.registry_api_common import Handler, basic_credentials, int_arg, same
+from sandbox.registry_api_common import Handler, basic_credentials, html_page, int_arg, same
 from sandbox.registry_payloads import HOST, RegistryView, config, manifest
 from sandbox.server import Request, Response, Router, json_time
 
@@ -35,7 +35,9 @@ class OCISimulator:
         self.view = RegistryView(org, at)
         self.user, self.password, self.auth, self.service = user, password, auth, service
         self.outsiders: dict[str, str] = {}
-        self.tokens: dict[str, str] = {}  # token -> user
+        self.tokens: dict[str, tuple[str, str]] = {}  # token -> (user, scope it was issued for)
+        self.html_paths: list[str] = []  # path regexes answered with a 200 HTML page
+        self.digest_header = True  # False: manifests come without Docker-Content-Digest
         self.router = Router()
         self.router.add("/token", self.token)
         for pattern, handler, scope in (
@@ -58,7 +60,7 @@ class OCISimulator:
         def guarded(request: Request) -> Any:
             name = request.params.get("name", "")
             wanted = f"repository:{name}:pull" if scope == "repo" else scope
-            user = self._user(request)
+            user = self._user(request, wanted)
             if user is None:
                 if self.auth == "token":
                     challenge = f'Bearer realm="{request.base_url}/token",service="{self.service}"'
@@ -68,15 +70,18 @@ class OCISimulator:
                 return _oci_error(401, "UNAUTHORIZED", "authentication required", challenge)
             if user in self.outsiders and request.path != "/v2/":
                 return _oci_error(403, "DENIED", "requested access to the resource is denied")
-            return handler(request)
+            return html_page(request, self.html_paths) or handler(request)
 
         return guarded
 
-    def _user(self, request: Request) -> str | None:
+    def _user(self, request: Request, wanted: str) -> str | None:
+        """The user a request authenticates as; a token counts only for the scope it was issued
+        for (any token opens the base `/v2/`), as a registry's token service scopes them."""
         header = request.headers.get("authorization", "")
         if self.auth == "token":
             token = header[7:] if header.lower().startswith("bearer ") else ""
-            return self.tokens.get(token)
+            user, scope = self.tokens.get(token, (None, ""))
+            return user if user is not None and (not wanted or scope == wanted) else None
         return self._check(basic_credentials(request))
 
     def _check(self, given: tuple[str, str] | None) -> str | None:
@@ -94,7 +99,7 @@ class OCISimulator:
         if user is None:
             return _oci_error(401, "UNAUTHORIZED", "invalid credentials")
         token = secrets.token_urlsafe(24)
-        self.tokens[token] = user
+        self.tokens[token] = (user, request.query.get("scope", ""))
         body = {"token": token, "access_token": token, "expires_in": 300}
         return Response({**body, "issued_at": json_time(self.at)})
 
@@ -135,6 +140,8 @@ class OCISimulator:
                 404, "MANIFEST_UNKNOWN", "OCI index found, but Accept header does not support it"
             )
         headers = {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
+        if not self.digest_header:
+            headers = {}
         return Response(json.dumps(body).encode(), headers=headers, content_type=media_type)
 
     def blob(self, request: Request) -> Response:

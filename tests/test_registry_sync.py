@@ -5,12 +5,15 @@ malformed artifacts and unreachable or refusing registries."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, select
 
@@ -109,8 +112,9 @@ def test_oci_sync_equals_ground_truth_and_resync_changes_nothing(
     mutable = sum(1 for _, tag, _ in current if not re.fullmatch(r"[0-9a-f]{8}", tag))
     per_repo = Counter(r for r, _, _ in current)
     pages = sum(-(-n // 100) for n in per_repo.values())  # tag lists, 100 a page
-    # catalog + per repository its tag list's pages and a HEAD of each mutable tag, nothing else
-    assert again.requests <= 4 + pages + len(per_repo) + mutable
+    # base and catalog (each a 401, a token and the retry), per repository a 401 and a token for
+    # its scope, its tag list's pages and a HEAD of each mutable tag, nothing else
+    assert again.requests <= 6 + pages + 3 * len(per_repo) + mutable
 
 
 @pytest.mark.parametrize("kind", ["harbor", "oci"])
@@ -261,3 +265,65 @@ def test_unreachable_and_refusing_registries_are_named_while_gitlab_completes(
     with engine.connect() as conn:
         states = " ".join(str(e) for e in conn.execute(select(SyncState.error)).scalars())
     assert SECRET not in " ".join(errors.values()) + states
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+def test_an_html_page_fails_one_repository_and_the_others_sync(
+    sandbox: Sandbox, engine: Engine, kind: str
+) -> None:
+    victim = sandbox.org.services[0].path
+    app = sandbox.harbor if kind == "harbor" else sandbox.oci
+    assert app is not None
+    # a proxy's login page with 200 for the victim's artifact listing / tag list
+    last = re.escape(victim.rsplit("/", 1)[1])
+    app.html_paths.append(
+        f"(/|%2F){last}/artifacts$" if kind == "harbor" else f"/{victim}/tags/list$"
+    )
+    summary = sync(sandbox, engine, kind)
+    assert not summary.ok and len(summary.errors) == 1, summary.errors
+    (error,) = summary.errors
+    assert f"repository {victim}" in error and "not JSON (text/html)" in error
+    assert f"{kind}-registry:" in error and SECRET not in error
+    synced = {r for r, _, _, _ in tags(engine)}
+    expected = {r for r, _, _ in truth.current(sandbox.org)} - {f"{truth.HOST}/{victim}"}
+    assert synced == expected and expected
+    with engine.connect() as conn:
+        failed = conn.execute(select(SyncState.partition).where(SyncState.status == "failed"))
+        assert list(failed.scalars()) == [victim]
+
+
+def test_oci_without_digest_header_uses_the_manifest_hash(sandbox: Sandbox, engine: Engine) -> None:
+    assert sandbox.oci is not None
+    sandbox.oci.digest_header = False
+    summary = sync(sandbox, engine, "oci")
+    assert summary.ok, summary.errors
+    view = sandbox.oci.view
+    expected = set()
+    for s in view.services():
+        for tag, (digest, *_) in view.tags(s).items():
+            body, _ = truth.manifest(view.blob(digest))  # type: ignore[arg-type]
+            content = "sha256:" + hashlib.sha256(json.dumps(body).encode()).hexdigest()
+            expected.add((f"{truth.HOST}/{s.path}", tag, content))
+    assert {t[:3] for t in tags(engine)} == expected
+    # a re-sync: a HEAD without the header is repeated as GET, and nothing changes
+    again = sync(sandbox, engine, "oci")
+    assert again.ok and again.rows == 0, again.errors
+    assert {t[:3] for t in tags(engine)} == expected
+
+
+def test_oci_tokens_are_scoped_per_repository(sandbox: Sandbox, engine: Engine) -> None:
+    a, b = (s.path for s in sandbox.org.services[:2])
+    auth = ("robot$cdmetrics", SECRET)
+    with httpx.Client(base_url=sandbox.oci_url) as client:
+        token = client.get("/token", params={"scope": f"repository:{a}:pull"}, auth=auth).json()[
+            "token"
+        ]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert client.get(f"/v2/{a}/tags/list", headers=bearer).status_code == 200
+        refused = client.get(f"/v2/{b}/tags/list", headers=bearer)
+        assert refused.status_code == 401
+        assert f'scope="repository:{b}:pull"' in refused.headers["WWW-Authenticate"]
+    # the collector asks a token per repository and syncs every one
+    summary = sync(sandbox, engine, "oci")
+    assert summary.ok, summary.errors
+    assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org)
