@@ -152,10 +152,11 @@ class HarborReader:
                         artifact, repository, run.started_at, child=child, sources=sources
                     )
                 except RejectedPayload as exc:
-                    batch.raws.append(Raw("artifacts", ext, artifact, error=str(exc)))
+                    kept = norm.scrubbed_artifact(artifact)
+                    batch.raws.append(Raw("artifacts", ext, kept, error=str(exc)))
                     batch.rejected += 1
                     continue
-                batch.raws.append(Raw("artifacts", ext, artifact))
+                batch.raws.append(Raw("artifacts", ext, norm.scrubbed_artifact(artifact)))
                 images += rows
                 pushed[digest] = rows[0]["pushed_at"]
                 for row in tag_rows:
@@ -188,7 +189,8 @@ class HarborReader:
         digest = str(first["child_digest"])
         response = self.c.request("GET", f"{base}/{digest}", params={"with_tag": "false"})
         child = self.c.json(response, dict)
-        batch.raws.append(Raw("platform_artifacts", f"{repo.name}@{digest}", child))
+        kept = norm.scrubbed_artifact(child)
+        batch.raws.append(Raw("platform_artifacts", f"{repo.name}@{digest}", kept))
         return child
 
     def finish(self, failed: set[str]) -> None:

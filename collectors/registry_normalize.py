@@ -119,6 +119,31 @@ def _labels(config: Any, path: str) -> Mapping[str, Any]:
     return labels or {}
 
 
+KEPT_CONFIG = ("architecture", "os", "variant", "created", "author")
+
+
+def scrubbed_config(config: Any) -> Any:
+    """An image config (or Harbor's `extra_attrs`) as kept in the raw payload store: its labels,
+    platform and build time; never `Env`, `Cmd`, `history` (build arguments) or
+    `container_config`, which can hold literal secrets. A malformed one is kept as it is."""
+    if not isinstance(config, Mapping):
+        return config
+    out = {k: config[k] for k in KEPT_CONFIG if k in config}
+    inner = config.get("config")
+    if isinstance(inner, Mapping):
+        out["config"] = {"Labels": inner["Labels"]} if "Labels" in inner else {}
+    elif inner is not None:
+        out["config"] = inner
+    return out
+
+
+def scrubbed_artifact(artifact: Any) -> Any:
+    """A Harbor artifact with its `extra_attrs` scrubbed (`scrubbed_config`)."""
+    if not isinstance(artifact, Mapping) or "extra_attrs" not in artifact:
+        return artifact
+    return {**artifact, "extra_attrs": scrubbed_config(artifact["extra_attrs"])}
+
+
 def tag_row(repository: str, tag: str, digest: str, seen_at: datetime, now: datetime) -> Row:
     """One `image_tag` row: `tag` pointed at `digest` from `seen_at` (and still did at `now`)."""
     return {
@@ -302,6 +327,8 @@ __all__ = [
     "parse_audit_entry",
     "platform_of",
     "repository_path",
+    "scrubbed_artifact",
+    "scrubbed_config",
     "source_path",
     "tag_row",
 ]

@@ -165,7 +165,7 @@ class OCIReader:
         if digest is None:
             return None
         config = _json(self.c.request("GET", f"/v2/{name}/blobs/{digest}"))
-        payload["config"] = config
+        payload["config"] = norm.scrubbed_config(config)
         return config
 
     def finish(self, failed: set[str]) -> None:
