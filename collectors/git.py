@@ -445,7 +445,9 @@ class GitCollector:
             if self.numstat:
                 args += ["--numstat", "--diff-merges=first-parent"]
             self._read_commits(run, parse_log(self.git.lines(*args, stdin=stdin)), repo_id)
-        self._count(run, "commits", self.git.calls)  # opening the repository counts here
+        run.count(
+            "commits", partitions=1, requests=self.git.calls
+        )  # opening the repository counts here
 
     def _still_there(self, shas: set[str], current: set[str]) -> set[str]:
         """The old heads git still has (a force push then gc may have removed some)."""
@@ -509,12 +511,7 @@ class GitCollector:
             save(conn)
 
         run.write("refs", batch, after=prune_and_save)
-        self._count(run, "refs", self.git.calls - before)
-
-    def _count(self, run: SyncRun, stream: str, requests_made: int) -> None:
-        stats = run.stats(stream)
-        stats.requests += requests_made
-        stats.partitions += 1
+        run.count("refs", partitions=1, requests=self.git.calls - before)
 
 
 def _default_head(cursor: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -200,7 +200,7 @@ class GitLabCollector(Collector):
                 )
 
         run.write("projects", batch, after=register)
-        self._count(run, "projects", self._local.counter.value)
+        run.count("projects", partitions=1, requests=self._local.counter.value)
         return contexts
 
     def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
@@ -280,7 +280,7 @@ class GitLabCollector(Collector):
             save(conn)
 
         run.write("environments", batch, after=register)
-        self._count(run, "environments", counter.value - before)
+        run.count("environments", partitions=1, requests=counter.value - before)
 
     def _sync_stream(
         self, run: SyncRun, project: Any, ctx: streams.ProjectContext, stream: streams.GitLabStream
@@ -314,7 +314,7 @@ class GitLabCollector(Collector):
         run.write(
             stream.name, batch, after=run.save_cursor(stream.name, partition, cursor, requests_made)
         )
-        self._count(run, stream.name, requests_made)
+        run.count(stream.name, partitions=1, requests=requests_made)
 
     def _collect(
         self,
@@ -342,12 +342,6 @@ class GitLabCollector(Collector):
         batch.raws.append(Raw(stream.name, item_id, payload))
         for table, table_rows in rows.items():
             batch.add(table, table_rows)
-
-    def _count(self, run: SyncRun, stream: str, requests_made: int) -> None:
-        stats = run.stats(stream)
-        with run._stats_lock:
-            stats.requests += requests_made
-            stats.partitions += 1
 
 
 def _describe(exc: Exception) -> str:

@@ -288,7 +288,7 @@ class JenkinsCollector(Collector):
             self._walk(info.get("jobs") or [], 1, found, pending)
         batch = Batch(raws=[Raw("jobs", j.full_name, j.payload) for j in found])
         run.write("jobs", batch)
-        self._count(run, "jobs", self._local.counter.value - before)
+        run.count("jobs", partitions=1, requests=self._local.counter.value - before)
         return found
 
     def _walk(
@@ -357,7 +357,7 @@ class JenkinsCollector(Collector):
         except (jenkins.JenkinsException, requests.RequestException) as exc:
             run.fail(stream, job.full_name, self._error(job, stream, exc))
         finally:
-            self._count(run, stream, counter.value - before)
+            run.count(stream, partitions=1, requests=counter.value - before)
 
     def _error(self, job: JobInfo, stream: str, exc: Exception) -> str:
         return (
@@ -462,12 +462,6 @@ class JenkinsCollector(Collector):
             schema_jobs=self.settings.metrics.schema_jobs,
         )
         return {Deployment: [row]}
-
-    def _count(self, run: SyncRun, stream: str, requests_made: int) -> None:
-        stats = run.stats(stream)
-        with run._stats_lock:
-            stats.requests += requests_made
-            stats.partitions += 1
 
 
 def _number(build: dict[str, Any]) -> int:

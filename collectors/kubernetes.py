@@ -37,7 +37,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.rest import ApiException
 from rich.progress import Progress
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from cdmetrics.settings import KubernetesSource, Settings
 from collectors import kubernetes_normalize as norm
@@ -226,6 +226,23 @@ class KubernetesCollector(Collector):
                 future.result()
                 if self.progress and task is not None:
                     self.progress.advance(task)
+        self._adopt(run)
+
+    def _adopt(self, run: SyncRun) -> None:
+        """Revisions stored before their service was known (the cluster synced before the source
+        that knows the service) get it once it is: a workload is named after its service. The
+        revisions still shown get it from their own rows anyway; pruned ones only from here."""
+        w = ObservedWorkload
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(w)
+                .where(w.source_id == run.source_id, w.service_id.is_(None))
+                .values(
+                    service_id=select(Service.id)
+                    .where(Service.name == w.workload)
+                    .scalar_subquery()
+                )
+            )
 
     def _targets(self) -> dict[str, str | None]:
         """namespace -> raw environment name (None: none recognised)."""
@@ -278,7 +295,7 @@ class KubernetesCollector(Collector):
                     else self._hint()
                 ),
             )
-            self._count(run, before)
+            run.count(STREAM, requests=self._made() - before, partitions=1)
             return
         seen = self._seen(namespace)
         by_owner: dict[str, list[Any]] = defaultdict(list)
@@ -320,7 +337,7 @@ class KubernetesCollector(Collector):
                 )
         made = self._made() - before
         run.write(STREAM, batch, after=run.save_cursor(STREAM, namespace, None, made))
-        self._count(run, before)
+        run.count(STREAM, requests=self._made() - before, partitions=1)
 
     def _seen(self, namespace: str) -> dict[str, dict[str, str | None]]:
         """workload -> revision -> the status stored for it."""
@@ -334,12 +351,6 @@ class KubernetesCollector(Collector):
             ):
                 out[workload][str(revision)] = status
         return out
-
-    def _count(self, run: SyncRun, before: int) -> None:
-        stats = run.stats(STREAM)
-        with run._stats_lock:
-            stats.requests += self._made() - before
-            stats.partitions += 1
 
 
 __all__ = ["ClusterError", "KubernetesCollector"]

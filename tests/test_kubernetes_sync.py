@@ -216,3 +216,25 @@ def test_malformed_workload_is_kept_and_counted(
             select(RawPayload.external_id).where(RawPayload.rejected.is_(True))
         ).scalar_one()
     assert rejected == "payments-test/payments-api"
+
+
+def test_revisions_seen_before_their_service_was_known_get_it_later(
+    sandbox: Sandbox, engine: Engine, tmp_path: Path
+) -> None:
+    """The cluster synced before the source that knows the services: revisions pruned since then
+    are never shown again, and still get their service once it is known."""
+    sandbox.advance(NOW - timedelta(days=20))
+    assert sync(sandbox, engine, tmp_path).ok
+    with engine.connect() as conn:
+        orphans = conn.execute(
+            select(func.count()).where(ObservedWorkload.service_id.is_(None))
+        ).scalar_one()
+    assert orphans > 0
+    known_services(engine, sandbox.org)
+    sandbox.advance(NOW)
+    assert sync(sandbox, engine, tmp_path).ok
+    with engine.connect() as conn:
+        left = conn.execute(
+            select(ObservedWorkload.workload).where(ObservedWorkload.service_id.is_(None))
+        ).all()
+    assert left == []
