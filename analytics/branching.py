@@ -297,11 +297,6 @@ def _verdict(s: BranchStrategy) -> tuple[str, str]:
     return GITHUB_FLOW, signals
 
 
-def branch_strategies(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """The rows of `classify` as JSON dicts, by service."""
-    return [s.as_json() for s in classify(conn, scope)]
-
-
 __all__ = [
     "ACTIVE_DAYS",
     "GITHUB_FLOW",
@@ -315,6 +310,5 @@ __all__ = [
     "TRUNK_MIN_MERGES_PER_DAY",
     "UNKNOWN",
     "BranchStrategy",
-    "branch_strategies",
     "classify",
 ]

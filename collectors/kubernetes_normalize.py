@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from collectors.payload import Fields, RejectedPayload, Row, rejects
+from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
 
 REVISION = "deployment.kubernetes.io/revision"
 HISTORY = "deployment.kubernetes.io/revision-history"
@@ -35,19 +35,6 @@ NAME_LABEL = "app.kubernetes.io/name"
 _DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})")
 _SEEN = ("success", "failed")
-
-
-def parse_time(value: Any, field: str) -> datetime | None:
-    """An RFC 3339 time (`2025-05-01T07:17:23Z`; the space-separated form is accepted too)."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _TIME.fullmatch(value):
-        raise RejectedPayload(f"bad timestamp in {field}: {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:  # the right shape, an impossible date (month 13)
-        raise RejectedPayload(f"bad timestamp in {field}: {value!r} ({exc})") from None
-    return parsed.astimezone(UTC)
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

@@ -25,11 +25,12 @@ class RejectedPayload(ValueError):
 
 # --- timestamps and field access ------------------------------------------------------------
 
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2}))?")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2}))?")
 
 
 def parse_time(value: str | None, field: str) -> datetime | None:
-    """The aware UTC datetime of a GitLab timestamp (a bare date is midnight UTC); None for None/""."""
+    """The aware UTC datetime of an RFC 3339 timestamp (`T` or a space between date and time; a
+    bare date is midnight UTC); None for None/""."""
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):

@@ -180,13 +180,9 @@ class HarborReader:
 
     def _child(self, base: str, references: Any, repo: HarborRepo, batch: Batch) -> Any:
         """One platform artifact of an index (linux/amd64 when there is one), for its labels."""
-        refs = [r for r in references if isinstance(r, dict) and r.get("child_digest")]
-        if not refs:
+        digest = norm.preferred_platform(references, "child_digest")
+        if not digest:
             return None
-        first = next(
-            (r for r in refs if norm.platform_of(r.get("platform")) == "linux/amd64"), refs[0]
-        )
-        digest = str(first["child_digest"])
         response = self.c.request("GET", f"{base}/{digest}", params={"with_tag": "false"})
         child = self.c.json(response, dict)
         kept = norm.scrubbed_artifact(child)

@@ -297,15 +297,21 @@ def normalize_oci_image(
     return rows
 
 
+def preferred_platform(entries: Any, digest_key: str) -> str | None:
+    """Of an index's platform entries (OCI `manifests`, Harbor `references`), the digest whose
+    config the index's labels are read from: the first linux/amd64 one, else the first."""
+    found = [
+        e for e in entries or [] if isinstance(e, Mapping) and isinstance(e.get(digest_key), str)
+    ]
+    for e in found:
+        if platform_of(e.get("platform")) == "linux/amd64":
+            return str(e[digest_key])
+    return str(found[0][digest_key]) if found else None
+
+
 def index_child(manifest: Mapping[str, Any]) -> str | None:
-    """The digest of the platform manifest whose config an index's labels are read from: the
-    first linux/amd64 one, else the first."""
-    manifests = [m for m in manifest.get("manifests") or [] if isinstance(m, Mapping)]
-    for m in manifests:
-        if platform_of(m.get("platform")) == "linux/amd64" and isinstance(m.get("digest"), str):
-            return str(m["digest"])
-    first = manifests[0].get("digest") if manifests else None
-    return first if isinstance(first, str) else None
+    """The platform manifest of an OCI index whose config gives the index's labels."""
+    return preferred_platform(manifest.get("manifests"), "digest")
 
 
 def config_digest(manifest: Mapping[str, Any]) -> str | None:
@@ -326,6 +332,7 @@ __all__ = [
     "normalize_oci_image",
     "parse_audit_entry",
     "platform_of",
+    "preferred_platform",
     "repository_path",
     "scrubbed_artifact",
     "scrubbed_config",
