@@ -106,6 +106,27 @@ def normalize_commit(c: Payload, repo_id: int) -> tuple[Row, list[Row]]:
     return row, parents
 
 
+def normalize_mr_commits(commits: Sequence[Payload], repo_id: int) -> list[Row]:
+    """Commit rows for a merge request's commits, without parents or line counts: GitLab's merge
+    request commits carry no parents, and a squash-merged request whose source branch was deleted
+    leaves them on no branch, so this is the only place they are seen (lead time starts at the
+    first of them). A commit also listed by the commits stream gets its parents and stats there."""
+    rows = []
+    for c in _listed(commits, "commits"):
+        rows.append(
+            {
+                "repo_id": repo_id,
+                "sha": c.required("id"),
+                "author_name": c.string("author_name"),
+                "author_email": c.string("author_email"),
+                "authored_at": c.time("authored_date"),
+                "committed_at": c.time("committed_date"),
+                "title": c.string("title"),
+            }
+        )
+    return rows
+
+
 @rejects("branch")
 def normalize_branch(b: Payload, repo_id: int) -> Row:
     """The branch row; merged_at is left out (the branches API does not know it)."""

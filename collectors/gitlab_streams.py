@@ -182,7 +182,11 @@ class MergeRequests(GitLabStream):
             approvals=payload["approvals"],
             notes=payload["notes"],
         )
-        return {MergeRequest: [row], MrCommit: commits}
+        return {
+            MergeRequest: [row],
+            MrCommit: commits,
+            Commit: norm.normalize_mr_commits(payload["commits"], ctx.repo_id),
+        }
 
 
 class Pipelines(GitLabStream):

@@ -7,6 +7,7 @@ and benchmarks see the same organisation, and the demo always looks current.
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -204,12 +205,14 @@ def generate(
     now: datetime | None = None,
     jenkins: int | None = None,
     migrations: bool = True,
+    deleted_branches: float = 0.8,
 ) -> Organisation:
     """A delivery organisation: teams, services and their whole history up to `now`; `jenkins`
     Jenkins-built services (default: by size, `JENKINS_SERVICES`); one service on git-flow and one
     on GitLab flow (`sandbox.flows`; none in `tiny`); database migrations in about a third of the
     services unless `migrations` is false (`sandbox.migrations`, a post-pass that leaves
-    everything else as it is)."""
+    everything else as it is); `deleted_branches`: the share of merged feature branches GitLab
+    deleted on merge (`delete_merged_branches`)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -236,7 +239,22 @@ def generate(
     _rebuild_flows(org, seed, ids, holiday)
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
+    delete_merged_branches(org, deleted_branches)
     return org
+
+
+def delete_merged_branches(org: Organisation, share: float) -> None:
+    """GitLab's "delete source branch" on merge (its default): about `share` of the merged feature
+    branches are gone from the branch listing once merged. A squash merge's commits then live on
+    only in its merge request's commits (sandbox.gitlab_payloads.unlisted_commits). Chosen by a
+    hash of the branch, so no random stream or id changes."""
+    for s in org.services:
+        for mr in s.merge_requests:
+            branch = s.branches.get(mr.source_branch)
+            if mr.merged_at is None or branch is None or not branch.name.startswith("feature/"):
+                continue
+            draw = zlib.crc32(f"{s.name}/{branch.name}".encode()) / 0xFFFFFFFF
+            branch.deleted_at = mr.merged_at if draw < share else None
 
 
 def _add_jenkins_services(

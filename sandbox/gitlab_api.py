@@ -210,11 +210,11 @@ class GitLabSimulator:
         since = parse_param_time(q["since"], "since") if "since" in q else None
         until = parse_param_time(q["until"], "until") if "until" in q else None
         ref = q.get("ref_name")
-        shas = (
-            index.commit_order
-            if flag(request, "all")
-            else self._reachable(s, ref or s.default_branch)
-        )
+        if flag(request, "all"):  # every branch's commits: a deleted branch's are gone
+            unlisted = self._cached(("unlisted", s.name), lambda: render.unlisted_commits(s, self.at))
+            shas = [sha for sha in index.commit_order if sha not in unlisted]
+        else:
+            shas = self._reachable(s, ref or s.default_branch)
         stats = flag(request, "with_stats")
         selected = []
         for sha in shas:
@@ -236,6 +236,8 @@ class GitLabSimulator:
 
     def _reachable(self, s: Service, ref: str) -> list[str]:
         branch = s.branches.get(ref)
+        if branch and branch.deleted_at and branch.deleted_at <= self.at:
+            raise HTTPError(404, "404 Branch Not Found")
         head = (
             render.branch_head(branch, self.at) if branch else (ref if ref in s.commits else None)
         )
@@ -323,7 +325,7 @@ class GitLabSimulator:
         s, mr = self._mr(request)
         shas = [sha for sha in reversed(mr.commits) if s.commits[sha].committed_at <= self.at]
         page = paginate_offset(request, shas)
-        page.body = [render.commit(s, s.commits[sha], request.base_url) for sha in page.body]
+        page.body = [render.mr_commit(s, s.commits[sha], request.base_url) for sha in page.body]
         return page
 
     def mr_approvals(self, request: Request) -> dict[str, Any]:

@@ -113,6 +113,12 @@ def commit(s: Service, c: Commit, base: str, stats: bool = False) -> dict[str, A
     return body
 
 
+def mr_commit(s: Service, c: Commit, base: str) -> dict[str, Any]:
+    """A commit as a merge request's commits list it: GitLab reads them from the merge request's
+    diff, which keeps no parents (`parent_ids` is empty)."""
+    return {**commit(s, c, base), "parent_ids": []}
+
+
 def branch_head(b: Branch, at: datetime) -> str | None:
     """The branch's head commit at `at` (None before its first push)."""
     index = bisect_right(b.heads, (at, "\uffff"))
@@ -121,7 +127,7 @@ def branch_head(b: Branch, at: datetime) -> str | None:
 
 def branch(s: Service, b: Branch, base: str, at: datetime) -> dict[str, Any] | None:
     head = branch_head(b, at)
-    if head is None:
+    if head is None or (b.deleted_at and b.deleted_at <= at):
         return None
     return {
         "name": b.name,
@@ -133,6 +139,22 @@ def branch(s: Service, b: Branch, base: str, at: datetime) -> dict[str, Any] | N
         "can_push": True,
         "default": b.name == s.default_branch,
         "web_url": f"{base}/{s.path}/-/tree/{b.name}",
+    }
+
+
+def _deleted_at(s: Service, name: str) -> datetime | None:
+    branch = s.branches.get(name)
+    return branch.deleted_at if branch else None
+
+
+def unlisted_commits(s: Service, at: datetime) -> set[str]:
+    """Commits that no branch reaches at `at`: those of a squash-merged merge request whose source
+    branch was deleted on merge (they live on only in the merge request's commits)."""
+    return {
+        sha
+        for mr in s.merge_requests
+        if mr.squash and (deleted := _deleted_at(s, mr.source_branch)) and deleted <= at
+        for sha in mr.commits
     }
 
 
@@ -188,7 +210,7 @@ def merge_request(s: Service, mr: MergeRequest, base: str, at: datetime) -> dict
         "squash_commit_sha": mr.squash_commit_sha if merged else None,
         "discussion_locked": None,
         "should_remove_source_branch": None,
-        "force_remove_source_branch": True,
+        "force_remove_source_branch": _deleted_at(s, mr.source_branch) is not None,
         "reference": f"!{mr.iid}",
         "references": {
             "short": f"!{mr.iid}",

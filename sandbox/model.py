@@ -50,6 +50,7 @@ class Branch:
     heads: list[tuple[datetime, str]]  # (pushed at, sha): the branch head over time
     protected: bool = False
     merged_at: datetime | None = None  # when its merge request merged it
+    deleted_at: datetime | None = None  # GitLab deleted it on merge ("delete source branch")
 
     @property
     def head(self) -> str:

@@ -49,8 +49,9 @@ def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
         c["repo"] += 1
         commits = [x for x in s.commits.values() if x.committed_at <= at]
         c["commit"] += len(commits)
-        c["commit_parent"] += sum(len(x.parents) for x in commits)
-        c["branch"] += sum(1 for b in s.branches.values() if render.branch_head(b, at))
+        unlisted = render.unlisted_commits(s, at)  # stored from MR commits, without parents
+        c["commit_parent"] += sum(len(x.parents) for x in commits if x.sha not in unlisted)
+        c["branch"] += sum(1 for b in s.branches.values() if render.branch(s, b, "", at))
         mrs = [mr for mr in s.merge_requests if mr.created_at <= at]
         c["merge_request"] += len(mrs)
         c["mr_commit"] += sum(

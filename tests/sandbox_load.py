@@ -78,8 +78,9 @@ def _context(
 
 
 def _payloads(s: Service, at: datetime) -> Any:
+    unlisted = render.unlisted_commits(s, at)
     for c in s.commits.values():
-        if c.committed_at <= at:
+        if c.committed_at <= at and c.sha not in unlisted:
             yield "commits", render.commit(s, c, BASE, stats=True)
     for b in s.branches.values():
         body = render.branch(s, b, BASE, at)
@@ -92,7 +93,7 @@ def _payloads(s: Service, at: datetime) -> Any:
                 {
                     "item": render.merge_request(s, mr, BASE, at),
                     "commits": [
-                        render.commit(s, s.commits[sha], BASE)
+                        render.mr_commit(s, s.commits[sha], BASE)
                         for sha in mr.commits
                         if s.commits[sha].committed_at <= at
                     ],

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from collectors.gitlab_normalize import (
+    normalize_mr_commits,
     RejectedPayload,
     deployment_kind,
     external_id_of,
@@ -310,6 +311,31 @@ def test_mr_commits_become_mr_commit_rows_once_each() -> None:
         {"repo_id": REPO, "iid": 14656, "sha": "b" * 40},
     ]
     check_rows("mr_commit", rows)
+
+
+def test_mr_commits_are_commits_without_parents_or_line_counts() -> None:
+    """A squash-merged request whose source branch was deleted leaves its commits on no branch:
+    the merge request's commits (GitLab lists them with empty parent_ids) are where they live."""
+    commit = load("go-gitlab/get_commit.json") | {
+        "parent_ids": [],
+        "authored_date": "2024-05-02T10:00:00.000+02:00",
+        "committed_date": "2024-05-02T10:05:00.000+02:00",
+    }
+    rows = normalize_mr_commits([commit], REPO)
+    assert rows == [
+        {
+            "repo_id": REPO,
+            "sha": commit["id"],
+            "author_name": commit["author_name"],
+            "author_email": commit["author_email"],
+            "authored_at": datetime.fromisoformat(commit["authored_date"]).astimezone(UTC),
+            "committed_at": datetime.fromisoformat(commit["committed_date"]).astimezone(UTC),
+            "title": commit["title"],
+        }
+    ]
+    check_rows("commit", rows)
+    with pytest.raises(RejectedPayload, match=r"commits\[0\]"):
+        normalize_mr_commits([{"title": "no id"}], REPO)
 
 
 @pytest.mark.parametrize(

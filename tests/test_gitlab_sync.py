@@ -14,7 +14,7 @@ from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
 from sandbox.gitlab_api import DELETE
-from sandbox.gitlab_payloads import ts
+from sandbox.gitlab_payloads import ts, unlisted_commits
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
@@ -150,6 +150,17 @@ def test_new_work_arrives_incrementally(sandbox: Sandbox, tmp_path) -> None:  # 
     # the incremental warehouse also remembers where `latest` pointed a week ago: tag history
     history = set(incremental.pop("image_tag")) - set(once.pop("image_tag"))
     assert history and {row[1] for row in history} == {"latest"}
+    # ... and squash-merged commits seen on their branch before GitLab deleted it: with parents and
+    # line counts, where one sync now knows them only from their merge request
+    gone = {sha for s in org.services for sha in unlisted_commits(s, org.now)}
+    for table in ("commit", "commit_parent"):
+        kept, now = incremental.pop(table), once.pop(table)
+        assert {r[0] for r in kept} - {r[0] for r in now} <= gone
+        assert [r for r in kept if r[0] not in gone] == [r for r in now if r[0] not in gone]
+    # ... and branches deleted since the first sync
+    deleted = {b.name for s in org.services for b in s.branches.values() if b.deleted_at}
+    kept_branches, now_branches = incremental.pop("branch"), once.pop("branch")
+    assert {r[0] for r in kept_branches} - {r[0] for r in now_branches} <= deleted
     assert incremental == once
 
 
