@@ -211,7 +211,9 @@ class GitLabSimulator:
         until = parse_param_time(q["until"], "until") if "until" in q else None
         ref = q.get("ref_name")
         if flag(request, "all"):  # every branch's commits: a deleted branch's are gone
-            unlisted = self._cached(("unlisted", s.name), lambda: render.unlisted_commits(s, self.at))
+            unlisted = self._cached(
+                ("unlisted", s.name), lambda: render.unlisted_commits(s, self.at)
+            )
             shas = [sha for sha in index.commit_order if sha not in unlisted]
         else:
             shas = self._reachable(s, ref or s.default_branch)

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import Engine
 
 from collectors.gitlab_normalize import (
-    normalize_mr_commits,
     RejectedPayload,
     deployment_kind,
     external_id_of,
@@ -25,6 +24,7 @@ from collectors.gitlab_normalize import (
     normalize_incident,
     normalize_job,
     normalize_merge_request,
+    normalize_mr_commits,
     normalize_pipeline,
     normalize_project,
     normalize_registry_tag,

@@ -3,7 +3,6 @@ by the sandbox with its ground truth, synced over real HTTP, and the figures equ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -80,7 +79,9 @@ def test_squash_merge_with_deleted_source_branch_keeps_lead_time_and_stages(
 
 
 def test_deleted_source_branches_give_the_same_figures_as_kept_ones(
-    deleted_org: Organisation, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    deleted_org: Organisation,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
 ) -> None:
     kept_org = generate(5, "small", NOW, jenkins=0, deleted_branches=0.0)
     results = []
