@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import DEFAULT_TAG_REVISION, resolve_images
 from warehouse.schema import (
@@ -175,11 +175,15 @@ def derive(
         resolved = resolve_images(conn, tag_revision_pattern)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
+        touched: dict[int, CommitGraph] = {}
         for service_id, environment_id, repo_id, since in _stale_chains(conn):
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
             _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary)
+            touched[service_id] = graphs[repo_id]
+        for service_id, graph in touched.items():
+            _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
     summary.seconds = time.perf_counter() - start
     log.info("derive: %s", summary.as_json())
@@ -288,6 +292,9 @@ def _derive_chain(
                 "started_at": started,
                 "is_merge": is_merge,
                 "first_in_environment": sha not in carried,
+                # right for a service with one production environment; _first_in_production
+                # re-marks a service with several
+                "first_in_production": tier == "production" and sha not in carried,
             }
         )
         carried.add(sha)
@@ -317,6 +324,50 @@ def _link(
         return True, [], graph.ancestors(step.sha)
     changes, reached = graph.new_since(step.sha, known, previous.sha)
     return False, changes, known | set(changes) if reached else graph.ancestors(step.sha)
+
+
+def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) -> None:
+    """Mark each change of a service with several production environments (regions) first in
+    production where it first reached any of them: walking the service's production deployments
+    in finish order, a commit is first carried by the first deployment whose walk reaches it (a
+    baseline carries its history, as in one environment)."""
+    rows = conn.execute(
+        select(DeploymentChain.deployment_id, Deployment.sha, DeploymentChain.environment_id)
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .where(DeploymentChain.service_id == service_id, DeploymentChain.is_production)
+        .order_by(DeploymentChain.finished_at, DeploymentChain.deployment_id)
+    ).all()
+    if len({environment for _, _, environment in rows}) < 2:
+        return  # one production environment: first there is first in production
+    carried: set[str] = set()
+    first: set[tuple[int, str]] = set()
+    for deployment_id, sha, _ in rows:
+        if sha:
+            found, _ = graph.new_since(sha, carried)
+            first.update((deployment_id, c) for c in found)
+            carried.update(found)
+    ids = [deployment_id for deployment_id, _, _ in rows]
+    for start in range(0, len(ids), 500):
+        changes = conn.execute(
+            select(
+                DeploymentChange.id,
+                DeploymentChange.deployment_id,
+                DeploymentChange.sha,
+                DeploymentChange.first_in_production,
+            ).where(DeploymentChange.deployment_id.in_(ids[start : start + 500]))
+        ).all()
+        wrong: dict[bool, list[int]] = {True: [], False: []}
+        for c in changes:
+            should = (c.deployment_id, c.sha) in first
+            if should != c.first_in_production:
+                wrong[should].append(c.id)
+        for flag, change_ids in wrong.items():
+            if change_ids:
+                conn.execute(
+                    update(DeploymentChange)
+                    .where(DeploymentChange.id.in_(change_ids))
+                    .values(first_in_production=flag)
+                )
 
 
 def _carried(conn: Connection, service_id: int, environment_id: int, shas: list[str]) -> set[str]:
@@ -354,10 +405,11 @@ class _Prod:
 
 def derive_failures(conn: Connection, rules: FailureRules) -> int:
     """Rebuild change_failure from the production chains and incidents; returns failed changes."""
-    production: dict[int, list[_Prod]] = defaultdict(list)
+    production: dict[int, dict[int, list[_Prod]]] = defaultdict(lambda: defaultdict(list))
     rows = conn.execute(
         select(
             DeploymentChain.service_id,
+            DeploymentChain.environment_id,
             Deployment.id,
             DeploymentChain.finished_at,
             Deployment.ref,
@@ -370,9 +422,9 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
         .order_by(DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id)
     ).all()
     by_key: dict[tuple[int, str], _Prod] = {}
-    for service_id, dep_id, finished, ref, rollback, source_id, external_id in rows:
+    for service_id, env_id, dep_id, finished, ref, rollback, source_id, external_id in rows:
         prod = _Prod(dep_id, finished, ref, bool(rollback))
-        production[service_id].append(prod)
+        production[service_id][env_id].append(prod)
         by_key[(source_id, external_id)] = prod
     incidents = conn.execute(
         select(
@@ -387,9 +439,9 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
     for incident in incidents:
         by_service[incident.service_id].append(incident)
     failures = []
-    for service_id, deployments in production.items():
+    for service_id, chains in production.items():
         failures.extend(
-            _service_failures(deployments, by_service.get(service_id, []), by_key, rules)
+            _service_failures(list(chains.values()), by_service.get(service_id, []), by_key, rules)
         )
     stale = set(conn.execute(select(ChangeFailure.deployment_id)).scalars()) - {
         f["deployment_id"] for f in failures
@@ -404,37 +456,48 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
 
 
 def _service_failures(
-    deployments: list[_Prod],
+    chains: list[list[_Prod]],
     incidents: Iterable[Any],
     by_key: dict[tuple[int, str], _Prod],
     rules: FailureRules,
 ) -> list[dict[str, Any]]:
-    for d, n in zip(deployments, [*deployments[1:], None], strict=True):
-        if n is not None and n.rollback and n.finished_at < d.finished_at + rules.failure_window:
-            d.reasons.add("rollback")
-        if (
-            n is not None
-            and rules.is_hotfix(n.ref)
-            and n.finished_at < d.finished_at + rules.hotfix_window
-        ):
-            d.reasons.add("hotfix")
+    """Failed changes of one service's production chains (one per production environment:
+    N, rollbacks and recovery follow each environment's own chain)."""
+    for deployments in chains:
+        for d, n in zip(deployments, [*deployments[1:], None], strict=True):
+            if (
+                n is not None
+                and n.rollback
+                and n.finished_at < d.finished_at + rules.failure_window
+            ):
+                d.reasons.add("rollback")
+            if (
+                n is not None
+                and rules.is_hotfix(n.ref)
+                and n.finished_at < d.finished_at + rules.hotfix_window
+            ):
+                d.reasons.add("hotfix")
     for incident in incidents:
         linked = by_key.get((incident.deployment_source_id, incident.deployment_external_id))
         target = (
             linked
-            if linked and linked in deployments
+            if linked and any(linked in deployments for deployments in chains)
             else (
                 None
                 if incident.deployment_external_id
-                else _by_window(deployments, incident.opened_at, rules)
+                else _by_window(chains, incident.opened_at, rules)
             )
         )
         if target is not None:
             target.reasons.add("incident")
             target.incidents.append((incident.opened_at, incident.resolved_at))
-    failed = [d for d in deployments if d.reasons]
+    return [row for deployments in chains for row in _recoveries(deployments)]
+
+
+def _recoveries(deployments: list[_Prod]) -> list[dict[str, Any]]:
+    """change_failure rows of one chain's failed changes, with their recovery."""
     rows = []
-    for d in failed:
+    for d in (d for d in deployments if d.reasons):
         later_good = next(
             (n for n in deployments if n.finished_at > d.finished_at and not n.reasons), None
         )
@@ -458,13 +521,20 @@ def _service_failures(
     return rows
 
 
-def _by_window(deployments: list[_Prod], opened: datetime, rules: FailureRules) -> _Prod | None:
-    """The production deployment an incident opened at `opened` belongs to by the window rule."""
-    candidate = None
-    for i, d in enumerate(deployments):
-        if d.finished_at > opened:
-            break
-        n = deployments[i + 1] if i + 1 < len(deployments) else None
-        if (n is None or opened < n.finished_at) and opened < d.finished_at + rules.failure_window:
-            candidate = d
-    return candidate
+def _by_window(chains: list[list[_Prod]], opened: datetime, rules: FailureRules) -> _Prod | None:
+    """The production deployment an incident opened at `opened` belongs to by the window rule;
+    with several production environments (regions), the latest-finished of their candidates."""
+    found = []
+    for deployments in chains:
+        candidate = None
+        for i, d in enumerate(deployments):
+            if d.finished_at > opened:
+                break
+            n = deployments[i + 1] if i + 1 < len(deployments) else None
+            if (
+                n is None or opened < n.finished_at
+            ) and opened < d.finished_at + rules.failure_window:
+                candidate = d
+        if candidate is not None:
+            found.append(candidate)
+    return max(found, key=lambda d: (d.finished_at, d.id), default=None)

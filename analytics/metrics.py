@@ -118,6 +118,7 @@ def _deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[Ro
             DeploymentChain.finished_at.label("at"),
             DeploymentChain.deployment_id,
             DeploymentChain.service_id,
+            DeploymentChain.environment_id,
             DeploymentChain.rollback,
             Deployment.ref,
             ChangeFailure.incident,
@@ -136,13 +137,17 @@ def _deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[Ro
 
 
 def _mark_rework(conn: Connection, scope: Scope, rows: list[Row], rules: FailureRules) -> None:
-    """Rework: rollbacks, hotfix-ref deployments, and deployments inside a failed change's recovery."""
+    """Rework: rollbacks, hotfix-ref deployments, and deployments inside the recovery of a failed
+    change of the same service and environment (each production environment is its own chain)."""
     services = {r.values["service_id"] for r in rows}
-    windows: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    windows: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = defaultdict(list)
     if services:
         failed = conn.execute(
             select(
-                DeploymentChain.service_id, DeploymentChain.finished_at, ChangeFailure.recovered_at
+                DeploymentChain.service_id,
+                DeploymentChain.environment_id,
+                DeploymentChain.finished_at,
+                ChangeFailure.recovered_at,
             )
             .join(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id)
             .where(
@@ -151,13 +156,11 @@ def _mark_rework(conn: Connection, scope: Scope, rows: list[Row], rules: Failure
                 DeploymentChain.finished_at < scope.until,
             )
         )
-        for service_id, finished, recovered in failed:
-            windows[service_id].append((finished, recovered))
+        for service_id, environment_id, finished, recovered in failed:
+            windows[(service_id, environment_id)].append((finished, recovered))
     for r in rows:
-        inside = any(
-            start < r.at and (end is None or r.at <= end)
-            for start, end in windows[r.values["service_id"]]
-        )
+        chain = (r.values["service_id"], r.values["environment_id"])
+        inside = any(start < r.at and (end is None or r.at <= end) for start, end in windows[chain])
         r.values["rework"] = (
             bool(r.values["rollback"]) or rules.is_hotfix(r.values["ref"]) or inside
         )
@@ -174,7 +177,7 @@ def _changes(conn: Connection, scope: Scope) -> list[Row]:
         )
         .select_from(DeploymentChange)
         .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
-        .where(DeploymentChange.first_in_environment, DeploymentChange.is_merge.is_(False)),
+        .where(scope.first_change(), DeploymentChange.is_merge.is_(False)),
     )
     return _rows(conn.execute(query))
 
@@ -201,7 +204,7 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
             )
             .select_from(DeploymentChain)
             .join(DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id)
-            .where(DeploymentChange.first_in_environment),
+            .where(scope.first_change()),
         ).cte("changes")
     )
     sha = changes.c.sha

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_
 
-from warehouse.schema import Environment, Service, Team
+from warehouse.schema import DeploymentChange, Environment, Service, Team
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,15 @@ class Scope:
         if is_production is not None:
             return is_production
         return and_(Environment.id == environment_id, Environment.tier == "production")
+
+    def first_change(self) -> Any:
+        """The condition that a deployment_change row is where its commit first reached the
+        scope's environment: for the production tier, its first deployment to any production
+        environment (a change shipped to two regions counts once); for a named environment, its
+        first deployment there."""
+        if self.environment is None:
+            return DeploymentChange.first_in_production
+        return DeploymentChange.first_in_environment
 
     def period(self, column: Any) -> Any:
         return and_(column >= self.since, column < self.until)

@@ -59,6 +59,14 @@ def _check_regex(pattern: str) -> str:
 
 
 Regex = Annotated[str, BeforeValidator(_check_regex)]
+
+
+def _check_region_pattern(pattern: str) -> str:
+    if pattern and "region" not in re.compile(_check_regex(pattern)).groupindex:
+        raise ValueError("needs a named group `(?P<region>...)`, or is empty for no regions")
+    return pattern
+
+
 # The name of an environment variable; "" means no secret (anonymous access).
 EnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
 
@@ -204,6 +212,12 @@ class EnvironmentSettings(Section):
         }
     )
     """Canonical environment -> regular expressions of raw names that mean it (replaces the default)."""
+    regions: Annotated[str, BeforeValidator(_check_region_pattern)] = (
+        r"(?i)^(?:pro|prod|production|live)[-_.](?P<region>[a-z0-9]+(?:-[a-z0-9]+)*)$"
+    )
+    """Raw names of production regions (a pattern with a `region` group; empty: none): `prod-cn`
+    becomes the production-tier environment `production-cn`, with its own deployment chain, placed
+    where `production` is on the promotion path. Aliases are tried first."""
 
 
 class TeamSettings(Section):

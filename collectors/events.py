@@ -41,7 +41,7 @@ from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base, Deployment, Image, Repo, Service, Team, table_of
 from warehouse.upsert import natural_key_columns, upsert
-from warehouse.vocabulary import DEFAULT_ALIASES, EnvironmentMapper
+from warehouse.vocabulary import DEFAULT_ALIASES, DEFAULT_REGIONS, EnvironmentMapper
 
 # --- references to dimension rows -----------------------------------------------------------
 
@@ -199,11 +199,12 @@ class EventWriter:
         *,
         teams: Sequence[tuple[str, Sequence[str]]] = (),
         aliases: Mapping[str, Sequence[str]] = DEFAULT_ALIASES,
+        regions: str = DEFAULT_REGIONS,
         promotion_path: Sequence[str] = ("test", "staging", "production"),
     ) -> None:
         self.engine = engine
         self.teams = list(teams)  # (team, service name patterns), in config order
-        self.mapper = EnvironmentMapper(aliases)
+        self.mapper = EnvironmentMapper(aliases, regions)
         self.promotion_path = list(promotion_path)
         # SQLite has one writer: serialise our own writes (derive takes this lock too)
         self.lock = threading.Lock() if engine.dialect.name == "sqlite" else None
@@ -278,7 +279,7 @@ class EventWriter:
             found = ensure_id(conn, Service, self._service_row(conn, ref, pending))
         else:
             env = self.mapper.canonical(ref.raw_name, ref.tier)
-            found = ensure_environment(conn, env.name, env.tier, self.promotion_path, ref.raw_name)
+            found = ensure_environment(conn, env, self.promotion_path, ref.raw_name)
         pending[ref] = found
         return found
 
@@ -391,6 +392,7 @@ def writer_for(engine: Engine, settings: Settings | None) -> EventWriter:
         engine,
         teams=[(t.name, t.services) for t in settings.teams],
         aliases=settings.environments.aliases,
+        regions=settings.environments.regions,
         promotion_path=settings.environments.promotion_path,
     )
 

@@ -90,7 +90,9 @@ class GitLabCollector(Collector):
         self.progress = progress
         self.full = full  # ignore cursors and stored versions: re-read everything
         self.limiter = RateLimiter(settings.sync.requests_per_second)
-        self.mapper = EnvironmentMapper(settings.environments.aliases)
+        self.mapper = EnvironmentMapper(
+            settings.environments.aliases, settings.environments.regions
+        )
         self._local = threading.local()
         self._counters: list[RequestCounter] = []
         self._counters_lock = threading.Lock()
@@ -275,7 +277,7 @@ class GitLabCollector(Collector):
         def register(conn: Any) -> None:  # in the batch's transaction, under the write lock
             for raw_name, env in canonical.items():
                 ctx.environments[raw_name] = ensure_environment(
-                    conn, env.name, env.tier, self.settings.environments.promotion_path, raw_name
+                    conn, env, self.settings.environments.promotion_path, raw_name
                 )
             save(conn)
 

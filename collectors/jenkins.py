@@ -475,7 +475,9 @@ class Dimensions:
 
     def __init__(self, engine: Engine, run: SyncRun, settings: Settings) -> None:
         self.run, self.settings, self.source_id = run, settings, run.source_id
-        self.mapper = EnvironmentMapper(settings.environments.aliases)
+        self.mapper = EnvironmentMapper(
+            settings.environments.aliases, settings.environments.regions
+        )
         self._lock = threading.Lock()
         self.by_path: dict[str, list[tuple[int, str]]] = {}  # repo path -> [(id, host)]
         self.own: set[int] = set()  # repos created from Jenkins' remote URLs
@@ -569,6 +571,6 @@ class Dimensions:
                 env = self.mapper.canonical(raw)
                 path = self.settings.environments.promotion_path
                 self.environments[raw] = self._write(
-                    lambda conn: ensure_environment(conn, env.name, env.tier, path, raw)
+                    lambda conn: ensure_environment(conn, env, path, raw)
                 )
             return self.environments[raw]

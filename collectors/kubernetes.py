@@ -77,7 +77,9 @@ class KubernetesCollector(Collector):
         self.cluster = source.cluster or source.name
         self.limiter = RateLimiter(settings.sync.requests_per_second)
         self.counter = RequestCounter()
-        self.mapper = EnvironmentMapper(settings.environments.aliases)
+        self.mapper = EnvironmentMapper(
+            settings.environments.aliases, settings.environments.regions
+        )
         self.url = source.url or ""
         self._client: kubernetes.client.ApiClient | None = None
         self._local = threading.local()  # requests made by this thread (per-namespace counts)
@@ -269,7 +271,7 @@ class KubernetesCollector(Collector):
             for ns, raw in targets.items():
                 if raw:
                     env = self.mapper.canonical(raw)
-                    out[ns] = ensure_environment(conn, env.name, env.tier, path, raw)
+                    out[ns] = ensure_environment(conn, env, path, raw)
 
         run.write(STREAM, Batch(), after=ensure)
         return out

@@ -25,6 +25,7 @@ from sandbox.jenkins_org import build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
+from sandbox.regions import add_region
 
 ROOT_GROUP = "acme"
 
@@ -211,7 +212,8 @@ def generate(
     Jenkins-built services (default: by size, `JENKINS_SERVICES`); one service on git-flow and one
     on GitLab flow (`sandbox.flows`; none in `tiny`); database migrations in about a third of the
     services unless `migrations` is false (`sandbox.migrations`, a post-pass that leaves
-    everything else as it is); `deleted_branches`: the share of merged feature branches GitLab
+    everything else as it is); a second production region for one service (`sandbox.regions`,
+    also a post-pass); `deleted_branches`: the share of merged feature branches GitLab
     deleted on merge (`delete_merged_branches`)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
@@ -237,6 +239,7 @@ def generate(
         org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
     )
     _rebuild_flows(org, seed, ids, holiday)
+    add_region(org, ids)  # its ids come after every other object's but the migrations'
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
     delete_merged_branches(org, deleted_branches)

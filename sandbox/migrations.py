@@ -125,7 +125,12 @@ def _plan(
     carried, labels = _versions(s, rng, flyway)
     by_env: dict[str, list[Deployment]] = {env: [] for env in PATH}
     for d in s.deployments:
-        if d.kind == "app" and d.status in ("success", "failed"):
+        # a second production region (sandbox.regions) applies no migrations of its own
+        if (
+            d.kind == "app"
+            and d.status in ("success", "failed")
+            and d.environment.canonical in by_env
+        ):
             by_env[d.environment.canonical].append(d)
 
     def walk(env: str, skip: set[int]) -> list[_Planned]:

@@ -15,8 +15,11 @@ Readings of the definitions, where DESIGN.md leaves room:
   deploy B's image again: a second rollback, no changes).
 - Hotfix, as a failure reason and as rework, is the ref alone: a rollback to a deployment that was
   made from a hotfix branch re-runs its ref, so it counts as a hotfix too.
+- Production is the tier: a service may run in several production environments (regions), each
+  its own chain (P, N, rollbacks, failures, recovery and rework per environment).
 - "Carries": a deployment carries a commit reachable from its sha. A change commit's lead time is
-  measured at the first production deployment that carries it; for a merge request, the first
+  measured at the first production deployment (in any production environment) that carries it;
+  for a merge request, the first
   production deployment carrying its merge or squash commit (head sha for a fast-forward merge) may
   be the baseline: `MergeRequestTruth.baseline` says so, so a test can leave those out.
 - An MR's first commit is its earliest authored commit (`MergeRequest.commits` is oldest first).
@@ -133,12 +136,15 @@ def _order(d: Deployment) -> tuple[datetime, int]:
     return d.finished_at, d.id
 
 
-def successful(service: Service, environment: str | None = None) -> dict[str, list[Deployment]]:
-    """The service's successful app deployments by canonical environment, in order."""
+def successful(
+    service: Service, environment: str | None = None, tier: str | None = None
+) -> dict[str, list[Deployment]]:
+    """The service's successful app deployments by canonical environment, in order (of
+    `environment`, or of every environment of `tier`, default all)."""
     by_env: dict[str, list[Deployment]] = defaultdict(list)
     for d in service.deployments:
         canonical = d.environment.canonical
-        if environment not in (None, canonical):
+        if environment not in (None, canonical) or tier not in (None, d.environment.tier):
             continue
         if d.status == SUCCESS and d.kind in KINDS and d.finished_at is not None:
             by_env[canonical].append(d)
@@ -173,11 +179,11 @@ def _truth(
 
 
 def service_deployments(
-    service: Service, graph: CommitGraph, environment: str | None = None
+    service: Service, graph: CommitGraph, environment: str | None = None, tier: str | None = None
 ) -> list[DeploymentTruth]:
     """One service's successful deployments with their changes, per environment in order."""
     truths = []
-    for deployments in successful(service, environment).values():
+    for deployments in successful(service, environment, tier).values():
         before_p: set[str] = set()  # digests that ran in the environment before P
         previous: Deployment | None = None
         for d in deployments:
@@ -189,11 +195,13 @@ def service_deployments(
 
 
 def deployment_changes(
-    org: Organisation, environment: str | None = None
+    org: Organisation, environment: str | None = None, tier: str | None = None
 ) -> dict[int, DeploymentTruth]:
-    """Every successful deployment (of `environment`, default all) keyed by deployment id."""
+    """Every successful deployment (of `environment` or `tier`, default all) keyed by id."""
     return {
-        t.id: t for s in org.services for t in service_deployments(s, CommitGraph(s), environment)
+        t.id: t
+        for s in org.services
+        for t in service_deployments(s, CommitGraph(s), environment, tier)
     }
 
 
@@ -202,13 +210,23 @@ def _truth_order(t: DeploymentTruth) -> tuple[datetime, int]:
 
 
 def service_production(service: Service, graph: CommitGraph) -> list[DeploymentTruth]:
-    """One service's production deployments, in order."""
-    return sorted(service_deployments(service, graph, PRODUCTION), key=_truth_order)
+    """One service's production deployments, every production-tier environment (region) merged,
+    in order; each keeps P, its previous one in its own environment."""
+    return sorted(service_deployments(service, graph, tier=PRODUCTION), key=_truth_order)
+
+
+def production_chains(production: Sequence[DeploymentTruth]) -> list[list[DeploymentTruth]]:
+    """Production deployments split into their environments' chains, each in order."""
+    chains: dict[str, list[DeploymentTruth]] = defaultdict(list)
+    for t in production:
+        chains[t.environment].append(t)
+    return [chains[env] for env in sorted(chains)]
 
 
 def production_deployments(org: Organisation) -> list[DeploymentTruth]:
-    """Production deployments ordered by (finished_at, id): deployment frequency's input."""
-    return sorted(deployment_changes(org, PRODUCTION).values(), key=_truth_order)
+    """Production deployments (every production-tier environment) ordered by (finished_at, id):
+    deployment frequency's input."""
+    return sorted(deployment_changes(org, tier=PRODUCTION).values(), key=_truth_order)
 
 
 # -- 2. lead time for changes -----------------------------------------------------------------
@@ -443,14 +461,20 @@ def attribute_incidents(
     incidents: Iterable[Incident],
     failure_window: timedelta = FAILURE_WINDOW,
 ) -> dict[int, int | None]:
-    """incident id -> the production deployment D (of the incident's service, in order) with
-    D.finished_at <= opened < N.finished_at and opened < D.finished_at + failure_window."""
+    """incident id -> the production deployment D (of the incident's service) with
+    D.finished_at <= opened < N.finished_at and opened < D.finished_at + failure_window, N the next
+    deployment in D's environment; with several production environments (regions) each may have
+    such a D, and the incident goes to the one that finished last (the newest change before it)."""
     attributed: dict[int, int | None] = {}
     for incident in incidents:
-        before = [t for t in production if t.finished_at <= incident.created_at]
-        d = before[-1] if before else None  # the last one: N, if any, finished after the opening
-        inside = d is not None and incident.created_at < d.finished_at + failure_window
-        attributed[incident.id] = d.id if d is not None and inside else None
+        candidates = []
+        for chain in production_chains(production):
+            before = [t for t in chain if t.finished_at <= incident.created_at]
+            d = before[-1] if before else None  # the last one: N, if any, finished after
+            if d is not None and incident.created_at < d.finished_at + failure_window:
+                candidates.append(d)
+        d = max(candidates, key=_truth_order, default=None)
+        attributed[incident.id] = d.id if d is not None else None
     return attributed
 
 
@@ -501,18 +525,21 @@ def _outcomes(service: Service, policy: Policy) -> _Outcomes:
     """Failures of one service's production deployments (N: the next one), then recoveries."""
     production = service_production(service, CommitGraph(service))
     attributed = attribute_incidents(production, service.incidents, policy.failure_window)
+    chains = production_chains(production)
     failures = {}
-    for i, d in enumerate(production):
-        n = production[i + 1] if i + 1 < len(production) else None
-        mine = tuple(sorted(k for k, v in attributed.items() if v == d.id))
-        failures[d.id] = _failure(d, n, mine, policy)
+    for chain in chains:  # N: the next deployment in D's own environment
+        for i, d in enumerate(chain):
+            n = chain[i + 1] if i + 1 < len(chain) else None
+            mine = tuple(sorted(k for k, v in attributed.items() if v == d.id))
+            failures[d.id] = _failure(d, n, mine, policy)
     by_id = {i.id: i for i in service.incidents}
     recovered = {}
-    for i, d in enumerate(production):
-        if failures[d.id].failed:
-            good = next((t for t in production[i + 1 :] if not failures[t.id].failed), None)
-            resolved = _incident_resolution([by_id[k] for k in failures[d.id].incidents])
-            recovered[d.id] = _recovery(d, good, resolved)
+    for chain in chains:
+        for i, d in enumerate(chain):
+            if failures[d.id].failed:
+                good = next((t for t in chain[i + 1 :] if not failures[t.id].failed), None)
+                resolved = _incident_resolution([by_id[k] for k in failures[d.id].incidents])
+                recovered[d.id] = _recovery(d, good, resolved)
     return _Outcomes(production, attributed, failures, recovered)
 
 
@@ -596,9 +623,12 @@ def _rework_reasons(t: DeploymentTruth, o: _Outcomes, policy: Policy) -> tuple[s
         reasons.append("rollback")
     if policy.is_hotfix(t.ref):
         reasons.append("hotfix")
-    for r in o.recoveries.values():
-        if r.failed_at < t.finished_at and (
-            r.recovered_at is None or t.finished_at <= r.recovered_at
+    environment = {d.id: d.environment for d in o.production}
+    for r in o.recoveries.values():  # a failed change's recovery in t's own environment
+        if (
+            environment[r.deployment_id] == t.environment
+            and r.failed_at < t.finished_at
+            and (r.recovered_at is None or t.finished_at <= r.recovered_at)
         ):
             reasons.append("recovering")
             break

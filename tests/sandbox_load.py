@@ -72,7 +72,7 @@ def _context(
     for env in s.environments.values():
         canonical = mapper.canonical(env.name, env.tier)
         ctx.environments[env.name] = ensure_environment(
-            conn, canonical.name, canonical.tier, ["test", "staging", "production"], env.name
+            conn, canonical, ["test", "staging", "production"], env.name
         )
     return ctx
 

@@ -193,7 +193,7 @@ def test_non_release_ref_is_the_gitlab_flow_production_branch(engine: Engine) ->
         for s in org.services
         if s.flow == GITLAB_FLOW
         for d in s.deployments
-        if d.environment.canonical == "production"
+        if d.environment.tier == "production"
         and d.status == "success"
         and d.ref == ENVIRONMENT_BRANCHES["production"]
     }

@@ -250,7 +250,7 @@ def test_image_policies_flag_what_the_generator_seeded(
         str(d.id)
         for s in org.services
         for d in s.deployments
-        if d.environment.canonical == "production"
+        if d.environment.tier == "production"
         and d.status == "success"
         and d.ref != s.default_branch
         and not releases.match(d.ref)
@@ -262,7 +262,7 @@ def test_image_policies_flag_what_the_generator_seeded(
         for s in org.services
         if s.flow == GITLAB_FLOW
         for d in s.deployments
-        if d.environment.canonical == "production"
+        if d.environment.tier == "production"
         and d.status == "success"
         and d.ref == ENVIRONMENT_BRANCHES["production"]
     }

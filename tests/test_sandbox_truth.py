@@ -650,7 +650,7 @@ def intended_failures(org: Organisation) -> dict[int, tuple[str, ...]]:
         d.id: d.failed_change
         for s in org.services
         for d in s.deployments
-        if d.environment.canonical == "production" and d.status == "success" and d.failed_change
+        if d.environment.tier == "production" and d.status == "success" and d.failed_change
     }
 
 

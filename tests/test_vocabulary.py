@@ -83,7 +83,10 @@ def test_unknown_statuses_are_named() -> None:
         ("eu-west", "production", "production", "production", "tier"),
         ("sandbox", "staging", "staging", "staging", "tier"),
         # GitLab's name guess last
-        ("prod-eu", None, "production", "production", "guess"),
+        ("prod-eu", None, "production-eu", "production", "region"),
+        ("PRO_US", "production", "production-us", "production", "region"),
+        ("production.eu-west", None, "production-eu-west", "production", "region"),
+        ("prd-eu", None, "production", "production", "guess"),
         ("review/feature-1", None, "development", "development", "guess"),
         ("dev", None, "development", "development", "guess"),
         ("integration", None, "test", "testing", "guess"),
@@ -97,6 +100,20 @@ def test_environment_canonicalisation(
 ) -> None:
     env = EnvironmentMapper().canonical(raw, tier)
     assert (env.name, env.tier, env.rule) == (name, expected_tier, rule)
+
+
+def test_production_regions_are_environments_of_their_own() -> None:
+    """Several production environments (regions) each keep a chain of their own, placed where
+    production is on the promotion path; an empty pattern folds them into `production` again."""
+    region = EnvironmentMapper().canonical("prod-cn", "production")
+    assert (region.name, region.tier, region.path_name) == (
+        "production-cn",
+        "production",
+        "production",
+    )
+    assert EnvironmentMapper(regions="").canonical("prod-cn", "production").name == "production"
+    mapper = EnvironmentMapper(regions=r"^(?P<region>[a-z]{2})-live$")
+    assert mapper.canonical("cn-live").name == "production-cn"
 
 
 def test_config_aliases_replace_the_defaults() -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Table, and_, select
 
 from warehouse.schema import Base, Environment, Source, table_of
 from warehouse.upsert import natural_key_columns, upsert
+from warehouse.vocabulary import CanonicalEnvironment
 
 
 def ensure_id(conn: Connection, table: Table | type[Base], row: Mapping[str, Any]) -> int:
@@ -28,17 +29,19 @@ def ensure_source(conn: Connection, name: str, kind: str, base_url: str | None =
 
 
 def ensure_environment(
-    conn: Connection, name: str, tier: str, promotion_path: list[str], raw_name: str
+    conn: Connection, env: CanonicalEnvironment, promotion_path: list[str], raw_name: str
 ) -> int:
-    """The id of canonical environment `name`, adding `raw_name` to the names that map to it.
+    """The id of canonical environment `env`, adding `raw_name` to the names that map to it; its
+    position is its place on the promotion path (a production region stands where production does).
 
     The read-modify-write of `raw_names` locks the row on PostgreSQL (concurrent sync workers);
     on SQLite the caller holds the single writer's lock.
     """
     existing = conn.execute(
-        select(Environment.raw_names).where(Environment.name == name).with_for_update()
+        select(Environment.raw_names).where(Environment.name == env.name).with_for_update()
     ).scalar()
     raw_names = sorted(set(existing or []) | {raw_name})
-    position = promotion_path.index(name) if name in promotion_path else None
-    row = {"name": name, "tier": tier, "position": position, "raw_names": raw_names}
+    stage = env.path_name
+    position = promotion_path.index(stage) if stage in promotion_path else None
+    row = {"name": env.name, "tier": env.tier, "position": position, "raw_names": raw_names}
     return ensure_id(conn, Environment, row)

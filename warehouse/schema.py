@@ -478,6 +478,8 @@ class DeploymentChange(Base):
     started_at: Mapped[datetime | None]  # where lead time starts (authored, or first MR commit)
     is_merge: Mapped[bool] = mapped_column(default=False)
     first_in_environment: Mapped[bool] = mapped_column(default=True)
+    # the first deployment to any production-tier environment (region) that carried it
+    first_in_production: Mapped[bool] = mapped_column(default=False)
 
 
 class ChangeFailure(Base):

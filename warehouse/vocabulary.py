@@ -94,6 +94,12 @@ DEFAULT_ALIASES: Final[Mapping[str, Sequence[str]]] = {
     "production": ["(?i)^(pro|prod|production|live)$"],
 }
 
+# Production regions: `prod-cn`, `PRO_US`, `production.eu-west` are production environments of
+# their own (`production-cn`, ...), each with its own deployment chain (DESIGN.md section 9).
+DEFAULT_REGIONS: Final = (
+    r"(?i)^(?:pro|prod|production|live)[-_.](?P<region>[a-z0-9]+(?:-[a-z0-9]+)*)$"
+)
+
 # GitLab's own guess of a tier from an environment name (Environment#guess_tier), plus uat.
 _GUESSES: Final = (
     ("development", re.compile(r"(dev|review|trunk)", re.I)),
@@ -109,7 +115,13 @@ class CanonicalEnvironment:
 
     name: str
     tier: str
-    rule: str  # alias | tier | guess | raw
+    rule: str  # alias | region | tier | guess | raw
+    stage: str | None = None  # a region's place on the promotion path: its tier's name
+
+    @property
+    def path_name(self) -> str:
+        """The name that places it on the promotion path (a region stands where production does)."""
+        return self.stage or self.name
 
 
 def tier_of(name: str) -> str:
@@ -121,22 +133,32 @@ def tier_of(name: str) -> str:
 
 
 class EnvironmentMapper:
-    """Maps raw environment names to canonical ones: config aliases first, then the source's tier
+    """Maps raw environment names to canonical ones: config aliases first, then production
+    regions (`regions`, a pattern with a `region` group; empty: none), then the source's tier
     (GitLab's `tier` field), then GitLab's name guess; anything else keeps its raw name, tier other.
     """
 
-    def __init__(self, aliases: Mapping[str, Sequence[str]] = DEFAULT_ALIASES) -> None:
+    def __init__(
+        self, aliases: Mapping[str, Sequence[str]] = DEFAULT_ALIASES, regions: str = DEFAULT_REGIONS
+    ) -> None:
         self._aliases = [
             (canonical, re.compile(pattern))
             for canonical, patterns in aliases.items()
             for pattern in patterns
         ]
+        self._regions = re.compile(regions) if regions else None
 
     def canonical(self, raw_name: str, tier: str | None = None) -> CanonicalEnvironment:
         """The canonical environment of `raw_name` (with the source's tier when it gives one)."""
         for canonical, pattern in self._aliases:
             if pattern.search(raw_name):
                 return CanonicalEnvironment(canonical, self._tier_of_canonical(canonical), "alias")
+        region = self._regions.search(raw_name) if self._regions else None
+        if region:
+            base = TIER_NAMES["production"]
+            return CanonicalEnvironment(
+                f"{base}-{region['region'].lower()}", "production", "region", stage=base
+            )
         if tier is not None and tier in TIER_NAMES:
             return CanonicalEnvironment(TIER_NAMES[tier], tier, "tier")
         guessed = tier_of(raw_name)

@@ -76,7 +76,7 @@ def slowest_changes(conn: Connection, scope: Scope, limit: int = 20) -> list[dic
         .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
         .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
         .where(
-            DeploymentChange.first_in_environment,
+            scope.first_change(),
             DeploymentChange.is_merge.is_(False),
             DeploymentChange.started_at.is_not(None),
         ),
