@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from itertools import pairwise
 
 from sandbox.model import Deployment, Environment, Organisation, Service
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
@@ -122,7 +123,7 @@ def _intend_failures(service: Service, home: list[Deployment], region: list[Depl
     """The generator's intent for the second region: its own rollbacks and hotfixes (N is the next
     rollout in the region), and each incident with the newest deployment of either region that
     finished before it opened (within the failure window), which may take it from the first."""
-    for d, n in zip(region, region[1:], strict=False):
+    for d, n in pairwise(region):
         assert d.finished_at is not None and n.finished_at is not None
         reasons = set()
         if n.rollback and n.finished_at < d.finished_at + FAILURE_WINDOW:
