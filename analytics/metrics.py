@@ -184,7 +184,8 @@ def _changes(conn: Connection, scope: Scope) -> list[Row]:
 
 def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
     """Merged MRs whose merge or squash commit (a fast-forward merge: its head) first reached the
-    scope's environment in the period, with their stage timestamps."""
+    scope's environment in the period, with their stage timestamps. The repository is the
+    deployment's (a deploy job may name a service no code source knows), else its service's."""
     first_commit = (
         select(func.min(Commit.authored_at))
         .select_from(MrCommit)
@@ -199,11 +200,12 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
                 Service.name.label("service"),
                 Team.name.label("team"),
                 DeploymentChain.finished_at.label("at"),
-                Service.repo_id,
+                func.coalesce(Deployment.repo_id, Service.repo_id).label("repo_id"),
                 DeploymentChange.sha,
             )
             .select_from(DeploymentChain)
             .join(DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id)
+            .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
             .where(scope.first_change()),
         ).cte("changes")
     )

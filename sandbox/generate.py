@@ -122,6 +122,7 @@ LAST = [
 # none in `tiny`, whose single project GitLab-only tests rely on.
 JENKINS_SERVICES = {"tiny": 0, "small": 2, "demo": 2, "large": 20}
 JENKINS_WORD = "backend"
+DEPLOY_ALIAS = "be"  # one Jenkins-built service is deployed as `<team>-be` (Service.deploy_name)
 ZONES = ("Europe/Berlin", "Asia/Shanghai", "America/New_York", "UTC", "Asia/Kolkata")
 ENV_STYLES = ("plain", "ctrip", "short")
 
@@ -266,10 +267,13 @@ def _add_jenkins_services(
     """Jenkins-built services, generated after every GitLab-built one (with their own random
     streams, so the GitLab-built services' histories do not change), and the Jenkins jobs."""
     step = max(1, len(org.teams) // max(1, wanted))
-    for team in org.teams[::step][:wanted]:
+    chosen = org.teams[::step][:wanted]
+    for team in chosen:
         name = f"{team.name}-{JENKINS_WORD}"
         path = f"{ROOT_GROUP}/{team.name}/{name}"
         service = Service(name, team.name, ids.next("project"), path, builder="jenkins")
+        if len(chosen) > 1 and team is chosen[-1]:  # deploy jobs naming a service GitLab lacks
+            service.deploy_name = f"{team.name}-{DEPLOY_ALIAS}"
         team.services.append(name)
         org.services.append(service)
         _build_service(

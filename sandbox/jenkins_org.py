@@ -166,17 +166,25 @@ class _ServiceJobs:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def _job(self, parent: JenkinsJob | None, name: str, kind: str, **extra: object) -> JenkinsJob:
+    def _job(
+        self, parent: JenkinsJob | None, name: str, kind: str, service: str = "", **extra: object
+    ) -> JenkinsJob:
         path = (*(parent.path if parent else ()), name)
-        job = JenkinsJob(path, kind, service=self.s.name, remote=self.style.remote, **extra)  # type: ignore[arg-type]
+        job = JenkinsJob(
+            path,
+            kind,
+            service=service or self.s.name,
+            remote=self.style.remote,
+            **extra,  # type: ignore[arg-type]
+        )
         (parent.children if parent else self.top).append(job)
         return job
 
     def _deploy_job(self) -> JenkinsJob:
-        name = f"deploy-{self.s.name}"
+        name, service = f"deploy-{self.s.deployed_as}", self.s.deployed_as
         if self.style.layout == "multibranch":
-            return self._job(self.folder, name, "pipeline", deploy=True)
-        return self._job(None, name, "freestyle", deploy=True)
+            return self._job(self.folder, name, "pipeline", service, deploy=True)
+        return self._job(None, name, "freestyle", service, deploy=True)
 
     def _build_job(self, ref: str) -> JenkinsJob:
         """The job that builds `ref`, created on first use."""

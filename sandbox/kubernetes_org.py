@@ -133,7 +133,7 @@ class WorkloadState:
 
     @property
     def name(self) -> str:
-        return self.service.name
+        return self.service.deployed_as
 
     @property
     def event(self) -> Event:
@@ -199,7 +199,7 @@ class KubernetesCluster:
                 events = _rollout_events(s, env)
                 if events:
                     w = Workload(s, env, events)
-                    self.workloads[(w.namespace, s.name)] = w
+                    self.workloads[(w.namespace, s.deployed_as)] = w
         self._hand_changes()
         self._states: dict[datetime, dict[tuple[str, str], WorkloadState]] = {}
 
@@ -230,7 +230,7 @@ class KubernetesCluster:
             image = f"{w.service.image_repository}@{digest}"
             event = Event(at, image, digest, at + timedelta(seconds=40), None, None)
             w.events = sorted([*w.events, event], key=lambda e: e.start)
-            self.changes.append(UnrecordedChange(w.service.name, w.environment, digest, at))
+            self.changes.append(UnrecordedChange(w.service.deployed_as, w.environment, digest, at))
         self.changes.sort(key=lambda c: (c.at, c.service))
 
     @staticmethod

@@ -222,7 +222,8 @@ def _jenkins_jobs(org: Organisation, services: list[Service]) -> None:
             folders[team.path] = team
             org.jenkins.append(team)
         folder = JenkinsJob((s.team, FOLDER), "folder")
-        job = JenkinsJob((s.team, FOLDER, f"deploy-{s.name}"), "freestyle", s.name, deploy=True)
+        name = s.deployed_as
+        job = JenkinsJob((s.team, FOLDER, f"deploy-{name}"), "freestyle", name, deploy=True)
         folder.children.append(job)
         team.children.append(folder)
         team.children.sort(key=lambda j: j.path)

@@ -260,6 +260,9 @@ class Service:
     merge_method: str = "merge"  # merge | squash | mixed
     default_branch: str = "main"
     flow: str = "trunk"  # branch strategy (ground truth): trunk | git-flow | gitlab-flow
+    deploy_name: str | None = (
+        None  # the name its deploy jobs and workloads know it by, if not its own
+    )
     created_at: datetime | None = None
     commits: dict[str, Commit] = field(default_factory=dict)  # in push order
     branches: dict[str, Branch] = field(default_factory=dict)
@@ -270,6 +273,11 @@ class Service:
     environments: dict[str, Environment] = field(default_factory=dict)  # by canonical name
     deployments: list[Deployment] = field(default_factory=list)
     incidents: list[Incident] = field(default_factory=list)
+
+    @property
+    def deployed_as(self) -> str:
+        """The service name its deployments (deploy jobs, cluster workloads) give."""
+        return self.deploy_name or self.name
 
     @property
     def image_repository(self) -> str:
@@ -346,7 +354,8 @@ class Organisation:
     jenkins: list[JenkinsJob] = field(default_factory=list)  # the Jenkins controller's top items
 
     def service(self, name: str) -> Service:
+        """The service named `name` (its own name, or the one its deployments give it)."""
         for service in self.services:
-            if service.name == name:
+            if name in (service.name, service.deploy_name):
                 return service
         raise KeyError(name)

@@ -98,7 +98,8 @@ def jenkins_counts(org: Organisation, at: datetime | None = None) -> dict[str, i
             if not jenkins.building(b, at):
                 c["test_run"] += len(jenkins.published_suites(b, at))
     services = {job.service for job in iter_jobs(org.jenkins) if job.service}
-    c["service"] = c["repo"] = len(services)
+    c["service"] = len(services)  # a service deployed under another name is two
+    c["repo"] = len({s.name for s in org.services if {s.name, s.deployed_as} & services})
     c["environment"] = len(environments)
     return c
 
@@ -107,7 +108,7 @@ def deployments(org: Organisation) -> list[dict[str, Any]]:
     """Per deployment: where, what, when, and what the generator meant by it."""
     return [
         {
-            "service": s.name,
+            "service": s.deployed_as,
             "external_id": str(d.id),
             "environment": d.environment.canonical,
             "raw_environment": d.environment.name,
