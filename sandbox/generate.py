@@ -20,7 +20,7 @@ from sandbox.flows import (
     chosen_flows,
 )
 from sandbox.history import CodeProfile, HistoryBuilder
-from sandbox.jenkins_org import build_jenkins
+from sandbox.jenkins_org import add_interim_results, build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
@@ -236,6 +236,7 @@ def generate(
     _rebuild_flows(org, seed, ids, holiday)
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
+    add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
     return org
 
 
