@@ -25,6 +25,11 @@ def hours(value: float | None) -> str:
     return f"{value:.1f} h" if abs(value) < 48 else f"{value / 24:.1f} d"
 
 
+def resolved_before_opened(count: int) -> str:
+    """` · N resolved before opened` (left out of time to restore); empty when there are none."""
+    return f" · {count:,} resolved before opened" if count else ""
+
+
 def signed_hours(value: float | None) -> str | None:
     """A change in hours with its sign (None: no change to show)."""
     if value is None:

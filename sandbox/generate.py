@@ -20,6 +20,7 @@ from sandbox.flows import (
     chosen_flows,
 )
 from sandbox.history import CodeProfile, HistoryBuilder
+from sandbox.incidents import skew_incidents
 from sandbox.jenkins_org import add_interim_results, build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
@@ -237,6 +238,7 @@ def generate(
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
     add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
+    skew_incidents(org)
     return org
 
 

@@ -246,7 +246,7 @@ class Incident:
 
     @property
     def updated_at(self) -> datetime:
-        return self.closed_at or self.created_at
+        return max(self.closed_at or self.created_at, self.created_at)
 
 
 @dataclass(slots=True)
