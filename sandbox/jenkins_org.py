@@ -25,8 +25,8 @@ still building.
 
 At an instant (`visible`, `building`, `shown_result`, `stage_status`, `published_suites`, shared by
 the simulator and the ground truth): a build exists from its start; until its last stage finishes
-it is building, with no result before its `result_at`; a stage shows in `wfapi/describe` once it started (NOT_EXECUTED ones once the build
-finished); the test report once the test stage finished.
+it is building, with no result before its `result_at`; a stage shows in `wfapi/describe` once it
+started (NOT_EXECUTED ones once the build finished); the test report once the test stage finished.
 """
 
 from __future__ import annotations

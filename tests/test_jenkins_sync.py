@@ -362,10 +362,11 @@ def finished_attempts(org: Organisation, at: datetime) -> dict[str, tuple[int, i
     counts: dict[str, list[int]] = {}
     for job, b in builds(org, at):
         d = b.deployment
-        if job.deploy and d and d.kind == "app" and d.status in RESULT_STATUS.values():
-            if not building(b, at):
-                c = counts.setdefault(d.environment.canonical, [0, 0])
-                c[0], c[1] = c[0] + (d.status == "failed"), c[1] + 1
+        if job.deploy and d and d.kind == "app" and d.status in ("success", "failed"):
+            if building(b, at):
+                continue
+            c = counts.setdefault(d.environment.canonical, [0, 0])
+            c[0], c[1] = c[0] + (d.status == "failed"), c[1] + 1
     return {env: (failed, total) for env, (failed, total) in sorted(counts.items())}
 
 
