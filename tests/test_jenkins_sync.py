@@ -644,6 +644,13 @@ def test_both_simulators_give_the_reference_metrics(
     recovered = [r.hours for r in ref.recoveries(org).values() if r.hours is not None]
     assert figures["recovery_time"]["failures"] == len(recovered)
     assert figures["recovery_time"]["median_hours"] == pytest.approx(percentile(recovered, 0.5))
+    incidents = ref.incidents(org)  # GitLab incidents, some resolved before they were opened
+    restore = [i.hours_to_restore for i in incidents if i.hours_to_restore is not None]
+    assert figures["recovery_time"]["incident_restore_median_hours"] == pytest.approx(
+        percentile(restore, 0.5)
+    )
+    backwards = sum(1 for i in incidents if i.resolved_before_opened)
+    assert backwards and figures["recovery_time"]["incidents_resolved_before_opened"] == backwards
     assert figures["rework_rate"]["rework"] == sum(1 for kinds in ref.rework(org).values() if kinds)
     assert {
         env: (v["failed"], v["attempts"])
