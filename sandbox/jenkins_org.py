@@ -350,7 +350,7 @@ def add_interim_results(org: Organisation) -> None:
         for b in job.builds:
             if b.result not in ("FAILURE", "UNSTABLE") or rng.random() >= INTERIM_SHARE:
                 continue
-            last = max((j for j in b.stages if j.finished_at), key=lambda j: j.finished_at)  # type: ignore[arg-type,return-value]
+            last = next(j for j in b.stages if j.finished_at == b.finished_at)
             if last.started_at is None or last.finished_at is None:
                 continue
             at = ms(last.started_at + (last.finished_at - last.started_at) * rng.uniform(0.3, 0.8))
