@@ -502,8 +502,10 @@ def _recoveries(deployments: list[_Prod]) -> list[dict[str, Any]]:
             (n for n in deployments if n.finished_at > d.finished_at and not n.reasons), None
         )
         candidates = [later_good.finished_at] if later_good else []
-        resolutions = [resolved for _, resolved in d.incidents]
-        if resolutions and None not in resolutions:  # restored when its last incident is resolved
+        # restored when its last incident is resolved; one resolved before it was opened has no
+        # usable resolution and is left out (docs/METRICS.md)
+        resolutions = [r for opened, r in d.incidents if r is None or r >= opened]
+        if resolutions and None not in resolutions:
             candidates.append(max(r for r in resolutions if r is not None))
         recovered = min(candidates) if candidates else None
         rows.append(

@@ -95,27 +95,41 @@ def change_failure_rate(data: ScopeData) -> dict[str, Any]:
 
 
 def recovery_time(data: ScopeData) -> dict[str, Any]:
-    """Hours from a failed change to its recovery; unrecovered ones counted, not in the median."""
+    """Hours from a failed change to its recovery; unrecovered ones counted, not in the median.
+    Incidents' time to restore (median hours) leaves out, and counts, those resolved before they
+    were opened (clock skew, back-filled tickets)."""
     failed = [r for r in data.deployments if r.values["failed"] is not None]
     hours = [
         stats.hours(r.values["recovered_at"] - r.at) for r in failed if r.values["recovered_at"]
     ]
     median = stats.percentile(hours, 0.5)
-    restore = [
-        stats.hours(r.values["resolved_at"] - r.at)
-        for r in data.incidents
-        if r.values["resolved_at"]
-    ]
+    restore, backwards = _restore_hours(data.incidents)
     return {
         "failures": len(hours),
         "unrecovered": len(failed) - len(hours),
         "incidents": len(data.incidents),
-        "incidents_open": len(data.incidents) - len(restore),
+        "incidents_open": len(data.incidents) - len(restore) - backwards,
+        "incidents_resolved_before_opened": backwards,
         "incident_restore_median_hours": stats.percentile(restore, 0.5),
         "median_hours": median,
         "p90_hours": stats.percentile(hours, 0.9),
         "level": stats.recovery_level(median),
     }
+
+
+def _restore_hours(incidents: list[Row]) -> tuple[list[float], int]:
+    """The resolved incidents' times to restore in hours, and how many were resolved before they
+    were opened (left out, like negative MR stage spans)."""
+    restore, backwards = [], 0
+    for r in incidents:
+        resolved = r.values["resolved_at"]
+        if resolved is None:
+            continue
+        if resolved < r.at:
+            backwards += 1
+        else:
+            restore.append(stats.hours(resolved - r.at))
+    return restore, backwards
 
 
 def rework_rate(data: ScopeData) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Decisions where DESIGN.md is silent:
   queued `TimeInQueueAction.queuingDurationMillis` (else `buildableDurationMillis`) before its start,
   which is its `created_at`. A build still `building` has no finish (its duration reads 0).
 - Status: `result`, normalised by `warehouse.vocabulary.jenkins_status` (UNSTABLE is failed with the
-  raw UNSTABLE kept, ABORTED canceled); no result is running while `building`, else pending. Stage
+  raw UNSTABLE kept, ABORTED canceled); no result is pending. A build still `building` is running
+  with no finish whatever its `result`: declarative pipelines set an interim result (FAILURE when
+  a stage failed) before their post steps finish; the raw result is kept. Stage
   statuses (`wfapi/describe`): FAILED is failed, NOT_EXECUTED skipped, IN_PROGRESS running,
   PAUSED_PENDING_INPUT manual, the others as build results.
 - Trigger: the first cause: SCM, branch events and indexing, and GitLab/GitHub pushes are `push`,
@@ -258,7 +260,7 @@ def _timing(f: Fields) -> _Timing:
         raise RejectedPayload(f"unknown status in result: {result!r}") from exc
     duration = f.number("duration")
     finished = None
-    if status in FINISHED and not running:
+    if status in FINISHED:  # never while building, whatever interim result it shows
         if duration is None:
             raise RejectedPayload("missing duration")
         finished = started + timedelta(milliseconds=duration)

@@ -19,10 +19,15 @@ DASH = "—"
 
 
 def hours(value: float | None) -> str:
-    """`37.5 h` under two days, `3.2 d` beyond; a dash for no value."""
-    if value is None:
+    """`37.5 h` under two days, `3.2 d` beyond; a dash for no value (None, or NaN in a frame)."""
+    if value is None or pd.isna(value):
         return DASH
     return f"{value:.1f} h" if abs(value) < 48 else f"{value / 24:.1f} d"
+
+
+def resolved_before_opened(count: int) -> str:
+    """` · N resolved before opened` (left out of time to restore); empty when there are none."""
+    return f" · {count:,} resolved before opened" if count else ""
 
 
 def signed_hours(value: float | None) -> str | None:

@@ -65,6 +65,7 @@ DORA: dict[str, Tile] = {
         lambda m: (
             f"{m['failures']:,} recovered, {m['unrecovered']:,} not yet · incidents restored "
             f"in {show.hours(m['incident_restore_median_hours'])}"
+            + show.resolved_before_opened(m["incidents_resolved_before_opened"])
         ),
         "Median time from a failed change to the next good deployment or the incident's end.",
     ),

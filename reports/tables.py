@@ -130,6 +130,7 @@ def tables(report: WeeklyReport) -> list[Table]:
                 ("opened_at", "Opened", "time"),
                 ("resolved_at", "Resolved", "time"),
                 ("restore_hours", "Time to restore", "hours"),
+                ("resolved_before_opened", "Resolved before opened", "bool"),
                 ("url", "Link", "url"),
             ),
             report.incidents,

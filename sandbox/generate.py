@@ -21,7 +21,8 @@ from sandbox.flows import (
     chosen_flows,
 )
 from sandbox.history import CodeProfile, HistoryBuilder
-from sandbox.jenkins_org import build_jenkins
+from sandbox.incidents import skew_incidents
+from sandbox.jenkins_org import add_interim_results, build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
@@ -243,6 +244,8 @@ def generate(
     add_region(org, ids)  # its ids come after every other object's but the migrations'
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
+    add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
+    skew_incidents(org)
     delete_merged_branches(org, deleted_branches)
     return org
 

@@ -541,7 +541,11 @@ def registry_tag(
 
 
 def incident_updated_at(i: Incident, at: datetime) -> datetime:
-    return i.closed_at if i.closed_at is not None and i.closed_at <= at else i.created_at
+    """When GitLab last updated the incident as of `at` (never before its creation, even when its
+    resolution reads earlier: `sandbox.incidents`)."""
+    if i.closed_at is not None and i.closed_at <= at:
+        return max(i.closed_at, i.created_at)
+    return i.created_at
 
 
 def incident(s: Service, i: Incident, base: str, at: datetime) -> dict[str, Any]:
@@ -555,7 +559,7 @@ def incident(s: Service, i: Incident, base: str, at: datetime) -> dict[str, Any]
         "description": "Error rate above the SLO after the last production deployment.",
         "state": "closed" if closed else "opened",
         "created_at": ts(i.created_at),
-        "updated_at": ts(i.closed_at if closed else i.created_at),
+        "updated_at": ts(incident_updated_at(i, at)),
         "closed_at": ts(i.closed_at) if closed else None,
         "closed_by": author if closed else None,
         "labels": [f"severity::{i.severity}"],

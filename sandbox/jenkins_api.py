@@ -9,7 +9,7 @@ nested objects cut to their summary (a build in a job's `builds` is `{_class, nu
 `tree`, exactly the properties asked for, unknown names left out, `_class` always present.
 Faults and rate limits come from the server framework; `corrupt()` serves a malformed build. The
 controller is shown as it was at `at`: builds not started yet do not exist, builds still running
-are `building` with no result.
+are `building`, with no result until a failing step set one (`jenkins_org.shown_result`).
 """
 
 from __future__ import annotations

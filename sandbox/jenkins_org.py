@@ -18,10 +18,15 @@ Pipeline builds load a shared library (a second BuildData, before or after the s
 test failure makes a build UNSTABLE, a build failure FAILURE; a few branch builds are ABORTED
 midway. Builds are numbered per job in the order they started, as Jenkins numbers them.
 
-At an instant (`visible`, `building`, `stage_status`, `published_suites`, shared by the simulator
-and the ground truth): a build exists from its start; until its last stage finishes it is building
-with no result; a stage shows in `wfapi/describe` once it started (NOT_EXECUTED ones once the build
-finished); the test report once the test stage finished.
+Declarative pipelines set a failed build's result before its post steps finish: a post-pass
+(`add_interim_results`, its own random stream) gives most FAILURE and UNSTABLE builds, of build and
+deploy jobs alike, a `result_at` inside their last stage, from which they show that result while
+still building.
+
+At an instant (`visible`, `building`, `shown_result`, `stage_status`, `published_suites`, shared by
+the simulator and the ground truth): a build exists from its start; until its last stage finishes
+it is building, with no result before its `result_at`; a stage shows in `wfapi/describe` once it
+started (NOT_EXECUTED ones once the build finished); the test report once the test stage finished.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from sandbox.model import (
 )
 
 ABORTED_SHARE = 0.04  # branch builds someone stops midway
+INTERIM_SHARE = 0.6  # failed builds whose result shows while post steps still run
 LIBRARY = "platform/jenkins-library"
 DEPLOY_CONFIG = "platform/deploy-config"
 
@@ -334,6 +340,30 @@ def visible(b: JenkinsBuild, at: datetime) -> bool:
 def building(b: JenkinsBuild, at: datetime) -> bool:
     """A build runs until its last stage finishes."""
     return b.finished_at > at
+
+
+def shown_result(b: JenkinsBuild, at: datetime) -> str | None:
+    """The build's `result` at `at`: its result once finished, or once set while building
+    (`result_at`); None before."""
+    if not building(b, at) or (b.result_at is not None and b.result_at <= at):
+        return b.result
+    return None
+
+
+def add_interim_results(org: Organisation) -> None:
+    """Give most FAILURE and UNSTABLE builds a `result_at`: the instant, inside their last stage,
+    at which the failing step set the result; post steps run on until the stage's finish."""
+    for job in iter_jobs(org.jenkins):
+        rng = random.Random(f"{org.seed}/jenkins-interim/{job.full_name}")
+        for b in job.builds:
+            if b.result not in ("FAILURE", "UNSTABLE") or rng.random() >= INTERIM_SHARE:
+                continue
+            last = next(j for j in b.stages if j.finished_at == b.finished_at)
+            if last.started_at is None or last.finished_at is None:
+                continue
+            at = ms(last.started_at + (last.finished_at - last.started_at) * rng.uniform(0.3, 0.8))
+            if last.started_at <= at < last.finished_at:
+                b.result_at = at
 
 
 def visible_builds(job: JenkinsJob, at: datetime) -> list[JenkinsBuild]:

@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.jenkins_org import building, millis, published_suites, stage_status, visible_builds
+from sandbox.jenkins_org import (
+    building,
+    millis,
+    published_suites,
+    shown_result,
+    stage_status,
+    visible_builds,
+)
 from sandbox.model import JenkinsBuild, JenkinsJob, Service
 
 BUILDS_CAP = 100  # Job.getBuilds() as exported: the newest 100 (allBuilds has them all)
@@ -211,7 +218,7 @@ class Renderer:
             "keepLog": False,
             "number": b.number,
             "queueId": b.stages[0].id,
-            "result": None if running else b.result,
+            "result": shown_result(b, self.at),
             "timestamp": start,
             "url": url,
             "changeSets": lambda: change_sets(self, job, b),

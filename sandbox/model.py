@@ -247,7 +247,7 @@ class Incident:
 
     @property
     def updated_at(self) -> datetime:
-        return self.closed_at or self.created_at
+        return max(self.closed_at or self.created_at, self.created_at)
 
 
 @dataclass(slots=True)
@@ -305,6 +305,9 @@ class JenkinsBuild:
     upstream: tuple[str, int] | None = None  # (job full name, build number) that triggered it
     pipeline: Pipeline | None = None  # what it builds or deploys (ground truth)
     deployment: Deployment | None = None
+    # when a declarative pipeline set its result while still building (post steps run on until
+    # its finish); None: its result shows at its finish
+    result_at: datetime | None = None
 
     @property
     def started_at(self) -> datetime:

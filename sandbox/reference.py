@@ -27,7 +27,10 @@ Readings of the definitions, where DESIGN.md leaves room:
   attributed to a deployment by the window only; `Incident.deployment_id` (the generator's intent,
   which GitLab cannot carry) is only reported beside the attribution.
 - "The resolution of the last incident attributed to D": when every incident attributed to D is
-  resolved, the latest resolution; while one is open, incidents do not recover D.
+  resolved, the latest resolution; while one is open, incidents do not recover D. An incident
+  resolved before it was opened (clock skew, a back-filled ticket) has no usable resolution: it is
+  left out of time to restore (`IncidentTruth.resolved_before_opened`, counted) and its resolution
+  is ignored for recovery (the other incidents' resolutions and the next good deployment decide).
 - Rework: an unrecovered failed change makes every later production deployment rework.
 """
 
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
+from sandbox.incidents import resolved_before_opened
 from sandbox.model import Deployment, Incident, MergeRequest, Organisation, Service
 from warehouse.vocabulary import FAILED, SUCCESS
 
@@ -494,8 +498,9 @@ def _failure(
 
 
 def _incident_resolution(incidents: Sequence[Incident]) -> datetime | None:
-    """When the last of `incidents` was resolved; None while any is open (or there are none)."""
-    closed = [i.closed_at for i in incidents]
+    """When the last of `incidents` was resolved; None while any is open (or there are none).
+    One resolved before it was opened is left out: its resolution is not usable."""
+    closed = [i.closed_at for i in incidents if not resolved_before_opened(i)]
     if not closed or any(c is None for c in closed):
         return None
     return max(c for c in closed if c is not None)
@@ -589,11 +594,13 @@ class IncidentTruth:
     resolved_at: datetime | None
     attributed_to: int | None  # by the window (what the analytics can know)
     linked_to: int | None  # Incident.deployment_id: the generator's intent
-    hours_to_restore: float | None
+    hours_to_restore: float | None  # None: open, or resolved before opened
+    resolved_before_opened: bool = False
 
 
 def incidents(org: Organisation, failure_window: timedelta = FAILURE_WINDOW) -> list[IncidentTruth]:
-    """Every incident with its time to restore (opened -> resolved) and its attribution."""
+    """Every incident with its time to restore (opened -> resolved; none when it was resolved
+    before it was opened, flagged instead) and its attribution."""
     rows: list[IncidentTruth] = []
     for s in org.services:
         production = service_production(s, CommitGraph(s))
@@ -607,7 +614,10 @@ def incidents(org: Organisation, failure_window: timedelta = FAILURE_WINDOW) -> 
                 i.closed_at,
                 attributed[i.id],
                 i.deployment_id,
-                hours(i.created_at, i.closed_at) if i.closed_at is not None else None,
+                hours(i.created_at, i.closed_at)
+                if i.closed_at is not None and not resolved_before_opened(i)
+                else None,
+                resolved_before_opened(i),
             )
             for i in s.incidents
         )

@@ -8,6 +8,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select
 
+from analytics import views
+from analytics.scope import Scope
 from analytics.stats import percentile
 from tests.analytics_world import T0, World, at
 from warehouse.schema import ChangeFailure, Deployment, DeploymentChain, DeploymentChange
@@ -195,9 +197,49 @@ def test_incident_in_the_window_vs_after_the_next_deployment(world: World) -> No
         "level": "high",
         "incidents": 2,
         "incidents_open": 1,
+        "incidents_resolved_before_opened": 0,
         "incident_restore_median_hours": pytest.approx(2.0),
     }
     assert first
+
+
+def test_incident_resolved_before_opened_is_left_out_of_time_to_restore_and_counted(
+    world: World,
+) -> None:
+    """Clock skew or a back-filled ticket: resolved before it was opened. It still makes its
+    deployment a failed change, but its time to restore would be negative: left out and counted,
+    and its resolution (here before the deployment itself) does not recover the failed change."""
+    world.line("a", "b", "c", "d")
+    world.deploy("a", at(0))
+    world.deploy("b", at(10))
+    world.deploy("c", at(20))
+    world.deploy("d", at(30))
+    world.incident("skewed", opened=at(12), resolved=at(9))  # attributed to b; resolved "first"
+    world.incident("restored", opened=at(22), resolved=at(25))  # c: restored 3 h after it opened
+    world.incident("with-skewed", opened=at(23), resolved=at(22.5))  # c: ignored for recovery
+    world.derive()
+    with world.engine.connect() as conn:
+        recovered = dict(
+            conn.execute(
+                select(Deployment.external_id, ChangeFailure.recovered_at).join(
+                    ChangeFailure, ChangeFailure.deployment_id == Deployment.id
+                )
+            ).all()
+        )
+    # b: by the next good deployment... c failed too, so by d; c: its usable incident, at 25 h
+    assert recovered == {"d2": at(30), "d3": at(25)}
+    recovery = world.metrics()["recovery_time"]
+    assert recovery["median_hours"] == pytest.approx(percentile([20.0, 5.0], 0.5))
+    assert (recovery["incidents"], recovery["incidents_open"]) == (3, 0)
+    assert recovery["incidents_resolved_before_opened"] == 2
+    assert recovery["incident_restore_median_hours"] == pytest.approx(3.0)
+    with world.engine.connect() as conn:  # the incidents list (dashboard, report) flags them
+        listed = views.incidents(conn, Scope(at(-24), at(24 * 27)))
+    assert {r["opened_at"]: (r["restore_hours"], r["resolved_before_opened"]) for r in listed} == {
+        at(12): (None, True),
+        at(22): (pytest.approx(3.0), False),
+        at(23): (None, True),
+    }
 
 
 def test_incident_after_the_window_fails_nothing(world: World) -> None:

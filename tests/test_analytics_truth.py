@@ -128,6 +128,8 @@ def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) ->
     assert figures["recovery_time"]["incident_restore_median_hours"] == pytest.approx(
         percentile(restore, 0.5)
     )
+    backwards = sum(1 for i in ref.incidents(org) if i.resolved_before_opened)
+    assert backwards and figures["recovery_time"]["incidents_resolved_before_opened"] == backwards
     assert figures["rework_rate"]["rework"] == sum(1 for kinds in ref.rework(org).values() if kinds)
     rates = ref.deployment_failure_rates(org)
     assert {

@@ -280,7 +280,13 @@ def test_failures_page_equals_the_analytics_api(
     for reason, count in cfr["reasons"].items():
         assert failed["reasons"].str.contains(reason).sum() == count
     assert failed["recovery"].ne(show.DASH).sum() == recovery["failures"]
-    assert len(frame(at, "incidents")) == recovery["incidents"]
+    incidents = frame(at, "incidents")
+    assert len(incidents) == recovery["incidents"]
+    # resolved before opened: said so, counted, never a negative time to restore
+    restore = incidents["time to restore"]
+    backwards = recovery["incidents_resolved_before_opened"]
+    assert restore.eq("resolved before opened").sum() == backwards > 0
+    assert not restore.str.startswith("-").any()
 
 
 def test_builds_page_equals_the_analytics_api(

@@ -195,6 +195,8 @@ def test_shared_library_checkout_is_not_the_services() -> None:
         ("ABORTED", False, "canceled", True),
         ("NOT_BUILT", False, "skipped", True),
         (None, True, "running", False),
+        ("FAILURE", True, "running", False),  # interim: running until building is false
+        ("UNSTABLE", True, "running", False),
         (None, False, "pending", False),
     ],
 )
@@ -363,6 +365,24 @@ def test_deploy_build_with_a_digest_and_a_commit_parameter() -> None:
     assert (row["status"], row["kind"], row["deployer"]) == ("success", "app", "anonymous")
     assert row["finished_at"] == row["started_at"] + timedelta(milliseconds=60750)
     assert row["external_id"] == "deploy-app#10"
+
+
+def test_a_build_still_building_with_an_interim_result_is_running_with_no_finish() -> None:
+    """Declarative pipelines set `result` (FAILURE) before their post steps finish: the build and
+    a deploy build are running, with no finish, their raw interim result kept."""
+    interim = {"building": True, "result": "FAILURE", "duration": 0}
+    built = pipeline(with_actions("build-info.json", **interim))
+    build = load("build-info-no-params.json") | interim
+    build["actions"].append(params(ENV="PRO", IMAGE=f"registry.example/acme/app@{DIGEST}"))
+    deployed = deploy(build)
+    for row in (built, deployed):
+        assert (row["status"], row["raw_status"]) == ("running", "FAILURE")
+        assert row["finished_at"] is None
+        assert row["updated_at"] == row["started_at"]
+    assert built["duration_s"] is None
+    finished = deploy(build | {"building": False, "duration": 60750})
+    assert (finished["status"], finished["raw_status"]) == ("failed", "FAILURE")
+    assert finished["finished_at"] == finished["started_at"] + timedelta(milliseconds=60750)
 
 
 def test_deploy_build_with_a_tag_is_left_for_tag_resolution() -> None:

@@ -26,7 +26,7 @@ from sandbox import reference as ref
 from sandbox import truth
 from sandbox.generate import generate
 from sandbox.jenkins_api import DELETE
-from sandbox.jenkins_org import Style, building, iter_jobs, visible
+from sandbox.jenkins_org import Style, building, iter_jobs, shown_result, visible
 from sandbox.model import JenkinsBuild, JenkinsJob, Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
@@ -321,6 +321,85 @@ def test_running_builds_are_updated_once_finished(sandbox: Sandbox, tmp_path: Pa
     assert all(after[ext] in ("success", "failed", "canceled") for ext in running)
 
 
+RESULT_STATUS = {"SUCCESS": "success", "FAILURE": "failed", "UNSTABLE": "failed"}
+
+
+def interim_pair(org: Organisation) -> tuple[JenkinsBuild, JenkinsBuild]:
+    """A deploy build with an interim result, and a build job's one whose result shows after the
+    deploy build finished."""
+    interim = sorted(
+        ((job, b) for job, b in builds(org, org.now) if b.result_at),
+        key=lambda jb: jb[1].result_at or org.now,
+    )
+    deploy = next(b for job, b in interim if job.deploy and b.deployment)
+    built = next(
+        b for job, b in interim if not job.deploy and (b.result_at or org.now) > deploy.finished_at
+    )
+    return deploy, built
+
+
+def check_builds_as_of(org: Organisation, engine: Engine, at: datetime) -> int:
+    """Every build visible at `at` is stored as the truth shows it then: one still building is
+    running with no finish and its interim result kept raw; returns how many showed one."""
+    with engine.connect() as conn:
+        rows = {
+            ext: (status, raw, finished)
+            for table in (Pipeline, Deployment)
+            for ext, status, raw, finished in conn.execute(
+                select(table.external_id, table.status, table.raw_status, table.finished_at)
+            )
+        }
+    interim = 0
+    for job, b in builds(org, at):
+        shown = shown_result(b, at)
+        if building(b, at):
+            expected: tuple[Any, ...] = ("running", shown, None)
+            interim += shown is not None
+        else:
+            expected = (RESULT_STATUS.get(b.result, "canceled"), b.result, b.finished_at)
+        assert rows[f"{job.full_name}#{b.number}"] == expected, (job.full_name, b.number, at)
+    return interim
+
+
+def finished_attempts(org: Organisation, at: datetime) -> dict[str, tuple[int, int]]:
+    """Canonical environment -> (failed, finished app deployments) of the Jenkins deploy builds
+    finished by `at`."""
+    counts: dict[str, list[int]] = {}
+    for job, b in builds(org, at):
+        d = b.deployment
+        if job.deploy and d and d.kind == "app" and d.status in ("success", "failed"):
+            if building(b, at):
+                continue
+            c = counts.setdefault(d.environment.canonical, [0, 0])
+            c[0], c[1] = c[0] + (d.status == "failed"), c[1] + 1
+    return {env: (failed, total) for env, (failed, total) in sorted(counts.items())}
+
+
+def test_builds_with_an_interim_result_run_until_building_is_false(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    """Declarative pipelines set FAILURE before their post steps finish: synced then, a build and a
+    deploy build are running (no finish, raw result kept), the deployment counts in no metric;
+    the next syncs re-read them once finished."""
+    org = sandbox.org
+    deploy, built = interim_pair(org)
+    assert deploy.result_at and built.result_at
+    for at in (deploy.result_at, built.result_at, org.now):
+        sandbox.advance(at)
+        assert sync(sandbox, engine).ok
+        shown = check_builds_as_of(org, engine, at)
+        assert shown >= (at < org.now)
+        derive(engine)
+        with engine.connect() as conn:
+            figures = metrics(conn, Scope(org.start - timedelta(days=60), at + timedelta(days=1)))
+        attempts = {
+            env: (v["failed"], v["attempts"])
+            for env, v in figures["deployment_failure_rate"]["environments"].items()
+        }
+        assert attempts == finished_attempts(org, at)
+    assert not building(deploy, built.result_at)  # re-read after it finished: failed at its finish
+
+
 # -- failures ------------------------------------------------------------------------------------
 
 
@@ -570,6 +649,13 @@ def test_both_simulators_give_the_reference_metrics(
     recovered = [r.hours for r in ref.recoveries(org).values() if r.hours is not None]
     assert figures["recovery_time"]["failures"] == len(recovered)
     assert figures["recovery_time"]["median_hours"] == pytest.approx(percentile(recovered, 0.5))
+    incidents = ref.incidents(org)  # GitLab incidents, some resolved before they were opened
+    restore = [i.hours_to_restore for i in incidents if i.hours_to_restore is not None]
+    assert figures["recovery_time"]["incident_restore_median_hours"] == pytest.approx(
+        percentile(restore, 0.5)
+    )
+    backwards = sum(1 for i in incidents if i.resolved_before_opened)
+    assert backwards and figures["recovery_time"]["incidents_resolved_before_opened"] == backwards
     assert figures["rework_rate"]["rework"] == sum(1 for kinds in ref.rework(org).values() if kinds)
     assert {
         env: (v["failed"], v["attempts"])

@@ -50,6 +50,7 @@ def test_gitlab_status(raw: str, expected: str) -> None:
         ("UNSTABLE", False, "failed"),  # tests failed; the raw UNSTABLE is kept beside it
         ("NOT_BUILT", False, "skipped"),
         (None, True, "running"),  # a running build has no result yet
+        ("FAILURE", True, "running"),  # an interim result: running until building is false
         (None, False, "pending"),  # queued
     ],
 )

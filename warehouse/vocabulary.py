@@ -66,13 +66,15 @@ def gitlab_status(raw: str) -> str:
 
 
 def jenkins_status(result: str | None, building: bool = False) -> str:
-    """Normalise a Jenkins build: its `result`, or running/pending while it has none."""
+    """Normalise a Jenkins build: running while `building` (a declarative pipeline sets an
+    interim `result` before its post steps finish), else its `result`, else pending."""
     if result is None:
         return RUNNING if building else PENDING
     try:
-        return _JENKINS[result.upper()]
+        status = _JENKINS[result.upper()]
     except KeyError:
         raise UnknownStatusError(f"unknown Jenkins build result {result!r}") from None
+    return RUNNING if building else status
 
 
 # --- environments ---------------------------------------------------------------------------

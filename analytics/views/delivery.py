@@ -217,7 +217,9 @@ def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
 
 
 def incidents(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Incidents opened in the period (the scope's teams and services), newest first."""
+    """Incidents opened in the period (the scope's teams and services), newest first, with their
+    time to restore; one resolved before it was opened has none and is flagged
+    `resolved_before_opened`."""
     query = scope.owned(
         select(
             Service.name.label("service"),
@@ -233,7 +235,9 @@ def incidents(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     rows = as_dicts(conn.execute(query.order_by(Incident.opened_at.desc())))
     for r in rows:
         resolved = r["resolved_at"]
-        r["restore_hours"] = stats.hours(resolved - r["opened_at"]) if resolved else None
+        r["resolved_before_opened"] = resolved is not None and resolved < r["opened_at"]
+        usable = resolved is not None and not r["resolved_before_opened"]
+        r["restore_hours"] = stats.hours(resolved - r["opened_at"]) if usable else None
     return rows
 
 

@@ -32,7 +32,8 @@ with columns[2]:
         "Incidents",
         show.number(recovery["incidents"]),
         caption=f"{recovery['incidents_open']} open · restored in "
-        f"{show.hours(recovery['incident_restore_median_hours'])} (median)",
+        f"{show.hours(recovery['incident_restore_median_hours'])} (median)"
+        + show.resolved_before_opened(recovery["incidents_resolved_before_opened"]),
     )
 with columns[3]:
     show.tile(
@@ -95,7 +96,12 @@ incidents = data.table("incidents", view.url, view.scope)
 if incidents.empty:
     show.nothing("incidents")
 else:
-    incidents["time to restore"] = incidents["restore_hours"].map(show.hours)
+    incidents["time to restore"] = [
+        "resolved before opened" if backwards else show.hours(hours)
+        for hours, backwards in zip(
+            incidents["restore_hours"], incidents["resolved_before_opened"], strict=True
+        )
+    ]
     show.table(
         incidents,
         links={"url": "incident"},
