@@ -8,13 +8,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, func, insert, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.migrate import current_revision, head_revision, upgrade
 from warehouse.raw import Raw, iter_raw, payload_hash, store_raw
-from warehouse.schema import Branch, Commit, PolicyViolation, RawPayload, Repo, metadata
+from warehouse.schema import (
+    Branch,
+    Commit,
+    Deployment,
+    Environment,
+    PolicyViolation,
+    RawPayload,
+    Repo,
+    metadata,
+)
 from warehouse.sync_state import claim, get_state, release, save_state
 from warehouse.types import NaiveDatetimeError
 from warehouse.upsert import natural_key_columns, upsert
@@ -257,3 +266,41 @@ def test_leases_split_partitions_between_workers(engine: Engine) -> None:
         assert claim(conn, source_id, "commits", "1", "worker-b", lease, now=T0 + 2 * lease)
         release(conn, source_id, "commits", "1", "worker-b")
         assert claim(conn, source_id, "commits", "1", "worker-c", lease, now=T0 + 2 * lease)
+
+
+def test_a_new_raw_environment_name_does_not_wait_for_foreign_key_checks(
+    pg_schema_url: tuple[str, str],
+) -> None:
+    """A deployment upsert holds FOR KEY SHARE on its environment (the foreign-key check) until it
+    commits; a worker adding a raw name to that environment must not wait for it (nor it for the
+    worker: the two deadlocked when the raw name was added under FOR UPDATE)."""
+    from tests.conftest import pg_engine
+    from warehouse.dimensions import ensure_environment
+    from warehouse.vocabulary import EnvironmentMapper
+
+    engine = pg_engine(*pg_schema_url)
+    upgrade(engine)
+    path = ["test", "staging", "production"]
+    mapper = EnvironmentMapper()
+    with engine.begin() as conn:
+        env_id = ensure_environment(conn, mapper.canonical("prod"), path, "prod")
+        source = ensure_source(conn, "gitlab", "gitlab")
+    holder = engine.connect()
+    try:
+        holder.begin()
+        holder.execute(
+            insert(Deployment).values(
+                source_id=source, external_id="1", environment_id=env_id, status="success"
+            )
+        )  # the foreign-key check now holds FOR KEY SHARE on the environment row
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            again = ensure_environment(conn, mapper.canonical("PRO"), path, "PRO")
+        assert again == env_id
+    finally:
+        holder.rollback()
+        holder.close()
+    with engine.connect() as conn:
+        names = conn.execute(select(Environment.raw_names).where(Environment.id == env_id))
+        assert names.scalar_one() == ["PRO", "prod"]
+    engine.dispose()

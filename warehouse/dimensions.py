@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, select
+from sqlalchemy import Connection, Table, and_, select, update
 
 from warehouse.schema import Base, Environment, Source, table_of
 from warehouse.upsert import natural_key_columns, upsert
@@ -34,14 +34,28 @@ def ensure_environment(
     """The id of canonical environment `env`, adding `raw_name` to the names that map to it; its
     position is its place on the promotion path (a production region stands where production does).
 
-    The read-modify-write of `raw_names` locks the row on PostgreSQL (concurrent sync workers);
-    on SQLite the caller holds the single writer's lock.
+    Takes no lock when the row already says all this (the usual case). Otherwise the
+    read-modify-write of `raw_names` locks the row `FOR NO KEY UPDATE` on PostgreSQL: concurrent
+    sync workers serialise on it, but the `FOR KEY SHARE` locks of foreign-key checks (another
+    thread's deployment rows) do not wait for it, so the two cannot deadlock. On SQLite the caller
+    holds the single writer's lock.
     """
-    existing = conn.execute(
-        select(Environment.raw_names).where(Environment.name == env.name).with_for_update()
-    ).scalar()
-    raw_names = sorted(set(existing or []) | {raw_name})
     stage = env.path_name
     position = promotion_path.index(stage) if stage in promotion_path else None
-    row = {"name": env.name, "tier": env.tier, "position": position, "raw_names": raw_names}
-    return ensure_id(conn, Environment, row)
+    current = select(Environment.id, Environment.raw_names, Environment.tier, Environment.position)
+    found = conn.execute(current.where(Environment.name == env.name)).first()
+    if found and raw_name in (found.raw_names or []) and (found.tier, found.position) == (
+        env.tier,
+        position,
+    ):
+        return int(found.id)
+    upsert(conn, Environment, [{"name": env.name, "tier": env.tier, "position": position}])
+    locked = conn.execute(
+        current.where(Environment.name == env.name).with_for_update(key_share=True)
+    ).one()
+    if raw_name not in (locked.raw_names or []):
+        raw_names = sorted({*(locked.raw_names or []), raw_name})
+        conn.execute(
+            update(Environment).where(Environment.id == locked.id).values(raw_names=raw_names)
+        )
+    return int(locked.id)
