@@ -20,6 +20,7 @@ from sandbox.flows import (
     chosen_flows,
 )
 from sandbox.history import CodeProfile, HistoryBuilder
+from sandbox.image_repos import split_repositories
 from sandbox.jenkins_org import build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
@@ -313,3 +314,4 @@ def _build_service(
     )
     delivery.build(history)
     service.pipelines.sort(key=lambda p: p.id)
+    split_repositories(service)
