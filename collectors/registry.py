@@ -8,8 +8,9 @@ trusted, platform manifests of an index with `index_digest` and `platform`) and 
 silent:
 
 - Repositories are stored as `<host>/<name>`, `host` from the source's `host` setting (the name
-  images are pulled by), default the host of `url`, so they match `service.image_repository` and
-  the image references of deployments.
+  images are pulled by), default the host of `url`, so they match the image references of
+  deployments and belong to the service whose registry prefix they are under, or which lists them
+  in `image_repositories` (`warehouse.image_repositories`; label trust reads the same owner).
 - Harbor: per project, the audit log (`create` of `<repository>:<tag>` since the last sync, cursor
   = the newest `op_time`) gives every tag push, also the moves before the first sync; the digest
   of a push is that of the artifact pushed at that time. Then each repository whose `update_time`
