@@ -188,16 +188,21 @@ def _deployment_digests(conn: Connection) -> int:
     updates: list[dict[str, object]] = []
     named = conn.execute(
         select(
-            Deployment.id, Deployment.image_ref, Deployment.started_at, Deployment.created_at
+            Deployment.id,
+            Deployment.service_id,
+            Deployment.image_ref,
+            Deployment.started_at,
+            Deployment.created_at,
         ).where(pending, Deployment.image_ref.is_not(None))
     ).all()
-    names: dict[int, str] = {}
+    unresolved = []
     for row in named:
         digest, how = _by_tag(conn, row)
         if digest is not None:
             updates.append({"target": row.id, "digest": digest, "how": how})
-        elif (repository := named_repository(row.image_ref)) is not None:
-            names[row.id] = repository
+        else:
+            unresolved.append(row)
+    names = _names(conn, unresolved)
     taken = {u["target"] for u in updates}
     for target, found in _builds_of_commit(conn, pending).items():
         if target in taken:
@@ -237,8 +242,25 @@ def _builds_of_commit(conn: Connection, which: Any) -> dict[int, dict[str, set[s
 
 
 def _chosen(found: dict[str, set[str]], named: str | None) -> list[str]:
-    """The candidate repositories: the one the deployment names when it is among them, else all."""
-    return [named] if named in found else sorted(found)
+    """The candidate repositories holding a build: only the one the deployment names (none when
+    it holds none), else all."""
+    if named is not None:
+        return [named] if named in found else []
+    return sorted(found)
+
+
+def _names(conn: Connection, rows: list[Any]) -> dict[int, str]:
+    """Deployment id -> the repository its image reference names, for those of `rows` (id,
+    service_id, image_ref) naming one of their service's repositories (another name, e.g. a
+    host alias, says nothing about which of them)."""
+    query = select(ImageRepository.service_id, ImageRepository.repository)
+    owned = {(service, repository) for service, repository in conn.execute(query)}
+    return {
+        row.id: repository
+        for row in rows
+        if (repository := named_repository(row.image_ref)) is not None
+        and (row.service_id, repository) in owned
+    }
 
 
 def named_repository(ref: str | None) -> str | None:
@@ -259,14 +281,14 @@ def candidates(conn: Connection, deployment_ids: list[int]) -> dict[int, list[st
     out: dict[int, list[str]] = {}
     for start in range(0, len(deployment_ids), 500):
         part = deployment_ids[start : start + 500]
-        refs = {
-            target: ref
-            for target, ref in conn.execute(
-                select(Deployment.id, Deployment.image_ref).where(Deployment.id.in_(part))
+        rows = conn.execute(
+            select(Deployment.id, Deployment.service_id, Deployment.image_ref).where(
+                Deployment.id.in_(part)
             )
-        }
+        ).all()
+        names = _names(conn, list(rows))
         for target, found in _builds_of_commit(conn, Deployment.id.in_(part)).items():
-            repositories = _chosen(found, named_repository(refs.get(target)))
+            repositories = _chosen(found, names.get(target))
             if len(repositories) > 1:
                 out[target] = repositories
     return out

@@ -92,6 +92,28 @@ def test_two_repositories_from_one_commit_the_jobs_named_repository_wins(world: 
     assert resolved(world, worker) == ("sha256:wrk", "revision")
 
 
+def test_a_named_repository_without_a_build_of_the_commit_resolves_to_nothing(
+    world: World,
+) -> None:
+    """The job names the app repository, which holds no build of the commit: the worker's build
+    is not what it deployed."""
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app", "a"), image("sha256:wrk", WORKER)])
+    d = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, d, f"{PREFIX}/app:b")
+    world.derive()
+    assert resolved(world, d) == (None, "none")
+    assert "built in" not in unpinned(world)[d]
+
+
+def test_a_name_that_is_none_of_the_services_repositories_says_nothing(world: World) -> None:
+    """A reference through another name (a host alias) neither chooses nor excludes a build."""
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app")])
+    d = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, d, "mirror.test/acme/shop/app:b")
+    world.derive()
+    assert resolved(world, d) == ("sha256:app", "revision")
+
+
 def test_tag_resolution_reads_the_named_repository(world: World) -> None:
     """Both repositories carry the commit's tag; each deployment gets its own repository's image."""
     world.add(Image, [image("sha256:app", f"{PREFIX}/app"), image("sha256:wrk", WORKER)])
