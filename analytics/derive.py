@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import DEFAULT_TAG_REVISION, resolve_images
+from warehouse.image_repositories import Configured
 from warehouse.schema import (
     ChangeFailure,
     Commit,
@@ -163,8 +164,10 @@ def derive(
     rules: FailureRules | None = None,
     full: bool = False,
     tag_revision_pattern: str = DEFAULT_TAG_REVISION,
+    image_repositories: Configured | None = None,
 ) -> DeriveSummary:
-    """Bring the derived tables up to date (everything when `full`); returns what it did."""
+    """Bring the derived tables up to date (everything when `full`; `image_repositories`: service
+    name -> its configured image repositories); returns what it did."""
     rules = rules or FailureRules()
     summary = DeriveSummary()
     start = time.perf_counter()
@@ -172,7 +175,7 @@ def derive(
         if full:
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
                 conn.execute(delete(table))
-        resolved = resolve_images(conn, tag_revision_pattern)
+        resolved = resolve_images(conn, tag_revision_pattern, image_repositories)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
         touched: dict[int, CommitGraph] = {}

@@ -10,8 +10,10 @@ collectors that see them and are never overwritten here.
 A deployment's digest, by trust: `explicit` (the source named it; kept as collected), `observed`
 (a cluster's rollout that ran while the deployment ran, analytics.observed; it replaces a digest
 found by tag or revision), `tag` (its image reference's tag, through the tag history as it was when
-the deployment started), `revision` (the one image built from the deployed commit; two candidates
-are ambiguous and resolve to nothing), else `none`. A platform manifest digest is recorded as its
+the deployment started), `revision` (the one image built from the deployed commit in the
+repositories linked to the deployment's service, `warehouse.image_repositories`; when the deployment
+names a repository of its service, only that repository's; two candidates are ambiguous and resolve
+to nothing, `candidates` names them), else `none`. A platform manifest digest is recorded as its
 index's digest (the image), the platform digest the source named staying in `image_ref`.
 
 A deployment whose digest changes after its chain was derived loses its chain rows, so the next
@@ -28,12 +30,14 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 
 from analytics.observed import SLACK, Matcher, rollouts
+from warehouse.image_repositories import Configured, link_repositories
 from warehouse.schema import (
     Commit,
     Deployment,
     DeploymentChain,
     DeploymentChange,
     Image,
+    ImageRepository,
     ImageTag,
     Service,
 )
@@ -48,10 +52,15 @@ class ResolutionSummary:
 
 
 def resolve_images(
-    conn: Connection, tag_revision_pattern: str = DEFAULT_TAG_REVISION
+    conn: Connection,
+    tag_revision_pattern: str = DEFAULT_TAG_REVISION,
+    image_repositories: Configured | None = None,
 ) -> ResolutionSummary:
-    """Fill image revisions from tags, then digests of deployments that have none."""
+    """Link repositories to services (`image_repositories`: service name -> configured names or
+    globs), fill image revisions from tags, then digests of deployments that have none; returns
+    how many of each it filled."""
     summary = ResolutionSummary()
+    link_repositories(conn, image_repositories)
     summary.revisions = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
     changed = _platforms_to_index(conn) | _observed(conn)
     summary.deployments = len(changed) + _deployment_digests(conn)
@@ -133,7 +142,8 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
     rows = conn.execute(
         select(Image.digest, ImageTag.tag, Service.repo_id)
         .join(ImageTag, ImageTag.digest == Image.digest)
-        .join(Service, Service.image_repository == Image.repository)
+        .join(ImageRepository, ImageRepository.repository == Image.repository)
+        .join(Service, Service.id == ImageRepository.service_id)
         .where(Image.revision.is_(None), Service.repo_id.is_not(None))
     ).all()
     wanted: dict[tuple[Any, str], set[str]] = defaultdict(set)  # (repo, short sha) -> digests
@@ -169,7 +179,8 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
 
 
 def _deployment_digests(conn: Connection) -> int:
-    """Resolve pending deployments set-wise: by tag for those naming an image, then by revision."""
+    """Resolve pending deployments set-wise: by tag for those naming an image, then by revision;
+    returns how many it resolved."""
     pending = and_(
         Deployment.image_digest.is_(None),
         func.coalesce(Deployment.image_resolution, "none") == "none",
@@ -177,36 +188,28 @@ def _deployment_digests(conn: Connection) -> int:
     updates: list[dict[str, object]] = []
     named = conn.execute(
         select(
-            Deployment.id, Deployment.image_ref, Deployment.started_at, Deployment.created_at
+            Deployment.id,
+            Deployment.service_id,
+            Deployment.image_ref,
+            Deployment.started_at,
+            Deployment.created_at,
         ).where(pending, Deployment.image_ref.is_not(None))
     ).all()
+    unresolved = []
     for row in named:
         digest, how = _by_tag(conn, row)
         if digest is not None:
             updates.append({"target": row.id, "digest": digest, "how": how})
-    # the one image (an index counts once with its platform images) built from the deployed commit
-    image = func.coalesce(Image.index_digest, Image.digest)
-    single = (
-        select(Image.revision, Image.repository, func.min(image).label("digest"))
-        .where(Image.revision.is_not(None))
-        .group_by(Image.revision, Image.repository)
-        .having(func.count(func.distinct(image)) == 1)
-        .subquery()
-    )
+        else:
+            unresolved.append(row)
+    names = _names(conn, unresolved)
     taken = {u["target"] for u in updates}
-    for target, digest in conn.execute(
-        select(Deployment.id, single.c.digest)
-        .join(Service, Service.id == Deployment.service_id)
-        .join(
-            single,
-            and_(
-                single.c.revision == Deployment.sha, single.c.repository == Service.image_repository
-            ),
-        )
-        .where(pending)
-    ):
-        if target not in taken:
-            updates.append({"target": target, "digest": digest, "how": "revision"})
+    for target, found in _builds_of_commit(conn, pending).items():
+        if target in taken:
+            continue
+        repositories = _chosen(found, names.get(target))
+        if len(repositories) == 1 and len(digests := found[repositories[0]]) == 1:
+            updates.append({"target": target, "digest": next(iter(digests)), "how": "revision"})
     if updates:
         conn.execute(
             update(Deployment)
@@ -215,6 +218,80 @@ def _deployment_digests(conn: Connection) -> int:
             updates,
         )
     return len(updates)
+
+
+def _builds_of_commit(conn: Connection, which: Any) -> dict[int, dict[str, set[str]]]:
+    """Deployment id -> repository -> digests of the images (an index counts once with its
+    platform images) built from the deployed commit in the repositories linked to its service,
+    for the deployments `which` selects."""
+    image = func.coalesce(Image.index_digest, Image.digest)
+    rows = conn.execute(
+        select(Deployment.id, Image.repository, image)
+        .distinct()
+        .join(ImageRepository, ImageRepository.service_id == Deployment.service_id)
+        .join(
+            Image,
+            and_(Image.repository == ImageRepository.repository, Image.revision == Deployment.sha),
+        )
+        .where(which)
+    )
+    out: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for target, repository, digest in rows:
+        out[target][repository].add(digest)
+    return out
+
+
+def _chosen(found: dict[str, set[str]], named: str | None) -> list[str]:
+    """The candidate repositories holding a build: only the one the deployment names (none when
+    it holds none), else all."""
+    if named is not None:
+        return [named] if named in found else []
+    return sorted(found)
+
+
+def _names(conn: Connection, rows: list[Any]) -> dict[int, str]:
+    """Deployment id -> the repository its image reference names, for those of `rows` (id,
+    service_id, image_ref) naming one of their service's repositories (another name, e.g. a
+    host alias, says nothing about which of them)."""
+    query = select(ImageRepository.service_id, ImageRepository.repository)
+    owned = {(service, repository) for service, repository in conn.execute(query)}
+    return {
+        row.id: repository
+        for row in rows
+        if (repository := named_repository(row.image_ref)) is not None
+        and (row.service_id, repository) in owned
+    }
+
+
+def named_repository(ref: str | None) -> str | None:
+    """The repository an image reference names (`repo:tag`, `repo@sha256:...` or `repo`), or
+    None when it names none."""
+    if not ref:
+        return None
+    repository = ref.split("@", 1)[0]
+    head, _, tag = repository.rpartition(":")
+    if head and "/" not in tag:  # a tag, not a registry port
+        repository = head
+    return repository or None
+
+
+def candidates(conn: Connection, deployment_ids: list[int]) -> dict[int, list[str]]:
+    """Deployment id -> the repositories of its service holding a build of its commit, for those
+    of `deployment_ids` left ambiguous by them (several repositories, none named)."""
+    out: dict[int, list[str]] = {}
+    for start in range(0, len(deployment_ids), 500):
+        part = deployment_ids[start : start + 500]
+        rows = conn.execute(
+            select(Deployment.id, Deployment.service_id, Deployment.image_ref).where(
+                Deployment.id.in_(part)
+            )
+        ).all()
+        names = _names(conn, list(rows))
+        for target, found in _builds_of_commit(conn, Deployment.id.in_(part)).items():
+            repositories = _chosen(found, names.get(target))
+            if len(repositories) > 1:
+                out[target] = repositories
+    return out
 
 
 def _by_tag(conn: Connection, row: Any) -> tuple[str | None, str | None]:
@@ -233,4 +310,4 @@ def _by_tag(conn: Connection, row: Any) -> tuple[str | None, str | None]:
     return (digest, "tag") if digest else (None, None)
 
 
-__all__ = ["ResolutionSummary", "resolve_images"]
+__all__ = ["ResolutionSummary", "candidates", "named_repository", "resolve_images"]

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from analytics.gate import SEMVER_TAG
+from analytics.images import candidates
 from analytics.observed import unrecorded
 from warehouse.schema import (
     Branch,
@@ -219,6 +220,8 @@ def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("unpinned-image", "warn")
 def unpinned_image(conn: Connection, scan: Scan) -> list[Violation]:
+    found = [d for d in _deployments(conn, scan) if d.image_digest is None and d.kind == "app"]
+    ambiguous = candidates(conn, [d.id for d in found])
     return [
         Violation(
             "unpinned-image",
@@ -226,12 +229,16 @@ def unpinned_image(conn: Connection, scan: Scan) -> list[Violation]:
             d.service,
             d.environment,
             _subject(d),
-            f"no digest could be resolved for this deployment ({d.image_ref or 'no image reference'}): "
-            "deploy by digest (repo@sha256:...)",
+            f"no digest could be resolved for this deployment ({d.image_ref or 'no image reference'})"
+            + (
+                f": its commit was built in {', '.join(ambiguous[d.id])} and it names none of them"
+                if d.id in ambiguous
+                else ""
+            )
+            + ": deploy by digest (repo@sha256:...)",
             d.url,
         )
-        for d in _deployments(conn, scan)
-        if d.image_digest is None and d.kind == "app"
+        for d in found
     ]
 
 

@@ -103,7 +103,12 @@ def import_cdevents(
     result: dict[str, Any] = summary.as_json()
     if summary.changed_metrics:
         pattern = settings.metrics.tag_revision_pattern
-        derived = derive(engine, failure_rules(settings), tag_revision_pattern=pattern)
+        derived = derive(
+            engine,
+            failure_rules(settings),
+            tag_revision_pattern=pattern,
+            image_repositories=settings.image_repositories(),
+        )
         result["derive"] = derived.as_json()
     out.print_json(data=result, indent=None)
     if summary.rejected:

@@ -227,6 +227,14 @@ class TeamSettings(Section):
     """Services the team owns: names or glob patterns (`pay-*`)."""
 
 
+class ServiceEntry(Section):
+    name: str
+    """Service name (as discovered, e.g. the GitLab project's name, or as a team lists it)."""
+    image_repositories: list[str] = Field(default_factory=list)
+    """Registry repositories holding the service's images, `<host>/<name>` or glob patterns
+    (`harbor.example/shop/*`), besides every repository under its GitLab registry prefix."""
+
+
 class MetricsSettings(Section):
     failure_window: Duration = timedelta(days=7)
     """An incident or rollback this soon after a production deployment makes it a failed change."""
@@ -269,6 +277,8 @@ class Settings(BaseSettings):
     """Canonical environments and the promotion path."""
     teams: list[TeamSettings] = Field(default_factory=list)
     """Teams and the services they own (`[[teams]]`)."""
+    services: list[ServiceEntry] = Field(default_factory=list)
+    """Per-service settings (`[[services]]`)."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """Parameters of the metric definitions (docs/METRICS.md)."""
     policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -293,6 +303,10 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init arguments; environment variables override it.
         return (env_settings, init_settings)
+
+    def image_repositories(self) -> dict[str, list[str]]:
+        """Service name -> its configured image repositories (names or glob patterns)."""
+        return {s.name: s.image_repositories for s in self.services if s.image_repositories}
 
     def all_sources(self) -> list[SourceSettings]:
         """Every configured source, in config order by kind."""

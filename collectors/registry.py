@@ -8,8 +8,9 @@ trusted, platform manifests of an index with `index_digest` and `platform`) and 
 silent:
 
 - Repositories are stored as `<host>/<name>`, `host` from the source's `host` setting (the name
-  images are pulled by), default the host of `url`, so they match `service.image_repository` and
-  the image references of deployments.
+  images are pulled by), default the host of `url`, so they match the image references of
+  deployments and belong to the service whose registry prefix they are under, or which lists them
+  in `image_repositories` (`warehouse.image_repositories`; label trust reads the same owner).
 - Harbor: per project, the audit log (`create` of `<repository>:<tag>` since the last sync, cursor
   = the newest `op_time`) gives every tag push, also the moves before the first sync; the digest
   of a push is that of the artifact pushed at that time. Then each repository whose `update_time`
@@ -48,6 +49,7 @@ from sqlalchemy import Engine, bindparam, select, update
 from cdmetrics.settings import RegistrySource, Settings
 from collectors.http import PolicyTransport, RateLimiter, RequestCounter, redact_url
 from collectors.sync import Collector, SyncRun
+from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,21 @@ class RegistryError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class CodePaths:
+    """Image repository -> the code repository paths of the service owning it (label trust)."""
+
+    def __init__(
+        self, owners: RepositoryOwners | None = None, paths: dict[int, set[str]] | None = None
+    ):
+        self.owners = owners or RepositoryOwners([])
+        self.paths = paths or {}
+
+    def get(self, repository: str) -> set[str]:
+        """The paths of the code repository of `repository`'s service (empty: none known)."""
+        found = self.owners.owner(repository)
+        return self.paths.get(found[0], set()) if found else set()
 
 
 @dataclass
@@ -300,21 +317,21 @@ class RegistryCollector(Collector):
 
     # -- warehouse state -------------------------------------------------------------------------
 
-    def sources(self) -> dict[str, set[str]]:
-        """image repository -> the paths of its service's code repository (for label trust)."""
+    def sources(self) -> CodePaths:
+        """image repository -> the paths of its service's code repository (for label trust); a
+        repository is its service's when under its prefix or configured (`[[services]]`)."""
         from collectors.registry_normalize import source_path
 
-        out: dict[str, set[str]] = {}
+        paths: dict[int, set[str]] = {}
         with self.engine.connect() as conn:
+            owners = RepositoryOwners.load(conn, self.settings.image_repositories())
             rows = conn.execute(
-                select(Service.image_repository, Repo.path, Repo.web_url)
-                .join(Repo, Repo.id == Service.repo_id)
-                .where(Service.image_repository.is_not(None))
+                select(Service.id, Repo.path, Repo.web_url).join(Repo, Repo.id == Service.repo_id)
             )
-            for image_repository, path, web_url in rows:
-                paths = {p for p in (source_path(path), source_path(web_url)) if p}
-                out.setdefault(str(image_repository), set()).update(paths)
-        return out
+            for service, path, web_url in rows:
+                found = {p for p in (source_path(path), source_path(web_url)) if p}
+                paths.setdefault(service, set()).update(found)
+        return CodePaths(owners, paths)
 
     def known(self, repository: str) -> Known:
         known = Known()

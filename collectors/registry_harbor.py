@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from collectors import registry_normalize as norm
 from collectors.payload import RejectedPayload, external_id_of, parse_time
-from collectors.registry import RegistryError
+from collectors.registry import CodePaths, RegistryError
 from collectors.sync import Batch, SyncRun
 from warehouse.raw import Raw
 from warehouse.schema import Image, ImageTag, SyncState
@@ -46,7 +46,7 @@ class HarborReader:
         self.c, self.run = collector, run
         self.page = min(collector.source.per_page, 100)
         self.audit_cursors: dict[str, str] = {}
-        self.sources: dict[str, set[str]] = {}
+        self.sources = CodePaths()
 
     @staticmethod
     def name(partition: HarborRepo) -> str:
@@ -138,7 +138,7 @@ class HarborReader:
         pushed: dict[str, datetime] = {}
         tagged: dict[tuple[str, str], datetime] = {}
         params = {"with_tag": "true", "with_label": "false", "page_size": self.page}
-        sources = self.sources.get(repository, set())
+        sources = self.sources.get(repository)
         for response in c.pages(base, params):
             for artifact in c.json(response, list):
                 digest = str(artifact.get("digest") or "") if isinstance(artifact, dict) else ""

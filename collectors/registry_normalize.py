@@ -7,8 +7,10 @@ manifests, indexes and config blobs) into `image` and `image_tag` rows.
   platform manifest with `index_digest` and `platform` (`os/arch[/variant]`).
 - `revision` (with `revision_origin` "label") comes from the `org.opencontainers.image.revision`
   label only when the `org.opencontainers.image.source` label names this image's own source
-  repository: its path equals the repository's path below the host, or the path of the code
-  repository of the service that pulls this image (`sources`). A label inherited from a base image
+  repository: its path equals the repository's path below the host or one the repository is
+  under (GitLab names a project's images `<project path>/api`; at least two segments, a group is no
+  code repository), or the path of the code repository of the service that owns this image
+  repository (`sources`). A label inherited from a base image
   names the base image's repository and sets nothing; `source_repository` keeps what it said.
   Columns a payload cannot tell are left out of the row, so an upsert leaves them as they are.
 """
@@ -81,7 +83,7 @@ def label_evidence(
     source = source if isinstance(source, str) and source else None
     row: Row = {"source_repository": source}
     revision = labels.get(REVISION_LABEL)
-    own = {repository_path(repository).lower(), *(s.lower() for s in sources)}
+    own = {*_enclosing(repository_path(repository).lower()), *(s.lower() for s in sources)}
     if (
         isinstance(revision, str)
         and COMMIT.fullmatch(revision.lower())
@@ -90,6 +92,12 @@ def label_evidence(
         row["revision"] = revision.lower()
         row["revision_origin"] = "label"
     return row
+
+
+def _enclosing(path: str) -> list[str]:
+    """`path` and the paths it is under with at least two segments (`a/b/c`: `a/b/c`, `a/b`)."""
+    parts = path.split("/")
+    return [path] + ["/".join(parts[:n]) for n in range(2, len(parts))]
 
 
 def platform_of(platform: Any) -> str | None:

@@ -10,6 +10,7 @@ import httpx
 
 from collectors import registry_normalize as norm
 from collectors.payload import RejectedPayload
+from collectors.registry import CodePaths
 from collectors.sync import Batch, SyncRun
 from warehouse.raw import Raw
 from warehouse.schema import Image, ImageTag
@@ -25,7 +26,7 @@ class OCIReader:
 
     def __init__(self, collector: RegistryCollector, run: SyncRun) -> None:
         self.c, self.run = collector, run
-        self.sources: dict[str, set[str]] = {}
+        self.sources = CodePaths()
 
     @staticmethod
     def name(partition: str) -> str:
@@ -126,7 +127,7 @@ class OCIReader:
     ) -> list[dict[str, Any]]:
         """Image rows of the digests tags point at that the warehouse does not hold yet."""
         rows: list[dict[str, Any]] = []
-        sources = self.sources.get(repository, set())
+        sources = self.sources.get(repository)
         for digest in sorted(set(pointing.values())):
             if digest in known.images and not self.c.full:
                 continue

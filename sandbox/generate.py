@@ -21,6 +21,7 @@ from sandbox.flows import (
     chosen_flows,
 )
 from sandbox.history import CodeProfile, HistoryBuilder
+from sandbox.image_repos import split_repositories
 from sandbox.incidents import skew_incidents
 from sandbox.jenkins_org import add_interim_results, build_jenkins
 from sandbox.migrations import add_migrations
@@ -341,3 +342,4 @@ def _build_service(
     )
     delivery.build(history)
     service.pipelines.sort(key=lambda p: p.id)
+    split_repositories(service)

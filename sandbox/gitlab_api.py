@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox import gitlab_payloads as render
+from sandbox.image_repos import ImageRepo, repositories
 from sandbox.model import Deployment, Incident, MergeRequest, Organisation, Pipeline, Service
 from sandbox.server import HTTPError, Request, Response, Router, paginate_keyset, paginate_offset
 
@@ -439,38 +440,42 @@ class GitLabSimulator:
         s = self._project(request).service
         tags = flag(request, "tags")
         return paginate_offset(
-            request, [render.registry_repository(s, request.base_url, self.at, tags)]
+            request,
+            [
+                render.registry_repository(r, request.base_url, self.at, tags)
+                for r in repositories(s)
+            ],
         )
 
     def registry_tags(self, request: Request) -> Response:
-        s = self._registry(request)
-        names = sorted(render.current_tags(s, self.at))
+        r = self._registry(request)
+        names = sorted(render.current_tags(r, self.at))
         page = paginate_offset(request, names)
         page.body = [
-            {"name": n, "path": f"{s.path}:{n}", "location": f"{s.image_repository}:{n}"}
-            for n in page.body
+            {"name": n, "path": f"{r.path}:{n}", "location": f"{r.location}:{n}"} for n in page.body
         ]
         return page
 
     def registry_tag(self, request: Request) -> dict[str, Any]:
-        s = self._registry(request)
+        r = self._registry(request)
         name = request.params["tag"]
-        tags = render.current_tags(s, self.at)
+        tags = render.current_tags(r, self.at)
         if name not in tags:
             raise HTTPError(404, "404 Tag Not Found")
         digest, pushed = tags[name]
-        image = next((i for i in s.images if i.digest == digest), None)
+        image = next((i for i in r.images if i.digest == digest), None)
         return self._patched(
             "registry_tag",
-            f"{s.project_id}:{name}",
-            render.registry_tag(s, name, digest, pushed, image),
+            f"{r.id}:{name}",
+            render.registry_tag(r, name, digest, pushed, image),
         )
 
-    def _registry(self, request: Request) -> Service:
+    def _registry(self, request: Request) -> ImageRepo:
         s = self._project(request).service
-        if request.params["rid"] != str(s.project_id):
+        found = next((r for r in repositories(s) if request.params["rid"] == str(r.id)), None)
+        if found is None:
             raise HTTPError(404, "404 Repository Not Found")
-        return s
+        return found
 
     # incidents
 

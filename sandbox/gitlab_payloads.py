@@ -12,6 +12,7 @@ from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
+from sandbox.image_repos import ImageRepo
 from sandbox.model import (
     Branch,
     Commit,
@@ -494,28 +495,29 @@ def deployment_updated_at(d: Deployment, at: datetime) -> datetime:
     return finished or started or d.created_at
 
 
-def registry_repository(s: Service, base: str, at: datetime, tags: bool) -> dict[str, Any]:
+def registry_repository(r: ImageRepo, base: str, at: datetime, tags: bool) -> dict[str, Any]:
+    s = r.service
     body: dict[str, Any] = {
-        "id": s.project_id,
-        "name": "",
-        "path": s.path,
+        "id": r.id,
+        "name": r.name,
+        "path": r.path,
         "project_id": s.project_id,
-        "location": s.image_repository,
+        "location": r.location,
         "created_at": ts(s.created_at),
         "cleanup_policy_started_at": None,
         "status": None,
-        "tags_count": len(current_tags(s, at)),
+        "tags_count": len(current_tags(r, at)),
     }
     if tags:
         body["tags"] = [
-            {"name": name, "path": f"{s.path}:{name}", "location": f"{s.image_repository}:{name}"}
-            for name in sorted(current_tags(s, at))
+            {"name": name, "path": f"{r.path}:{name}", "location": f"{r.location}:{name}"}
+            for name in sorted(current_tags(r, at))
         ]
     return body
 
 
-def current_tags(s: Service, at: datetime) -> dict[str, tuple[str, datetime]]:
-    """tag -> (digest, pushed at) as the registry held them at `at`: each tag's newest push
+def current_tags(s: ImageRepo, at: datetime) -> dict[str, tuple[str, datetime]]:
+    """tag -> (digest, pushed at) as repository `s` held them at `at`: each tag's newest push
     (`tag_history` is in generation order, and a hotfix build is generated after later builds)."""
     tags: dict[str, tuple[str, datetime]] = {}
     for tag, digest, pushed in s.tag_history:
@@ -525,13 +527,13 @@ def current_tags(s: Service, at: datetime) -> dict[str, tuple[str, datetime]]:
 
 
 def registry_tag(
-    s: Service, name: str, digest: str, pushed: datetime, image: Image | None
+    r: ImageRepo, name: str, digest: str, pushed: datetime, image: Image | None
 ) -> dict[str, Any]:
     config = digest_of("config", digest)  # GitLab calls the config digest "revision"
     return {
         "name": name,
-        "path": f"{s.path}:{name}",
-        "location": f"{s.image_repository}:{name}",
+        "path": f"{r.path}:{name}",
+        "location": f"{r.location}:{name}",
         "revision": config.removeprefix("sha256:"),
         "short_revision": config.removeprefix("sha256:")[:9],
         "digest": digest,

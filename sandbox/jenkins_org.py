@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sandbox.clock import ms
+from sandbox.image_repos import deployable, repositories
 from sandbox.model import (
     Deployment,
     Image,
@@ -312,16 +313,17 @@ class _ServiceJobs:
         s = self.s
         image = self.images.get(d.digest) if d and d.digest else None
         if image is None:  # still deploying at the end of the history: the image it was given
-            image = next((i for i in s.images if i.pipeline_id == p.id), None) or next(
-                (i for i in s.images if i.revision == p.sha), None
+            app = deployable(s)
+            image = next((i for i in app if i.pipeline_id == p.id), None) or next(
+                (i for i in app if i.revision == p.sha), None
             )
         if image is None:
-            return f"{s.image_repository}:{p.sha[:8]}"
+            return f"{repositories(s)[0].location}:{p.sha[:8]}"
         if self.style.image == "digest":
-            return f"{s.image_repository}@{image.digest}"
+            return f"{image.repository}@{image.digest}"
         test = next((e for e in s.environments.values() if e.canonical == "test"), None)
         tag = "latest" if test and test.name == environment else image.tag
-        return f"{s.image_repository}:{tag}"
+        return f"{image.repository}:{tag}"
 
 
 # -- state at an instant ----------------------------------------------------------------------

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sandbox.image_repos import deployable, repository_of
 from sandbox.model import Deployment, Image, Organisation, Service
 
 CLUSTER = "sandbox"
@@ -173,7 +174,7 @@ def _rollout_events(service: Service, environment: str) -> list[Event]:
         offset = 3 + int(_hash("apply", d.id)[:4], 16) % 12
         start = min(started + timedelta(seconds=offset), finished)
         digest = d.digest or _tag_digest(service, d.sha)
-        image = f"{service.image_repository}@{digest}"
+        image = f"{repository_of(service, digest)}@{digest}"
         ok = d.status == "success"
         out.append(
             Event(start, image, digest, finished if ok else None, None if ok else finished, d)
@@ -182,7 +183,7 @@ def _rollout_events(service: Service, environment: str) -> list[Event]:
 
 
 def _tag_digest(service: Service, sha: str) -> str:
-    image = next((i for i in service.images if i.revision == sha), None)
+    image = next((i for i in deployable(service) if i.revision == sha), None)
     return image.digest if image else "sha256:" + _hash("untagged", service.name, sha)
 
 
@@ -227,7 +228,7 @@ class KubernetesCluster:
             gap = (end - begin).total_seconds()
             at = second(begin + timedelta(seconds=rng.uniform(600, gap / 2)))
             digest = self._unrecorded_digest(w, at, rng)
-            image = f"{w.service.image_repository}@{digest}"
+            image = f"{repository_of(w.service, digest)}@{digest}"
             event = Event(at, image, digest, at + timedelta(seconds=40), None, None)
             w.events = sorted([*w.events, event], key=lambda e: e.start)
             self.changes.append(UnrecordedChange(w.service.deployed_as, w.environment, digest, at))
@@ -238,7 +239,7 @@ class KubernetesCluster:
         """The newest build pushed before `at` never deployed to this environment, else a build
         nobody recorded at all (someone pushed and deployed it by hand)."""
         deployed = {e.digest for e in w.events}
-        fresh = [i for i in w.service.images if i.pushed_at < at and i.digest not in deployed]
+        fresh = [i for i in deployable(w.service) if i.pushed_at < at and i.digest not in deployed]
         if fresh:
             return max(fresh, key=lambda i: i.pushed_at).digest
         return "sha256:" + _hash("by-hand", w.service.name, w.environment, at.isoformat())
@@ -384,7 +385,7 @@ def image_of(service: Service, digest: str) -> Image:
     for image in service.images:
         if image.digest == digest:
             return image
-    return Image(digest, service.image_repository, "", datetime.min, 0, "")
+    return Image(digest, repository_of(service, digest), "", datetime.min, 0, "")
 
 
 __all__ = [

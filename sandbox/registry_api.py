@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from sandbox.model import Organisation, Service
+from sandbox.image_repos import ImageRepo
+from sandbox.model import Organisation
 from sandbox.registry_api_common import Handler, basic_credentials, html_page, int_arg, same
 from sandbox.registry_payloads import (
     RegistryView,
@@ -103,7 +104,7 @@ class HarborSimulator:
                 return name, pid
         raise _NotFound(f"project {key} not found")
 
-    def _service(self, request: Request) -> tuple[Service, int]:
+    def _service(self, request: Request) -> tuple[ImageRepo, int]:
         project, pid = self._project(request)
         once = request.params["repo"]  # the router decoded it once
         if "/" in once:  # encoded once only: Harbor's router splits it and finds nothing
@@ -169,7 +170,7 @@ class HarborSimulator:
         reference = request.params["reference"]
         digest = self.view.tags(s).get(reference, (reference, None))[0]
         blob = self.view.blob(digest)
-        if blob is None or blob.service is not s or blob.kind == "config":
+        if blob is None or blob.repo is not s or blob.kind == "config":
             return _harbor_error(404, "NOT_FOUND", f"artifact {s.path}:{reference} not found")
         with_label = request.query.get("with_label", "false") == "true"
         return self._artifact(digest, pid, request.query.get("with_tag") != "false", with_label)

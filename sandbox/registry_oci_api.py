@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from sandbox.model import Organisation, Service
+from sandbox.image_repos import ImageRepo
+from sandbox.model import Organisation
 from sandbox.registry_api_common import Handler, basic_credentials, html_page, int_arg, same
 from sandbox.registry_payloads import HOST, RegistryView, config, manifest
 from sandbox.server import Request, Response, Router, json_time
@@ -103,7 +104,7 @@ class OCISimulator:
         body = {"token": token, "access_token": token, "expires_in": 300}
         return Response({**body, "issued_at": json_time(self.at)})
 
-    def _service(self, request: Request) -> Service:
+    def _service(self, request: Request) -> ImageRepo:
         s = self.view.by_name.get(request.params["name"])
         if s is None or not self.view.images(s):
             raise _OCINotFound("NAME_UNKNOWN", "repository name not known to registry")
@@ -131,7 +132,7 @@ class OCISimulator:
         reference = request.params["reference"]
         digest = self.view.tags(s).get(reference, (reference, None))[0]
         blob = self.view.blob(digest)
-        if blob is None or blob.service is not s or blob.kind == "config":
+        if blob is None or blob.repo is not s or blob.kind == "config":
             return _oci_error(404, "MANIFEST_UNKNOWN", "manifest unknown")
         body, media_type = manifest(blob)
         accept = request.headers.get("accept", "")
@@ -151,7 +152,7 @@ class OCISimulator:
             return exc.response
         digest = request.params["digest"]
         blob = self.view.blob(digest)
-        if blob is None or blob.service is not s or blob.kind != "config":
+        if blob is None or blob.repo is not s or blob.kind != "config":
             return _oci_error(404, "BLOB_UNKNOWN", "blob unknown to registry")
         return Response(
             json.dumps(config(blob)).encode(),

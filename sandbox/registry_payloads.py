@@ -1,9 +1,10 @@
 """What the container registry holds for a generated organisation as of an instant, and how Harbor
 v2.0 and the OCI distribution API show it (sandbox/registry_api.py serves these).
 
-Every service's images live in one repository named after the GitLab project path
-(`acme/<team>/<service>`, pulled as `registry.sandbox.test/acme/<team>/<service>`); in Harbor that
-is project `acme`, repository `acme/<team>/<service>`. A tag shows the digest it pointed to at the
+A service's images live in the repositories of its layout (`sandbox.image_repos`): the GitLab
+project path (`acme/<team>/<service>`, pulled as `registry.sandbox.test/acme/<team>/<service>`) or
+repositories under it (`acme/<team>/<service>/app`, `.../worker`); in Harbor that is project `acme`,
+repository `acme/<team>/<service>[/<sub>]`. A tag shows the digest it pointed to at the
 instant (`Service.tag_history`, the same history GitLab's registry API reads); the old digest of a
 moved tag (`latest`) stays as an untagged artifact. Multi-arch images, platform digests, config
 digests and labels come from `sandbox/oci.py`. The ground truth of what a registry collector should
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox.gitlab_payloads import current_tags
+from sandbox.image_repos import ImageRepo, repositories
 from sandbox.model import Image, Organisation, Service
 from sandbox.oci import (
     CONFIG_MEDIA_TYPE,
@@ -45,6 +47,7 @@ class Blob:
     """A manifest, an index or a config blob the registry stores under `digest`."""
 
     service: Service
+    repo: ImageRepo  # the repository holding it
     image: Image
     platform: str  # "" for the image itself (its index or only manifest), os/arch for a child
     kind: str  # index | manifest | config
@@ -56,28 +59,29 @@ class RegistryView:
     def __init__(self, org: Organisation, at: datetime | None = None) -> None:
         self.org = org
         self.at = at or org.now
-        self.by_name = {s.path: s for s in org.services}
+        self.by_name = {r.path: r for s in org.services for r in repositories(s)}
         self.blobs: dict[str, Blob] = {}
         self.artifact_ids: dict[str, int] = {}
-        self.events: list[tuple[datetime, Service, str, str]] = []  # (at, service, tag, digest)
-        for s in org.services:
-            for image in s.images:
-                self._index(s, image)
-            self.events += [(at_, s, tag, digest) for tag, digest, at_ in s.tag_history]
+        self.events: list[tuple[datetime, ImageRepo, str, str]] = []  # (at, repo, tag, digest)
+        for r in self.by_name.values():
+            for image in r.images:
+                self._index(r, image)
+            self.events += [(at_, r, tag, digest) for tag, digest, at_ in r.tag_history]
         self.events.sort(key=lambda e: (e[0], e[1].path, e[2]))
         self.event_ids = {id(e): i + 1 for i, e in enumerate(self.events)}
         self._tags: dict[str, dict[str, tuple[str, datetime]]] = {}
         self._images: dict[str, list[Image]] = {}
 
-    def _index(self, s: Service, image: Image) -> None:
+    def _index(self, r: ImageRepo, image: Image) -> None:
+        s = r.service
         platforms = platform_digests(s, image)
-        self.blobs[image.digest] = Blob(s, image, "", "index" if platforms else "manifest")
+        self.blobs[image.digest] = Blob(s, r, image, "", "index" if platforms else "manifest")
         self.artifact_ids[image.digest] = len(self.artifact_ids) + 1
-        self.blobs[config_digest(image)] = Blob(s, image, "", "config")
+        self.blobs[config_digest(image)] = Blob(s, r, image, "", "config")
         for platform, digest in platforms.items():
-            self.blobs[digest] = Blob(s, image, platform, "manifest")
+            self.blobs[digest] = Blob(s, r, image, platform, "manifest")
             self.artifact_ids[digest] = len(self.artifact_ids) + 1
-            self.blobs[config_digest(image, platform)] = Blob(s, image, platform, "config")
+            self.blobs[config_digest(image, platform)] = Blob(s, r, image, platform, "config")
 
     def advance(self, at: datetime) -> None:
         self.at = at
@@ -86,18 +90,18 @@ class RegistryView:
 
     # -- what exists at `at` ---------------------------------------------------------------------
 
-    def services(self) -> list[Service]:
-        """Services with at least one image pushed, by repository name."""
-        return sorted((s for s in self.org.services if self.images(s)), key=lambda s: s.path)
+    def services(self) -> list[ImageRepo]:
+        """Repositories with at least one image pushed, by name."""
+        return sorted((r for r in self.by_name.values() if self.images(r)), key=lambda r: r.path)
 
-    def images(self, s: Service) -> list[Image]:
-        """The service's pushed images, newest first."""
+    def images(self, s: ImageRepo) -> list[Image]:
+        """The repository's pushed images, newest first."""
         if s.path not in self._images:
             pushed = [i for i in s.images if i.pushed_at <= self.at]
             self._images[s.path] = sorted(pushed, key=lambda i: i.pushed_at, reverse=True)
         return self._images[s.path]
 
-    def tags(self, s: Service) -> dict[str, tuple[str, datetime]]:
+    def tags(self, s: ImageRepo) -> dict[str, tuple[str, datetime]]:
         """tag -> (digest, when the tag was pushed to point there)."""
         if s.path not in self._tags:
             self._tags[s.path] = current_tags(s, self.at)
@@ -108,7 +112,7 @@ class RegistryView:
         blob = self.blobs.get(digest)
         return blob if blob is not None and blob.image.pushed_at <= self.at else None
 
-    def updated_at(self, s: Service) -> datetime:
+    def updated_at(self, s: ImageRepo) -> datetime:
         return max(at for _, _, at in s.tag_history if at <= self.at)
 
 
@@ -196,10 +200,10 @@ def harbor_project(view: RegistryView, name: str, project_id: int) -> dict[str, 
     }
 
 
-def harbor_repository(view: RegistryView, s: Service, project_id: int) -> dict[str, Any]:
+def harbor_repository(view: RegistryView, s: ImageRepo, project_id: int) -> dict[str, Any]:
     images = view.images(s)
     return {
-        "id": s.project_id,
+        "id": s.id,
         "project_id": project_id,
         "name": s.path,
         "description": "",
@@ -219,7 +223,7 @@ def harbor_artifact(
     s, image = blob.service, blob.image
     digest = image.digest if not blob.platform else platform_digests(s, image)[blob.platform]
     artifact_id = view.artifact_ids[digest]
-    project, name = s.path.split("/", 1)
+    project, name = blob.repo.path.split("/", 1)
     _, media_type = manifest(blob)
     artifact: dict[str, Any] = {
         "id": artifact_id,
@@ -227,7 +231,7 @@ def harbor_artifact(
         "media_type": CONFIG_MEDIA_TYPE if blob.kind == "manifest" else media_type,
         "manifest_media_type": media_type,
         "project_id": project_id,
-        "repository_id": s.project_id,
+        "repository_id": blob.repo.id,
         "digest": digest,
         "size": 48_000_000 + image.pipeline_id % 1000,
         "icon": "sha256:0048162a053eef4d4ce3fe7518615bef084403614f8bca43b40ae2e762e11e06",
@@ -272,7 +276,7 @@ def harbor_artifact(
         artifact["tags"] = [
             {
                 "id": _number("tag", digest, tag),
-                "repository_id": s.project_id,
+                "repository_id": blob.repo.id,
                 "artifact_id": artifact_id,
                 "name": tag,
                 "push_time": json_time(pushed),
@@ -280,7 +284,7 @@ def harbor_artifact(
                 "immutable": False,
                 "signed": False,
             }
-            for tag, (tagged, pushed) in sorted(view.tags(s).items())
+            for tag, (tagged, pushed) in sorted(view.tags(blob.repo).items())
             if tagged == digest
         ] or None
     return artifact
@@ -290,7 +294,7 @@ def _twice(name: str) -> str:
     return name.replace("/", "%252F")
 
 
-def audit_log(view: RegistryView, event: tuple[datetime, Service, str, str]) -> dict[str, Any]:
+def audit_log(view: RegistryView, event: tuple[datetime, ImageRepo, str, str]) -> dict[str, Any]:
     """The audit log entry of a push: Harbor records `create` of `<repository>:<tag>` (no digest)."""
     at, s, tag, _ = event
     return {
@@ -311,14 +315,13 @@ def expected_images(org: Organisation, at: datetime | None = None) -> dict[str, 
     at = at or org.now
     rows: dict[str, dict[str, Any]] = {}
     for s in org.services:
-        repository = s.image_repository
         for image in s.images:
             if image.pushed_at > at:
                 continue
             found = labels(s, image)
             trusted = not inherits_labels(s)
             base = {
-                "repository": repository,
+                "repository": image.repository,
                 "pushed_at": image.pushed_at,
                 "revision": image.revision if trusted else None,
                 "revision_origin": "label" if trusted else None,
@@ -348,9 +351,10 @@ def expected_tags(
     """(repository, tag, digest, pushed at) of every tag push by `at`: the full tag history."""
     at = at or org.now
     return {
-        (s.image_repository, tag, digest, pushed)
+        (r.location, tag, digest, pushed)
         for s in org.services
-        for tag, digest, pushed in s.tag_history
+        for r in repositories(s)
+        for tag, digest, pushed in r.tag_history
         if pushed <= at
     }
 
@@ -359,9 +363,10 @@ def current(org: Organisation, at: datetime | None = None) -> set[tuple[str, str
     """(repository, tag, digest) of the tags as they are at `at`."""
     at = at or org.now
     return {
-        (s.image_repository, tag, digest)
+        (r.location, tag, digest)
         for s in org.services
-        for tag, (digest, _) in current_tags(s, at).items()
+        for r in repositories(s)
+        for tag, (digest, _) in current_tags(r, at).items()
     }
 
 

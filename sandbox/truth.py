@@ -14,6 +14,7 @@ from typing import Any
 
 from sandbox import gitlab_payloads as render
 from sandbox import jenkins_org as jenkins
+from sandbox.image_repos import repositories
 from sandbox.jenkins_org import iter_jobs
 from sandbox.model import Organisation
 
@@ -57,9 +58,10 @@ def counts(org: Organisation, at: datetime | None = None) -> dict[str, int]:
         c["mr_commit"] += sum(
             1 for mr in mrs for sha in mr.commits if s.commits[sha].committed_at <= at
         )
-        tags = render.current_tags(s, at)
-        c["image"] += len({digest for digest, _ in tags.values()})
-        c["image_tag"] += len(tags)
+        for r in repositories(s):
+            tags = render.current_tags(r, at)
+            c["image"] += len({digest for digest, _ in tags.values()})
+            c["image_tag"] += len(tags)
         c["incident"] += sum(1 for i in s.incidents if i.created_at <= at)
         if s.builder == "jenkins":
             continue

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from analytics.derive import FailureRules, derive
+from warehouse.image_repositories import Configured
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,14 @@ class Freshness:
         rules: FailureRules,
         *,
         tag_revision_pattern: str,
+        image_repositories: Configured | None = None,
         writer_lock: Callable[[], AbstractContextManager[Any]],
         interval: float = 5.0,
     ) -> None:
         self.engine = engine
         self.rules = rules
         self.tag_revision_pattern = tag_revision_pattern
+        self.image_repositories = image_repositories
         self.writer_lock = writer_lock
         self.interval = interval
         self.generation = 0  # bumped by every derive: caches of derived figures key on it
@@ -74,7 +77,10 @@ class Freshness:
             try:
                 with self.writer_lock():
                     summary = derive(
-                        self.engine, self.rules, tag_revision_pattern=self.tag_revision_pattern
+                        self.engine,
+                        self.rules,
+                        tag_revision_pattern=self.tag_revision_pattern,
+                        image_repositories=self.image_repositories,
                     )
             except Exception:
                 self._dirty = True

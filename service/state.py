@@ -64,6 +64,7 @@ class ServiceState:
             engine,
             self.rules,
             tag_revision_pattern=settings.metrics.tag_revision_pattern,
+            image_repositories=settings.image_repositories(),
             writer_lock=self.writer.writing,
             interval=options.derive_interval_s,
         )

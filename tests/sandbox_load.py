@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from sandbox import gitlab_payloads as render
+from sandbox.image_repos import repositories
 from sandbox.model import Organisation, Service
 from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
 from warehouse.schema import Repo, Team
@@ -115,16 +116,17 @@ def _payloads(s: Service, at: datetime) -> Any:
     for d in s.deployments:
         if d.created_at <= at:
             yield "deployments", render.deployment(s, d, BASE, at)
-    repository = render.registry_repository(s, BASE, at, tags=True)
-    for name, (digest, pushed) in render.current_tags(s, at).items():
-        tag = {"name": name, "path": f"{s.path}:{name}", "location": f"{s.image_repository}:{name}"}
-        yield (
-            "registry",
-            {
-                "item": {"repository": repository, "tag": tag},
-                "tag": render.registry_tag(s, name, digest, pushed, None),
-            },
-        )
+    for r in repositories(s):
+        repository = render.registry_repository(r, BASE, at, tags=True)
+        for name, (digest, pushed) in render.current_tags(r, at).items():
+            tag = {"name": name, "path": f"{r.path}:{name}", "location": f"{r.location}:{name}"}
+            yield (
+                "registry",
+                {
+                    "item": {"repository": repository, "tag": tag},
+                    "tag": render.registry_tag(r, name, digest, pushed, None),
+                },
+            )
     for i in s.incidents:
         if i.created_at <= at:
             yield "incidents", render.incident(s, i, BASE, at)

@@ -1,26 +1,30 @@
 """Images end to end: GitLab, Jenkins, the Harbor registry and the Kubernetes cluster of one
-generated organisation, synced over HTTP by `cdmetrics sync`'s runner, then derived. Every
+generated organisation, synced over HTTP by `cdmetrics sync`'s runner into SQLite and into
+PostgreSQL, then derived. Every
 deployment's digest and resolution method, and the image policies, are compared with what the
 generator knows (its ground truth) and what each source shows."""
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text, update
 
 from analytics.derive import derive
+from analytics.images import resolve_images
 from analytics.policies import scan
 from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
 from sandbox.flows import ENVIRONMENT_BRANCHES, GITLAB_FLOW
 from sandbox.generate import generate
+from sandbox.image_repos import layout, repositories
 from sandbox.jenkins_org import iter_jobs
 from sandbox.kubernetes_org import KubernetesCluster, namespace_of
 from sandbox.model import Deployment as TrueDeployment
@@ -28,9 +32,11 @@ from sandbox.model import Organisation, Service
 from sandbox.oci import inherits_labels
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.serve import Sandbox
+from tests.conftest import pg_engine, postgres_url, require_postgres
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Deployment, Source
+from warehouse.schema import Deployment, Environment, Image, ImageRepository, Source
+from warehouse.schema import Service as ServiceRow
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 PATH = ["test", "staging", "production"]
@@ -40,14 +46,40 @@ OBSERVED = ("staging", "production")  # test's namespaces are not observed: tags
 ENV = {"CDMT_GITLAB": "t", "CDMT_JENKINS_USER": "u", "CDMT_TOKEN": "t", "CDMT_REGISTRY_USER": "r"}
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def warehouse_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    """A migrated warehouse for the module: an SQLite file or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('images') / 'w.db'}")
+        upgrade(engine)
+        yield engine
+        engine.dispose()
+        return
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgres_url())
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = pg_engine(postgres_url(), schema)
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(scope="module")
 def synced(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, warehouse_engine: Engine
 ) -> Iterator[tuple[Organisation, Engine, KubernetesCluster]]:
     org = generate(1, "small", NOW)
     tmp = tmp_path_factory.mktemp("images")
-    engine = make_engine(f"sqlite:///{tmp / 'w.db'}")
-    upgrade(engine)
+    engine = warehouse_engine
     with (
         pytest.MonkeyPatch.context() as mp,
         Sandbox.start(org=org, token="t", jenkins_user="u", kubernetes=True) as sb,
@@ -85,7 +117,6 @@ def synced(
         cluster = sb.kubernetes.cluster
     derive(engine)
     yield org, engine, cluster
-    engine.dispose()
 
 
 def jenkins_images(org: Organisation) -> dict[int, str]:
@@ -98,20 +129,36 @@ def jenkins_images(org: Organisation) -> dict[int, str]:
     }
 
 
-def tag_at(service: Service, tag: str, at: datetime) -> str | None:
-    """The digest `tag` pointed to at `at` (the generator's tag history)."""
-    pointed = [(t, digest) for name, digest, t in service.tag_history if name == tag and t <= at]
+def history(service: Service, repository: str) -> list[tuple[str, str, datetime]]:
+    """The generator's tag history of one of the service's repositories (pulled-by name)."""
+    return next(r.tag_history for r in repositories(service) if r.location == repository)
+
+
+def tag_at(service: Service, image: str, at: datetime) -> str | None:
+    """The digest image reference `repo:tag` pointed to at `at` (the generator's tag history)."""
+    repository, tag = image.rsplit(":", 1)
+    pointed = [(t, d) for name, d, t in history(service, repository) if name == tag and t <= at]
     return max(pointed)[1] if pointed else None
 
 
-def known_revisions(service: Service) -> dict[str, set[str]]:
-    """Commit -> digests of the images the warehouse can know were built from it: the label
-    when the service sets its own, else a tag naming the commit."""
-    out: dict[str, set[str]] = {}
+def known_revisions(service: Service) -> dict[str, dict[str, set[str]]]:
+    """Commit -> repository -> digests of the images the warehouse can know were built from it:
+    the label when the service sets its own, else a tag naming the commit."""
+    out: dict[str, dict[str, set[str]]] = {}
     for image in service.images:
         if not inherits_labels(service) or TAG_REVISION.match(image.tag):
-            out.setdefault(image.revision, set()).add(image.digest)
+            found = out.setdefault(image.revision, {})
+            found.setdefault(image.repository, set()).add(image.digest)
     return out
+
+
+def by_revision(found: dict[str, set[str]], named: str | None) -> str | None:
+    """The one build of the deployed commit: in the repository the job names, else in the only
+    repository holding one (None: ambiguous or none)."""
+    repositories = [named] if named in found else list(found)
+    if len(repositories) == 1 and len(found[repositories[0]]) == 1:
+        return next(iter(found[repositories[0]]))
+    return None
 
 
 def expected(
@@ -148,21 +195,18 @@ def expected(
             elif d.id in observed and d.environment.canonical in OBSERVED:
                 out[key] = (d.digest, "observed", d)
             elif image:
-                out[key] = (tag_at(s, image.rsplit(":", 1)[1], d.created_at), "tag", d)
-            elif len(revisions.get(d.sha, ())) == 1:
-                out[key] = (next(iter(revisions[d.sha])), "revision", d)
+                out[key] = (tag_at(s, image, d.created_at), "tag", d)
+            elif (digest := by_revision(revisions.get(d.sha, {}), None)) is not None:
+                out[key] = (digest, "revision", d)
             else:
                 out[key] = (None, "none", d)
     return out
 
 
-def test_every_deployment_resolves_as_its_sources_allow(
-    synced: tuple[Organisation, Engine, KubernetesCluster],
-) -> None:
-    org, engine, cluster = synced
-    want = expected(org, cluster)
+def resolutions(engine: Engine) -> dict[str, tuple[str | None, str]]:
+    """Deployment external id -> (digest, resolution) of every GitLab and Jenkins deployment."""
     with engine.connect() as conn:
-        got = {
+        return {
             ext: (digest, how)
             for ext, digest, how in conn.execute(
                 select(Deployment.external_id, Deployment.image_digest, Deployment.image_resolution)
@@ -170,6 +214,14 @@ def test_every_deployment_resolves_as_its_sources_allow(
                 .where(Source.kind.in_(("gitlab", "jenkins")), Deployment.kind == "app")
             )
         }
+
+
+def test_every_deployment_resolves_as_its_sources_allow(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    org, engine, cluster = synced
+    want = expected(org, cluster)
+    got = resolutions(engine)
     assert got.keys() == want.keys()
     wrong = {k: (got[k], want[k][:2]) for k in want if got[k] != want[k][:2]}
     assert not wrong
@@ -194,6 +246,107 @@ def test_every_deployment_resolves_as_its_sources_allow(
 
 def _service_of(org: Organisation, d: TrueDeployment) -> str:
     return next(s.name for s in org.services if d in s.deployments)
+
+
+def repositories_of(engine: Engine) -> dict[str, str]:
+    """Image digest -> the repository the registry holds it in."""
+    with engine.connect() as conn:
+        return {d: r for d, r in conn.execute(select(Image.digest, Image.repository))}
+
+
+def test_images_in_a_sub_repository_resolve(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """Services whose images live under their prefix (`<prefix>/api`, `<prefix>/app`) resolve
+    like the others: every deployment as the truth says, to an image of the sub-repository."""
+    org, engine, cluster = synced
+    want, got, held = expected(org, cluster), resolutions(engine), repositories_of(engine)
+    split = {s.name: repositories(s)[0].location for s in org.services if layout(s)}
+    mine = {k: v for k, v in want.items() if _service_of(org, v[2]) in split}
+    assert {_service_of(org, d) for _, _, d in mine.values()} == set(split)
+    assert {k: got[k] for k in mine} == {k: v[:2] for k, v in mine.items()}
+    assert {"revision", "explicit", "tag", "observed"} <= {how for _, how, _ in mine.values()}
+    for digest, how, d in mine.values():
+        if how != "none":
+            assert held[str(digest)] == split[_service_of(org, d)]
+    with engine.connect() as conn:
+        links = {
+            r: name
+            for r, name in conn.execute(
+                select(ImageRepository.repository, ServiceRow.name).join(
+                    ServiceRow, ServiceRow.id == ImageRepository.service_id
+                )
+            )
+        }
+    assert {r: links.get(r) for r in set(held.values())} == {
+        r.location: s.name for s in org.services for r in repositories(s) if r.images
+    }
+
+
+def test_two_repositories_from_one_commit_the_jobs_named_repository_wins(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """A Jenkins-built service pushes app and worker images of every commit, tagged alike (its
+    `latest` too); its deploy job's IMAGE names the app repository, so every deployment resolves
+    to the app image, by tag or digest, never to the worker's."""
+    org, engine, cluster = synced
+    two = [s for s in org.services if len(layout(s)) == 2]
+    assert two, "the small organisation has a service with two image repositories"
+    want, got, held = expected(org, cluster), resolutions(engine), repositories_of(engine)
+    images = jenkins_images(org)
+    for s in two:
+        app, worker = (r.location for r in repositories(s))
+        built = {r: {i.revision for i in s.images if i.repository == r} for r in (app, worker)}
+        assert built[app] == built[worker]  # one pipeline builds both from the same commit
+        mine = {k: v for k, v in want.items() if v[2] in s.deployments}
+        assert mine and {k: got[k] for k in mine} == {k: v[:2] for k, v in mine.items()}
+        assert all(images[d.id].startswith(app) for _, _, d in mine.values())
+        assert {held[str(digest)] for digest, how, _ in mine.values() if how != "none"} == {app}
+        assert "tag" in {how for _, how, _ in mine.values()} or "explicit" in {
+            how for _, how, _ in mine.values()
+        }
+
+
+def test_ambiguous_without_a_named_repository_unpinned_image_names_the_candidates(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """The same warehouse, but the two-repository service's test deployments name no image (a
+    deploy job without IMAGE; rolled back afterwards): the commit's app and worker builds are both
+    candidates, so they stay unresolved and unpinned-image names both repositories."""
+    org, engine, _ = synced
+    s = next(s for s in org.services if len(layout(s)) == 2)
+    app, worker = (r.location for r in repositories(s))
+    test = next(e.name for e in s.environments.values() if e.canonical == "test")
+    with engine.connect() as conn, conn.begin() as transaction:
+        ids = (
+            conn.execute(
+                select(Deployment.id)
+                .join(ServiceRow, ServiceRow.id == Deployment.service_id)
+                .join(Environment, Environment.id == Deployment.environment_id)
+                .where(
+                    ServiceRow.name == s.name, Environment.name == "test", Deployment.kind == "app"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(ids))
+            .values(image_ref=None, image_digest=None, image_resolution="none")
+        )
+        resolve_images(conn)
+        found = [
+            v
+            for v in scan(
+                conn, org.start, org.now + timedelta(days=1), PATH, only=["unpinned-image"]
+            )
+            if v.service == s.name
+        ]
+        transaction.rollback()
+    tested = [d for d in s.deployments if d.environment.name == test and d.status == "success"]
+    assert ids and len(found) == len(tested)
+    assert all(f"built in {app}, {worker} and it names none of them" in v.message for v in found)
 
 
 def found(engine: Engine, org: Organisation, policy: str) -> list[Any]:
@@ -238,9 +391,9 @@ def test_image_policies_flag_what_the_generator_seeded(
     images = jenkins_images(org)
     for k, (_, how, d) in want.items():
         if how == "tag":
-            tag = images[d.id].rsplit(":", 1)[1]
+            repository, tag = images[d.id].rsplit(":", 1)
             service = org.service(_service_of(org, d))
-            if len({digest for name, digest, _ in service.tag_history if name == tag}) > 1:
+            if len({digest for name, digest, _ in history(service, repository) if name == tag}) > 1:
                 moved.add(k)
     assert moved and subjects(engine, org, "moved-tag") == moved
     # successful production deployments, application or schema, from a ref that is neither the

@@ -148,6 +148,23 @@ def test_label_trusted_through_the_services_code_repository() -> None:
     assert image["revision"] == SHA
 
 
+@pytest.mark.parametrize(
+    ("source", "trusted"),
+    [
+        ("https://gitlab.example.com/acme/payments", True),  # the project the repository is under
+        ("https://gitlab.example.com/acme", False),  # a group is no code repository
+        ("https://gitlab.example.com/acme/pay", False),  # a look-alike, not an enclosing path
+    ],
+)
+def test_label_naming_the_project_a_sub_repository_is_under(source: str, trusted: bool) -> None:
+    """GitLab names a project's images under its path: `acme/payments/worker` is acme/payments'."""
+    own = artifact(extra_attrs={"config": {"Labels": labels(source)}})
+    (image,), _ = norm.normalize_harbor_artifact(
+        own, "harbor.example.com/acme/payments/worker", NOW
+    )
+    assert (image.get("revision") == SHA) is trusted
+
+
 def test_label_revision_that_is_not_a_commit_is_ignored() -> None:
     odd = artifact(
         extra_attrs={

@@ -333,6 +333,18 @@ class ImageTag(Base):
     last_seen_at: Mapped[datetime | None] = volatile()
 
 
+class ImageRepository(Base):
+    """A registry repository and the service whose images it holds (linked by derive: the
+    service's `image_repositories` setting, else the longest service prefix it is under)."""
+
+    __tablename__ = "image_repository"
+    __table_args__ = (natural_key("repository"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository: Mapped[str] = mapped_column(Name)
+    service_id: Mapped[int | None] = ref("service")
+    linked_by: Mapped[str | None] = mapped_column(String(16))  # config | prefix
+
+
 class Deployment(Base):
     __tablename__ = "deployment"
     __table_args__ = (

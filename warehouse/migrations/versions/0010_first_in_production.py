@@ -1,7 +1,7 @@
 """deployment_change.first_in_production: a change counts once over several production regions
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-04 17:20:00.000000
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0010'
-down_revision: str | None = '0005'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

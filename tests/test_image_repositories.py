@@ -1,0 +1,174 @@
+"""A service's images in several registry repositories (DESIGN.md section 9): every repository under
+the service's prefix, or configured in `[[services]] image_repositories`, is the service's; a
+deployment resolves by revision in the repository it names, and a commit built in two repositories
+the deployment does not choose between is unpinned-image naming both (named cases, both backends).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from analytics.derive import derive
+from analytics.images import named_repository
+from analytics.policies import scan
+from tests.analytics_world import World, at
+from warehouse.image_repositories import RepositoryOwners
+from warehouse.schema import Deployment, Image, ImageRepository, ImageTag, Service
+
+PREFIX = "registry.test/acme/shop"
+WORKER = f"{PREFIX}/worker"
+PATH = ["test", "staging", "production"]
+
+
+@pytest.fixture
+def world(engine: Engine) -> World:
+    w = World(engine)
+    w.line("a", "b")
+    with engine.begin() as conn:
+        conn.execute(update(Service).values(image_repository=PREFIX))
+    return w
+
+
+def image(digest: str, repository: str, revision: str = "b") -> dict[str, Any]:
+    return {"digest": digest, "repository": repository, "revision": revision}
+
+
+def unpinned_ref(world: World, ext: str, ref: str | None) -> None:
+    """Give deployment `ext` an image reference naming no digest (`none` until resolved)."""
+    with world.engine.begin() as conn:
+        conn.execute(update(Deployment).where(Deployment.external_id == ext).values(image_ref=ref))
+
+
+def resolved(world: World, ext: str) -> tuple[str | None, str]:
+    with world.engine.connect() as conn:
+        row = conn.execute(
+            select(Deployment.image_digest, Deployment.image_resolution).where(
+                Deployment.external_id == ext
+            )
+        ).one()
+    return row[0], row[1]
+
+
+def unpinned(world: World) -> dict[str, str]:
+    with world.engine.connect() as conn:
+        found = scan(conn, at(-48), at(48), PATH, only=["unpinned-image"])
+    return {v.subject.rsplit(":", 1)[1]: v.message for v in found}
+
+
+def test_images_in_a_sub_repository_resolve(world: World) -> None:
+    world.add(Image, [image("sha256:b1", f"{PREFIX}/app")])
+    d = world.deploy("b", at(1), pinned=False)
+    world.derive()
+    assert resolved(world, d) == ("sha256:b1", "revision")
+    assert unpinned(world) == {}
+
+
+def test_a_repository_of_another_service_or_a_look_alike_name_is_not_linked(world: World) -> None:
+    world.add(
+        Image,
+        [image("sha256:x1", f"{PREFIX}-admin/app"), image("sha256:x2", "registry.test/other")],
+    )
+    d = world.deploy("b", at(1), pinned=False)
+    world.derive()
+    assert resolved(world, d) == (None, "none")
+    with world.engine.connect() as conn:
+        query = select(ImageRepository.repository, ImageRepository.service_id)
+        links = {repository: service for repository, service in conn.execute(query)}
+    assert links == {f"{PREFIX}-admin/app": None, "registry.test/other": None}
+
+
+def test_two_repositories_from_one_commit_the_jobs_named_repository_wins(world: World) -> None:
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app"), image("sha256:wrk", WORKER)])
+    app = world.deploy("b", at(1), pinned=False)
+    # the tag says nothing, the repository does
+    unpinned_ref(world, app, f"{PREFIX}/app:no-such-tag")
+    worker = world.deploy("b", at(2), pinned=False)
+    unpinned_ref(world, worker, f"{PREFIX}/worker")
+    world.derive()
+    assert resolved(world, app) == ("sha256:app", "revision")
+    assert resolved(world, worker) == ("sha256:wrk", "revision")
+
+
+def test_a_named_repository_without_a_build_of_the_commit_resolves_to_nothing(
+    world: World,
+) -> None:
+    """The job names the app repository, which holds no build of the commit: the worker's build
+    is not what it deployed."""
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app", "a"), image("sha256:wrk", WORKER)])
+    d = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, d, f"{PREFIX}/app:b")
+    world.derive()
+    assert resolved(world, d) == (None, "none")
+    assert "built in" not in unpinned(world)[d]
+
+
+def test_a_name_that_is_none_of_the_services_repositories_says_nothing(world: World) -> None:
+    """A reference through another name (a host alias) neither chooses nor excludes a build."""
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app")])
+    d = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, d, "mirror.test/acme/shop/app:b")
+    world.derive()
+    assert resolved(world, d) == ("sha256:app", "revision")
+
+
+def test_tag_resolution_reads_the_named_repository(world: World) -> None:
+    """Both repositories carry the commit's tag; each deployment gets its own repository's image."""
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app"), image("sha256:wrk", WORKER)])
+    world.add(
+        ImageTag,
+        [
+            {"repository": f"{PREFIX}/{r}", "tag": "b", "digest": d, "seen_at": at(0)}
+            for r, d in (("app", "sha256:app"), ("worker", "sha256:wrk"))
+        ],
+    )
+    worker = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, worker, f"{PREFIX}/worker:b")
+    world.derive()
+    assert resolved(world, worker) == ("sha256:wrk", "tag")
+
+
+def test_ambiguous_without_a_named_repository_unpinned_image_names_the_candidates(
+    world: World,
+) -> None:
+    world.add(Image, [image("sha256:app", f"{PREFIX}/app"), image("sha256:wrk", WORKER)])
+    d = world.deploy("b", at(1), pinned=False)
+    world.derive()
+    assert resolved(world, d) == (None, "none")
+    message = unpinned(world)[d]
+    assert f"built in {PREFIX}/app, {PREFIX}/worker and it names none of them" in message
+
+
+def test_configured_image_repositories_link_a_repository_outside_the_prefix(
+    world: World,
+) -> None:
+    world.add(Image, [image("sha256:h1", "harbor.test/shop-images/api")])
+    d = world.deploy("b", at(1), pinned=False)
+    derive(world.engine, image_repositories={"shop": ["harbor.test/shop-images/*"]})
+    assert resolved(world, d) == ("sha256:h1", "revision")
+    with world.engine.connect() as conn:
+        link = conn.execute(select(ImageRepository.linked_by)).scalar_one()
+    assert link == "config"
+
+
+def test_the_longest_prefix_and_then_configuration_own_a_repository() -> None:
+    owners = RepositoryOwners([(1, "r.test/g"), (2, "r.test/g/p")], [(3, "r.test/g/p/legacy-*")])
+    assert owners.owner("r.test/g/p/api") == (2, "prefix")
+    assert owners.owner("r.test/g/other") == (1, "prefix")
+    assert owners.owner("r.test/g/p/legacy-web") == (3, "config")
+    assert owners.owner("r.test/gx") is None
+
+
+@pytest.mark.parametrize(
+    ("ref", "repository"),
+    [
+        ("r.test/g/p/api:v1", "r.test/g/p/api"),
+        ("r.test:5000/g/p/api", "r.test:5000/g/p/api"),
+        ("r.test:5000/g/p/api@sha256:00", "r.test:5000/g/p/api"),
+        ("", None),
+    ],
+)
+def test_the_repository_an_image_reference_names(ref: str, repository: str | None) -> None:
+    assert named_repository(ref) == repository
