@@ -292,6 +292,18 @@ def _add_jenkins_services(
             f"{seed}/jenkins/{name}",
         )
     org.jenkins = build_jenkins(org)
+    for service in org.services:
+        if service.deploy_name:
+            _split_incidents(service)
+
+
+def _split_incidents(service: Service) -> None:
+    """The generator's intent for a service deployed under another name: its incidents are filed
+    under its project's service, which has no deployments, so none marks a failed change."""
+    for incident in service.incidents:
+        incident.deployment_id = None
+    for d in service.deployments:
+        d.failed_change = tuple(r for r in d.failed_change if r != "incident")
 
 
 def _rebuild_flows(org: Organisation, seed: int, ids: Ids, holiday: object) -> None:

@@ -460,6 +460,13 @@ class _Outcomes:
     recoveries: dict[int, Recovery]
 
 
+def tracked(service: Service) -> list[Incident]:
+    """The incidents that can meet the service's deployments: none when its deployments go by
+    another name (`Service.deploy_name`): the tracker files them under the project's service,
+    which has no deployments (configure the name, or name deploy jobs after the project)."""
+    return [] if service.deploy_name else list(service.incidents)
+
+
 def attribute_incidents(
     production: Sequence[DeploymentTruth],
     incidents: Iterable[Incident],
@@ -529,7 +536,7 @@ def _recovery(
 def _outcomes(service: Service, policy: Policy) -> _Outcomes:
     """Failures of one service's production deployments (N: the next one), then recoveries."""
     production = service_production(service, CommitGraph(service))
-    attributed = attribute_incidents(production, service.incidents, policy.failure_window)
+    attributed = attribute_incidents(production, tracked(service), policy.failure_window)
     chains = production_chains(production)
     failures = {}
     for chain in chains:  # N: the next deployment in D's own environment
@@ -604,7 +611,7 @@ def incidents(org: Organisation, failure_window: timedelta = FAILURE_WINDOW) -> 
     rows: list[IncidentTruth] = []
     for s in org.services:
         production = service_production(s, CommitGraph(s))
-        attributed = attribute_incidents(production, s.incidents, failure_window)
+        attributed = attribute_incidents(production, tracked(s), failure_window)
         rows.extend(
             IncidentTruth(
                 i.id,
@@ -612,7 +619,7 @@ def incidents(org: Organisation, failure_window: timedelta = FAILURE_WINDOW) -> 
                 s.name,
                 i.created_at,
                 i.closed_at,
-                attributed[i.id],
+                attributed.get(i.id),
                 i.deployment_id,
                 hours(i.created_at, i.closed_at)
                 if i.closed_at is not None and not resolved_before_opened(i)
@@ -749,7 +756,7 @@ def intent_disagreements(
         by_id = {d.id: d for d in s.deployments}
         for t in o.production:
             found += _deployment_disagreements(by_id[t.id], t, o.failures[t.id], policy)
-        for i in s.incidents:
+        for i in tracked(s):
             if o.attributed[i.id] != i.deployment_id:
                 subject = f"incident {i.id} (iid {i.iid})"
                 intended, got = str(i.deployment_id), str(o.attributed[i.id])

@@ -44,9 +44,14 @@ def ensure_environment(
     position = promotion_path.index(stage) if stage in promotion_path else None
     current = select(Environment.id, Environment.raw_names, Environment.tier, Environment.position)
     found = conn.execute(current.where(Environment.name == env.name)).first()
-    if found and raw_name in (found.raw_names or []) and (found.tier, found.position) == (
-        env.tier,
-        position,
+    if (
+        found
+        and raw_name in (found.raw_names or [])
+        and (found.tier, found.position)
+        == (
+            env.tier,
+            position,
+        )
     ):
         return int(found.id)
     upsert(conn, Environment, [{"name": env.name, "tier": env.tier, "position": position}])
