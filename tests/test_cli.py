@@ -65,6 +65,12 @@ def test_db_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
             {},
             "key `sync.history_days`",
         ),
+        (
+            "[warehouse]\nurl = 'sqlite:///w.db'\n[[sources.git]]\nname = 'g'\npath = '.'\n"
+            "[[sources.kubernetes]]\nname = 'g'\n",
+            {},
+            "key `sources.kubernetes[0].name`",
+        ),
     ],
 )
 def test_bad_config_exits_2_and_writes_nothing(
