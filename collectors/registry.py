@@ -176,7 +176,7 @@ class RegistryCollector(Collector):
     ) -> None:
         self.source, self.settings, self.engine = source, settings, engine
         self.kind = source.kind
-        self.host = source.host or urlsplit(source.url).netloc
+        self.host = source.host or urlsplit(source.url).netloc.rsplit("@", 1)[-1]
         self.full, self.progress, self.max_retries = full, progress, max_retries
         self.limiter = RateLimiter(settings.sync.requests_per_second)
         self.tag_revision = re.compile(settings.metrics.tag_revision_pattern)

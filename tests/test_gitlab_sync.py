@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from sandbox.server import FaultRule, RateLimit
 from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot, table_counts
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload
+from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload, Source
 
 STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
 
@@ -235,3 +236,19 @@ def test_malformed_items_are_kept_counted_and_the_sync_completes(tiny: Sandbox, 
 def test_simulator_timestamps_match_gitlab_form() -> None:
     org = generate(1, "tiny")
     assert ts(org.now).endswith(".000Z")
+
+
+def test_a_password_in_the_source_url_is_masked_in_the_warehouse_and_logs(
+    tiny: Sandbox, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    settings = sandbox_settings(tiny)
+    source = settings.sources.gitlab[0]
+    source.url = source.url.replace("://", "://robot:pa55w0rd@")
+    engine = fresh_sqlite(tmp_path, "w.db")
+    with caplog.at_level(logging.DEBUG):
+        summary = GitLabCollector(source, settings, engine).sync()
+    assert summary.ok, summary.errors
+    with engine.connect() as conn:
+        [base_url] = conn.execute(select(Source.base_url)).scalars().all()
+    assert base_url == tiny.gitlab_url.replace("://", "://***@")
+    assert "pa55w0rd" not in caplog.text + repr(summary.as_json())
