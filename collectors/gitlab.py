@@ -28,6 +28,7 @@ from cdmetrics.settings import GitLabSource, Settings
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.http import PolicySession, RateLimiter, RequestCounter, redact_url
+from collectors.payload import partitioned
 from collectors.sync import Batch, Collector, SourceSummary, SyncError, SyncRun
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
@@ -262,13 +263,12 @@ class GitLabCollector(Collector):
         batch = Batch()
         canonical = {}
         for env in payloads:
+            key = partitioned(str(ctx.project_id), norm.external_id_of(env))
             try:
                 canonical[env["name"]] = norm.normalize_environment(env, self.mapper)
-                batch.raws.append(Raw("environments", norm.external_id_of(env), env))
+                batch.raws.append(Raw("environments", key, env))
             except (norm.RejectedPayload, KeyError) as exc:
-                batch.raws.append(
-                    Raw("environments", norm.external_id_of(env), env, error=str(exc))
-                )
+                batch.raws.append(Raw("environments", key, env, error=str(exc)))
                 batch.rejected += 1
         save = run.save_cursor("environments", str(ctx.project_id), None, counter.value - before)
 
@@ -332,14 +332,15 @@ class GitLabCollector(Collector):
                 log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
                 return
             raise
+        key = partitioned(str(ctx.project_id), item_id)
         try:
             rows = stream.normalize(payload, ctx)
         except norm.RejectedPayload as exc:
-            batch.raws.append(Raw(stream.name, item_id, payload, error=str(exc)))
+            batch.raws.append(Raw(stream.name, key, payload, error=str(exc)))
             batch.rejected += 1
-            log.warning("%s: rejected %s %s: %s", self.source.name, stream.name, item_id, exc)
+            log.warning("%s: rejected %s %s: %s", self.source.name, stream.name, key, exc)
             return
-        batch.raws.append(Raw(stream.name, item_id, payload))
+        batch.raws.append(Raw(stream.name, key, payload))
         for table, table_rows in rows.items():
             batch.add(table, table_rows)
 

@@ -57,6 +57,15 @@ def fresh_sqlite(tmp_path, name: str) -> Engine:  # type: ignore[no-untyped-def]
     return engine
 
 
+def raw_keys(engine: Engine, stream: str, like: str = "%") -> set[str]:
+    """The keys of the raw payloads of `stream` kept in the warehouse (matching `like`)."""
+    with engine.connect() as conn:
+        query = select(RawPayload.external_id).where(
+            RawPayload.stream == stream, RawPayload.external_id.like(like)
+        )
+        return set(conn.execute(query).scalars())
+
+
 def as_of(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -67,6 +76,8 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine) -> None
     assert summary.rejected == 0
     assert table_counts(engine) == truth.counts(sandbox.org)
     org = sandbox.org
+    assert raw_keys(engine, "branches", "%/main") == {f"{s.project_id}/main" for s in org.services}
+    assert len(raw_keys(engine, "branches")) == truth.counts(org)["branch"]
     expected = {d["external_id"]: d for d in truth.deployments(org)}
     with engine.connect() as conn:
         rows = conn.execute(select(Deployment)).all()
