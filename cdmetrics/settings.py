@@ -87,6 +87,9 @@ class SyncSettings(Section):
     """Rate limit shared by all requests to one source (0: no limit, e.g. for the sandbox)."""
     timeout_s: float = Field(30.0, gt=0)
     """Timeout of every HTTP request, in seconds."""
+    max_retry_after_s: float = Field(60.0, ge=0)
+    """Longest wait a server's Retry-After may impose, in seconds (seconds or HTTP-date form); a
+    longer one is cut to this, so no worker is parked for an hour."""
 
     @field_validator("timezone")
     @classmethod

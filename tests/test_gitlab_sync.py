@@ -19,7 +19,16 @@ from sandbox.gitlab_payloads import ts
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
-from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot, table_counts
+from tests.sandbox_helpers import (
+    DATE_RETRY_AFTER,
+    TOKEN_ENV,
+    answer_429_with_a_date,
+    assert_waited_retry_after,
+    record_waits,
+    sandbox_settings,
+    snapshot,
+    table_counts,
+)
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
 from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload, Source
@@ -203,6 +212,22 @@ def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> N
     for i in limited:
         if i + 1 < len(log):
             assert log[i + 1][0] - log[i][0] >= 0.99  # the client waited Retry-After
+    assert table_counts(engine) == truth.counts(tiny.org)
+
+
+@pytest.mark.parametrize(("ahead", "cap"), DATE_RETRY_AFTER)
+def test_retry_after_as_an_http_date_is_obeyed_and_capped(
+    tiny: Sandbox, tmp_path, ahead: float, cap: float
+) -> None:  # type: ignore[no-untyped-def]
+    rule = answer_429_with_a_date(tiny.gitlab_app, r"/merge_requests$", ahead)
+    settings = sandbox_settings(tiny, max_retry_after_s=cap)
+    engine = fresh_sqlite(tmp_path, "w.db")
+    collector = GitLabCollector(settings.sources.gitlab[0], settings, engine)
+    waits = record_waits(collector)
+    summary = collector.sync()
+    assert summary.ok, summary.errors
+    assert rule.fired == 3
+    assert_waited_retry_after(waits, ahead, cap)
     assert table_counts(engine) == truth.counts(tiny.org)
 
 
