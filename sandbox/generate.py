@@ -24,6 +24,7 @@ from sandbox.jenkins_org import build_jenkins
 from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
+from sandbox.unmerged import add_unmerged_branches
 
 ROOT_GROUP = "acme"
 
@@ -209,7 +210,8 @@ def generate(
     Jenkins-built services (default: by size, `JENKINS_SERVICES`); one service on git-flow and one
     on GitLab flow (`sandbox.flows`; none in `tiny`); database migrations in about a third of the
     services unless `migrations` is false (`sandbox.migrations`, a post-pass that leaves
-    everything else as it is)."""
+    everything else as it is); then unmerged branches without a merge request in a few services
+    (`sandbox.unmerged`, likewise)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -234,8 +236,9 @@ def generate(
         org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
     )
     _rebuild_flows(org, seed, ids, holiday)
-    if migrations:  # last: its ids come after every other object's
+    if migrations:  # its ids come after every other object's
         add_migrations(org, ids)
+    add_unmerged_branches(org, seed)  # takes no ids and changes no other object
     return org
 
 
