@@ -3,6 +3,7 @@ backoff with jitter; what is retried, over every client's adapter (requests, url
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -63,7 +64,13 @@ def test_requests_session_retries_a_date_retry_after_capped_and_counts_attempts(
     server: tuple[SimulatorApp, str],
 ) -> None:
     app, url = server
-    app.faults.add(FaultRule("/ping", "429", times=2, seconds=3600, http_date=True))
+    app.faults.add(FaultRule("/ping", "429", times=3, seconds=3600, http_date=True))
+    plain = requests.get(f"{url}/ping", timeout=5)
+    header = plain.headers["Retry-After"]
+    assert plain.status_code == 429 and re.fullmatch(
+        r"\w{3}, \d\d \w{3} \d{4} [\d:]{8} GMT", header
+    )
+    assert 3590 < (retry_after_seconds(header) or 0) <= 3600
     waits: list[float] = []
     counter = RequestCounter()
     session = PolicySession(RateLimiter(0), counter, 5, RetryPolicy(3, 0.25, sleep=waits.append))
