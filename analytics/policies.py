@@ -20,6 +20,7 @@ from sqlalchemy import Connection, func, select
 from analytics.gate import SEMVER_TAG
 from analytics.images import candidates
 from analytics.observed import unrecorded
+from analytics.unmerged import unmerged_branches
 from warehouse.schema import (
     Branch,
     Commit,
@@ -496,6 +497,17 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
             url,
         )
         for repo_id, iid, branch, created, url, service in rows
+    ] + [  # branches without a merge request, by their first own commit (analytics.unmerged)
+        Violation(
+            "long-lived-branch",
+            "warn",
+            b.service,
+            None,
+            f"branch {b.repo_id}:{b.name}",
+            f"{b.name} has unmerged commits since {b.since:%Y-%m-%d} and no merge request: open "
+            f"one and merge within {max_age.days} days, or delete the branch",
+        )
+        for b in unmerged_branches(conn, scan.until - max_age)
     ]
 
 

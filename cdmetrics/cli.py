@@ -33,7 +33,7 @@ from cdmetrics.cli_service import register as register_service_commands
 from cdmetrics.render import render_drift, render_gate, render_metrics, render_violations
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
-from warehouse.migrate import current_revision, head_revision, upgrade
+from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
 
 app = typer.Typer(
     help="Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes.",
@@ -504,6 +504,6 @@ def main() -> None:
     """Console-script entry: run the CLI, turning known errors into a message and exit code 2."""
     try:
         app()
-    except (ConfigError, WarehouseURLError, CannotDecide) as exc:
+    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

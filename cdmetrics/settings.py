@@ -95,6 +95,9 @@ class SyncSettings(Section):
     """Rate limit shared by all requests to one source (0: no limit, e.g. for the sandbox)."""
     timeout_s: float = Field(30.0, gt=0)
     """Timeout of every HTTP request, in seconds."""
+    max_retry_after_s: float = Field(60.0, ge=0)
+    """Longest wait a server's Retry-After may impose, in seconds (seconds or HTTP-date form); a
+    longer one is cut to this, so no worker is parked for an hour."""
 
     @field_validator("timezone")
     @classmethod
@@ -368,10 +371,29 @@ def load_settings(path: Path | None = None, warehouse_url: str | None = None) ->
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data)) from None
+    check_source_names(settings, path)
     if warehouse_url:
         settings.warehouse.url = warehouse_url
     settings._path = path
     return settings
+
+
+def check_source_names(settings: Settings, path: Path) -> None:
+    """Raise ConfigError naming every source whose name an earlier source (of any kind) has: a
+    name is the source's key in the warehouse, so two would be merged into one silently."""
+    seen: dict[str, str] = {}
+    problems = []
+    for kind in ("gitlab", "jenkins", "git", "registry", "kubernetes"):
+        for i, source in enumerate(getattr(settings.sources, kind)):
+            key = f"sources.{kind}[{i}].name"
+            if source.name in seen:
+                problems.append(
+                    f"{path}: key `{key}`: source name {source.name!r} is already the name of "
+                    f"`{seen[source.name]}`; give every source its own name"
+                )
+            seen.setdefault(source.name, key)
+    if problems:
+        raise ConfigError("duplicate source names:\n  " + "\n  ".join(problems))
 
 
 def check_secrets(settings: Settings, path: Path | None = None) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cdmetrics.settings import Settings
+from collectors.http import redact_url
 from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base, Deployment, Image, Repo, Service, Team, table_of
@@ -266,7 +267,8 @@ class EventWriter:
         if known is not None:
             return known
         if isinstance(ref, SourceRef):
-            found = ensure_source(conn, ref.name, ref.kind, ref.base_url)
+            base_url = redact_url(ref.base_url) if ref.base_url else None
+            found = ensure_source(conn, ref.name, ref.kind, base_url)
         elif isinstance(ref, RepoRef):
             row = {
                 "source_id": self._id(conn, ref.source, pending),

@@ -27,7 +27,8 @@ from sqlalchemy import Engine
 from cdmetrics.settings import GitLabSource, Settings
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
-from collectors.http import PolicySession, RateLimiter, RequestCounter, redact_url
+from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
+from collectors.payload import partitioned
 from collectors.sync import Batch, Collector, SourceSummary, SyncError, SyncRun
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
@@ -49,23 +50,12 @@ STREAMS: tuple[streams.GitLabStream, ...] = (
 )
 
 
-class TrackingSession(PolicySession):
-    """Remembers the last URL requested, so an error can name it (secrets masked)."""
-
-    last_url = ""
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.last_url = url
-        return super().request(method, url, *args, **kwargs)
-
-
-class RetryingGitlab(gitlab.Gitlab):
-    """python-gitlab with a client-wide retry budget (it only takes one per request)."""
-
-    max_retries = MAX_RETRIES
+class PolicyGitlab(gitlab.Gitlab):
+    """python-gitlab with its own retries off: our `PolicySession` retries (python-gitlab reads
+    Retry-After with `int()`, which an HTTP date crashes, and waits as long as it says)."""
 
     def http_request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("max_retries", self.max_retries)
+        kwargs.update(obey_rate_limit=False, retry_transient_errors=False, max_retries=0)
         return super().http_request(*args, **kwargs)
 
 
@@ -87,6 +77,7 @@ class GitLabCollector(Collector):
         self.settings = settings
         self.engine = engine
         self.max_retries = max_retries
+        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
         self.progress = progress
         self.full = full  # ignore cursors and stored versions: re-read everything
         self.limiter = RateLimiter(settings.sync.requests_per_second)
@@ -106,18 +97,16 @@ class GitLabCollector(Collector):
             counter = RequestCounter()
             with self._counters_lock:
                 self._counters.append(counter)
-            session = TrackingSession(self.limiter, counter, self.settings.sync.timeout_s)
+            session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
             token = os.environ.get(self.source.token_env) if self.source.token_env else None
-            client = RetryingGitlab(
+            client = PolicyGitlab(
                 self.source.url,
                 private_token=token,
                 session=session,
                 ssl_verify=self.source.ssl_verify,
                 timeout=self.settings.sync.timeout_s,
-                retry_transient_errors=True,
                 per_page=self.source.per_page,
             )
-            client.max_retries = self.max_retries
             self._local.client, self._local.session, self._local.counter = client, session, counter
         return client
 
@@ -264,13 +253,12 @@ class GitLabCollector(Collector):
         batch = Batch()
         canonical = {}
         for env in payloads:
+            key = partitioned(str(ctx.project_id), norm.external_id_of(env))
             try:
                 canonical[env["name"]] = norm.normalize_environment(env, self.mapper)
-                batch.raws.append(Raw("environments", norm.external_id_of(env), env))
+                batch.raws.append(Raw("environments", key, env))
             except (norm.RejectedPayload, KeyError) as exc:
-                batch.raws.append(
-                    Raw("environments", norm.external_id_of(env), env, error=str(exc))
-                )
+                batch.raws.append(Raw("environments", key, env, error=str(exc)))
                 batch.rejected += 1
         save = run.save_cursor("environments", str(ctx.project_id), None, counter.value - before)
 
@@ -334,14 +322,15 @@ class GitLabCollector(Collector):
                 log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
                 return
             raise
+        key = partitioned(str(ctx.project_id), item_id)
         try:
             rows = stream.normalize(payload, ctx)
         except norm.RejectedPayload as exc:
-            batch.raws.append(Raw(stream.name, item_id, payload, error=str(exc)))
+            batch.raws.append(Raw(stream.name, key, payload, error=str(exc)))
             batch.rejected += 1
-            log.warning("%s: rejected %s %s: %s", self.source.name, stream.name, item_id, exc)
+            log.warning("%s: rejected %s %s: %s", self.source.name, stream.name, key, exc)
             return
-        batch.raws.append(Raw(stream.name, item_id, payload))
+        batch.raws.append(Raw(stream.name, key, payload))
         for table, table_rows in rows.items():
             batch.add(table, table_rows)
 

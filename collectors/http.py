@@ -2,9 +2,11 @@
 shared by all its threads, request counting for the sync summary, and URLs with secrets masked
 before they reach a log or an error message.
 
-Retries: python-gitlab and python-jenkins retry transient errors themselves (429 honouring
-Retry-After, 5xx, dropped connections); `retry_delays` gives the same schedule, with jitter, to the
-collectors that speak HTTP directly.
+Retries: one `RetryPolicy` for every client (429, 5xx and dropped connections; backoff with
+jitter; Retry-After in seconds or as an HTTP date, capped at `[sync] max_retry_after_s`), applied
+by `PolicySession` (requests: python-gitlab, python-jenkins), `PolicyTransport` (httpx: registries)
+and `PolicyRetry` (urllib3: the Kubernetes client). python-gitlab's own retries are switched off:
+they parse Retry-After with `int()`, which an HTTP date crashes, and wait uncapped.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import requests
+import urllib3
 
 SECRET_PARAMS = re.compile(r"(?i)(token|secret|password|passwd|key|signature|auth)")
 
@@ -106,84 +112,177 @@ class RequestCounter:
             self.value += n
 
 
-class PolicySession(requests.Session):
-    """A requests session that waits for the rate limiter, counts requests and always times out."""
-
-    def __init__(self, limiter: RateLimiter, counter: RequestCounter, timeout: float) -> None:
-        super().__init__()
-        self.limiter = limiter
-        self.counter = counter
-        self.default_timeout = timeout
-
-    def request(  # type: ignore[override]
-        self, method: str, url: str, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        self.limiter.acquire()
-        self.counter.add()
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
-        return super().request(method, url, *args, **kwargs)
-
-
-def retry_delays(retries: int, base: float = 0.1, cap: float = 30.0) -> Iterator[float]:
-    """Exponential backoff with full jitter: how long to wait before each retry."""
-    for attempt in range(retries):
-        yield random.uniform(0, min(cap, base * 2**attempt))
-
-
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would park a worker thread for its length
+R = TypeVar("R")
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """The wait a Retry-After header asks for, in seconds (>= 0): its delay-seconds, or the time
+    until its HTTP date (RFC 9110 §10.2.3, `Fri, 04 Dec 2026 17:00:05 GMT`); None when absent or
+    unreadable."""
+    text = (value or "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": a date without a zone is UTC (RFC 5322)
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass
+class RetryPolicy:
+    """The one retry policy of every client: 429, 5xx and dropped connections are retried up to
+    `retries` times, after exponential backoff with full jitter or the Retry-After the server asked
+    for, whichever is longer, Retry-After capped at `max_retry_after` seconds. `sleep` waits (a
+    test may record instead)."""
+
+    retries: int = 6
+    max_retry_after: float = MAX_RETRY_AFTER
+    base: float = 0.1
+    backoff_cap: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (0-based) of a request."""
+        backoff = random.uniform(0, min(self.backoff_cap, self.base * 2**attempt))
+        asked = retry_after_seconds(retry_after)
+        return backoff if asked is None else max(backoff, min(asked, self.max_retry_after))
+
+    def call(
+        self,
+        send: Callable[[], R],
+        answer: Callable[[R], tuple[int, str | None]],
+        transient: tuple[type[BaseException], ...],
+        discard: Callable[[R], None] = lambda _: None,
+    ) -> R:
+        """The result of `send()`, retried while it raises one of `transient` or `answer` gives a
+        retriable (status, Retry-After); the last attempt's result or exception once the retries
+        are spent. `discard` releases a result that is retried."""
+        attempt = 0
+        while True:
+            try:
+                result = send()
+            except transient:
+                if attempt >= self.retries:
+                    raise
+                self.sleep(self.delay(attempt))
+                attempt += 1
+                continue
+            status, retry_after = answer(result)
+            if status not in RETRY_STATUSES or attempt >= self.retries:
+                return result
+            discard(result)
+            self.sleep(self.delay(attempt, retry_after))
+            attempt += 1
+
+
+REQUESTS_TRANSIENT = (
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.Timeout,
+)
+
+
+class PolicySession(requests.Session):
+    """A requests session under the shared HTTP policy: every attempt waits for the rate limiter
+    and is counted, times out (`timeout` unless the caller gives one) and is retried by `retry`.
+    `last_url` and `last_status` describe the last answer, for error messages."""
+
+    def __init__(
+        self, limiter: RateLimiter, counter: RequestCounter, timeout: float, retry: RetryPolicy
+    ) -> None:
+        super().__init__()
+        self.limiter, self.counter, self.retry = limiter, counter, retry
+        self.default_timeout = timeout
+        self.last_url, self.last_status = "", ""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.last_url = request.url or ""
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+
+        def attempt() -> requests.Response:
+            self.limiter.acquire()
+            self.counter.add()
+            response = super(PolicySession, self).send(request, **kwargs)
+            self.last_status = f"HTTP {response.status_code} {response.reason}"
+            return response
+
+        return self.retry.call(
+            attempt,
+            lambda r: (r.status_code, r.headers.get("Retry-After")),
+            REQUESTS_TRANSIENT,
+            lambda r: r.close(),
+        )
+
+
+def urllib3_retry(policy: RetryPolicy, counter: RequestCounter) -> urllib3.Retry:
+    """A urllib3 `Retry` (for clients built on urllib3, like Kubernetes') that retries GETs as
+    `policy` does, waits `policy`'s delays, and counts each retry as a request."""
+
+    class PolicyRetry(urllib3.Retry):
+        def increment(self, *args: Any, **kwargs: Any) -> urllib3.Retry:  # type: ignore[override]
+            counter.add()  # each retry is one more request
+            return super().increment(*args, **kwargs)
+
+        def sleep(self, response: urllib3.BaseHTTPResponse | None = None) -> None:
+            after = response.headers.get("Retry-After") if response is not None else None
+            policy.sleep(policy.delay(max(0, len(self.history) - 1), after))
+
+    return PolicyRetry(
+        total=policy.retries,
+        connect=min(2, policy.retries),
+        status_forcelist=RETRY_STATUSES,
+        respect_retry_after_header=True,
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,
+    )
 
 
 class PolicyTransport(httpx.BaseTransport):
     """The shared HTTP policy for httpx clients, as a transport: every request (auth challenges
-    and token requests included) waits for the rate limiter and is counted; 429, 5xx and dropped
-    connections are retried on the `retry_delays` schedule, honouring Retry-After (capped at
-    `MAX_RETRY_AFTER`). Bodies are read here, so a connection dropped mid-body is retried too.
-    `last_url` names the last request."""
+    and token requests included) waits for the rate limiter, is counted and retried by `retry`.
+    Bodies are read here, so a connection dropped mid-body is retried too. `last_url` names the
+    last request."""
 
     def __init__(
         self,
         limiter: RateLimiter,
         counter: RequestCounter,
-        retries: int,
+        retry: RetryPolicy,
         inner: httpx.BaseTransport | None = None,
     ) -> None:
-        self.limiter, self.counter, self.retries = limiter, counter, retries
+        self.limiter, self.counter, self.retry = limiter, counter, retry
         self.inner = inner or httpx.HTTPTransport()
         self.last_url = ""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.last_url = str(request.url)
-        delays = retry_delays(self.retries)
-        while True:
+
+        def attempt() -> httpx.Response:
             self.limiter.acquire()
             self.counter.add()
+            response = self.inner.handle_request(request)
             try:
-                response = self.inner.handle_request(request)
-                try:
-                    raw = b"".join(response.iter_raw())
-                finally:
-                    response.close()
-            except httpx.TransportError:
-                wait = next(delays, None)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-                continue
-            if response.status_code in RETRY_STATUSES:
-                wait = next(delays, None)
-                if wait is not None:
-                    after = response.headers.get("Retry-After", "")
-                    asked = min(float(after), MAX_RETRY_AFTER) if after.isdigit() else 0.0
-                    time.sleep(max(wait, asked))
-                    continue
+                raw = b"".join(response.iter_raw())
+            finally:
+                response.close()
             return httpx.Response(
                 response.status_code,
                 headers=response.headers,
                 stream=httpx.ByteStream(raw),
                 extensions=response.extensions,
             )
+
+        return self.retry.call(
+            attempt,
+            lambda r: (r.status_code, r.headers.get("Retry-After")),
+            (httpx.TransportError,),
+        )
 
     def close(self) -> None:
         self.inner.close()

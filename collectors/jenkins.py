@@ -24,9 +24,9 @@ Decisions where DESIGN.md is silent:
 - Jenkins runs after GitLab in `cdmetrics sync`, so builds find GitLab's repos. Builds synced
   before GitLab knew their repo keep the repo row Jenkins made; later builds take GitLab's, and
   `cdmetrics sync --full` re-reads the earlier ones.
-- python-jenkins takes no session, so the client's session is replaced by one that applies the
-  shared rate limiter, counts requests, times out, and retries 429/5xx/dropped connections with
-  backoff honouring Retry-After (python-jenkins itself does not retry statuses).
+- python-jenkins takes no session, so the client's session is replaced by the shared
+  `PolicySession`: rate limiter, request counting, timeout, and the one `RetryPolicy` (429/5xx/
+  dropped connections, capped Retry-After; python-jenkins itself does not retry statuses).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from sqlalchemy import Connection, Engine, select
 
 from cdmetrics.settings import JenkinsSource, Settings
 from collectors import jenkins_normalize as norm
-from collectors.http import RateLimiter, RequestCounter, redact_url, retry_delays
+from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import external_id_of
 from collectors.sync import Batch, Collector, SyncRun
 from warehouse.dimensions import ensure_environment, ensure_id
@@ -74,7 +73,6 @@ MAX_RETRIES = 6
 PAGE = 100
 FOLDER_DEPTH = 4  # job levels per listing request
 BATCH_BUILDS = 200
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 FOLDERS = re.compile(r"(Folder|MultiBranchProject|OrganizationFolder)$")
 JOB_FIELDS = "_class,name,fullName,url,lastBuild[number]"
 BUILD_FIELDS = (
@@ -88,44 +86,11 @@ BUILD_FIELDS = (
 TEST_TREE = "duration,failCount,passCount,skipCount,suites[name,duration,cases[status]]"
 
 
-class JenkinsSession(requests.Session):
-    """python-jenkins' transport under the shared HTTP policy; remembers the last URL."""
-
-    def __init__(self, limiter: RateLimiter, counter: RequestCounter, retries: int) -> None:
-        super().__init__()
-        self.limiter, self.counter, self.retries = limiter, counter, retries
-        self.last_url, self.last_status = "", ""
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.last_url = request.url or ""
-        delays = retry_delays(self.retries)
-        while True:
-            self.limiter.acquire()
-            self.counter.add()
-            try:
-                response = super().send(request, **kwargs)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
-                wait = next(delays, None)
-                if wait is None:
-                    raise
-                time.sleep(wait)
-                continue
-            self.last_status = f"HTTP {response.status_code} {response.reason}"
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            wait = next(delays, None)
-            if wait is None:
-                return response
-            after = response.headers.get("Retry-After", "")
-            response.close()
-            time.sleep(max(wait, float(after) if after.isdigit() else 0.0))
-
-
 class PolicyJenkins(jenkins.Jenkins):  # type: ignore[misc]
-    """python-jenkins on a `JenkinsSession`; read-only, so no crumb is ever fetched."""
+    """python-jenkins on a `PolicySession`; read-only, so no crumb is ever fetched."""
 
     def __init__(
-        self, url: str, user: str | None, token: str | None, session: JenkinsSession, timeout: float
+        self, url: str, user: str | None, token: str | None, session: PolicySession, timeout: float
     ) -> None:
         super().__init__(url, user, token, timeout=timeout)
         previous: requests.Session = vars(self)["_session"]
@@ -206,6 +171,7 @@ class JenkinsCollector(Collector):
     ) -> None:
         self.source, self.settings, self.engine = source, settings, engine
         self.max_retries = max_retries
+        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
         self.progress = progress
         self.full = full  # ignore cursors: read every build again
         self.limiter = RateLimiter(settings.sync.requests_per_second)
@@ -223,7 +189,7 @@ class JenkinsCollector(Collector):
             counter = RequestCounter()
             with self._lock:
                 self._counters.append(counter)
-            session = JenkinsSession(self.limiter, counter, self.max_retries)
+            session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
             user = os.environ.get(self.source.user_env) if self.source.user_env else None
             token = os.environ.get(self.source.token_env) if self.source.token_env else None
             client = PolicyJenkins(

@@ -7,8 +7,8 @@ revision; collectors/kubernetes_normalize.py says what each column means) and, i
 Decisions where DESIGN.md is silent:
 - Configuration: the kubeconfig file and context of the source (`kubeconfig`, `context`), or the
   client's usual lookup; the in-cluster service account when neither is set and the process runs in
-  a pod. The client is built per source (no global configuration), with urllib3 retries for
-  429 (honouring Retry-After), 5xx and dropped connections, the shared rate limiter and counting.
+  a pod. The client is built per source (no global configuration), with the shared retry policy
+  as a urllib3 `Retry` (`collectors.http.urllib3_retry`), the shared rate limiter and counting.
 - Lists are read as raw JSON (`_preload_content=False`): the raw payload is kept verbatim and a
   malformed object is rejected by our normaliser instead of failing the client's deserialisation.
   Raw payloads: stream `workloads`, one per Deployment (`<namespace>/<name>`), composite
@@ -41,7 +41,7 @@ from sqlalchemy import Engine, select, update
 
 from cdmetrics.settings import KubernetesSource, Settings
 from collectors import kubernetes_normalize as norm
-from collectors.http import RateLimiter, RequestCounter, redact_url
+from collectors.http import RateLimiter, RequestCounter, RetryPolicy, redact_url, urllib3_retry
 from collectors.payload import RejectedPayload
 from collectors.sync import Batch, Collector, SyncRun
 from warehouse.dimensions import ensure_environment
@@ -74,6 +74,7 @@ class KubernetesCollector(Collector):
     ) -> None:
         self.source, self.settings, self.engine = source, settings, engine
         self.progress, self.full, self.max_retries = progress, full, max_retries
+        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
         self.cluster = source.cluster or source.name
         self.limiter = RateLimiter(settings.sync.requests_per_second)
         self.counter = RequestCounter()
@@ -111,22 +112,7 @@ class KubernetesCollector(Collector):
                 f"{self.source.kubeconfig or 'the default kubeconfig'}"
                 f"{f' (context {self.source.context})' if self.source.context else ''}: {exc}"
             ) from None
-        counter = self.counter
-
-        class CountingRetry(urllib3.Retry):  # each retry is one more request
-            def increment(self, *args: Any, **kwargs: Any) -> urllib3.Retry:  # type: ignore[override]
-                counter.add()
-                return super().increment(*args, **kwargs)
-
-        config.retries = CountingRetry(
-            total=self.max_retries,
-            connect=min(2, self.max_retries),
-            backoff_factor=0.1,
-            status_forcelist=(429, 500, 502, 503, 504),
-            respect_retry_after_header=True,
-            allowed_methods=frozenset({"GET"}),
-            raise_on_status=False,
-        )
+        config.retries = urllib3_retry(self.retry, self.counter)
         config.connection_pool_maxsize = self.settings.sync.parallelism + 1
         self.url = config.host
         self._client = kubernetes.client.ApiClient(config)

@@ -182,3 +182,10 @@ def external_id_of(payload: Any) -> str:
         ):
             return str(value)
     return "sha256:" + payload_hash(payload)
+
+
+def partitioned(partition: str, item_id: str) -> str:
+    """`<partition>/<item id>`: a raw payload's key in a stream read per partition (a GitLab
+    project), so items whose ids are unique only within one (branch `main`, a commit shared by a
+    fork) are each kept."""
+    return f"{partition}/{item_id}"

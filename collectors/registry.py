@@ -47,7 +47,7 @@ from rich.progress import Progress
 from sqlalchemy import Engine, bindparam, select, update
 
 from cdmetrics.settings import RegistrySource, Settings
-from collectors.http import PolicyTransport, RateLimiter, RequestCounter, redact_url
+from collectors.http import PolicyTransport, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.sync import Collector, SyncRun
 from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
@@ -193,8 +193,9 @@ class RegistryCollector(Collector):
     ) -> None:
         self.source, self.settings, self.engine = source, settings, engine
         self.kind = source.kind
-        self.host = source.host or urlsplit(source.url).netloc
+        self.host = source.host or urlsplit(source.url).netloc.rsplit("@", 1)[-1]
         self.full, self.progress, self.max_retries = full, progress, max_retries
+        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
         self.limiter = RateLimiter(settings.sync.requests_per_second)
         self.tag_revision = re.compile(settings.metrics.tag_revision_pattern)
         user = os.environ.get(source.user_env) if source.user_env else None
@@ -216,7 +217,7 @@ class RegistryCollector(Collector):
         client = getattr(self._local, "client", None)
         if client is None:
             counter = RequestCounter()
-            transport = PolicyTransport(self.limiter, counter, self.max_retries)
+            transport = PolicyTransport(self.limiter, counter, self.retry)
             client = httpx.Client(
                 base_url=self.source.url.rstrip("/"),
                 transport=transport,

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from collectors.http import redact_url
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base
 from warehouse.sync_state import save_state
@@ -215,7 +216,9 @@ class Collector:
 
         summary = SourceSummary(self.source.name, self.kind)
         with self.engine.begin() as conn:
-            source_id = ensure_source(conn, self.source.name, self.kind, self.source.url)
+            source_id = ensure_source(
+                conn, self.source.name, self.kind, redact_url(self.source.url or "") or None
+            )
         run = SyncRun(self.engine, source_id, summary)
         timed(summary, lambda: self._sync(run))
         summary.requests = self.requests_made()

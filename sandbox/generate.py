@@ -28,6 +28,7 @@ from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
 from sandbox.regions import add_region
+from sandbox.unmerged import add_unmerged_branches
 
 ROOT_GROUP = "acme"
 
@@ -216,8 +217,9 @@ def generate(
     on GitLab flow (`sandbox.flows`; none in `tiny`); database migrations in about a third of the
     services unless `migrations` is false (`sandbox.migrations`, a post-pass that leaves
     everything else as it is); a second production region for one service (`sandbox.regions`,
-    also a post-pass); `deleted_branches`: the share of merged feature branches GitLab
-    deleted on merge (`delete_merged_branches`)."""
+    also a post-pass); unmerged branches without a merge request in a few services
+    (`sandbox.unmerged`, likewise); `deleted_branches`: the share of merged feature branches
+    GitLab deleted on merge (`delete_merged_branches`)."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -247,6 +249,7 @@ def generate(
         add_migrations(org, ids)
     add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
     skew_incidents(org)
+    add_unmerged_branches(org, seed)
     delete_merged_branches(org, deleted_branches)
     return org
 

@@ -19,7 +19,8 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
 from importlib.util import find_spec
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
@@ -172,8 +173,9 @@ class FaultRule:
     """An injected failure for requests whose path matches `path` (a regex, searched).
 
     Of the matching requests, the first `after` pass; then every `every`-th one fires, at most
-    `times` times. `kind`: "500", "502", "503", "drop" (the connection closes mid-body) or
-    "delay" (sleep `seconds`, then answer normally).
+    `times` times. `kind`: "500", "502", "503", "drop" (the connection closes mid-body), "delay"
+    (sleep `seconds`, then answer normally) or "429" (Too Many Requests with `Retry-After: seconds`,
+    as an HTTP date `seconds` from now when `http_date`, RFC 9110 §10.2.3).
     """
 
     path: str
@@ -183,13 +185,20 @@ class FaultRule:
     after: int = 0
     seconds: float = 0.0
     method: str | None = None
+    http_date: bool = False
     matched: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("500", "502", "503", "drop", "delay"):
+        if self.kind not in ("429", "500", "502", "503", "drop", "delay"):
             raise ValueError(f"unknown fault kind {self.kind!r}")
         self._rx = re.compile(self.path)
+
+    def retry_after(self) -> str:
+        """The Retry-After value a "429" answers with: whole seconds, or an HTTP date."""
+        if not self.http_date:
+            return str(math.ceil(self.seconds))
+        return format_datetime(datetime.now(UTC) + timedelta(seconds=self.seconds), usegmt=True)
 
     def _fires(self, method: str, path: str) -> bool | None:
         """None when the request does not match; else whether the rule fires (and count it)."""
@@ -220,8 +229,8 @@ class Faults:
             self.rules = []
             self.fired = Counter()
 
-    def check(self, method: str, path: str) -> tuple[float, str | None]:
-        """(seconds to delay, failure kind or None) for one request."""
+    def check(self, method: str, path: str) -> tuple[float, FaultRule | None]:
+        """(seconds to delay, the failing rule that fired or None) for one request."""
         delay, failure = 0.0, None
         with self._lock:
             for rule in self.rules:
@@ -233,7 +242,7 @@ class Faults:
                     if rule.kind == "delay":
                         delay += rule.seconds
                     else:
-                        failure = rule.kind
+                        failure = rule
         return delay, failure
 
 
@@ -401,10 +410,12 @@ class SimulatorApp:
                 delay, failure = self.faults.check(request.method, request.path)
                 if delay:
                     await asyncio.sleep(delay)
-                if failure == "drop":
+                if failure is not None and failure.kind == "drop":
                     return _DROP
+                if failure is not None and failure.kind == "429":
+                    return _error(429, {"Retry-After": failure.retry_after()})
                 if failure is not None:
-                    return _error(int(failure))
+                    return _error(int(failure.kind))
             if found is None:
                 allowed = self.router.allowed(request.raw_path)
                 return _error(405, {"Allow": ", ".join(allowed)}) if allowed else _error(404)

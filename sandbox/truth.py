@@ -16,7 +16,7 @@ from sandbox import gitlab_payloads as render
 from sandbox import jenkins_org as jenkins
 from sandbox.image_repos import repositories
 from sandbox.jenkins_org import iter_jobs
-from sandbox.model import Organisation
+from sandbox.model import Organisation, Service
 
 # the warehouse tables a GitLab sync fills, as `counts` reports them
 SYNCED_TABLES = (
@@ -253,3 +253,42 @@ def branch_signals(
             "environment_branches": environment,
         }
     return out
+
+
+def long_lived_branches(
+    org: Organisation, until: datetime, max_age: timedelta = timedelta(days=7)
+) -> dict[tuple[str, str], datetime]:
+    """(service, branch) -> since when, for the long-lived branches of docs/POLICIES.md as the
+    sandbox serves them at `org.now`, judged at `until`: a merge request open then and created
+    before `until - max_age` (since: its creation); and a branch no merge request comes from,
+    neither the default nor protected, whose own commits (reachable from its head, not from the
+    default branch's) were first authored before it (since: that commit)."""
+    at, out = org.now, {}
+    for s in org.services:
+        visible = [m for m in s.merge_requests if m.created_at <= at]
+        for m in visible:
+            if render.mr_state(m, at)[0] == "opened" and m.created_at < until - max_age:
+                out[(s.name, m.source_branch)] = m.created_at
+        on_default = _reachable(s, render.branch_head(s.branches[s.default_branch], at))
+        with_mr = {m.source_branch for m in visible}
+        for b in s.branches.values():
+            head = render.branch_head(b, at)
+            if head is None or b.protected or b.name == s.default_branch or b.name in with_mr:
+                continue
+            own = _reachable(s, head) - on_default
+            first = min((s.commits[sha].authored_at for sha in own), default=None)
+            if first is not None and first < until - max_age:
+                out[(s.name, b.name)] = first
+    return out
+
+
+def _reachable(s: Service, head: str | None) -> set[str]:
+    """The commits `head` reaches, itself included (none for None)."""
+    seen: set[str] = set()
+    stack = [head] if head else []
+    while stack:
+        sha = stack.pop()
+        if sha not in seen and sha in s.commits:
+            seen.add(sha)
+            stack.extend(s.commits[sha].parents)
+    return seen

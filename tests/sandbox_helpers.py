@@ -8,6 +8,7 @@ from sqlalchemy import Engine, func, select
 
 from cdmetrics.settings import Settings
 from sandbox.serve import Sandbox
+from sandbox.server import FaultRule, SimulatorApp
 from sandbox.truth import SYNCED_TABLES
 from warehouse.schema import metadata
 
@@ -56,3 +57,29 @@ def snapshot(
             rows = conn.execute(select(*columns)).all()
             out[name] = sorted((tuple(r) for r in rows), key=repr)
     return out
+
+
+# (seconds ahead of the HTTP date a 429 names, [sync] max_retry_after_s): one obeyed, one capped
+DATE_RETRY_AFTER = [(1.0, 60.0), (3600.0, 0.5)]
+
+
+def answer_429_with_a_date(app: SimulatorApp, path: str, ahead: float) -> FaultRule:
+    """Make `app` answer the first three requests matching `path` with 429 and a Retry-After HTTP
+    date `ahead` seconds from now; returns the rule (its `fired` count is live)."""
+    return app.faults.add(FaultRule(path=path, kind="429", http_date=True, seconds=ahead, times=3))
+
+
+def record_waits(collector: Any) -> list[float]:
+    """The waits `collector`'s retry policy asks for, recorded instead of slept."""
+    waits: list[float] = []
+    collector.retry.sleep = waits.append
+    return waits
+
+
+def assert_waited_retry_after(waits: list[float], ahead: float, cap: float) -> None:
+    """Three waits, each what the date asked (whole seconds, so up to `ahead`) or the cap."""
+    assert len(waits) == 3, waits
+    if ahead > cap:
+        assert waits == [cap] * 3  # backoff (at most 0.4 s here) is shorter than the cap
+    else:
+        assert all(0 <= w <= ahead for w in waits), waits

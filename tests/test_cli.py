@@ -65,6 +65,12 @@ def test_db_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
             {},
             "key `sync.history_days`",
         ),
+        (
+            "[warehouse]\nurl = 'sqlite:///w.db'\n[[sources.git]]\nname = 'g'\npath = '.'\n"
+            "[[sources.kubernetes]]\nname = 'g'\n",
+            {},
+            "key `sources.kubernetes[0].name`",
+        ),
     ],
 )
 def test_bad_config_exits_2_and_writes_nothing(
@@ -200,3 +206,27 @@ def test_sync_a_plain_git_repository(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])["sources"]["legacy"]
     assert summary["ok"] and summary["rows"] >= 3
+
+
+def test_a_warehouse_from_a_newer_cdmetrics_exits_2_with_one_message(tmp_path: Path) -> None:
+    assert run(tmp_path, "--warehouse", "sqlite:///w.db", "db", "upgrade").returncode == 0
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        conn.execute("update alembic_version set version_num = '9999_from_the_future'")
+    (tmp_path / "events.json").write_text("[]")
+    (tmp_path / "cdmetrics.toml").write_text("[[sources.git]]\nname = 'g'\npath = '.'\n")
+    gate = ("gate", "--service", "s", "--image", "r@sha256:" + "0" * 64, "--to", "production")
+    for command in (
+        ("db", "upgrade"), ("db", "current"), ("sync",), ("derive",), ("drift",), gate,
+        ("metrics",), ("policy", "scan"), ("import", "cdevents", "events.json"),
+        ("report", "weekly"), ("serve", "--port", "1"), ("dashboard", "--port", "1"),
+    ):  # fmt: skip
+        result = run(tmp_path, "--warehouse", "sqlite:///w.db", *command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        message = " ".join(result.stderr.split())
+        assert (
+            "this warehouse is at revision 9999_from_the_future, newer than this cdmetrics"
+            in message
+            and "upgrade cdmetrics" in message
+        ), (command, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout
+    assert revision(tmp_path / "w.db") == "9999_from_the_future"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +19,19 @@ from sandbox.gitlab_payloads import ts, unlisted_commits
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
-from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot, table_counts
+from tests.sandbox_helpers import (
+    DATE_RETRY_AFTER,
+    TOKEN_ENV,
+    answer_429_with_a_date,
+    assert_waited_retry_after,
+    record_waits,
+    sandbox_settings,
+    snapshot,
+    table_counts,
+)
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload
+from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload, Source
 
 STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
 
@@ -56,6 +66,15 @@ def fresh_sqlite(tmp_path, name: str) -> Engine:  # type: ignore[no-untyped-def]
     return engine
 
 
+def raw_keys(engine: Engine, stream: str, like: str = "%") -> set[str]:
+    """The keys of the raw payloads of `stream` kept in the warehouse (matching `like`)."""
+    with engine.connect() as conn:
+        query = select(RawPayload.external_id).where(
+            RawPayload.stream == stream, RawPayload.external_id.like(like)
+        )
+        return set(conn.execute(query).scalars())
+
+
 def as_of(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -66,6 +85,8 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine) -> None
     assert summary.rejected == 0
     assert table_counts(engine) == truth.counts(sandbox.org)
     org = sandbox.org
+    assert raw_keys(engine, "branches", "%/main") == {f"{s.project_id}/main" for s in org.services}
+    assert len(raw_keys(engine, "branches")) == truth.counts(org)["branch"]
     expected = {d["external_id"]: d for d in truth.deployments(org)}
     with engine.connect() as conn:
         rows = conn.execute(select(Deployment)).all()
@@ -205,6 +226,22 @@ def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> N
     assert table_counts(engine) == truth.counts(tiny.org)
 
 
+@pytest.mark.parametrize(("ahead", "cap"), DATE_RETRY_AFTER)
+def test_retry_after_as_an_http_date_is_obeyed_and_capped(
+    tiny: Sandbox, tmp_path, ahead: float, cap: float
+) -> None:  # type: ignore[no-untyped-def]
+    rule = answer_429_with_a_date(tiny.gitlab_app, r"/merge_requests$", ahead)
+    settings = sandbox_settings(tiny, max_retry_after_s=cap)
+    engine = fresh_sqlite(tmp_path, "w.db")
+    collector = GitLabCollector(settings.sources.gitlab[0], settings, engine)
+    waits = record_waits(collector)
+    summary = collector.sync()
+    assert summary.ok, summary.errors
+    assert rule.fired == 3
+    assert_waited_retry_after(waits, ahead, cap)
+    assert table_counts(engine) == truth.counts(tiny.org)
+
+
 def test_500_storm_is_retried_then_reported_with_the_url(tiny: Sandbox, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     tiny.gitlab_app.faults.add(FaultRule(path=r"/merge_requests$", kind="500"))
     engine = fresh_sqlite(tmp_path, "w.db")
@@ -246,3 +283,19 @@ def test_malformed_items_are_kept_counted_and_the_sync_completes(tiny: Sandbox, 
 def test_simulator_timestamps_match_gitlab_form() -> None:
     org = generate(1, "tiny")
     assert ts(org.now).endswith(".000Z")
+
+
+def test_a_password_in_the_source_url_is_masked_in_the_warehouse_and_logs(
+    tiny: Sandbox, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    settings = sandbox_settings(tiny)
+    source = settings.sources.gitlab[0]
+    source.url = source.url.replace("://", "://robot:pa55w0rd@")
+    engine = fresh_sqlite(tmp_path, "w.db")
+    with caplog.at_level(logging.DEBUG):
+        summary = GitLabCollector(source, settings, engine).sync()
+    assert summary.ok, summary.errors
+    with engine.connect() as conn:
+        [base_url] = conn.execute(select(Source.base_url)).scalars().all()
+    assert base_url == tiny.gitlab_url.replace("://", "://***@")
+    assert "pa55w0rd" not in caplog.text + repr(summary.as_json())

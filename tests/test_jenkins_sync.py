@@ -30,7 +30,14 @@ from sandbox.jenkins_org import Style, building, iter_jobs, shown_result, visibl
 from sandbox.model import JenkinsBuild, JenkinsJob, Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
-from tests.sandbox_helpers import TOKEN_ENV, snapshot
+from tests.sandbox_helpers import (
+    DATE_RETRY_AFTER,
+    TOKEN_ENV,
+    answer_429_with_a_date,
+    assert_waited_retry_after,
+    record_waits,
+    snapshot,
+)
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
 from warehouse.schema import (
@@ -473,6 +480,25 @@ def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path: Path
     for i in limited:
         later = [t for t, _, target, _ in log[i + 1 :] if target == log[i][2]]
         assert not later or later[0] - log[i][0] >= 0.99  # the same request waited Retry-After
+    assert snapshot(engine, TABLES) == snapshot(reference, TABLES)
+
+
+@pytest.mark.parametrize(("ahead", "cap"), DATE_RETRY_AFTER)
+def test_retry_after_as_an_http_date_is_obeyed_and_capped(
+    tiny: Sandbox, tmp_path: Path, ahead: float, cap: float
+) -> None:
+    assert tiny.jenkins_app is not None
+    reference = fresh(tmp_path, "ref.db")
+    assert sync(tiny, reference).ok
+    rule = answer_429_with_a_date(tiny.jenkins_app, r"/api/json$", ahead)
+    settings = settings_for(tiny, max_retry_after_s=cap)
+    engine = fresh(tmp_path, "w.db")
+    collector = JenkinsCollector(settings.sources.jenkins[0], settings, engine)
+    waits = record_waits(collector)
+    summary = collector.sync()
+    assert summary.ok, summary.errors
+    assert rule.fired == 3
+    assert_waited_retry_after(waits, ahead, cap)
     assert snapshot(engine, TABLES) == snapshot(reference, TABLES)
 
 

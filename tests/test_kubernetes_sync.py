@@ -19,7 +19,13 @@ from sandbox.generate import generate
 from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
-from tests.sandbox_helpers import TOKEN_ENV
+from tests.sandbox_helpers import (
+    DATE_RETRY_AFTER,
+    TOKEN_ENV,
+    answer_429_with_a_date,
+    assert_waited_retry_after,
+    record_waits,
+)
 from warehouse.schema import Deployment, Environment, ObservedWorkload, RawPayload, Service
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -121,6 +127,24 @@ def test_observed_workloads_equal_the_ground_truth(
     # a re-sync changes nothing
     again = sync(sandbox, engine, tmp_path)
     assert again.ok and again.rows == 0
+    assert observed(engine) == truth(sandbox)
+
+
+@pytest.mark.parametrize(("ahead", "cap"), DATE_RETRY_AFTER)
+def test_retry_after_as_an_http_date_is_obeyed_and_capped(
+    sandbox: Sandbox, engine: Engine, tmp_path: Path, ahead: float, cap: float
+) -> None:
+    assert sandbox.kubernetes_app is not None
+    known_services(engine, sandbox.org)
+    rule = answer_429_with_a_date(sandbox.kubernetes_app, "/replicasets", ahead)
+    settings = settings_for(sandbox, tmp_path)
+    settings.sync.max_retry_after_s = cap
+    collector = KubernetesCollector(settings.sources.kubernetes[0], settings, engine)
+    waits = record_waits(collector)
+    summary = collector.sync()
+    assert summary.ok, summary.errors
+    assert rule.fired == 3
+    assert_waited_retry_after(waits, ahead, cap)
     assert observed(engine) == truth(sandbox)
 
 

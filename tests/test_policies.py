@@ -18,6 +18,7 @@ from analytics.derive import derive
 from analytics.policies import POLICIES, scan, store
 from cdmetrics.render import violations_junit, violations_sarif
 from sandbox import reference as ref
+from sandbox import truth
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from tests.sandbox_load import load_org
@@ -112,15 +113,37 @@ def test_direct_pushes_long_lived_and_stale_branches(world: tuple[Organisation, 
     }
     assert direct and pushed - direct
     assert {x.rsplit(":", 1)[1] for x in found(world, "direct-push")} == direct
-    open_old = {
-        mr.source_branch
-        for s in org.services
-        for mr in s.merge_requests
-        if mr.state == "opened" and mr.created_at < org.now + timedelta(days=1) - timedelta(days=7)
-    }
-    assert {x.rsplit(":", 1)[1] for x in found(world, "long-lived-branch")} == open_old
+    long_lived = truth.long_lived_branches(org, org.now + timedelta(days=1))
+    assert sorted(x.rsplit(":", 1)[1] for x in found(world, "long-lived-branch")) == sorted(
+        branch for _, branch in long_lived
+    )
     stale = found(world, "stale-branch")
     assert stale and all(":spike/" in x or ":hotfix/" in x or ":feature/" in x for x in stale)
+
+
+def test_unmerged_branches_without_a_merge_request_are_long_lived_by_their_first_commit(
+    engine: Engine,
+) -> None:
+    org = generate(3, "small", NOW)
+    load_org(engine, org)
+    until = org.now + timedelta(days=1)
+    expected = truth.long_lived_branches(org, until)
+    with engine.connect() as conn:
+        violations = scan(conn, org.start, until, PATH, only=["long-lived-branch"])
+    got = {(v.service, v.subject.rsplit(":", 1)[1]): v for v in violations}
+    assert len(got) == len(violations)  # a branch with an open merge request is reported once
+    assert set(got) == set(expected)
+    seeded = {(s.name, b.name): b for s in org.services for b in s.branches.values()}
+    old = {k for k in seeded if k[1].startswith("wip/") and k[1].endswith("-old")}
+    young = {k for k in seeded if k[1].startswith("wip/") and k[1].endswith("-new")}
+    assert len(old) >= 2 and old <= set(got) and not young & set(got)
+    for key in old:  # aged by the first own commit, though the last one is recent
+        assert f"since {expected[key]:%Y-%m-%d}" in got[key].message
+        assert seeded[key].heads[-1][0] > org.now - timedelta(days=7)
+    spikes = {k for k in seeded if k[1].startswith("spike/")}
+    assert spikes and spikes <= set(got)  # stale branches are long-lived too
+    with_mr = {k for k, v in got.items() if v.url}  # the open merge requests
+    assert with_mr and with_mr.isdisjoint(old | spikes)
 
 
 def test_first_seen_is_kept_across_scans(world: tuple[Organisation, Engine]) -> None:

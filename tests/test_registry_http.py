@@ -8,8 +8,13 @@ import logging
 import httpx
 import pytest
 
-import collectors.http as http
-from collectors.http import MAX_RETRY_AFTER, PolicyTransport, RateLimiter, RequestCounter
+from collectors.http import (
+    MAX_RETRY_AFTER,
+    PolicyTransport,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+)
 from collectors.registry import RegistryError, TokenAuth
 
 
@@ -66,9 +71,8 @@ def test_a_token_answer_that_is_not_json_is_a_registry_error() -> None:
     assert "s3cr3t" not in str(caught.value)
 
 
-def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retry_after_is_capped() -> None:
     slept: list[float] = []
-    monkeypatch.setattr(http.time, "sleep", slept.append)
     statuses = iter([429, 200])
 
     class Inner(httpx.BaseTransport):
@@ -77,7 +81,8 @@ def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
             headers = {"Retry-After": "3600"} if status == 429 else {}
             return httpx.Response(status, headers=headers, stream=httpx.ByteStream(b""))
 
-    transport = PolicyTransport(RateLimiter(0), RequestCounter(), 3, inner=Inner())
+    retry = RetryPolicy(3, sleep=slept.append)
+    transport = PolicyTransport(RateLimiter(0), RequestCounter(), retry, inner=Inner())
     with httpx.Client(transport=transport) as client:
         assert client.get("https://reg.test/v2/").status_code == 200
     assert slept == [MAX_RETRY_AFTER]

@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +27,16 @@ from sandbox.model import Organisation
 from sandbox.oci import BASE_IMAGE_SOURCE, inherits_labels, is_multiarch
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
-from tests.sandbox_helpers import TOKEN_ENV, snapshot
+from tests.sandbox_helpers import (
+    DATE_RETRY_AFTER,
+    TOKEN_ENV,
+    answer_429_with_a_date,
+    assert_waited_retry_after,
+    record_waits,
+    snapshot,
+)
+from warehouse.engine import make_engine
+from warehouse.migrate import upgrade
 from warehouse.schema import Image, ImageTag, RawPayload, SyncState
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -211,6 +221,27 @@ def test_rate_limits_and_faults_are_retried(sandbox: Sandbox, engine: Engine, ki
     assert app.stats.rate_limited > 0 and 1 <= app.faults.fired["503"] <= 3
     assert 1 <= app.faults.fired["drop"] <= 2
     assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org) or kind == "harbor"
+    assert set(images(engine)) == set(truth.expected_images(sandbox.org))
+
+
+@pytest.mark.parametrize("kind", ["harbor", "oci"])
+@pytest.mark.parametrize(("ahead", "cap"), DATE_RETRY_AFTER)
+def test_retry_after_as_an_http_date_is_obeyed_and_capped(
+    sandbox: Sandbox, tmp_path: Path, kind: str, ahead: float, cap: float
+) -> None:
+    app = sandbox.harbor_app if kind == "harbor" else sandbox.oci_app
+    assert app is not None
+    rule = answer_429_with_a_date(app, "/artifacts|/manifests/", ahead)
+    s = settings(sandbox, kind)
+    s.sync.max_retry_after_s = cap
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    collector = RegistryCollector(s.sources.registry[0], s, engine)
+    waits = record_waits(collector)
+    summary = collector.sync()
+    assert summary.ok, summary.errors
+    assert rule.fired == 3
+    assert_waited_retry_after(waits, ahead, cap)
     assert set(images(engine)) == set(truth.expected_images(sandbox.org))
 
 

@@ -139,3 +139,35 @@ def test_unset_secret_variable_is_named(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("CDM_TEST_TOKEN", "secret-value")
     check_secrets(settings)
     assert "secret-value" not in settings.model_dump_json()  # only the variable's name is held
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "first"),
+    [
+        (
+            "[[sources.gitlab]]\nname = 'gl'\nurl = 'http://x'\n"
+            "[[sources.gitlab]]\nname = 'gl'\nurl = 'http://y'\n",
+            "sources.gitlab[1].name",
+            "sources.gitlab[0].name",
+        ),
+        (
+            "[[sources.gitlab]]\nname = 'ci'\nurl = 'http://x'\n"
+            "[[sources.jenkins]]\nname = 'ci'\nurl = 'http://y'\n",
+            "sources.jenkins[0].name",
+            "sources.gitlab[0].name",
+        ),
+        (  # the registry's default name, twice
+            "[[sources.registry]]\nurl = 'http://x'\n[[sources.registry]]\nurl = 'http://y'\n",
+            "sources.registry[1].name",
+            "sources.registry[0].name",
+        ),
+    ],
+)
+def test_duplicate_source_names_are_an_error(
+    tmp_path: Path, text: str, key: str, first: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert f"{path}: key `{key}`: source name" in str(info.value)
+    assert f"`{first}`" in str(info.value)

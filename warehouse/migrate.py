@@ -25,6 +25,10 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+class NewerWarehouseError(Exception):
+    """The warehouse is at a revision this code does not know: a newer cdmetrics migrated it."""
+
+
 def head_revision() -> str:
     """The newest migration's revision id."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -38,9 +42,23 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def check_known(revision: str | None) -> None:
+    """Raise NewerWarehouseError when `revision` (the warehouse's) is none of our migrations."""
+    script = ScriptDirectory.from_config(alembic_config())
+    if revision is not None and revision not in {s.revision for s in script.walk_revisions()}:
+        raise NewerWarehouseError(
+            f"this warehouse is at revision {revision}, newer than this cdmetrics (whose newest "
+            f"is {head_revision()}); upgrade cdmetrics"
+        )
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
-    """Bring the warehouse to `revision`; returns (before, after). Does nothing when at head."""
+    """Bring the warehouse to `revision`; returns (before, after). Does nothing when at head.
+
+    Raises NewerWarehouseError, touching nothing, when a newer cdmetrics migrated it.
+    """
     before = current_revision(engine)
+    check_known(before)
     target = head_revision() if revision == "head" else revision
     if before != target:
         log.info("upgrading warehouse from %s to %s", before or "empty", target)
