@@ -248,8 +248,8 @@ def _builds_in_named(conn: Connection, rows: list[Any]) -> dict[int, dict[str, s
     has no repository of its own (a deploy job naming a service no code source knows): the
     builds of the deployed commit in the repository the image reference names."""
     linked = set(conn.execute(select(ImageRepository.service_id).distinct()).scalars())
-    wanted = {
-        row.id: (repository, row.sha)
+    wanted: dict[int, tuple[str, str]] = {
+        row.id: (repository, str(row.sha))
         for row in rows
         if row.service_id not in linked
         and row.sha
