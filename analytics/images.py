@@ -266,7 +266,7 @@ def _builds_in_named(conn: Connection, rows: list[Any]) -> dict[int, dict[str, s
             Image.repository.in_({r for r, _ in pairs}), Image.revision.in_({c for _, c in pairs})
         )
     ):
-        found[(repository, revision)].add(digest)
+        found[(repository, str(revision))].add(digest)
     for target, pair in wanted.items():
         if pair in found:
             out[target][pair[0]] = found[pair]
