@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
@@ -32,6 +32,7 @@ from warehouse.schema import (
     Deployment,
     DeploymentChain,
     DeploymentChange,
+    DeriveState,
     Environment,
     Incident,
     MergeRequest,
@@ -171,6 +172,7 @@ def derive(
     rules = rules or FailureRules()
     summary = DeriveSummary()
     start = time.perf_counter()
+    started_at = datetime.now(UTC)
     with engine.begin() as conn:
         if full:
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
@@ -179,7 +181,8 @@ def derive(
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
         touched: dict[int, CommitGraph] = {}
-        for service_id, environment_id, repo_id, since in _stale_chains(conn):
+        late = {} if full else late_chains(conn, _last_start(conn))
+        for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
@@ -188,6 +191,11 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
+        upsert(
+            conn,
+            DeriveState,
+            [{"name": "derive", "started_at": started_at, "finished_at": datetime.now(UTC)}],
+        )
     summary.seconds = time.perf_counter() - start
     log.info("derive: %s", summary.as_json())
     return summary
@@ -204,10 +212,16 @@ def _successful() -> Any:
     )
 
 
-def _stale_chains(conn: Connection) -> list[tuple[int, int, int | None, datetime]]:
-    """(service, environment, repo, earliest new finish) of chains with deployments not derived yet.
-    A service without a repository (known only from pushed events, e.g. CDEvents) has a chain
-    too: its deployments count, have no changes, and are rollbacks by digest."""
+Chain = tuple[int, int, int | None]  # service, environment, repository
+
+
+def _stale_chains(
+    conn: Connection, late: dict[Chain, datetime]
+) -> list[tuple[int, int, int | None, datetime]]:
+    """(service, environment, repo, earliest finish to re-derive from) of chains with deployments
+    not derived yet, or touched by late data (`late`). A service without a repository (known only
+    from pushed events, e.g. CDEvents) has a chain too: its deployments count, have no changes,
+    and are rollbacks by digest."""
     repo = func.coalesce(Deployment.repo_id, Service.repo_id)
     rows = conn.execute(
         select(
@@ -218,7 +232,66 @@ def _stale_chains(conn: Connection) -> list[tuple[int, int, int | None, datetime
         .where(_successful(), DeploymentChain.id.is_(None))
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
     ).all()
-    return [(s, e, r, since) for s, e, r, since in rows]  # type: ignore[misc]  # non-null by _successful
+    stale: dict[Chain, datetime] = dict(late)
+    for s, e, r, since in rows:
+        chain: Chain = (s, e, r)  # type: ignore[assignment]  # non-null by _successful
+        stale[chain] = min(since, stale.get(chain, since))  # type: ignore[type-var,assignment]
+    return [(s, e, r, since) for (s, e, r), since in stale.items()]
+
+
+# Clocks of the workers that write and of the one that derives may differ by this much.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _last_start(conn: Connection) -> datetime | None:
+    """When the last derive started (None: never)."""
+    return conn.execute(select(DeriveState.started_at).where(DeriveState.name == "derive")).scalar()
+
+
+def late_chains(conn: Connection, since: datetime | None) -> dict[Chain, datetime]:
+    """Derived chains that data changed after `since` may have made wrong, each with the earliest
+    finish to re-derive from: a commit or a parent link can only be carried by a deployment that
+    finished after the commit was committed; a merge request's commits (where a squash commit's
+    lead time starts) only by one that finished after it merged."""
+    if since is None:
+        return {}
+    after = since - CLOCK_SKEW
+    committed = func.coalesce(Commit.committed_at, Commit.authored_at)
+    moments = [
+        select(Commit.repo_id, func.min(committed))
+        .where(Commit.changed_at >= after)
+        .group_by(Commit.repo_id),
+        select(CommitParent.repo_id, func.min(committed))
+        .join(Commit, and_(Commit.repo_id == CommitParent.repo_id, Commit.sha == CommitParent.sha))
+        .where(CommitParent.changed_at >= after)
+        .group_by(CommitParent.repo_id),
+        select(MergeRequest.repo_id, func.min(MergeRequest.merged_at))
+        .where(MergeRequest.changed_at >= after, MergeRequest.merged_at.is_not(None))
+        .group_by(MergeRequest.repo_id),
+        select(MrCommit.repo_id, func.min(MergeRequest.merged_at))
+        .join(
+            MergeRequest,
+            and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid),
+        )
+        .where(MrCommit.changed_at >= after, MergeRequest.merged_at.is_not(None))
+        .group_by(MrCommit.repo_id),
+    ]
+    earliest: dict[int, datetime] = {}
+    for query in moments:
+        for repo_id, moment in conn.execute(query):
+            if moment is not None:
+                earliest[repo_id] = min(moment, earliest.get(repo_id, moment))
+    if not earliest:
+        return {}
+    repo = func.coalesce(Deployment.repo_id, Service.repo_id)
+    chains = conn.execute(
+        select(DeploymentChain.service_id, DeploymentChain.environment_id, repo)
+        .distinct()
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(Service, Service.id == DeploymentChain.service_id)
+        .where(repo.in_(list(earliest)))
+    ).all()
+    return {(s, e, r): earliest[r] for s, e, r in chains if r is not None}
 
 
 def _derive_chain(
@@ -246,7 +319,9 @@ def _derive_chain(
         .order_by(Deployment.finished_at, Deployment.id)
     ).all()
     steps = [_Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref) for row in rows]  # type: ignore[arg-type]
-    first_new = next(i for i, s in enumerate(steps) if s.finished_at >= since)
+    first_new = next((i for i, s in enumerate(steps) if s.finished_at >= since), None)
+    if first_new is None:  # late data newer than every deployment of the chain: nothing to redo
+        return
     redo = [s.id for s in steps[first_new:]]
     for start in range(0, len(redo), 500):
         part = redo[start : start + 500]

@@ -7,6 +7,7 @@ the collector's HTTP path is measured by test_bench_gitlab.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -45,9 +46,11 @@ def load_org(engine: Engine, org: Organisation, at: datetime | None = None) -> i
     for service in org.services:
         with engine.begin() as conn:
             ctx = _context(conn, source_id, service, at, mapper)
+            deployed = _deployed_as(conn, service, ctx)
             rows: dict[Any, list[dict[str, Any]]] = {}
             for name, payload in _payloads(service, at):
-                for table, table_rows in STREAMS[name].normalize(payload, ctx).items():
+                used = deployed if name == "deployments" else ctx
+                for table, table_rows in STREAMS[name].normalize(payload, used).items():
                     rows.setdefault(table, []).extend(table_rows)
             written += sum(upsert(conn, table, table_rows) for table, table_rows in rows.items())
     return written
@@ -76,6 +79,18 @@ def _context(
             conn, canonical, ["test", "staging", "production"], env.name
         )
     return ctx
+
+
+def _deployed_as(
+    conn: Any, s: Service, ctx: streams.ProjectContext
+) -> streams.ProjectContext:
+    """The context deployments are loaded in: a service deployed under another name
+    (`Service.deploy_name`) gets a service row of that name, as a deploy job naming it would."""
+    if not s.deploy_name:
+        return ctx
+    team_id = ensure_id(conn, Team, {"name": s.team})
+    alias = ensure_id(conn, ServiceRow, {"name": s.deploy_name, "team_id": team_id})
+    return dataclasses.replace(ctx, service_id=alias)
 
 
 def _payloads(s: Service, at: datetime) -> Any:

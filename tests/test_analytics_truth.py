@@ -173,6 +173,8 @@ def test_deployment_digests_resolved_from_gitlab_data(world: tuple[Organisation,
     org, engine = world
     truth = {str(d.id): d for s in org.services for d in s.deployments}
     two = {str(d.id) for s in org.services if len(layout(s)) == 2 for d in s.deployments}
+    # as are those of a service known by its deploy name only: no repository, no image named
+    two |= {str(d.id) for s in org.services if s.deploy_name for d in s.deployments}
     with engine.connect() as conn:
         found = conn.execute(
             select(

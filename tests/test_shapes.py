@@ -19,10 +19,18 @@ from sandbox.generate import generate
 from sandbox.gitlab_payloads import unlisted_commits
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
+from sandbox.server import FaultRule
 from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Commit, CommitParent
+from warehouse.schema import (
+    ChangeFailure,
+    Commit,
+    CommitParent,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+)
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 SECRET = "glpat-sandbox-secret"
@@ -92,3 +100,71 @@ def test_deleted_source_branches_give_the_same_figures_as_kept_ones(
         results.append((figures["lead_time"], sorted(lead_times(engine, whole(org))["hours"])))
         engine.dispose()
     assert results[0] == results[1]
+
+
+# -- late data -----------------------------------------------------------------------------------
+
+
+def derived(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    """Every derived row, keyed by its deployment's external id instead of surrogate ids."""
+    ext = Deployment.external_id
+    with engine.connect() as conn:
+        return {
+            "chain": sorted(
+                conn.execute(
+                    select(ext, DeploymentChain.baseline, DeploymentChain.rollback)
+                    .add_columns(DeploymentChain.changes, DeploymentChain.finished_at)
+                    .join(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
+                ).all()
+            ),
+            "change": sorted(
+                conn.execute(
+                    select(ext, DeploymentChange.sha, DeploymentChange.started_at)
+                    .add_columns(
+                        DeploymentChange.is_merge,
+                        DeploymentChange.first_in_environment,
+                        DeploymentChange.first_in_production,
+                    )
+                    .join(DeploymentChange, DeploymentChange.deployment_id == Deployment.id)
+                ).all()
+            ),
+            "failure": sorted(
+                conn.execute(
+                    select(ext, ChangeFailure.incident, ChangeFailure.rollback)
+                    .add_columns(ChangeFailure.hotfix, ChangeFailure.recovered_at)
+                    .join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+                ).all()
+            ),
+        }
+
+
+def test_late_commits_and_merge_requests_re_derive_the_deployments_they_affect(
+    engine: Engine,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A sync whose commit and merge-request streams failed for some projects is derived; a clean
+    resume brings the missing commits and merge requests late; the next (incremental) derive
+    equals a clean sync's, table by table."""
+    org = generate(7, "small", NOW, jenkins=0)
+    monkeypatch.setenv(TOKEN_ENV, SECRET)
+    reference = make_engine(f"sqlite:///{tmp_path / 'clean.db'}")
+    upgrade(reference)
+    with Sandbox.start(org=org, token=SECRET) as running:
+        settings = sandbox_settings(running)
+        source = settings.sources.gitlab[0]
+        assert GitLabCollector(source, settings, reference).sync().ok  # type: ignore[arg-type]
+        derive(reference)
+        faults = running.gitlab_app.faults
+        faults.add(FaultRule(path=r"/merge_requests/\d+/commits", kind="500", after=20))
+        faults.add(FaultRule(path=r"/repository/commits", kind="500", after=3))
+        broken = GitLabCollector(source, settings, engine, max_retries=1).sync()  # type: ignore[arg-type]
+        assert not broken.ok
+        derive(engine)
+        assert derived(engine) != derived(reference)  # derived from what it had: wrong
+        faults.clear()
+        assert GitLabCollector(source, settings, engine).sync().ok  # type: ignore[arg-type]
+    summary = derive(engine)
+    assert summary.chains > 0
+    assert derived(engine) == derived(reference)
+    reference.dispose()

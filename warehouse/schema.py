@@ -69,6 +69,13 @@ def volatile(**kwargs: Any) -> Any:
     return mapped_column(info={"volatile": True}, **kwargs)
 
 
+def changed(**kwargs: Any) -> Any:
+    """When the row last really changed: stamped by the upsert on every insert or real change
+    (volatile, so the stamp itself never makes a row count as changed). Derive reads it to find
+    data that arrived after a deployment was derived."""
+    return mapped_column(info={"volatile": True, "changed_at": True}, **kwargs)
+
+
 def kept(**kwargs: Any) -> Any:
     """A column written when the row is first inserted and never updated (first-seen times)."""
     return mapped_column(info={"kept": True}, **kwargs)
@@ -140,7 +147,7 @@ class Environment(Base):
 
 class Commit(Base):
     __tablename__ = "commit"
-    __table_args__ = (natural_key("repo_id", "sha"),)
+    __table_args__ = (natural_key("repo_id", "sha"), Index("ix_commit_changed", "changed_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
     sha: Mapped[str] = mapped_column(Sha)
@@ -152,6 +159,7 @@ class Commit(Base):
     additions: Mapped[int | None]
     deletions: Mapped[int | None]
     is_merge: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime | None] = changed()
 
 
 class CommitParent(Base):
@@ -159,12 +167,14 @@ class CommitParent(Base):
     __table_args__ = (
         natural_key("repo_id", "sha", "parent_sha"),
         Index("ix_commit_parent_repo_parent", "repo_id", "parent_sha"),
+        Index("ix_commit_parent_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
     sha: Mapped[str] = mapped_column(Sha)
     parent_sha: Mapped[str] = mapped_column(Sha)
     position: Mapped[int] = mapped_column(default=0)  # 0 = first parent
+    changed_at: Mapped[datetime | None] = changed()
 
 
 class Branch(Base):
@@ -189,6 +199,7 @@ class MergeRequest(Base):
         Index("ix_merge_request_repo_squash_sha", "repo_id", "squash_commit_sha"),
         Index("ix_merge_request_repo_merged_at", "repo_id", "merged_at"),
         Index("ix_merge_request_repo_head_sha", "repo_id", "head_sha"),
+        Index("ix_merge_request_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
@@ -212,6 +223,7 @@ class MergeRequest(Base):
     approvals: Mapped[int | None]
     first_review_at: Mapped[datetime | None]
     web_url: Mapped[str | None] = mapped_column(Url)
+    changed_at: Mapped[datetime | None] = changed()
 
 
 class MrCommit(Base):
@@ -219,11 +231,13 @@ class MrCommit(Base):
     __table_args__ = (
         natural_key("repo_id", "iid", "sha"),
         Index("ix_mr_commit_sha", "repo_id", "sha"),
+        Index("ix_mr_commit_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
     iid: Mapped[int]
     sha: Mapped[str] = mapped_column(Sha)
+    changed_at: Mapped[datetime | None] = changed()
 
 
 # --- builds -------------------------------------------------------------------------------
@@ -492,6 +506,18 @@ class DeploymentChange(Base):
     first_in_environment: Mapped[bool] = mapped_column(default=True)
     # the first deployment to any production-tier environment (region) that carried it
     first_in_production: Mapped[bool] = mapped_column(default=False)
+
+
+class DeriveState(Base):
+    """When a derive last ran (`name` "derive"): data changed after its start may have arrived after
+    the deployments it derived (late commits, merge requests), so the next derive re-derives them."""
+
+    __tablename__ = "derive_state"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class ChangeFailure(Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, UniqueConstraint, or_
@@ -78,6 +79,10 @@ def upsert(
     """
     target = table_of(table)
     key = natural_key_columns(target)
+    stamps = [c.name for c in target.columns if c.info.get("changed_at")]
+    if stamps:  # when the row last really changed (schema.changed)
+        now = datetime.now(UTC)
+        rows = ({**row, **dict.fromkeys(stamps, now)} for row in rows)
     groups: dict[frozenset[str], list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(frozenset(row), []).append(row)
