@@ -81,9 +81,7 @@ def _context(
     return ctx
 
 
-def _deployed_as(
-    conn: Any, s: Service, ctx: streams.ProjectContext
-) -> streams.ProjectContext:
+def _deployed_as(conn: Any, s: Service, ctx: streams.ProjectContext) -> streams.ProjectContext:
     """The context deployments are loaded in: a service deployed under another name
     (`Service.deploy_name`) gets a service row of that name, as a deploy job naming it would."""
     if not s.deploy_name:
