@@ -8,7 +8,6 @@ period; merge-request policies at MRs merged in it; branch policies at the state
 
 from __future__ import annotations
 
-import fnmatch
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,8 +16,14 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from analytics.gate import SEMVER_TAG
-from analytics.observed import unrecorded
+from analytics.observed import canonical, unrecorded
+from analytics.promotion import (
+    release_ref_allowed,
+    skipped_environments,
+    successful_runs,
+    untested_message,
+)
+from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
     Branch,
     Commit,
@@ -64,10 +69,7 @@ class Scan:
     since: datetime
     until: datetime
     promotion_path: list[str]
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def param(self, policy: str, name: str, default: Any) -> Any:
-        return self.params.get(policy, {}).get(name, default)
+    params: PoliciesSettings = field(default_factory=PoliciesSettings)
 
 
 Policy = Callable[[Connection, Scan], list[Violation]]
@@ -155,29 +157,25 @@ def _subject(d: Any) -> str:
 
 @policy("untested-image", "error")
 def untested_image(conn: Connection, scan: Scan) -> list[Violation]:
-    soak = timedelta(minutes=float(scan.param("untested-image", "min_soak_minutes", 0)))
+    """Application deployments to an environment after the first of the promotion path whose image
+    skipped an environment before it (analytics.promotion.skipped_environments, as the gate)."""
+    params, path = scan.params.untested_image, scan.promotion_path
+    deployments = [d for d in _deployments(conn, scan, path[1:]) if d.kind == "app"]
+    images = canonical(conn, [d.image_digest for d in deployments if d.image_digest])
+    runs = successful_runs(conn, {d.service_id for d in deployments}, path[:-1])
     found = []
-    for upstream, env in zip(scan.promotion_path, scan.promotion_path[1:], strict=False):
-        deployments = [d for d in _deployments(conn, scan, [env]) if d.kind == "app"]
-        ran = _ran_before(conn, {d.service_id for d in deployments}, upstream)
-        for d in deployments:
-            image = d.image_digest or f"commit:{d.sha}"
-            if not any(
-                i == image and f is not None and f <= d.start - soak
-                for i, f, _ in ran[d.service_id]
-            ):
-                found.append(
-                    Violation(
-                        "untested-image",
-                        "error",
-                        d.service,
-                        env,
-                        _subject(d),
-                        f"{image[:19]} went to {env} without a successful deployment to {upstream} "
-                        f"before it: promote through {upstream} first",
-                        d.url,
-                    )
+    for d in deployments:
+        image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
+        skipped = skipped_environments(
+            runs, d.service_id, image, d.environment, d.start, path, params
+        )
+        if skipped:
+            message = untested_message(image, d.environment, skipped, params.min_soak_minutes)
+            found.append(
+                Violation(
+                    "untested-image", "error", d.service, d.environment, _subject(d), message, d.url
                 )
+            )
     return found
 
 
@@ -264,7 +262,7 @@ def moved_tag(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("non-release-ref", "error")
 def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
-    allowed = scan.param("non-release-ref", "allowed_refs", ["release/*", "hotfix/*"])
+    allowed = scan.params.non_release_ref.allowed_refs
     defaults = dict(
         conn.execute(
             select(Service.id, Repo.default_branch).join(Repo, Repo.id == Service.repo_id)
@@ -274,12 +272,7 @@ def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
     for d in _deployments(conn, scan):
         if d.tier != "production" or not d.ref:
             continue
-        name = d.ref.removeprefix("refs/heads/")
-        if (
-            name == (defaults.get(d.service_id) or "main")
-            or SEMVER_TAG.match(d.ref)
-            or any(fnmatch.fnmatch(name, p) for p in allowed)
-        ):
+        if release_ref_allowed(d.ref, defaults.get(d.service_id), allowed):
             continue
         found.append(
             Violation(
@@ -388,7 +381,7 @@ def merge_without_green_pipeline(conn: Connection, scan: Scan) -> list[Violation
 
 @policy("merge-without-approval", "warn")
 def merge_without_approval(conn: Connection, scan: Scan) -> list[Violation]:
-    required = int(scan.param("merge-without-approval", "required_approvals", 1))
+    required = scan.params.merge_without_approval.required_approvals
     return [
         Violation(
             "merge-without-approval",
@@ -464,7 +457,7 @@ def direct_push(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("long-lived-branch", "warn")
 def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
-    max_age = timedelta(days=float(scan.param("long-lived-branch", "max_age_days", 7)))
+    max_age = timedelta(days=scan.params.long_lived_branch.max_age_days)
     rows = conn.execute(
         select(
             MergeRequest.repo_id,
@@ -494,7 +487,7 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("stale-branch", "info")
 def stale_branch(conn: Connection, scan: Scan) -> list[Violation]:
-    stale = timedelta(days=float(scan.param("stale-branch", "stale_days", 30)))
+    stale = timedelta(days=scan.params.stale_branch.stale_days)
     merged = {
         (r, b)
         for r, b in conn.execute(
@@ -551,16 +544,19 @@ def scan(
     since: datetime,
     until: datetime,
     promotion_path: list[str],
-    params: dict[str, dict[str, Any]] | None = None,
+    params: PoliciesSettings | dict[str, dict[str, Any]] | None = None,
     only: list[str] | None = None,
 ) -> list[Violation]:
-    """Evaluate every policy (or those in `only`) over [since, until)."""
-    s = Scan(since, until, promotion_path, params or {})
+    """The violations of every policy (or those in `only`) over [since, until); `params` are the
+    `[policies]` settings (a plain dict is validated as they are)."""
+    if not isinstance(params, PoliciesSettings):
+        params = PoliciesSettings.model_validate(params or {})
+    s = Scan(since, until, promotion_path, params)
     found: list[Violation] = []
-    for policy_id, (_, check) in POLICIES.items():
+    for policy_id, (default, check) in POLICIES.items():
         if only and policy_id not in only:
             continue
-        severity = str(s.param(policy_id, "severity", POLICIES[policy_id][0]))
+        severity = params.of(policy_id).severity or default
         found.extend(Violation(**{**asdict(v), "severity": severity}) for v in check(conn, s))
     return found
 

@@ -228,7 +228,7 @@ def post_gate(request: Request, body: GateRequest) -> JSONResponse:
                 body.to,
                 settings.environments.promotion_path,
                 ref=body.ref,
-                policy=gate_analytics.GatePolicy.from_settings(settings.policies),
+                policy=settings.policies,
             ).as_json()
     except gate_analytics.CannotDecide as exc:
         reason = GateReason(policy="gate", severity="error", message=str(exc))

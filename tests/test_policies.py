@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from jsonschema import Draft4Validator
 from sqlalchemy import Engine, func, select
 
 from analytics.derive import derive
-from analytics.policies import POLICIES, scan, store
+from analytics.policies import POLICIES, Violation, scan, store
 from cdmetrics.render import violations_junit, violations_sarif
 from sandbox import reference as ref
 from sandbox.generate import generate
@@ -27,6 +28,9 @@ from warehouse.schema import PolicyViolation
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 PATH = ["test", "staging", "production"]
+# GitLab deployments name no digest: the warehouse resolves each by its image's revision label, so in
+# a GitLab-only world an image is known by its commit (the rebuilt-image world is test_images_truth's)
+BY_COMMIT = attrgetter("sha")
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +44,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Organisati
     engine.dispose()
 
 
-def found(world: tuple[Organisation, Engine], policy: str) -> list[str]:
+def found(
+    world: tuple[Organisation, Engine],
+    policy: str,
+    params: dict[str, dict[str, object]] | None = None,
+) -> list[str]:
+    return sorted(v.subject for v in violations(world, policy, params))
+
+
+def violations(
+    world: tuple[Organisation, Engine],
+    policy: str,
+    params: dict[str, dict[str, object]] | None = None,
+) -> list[Violation]:
     org, engine = world
     with engine.connect() as conn:
-        return sorted(
-            v.subject
-            for v in scan(
-                conn,
-                org.start - timedelta(days=60),
-                org.now + timedelta(days=1),
-                PATH,
-                only=[policy],
-            )
+        return scan(
+            conn,
+            org.start - timedelta(days=60),
+            org.now + timedelta(days=1),
+            PATH,
+            params,  # type: ignore[arg-type]
+            only=[policy],
         )
 
 
 def test_untested_images_are_the_ones_seeded(world: tuple[Organisation, Engine]) -> None:
+    """require = "previous": the adjacent environment only (the generator's seeded promotions
+    straight from test, and hotfixes that go to staging straight from their branch)."""
     org, _ = world
     seeded = {
         str(d.id)
@@ -73,8 +89,33 @@ def test_untested_images_are_the_ones_seeded(world: tuple[Organisation, Engine])
         and d.environment.canonical == "staging"
         and d.ref.startswith("hotfix/")
     }
-    assert {s.split(":")[1] for s in found(world, "untested-image")} == seeded | hotfix_staging
+    previous = {"untested-image": {"require": "previous"}}
+    got = {s.split(":")[1] for s in found(world, "untested-image", previous)}
+    assert got == seeded | hotfix_staging
+    assert got == {str(i) for i in ref.untested_images(org, PATH, "previous", image=BY_COMMIT)}
     assert seeded
+
+
+def test_untested_image_requires_every_environment_before_the_target(
+    world: tuple[Organisation, Engine],
+) -> None:
+    """The default, require = "all": an image that skipped test is untested in production even when
+    it ran in staging (a hotfix promoted from staging); the message names what it skipped."""
+    org, _ = world
+    truth = ref.untested_images(org, PATH, image=BY_COMMIT)
+    got = {v.subject.split(":")[1]: v for v in violations(world, "untested-image")}
+    assert set(got) == {str(i) for i in truth}
+    previous = ref.untested_images(org, PATH, "previous", image=BY_COMMIT)
+    skipped_test_only = {i for i, skipped in truth.items() if skipped == ("test",)}
+    assert set(previous) < set(truth) and skipped_test_only - set(previous)
+    for i, skipped in truth.items():
+        assert f"without a successful deployment to {', '.join(skipped)} before it" in (
+            got[str(i)].message
+        )
+    by_id = {d.id: d for s in org.services for d in s.deployments}
+    assert {by_id[i].environment.canonical for i in skipped_test_only - set(previous)} == {
+        "production"
+    }
 
 
 def test_merges_on_a_red_pipeline_and_without_approval(world: tuple[Organisation, Engine]) -> None:
