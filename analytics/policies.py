@@ -55,11 +55,14 @@ class Violation:
     subject: str
     message: str
     url: str | None = None
-    first_seen: datetime | None = None
+    occurred_at: datetime | None = None  # when the offending event happened
+    first_seen: datetime | None = None  # when a scan first found it (set by `store`)
 
     def as_json(self) -> dict[str, Any]:
+        """The violation as JSON, times as ISO 8601."""
         return {
             **asdict(self),
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
         }
 
@@ -173,7 +176,14 @@ def untested_image(conn: Connection, scan: Scan) -> list[Violation]:
             message = untested_message(image, d.environment, skipped, params.min_soak_minutes)
             found.append(
                 Violation(
-                    "untested-image", "error", d.service, d.environment, _subject(d), message, d.url
+                    "untested-image",
+                    "error",
+                    d.service,
+                    d.environment,
+                    _subject(d),
+                    message,
+                    d.url,
+                    occurred_at=d.finished_at,
                 )
             )
     return found
@@ -210,6 +220,7 @@ def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
                         f"{d.image_digest[:19]} was rebuilt from {revision[:12]} while {upstream} ran "
                         f"{sorted(others)[0][:19]}: build once and promote that image",
                         d.url,
+                        occurred_at=d.finished_at,
                     )
                 )
     return found
@@ -227,6 +238,7 @@ def unpinned_image(conn: Connection, scan: Scan) -> list[Violation]:
             f"no digest could be resolved for this deployment ({d.image_ref or 'no image reference'}): "
             "deploy by digest (repo@sha256:...)",
             d.url,
+            occurred_at=d.finished_at,
         )
         for d in _deployments(conn, scan)
         if d.image_digest is None and d.kind == "app"
@@ -255,6 +267,7 @@ def moved_tag(conn: Connection, scan: Scan) -> list[Violation]:
                     _subject(d),
                     f"{d.image_ref} is a tag that pointed to different images over time: deploy by digest",
                     d.url,
+                    occurred_at=d.finished_at,
                 )
             )
     return found
@@ -284,6 +297,7 @@ def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
                 f"production was deployed from {d.ref}: release from the default branch, a tag or "
                 f"{', '.join(allowed)}",
                 d.url,
+                occurred_at=d.finished_at,
             )
         )
     return found
@@ -319,6 +333,7 @@ def schema_skipped_env(conn: Connection, scan: Scan) -> list[Violation]:
                         f"migration {d.schema_version} ran in {env} but never in {upstream}: "
                         f"apply it to {upstream} first",
                         d.url,
+                        occurred_at=d.finished_at,
                     )
                 )
     return found
@@ -374,6 +389,7 @@ def merge_without_green_pipeline(conn: Connection, scan: Scan) -> list[Violation
                     f"!{mr.iid} was merged while the latest pipeline of its head was "
                     f"{status or 'missing'}: require a green pipeline to merge",
                     mr.web_url,
+                    occurred_at=mr.merged_at,
                 )
             )
     return found
@@ -392,6 +408,7 @@ def merge_without_approval(conn: Connection, scan: Scan) -> list[Violation]:
             f"!{mr.iid} was merged with {mr.approvals or 0} of {required} required approvals: "
             "require approvals in the project's merge request settings",
             mr.web_url,
+            occurred_at=mr.merged_at,
         )
         for mr in _merged(conn, scan)
         if (mr.approvals or 0) < required
@@ -449,6 +466,7 @@ def direct_push(conn: Connection, scan: Scan) -> list[Violation]:
                         f"commit {repo_id}:{sha}",
                         f"{sha[:12]} was pushed straight to the default branch: protect it and "
                         "merge through merge requests",
+                        occurred_at=committed[sha],
                     )
                 )
             sha = first_parent.get(sha)
@@ -480,6 +498,7 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
             f"{branch} (!{iid}) has been open since {created:%Y-%m-%d}: split it and merge within "
             f"{max_age.days} days",
             url,
+            occurred_at=created + max_age if created else None,
         )
         for repo_id, iid, branch, created, url, service in rows
     ]
@@ -509,6 +528,7 @@ def stale_branch(conn: Connection, scan: Scan) -> list[Violation]:
             None,
             f"branch {repo_id}:{name}",
             f"{name} has had no commit since {last:%Y-%m-%d}: merge or delete it",
+            occurred_at=last + stale if last else None,
         )
         for repo_id, name, last, service in rows
         if (repo_id, name) not in merged
@@ -531,6 +551,7 @@ def unrecorded_change(conn: Connection, scan: Scan) -> list[Violation]:
             f"{r.cluster}/{r.namespace}/{r.workload} started running {(r.digest or '')[:19]} at "
             f"{r.at:%Y-%m-%d %H:%M} UTC and no recorded deployment put it there: deploy through "
             "the pipeline, or revert the change by hand",
+            occurred_at=r.at,
         )
         for r in found
     ]
@@ -564,7 +585,8 @@ def scan(
 def store(
     conn: Connection, violations: list[Violation], now: datetime | None = None
 ) -> list[Violation]:
-    """Upsert violations into policy_violation (first_seen kept) and return them with first_seen."""
+    """Upsert violations into policy_violation (first_seen kept, occurred_at as the policy says,
+    `now` for one that cannot say) and return them with first_seen."""
     now = now or datetime.now(UTC)
     services = dict(conn.execute(select(Service.name, Service.id)).all())
     envs = dict(conn.execute(select(Environment.name, Environment.id)).all())
@@ -580,6 +602,7 @@ def store(
                 "environment_id": envs.get(v.environment or ""),
                 "message": v.message,
                 "url": v.url,
+                "occurred_at": v.occurred_at or now,
                 "first_seen_at": now,
                 "last_seen_at": now,
             }

@@ -80,6 +80,7 @@ class Violation(BaseModel):
     subject: str
     message: str
     url: str | None
+    occurred_at: str
     first_seen: str
 
 
@@ -185,7 +186,7 @@ def get_violations(
     service: list[str] = Query([], description="Only these services (repeatable)."),
     policy: list[str] = Query([], description="Only these policies (repeatable)."),
     severity: Literal["error", "warn", "info"] | None = Query(None),
-    since: str | None = Query(None, description="First seen at or after (date or ISO timestamp)."),
+    since: str | None = Query(None, description="Occurred at or after (date or ISO timestamp)."),
     include_resolved: bool = Query(False),
 ) -> list[dict[str, Any]]:
     state = state_of(request)

@@ -99,7 +99,8 @@ def add_findings(url: str) -> None:
                     "environment_id": envs["production"],
                     "message": f"{policy}: do the right thing",
                     "url": f"http://gitlab.sandbox.test/d/{n}",
-                    "first_seen_at": NOW - timedelta(days=days),
+                    "occurred_at": NOW - timedelta(days=days),
+                    "first_seen_at": NOW - timedelta(hours=12),  # all found by one first scan
                     "resolved_at": None,
                 }
                 for n, (policy, severity, days) in enumerate(
@@ -341,7 +342,7 @@ def test_policies_page_counts_filters_and_downloads(
     at = open_page(dashboard_env, findings_url, "policies")
     assert metric(at, "Open violations").value == "4"
     assert metric(at, "Errors").value == "2"
-    assert metric(at, "New this week").value == "2"  # first seen 1 and 2 days before NOW
+    assert metric(at, "New this week").value == "2"  # occurred 1 and 2 days before NOW
     assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
     assert len(frame(at, "branch-strategies")) == len(view_rows(findings_url, "branch_strategies"))
     filtered = open_page(dashboard_env, findings_url, "policies", {"severity": "error"})

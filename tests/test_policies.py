@@ -259,3 +259,26 @@ def test_junit_and_sarif_outputs(world: tuple[Organisation, Engine]) -> None:
     assert {r["ruleId"] for r in results} <= {
         rule["id"] for rule in sarif["runs"][0]["tool"]["driver"]["rules"]
     }
+
+
+def test_each_violation_says_when_it_happened(world: tuple[Organisation, Engine]) -> None:
+    """occurred_at: a deployment's finish, a merge, a push, the moment a branch's age crossed the
+    limit; in the JSON output beside first_seen."""
+    org, engine = world
+    finished = {str(d.id): d.finished_at for s in org.services for d in s.deployments}
+    merged = {(s.name, mr.iid): mr.merged_at for s in org.services for mr in s.merge_requests}
+    for v in violations(world, "untested-image"):
+        assert v.occurred_at == finished[v.subject.split(":")[1]]
+    for v in violations(world, "merge-without-approval"):
+        assert v.occurred_at == merged[(v.service, int(v.subject.split("!")[1]))]
+    opened = {
+        mr.source_branch: mr.created_at
+        for s in org.services
+        for mr in s.merge_requests
+        if mr.state == "opened"
+    }
+    for v in violations(world, "long-lived-branch"):
+        assert v.occurred_at == opened[v.subject.rsplit(":", 1)[1]] + timedelta(days=7)
+    with engine.connect() as conn:
+        rows = [v.as_json() for v in scan(conn, org.start, org.now, PATH)]
+    assert rows and all(datetime.fromisoformat(r["occurred_at"]) <= org.now for r in rows)
