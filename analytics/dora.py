@@ -128,12 +128,18 @@ def rework_rate(data: ScopeData) -> dict[str, Any]:
 
 
 def deployment_failure_rate(data: ScopeData) -> dict[str, Any]:
-    """Failed attempts over finished attempts, overall and per environment."""
+    """Failed attempts over finished attempts in the scope's environment (the production tier when
+    none is named, like every other metric), and per environment (all of them)."""
     per_env: dict[str, Counter[str]] = defaultdict(Counter)
     for r in data.attempts:
         per_env[r.values["environment"]][r.values["status"]] += 1
-    failed = sum(c["failed"] for c in per_env.values())
-    attempts = sum(c["failed"] + c["success"] for c in per_env.values())
+    named = data.scope.environment
+    in_scope = Counter(
+        r.values["status"]
+        for r in data.attempts
+        if (r.values["environment"] == named if named else r.values["tier"] == "production")
+    )
+    failed, attempts = in_scope["failed"], in_scope["failed"] + in_scope["success"]
     return {
         "failed": failed,
         "attempts": attempts,

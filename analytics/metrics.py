@@ -242,6 +242,7 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
             Team.name.label("team"),
             Deployment.finished_at.label("at"),
             Environment.name.label("environment"),
+            Environment.tier,
             Deployment.status,
         )
         .select_from(Deployment)

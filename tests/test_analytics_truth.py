@@ -134,6 +134,10 @@ def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) ->
         env: (v["failed"], v["attempts"])
         for env, v in figures["deployment_failure_rate"]["environments"].items()
     } == rates
+    # top level: the scope's environment, production by default, like every other metric
+    top = figures["deployment_failure_rate"]
+    assert (top["failed"], top["attempts"]) == rates["production"]
+    assert sum(a for _, a in rates.values()) > rates["production"][1]  # test and staging count apart
 
 
 def test_merge_request_stages_equal_the_truth(world: tuple[Organisation, Engine]) -> None:

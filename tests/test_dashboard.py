@@ -261,9 +261,15 @@ def test_deployments_page_equals_the_analytics_api(
         frequency["median_days_per_week"]
     )
     assert metric(at, "Deployment failure rate").value == show.percent(attempts["rate"])
-    per_service = frame(at, "per-service")
-    assert per_service["successful"].sum() + per_service["failed"].sum() == attempts["attempts"]
-    assert per_service["failed"].sum() == attempts["failed"]
+    per_service = frame(at, "per-service")  # every environment: the per-environment breakdown
+    assert per_service["successful"].sum() + per_service["failed"].sum() == sum(
+        e["attempts"] for e in attempts["environments"].values()
+    )
+    assert per_service["failed"].sum() == sum(
+        e["failed"] for e in attempts["environments"].values()
+    )
+    production = per_service[per_service["environment"] == "production"]
+    assert production["failed"].sum() == attempts["failed"]  # the tile: the production tier
 
 
 def test_failures_page_equals_the_analytics_api(
@@ -460,9 +466,11 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
         tests = views.failing_tests(conn, scope, limit=1000)
         assert sum(r["failed_tests"] for r in tests) == m["build"]["failed_tests"]
         per_env = views.deployments_by_service_environment(conn, scope)
-        assert (
-            sum(r["successful"] + r["failed"] for r in per_env)
-            == m["deployment_failure_rate"]["attempts"]
+        assert sum(r["successful"] + r["failed"] for r in per_env) == sum(
+            e["attempts"] for e in m["deployment_failure_rate"]["environments"].values()
+        )
+        assert m["deployment_failure_rate"]["attempts"] == sum(
+            r["successful"] + r["failed"] for r in per_env if r["environment"] == "production"
         )
         slowest = views.slowest_changes(conn, scope, limit=5)
         assert [round(r["lead_time_hours"], 6) for r in slowest] == sorted(
