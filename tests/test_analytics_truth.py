@@ -137,7 +137,8 @@ def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) ->
     # top level: the scope's environment, production by default, like every other metric
     top = figures["deployment_failure_rate"]
     assert (top["failed"], top["attempts"]) == rates["production"]
-    assert sum(a for _, a in rates.values()) > rates["production"][1]  # test and staging count apart
+    # test and staging count apart
+    assert sum(a for _, a in rates.values()) > rates["production"][1]
 
 
 def test_merge_request_stages_equal_the_truth(world: tuple[Organisation, Engine]) -> None:
