@@ -382,6 +382,16 @@ def merge_requests(org: Organisation) -> list[MergeRequestTruth]:
     return rows
 
 
+def merged_not_in_production(org: Organisation, until: datetime) -> list[MergeRequestTruth]:
+    """Merged MRs, merged before `until`, whose first production deployment carrying their merge
+    or squash commit (fast-forward: head) had not finished before `until` (or never happened)."""
+    return [
+        m
+        for m in merge_requests(org)
+        if m.merged_at < until and (m.deployed_at is None or m.deployed_at >= until)
+    ]
+
+
 # -- 4. change failures -----------------------------------------------------------------------
 
 

@@ -239,6 +239,12 @@ def test_lead_time_page_equals_the_analytics_api(
     assert metric(at, "p90 lead time").value == show.hours(lead["p90_hours"])
     assert metric(at, "Changes deployed").value == show.number(lead["changes"])
     assert metric(at, "Merge requests deployed").value == show.number(lead["merge_requests"])
+    waiting = lead["merged_not_in_production"]
+    assert metric(at, "Merged, not in production").value == show.number(waiting["count"])
+    assert metric(at, "Oldest merged, not in production").value == show.hours(
+        waiting["oldest_age_hours"]
+    )
+    assert waiting["count"] > 0  # the demo organisation has merges waiting
     slowest = frame(at, "slowest")
     rows = view_rows(demo_url, "slowest_changes")
     assert list(slowest["service"]) == [r["service"] for r in rows]
