@@ -5,7 +5,7 @@ Pre-deployment policies, evaluated against the warehouse:
   soaked `min_soak_minutes`), in every environment before the target on the promotion path (or the
   adjacent one, `require = "previous"`): analytics.promotion, the scan's own predicate;
 - rebuilt-image (error): the upstream environment ran a different digest built from the same
-  commit (build once, deploy many);
+  commit (build once, deploy many), analytics.promotion.rebuilt_from as in the scan;
 - unpinned-image (warn): the reference does not resolve to a digest;
 - moved-tag (warn): the tag used pointed to different digests over time;
 - non-release-ref (error, when a ref is given and the target is production): the ref is not the
@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from analytics.observed import canonical
 from analytics.promotion import (
+    rebuilt_from,
+    rebuilt_message,
     release_ref_allowed,
     skipped_environments,
     successful_runs,
@@ -33,8 +35,6 @@ from analytics.promotion import (
 )
 from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
-    Deployment,
-    DeploymentChain,
     Environment,
     Image,
     ImageTag,
@@ -114,7 +114,7 @@ def evaluate(
             _untested(
                 conn, service_row.id, digest, environment, promotion_path, now, policy, reasons
             )
-            _rebuilt(conn, service_row.id, digest, upstream, reasons)
+            _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
     if ref is not None and (tier == "production" or environment == promotion_path[-1]):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)
     if any(r.severity == "error" for r in reasons):
@@ -166,27 +166,6 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     return str(history[-1][0])
 
 
-def _ran(
-    conn: Connection, service_id: int, environment: str, before: datetime
-) -> list[tuple[str | None, datetime]]:
-    index = func.coalesce(Image.index_digest, Deployment.image_digest)
-    return [
-        (d, f)
-        for d, f in conn.execute(
-            select(index, DeploymentChain.finished_at)
-            .select_from(DeploymentChain)
-            .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
-            .join(Environment, Environment.id == DeploymentChain.environment_id)
-            .outerjoin(Image, Image.digest == Deployment.image_digest)
-            .where(
-                DeploymentChain.service_id == service_id,
-                Environment.name == environment,
-                DeploymentChain.finished_at < before,
-            )
-        )
-    ]
-
-
 def _untested(
     conn: Connection,
     service_id: int,
@@ -206,28 +185,19 @@ def _untested(
 
 
 def _rebuilt(
-    conn: Connection, service_id: int, digest: str, upstream: str, reasons: list[Reason]
+    conn: Connection,
+    service_id: int,
+    digest: str,
+    upstream: str,
+    now: datetime,
+    reasons: list[Reason],
 ) -> None:
     revision = conn.execute(select(Image.revision).where(Image.digest == digest)).scalar()
-    if revision is None:
-        return
-    built = dict(
-        conn.execute(select(Image.digest, Image.revision).where(Image.revision == revision)).all()
-    )
-    upstream_same_commit = {
-        d
-        for d, _ in _ran(conn, service_id, upstream, datetime.max.replace(tzinfo=UTC))
-        if d in built and d != digest
-    }
-    if upstream_same_commit:
-        other = sorted(upstream_same_commit)[0]
+    runs = successful_runs(conn, [service_id], [upstream])
+    other = rebuilt_from(runs, service_id, digest, revision, upstream, now)
+    if revision and other:
         reasons.append(
-            Reason(
-                "rebuilt-image",
-                "error",
-                f"{digest[:19]} was rebuilt from commit {revision[:12]}, but {upstream} ran "
-                f"{other[:19]}: build once, deploy many — promote {other} instead",
-            )
+            Reason("rebuilt-image", "error", rebuilt_message(digest, revision, upstream, other))
         )
 
 

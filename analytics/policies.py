@@ -8,7 +8,6 @@ period; merge-request policies at MRs merged in it; branch policies at the state
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,8 @@ from sqlalchemy import Connection, func, select
 
 from analytics.observed import canonical, unrecorded
 from analytics.promotion import (
+    rebuilt_from,
+    rebuilt_message,
     release_ref_allowed,
     skipped_environments,
     successful_runs,
@@ -125,35 +126,6 @@ def _deployments(conn: Connection, scan: Scan, environments: list[str] | None = 
     return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)))
 
 
-def _ran_before(
-    conn: Connection, service_ids: set[int], environment: str
-) -> dict[int, list[tuple[str, Any, str | None]]]:
-    """service -> [(image, finished_at, revision)] of successful deployments to `environment`."""
-    out: dict[int, list[tuple[str, Any, str | None]]] = defaultdict(list)
-    if not service_ids:
-        return out
-    rows = conn.execute(
-        select(
-            Deployment.service_id,
-            Deployment.image_digest,
-            Deployment.sha,
-            Deployment.finished_at,
-            Image.revision,
-        )
-        .join(Environment, Environment.id == Deployment.environment_id)
-        .outerjoin(Image, Image.digest == Deployment.image_digest)
-        .where(
-            Deployment.status == "success",
-            Environment.name == environment,
-            Deployment.service_id.in_(service_ids),
-        )
-    )
-    for service_id, digest, sha, finished, revision in rows:
-        if service_id is not None:
-            out[service_id].append((digest or f"commit:{sha}", finished, revision))
-    return out
-
-
 def _subject(d: Any) -> str:
     return f"deployment {d.source_id}:{d.external_id}"
 
@@ -191,38 +163,40 @@ def untested_image(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("rebuilt-image", "error")
 def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
+    """Deployments to an environment after the first of the promotion path whose image was rebuilt
+    from a commit the environment before it ran as another image (analytics.promotion, as the
+    gate), by the deployment's finish."""
+    path = scan.promotion_path
+    deployments = [d for d in _deployments(conn, scan, path[1:]) if d.image_digest]
+    digests = {d.image_digest for d in deployments}
+    images = canonical(conn, digests)
+    revisions = dict(
+        conn.execute(
+            select(Image.digest, Image.revision).where(Image.digest.in_(digests or {""}))
+        ).all()
+    )
+    runs = successful_runs(conn, {d.service_id for d in deployments}, path[:-1])
     found = []
-    for upstream, env in zip(scan.promotion_path, scan.promotion_path[1:], strict=False):
-        deployments = [d for d in _deployments(conn, scan, [env]) if d.image_digest]
-        revisions = dict(
-            conn.execute(
-                select(Image.digest, Image.revision).where(
-                    Image.digest.in_({d.image_digest for d in deployments} or {""})
-                )
-            ).all()
+    for d in deployments:
+        upstream, image, revision = (
+            path[path.index(d.environment) - 1],
+            images[d.image_digest],
+            revisions.get(d.image_digest),
         )
-        ran = _ran_before(conn, {d.service_id for d in deployments}, upstream)
-        for d in deployments:
-            revision = revisions.get(d.image_digest)
-            others = {
-                i
-                for i, f, r in ran[d.service_id]
-                if r == revision and i != d.image_digest and f <= d.finished_at
-            }
-            if revision and others:
-                found.append(
-                    Violation(
-                        "rebuilt-image",
-                        "error",
-                        d.service,
-                        env,
-                        _subject(d),
-                        f"{d.image_digest[:19]} was rebuilt from {revision[:12]} while {upstream} ran "
-                        f"{sorted(others)[0][:19]}: build once and promote that image",
-                        d.url,
-                        occurred_at=d.finished_at,
-                    )
+        other = rebuilt_from(runs, d.service_id, image, revision, upstream, d.finished_at)
+        if revision and other:
+            found.append(
+                Violation(
+                    "rebuilt-image",
+                    "error",
+                    d.service,
+                    d.environment,
+                    _subject(d),
+                    rebuilt_message(image, revision, upstream, other),
+                    d.url,
+                    occurred_at=d.finished_at,
                 )
+            )
     return found
 
 

@@ -4,6 +4,8 @@ one predicate per policy, so a deployment the gate would deny is one the scan re
 - untested-image: an image deployed to E must have run successfully (finished before the deployment
   started, and soaked `min_soak_minutes`) in every environment before E on the promotion path
   (`require = "all"`), or only in the adjacent one (`require = "previous"`);
+- rebuilt-image: the environment before E ran another image built from the same commit (build
+  once, deploy many);
 - non-release-ref: production is deployed from the default branch, a tag or an allowed pattern.
 
 An image is identified by its index digest (a platform manifest is its index's image), or
@@ -17,6 +19,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
@@ -25,8 +28,17 @@ from warehouse.schema import Deployment, Environment, Image
 
 SEMVER_TAG = re.compile(r"^(refs/tags/.+|v?\d+\.\d+(\.\d+)?([-+].*)?)$")
 
-# (service id, environment) -> [(image, finished_at)] of its successful application deployments
-Runs = Mapping[tuple[int, str], list[tuple[str, datetime]]]
+
+class Run(NamedTuple):
+    """A successful application deployment: its image, finish and the image's source commit."""
+
+    image: str
+    finished: datetime
+    revision: str | None
+
+
+# (service id, environment) -> the service's successful application deployments there
+Runs = Mapping[tuple[int, str], list[Run]]
 
 
 def upstream_of(environment: str, path: Sequence[str], require: str = "all") -> list[str]:
@@ -40,17 +52,22 @@ def upstream_of(environment: str, path: Sequence[str], require: str = "all") -> 
 
 def successful_runs(
     conn: Connection, service_ids: Iterable[int], environments: Iterable[str]
-) -> dict[tuple[int, str], list[tuple[str, datetime]]]:
-    """(service id, environment) -> [(image, finished_at)] of the successful application
-    deployments of those services to those environments (image as in the module docstring)."""
-    out: dict[tuple[int, str], list[tuple[str, datetime]]] = defaultdict(list)
+) -> dict[tuple[int, str], list[Run]]:
+    """(service id, environment) -> the successful application deployments of those services to
+    those environments (image as in the module docstring)."""
+    out: dict[tuple[int, str], list[Run]] = defaultdict(list)
     ids, envs = set(service_ids), list(environments)
     if not ids or not envs:
         return out
     image = func.coalesce(Image.index_digest, Deployment.image_digest)
     rows = conn.execute(
         select(
-            Deployment.service_id, Environment.name, image, Deployment.sha, Deployment.finished_at
+            Deployment.service_id,
+            Environment.name,
+            image,
+            Deployment.sha,
+            Deployment.finished_at,
+            Image.revision,
         )
         .join(Environment, Environment.id == Deployment.environment_id)
         .outerjoin(Image, Image.digest == Deployment.image_digest)
@@ -62,9 +79,9 @@ def successful_runs(
             Deployment.service_id.in_(ids),
         )
     )
-    for service_id, env, digest, sha, finished in rows:
+    for service_id, env, digest, sha, finished, revision in rows:
         if service_id is not None and finished is not None:
-            out[(service_id, env)].append((digest or f"commit:{sha}", finished))
+            out[(service_id, env)].append(Run(digest or f"commit:{sha}", finished, revision))
     return out
 
 
@@ -84,7 +101,8 @@ def skipped_environments(
         upstream
         for upstream in upstream_of(environment, path, policy.require)
         if not any(
-            i == image and f <= start - soak for i, f in runs.get((service_id, upstream), [])
+            r.image == image and r.finished <= start - soak
+            for r in runs.get((service_id, upstream), [])
         )
     ]
 
@@ -96,6 +114,34 @@ def untested_message(image: str, environment: str, skipped: Sequence[str], soak:
         f"{image[:19]} went to {environment} without a successful deployment to "
         f"{', '.join(skipped)} before it: deploy {image[:19]} to {skipped[0]} first{wait}, then "
         f"promote it to {environment}"
+    )
+
+
+def rebuilt_from(
+    runs: Runs,
+    service_id: int,
+    image: str,
+    revision: str | None,
+    upstream: str,
+    before: datetime,
+) -> str | None:
+    """Another image built from `revision` that `upstream` ran successfully (finished by `before`):
+    the image to promote instead of `image`; None when there is none or the commit is unknown."""
+    if revision is None:
+        return None
+    others = sorted(
+        r.image
+        for r in runs.get((service_id, upstream), [])
+        if r.revision == revision and r.image != image and r.finished <= before
+    )
+    return others[0] if others else None
+
+
+def rebuilt_message(image: str, revision: str, upstream: str, other: str) -> str:
+    """What a rebuilt-image violation says: the commit, what upstream ran, what to promote."""
+    return (
+        f"{image[:19]} was rebuilt from commit {revision[:12]}, but {upstream} ran {other[:19]}: "
+        f"build once, deploy many — promote {other} instead"
     )
 
 
