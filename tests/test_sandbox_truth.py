@@ -24,6 +24,7 @@ from sandbox.model import (
     Pipeline,
     Service,
 )
+from sandbox.truth import summary
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -765,6 +766,29 @@ def test_schema_skips_are_seeded_and_the_reference_agrees_with_the_generator() -
         assert any(k == {"app"} for k in kinds.values())  # most services have no migrations
     tiny = generate(1, "tiny", NOW)
     assert {d.kind for s in tiny.services for d in s.deployments} == {"app"}
+
+
+def test_untested_images_are_seeded_and_the_truth_names_what_they_skipped() -> None:
+    """The generator's untested promotions (test straight to production) skip staging; hotfixes,
+    built from their branch for staging, skip test in staging and in production (require = all)."""
+    org = generated("small")
+    rows = {int(r["external_id"]): r for r in summary(org)["deployments"]}
+    untested = ref.untested_images(org)
+    assert {i for i, r in rows.items() if r["untested_skipped"]} == set(untested)
+    seeded = [
+        d for s in org.services for d in s.deployments if d.untested and d.status == "success"
+    ]
+    assert seeded and all("staging" in untested[d.id] for d in seeded)
+    hotfixes = [
+        d
+        for s in org.services
+        for d in s.deployments
+        if d.ref.startswith("hotfix/") and d.status == "success" and d.kind == "app"
+    ]
+    assert hotfixes and all(untested[d.id][0] == "test" for d in hotfixes)
+    previous = ref.untested_images(org, require="previous")
+    assert set(previous) < set(untested)
+    assert all(skipped == untested[i][-1:] for i, skipped in previous.items())
 
 
 def test_generated_figures_are_sane() -> None:
