@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,6 +51,25 @@ def lead_time(data: ScopeData) -> dict[str, Any]:
         "stages": {name: stats.percentile(values, 0.5) for name, values in stages.items()},
         "merge_requests": len(data.merge_requests),
         "negative_spans_dropped": dropped,
+        "merged_not_in_production": merged_not_in_production(data),
+    }
+
+
+def merged_not_in_production(data: ScopeData, until: datetime | None = None) -> dict[str, Any]:
+    """{count, median_age_hours, oldest_age_hours} of the merged MRs not in production at `until`
+    (default: the scope's end) among `data.unreleased` (`metrics.unreleased`); ages from the merge
+    to `until`, or to now when `until` is still to come."""
+    until = until or data.scope.until
+    end = min(until, datetime.now(UTC))
+    ages = [
+        stats.hours(end - r.at)
+        for r in data.unreleased
+        if r.at < until and (r.values["released_at"] is None or r.values["released_at"] >= until)
+    ]
+    return {
+        "count": len(ages),
+        "median_age_hours": stats.percentile(ages, 0.5),
+        "oldest_age_hours": max(ages, default=None),
     }
 
 
@@ -142,12 +161,18 @@ def rework_rate(data: ScopeData) -> dict[str, Any]:
 
 
 def deployment_failure_rate(data: ScopeData) -> dict[str, Any]:
-    """Failed attempts over finished attempts, overall and per environment."""
+    """Failed attempts over finished attempts in the scope's environment (the production tier when
+    none is named, like every other metric), and per environment (all of them)."""
     per_env: dict[str, Counter[str]] = defaultdict(Counter)
     for r in data.attempts:
         per_env[r.values["environment"]][r.values["status"]] += 1
-    failed = sum(c["failed"] for c in per_env.values())
-    attempts = sum(c["failed"] + c["success"] for c in per_env.values())
+    named = data.scope.environment
+    in_scope = Counter(
+        r.values["status"]
+        for r in data.attempts
+        if (r.values["environment"] == named if named else r.values["tier"] == "production")
+    )
+    failed, attempts = in_scope["failed"], in_scope["failed"] + in_scope["success"]
     return {
         "failed": failed,
         "attempts": attempts,
@@ -255,6 +280,7 @@ def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
                     if _week_in_month(w, key)
                 ],
             )
+            values["lead_time"]["merged_not_in_production"] = waiting_at_end(data, key)
             out.append((key, values))
         return out
     attribute = "service" if by == "service" else "team"
@@ -275,6 +301,12 @@ def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
         (name, compute(data.subset(partial(_owned_by, attribute=attribute, name=name))))
         for name in names
     ]
+
+
+def waiting_at_end(data: ScopeData, key: str) -> dict[str, Any]:
+    """merged_not_in_production at the end of a week or month slice (the scope's end at most)."""
+    end = min(stats.bucket_end(key, data.scope.zone), data.scope.until)
+    return merged_not_in_production(data, end)
 
 
 def _in_bucket(r: Row, key_of: Callable[[date], str], key: str, zone: ZoneInfo) -> bool:

@@ -2,13 +2,15 @@
 
 Pre-deployment policies, evaluated against the warehouse:
 - untested-image (error): the digest had no successful deployment, finished before now (and
-  soaked `min_soak`), in the environment before the target on the promotion path;
+  soaked `min_soak_minutes`), in every environment before the target on the promotion path (or the
+  adjacent one, `require = "previous"`): analytics.promotion, the scan's own predicate;
 - rebuilt-image (error): the upstream environment ran a different digest built from the same
-  commit (build once, deploy many);
+  commit (build once, deploy many), analytics.promotion.rebuilt_from as in the scan;
 - unpinned-image (warn): the reference does not resolve to a digest;
 - moved-tag (warn): the tag used pointed to different digests over time;
 - non-release-ref (error, when a ref is given and the target is production): the ref is not the
-  default branch, a tag, or an allowed pattern (`allowed_refs`, default release/*, hotfix/*).
+  default branch, a tag, or an allowed pattern (`allowed_refs`, default release/*, hotfix/*),
+  analytics.promotion.release_ref_allowed as in the scan.
 
 Any error denies; warnings are reported and allow. A service the warehouse does not know cannot be
 decided (the caller exits 2, failing closed unless told to fail open).
@@ -16,43 +18,29 @@ decided (the caller exits 2, failing closed unless told to fail open).
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from analytics.observed import canonical
+from analytics.promotion import (
+    rebuilt_from,
+    rebuilt_message,
+    release_ref_allowed,
+    skipped_environments,
+    successful_runs,
+    untested_message,
+)
+from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
-    Deployment,
-    DeploymentChain,
     Environment,
     Image,
     ImageTag,
     Repo,
     Service,
 )
-
-SEMVER_TAG = re.compile(r"^(refs/tags/.+|v?\d+\.\d+(\.\d+)?([-+].*)?)$")
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """Gate parameters (`[policies.<id>]` in the config)."""
-
-    min_soak: timedelta = timedelta(0)
-    allowed_refs: tuple[str, ...] = ("release/*", "hotfix/*")
-
-    @classmethod
-    def from_settings(cls, policies: dict[str, dict[str, Any]]) -> GatePolicy:
-        untested = policies.get("untested-image", {})
-        refs = policies.get("non-release-ref", {})
-        soak = untested.get("min_soak_minutes", 0)
-        return cls(
-            timedelta(minutes=float(soak)), tuple(refs.get("allowed_refs", cls.allowed_refs))
-        )
 
 
 @dataclass
@@ -88,11 +76,12 @@ def evaluate(
     environment: str,
     promotion_path: list[str],
     ref: str | None = None,
-    policy: GatePolicy | None = None,
+    policy: PoliciesSettings | None = None,
     now: datetime | None = None,
 ) -> GateDecision:
-    """Evaluate the pre-deployment policies for deploying `image` of `service` to `environment`."""
-    policy = policy or GatePolicy()
+    """The decision on deploying `image` of `service` to `environment` now, with its reasons;
+    `policy` is the `[policies]` settings."""
+    policy = policy or PoliciesSettings()
     now = now or datetime.now(UTC)
     service_row = conn.execute(
         select(Service.id, Service.repo_id, Service.image_repository).where(Service.name == service)
@@ -122,8 +111,10 @@ def evaluate(
                 )
             )
         else:
-            _untested(conn, service_row.id, digest, upstream, environment, now, policy, reasons)
-            _rebuilt(conn, service_row.id, digest, upstream, reasons)
+            _untested(
+                conn, service_row.id, digest, environment, promotion_path, now, policy, reasons
+            )
+            _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
     if ref is not None and (tier == "production" or environment == promotion_path[-1]):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)
     if any(r.severity == "error" for r in reasons):
@@ -175,103 +166,61 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     return str(history[-1][0])
 
 
-def _ran(
-    conn: Connection, service_id: int, environment: str, before: datetime
-) -> list[tuple[str | None, datetime]]:
-    index = func.coalesce(Image.index_digest, Deployment.image_digest)
-    return [
-        (d, f)
-        for d, f in conn.execute(
-            select(index, DeploymentChain.finished_at)
-            .select_from(DeploymentChain)
-            .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
-            .join(Environment, Environment.id == DeploymentChain.environment_id)
-            .outerjoin(Image, Image.digest == Deployment.image_digest)
-            .where(
-                DeploymentChain.service_id == service_id,
-                Environment.name == environment,
-                DeploymentChain.finished_at < before,
-            )
-        )
-    ]
-
-
 def _untested(
     conn: Connection,
     service_id: int,
     digest: str,
-    upstream: str,
     environment: str,
+    path: list[str],
     now: datetime,
-    policy: GatePolicy,
+    policy: PoliciesSettings,
     reasons: list[Reason],
 ) -> None:
-    index = (
-        conn.execute(select(Image.index_digest).where(Image.digest == digest)).scalar() or digest
-    )
-    passed = [
-        f
-        for d, f in _ran(conn, service_id, upstream, now)
-        if d == index and f <= now - policy.min_soak
-    ]
-    if not passed:
-        soak = f" and soak {policy.min_soak}" if policy.min_soak else ""
-        reasons.append(
-            Reason(
-                "untested-image",
-                "error",
-                f"{digest} never ran successfully in {upstream}: deploy {digest[:19]} to {upstream} "
-                f"first{soak}, then promote it to {environment}",
-            )
-        )
+    params = policy.untested_image
+    runs = successful_runs(conn, [service_id], path)
+    skipped = skipped_environments(runs, service_id, digest, environment, now, path, params)
+    if skipped:
+        message = untested_message(digest, environment, skipped, params.min_soak_minutes)
+        reasons.append(Reason("untested-image", "error", message))
 
 
 def _rebuilt(
-    conn: Connection, service_id: int, digest: str, upstream: str, reasons: list[Reason]
+    conn: Connection,
+    service_id: int,
+    digest: str,
+    upstream: str,
+    now: datetime,
+    reasons: list[Reason],
 ) -> None:
     revision = conn.execute(select(Image.revision).where(Image.digest == digest)).scalar()
-    if revision is None:
-        return
-    built = dict(
-        conn.execute(select(Image.digest, Image.revision).where(Image.revision == revision)).all()
-    )
-    upstream_same_commit = {
-        d
-        for d, _ in _ran(conn, service_id, upstream, datetime.max.replace(tzinfo=UTC))
-        if d in built and d != digest
-    }
-    if upstream_same_commit:
-        other = sorted(upstream_same_commit)[0]
+    runs = successful_runs(conn, [service_id], [upstream])
+    other = rebuilt_from(runs, service_id, digest, revision, upstream, now)
+    if revision and other:
         reasons.append(
-            Reason(
-                "rebuilt-image",
-                "error",
-                f"{digest[:19]} was rebuilt from commit {revision[:12]}, but {upstream} ran "
-                f"{other[:19]}: build once, deploy many — promote {other} instead",
-            )
+            Reason("rebuilt-image", "error", rebuilt_message(digest, revision, upstream, other))
         )
 
 
 def _release_ref(
-    conn: Connection, repo_id: int | None, ref: str, policy: GatePolicy, reasons: list[Reason]
+    conn: Connection,
+    repo_id: int | None,
+    ref: str,
+    policy: PoliciesSettings,
+    reasons: list[Reason],
 ) -> None:
     default = (
         conn.execute(select(Repo.default_branch).where(Repo.id == repo_id)).scalar()
         if repo_id
         else None
     )
-    name = ref.removeprefix("refs/heads/")
-    if (
-        name == (default or "main")
-        or SEMVER_TAG.match(ref)
-        or any(fnmatch.fnmatch(name, p) for p in policy.allowed_refs)
-    ):
+    allowed = policy.non_release_ref.allowed_refs
+    if release_ref_allowed(ref, default, allowed):
         return
     reasons.append(
         Reason(
             "non-release-ref",
             "error",
             f"{ref} is not the default branch ({default or 'main'}), a tag or an allowed ref "
-            f"({', '.join(policy.allowed_refs)}): release from {default or 'main'} or a release branch",
+            f"({', '.join(allowed)}): release from {default or 'main'} or a release branch",
         )
     )

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, union_all
+from sqlalchemy import Connection, and_, func, or_, select, union_all
+from sqlalchemy.orm import aliased
 
 from analytics.derive import FailureRules
 from analytics.scope import Scope
@@ -60,6 +61,7 @@ class ScopeData:
     attempts: list[Row]
     pipelines: list[Row]
     incidents: list[Row] = field(default_factory=list)
+    unreleased: list[Row] = field(default_factory=list)  # merged, not in production at the end
 
     def subset(self, keep: Callable[[Row], bool]) -> ScopeData:
         parts = (
@@ -69,6 +71,7 @@ class ScopeData:
             self.attempts,
             self.pipelines,
             self.incidents,
+            self.unreleased,
         )
         return ScopeData(self.scope, *([r for r in rows if keep(r)] for rows in parts))
 
@@ -87,6 +90,7 @@ def load(conn: Connection, scope: Scope, rules: FailureRules | None = None) -> S
         _attempts(conn, scope),
         _pipelines(conn, scope),
         _incidents(conn, scope),
+        unreleased(conn, scope),
     )
 
 
@@ -247,6 +251,7 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
             Team.name.label("team"),
             Deployment.finished_at.label("at"),
             Environment.name.label("environment"),
+            Environment.tier,
             Deployment.status,
         )
         .select_from(Deployment)
@@ -315,3 +320,63 @@ def _incidents(conn: Connection, scope: Scope) -> list[Row]:
 
 
 __all__ = ["SLICES", "STAGES", "Row", "ScopeData", "load"]
+
+
+def unreleased(conn: Connection, scope: Scope) -> list[Row]:
+    """Merged MRs, merged before the scope's end and not in production at its start, with when
+    they reached it: `released_at`, the first finish of a deployment to the scope's environment
+    (the production tier by default) that brought their merge or squash commit (a fast-forward
+    merge: their head), None while none has. The warehouse knows no history before a chain's first
+    deployment: an MR merged before its repository's first one is taken as carried by it. `at` is
+    the merge."""
+    owner = aliased(Service)
+    deployed = (
+        select(func.min(DeploymentChain.finished_at))
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(Environment, Environment.id == DeploymentChain.environment_id)
+        .join(owner, owner.id == DeploymentChain.service_id)
+        .where(
+            func.coalesce(Deployment.repo_id, owner.repo_id) == MergeRequest.repo_id,
+            Environment.name == scope.environment
+            if scope.environment is not None
+            else DeploymentChain.is_production,
+        )
+    )
+    sha = DeploymentChange.sha
+    brought = deployed.join(
+        DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id
+    ).where(
+        or_(
+            sha == MergeRequest.squash_commit_sha,
+            sha == MergeRequest.merge_commit_sha,
+            and_(
+                sha == MergeRequest.head_sha,
+                MergeRequest.merge_commit_sha.is_(None),
+                MergeRequest.squash_commit_sha.is_(None),
+            ),
+        )
+    )
+    history = deployed.where(
+        DeploymentChain.baseline, DeploymentChain.finished_at >= MergeRequest.merged_at
+    )
+    brought_at, history_at = brought.scalar_subquery(), history.scalar_subquery()
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            MergeRequest.merged_at.label("at"),
+            brought_at.label("brought_at"),
+            history_at.label("history_at"),
+        ).select_from(MergeRequest),
+        on=Service.repo_id == MergeRequest.repo_id,
+    ).where(
+        MergeRequest.state == "merged",
+        MergeRequest.merged_at < scope.until,
+        or_(brought_at.is_(None), brought_at > scope.since),
+        or_(history_at.is_(None), history_at > scope.since),
+    )
+    rows = _rows(conn.execute(query))
+    for r in rows:
+        times = [t for t in (r.values.pop("brought_at"), r.values.pop("history_at")) if t]
+        r.values["released_at"] = min(times, default=None)
+    return rows

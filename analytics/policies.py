@@ -8,8 +8,6 @@ period; merge-request policies at MRs merged in it; branch policies at the state
 
 from __future__ import annotations
 
-import fnmatch
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,10 +15,18 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from analytics.gate import SEMVER_TAG
 from analytics.images import candidates
-from analytics.observed import unrecorded
+from analytics.observed import canonical, unrecorded
+from analytics.promotion import (
+    rebuilt_from,
+    rebuilt_message,
+    release_ref_allowed,
+    skipped_environments,
+    successful_runs,
+    untested_message,
+)
 from analytics.unmerged import unmerged_branches
+from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
     Branch,
     Commit,
@@ -52,11 +58,14 @@ class Violation:
     subject: str
     message: str
     url: str | None = None
-    first_seen: datetime | None = None
+    occurred_at: datetime | None = None  # when the offending event happened
+    first_seen: datetime | None = None  # when a scan first found it (set by `store`)
 
     def as_json(self) -> dict[str, Any]:
+        """The violation as JSON, times as ISO 8601."""
         return {
             **asdict(self),
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
         }
 
@@ -66,10 +75,7 @@ class Scan:
     since: datetime
     until: datetime
     promotion_path: list[str]
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def param(self, policy: str, name: str, default: Any) -> Any:
-        return self.params.get(policy, {}).get(name, default)
+    params: PoliciesSettings = field(default_factory=PoliciesSettings)
 
 
 Policy = Callable[[Connection, Scan], list[Violation]]
@@ -122,100 +128,77 @@ def _deployments(conn: Connection, scan: Scan, environments: list[str] | None = 
     return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)))
 
 
-def _ran_before(
-    conn: Connection, service_ids: set[int], environment: str
-) -> dict[int, list[tuple[str, Any, str | None]]]:
-    """service -> [(image, finished_at, revision)] of successful deployments to `environment`."""
-    out: dict[int, list[tuple[str, Any, str | None]]] = defaultdict(list)
-    if not service_ids:
-        return out
-    rows = conn.execute(
-        select(
-            Deployment.service_id,
-            Deployment.image_digest,
-            Deployment.sha,
-            Deployment.finished_at,
-            Image.revision,
-        )
-        .join(Environment, Environment.id == Deployment.environment_id)
-        .outerjoin(Image, Image.digest == Deployment.image_digest)
-        .where(
-            Deployment.status == "success",
-            Environment.name == environment,
-            Deployment.service_id.in_(service_ids),
-        )
-    )
-    for service_id, digest, sha, finished, revision in rows:
-        if service_id is not None:
-            out[service_id].append((digest or f"commit:{sha}", finished, revision))
-    return out
-
-
 def _subject(d: Any) -> str:
     return f"deployment {d.source_id}:{d.external_id}"
 
 
 @policy("untested-image", "error")
 def untested_image(conn: Connection, scan: Scan) -> list[Violation]:
-    soak = timedelta(minutes=float(scan.param("untested-image", "min_soak_minutes", 0)))
+    """Application deployments to an environment after the first of the promotion path whose image
+    skipped an environment before it (analytics.promotion.skipped_environments, as the gate)."""
+    params, path = scan.params.untested_image, scan.promotion_path
+    deployments = [d for d in _deployments(conn, scan, path[1:]) if d.kind == "app"]
+    images = canonical(conn, [d.image_digest for d in deployments if d.image_digest])
+    runs = successful_runs(conn, {d.service_id for d in deployments}, path[:-1])
     found = []
-    for upstream, env in zip(scan.promotion_path, scan.promotion_path[1:], strict=False):
-        deployments = [d for d in _deployments(conn, scan, [env]) if d.kind == "app"]
-        ran = _ran_before(conn, {d.service_id for d in deployments}, upstream)
-        for d in deployments:
-            image = d.image_digest or f"commit:{d.sha}"
-            if not any(
-                i == image and f is not None and f <= d.start - soak
-                for i, f, _ in ran[d.service_id]
-            ):
-                found.append(
-                    Violation(
-                        "untested-image",
-                        "error",
-                        d.service,
-                        env,
-                        _subject(d),
-                        f"{image[:19]} went to {env} without a successful deployment to {upstream} "
-                        f"before it: promote through {upstream} first",
-                        d.url,
-                    )
+    for d in deployments:
+        image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
+        skipped = skipped_environments(
+            runs, d.service_id, image, d.environment, d.start, path, params
+        )
+        if skipped:
+            message = untested_message(image, d.environment, skipped, params.min_soak_minutes)
+            found.append(
+                Violation(
+                    "untested-image",
+                    "error",
+                    d.service,
+                    d.environment,
+                    _subject(d),
+                    message,
+                    d.url,
+                    occurred_at=d.finished_at,
                 )
+            )
     return found
 
 
 @policy("rebuilt-image", "error")
 def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
+    """Deployments to an environment after the first of the promotion path whose image was rebuilt
+    from a commit the environment before it ran as another image (analytics.promotion, as the
+    gate), by the deployment's finish."""
+    path = scan.promotion_path
+    deployments = [d for d in _deployments(conn, scan, path[1:]) if d.image_digest]
+    digests = {d.image_digest for d in deployments}
+    images = canonical(conn, digests)
+    revisions = dict(
+        conn.execute(
+            select(Image.digest, Image.revision).where(Image.digest.in_(digests or {""}))
+        ).all()
+    )
+    runs = successful_runs(conn, {d.service_id for d in deployments}, path[:-1])
     found = []
-    for upstream, env in zip(scan.promotion_path, scan.promotion_path[1:], strict=False):
-        deployments = [d for d in _deployments(conn, scan, [env]) if d.image_digest]
-        revisions = dict(
-            conn.execute(
-                select(Image.digest, Image.revision).where(
-                    Image.digest.in_({d.image_digest for d in deployments} or {""})
-                )
-            ).all()
+    for d in deployments:
+        upstream, image, revision = (
+            path[path.index(d.environment) - 1],
+            images[d.image_digest],
+            revisions.get(d.image_digest),
         )
-        ran = _ran_before(conn, {d.service_id for d in deployments}, upstream)
-        for d in deployments:
-            revision = revisions.get(d.image_digest)
-            others = {
-                i
-                for i, f, r in ran[d.service_id]
-                if r == revision and i != d.image_digest and f <= d.finished_at
-            }
-            if revision and others:
-                found.append(
-                    Violation(
-                        "rebuilt-image",
-                        "error",
-                        d.service,
-                        env,
-                        _subject(d),
-                        f"{d.image_digest[:19]} was rebuilt from {revision[:12]} while {upstream} ran "
-                        f"{sorted(others)[0][:19]}: build once and promote that image",
-                        d.url,
-                    )
+        other = rebuilt_from(runs, d.service_id, image, revision, upstream, d.finished_at)
+        if revision and other:
+            found.append(
+                Violation(
+                    "rebuilt-image",
+                    "error",
+                    d.service,
+                    d.environment,
+                    _subject(d),
+                    rebuilt_message(image, revision, upstream, other),
+                    d.url,
+                    occurred_at=d.finished_at,
                 )
+            )
     return found
 
 
@@ -238,6 +221,7 @@ def unpinned_image(conn: Connection, scan: Scan) -> list[Violation]:
             )
             + ": deploy by digest (repo@sha256:...)",
             d.url,
+            occurred_at=d.finished_at,
         )
         for d in found
     ]
@@ -265,6 +249,7 @@ def moved_tag(conn: Connection, scan: Scan) -> list[Violation]:
                     _subject(d),
                     f"{d.image_ref} is a tag that pointed to different images over time: deploy by digest",
                     d.url,
+                    occurred_at=d.finished_at,
                 )
             )
     return found
@@ -272,7 +257,7 @@ def moved_tag(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("non-release-ref", "error")
 def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
-    allowed = scan.param("non-release-ref", "allowed_refs", ["release/*", "hotfix/*"])
+    allowed = scan.params.non_release_ref.allowed_refs
     defaults = dict(
         conn.execute(
             select(Service.id, Repo.default_branch).join(Repo, Repo.id == Service.repo_id)
@@ -282,12 +267,7 @@ def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
     for d in _deployments(conn, scan):
         if d.tier != "production" or not d.ref:
             continue
-        name = d.ref.removeprefix("refs/heads/")
-        if (
-            name == (defaults.get(d.service_id) or "main")
-            or SEMVER_TAG.match(d.ref)
-            or any(fnmatch.fnmatch(name, p) for p in allowed)
-        ):
+        if release_ref_allowed(d.ref, defaults.get(d.service_id), allowed):
             continue
         found.append(
             Violation(
@@ -299,6 +279,7 @@ def non_release_ref(conn: Connection, scan: Scan) -> list[Violation]:
                 f"production was deployed from {d.ref}: release from the default branch, a tag or "
                 f"{', '.join(allowed)}",
                 d.url,
+                occurred_at=d.finished_at,
             )
         )
     return found
@@ -334,6 +315,7 @@ def schema_skipped_env(conn: Connection, scan: Scan) -> list[Violation]:
                         f"migration {d.schema_version} ran in {env} but never in {upstream}: "
                         f"apply it to {upstream} first",
                         d.url,
+                        occurred_at=d.finished_at,
                     )
                 )
     return found
@@ -389,6 +371,7 @@ def merge_without_green_pipeline(conn: Connection, scan: Scan) -> list[Violation
                     f"!{mr.iid} was merged while the latest pipeline of its head was "
                     f"{status or 'missing'}: require a green pipeline to merge",
                     mr.web_url,
+                    occurred_at=mr.merged_at,
                 )
             )
     return found
@@ -396,7 +379,7 @@ def merge_without_green_pipeline(conn: Connection, scan: Scan) -> list[Violation
 
 @policy("merge-without-approval", "warn")
 def merge_without_approval(conn: Connection, scan: Scan) -> list[Violation]:
-    required = int(scan.param("merge-without-approval", "required_approvals", 1))
+    required = scan.params.merge_without_approval.required_approvals
     return [
         Violation(
             "merge-without-approval",
@@ -407,6 +390,7 @@ def merge_without_approval(conn: Connection, scan: Scan) -> list[Violation]:
             f"!{mr.iid} was merged with {mr.approvals or 0} of {required} required approvals: "
             "require approvals in the project's merge request settings",
             mr.web_url,
+            occurred_at=mr.merged_at,
         )
         for mr in _merged(conn, scan)
         if (mr.approvals or 0) < required
@@ -464,6 +448,7 @@ def direct_push(conn: Connection, scan: Scan) -> list[Violation]:
                         f"commit {repo_id}:{sha}",
                         f"{sha[:12]} was pushed straight to the default branch: protect it and "
                         "merge through merge requests",
+                        occurred_at=committed[sha],
                     )
                 )
             sha = first_parent.get(sha)
@@ -472,7 +457,7 @@ def direct_push(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("long-lived-branch", "warn")
 def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
-    max_age = timedelta(days=float(scan.param("long-lived-branch", "max_age_days", 7)))
+    max_age = timedelta(days=scan.params.long_lived_branch.max_age_days)
     rows = conn.execute(
         select(
             MergeRequest.repo_id,
@@ -495,6 +480,7 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
             f"{branch} (!{iid}) has been open since {created:%Y-%m-%d}: split it and merge within "
             f"{max_age.days} days",
             url,
+            occurred_at=created + max_age if created else None,
         )
         for repo_id, iid, branch, created, url, service in rows
     ] + [  # branches without a merge request, by their first own commit (analytics.unmerged)
@@ -506,6 +492,7 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
             f"branch {b.repo_id}:{b.name}",
             f"{b.name} has unmerged commits since {b.since:%Y-%m-%d} and no merge request: open "
             f"one and merge within {max_age.days} days, or delete the branch",
+            occurred_at=b.since + max_age,
         )
         for b in unmerged_branches(conn, scan.until - max_age)
     ]
@@ -513,7 +500,7 @@ def long_lived_branch(conn: Connection, scan: Scan) -> list[Violation]:
 
 @policy("stale-branch", "info")
 def stale_branch(conn: Connection, scan: Scan) -> list[Violation]:
-    stale = timedelta(days=float(scan.param("stale-branch", "stale_days", 30)))
+    stale = timedelta(days=scan.params.stale_branch.stale_days)
     merged = {
         (r, b)
         for r, b in conn.execute(
@@ -535,6 +522,7 @@ def stale_branch(conn: Connection, scan: Scan) -> list[Violation]:
             None,
             f"branch {repo_id}:{name}",
             f"{name} has had no commit since {last:%Y-%m-%d}: merge or delete it",
+            occurred_at=last + stale if last else None,
         )
         for repo_id, name, last, service in rows
         if (repo_id, name) not in merged
@@ -557,6 +545,7 @@ def unrecorded_change(conn: Connection, scan: Scan) -> list[Violation]:
             f"{r.cluster}/{r.namespace}/{r.workload} started running {(r.digest or '')[:19]} at "
             f"{r.at:%Y-%m-%d %H:%M} UTC and no recorded deployment put it there: deploy through "
             "the pipeline, or revert the change by hand",
+            occurred_at=r.at,
         )
         for r in found
     ]
@@ -570,16 +559,19 @@ def scan(
     since: datetime,
     until: datetime,
     promotion_path: list[str],
-    params: dict[str, dict[str, Any]] | None = None,
+    params: PoliciesSettings | dict[str, dict[str, Any]] | None = None,
     only: list[str] | None = None,
 ) -> list[Violation]:
-    """Evaluate every policy (or those in `only`) over [since, until)."""
-    s = Scan(since, until, promotion_path, params or {})
+    """The violations of every policy (or those in `only`) over [since, until); `params` are the
+    `[policies]` settings (a plain dict is validated as they are)."""
+    if not isinstance(params, PoliciesSettings):
+        params = PoliciesSettings.model_validate(params or {})
+    s = Scan(since, until, promotion_path, params)
     found: list[Violation] = []
-    for policy_id, (_, check) in POLICIES.items():
+    for policy_id, (default, check) in POLICIES.items():
         if only and policy_id not in only:
             continue
-        severity = str(s.param(policy_id, "severity", POLICIES[policy_id][0]))
+        severity = params.of(policy_id).severity or default
         found.extend(Violation(**{**asdict(v), "severity": severity}) for v in check(conn, s))
     return found
 
@@ -587,7 +579,8 @@ def scan(
 def store(
     conn: Connection, violations: list[Violation], now: datetime | None = None
 ) -> list[Violation]:
-    """Upsert violations into policy_violation (first_seen kept) and return them with first_seen."""
+    """Upsert violations into policy_violation (first_seen kept, occurred_at as the policy says,
+    `now` for one that cannot say) and return them with first_seen."""
     now = now or datetime.now(UTC)
     services = dict(conn.execute(select(Service.name, Service.id)).all())
     envs = dict(conn.execute(select(Environment.name, Environment.id)).all())
@@ -603,6 +596,7 @@ def store(
                 "environment_id": envs.get(v.environment or ""),
                 "message": v.message,
                 "url": v.url,
+                "occurred_at": v.occurred_at or now,
                 "first_seen_at": now,
                 "last_seen_at": now,
             }

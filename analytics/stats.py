@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -55,6 +55,17 @@ def months_between(since: datetime, until: datetime, zone: ZoneInfo) -> list[str
         keys.append(f"{year}-{month:02d}")
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
     return keys
+
+
+def bucket_end(key: str, zone: ZoneInfo) -> datetime:
+    """The local midnight ending a week (`2026-W47`) or month (`2026-11`) key."""
+    if "-W" in key:
+        iso_year, week = (int(part) for part in key.split("-W"))
+        day = date.fromisocalendar(iso_year, week, 1) + timedelta(days=7)
+    else:
+        year, month = (int(part) for part in key.split("-"))
+        day = date(year + month // 12, month % 12 + 1, 1)
+    return datetime.combine(day, time(0), tzinfo=zone)
 
 
 def lead_time_level(median_hours: float | None) -> str | None:

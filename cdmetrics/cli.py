@@ -301,7 +301,7 @@ def gate(
                 to,
                 settings.environments.promotion_path,
                 ref=ref,
-                policy=gate_analytics.GatePolicy.from_settings(settings.policies),
+                policy=settings.policies,
             ).as_json()
     except (CannotDecide, gate_analytics.CannotDecide) as exc:
         decision = {

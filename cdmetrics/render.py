@@ -279,7 +279,7 @@ def render_violations(
         console.file.write(violations_junit(rows, policies))
     else:
         table = Table(title=f"{len(rows)} policy violation(s)")
-        for column in ("severity", "policy", "service", "environment", "message"):
+        for column in ("severity", "policy", "service", "environment", "occurred", "message"):
             table.add_column(column)
         for r in rows:
             table.add_row(
@@ -287,6 +287,7 @@ def render_violations(
                 r["policy"],
                 r["service"] or "-",
                 r["environment"] or "-",
+                (r.get("occurred_at") or "-")[:16].replace("T", " "),
                 r["message"],
             )
         console.print(table)

@@ -206,7 +206,7 @@ class Sources(Section):
 
 class EnvironmentSettings(Section):
     promotion_path: list[str] = Field(default_factory=lambda: ["test", "staging", "production"])
-    """Canonical environments an image is promoted through, in order."""
+    """Canonical environments an image is promoted through, in order (at least one, no repeats)."""
     aliases: dict[str, list[Regex]] = Field(
         default_factory=lambda: {
             "test": ["(?i)^(fat|test|qa)"],
@@ -221,6 +221,96 @@ class EnvironmentSettings(Section):
     """Raw names of production regions (a pattern with a `region` group; empty: none): `prod-cn`
     becomes the production-tier environment `production-cn`, with its own deployment chain, placed
     where `production` is on the promotion path. Aliases are tried first."""
+
+    @field_validator("promotion_path")
+    @classmethod
+    def _path(cls, path: list[str]) -> list[str]:
+        """The path, unless it is empty or repeats an environment."""
+        if not path:  # the gate and untested-image would let anything into production
+            raise ValueError("the promotion path needs at least one environment")
+        if len(set(path)) != len(path):
+            raise ValueError("an environment appears twice in the promotion path")
+        return path
+
+
+Severity = Literal["error", "warn", "info"]
+
+
+class PolicySettings(Section):
+    """Parameters every policy has (`[policies.<id>]`)."""
+
+    severity: Severity | None = None
+    """Overrides the policy's default severity (error, warn or info)."""
+
+
+class UntestedImagePolicy(PolicySettings):
+    min_soak_minutes: float = Field(default=0, ge=0)
+    """Minutes an image must have run (finished) in an earlier environment before it counts as tested."""
+    require: Literal["all", "previous"] = "all"
+    """`all`: tested in every environment before the target on the path; `previous`: the one before."""
+
+
+class NonReleaseRefPolicy(PolicySettings):
+    allowed_refs: list[str] = Field(default_factory=lambda: ["release/*", "hotfix/*"])
+    """Glob patterns of refs production may also be deployed from (besides the default branch and tags)."""
+
+
+class MergeWithoutApprovalPolicy(PolicySettings):
+    required_approvals: int = Field(default=1, ge=0)
+    """Approvals a merge request needs before it is merged."""
+
+
+class LongLivedBranchPolicy(PolicySettings):
+    max_age_days: float = Field(default=7, gt=0)
+    """An open merge request (or unmerged branch) older than this many days is long-lived."""
+
+
+class StaleBranchPolicy(PolicySettings):
+    stale_days: float = Field(default=30, gt=0)
+    """An unmerged branch with no commit for this many days is stale."""
+
+
+def _policy(model: type[PolicySettings], policy_id: str) -> Any:
+    return Field(default_factory=model, alias=policy_id)
+
+
+class PoliciesSettings(Section):
+    """Parameters per policy id; an unknown id or key is an error (docs/POLICIES.md)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+    untested_image: UntestedImagePolicy = _policy(UntestedImagePolicy, "untested-image")
+    """`[policies.untested-image]`."""
+    rebuilt_image: PolicySettings = _policy(PolicySettings, "rebuilt-image")
+    """`[policies.rebuilt-image]`."""
+    unpinned_image: PolicySettings = _policy(PolicySettings, "unpinned-image")
+    """`[policies.unpinned-image]`."""
+    moved_tag: PolicySettings = _policy(PolicySettings, "moved-tag")
+    """`[policies.moved-tag]`."""
+    non_release_ref: NonReleaseRefPolicy = _policy(NonReleaseRefPolicy, "non-release-ref")
+    """`[policies.non-release-ref]`."""
+    schema_skipped_env: PolicySettings = _policy(PolicySettings, "schema-skipped-env")
+    """`[policies.schema-skipped-env]`."""
+    merge_without_green_pipeline: PolicySettings = _policy(
+        PolicySettings, "merge-without-green-pipeline"
+    )
+    """`[policies.merge-without-green-pipeline]`."""
+    merge_without_approval: MergeWithoutApprovalPolicy = _policy(
+        MergeWithoutApprovalPolicy, "merge-without-approval"
+    )
+    """`[policies.merge-without-approval]`."""
+    direct_push: PolicySettings = _policy(PolicySettings, "direct-push")
+    """`[policies.direct-push]`."""
+    long_lived_branch: LongLivedBranchPolicy = _policy(LongLivedBranchPolicy, "long-lived-branch")
+    """`[policies.long-lived-branch]`."""
+    stale_branch: StaleBranchPolicy = _policy(StaleBranchPolicy, "stale-branch")
+    """`[policies.stale-branch]`."""
+    unrecorded_change: PolicySettings = _policy(PolicySettings, "unrecorded-change")
+    """`[policies.unrecorded-change]`."""
+
+    def of(self, policy_id: str) -> PolicySettings:
+        """The parameters of the policy `policy_id` (e.g. `untested-image`)."""
+        return getattr(self, policy_id.replace("-", "_"))  # type: ignore[no-any-return]
 
 
 class TeamSettings(Section):
@@ -284,7 +374,7 @@ class Settings(BaseSettings):
     """Per-service settings (`[[services]]`)."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """Parameters of the metric definitions (docs/METRICS.md)."""
-    policies: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    policies: PoliciesSettings = Field(default_factory=PoliciesSettings)
     """Parameters per policy id (`[policies.long-lived-branch]`; docs/POLICIES.md)."""
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     """The HTTP service's tokens, by environment variable."""
@@ -462,7 +552,7 @@ def config_reference() -> str:
         for key, field in model.model_fields.items():
             sub, sub_many = section_of(field.annotation)
             if sub is not None:
-                nested.append((f"{path}.{key}", sub_many, sub))
+                nested.append((f"{path}.{field.alias or key}", sub_many, sub))
                 continue
             meaning = field.description or ""
             if env:

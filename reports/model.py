@@ -26,9 +26,10 @@ from analytics.views import figures, notable
 from reports.week import ReportError, Week
 
 TREND_WEEKS = 12
+WAITING = "merged_not_in_production"  # at the week's end (analytics.dora.merged_not_in_production)
 # key, label, path into the metrics JSON, unit (count, hours, ratio), which way is better,
 # and the (numerator, denominator) paths shown beside a rate
-HEADLINE: tuple[tuple[str, str, tuple[str, str], str, str, tuple[str, str] | None], ...] = (
+HEADLINE: tuple[tuple[str, str, tuple[str, ...], str, str, tuple[str, str] | None], ...] = (
     ("deployments", "Production deployments", ("deployment_frequency", "deployments"), "count", "up", None),
     ("deployment_days", "Deployment days", ("deployment_frequency", "deployment_days"), "count", "up", None),
     ("lead_time_median", "Lead time, median", ("lead_time", "median_hours"), "hours", "down", None),
@@ -42,6 +43,10 @@ HEADLINE: tuple[tuple[str, str, tuple[str, str], str, str, tuple[str, str] | Non
     ("pipeline_failure_rate", "Pipeline failure rate", ("build", "failure_rate"), "ratio", "down",
      ("failed", "pipelines")),
     ("incidents", "Incidents opened", ("recovery_time", "incidents"), "count", "down", None),
+    ("merged_not_in_production", "Merged MRs not in production", ("lead_time", WAITING, "count"),
+     "count", "down", None),
+    ("merged_not_in_production_oldest", "Oldest of them, age", ("lead_time", WAITING, "oldest_age_hours"),
+     "hours", "down", None),
 )  # fmt: skip
 LEVELS = {"deployment_days": "deployment_frequency", "lead_time_median": "lead_time"}
 LEVELS |= {"change_failure_rate": "change_failure_rate", "recovery_median": "recovery_time"}
@@ -74,8 +79,12 @@ class WeeklyReport:
         return f"Weekly delivery report {self.week.key}: {self.label}"
 
 
-def value_at(metrics: dict[str, Any], path: tuple[str, str]) -> Any:
-    return metrics[path[0]][path[1]]
+def value_at(metrics: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at `path` in the metrics JSON."""
+    value: Any = metrics
+    for key in path:
+        value = value[key]
+    return value
 
 
 def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
@@ -127,6 +136,7 @@ def weekly_metrics(
     for offset in range(-(weeks - 1), 1):
         w = week.shifted(offset)
         part_data = ScopeData(week_scope(w, teams, services), *buckets[w.key])
+        part_data.unreleased = data.unreleased  # waiting at each week's end, not merged in it
         out.append((w, part_data, dora.compute(part_data)))
     return out
 

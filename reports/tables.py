@@ -160,6 +160,7 @@ def tables(report: WeeklyReport) -> list[Table]:
                 ("service", "Service", "text"),
                 ("environment", "Environment", "text"),
                 ("message", "What to do", "text"),
+                ("occurred_at", "Happened", "time"),
                 ("first_seen_at", "First seen", "time"),
                 ("url", "Link", "url"),
             ),

@@ -37,7 +37,7 @@ Readings of the definitions, where DESIGN.md leaves room:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -404,6 +404,16 @@ def merge_requests(org: Organisation) -> list[MergeRequestTruth]:
     return rows
 
 
+def merged_not_in_production(org: Organisation, until: datetime) -> list[MergeRequestTruth]:
+    """Merged MRs, merged before `until`, whose first production deployment carrying their merge
+    or squash commit (fast-forward: head) had not finished before `until` (or never happened)."""
+    return [
+        m
+        for m in merge_requests(org)
+        if m.merged_at < until and (m.deployed_at is None or m.deployed_at >= until)
+    ]
+
+
 # -- 4. change failures -----------------------------------------------------------------------
 
 
@@ -708,6 +718,43 @@ def schema_skipped_env(
                 for u in schema
             ):
                 found.add(d.id)
+    return found
+
+
+def untested_images(
+    org: Organisation,
+    path: Sequence[str] = ("test", "staging", "production"),
+    require: str = "all",
+    soak: timedelta = timedelta(0),
+    image: Callable[[Deployment], str] = lambda d: d.digest or d.sha,
+) -> dict[int, tuple[str, ...]]:
+    """Successful application deployments to an environment E of the promotion path -> the
+    environments before E (every one with `require="all"`, the adjacent one with "previous") where
+    their image (`image`: the digest, or the commit when there is none; a world whose deployments
+    carry no digest, GitLab's, knows images by their commit) had no successful application
+    deployment of the service finished at or before this one started minus `soak`."""
+    found: dict[int, tuple[str, ...]] = {}
+    for s in org.services:
+        apps = [d for d in s.deployments if d.kind == "app" and d.status == SUCCESS]
+        for d in apps:
+            env = d.environment.canonical
+            if env not in path:
+                continue
+            before = list(path[: path.index(env)])
+            start = d.job.started_at or d.created_at
+            skipped = tuple(
+                upstream
+                for upstream in (before if require == "all" else before[-1:])
+                if not any(
+                    u.environment.canonical == upstream
+                    and image(u) == image(d)
+                    and u.finished_at is not None
+                    and u.finished_at <= start - soak
+                    for u in apps
+                )
+            )
+            if skipped:
+                found[d.id] = skipped
     return found
 
 

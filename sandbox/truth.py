@@ -135,13 +135,15 @@ def deployments(org: Organisation) -> list[dict[str, Any]]:
 
 def summary(org: Organisation) -> dict[str, Any]:
     """The ground truth as JSON: the organisation, counts per table, every deployment with its
-    changes, failure reasons and recovery (by the definitions, sandbox/reference.py), every change's
+    changes, failure reasons, recovery and the environments an untested image skipped (by the
+    definitions, sandbox/reference.py), every change's
     lead time and every merged MR's stage times."""
     from sandbox import reference as ref
 
     chains = ref.deployment_changes(org)
     failures = ref.change_failures(org)
     recoveries = ref.recoveries(org)
+    untested = ref.untested_images(org)  # the policy's definition: every environment before
     rows = deployments(org)
     for row in rows:
         key = int(row["external_id"])
@@ -153,6 +155,7 @@ def summary(org: Organisation) -> dict[str, Any]:
         row["failure_reasons"] = list(failure.reasons) if failure else []
         recovery = recoveries.get(key)
         row["recovered_at"] = render.ts(recovery.recovered_at) if recovery else None
+        row["untested_skipped"] = list(untested.get(key, ()))
     return {
         "seed": org.seed,
         "size": org.size,

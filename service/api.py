@@ -80,6 +80,7 @@ class Violation(BaseModel):
     subject: str
     message: str
     url: str | None
+    occurred_at: str
     first_seen: str
 
 
@@ -185,7 +186,7 @@ def get_violations(
     service: list[str] = Query([], description="Only these services (repeatable)."),
     policy: list[str] = Query([], description="Only these policies (repeatable)."),
     severity: Literal["error", "warn", "info"] | None = Query(None),
-    since: str | None = Query(None, description="First seen at or after (date or ISO timestamp)."),
+    since: str | None = Query(None, description="Occurred at or after (date or ISO timestamp)."),
     include_resolved: bool = Query(False),
 ) -> list[dict[str, Any]]:
     state = state_of(request)
@@ -228,7 +229,7 @@ def post_gate(request: Request, body: GateRequest) -> JSONResponse:
                 body.to,
                 settings.environments.promotion_path,
                 ref=body.ref,
-                policy=gate_analytics.GatePolicy.from_settings(settings.policies),
+                policy=settings.policies,
             ).as_json()
     except gate_analytics.CannotDecide as exc:
         reason = GateReason(policy="gate", severity="error", message=str(exc))

@@ -30,13 +30,14 @@ def violations(
             PolicyViolation.subject,
             PolicyViolation.message,
             PolicyViolation.url,
+            PolicyViolation.occurred_at,
             PolicyViolation.first_seen_at,
             Service.name.label("service"),
             Environment.name.label("environment"),
         )
         .outerjoin(Service, Service.id == PolicyViolation.service_id)
         .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
-        .order_by(PolicyViolation.first_seen_at.desc(), PolicyViolation.id)
+        .order_by(PolicyViolation.occurred_at.desc(), PolicyViolation.id)
     )
     if services:
         query = query.where(Service.name.in_(services))
@@ -45,7 +46,7 @@ def violations(
     if severity:
         query = query.where(PolicyViolation.severity == severity)
     if since is not None:
-        query = query.where(PolicyViolation.first_seen_at >= since)
+        query = query.where(PolicyViolation.occurred_at >= since)
     if not include_resolved:
         query = query.where(PolicyViolation.resolved_at.is_(None))
     return [
@@ -57,6 +58,7 @@ def violations(
             "subject": v.subject,
             "message": v.message,
             "url": v.url,
+            "occurred_at": v.occurred_at.isoformat(),
             "first_seen": v.first_seen_at.isoformat(),
         }
         for v in conn.execute(query)

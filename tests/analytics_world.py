@@ -114,6 +114,7 @@ class World:
         source: str | None = None,
         target: str | None = None,
         author: str | None = None,
+        head: str | None = None,
     ) -> None:
         self.add(
             MergeRequest,
@@ -130,6 +131,7 @@ class World:
                     "source_branch": source,
                     "target_branch": target,
                     "author": author,
+                    "head_sha": head,
                 }
             ],
         )

@@ -137,6 +137,40 @@ def test_headline_figures_equal_the_truth(world: tuple[Organisation, Engine]) ->
         env: (v["failed"], v["attempts"])
         for env, v in figures["deployment_failure_rate"]["environments"].items()
     } == rates
+    # top level: the scope's environment, production by default, like every other metric
+    top = figures["deployment_failure_rate"]
+    assert (top["failed"], top["attempts"]) == rates["production"]
+    # test and staging count apart
+    assert sum(a for _, a in rates.values()) > rates["production"][1]
+
+
+@pytest.mark.parametrize("days_before_now", [0, 30])
+def test_merged_mrs_not_in_production_equal_the_truth(
+    world: tuple[Organisation, Engine], days_before_now: int
+) -> None:
+    """Count and ages (merge -> the scope's end) of the merged MRs whose merge or squash commit no
+    production deployment finished before the end carries; a month back, more were waiting."""
+    org, engine = world
+    until = org.now - timedelta(days=days_before_now)
+    truth = ref.merged_not_in_production(org, until)
+    first_production = {}
+    for t in ref.production_deployments(org):
+        first_production.setdefault(t.service, t.finished_at)
+    # the warehouse has no history before a service's first production deployment: an MR merged
+    # before it counts as carried by it (docs/METRICS.md)
+    truth = [
+        m
+        for m in truth
+        if first_production.get(m.service, until) >= until
+        or m.merged_at > first_production[m.service]
+    ]
+    with engine.connect() as conn:
+        got = metrics(conn, Scope(org.start - timedelta(days=60), until))["lead_time"]
+    waiting = got["merged_not_in_production"]
+    ages = [(until - m.merged_at).total_seconds() / 3600 for m in truth]
+    assert truth and waiting["count"] == len(truth)
+    assert waiting["median_age_hours"] == pytest.approx(percentile(ages, 0.5), abs=1e-6)
+    assert waiting["oldest_age_hours"] == pytest.approx(max(ages), abs=1e-6)
 
 
 def test_merge_request_stages_equal_the_truth(world: tuple[Organisation, Engine]) -> None:

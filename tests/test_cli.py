@@ -85,6 +85,31 @@ def test_bad_config_exits_2_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cdmetrics.toml"]
 
 
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (
+            "[policies.non-release-ref]\nallowed_refs = 'release/*'\n",
+            "non-release-ref.allowed_refs",
+        ),
+        ("[policies.untested-image]\nmin_soak_minute = 30\n", "untested-image.min_soak_minute"),
+        ("[policies.untested-image]\nmin_soak_minutes = '1h'\n", "untested-image.min_soak_minutes"),
+        ("[policies.no-such-policy]\nseverity = 'warn'\n", "policies.no-such-policy"),
+        ("[environments]\npromotion_path = []\n", "environments.promotion_path"),
+    ],
+)
+def test_bad_policy_parameters_stop_scan_and_gate_with_exit_2(
+    tmp_path: Path, config: str, named: str
+) -> None:
+    (tmp_path / "cdmetrics.toml").write_text("[warehouse]\nurl = 'sqlite:///w.db'\n" + config)
+    gate = ["gate", "--service", "shop", "--image", "r@sha256:1", "--to", "production"]
+    for command in (["policy", "scan"], gate):
+        result = run(tmp_path, *command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "cdmetrics.toml" in result.stderr and "key `" in result.stderr
+        assert named in result.stderr and "Traceback" not in result.stderr
+
+
 def test_unset_token_variable_exits_2_naming_key(tmp_path: Path) -> None:
     (tmp_path / "cdmetrics.toml").write_text(
         "[warehouse]\nurl = 'sqlite:///w.db'\n"

@@ -99,7 +99,8 @@ def add_findings(url: str) -> None:
                     "environment_id": envs["production"],
                     "message": f"{policy}: do the right thing",
                     "url": f"http://gitlab.sandbox.test/d/{n}",
-                    "first_seen_at": NOW - timedelta(days=days),
+                    "occurred_at": NOW - timedelta(days=days),
+                    "first_seen_at": NOW - timedelta(hours=12),  # all found by one first scan
                     "resolved_at": None,
                 }
                 for n, (policy, severity, days) in enumerate(
@@ -238,6 +239,12 @@ def test_lead_time_page_equals_the_analytics_api(
     assert metric(at, "p90 lead time").value == show.hours(lead["p90_hours"])
     assert metric(at, "Changes deployed").value == show.number(lead["changes"])
     assert metric(at, "Merge requests deployed").value == show.number(lead["merge_requests"])
+    waiting = lead["merged_not_in_production"]
+    assert metric(at, "Merged, not in production").value == show.number(waiting["count"])
+    assert metric(at, "Oldest merged, not in production").value == show.hours(
+        waiting["oldest_age_hours"]
+    )
+    assert waiting["count"] > 0  # the demo organisation has merges waiting
     slowest = frame(at, "slowest")
     rows = view_rows(demo_url, "slowest_changes")
     assert list(slowest["service"]) == [r["service"] for r in rows]
@@ -260,9 +267,15 @@ def test_deployments_page_equals_the_analytics_api(
         frequency["median_days_per_week"]
     )
     assert metric(at, "Deployment failure rate").value == show.percent(attempts["rate"])
-    per_service = frame(at, "per-service")
-    assert per_service["successful"].sum() + per_service["failed"].sum() == attempts["attempts"]
-    assert per_service["failed"].sum() == attempts["failed"]
+    per_service = frame(at, "per-service")  # every environment: the per-environment breakdown
+    assert per_service["successful"].sum() + per_service["failed"].sum() == sum(
+        e["attempts"] for e in attempts["environments"].values()
+    )
+    assert per_service["failed"].sum() == sum(
+        e["failed"] for e in attempts["environments"].values()
+    )
+    production = per_service[per_service["environment"] == "production"]
+    assert production["failed"].sum() == attempts["failed"]  # the tile: the production tier
 
 
 def test_failures_page_equals_the_analytics_api(
@@ -347,7 +360,7 @@ def test_policies_page_counts_filters_and_downloads(
     at = open_page(dashboard_env, findings_url, "policies")
     assert metric(at, "Open violations").value == "4"
     assert metric(at, "Errors").value == "2"
-    assert metric(at, "New this week").value == "2"  # first seen 1 and 2 days before NOW
+    assert metric(at, "New this week").value == "2"  # occurred 1 and 2 days before NOW
     assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
     assert len(frame(at, "branch-strategies")) == len(view_rows(findings_url, "branch_strategies"))
     filtered = open_page(dashboard_env, findings_url, "policies", {"severity": "error"})
@@ -465,9 +478,11 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
         tests = views.failing_tests(conn, scope, limit=1000)
         assert sum(r["failed_tests"] for r in tests) == m["build"]["failed_tests"]
         per_env = views.deployments_by_service_environment(conn, scope)
-        assert (
-            sum(r["successful"] + r["failed"] for r in per_env)
-            == m["deployment_failure_rate"]["attempts"]
+        assert sum(r["successful"] + r["failed"] for r in per_env) == sum(
+            e["attempts"] for e in m["deployment_failure_rate"]["environments"].values()
+        )
+        assert m["deployment_failure_rate"]["attempts"] == sum(
+            r["successful"] + r["failed"] for r in per_env if r["environment"] == "production"
         )
         slowest = views.slowest_changes(conn, scope, limit=5)
         assert [round(r["lead_time_hours"], 6) for r in slowest] == sorted(

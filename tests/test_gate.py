@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import Engine
 
 from analytics.gate import CannotDecide, evaluate
+from analytics.policies import scan
+from cdmetrics.settings import PoliciesSettings
 from tests.analytics_world import World, at
 from warehouse.schema import Image, ImageTag
 
@@ -125,3 +129,55 @@ def test_unknown_service_cannot_be_decided(world: World) -> None:
         pytest.raises(CannotDecide, match="unknown service 'nope'"),
     ):
         evaluate(conn, "nope", "x@sha256:1", "production", PATH)
+
+
+def test_an_image_that_skipped_test_is_denied_for_production(world: World) -> None:
+    """require = "all" (the default): every environment before the target, not only staging."""
+    world.add(Image, [{"digest": "sha256:a", "repository": REPO, "revision": "a"}])
+    world.deploy("a", at(4), "staging", digest="sha256:a")  # straight to staging
+    decision = gate(world, f"{REPO}@sha256:a")
+    assert decision.decision == "deny"
+    [reason] = decision.reasons
+    assert "without a successful deployment to test before it" in reason.message
+    previous = PoliciesSettings.model_validate({"untested-image": {"require": "previous"}})
+    assert gate(world, f"{REPO}@sha256:a", policy=previous).decision == "allow"
+    # an image seen nowhere is missing from both environments, named in path order
+    [nowhere] = gate(world, f"{REPO}@sha256:zz").reasons
+    assert "without a successful deployment to test, staging before it" in nowhere.message
+
+
+def test_the_soak_counts_in_every_environment_before_the_target(world: World) -> None:
+    soaked = PoliciesSettings.model_validate({"untested-image": {"min_soak_minutes": 60 * 8}})
+    assert gate(world, f"{REPO}@sha256:b", policy=soaked).decision == "allow"  # staging at(2)
+    soaked = PoliciesSettings.model_validate({"untested-image": {"min_soak_minutes": 60 * 8.5}})
+    [reason] = gate(world, f"{REPO}@sha256:b", policy=soaked).reasons
+    assert "to staging before it" in reason.message and "soak 510 minutes" in reason.message
+
+
+def test_the_gate_and_the_scan_agree(world: World) -> None:
+    """Deployments the scan flags are the ones the gate, asked just before each, denies."""
+    world.add(Image, [{"digest": "sha256:a", "repository": REPO, "revision": "a"}])
+    world.deploy("a", at(4), "staging", digest="sha256:a")
+    world.deploy("a", at(5), "production", digest="sha256:a")  # skipped test
+    world.deploy("b", at(6), "production", digest="sha256:b")  # test and staging
+    world.deploy("c", at(7), "production", digest="sha256:c")  # test only
+    with world.engine.connect() as conn:
+        found = scan(conn, at(0), at(10), PATH, only=["untested-image"])
+    assert sorted((v.environment, v.message[:8]) for v in found) == [
+        ("production", "sha256:a"),
+        ("production", "sha256:c"),
+        ("staging", "sha256:a"),
+    ]
+    asked = [("a", "staging", 4), ("a", "production", 5), ("b", "production", 6)]
+    for image, env, hour in [*asked, ("c", "production", 7)]:
+        started = at(hour) - timedelta(minutes=5)
+        with world.engine.connect() as conn:
+            decision = evaluate(conn, "shop", f"{REPO}@sha256:{image}", env, PATH, now=started)
+        flagged = [
+            v.message
+            for v in found
+            if v.message.startswith(f"sha256:{image} ") and v.environment == env
+        ]
+        denied = [r.message for r in decision.reasons if r.policy == "untested-image"]
+        assert flagged == denied
+        assert denied or image == "b"

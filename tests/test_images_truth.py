@@ -22,6 +22,7 @@ from analytics.policies import scan
 from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
+from sandbox import reference as ref
 from sandbox.flows import ENVIRONMENT_BRANCHES, GITLAB_FLOW
 from sandbox.generate import generate
 from sandbox.image_repos import layout, repositories
@@ -421,3 +422,24 @@ def test_image_policies_flag_what_the_generator_seeded(
     }
     assert off_trunk == environment_branch and off_trunk
     assert subjects(engine, org, "non-release-ref") == off_trunk
+
+
+def test_untested_images_over_the_whole_path_equal_the_reference(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """untested-image (require = "all") on the images the sources let the warehouse resolve
+    equals the reference's definition over the generator's deployments."""
+    org, engine, cluster = synced
+    want = expected(org, cluster)
+    keys = {d.id: k for k, (_, _, d) in want.items()}
+    resolved = {d.id: digest for digest, _, d in want.values()}
+    truth = ref.untested_images(org, PATH, image=lambda d: resolved.get(d.id) or f"commit:{d.sha}")
+    seeded = {
+        keys[d.id]
+        for s in org.services
+        for d in s.deployments
+        if d.untested and d.status == "success"
+    }
+    got = subjects(engine, org, "untested-image")
+    assert got == {keys[i] for i in truth}
+    assert seeded and seeded <= got

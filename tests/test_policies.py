@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from jsonschema import Draft4Validator
 from sqlalchemy import Engine, func, select
 
 from analytics.derive import derive
-from analytics.policies import POLICIES, scan, store
+from analytics.policies import POLICIES, Violation, scan, store
 from cdmetrics.render import violations_junit, violations_sarif
 from sandbox import reference as ref
 from sandbox import truth
@@ -28,6 +29,9 @@ from warehouse.schema import PolicyViolation
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 PATH = ["test", "staging", "production"]
+# GitLab deployments name no digest: the warehouse resolves each by its image's revision label, so in
+# a GitLab-only world an image is known by its commit (the rebuilt-image world is test_images_truth's)
+BY_COMMIT = attrgetter("sha")
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +45,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Organisati
     engine.dispose()
 
 
-def found(world: tuple[Organisation, Engine], policy: str) -> list[str]:
+def found(
+    world: tuple[Organisation, Engine],
+    policy: str,
+    params: dict[str, dict[str, object]] | None = None,
+) -> list[str]:
+    return sorted(v.subject for v in violations(world, policy, params))
+
+
+def violations(
+    world: tuple[Organisation, Engine],
+    policy: str,
+    params: dict[str, dict[str, object]] | None = None,
+) -> list[Violation]:
     org, engine = world
     with engine.connect() as conn:
-        return sorted(
-            v.subject
-            for v in scan(
-                conn,
-                org.start - timedelta(days=60),
-                org.now + timedelta(days=1),
-                PATH,
-                only=[policy],
-            )
+        return scan(
+            conn,
+            org.start - timedelta(days=60),
+            org.now + timedelta(days=1),
+            PATH,
+            params,  # type: ignore[arg-type]
+            only=[policy],
         )
 
 
 def test_untested_images_are_the_ones_seeded(world: tuple[Organisation, Engine]) -> None:
+    """require = "previous": the adjacent environment only (the generator's seeded promotions
+    straight from test, and hotfixes that go to staging straight from their branch)."""
     org, _ = world
     seeded = {
         str(d.id)
@@ -74,8 +90,33 @@ def test_untested_images_are_the_ones_seeded(world: tuple[Organisation, Engine])
         and d.environment.canonical == "staging"
         and d.ref.startswith("hotfix/")
     }
-    assert {s.split(":")[1] for s in found(world, "untested-image")} == seeded | hotfix_staging
+    previous = {"untested-image": {"require": "previous"}}
+    got = {s.split(":")[1] for s in found(world, "untested-image", previous)}
+    assert got == seeded | hotfix_staging
+    assert got == {str(i) for i in ref.untested_images(org, PATH, "previous", image=BY_COMMIT)}
     assert seeded
+
+
+def test_untested_image_requires_every_environment_before_the_target(
+    world: tuple[Organisation, Engine],
+) -> None:
+    """The default, require = "all": an image that skipped test is untested in production even when
+    it ran in staging (a hotfix promoted from staging); the message names what it skipped."""
+    org, _ = world
+    truth = ref.untested_images(org, PATH, image=BY_COMMIT)
+    got = {v.subject.split(":")[1]: v for v in violations(world, "untested-image")}
+    assert set(got) == {str(i) for i in truth}
+    previous = ref.untested_images(org, PATH, "previous", image=BY_COMMIT)
+    skipped_test_only = {i for i, skipped in truth.items() if skipped == ("test",)}
+    assert set(previous) < set(truth) and skipped_test_only - set(previous)
+    for i, skipped in truth.items():
+        assert f"without a successful deployment to {', '.join(skipped)} before it" in (
+            got[str(i)].message
+        )
+    by_id = {d.id: d for s in org.services for d in s.deployments}
+    assert {by_id[i].environment.canonical for i in skipped_test_only - set(previous)} == {
+        "production"
+    }
 
 
 def test_merges_on_a_red_pipeline_and_without_approval(world: tuple[Organisation, Engine]) -> None:
@@ -241,3 +282,26 @@ def test_junit_and_sarif_outputs(world: tuple[Organisation, Engine]) -> None:
     assert {r["ruleId"] for r in results} <= {
         rule["id"] for rule in sarif["runs"][0]["tool"]["driver"]["rules"]
     }
+
+
+def test_each_violation_says_when_it_happened(world: tuple[Organisation, Engine]) -> None:
+    """occurred_at: a deployment's finish, a merge, a push, the moment a branch's age crossed the
+    limit; in the JSON output beside first_seen."""
+    org, engine = world
+    finished = {str(d.id): d.finished_at for s in org.services for d in s.deployments}
+    merged = {(s.name, mr.iid): mr.merged_at for s in org.services for mr in s.merge_requests}
+    for v in violations(world, "untested-image"):
+        assert v.occurred_at == finished[v.subject.split(":")[1]]
+    for v in violations(world, "merge-without-approval"):
+        assert v.occurred_at == merged[(v.service, int(v.subject.split("!")[1]))]
+    opened = {
+        mr.source_branch: mr.created_at
+        for s in org.services
+        for mr in s.merge_requests
+        if mr.state == "opened"
+    }
+    for v in violations(world, "long-lived-branch"):
+        assert v.occurred_at == opened[v.subject.rsplit(":", 1)[1]] + timedelta(days=7)
+    with engine.connect() as conn:
+        rows = [v.as_json() for v in scan(conn, org.start, org.now, PATH)]
+    assert rows and all(datetime.fromisoformat(r["occurred_at"]) <= org.now for r in rows)

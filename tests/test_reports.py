@@ -82,7 +82,7 @@ def check_equal_to_analytics(engine: Engine, week: Week, teams=(), services=()) 
         assert report.incidents == views.incidents(conn, scope)
         assert sorted(report.drift, key=str) == sorted(views.drift_matrix(conn, scope), key=str)
         open_in_week = views.violations(conn, scope)
-    new = [v for v in open_in_week if scope.since <= v["first_seen_at"] < scope.until]
+    new = [v for v in open_in_week if scope.since <= v["occurred_at"] < scope.until]
     assert {(v["policy"], v["subject"]) for v in report.violations} == {
         (v["policy"], v["subject"]) for v in new
     }
@@ -100,6 +100,33 @@ def test_every_number_equals_the_analytics_api(engine: Engine, scope: dict[str, 
         report.metrics["deployment_frequency"]["deployments"] > 0
     )  # the test has numbers to check
     assert report.violations and report.drift
+
+
+def test_a_first_scan_over_90_days_does_not_make_90_days_of_violations_new(
+    engine: Engine,
+) -> None:
+    """A first `policy scan` finds months of violations at once: the week's report, the dashboard
+    and the API call new only those that happened in the week (occurred_at, not first_seen_at)."""
+    load_org(engine, generate(1, "small", NOW))
+    derive(engine, RULES)
+    scanned = datetime(2026, 11, 20, 9, tzinfo=UTC)  # during 2026-W47
+    with engine.begin() as conn:
+        found = policies.store(
+            conn, policies.scan(conn, NOW - timedelta(days=90), NOW, PATH), scanned
+        )
+    week = parse_week("2026-W47")
+    assert all(v.first_seen == scanned for v in found)  # all found during the week
+    in_week = {
+        (v.policy, v.subject)
+        for v in found
+        if v.occurred_at is not None and week.since <= v.occurred_at < week.until
+    }
+    report = build_report(engine, week, rules=RULES)
+    assert {(v["policy"], v["subject"]) for v in report.violations} == in_week
+    assert in_week and len(in_week) < len(found) / 4
+    assert all(week.since <= v["occurred_at"] < week.until for v in report.violations)
+    earlier = build_report(engine, week.shifted(-4), rules=RULES)
+    assert earlier.violations  # what happened four weeks ago is that week's
 
 
 def test_a_dst_week_in_a_local_time_zone_equals_the_analytics_api(engine: Engine) -> None:

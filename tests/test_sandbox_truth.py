@@ -26,6 +26,7 @@ from sandbox.model import (
     Pipeline,
     Service,
 )
+from sandbox.truth import summary
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -818,6 +819,29 @@ def test_post_passes_add_interim_results_and_backwards_incidents_and_change_noth
             i.closed_at = resolved[i.id]
     assert app_history(plain) == app_history(org)
     assert not any(b.result_at for job in iter_jobs(plain.jenkins) for b in job.builds)
+
+
+def test_untested_images_are_seeded_and_the_truth_names_what_they_skipped() -> None:
+    """The generator's untested promotions (test straight to production) skip staging; hotfixes,
+    built from their branch for staging, skip test in staging and in production (require = all)."""
+    org = generated("small")
+    rows = {int(r["external_id"]): r for r in summary(org)["deployments"]}
+    untested = ref.untested_images(org)
+    assert {i for i, r in rows.items() if r["untested_skipped"]} == set(untested)
+    seeded = [
+        d for s in org.services for d in s.deployments if d.untested and d.status == "success"
+    ]
+    assert seeded and all("staging" in untested[d.id] for d in seeded)
+    hotfixes = [
+        d
+        for s in org.services
+        for d in s.deployments
+        if d.ref.startswith("hotfix/") and d.status == "success" and d.kind == "app"
+    ]
+    assert hotfixes and all(untested[d.id][0] == "test" for d in hotfixes)
+    previous = ref.untested_images(org, require="previous")
+    assert set(previous) < set(untested)
+    assert all(skipped == untested[i][-1:] for i, skipped in previous.items())
 
 
 def test_generated_figures_are_sane() -> None:

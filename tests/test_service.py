@@ -170,11 +170,12 @@ def test_drift_now_per_service_and_pair(story: Running) -> None:
 
 def test_violations_as_recorded_by_policy_scans(story: Running, engine: Engine) -> None:
     seen = datetime(2026, 3, 4, tzinfo=UTC)
+    happened = datetime(2026, 2, 20, tzinfo=UTC)  # a scan finds what happened before it
     with engine.begin() as conn:
         conn.execute(
             insert(PolicyViolation).values(
                 policy="untested-image", subject="deployment:1", severity="error",
-                message="deploy it to staging first", first_seen_at=seen,
+                message="deploy it to staging first", occurred_at=happened, first_seen_at=seen,
             )
         )  # fmt: skip
     rows = story.client.get("/api/v1/violations", headers=READ).json()
@@ -182,11 +183,14 @@ def test_violations_as_recorded_by_policy_scans(story: Running, engine: Engine) 
         {
             "policy": "untested-image", "severity": "error", "service": None, "environment": None,
             "subject": "deployment:1", "message": "deploy it to staging first", "url": None,
-            "first_seen": seen.isoformat(),
+            "occurred_at": happened.isoformat(), "first_seen": seen.isoformat(),
         }
     ]  # fmt: skip
-    later = story.client.get("/api/v1/violations", params={"since": "2026-03-05"}, headers=READ)
+    # `since` is when it happened, not when a scan found it
+    later = story.client.get("/api/v1/violations", params={"since": "2026-02-21"}, headers=READ)
     assert later.json() == []
+    since = story.client.get("/api/v1/violations", params={"since": "2026-02-20"}, headers=READ)
+    assert len(since.json()) == 1
 
 
 def test_the_gate_decides_with_reasons(story: Running) -> None:

@@ -23,7 +23,7 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     assert settings.environments.promotion_path == ["test", "staging", "production"]
     assert settings.metrics.failure_window == timedelta(days=7)
     assert settings.metrics.hotfix_window == timedelta(hours=24)
-    assert settings.policies["long-lived-branch"]["max_age_days"] == 7
+    assert settings.policies.long_lived_branch.max_age_days == 7  # typed: [policies.<id>]
 
 
 def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,3 +171,80 @@ def test_duplicate_source_names_are_an_error(
         load_settings(path)
     assert f"{path}: key `{key}`: source name" in str(info.value)
     assert f"`{first}`" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (  # a string where a list is meant would have allowed every ref
+            "[policies.non-release-ref]\nallowed_refs = 'release/*'\n",
+            "policies.non-release-ref.allowed_refs",
+            "valid list",
+        ),
+        (
+            "[policies.untested-image]\nmin_soak_minute = 30\n",
+            "policies.untested-image.min_soak_minute",
+            "Extra inputs",
+        ),
+        ("[policies.untestd-image]\nseverity = 'warn'\n", "policies.untestd-image", "Extra inputs"),
+        (
+            "[policies.untested-image]\nmin_soak_minutes = '1h'\n",
+            "policies.untested-image.min_soak_minutes",
+            "valid number",
+        ),
+        (
+            "[policies.untested-image]\nrequire = 'adjacent'\n",
+            "policies.untested-image.require",
+            "'all' or 'previous'",
+        ),
+        (
+            "[policies.stale-branch]\nseverity = 'fatal'\n",
+            "policies.stale-branch.severity",
+            "'warn'",
+        ),
+        (
+            "[policies.merge-without-approval]\nrequired_approvals = -1\n",
+            "policies.merge-without-approval.required_approvals",
+            "greater than or equal to 0",
+        ),
+        (  # an empty path would let an image seen nowhere into production
+            "[environments]\npromotion_path = []\n",
+            "environments.promotion_path",
+            "at least one environment",
+        ),
+        (
+            "[environments]\npromotion_path = ['test', 'production', 'test']\n",
+            "environments.promotion_path",
+            "appears twice",
+        ),
+    ],
+)
+def test_bad_policy_parameters_fail_at_start_naming_key_and_file(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert f"{path}: key `{key}`" in message
+    assert problem in message
+
+
+def test_policy_parameters_are_typed(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[policies.untested-image]
+min_soak_minutes = 30
+require = "previous"
+[policies.non-release-ref]
+allowed_refs = ["release/*"]
+severity = "warn"
+""",
+    )
+    policies = load_settings(path).policies
+    assert policies.untested_image.min_soak_minutes == 30
+    assert policies.untested_image.require == "previous"
+    assert policies.of("non-release-ref").severity == "warn"
+    assert policies.non_release_ref.allowed_refs == ["release/*"]
+    assert load_settings(write(tmp_path, "")).policies.untested_image.require == "all"

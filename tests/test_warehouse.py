@@ -133,6 +133,7 @@ def test_kept_and_volatile_columns(engine: Engine) -> None:
         "subject": "s",
         "severity": "warn",
         "message": "m",
+        "occurred_at": T0,
         "first_seen_at": T0,
         "last_seen_at": T0,
     }

@@ -553,7 +553,10 @@ class DriftSnapshot(Base):
 
 class PolicyViolation(Base):
     __tablename__ = "policy_violation"
-    __table_args__ = (natural_key("policy", "subject"),)
+    __table_args__ = (
+        natural_key("policy", "subject"),
+        Index("ix_policy_violation_occurred", "occurred_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     policy: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(Name)  # stable key of the offending object
@@ -562,6 +565,7 @@ class PolicyViolation(Base):
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
     message: Mapped[str] = mapped_column(Text)
     url: Mapped[str | None] = mapped_column(Url)
+    occurred_at: Mapped[datetime]  # when the offending event happened (docs/POLICIES.md)
     first_seen_at: Mapped[datetime] = kept()
     last_seen_at: Mapped[datetime | None] = volatile()
     resolved_at: Mapped[datetime | None]

@@ -118,7 +118,7 @@ def _violations(found: list[dict[str, Any]], entry: Any) -> None:
         if v["service"] and v["resolved_at"] is None and v["severity"] in ("error", "warn"):
             open_by_service.setdefault(v["service"], []).append(v)
     for service, items in open_by_service.items():
-        newest = max(items, key=lambda v: v["first_seen_at"])
+        newest = max(items, key=lambda v: v["occurred_at"])
         e = entry(service, items[0]["team"])
         e["reasons"].append(f"{len(items)} open policy violation(s), newest {newest['policy']}")
         e["open_violations"] = len(items)

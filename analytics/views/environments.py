@@ -142,8 +142,8 @@ def drift_matrix(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
 
 
 def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Policy violations open at some time in the period (found before its end, not resolved
-    before its start), newest first; the scope's environment applies only when one is named."""
+    """Policy violations open at some time in the period (occurred before its end, not resolved
+    before its start), the latest to occur first; the scope's environment applies only when one is named."""
     query = (
         select(
             PolicyViolation.policy,
@@ -154,6 +154,7 @@ def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             PolicyViolation.subject,
             PolicyViolation.message,
             PolicyViolation.url,
+            PolicyViolation.occurred_at,
             PolicyViolation.first_seen_at,
             PolicyViolation.resolved_at,
         )
@@ -162,7 +163,7 @@ def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .outerjoin(Team, Team.id == Service.team_id)
         .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
         .where(
-            PolicyViolation.first_seen_at < scope.until,
+            PolicyViolation.occurred_at < scope.until,
             or_(PolicyViolation.resolved_at.is_(None), PolicyViolation.resolved_at >= scope.since),
         )
     )
@@ -172,5 +173,5 @@ def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         query = query.where(Team.name.in_(scope.teams))
     if scope.environment is not None:
         query = query.where(Environment.name == scope.environment)
-    order = (PolicyViolation.first_seen_at.desc(), PolicyViolation.policy, PolicyViolation.subject)
+    order = (PolicyViolation.occurred_at.desc(), PolicyViolation.policy, PolicyViolation.subject)
     return as_dicts(conn.execute(query.order_by(*order)))

@@ -20,11 +20,19 @@ from analytics.metrics import Row, ScopeData
 from analytics.scope import Scope
 
 # the parts of ScopeData, in its field order
-PARTS = ("deployments", "changes", "merge_requests", "attempts", "pipelines", "incidents")
+PARTS = (
+    "deployments",
+    "changes",
+    "merge_requests",
+    "attempts",
+    "pipelines",
+    "incidents",
+    "unreleased",
+)
 # the parts each metric of the JSON contract reads
 NEEDS = {
     "deployment_frequency": ("deployments",),
-    "lead_time": ("changes", "merge_requests"),
+    "lead_time": ("changes", "merge_requests", "unreleased"),
     "change_failure_rate": ("deployments",),
     "recovery_time": ("deployments", "incidents"),
     "rework_rate": ("deployments",),
@@ -45,6 +53,7 @@ def load_part(
         "attempts": metrics._attempts,
         "pipelines": metrics._pipelines,
         "incidents": metrics._incidents,
+        "unreleased": metrics.unreleased,
     }
     if part not in selects:
         raise ValueError(f"no part {part!r} of the scope's rows; use one of {', '.join(PARTS)}")
@@ -92,5 +101,6 @@ def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
         values = dora.compute(part)
         if by == "week":
             values["deployment_frequency"] = dora.deployment_frequency(part, [key])
+            values["lead_time"]["merged_not_in_production"] = dora.waiting_at_end(data, key)
         out.append((key, values))
     return out

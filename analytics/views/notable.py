@@ -76,8 +76,9 @@ def failing_pipelines(conn: Connection, scope: Scope, limit: int = 10) -> list[d
 
 
 def new_violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Policy violations first seen in the period (the scope's teams and services; its
-    environment only when one is named), by severity, newest first."""
+    """Policy violations that occurred in the period (the scope's teams and services; its
+    environment only when one is named), by severity, the latest to occur first. A first scan
+    over months finds old violations now: when they occurred, not when found, makes them new."""
     query = (
         select(
             PolicyViolation.policy,
@@ -87,6 +88,7 @@ def new_violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             PolicyViolation.subject,
             PolicyViolation.message,
             PolicyViolation.url,
+            PolicyViolation.occurred_at,
             PolicyViolation.first_seen_at,
             PolicyViolation.resolved_at,
         )
@@ -94,7 +96,7 @@ def new_violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .outerjoin(Service, Service.id == PolicyViolation.service_id)
         .outerjoin(Team, Team.id == Service.team_id)
         .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
-        .where(scope.period(PolicyViolation.first_seen_at))
+        .where(scope.period(PolicyViolation.occurred_at))
     )
     if scope.services:
         query = query.where(Service.name.in_(scope.services))
@@ -103,5 +105,5 @@ def new_violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     if scope.environment is not None:
         query = query.where(Environment.name == scope.environment)
     severity = case({"error": 0, "warn": 1, "info": 2}, value=PolicyViolation.severity, else_=3)
-    order = (severity, PolicyViolation.first_seen_at.desc(), PolicyViolation.policy)
+    order = (severity, PolicyViolation.occurred_at.desc(), PolicyViolation.policy)
     return as_dicts(conn.execute(query.order_by(*order, PolicyViolation.subject)))

@@ -1,5 +1,5 @@
-"""Lead time for changes: the distribution, p50/p90 per week, the merge-request stages, and the
-slowest changes with links to their commit and merge request."""
+"""Lead time for changes: the distribution, p50/p90 per week, the merge-request stages, the merged
+MRs not yet in production, and the slowest changes with links to their commit and merge request."""
 
 import pandas as pd
 import streamlit as st
@@ -24,6 +24,16 @@ with columns[3]:
         show.number(lead["merge_requests"]),
         caption=f"median cycle {show.hours(lead['stages']['cycle'])}",
     )
+waiting = lead["merged_not_in_production"]
+columns = st.columns(4)
+with columns[0]:
+    show.tile(
+        "Merged, not in production",
+        show.number(waiting["count"]),
+        caption=f"at the period's end; median age {show.hours(waiting['median_age_hours'])}",
+    )
+with columns[1]:
+    show.tile("Oldest merged, not in production", show.hours(waiting["oldest_age_hours"]))
 
 left, right = st.columns(2)
 with left:

@@ -78,6 +78,7 @@ show.table(
     shown,
     links={"url": "object"},
     columns={
+        "occurred_at": "happened",
         "first_seen_at": "found",
         "policy": "policy",
         "severity": "severity",

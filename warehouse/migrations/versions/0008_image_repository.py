@@ -1,7 +1,7 @@
 """image_repository: which service each registry repository belongs to
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04 17:30:00.000000
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0008'
-down_revision: str | None = '0005'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
