@@ -30,6 +30,7 @@ from analytics.promotion import (
     rebuilt_message,
     release_ref_allowed,
     skipped_environments,
+    stage_of,
     successful_runs,
     untested_message,
 )
@@ -99,7 +100,8 @@ def evaluate(
     if digest is not None:  # a platform manifest is its index's image
         digest = canonical(conn, [digest])[digest]
     decision.digest = digest
-    upstream = _upstream(environment, promotion_path)
+    stage = stage_of(conn, environment, promotion_path)  # a production region stands for production
+    upstream = _upstream(stage, promotion_path)
     if upstream is not None:
         if digest is None:
             reasons.append(
@@ -111,9 +113,7 @@ def evaluate(
                 )
             )
         else:
-            _untested(
-                conn, service_row.id, digest, environment, promotion_path, now, policy, reasons
-            )
+            _untested(conn, service_row.id, digest, stage, promotion_path, now, policy, reasons)
             _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
     if ref is not None and (tier == "production" or environment == promotion_path[-1]):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)

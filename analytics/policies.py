@@ -22,6 +22,7 @@ from analytics.promotion import (
     rebuilt_message,
     release_ref_allowed,
     skipped_environments,
+    stage_name,
     successful_runs,
     untested_message,
 )
@@ -102,6 +103,7 @@ def _deployments(conn: Connection, scan: Scan, environments: list[str] | None = 
             Deployment.service_id,
             Service.name.label("service"),
             Environment.name.label("environment"),
+            Environment.position,
             Environment.tier,
             Deployment.image_digest,
             Deployment.image_ref,
@@ -123,9 +125,21 @@ def _deployments(conn: Connection, scan: Scan, environments: list[str] | None = 
             Deployment.finished_at < scan.until,
         )
     )
-    if environments is not None:
-        query = query.where(Environment.name.in_(environments))
-    return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)))
+    rows = conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all()
+    path = scan.promotion_path
+    staged = [_Staged(r, stage_name(r.environment, r.position, path)) for r in rows]
+    return [d for d in staged if environments is None or d.stage in environments]
+
+
+class _Staged:
+    """A deployment row with `stage`: the promotion-path name its environment stands for (a
+    production region stands where production does)."""
+
+    def __init__(self, row: Any, stage: str) -> None:
+        self._row, self.stage = row, stage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
 
 
 def _subject(d: Any) -> str:
@@ -143,9 +157,7 @@ def untested_image(conn: Connection, scan: Scan) -> list[Violation]:
     found = []
     for d in deployments:
         image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
-        skipped = skipped_environments(
-            runs, d.service_id, image, d.environment, d.start, path, params
-        )
+        skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             message = untested_message(image, d.environment, skipped, params.min_soak_minutes)
             found.append(
@@ -181,7 +193,7 @@ def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
     found = []
     for d in deployments:
         upstream, image, revision = (
-            path[path.index(d.environment) - 1],
+            path[path.index(d.stage) - 1],
             images[d.image_digest],
             revisions.get(d.image_digest),
         )

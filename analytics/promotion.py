@@ -41,6 +41,23 @@ class Run(NamedTuple):
 Runs = Mapping[tuple[int, str], list[Run]]
 
 
+def stage_name(environment: str, position: int | None, path: Sequence[str]) -> str:
+    """The promotion-path name `environment` stands for: itself, or, for an environment off the
+    path with a position on it (a production region: `production-us` where `production` is),
+    the name at that position."""
+    if environment in path or position is None or not 0 <= position < len(path):
+        return environment
+    return path[position]
+
+
+def stage_of(conn: Connection, environment: str, path: Sequence[str]) -> str:
+    """`stage_name` of the stored environment `environment`."""
+    position = conn.execute(
+        select(Environment.position).where(Environment.name == environment)
+    ).scalar()
+    return stage_name(environment, position, path)
+
+
 def upstream_of(environment: str, path: Sequence[str], require: str = "all") -> list[str]:
     """The environments an image must have passed before `environment`, in path order: every one
     before it (`all`) or the adjacent one (`previous`); [] off the path or at its start."""

@@ -738,6 +738,8 @@ def untested_images(
         apps = [d for d in s.deployments if d.kind == "app" and d.status == SUCCESS]
         for d in apps:
             env = d.environment.canonical
+            if env not in path and d.environment.tier == PRODUCTION and PRODUCTION in path:
+                env = PRODUCTION  # a production region stands where production does
             if env not in path:
                 continue
             before = list(path[: path.index(env)])

@@ -17,7 +17,7 @@ collectors' cursors are update times, not ids, as for `sandbox.migrations`).
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 from sandbox.model import Deployment, Environment, Organisation, Service
@@ -109,7 +109,9 @@ def add_region(org: Organisation, ids: Ids) -> None:
             d.digest,
             rollback=d.rollback,
             hotfix=d.hotfix,
-            untested=d.untested,
+            # a rebuilt image is the rebuilt-image policy's, as in the first region
+            untested=not d.rebuilt
+            and _untested(service, d.digest, job.started_at or job.created_at),
             rebuilt=d.rebuilt,
         )
         service.deployments.append(mirror)
@@ -117,6 +119,17 @@ def add_region(org: Organisation, ids: Ids) -> None:
         free = job.finished_at
     service.pipelines.sort(key=lambda p: p.id)
     _intend_failures(service, followed, mirrors)
+
+
+def _untested(service: Service, digest: str | None, start: datetime) -> bool:
+    """The generator's intent: the image never finished a successful deployment to staging (the
+    environment before production) by the time the region's rollout started, e.g. a region that
+    led while staging was still deploying it."""
+    return not any(
+        d.digest == digest and d.finished_at is not None and d.finished_at <= start
+        for d in service.deployments
+        if d.environment.canonical == "staging" and d.status == "success" and d.kind == "app"
+    )
 
 
 def _intend_failures(service: Service, home: list[Deployment], region: list[Deployment]) -> None:

@@ -114,8 +114,8 @@ def test_untested_image_requires_every_environment_before_the_target(
             got[str(i)].message
         )
     by_id = {d.id: d for s in org.services for d in s.deployments}
-    assert {by_id[i].environment.canonical for i in skipped_test_only - set(previous)} == {
-        "production"
+    assert {by_id[i].environment.tier for i in skipped_test_only - set(previous)} == {
+        "production"  # production and its second region
     }
 
 
@@ -294,14 +294,10 @@ def test_each_violation_says_when_it_happened(world: tuple[Organisation, Engine]
         assert v.occurred_at == finished[v.subject.split(":")[1]]
     for v in violations(world, "merge-without-approval"):
         assert v.occurred_at == merged[(v.service, int(v.subject.split("!")[1]))]
-    opened = {
-        mr.source_branch: mr.created_at
-        for s in org.services
-        for mr in s.merge_requests
-        if mr.state == "opened"
-    }
+    # an open MR from its creation, a branch without one from its first own commit
+    since = truth.long_lived_branches(org, org.now + timedelta(days=1))
     for v in violations(world, "long-lived-branch"):
-        assert v.occurred_at == opened[v.subject.rsplit(":", 1)[1]] + timedelta(days=7)
+        assert v.occurred_at == since[(v.service, v.subject.rsplit(":", 1)[1])] + timedelta(days=7)
     with engine.connect() as conn:
         rows = [v.as_json() for v in scan(conn, org.start, org.now, PATH)]
     assert rows and all(datetime.fromisoformat(r["occurred_at"]) <= org.now for r in rows)
