@@ -13,6 +13,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from tests.deploy_helpers import (
     to_model,
     unknown_fields,
 )
+from tests.service_helpers import running_service
 
 BIN = Path(sys.executable).parent
 SCHEMA = Path(__file__).parent / "fixtures" / "compose" / "compose-spec.json"
@@ -287,6 +290,19 @@ def test_compose_runs_the_sync_on_a_schedule_beside_serve_and_dashboard() -> Non
     assert services["dashboard"]["command"][0] == "dashboard"
 
 
+def test_compose_sync_loop_goes_on_after_a_failed_sync(tmp_path: Path) -> None:
+    fake = tmp_path / "cdmetrics"  # a sync that fails every time, counting its runs
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/runs\nexit 1\n')
+    fake.chmod(0o755)
+    script = compose()["services"]["sync"]["command"][0].replace("$$", "$")  # compose's unescaping
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SYNC_INTERVAL_S": "0.2"}
+    with pytest.raises(subprocess.TimeoutExpired) as stopped:
+        subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, timeout=1.5)
+    runs = (tmp_path / "runs").read_text().splitlines()
+    assert len(runs) >= 3 and set(runs) == {"sync"}
+    assert b"sync exited 1; next run in 0.2 s" in (stopped.value.stderr or b"")
+
+
 @pytest.mark.parametrize("config", ["cdmetrics.toml", "cdmetrics.sandbox.toml"])
 def test_env_example_holds_every_variable_the_config_names(
     config: str, monkeypatch: pytest.MonkeyPatch
@@ -332,6 +348,37 @@ def test_dockerfile_builds_the_image_the_manifests_run() -> None:
     assert not re.search(r"^(ENV|ARG)\b.*(TOKEN|PASSWORD|SECRET)", text, re.M | re.I)
     for template in WORKLOADS.values():
         assert template["spec"]["securityContext"]["runAsUser"] == 10001
+
+
+def test_dockerignore_keeps_every_installed_package() -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    kept = [
+        p.name
+        for p in ROOT.iterdir()
+        if (p / "__init__.py").exists() and any(fnmatch(p.name, pattern) for pattern in packages)
+    ]
+    assert {"cdmetrics", "warehouse", "service"} <= set(kept)
+    for name in [*kept, "pyproject.toml", "README.md"]:
+        assert not [i for i in ignored if fnmatch(name, i)], f"{name} is left out of the image"
+    assert {"tests", "deploy", ".git", ".venv", "**/.env"} <= set(ignored)
+
+
+def test_image_health_check_asks_the_service(engine: Any) -> None:
+    command = re.search(r"^\s*CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert command, "the Dockerfile has a HEALTHCHECK CMD"
+    argv = json.loads(command[1])
+    with running_service(engine) as svc:
+        argv[-1] = argv[-1].replace("http://127.0.0.1:8080", svc.url)
+        healthy = subprocess.run([sys.executable, *argv[1:]], capture_output=True, timeout=60)
+    assert healthy.returncode == 0, healthy.stderr
+    stopped = subprocess.run([sys.executable, *argv[1:]], capture_output=True, timeout=60)
+    assert stopped.returncode != 0  # nothing listens there any more
 
 
 def container_engine() -> str | None:
