@@ -1,4 +1,5 @@
-"""Reading deploy/: Kubernetes manifests into the official client's models, strictly.
+"""Reading deploy/ for tests/test_deploy.py: Kubernetes manifests into the official client's models,
+strictly; the compose file; checkov's reports; a usable container engine.
 
 `unknown_fields` walks a manifest along the models' `openapi_types` and names every key the model
 does not have (the client's own deserializer silently drops them, so a misspelt `readinessprobe`
@@ -10,17 +11,23 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
+BIN = Path(sys.executable).parent
 PRIMITIVES: dict[str, tuple[type, ...]] = {
     "str": (str,),
     "int": (int,),
@@ -136,3 +143,54 @@ def secret_env(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
         for env in container.get("env", [])
         if (ref := env.get("valueFrom", {}).get("secretKeyRef"))
     }
+
+
+def only_environment(monkeypatch: pytest.MonkeyPatch, names: set[str]) -> None:
+    """Empty the environment, then set each of `names` (to a placeholder)."""
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name in names:
+        monkeypatch.setenv(name, "placeholder")
+
+
+def checkov(target: list[str]) -> list[dict[str, Any]]:
+    """checkov's JSON reports (one per framework that found files) for a directory or file."""
+    frameworks = ["kubernetes", "kustomize", "dockerfile", "secrets"]
+    result = subprocess.run(
+        [
+            str(BIN / "checkov"),
+            *target,
+            "--framework",
+            *frameworks,
+            "--skip-download",
+            "--quiet",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert any(r.get("check_type") in ("kubernetes", "dockerfile") for r in reports), result.stdout[
+        :500
+    ]
+    return [r for r in reports if "results" in r]
+
+
+def compose() -> dict[str, Any]:
+    """deploy/compose.yaml, YAML merge keys resolved (as docker compose reads it)."""
+    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    return data
+
+
+def container_engine() -> str | None:
+    """podman, or docker with a daemon that answers; None when neither is usable."""
+    for tool in ("podman", "docker"):
+        path = shutil.which(tool)
+        if path and subprocess.run([path, "info"], capture_output=True, timeout=60).returncode == 0:
+            return path
+    return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,12 +23,17 @@ import yaml
 
 from cdmetrics.settings import ConfigError, check_secrets, load_settings
 from tests.deploy_helpers import (
+    BIN,
     DEPLOY,
     KUBERNETES,
     ROOT,
+    checkov,
+    compose,
+    container_engine,
     kustomization,
     manifests,
     model_name,
+    only_environment,
     pod_specs,
     secret_env,
     to_model,
@@ -37,20 +41,11 @@ from tests.deploy_helpers import (
 )
 from tests.service_helpers import running_service
 
-BIN = Path(sys.executable).parent
 SCHEMA = Path(__file__).parent / "fixtures" / "compose" / "compose-spec.json"
 COMPONENT = "app.kubernetes.io/component"
 WORKLOADS = pod_specs()
 # What each part may reach besides DNS (53) and PostgreSQL (5432); nothing may reach the sync.
 EGRESS = {"sync": {443, 6443}, "serve": set(), "dashboard": set()}
-
-
-def only_environment(monkeypatch: pytest.MonkeyPatch, names: set[str]) -> None:
-    """Empty the environment, then set each of `names` (to a placeholder)."""
-    for name in list(os.environ):
-        monkeypatch.delenv(name)
-    for name in names:
-        monkeypatch.setenv(name, "placeholder")
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -225,41 +220,7 @@ def test_checkov_fails_only_the_checks_the_docs_justify() -> None:
     assert set(skips) - set(failed) == set(), "checkov-skips.txt lists checks that no longer fail"
 
 
-def checkov(target: list[str]) -> list[dict[str, Any]]:
-    """checkov's JSON reports (one per framework that found files) for a directory or file."""
-    frameworks = ["kubernetes", "kustomize", "dockerfile", "secrets"]
-    result = subprocess.run(
-        [
-            str(BIN / "checkov"),
-            *target,
-            "--framework",
-            *frameworks,
-            "--skip-download",
-            "--quiet",
-            "-o",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    assert any(r.get("check_type") in ("kubernetes", "dockerfile") for r in reports), result.stdout[
-        :500
-    ]
-    return [r for r in reports if "results" in r]
-
-
 # --- compose ------------------------------------------------------------------------------------
-
-
-def compose() -> dict[str, Any]:
-    """deploy/compose.yaml, YAML merge keys resolved (as docker compose reads it)."""
-    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
-    return data
 
 
 def test_compose_file_is_valid_for_the_compose_specification() -> None:
@@ -379,15 +340,6 @@ def test_image_health_check_asks_the_service(engine: Any) -> None:
     assert healthy.returncode == 0, healthy.stderr
     stopped = subprocess.run([sys.executable, *argv[1:]], capture_output=True, timeout=60)
     assert stopped.returncode != 0  # nothing listens there any more
-
-
-def container_engine() -> str | None:
-    """podman, or docker with a daemon that answers; None when neither is usable."""
-    for tool in ("podman", "docker"):
-        path = shutil.which(tool)
-        if path and subprocess.run([path, "info"], capture_output=True, timeout=60).returncode == 0:
-            return path
-    return None
 
 
 def test_image_builds_and_runs_as_non_root() -> None:
