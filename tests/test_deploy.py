@@ -245,6 +245,7 @@ def test_compose_runs_the_sync_on_a_schedule_beside_serve_and_dashboard() -> Non
         assert service["depends_on"] == {"postgres": {"condition": "service_healthy"}}
         assert "@postgres:5432/" in service["environment"]["CDMETRICS_WAREHOUSE__URL"]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert service["tmpfs"] == ["/tmp"] and service["environment"]["HOME"] == "/tmp"
     assert "cdmetrics sync" in services["sync"]["command"][0]
     assert re.search(r"sleep \"\$\$\{SYNC_INTERVAL_S", services["sync"]["command"][0])
     assert services["serve"]["command"][0] == "serve"
