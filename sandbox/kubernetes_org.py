@@ -288,7 +288,7 @@ class KubernetesCluster:
                         {
                             "namespace": ns,
                             "workload": name,
-                            "service": st.service.name,
+                            "service": st.service.deployed_as,
                             "environment": st.environment,
                             "revision": revision,
                             "replica_set": rs.name,
@@ -350,7 +350,7 @@ def replay(w: Workload, at: datetime) -> WorkloadState | None:
         last_revision += 1
         found = next((rs for rs in sets if rs.template == template), None)
         if found is None:
-            found = ReplicaSetState(f"{w.service.name}-{template.hash}", template, e.start)
+            found = ReplicaSetState(f"{w.service.deployed_as}-{template.hash}", template, e.start)
             sets.append(found)
         found.revisions.append((last_revision, e))
         found.scaled_up_at = e.start

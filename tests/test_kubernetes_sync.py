@@ -66,8 +66,9 @@ def sync(sb: Sandbox, engine: Engine, tmp_path: Path, **source: Any):  # type: i
 
 def known_services(engine: Engine, org: Organisation) -> None:
     with engine.begin() as conn:
-        for s in org.services:
-            conn.execute(insert(Service).values(name=s.name, origin="config"))
+        # a service deployed under another name is known by it too (its deploy jobs name it)
+        for name in sorted({n for s in org.services for n in (s.name, s.deployed_as)}):
+            conn.execute(insert(Service).values(name=name, origin="config"))
 
 
 def observed(engine: Engine) -> set[tuple[Any, ...]]:
