@@ -312,6 +312,8 @@ class GitLabCollector(Collector):
             if len(batch.raws) >= BATCH_ITEMS:
                 run.write(stream.name, batch)
                 batch = Batch()
+        # saved only now, after every promised item was listed (a short page raised `ShortPage`):
+        # a failed listing keeps the old cursor, so newest-first commits cannot be skipped
         cursor = min(newest, run.started_at).isoformat() if newest else None
         requests_made = counter.value - before
         run.write(

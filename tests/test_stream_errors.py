@@ -186,7 +186,7 @@ def test_short_commit_pages_keep_the_cursor_and_a_resume_loses_nothing(
     broken = sync(tiny, engine, per_page=3)
     assert rule.fired and not broken.ok
     assert broken.streams["commits"].errors == len(broken.errors) == len(cursors)
-    assert all(": commits: ShortPage: short page: 2 of the 3 items" in e for e in broken.errors)
+    assert all(": commits: ShortPage: short page: " in e for e in broken.errors)
     assert commit_cursors(engine) == cursors
     tiny.gitlab_app.faults.clear()
     assert sync(tiny, engine, per_page=3).ok
