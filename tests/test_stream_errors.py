@@ -225,3 +225,27 @@ def test_a_short_page_fails_its_stream_and_a_resume_recovers_it(
     tiny.gitlab_app.faults.clear()
     assert sync(tiny, engine, per_page=3).ok
     assert snapshot(engine) == snapshot(reference)
+
+
+def test_a_database_error_fails_jenkins_jobs_and_the_others_complete(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine
+) -> None:
+    from sandbox.generate import generate
+    from sandbox.truth import jenkins_counts
+    from tests.test_jenkins_sync import TOKEN, jenkins_rows, set_env
+    from tests.test_jenkins_sync import sync as sync_jenkins
+
+    set_env(monkeypatch)
+    org = generate(3, "tiny", jenkins=1)
+    with Sandbox.start(org=org, token=TOKEN) as sandbox:
+        with rejecting_inserts(engine, "test_run"):
+            broken = sync_jenkins(sandbox, engine)
+        assert not broken.ok
+        assert {e.split(": ")[2] for e in broken.errors} == {"builds"}
+        assert all(e.startswith("jenkins: job ") for e in broken.errors)
+        assert all(": builds: database error: " in e and REJECTED in e for e in broken.errors)
+        expected = jenkins_counts(org)
+        assert jenkins_rows(engine)["deployment"] == expected["deployment"]  # deploy jobs completed
+        assert jenkins_rows(engine)["test_run"] == 0
+        assert sync_jenkins(sandbox, engine).ok
+        assert jenkins_rows(engine) == {t: expected[t] for t in jenkins_rows(engine)}
