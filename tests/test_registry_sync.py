@@ -225,6 +225,22 @@ def test_a_short_harbor_page_fails_its_repository_and_a_resume_recovers(
     assert images(engine) == truth.expected_images(sandbox.org)
 
 
+def test_a_database_error_fails_its_repositories_and_a_resume_recovers(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    from tests.test_stream_errors import REJECTED, rejecting_inserts
+
+    with rejecting_inserts(engine, "image"):
+        broken = sync(sandbox, engine, "oci")
+    assert not broken.ok and broken.errors
+    for error in broken.errors:
+        assert error.startswith("oci-registry: repository acme/")
+        assert ": tags: database error: " in error and REJECTED in error
+    assert sync(sandbox, engine, "oci").ok
+    assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org)
+    assert set(images(engine)) == set(truth.expected_images(sandbox.org))
+
+
 @pytest.mark.parametrize("kind", ["harbor", "oci"])
 def test_rate_limits_and_faults_are_retried(sandbox: Sandbox, engine: Engine, kind: str) -> None:
     app = sandbox.harbor_app if kind == "harbor" else sandbox.oci_app
