@@ -341,7 +341,10 @@ class GitCollector:
         with self.engine.begin() as conn:
             source_id = ensure_source(conn, self.source.name, self.kind, self.location)
         run = SyncRun(self.engine, source_id, summary)
-        timed(summary, lambda: self._sync(run))
+        where = f"repository {self.location}"
+        timed(
+            summary, lambda: run.attempt("commits", self.location, where, lambda: self._sync(run))
+        )
         summary.requests = self.git.calls
         return summary
 

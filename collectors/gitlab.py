@@ -13,9 +13,10 @@ import fnmatch
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import gitlab
@@ -29,7 +30,7 @@ from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import partitioned
-from collectors.sync import Batch, Collector, SourceSummary, SyncError, SyncRun
+from collectors.sync import RESUMES, Batch, Collector, SourceSummary, SyncError, SyncRun
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import Repo, Service, Team
@@ -221,25 +222,37 @@ class GitLabCollector(Collector):
         )
 
     def sync_project(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
-        """Every stream of one project; a failing stream is recorded and the others go on."""
-        partition = str(ctx.project_id)
+        """Every stream of one project; a failing stream (HTTP, database, anything) is recorded
+        and the others go on (environments first: deployments need them)."""
         project = self.client().projects.get(ctx.project_id, lazy=True)
-        try:
-            self._environments(run, project, ctx)
-        except (GitlabError, requests.RequestException) as exc:
-            run.fail("environments", partition, self._error(ctx, "environments", exc))
+        if not self._attempt(
+            run, ctx, "environments", lambda: self._environments(run, project, ctx)
+        ):
             return
         for stream in STREAMS:
-            try:
-                self._sync_stream(run, project, ctx, stream)
-            except (GitlabError, requests.RequestException) as exc:
-                run.fail(stream.name, partition, self._error(ctx, stream.name, exc))
+            self._attempt(
+                run, ctx, stream.name, partial(self._sync_stream, run, project, ctx, stream)
+            )
+
+    def _attempt(
+        self, run: SyncRun, ctx: streams.ProjectContext, stream: str, work: Callable[[], None]
+    ) -> bool:
+        """`run.attempt` for one stream of a project; returns True when it completed."""
+        path = ctx.project.get("path_with_namespace", ctx.project_id)
+        return run.attempt(
+            stream,
+            str(ctx.project_id),
+            f"project {path}",
+            work,
+            known=(GitlabError, requests.RequestException),
+            describe=lambda exc: self._error(ctx, stream, exc),
+        )
 
     def _error(self, ctx: streams.ProjectContext, stream: str, exc: Exception) -> str:
         path = ctx.project.get("path_with_namespace", ctx.project_id)
         return (
             f"{self.source.name}: project {path}: {stream}: {_describe(exc)}{self._where()}; "
-            "the next sync resumes from the last saved cursor"
+            f"{RESUMES}"
         )
 
     def _environments(self, run: SyncRun, project: Any, ctx: streams.ProjectContext) -> None:
@@ -299,6 +312,8 @@ class GitLabCollector(Collector):
             if len(batch.raws) >= BATCH_ITEMS:
                 run.write(stream.name, batch)
                 batch = Batch()
+        # saved only now, after every promised item was listed (a short page raised `ShortPage`):
+        # a failed listing keeps the old cursor, so newest-first commits cannot be skipped
         cursor = min(newest, run.started_at).isoformat() if newest else None
         requests_made = counter.value - before
         run.write(

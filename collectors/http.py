@@ -187,9 +187,59 @@ REQUESTS_TRANSIENT = (
 )
 
 
+class ShortPage(requests.RequestException):
+    """A list page holding fewer items than its pagination headers promise: items would be lost
+    without a trace, so the stream fails (and keeps its old cursor) instead."""
+
+
+def promised_items(per_page: int, page: int, total: int | None, has_next: bool) -> int | None:
+    """How many items page `page` (1-based) of `per_page` must hold: a full page when another
+    follows, else what `total` leaves for it; None when the headers promise nothing."""
+    if has_next:
+        return per_page
+    if total is None:
+        return None
+    return max(0, min(per_page, total - (page - 1) * per_page))
+
+
+def _header_int(headers: Any, name: str) -> int | None:
+    value = (headers.get(name) or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def gitlab_page_shortfall(response: requests.Response) -> str | None:
+    """What a GitLab list page lacks against its headers (X-Per-Page with X-Next-Page,
+    X-Total-Pages or X-Total under offset pagination, rel="next" under keyset pagination), as an
+    error message naming the URL; None for a complete page or a response that is not one."""
+    per_page = _header_int(response.headers, "X-Per-Page")
+    if response.status_code != 200 or not per_page:
+        return None
+    page = _header_int(response.headers, "X-Page")
+    total_pages = _header_int(response.headers, "X-Total-Pages")
+    has_next = bool(response.headers.get("X-Next-Page")) or (
+        page is not None and total_pages is not None and page < total_pages
+    )
+    if page is None:  # keyset pagination: a Link to the next page promises a full one
+        has_next, page = "next" in response.links, 1
+    promised = promised_items(per_page, page, _header_int(response.headers, "X-Total"), has_next)
+    if promised is None:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, list) or len(body) >= promised:
+        return None
+    return (
+        f"short page: {len(body)} of the {promised} items its headers promise "
+        f"(page {page}, {per_page} a page) from {redact_url(response.url)}"
+    )
+
+
 class PolicySession(requests.Session):
     """A requests session under the shared HTTP policy: every attempt waits for the rate limiter
-    and is counted, times out (`timeout` unless the caller gives one) and is retried by `retry`.
+    and is counted, times out (`timeout` unless the caller gives one) and is retried by `retry`;
+    a GitLab list page short of what its headers promise raises `ShortPage`.
     `last_url` and `last_status` describe the last answer, for error messages."""
 
     def __init__(
@@ -212,12 +262,15 @@ class PolicySession(requests.Session):
             self.last_status = f"HTTP {response.status_code} {response.reason}"
             return response
 
-        return self.retry.call(
+        response = self.retry.call(
             attempt,
             lambda r: (r.status_code, r.headers.get("Retry-After")),
             REQUESTS_TRANSIENT,
             lambda r: r.close(),
         )
+        if request.method == "GET" and (shortfall := gitlab_page_shortfall(response)):
+            raise ShortPage(shortfall, response=response)
+        return response
 
 
 def urllib3_retry(policy: RetryPolicy, counter: RequestCounter) -> urllib3.Retry:

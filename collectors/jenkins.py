@@ -296,34 +296,49 @@ class JenkinsCollector(Collector):
         job: JobInfo,
         cursors: dict[tuple[str, str], str | None],
     ) -> None:
-        """One job's new (and still running) builds; a failure is recorded and the sync goes on."""
+        """One job's new (and still running) builds; a failure (HTTP, database, anything) is
+        recorded and the sync goes on."""
         stream = "deployments" if job.deploy else "builds"
         self.client()
         counter: RequestCounter = self._local.counter
         before = counter.value
         try:
-            cursor = Cursor.parse(cursors.get((stream, job.full_name)))
-            since = cursor.last if job.last >= cursor.last else 0  # a job made anew restarts
-            if job.last <= since and not cursor.running:
-                return
-            done = Cursor(max(since, job.last))
-            batch = Batch()
-            for build in self._builds(job, since, cursor.running):
-                number = build.get("number")
-                if build.get("building") and isinstance(number, int):
-                    done.running.append(number)
-                self._collect(run, dims, job, build, batch)
-                if len(batch.raws) >= BATCH_BUILDS:
-                    run.write(stream, batch)
-                    batch = Batch()
-            made = counter.value - before
-            run.write(
-                stream, batch, after=run.save_cursor(stream, job.full_name, done.dump(), made)
+            run.attempt(
+                stream,
+                job.full_name,
+                f"job {job.full_name}",
+                lambda: self._job_builds(run, dims, job, stream, cursors, before),
+                known=(jenkins.JenkinsException, requests.RequestException),
+                describe=lambda exc: self._error(job, stream, exc),
             )
-        except (jenkins.JenkinsException, requests.RequestException) as exc:
-            run.fail(stream, job.full_name, self._error(job, stream, exc))
         finally:
             run.count(stream, partitions=1, requests=counter.value - before)
+
+    def _job_builds(
+        self,
+        run: SyncRun,
+        dims: Dimensions,
+        job: JobInfo,
+        stream: str,
+        cursors: dict[tuple[str, str], str | None],
+        before: int,
+    ) -> None:
+        cursor = Cursor.parse(cursors.get((stream, job.full_name)))
+        since = cursor.last if job.last >= cursor.last else 0  # a job made anew restarts
+        if job.last <= since and not cursor.running:
+            return
+        done = Cursor(max(since, job.last))
+        batch = Batch()
+        for build in self._builds(job, since, cursor.running):
+            number = build.get("number")
+            if build.get("building") and isinstance(number, int):
+                done.running.append(number)
+            self._collect(run, dims, job, build, batch)
+            if len(batch.raws) >= BATCH_BUILDS:
+                run.write(stream, batch)
+                batch = Batch()
+        made = self._local.counter.value - before
+        run.write(stream, batch, after=run.save_cursor(stream, job.full_name, done.dump(), made))
 
     def _error(self, job: JobInfo, stream: str, exc: Exception) -> str:
         return (

@@ -31,6 +31,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
 from typing import Any
 
 import kubernetes
@@ -207,7 +208,13 @@ class KubernetesCollector(Collector):
         )
         with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
             futures = [
-                pool.submit(self.sync_namespace, run, ns, services, environments.get(ns))
+                pool.submit(
+                    run.attempt,  # a database error or a bug fails the namespace, not the sync
+                    STREAM,
+                    ns,
+                    f"namespace {ns} of cluster {self.cluster}",
+                    partial(self.sync_namespace, run, ns, services, environments.get(ns)),
+                )
                 for ns in targets
             ]
             for future in as_completed(futures):

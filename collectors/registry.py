@@ -47,7 +47,14 @@ from rich.progress import Progress
 from sqlalchemy import Engine, bindparam, select, update
 
 from cdmetrics.settings import RegistrySource, Settings
-from collectors.http import PolicyTransport, RateLimiter, RequestCounter, RetryPolicy, redact_url
+from collectors.http import (
+    PolicyTransport,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+    promised_items,
+    redact_url,
+)
 from collectors.sync import Collector, SyncRun
 from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
@@ -294,12 +301,30 @@ class RegistryCollector(Collector):
         """Every page of a listing, following `Link: <...>; rel="next"` (relative or absolute)."""
         response = self.request("GET", url, params=params)
         while True:
+            self.check_page(response)
             yield response
             link = response.links.get("next", {}).get("url")
             if not link:
                 return
             # no `params` here: httpx would replace the link's query with them
             response = self.request("GET", urljoin(str(response.request.url), link))
+
+    def check_page(self, response: httpx.Response) -> None:
+        """Raise `RegistryError` for a Harbor list page short of what its X-Total-Count promises
+        (a full `page_size` page when a next one follows): its missing items would be lost."""
+        total = response.headers.get("X-Total-Count", "")
+        query = response.request.url.params
+        if not total.isdigit() or not query.get("page_size", "").isdigit():
+            return
+        page = int(query["page"]) if query.get("page", "").isdigit() else 1
+        size, has_next = int(query["page_size"]), "next" in response.links
+        promised = promised_items(size, page, int(total), has_next)
+        body = response.json() if promised else None
+        if isinstance(body, list) and promised is not None and len(body) < promised:
+            raise RegistryError(
+                f"{self.source.name}: short page: {len(body)} of the {promised} items its headers "
+                f"promise (page {page}, {size} a page) from {self.where(response)}"
+            )
 
     def mutable(self, tag: str) -> bool:
         """Tags naming a commit or a version are taken as immutable; others (latest, prod) move."""
@@ -415,6 +440,11 @@ class RegistryCollector(Collector):
                         reader.name(partition),
                         f"{self.source.name}: repository {reader.name(partition)}: {exc}",
                     )
+                except Exception as exc:  # a database error or a bug: this repository fails
+                    failed.add(reader.group(partition))
+                    where = f"repository {reader.name(partition)}"
+                    error = run.unexpected(reader.stream, where, exc)
+                    run.fail(reader.stream, reader.name(partition), error)
                 if self.progress and task is not None:
                     self.progress.advance(task)
         reader.finish(failed)

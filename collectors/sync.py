@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from collectors.http import redact_url
 from warehouse.raw import Raw, store_raw
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # the order tables are written in within a batch (dimensions before facts)
 Rows = dict[type[Base], list[dict[str, Any]]]
+RESUMES = "the next sync resumes from the last saved cursor"
 
 
 class SyncError(Exception):
@@ -166,7 +168,8 @@ class SyncRun:
         return save
 
     def fail(self, stream: str, partition: str, error: str) -> None:
-        """Record a failed partition: logged, counted, kept in sync_state; the sync goes on."""
+        """Record a failed partition: logged, counted, kept in sync_state (when the warehouse
+        takes the write); the sync goes on."""
         log.error("%s: %s", self.summary.name, error)
         with self._stats_lock:
             self.summary.errors.append(error)
@@ -186,12 +189,73 @@ class SyncRun:
                     started_at=self.started_at,
                     finished_at=datetime.now(UTC),
                 )
+        except SQLAlchemyError as exc:  # the summary has the error; sync_state cannot have it
+            log.warning("%s: cannot record the failure in sync_state: %s", self.summary.name, exc)
         finally:
             if lock:
                 lock.release()
 
+    def attempt(
+        self,
+        stream: str,
+        partition: str,
+        where: str,
+        work: Callable[[], None],
+        known: tuple[type[Exception], ...] = (),
+        describe: Callable[[Exception], str] | None = None,
+    ) -> bool:
+        """Run `work`, one stream of one partition; returns True when it completed. An exception
+        of `known` (the source's HTTP errors) fails the partition with `describe(exc)`; a database
+        error or any other exception fails it with `unexpected`'s message. Either way the other
+        streams and partitions go on, and the run's summary lists the failure."""
+        try:
+            work()
+        except known as exc:
+            error = describe(exc) if describe else self.unexpected(stream, where, exc)
+            self.fail(stream, partition, error)
+        except Exception as exc:  # anything else: the partition fails, not the run
+            self.fail(stream, partition, self.unexpected(stream, where, exc))
+        else:
+            return True
+        return False
 
-def timed(summary: SourceSummary, work: Callable[[], None]) -> SourceSummary:
+    def unexpected(self, stream: str, where: str, exc: Exception) -> str:
+        """The failure message for a database error or an exception the collector did not expect,
+        naming the source, `where` (the partition: "project a/b", "job x") and the stream; the
+        traceback goes to the debug log."""
+        log.debug("%s: %s: %s failed", self.summary.name, where, stream, exc_info=exc)
+        head = f"{self.summary.name}: {where}: {stream}"
+        if isinstance(exc, SQLAlchemyError):
+            return (
+                f"{head}: database error: {describe_database_error(exc)}; check the warehouse "
+                f"(reachable, writable, migrated: cdmetrics db upgrade); {RESUMES}"
+            )
+        return (
+            f"{head}: unexpected {type(exc).__name__}: {str(exc)[:300]}; {RESUMES}; run with -vv "
+            "for the traceback and report it"
+        )
+
+    def contain(self, work: Callable[[], None]) -> None:
+        """Run a whole source's `work`; an exception escaping it (a partition's errors are caught
+        by `attempt`, so: discovery's database writes, a bug) ends this source's run as an error
+        in its summary instead of ending the whole `cdmetrics sync`."""
+        try:
+            work()
+        except Exception as exc:  # the source fails, not the run
+            error = self.unexpected("sync", "the source", exc)
+            log.error("%s", error)
+            self.summary.errors.append(error)
+
+
+def describe_database_error(exc: SQLAlchemyError) -> str:
+    """A one-line description of a database error: the driver's message (first line) for a
+    DBAPI error, without the statement and its parameters."""
+    inner: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+
+
+def timed(summary: SourceSummary, work: Callable[[], object]) -> SourceSummary:
     """Run `work`, recording its wall time in the summary."""
     start = time.perf_counter()
     try:
@@ -220,7 +284,7 @@ class Collector:
                 conn, self.source.name, self.kind, redact_url(self.source.url or "") or None
             )
         run = SyncRun(self.engine, source_id, summary)
-        timed(summary, lambda: self._sync(run))
+        timed(summary, lambda: run.contain(lambda: self._sync(run)))
         summary.requests = self.requests_made()
         return summary
 

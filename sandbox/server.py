@@ -174,8 +174,9 @@ class FaultRule:
 
     Of the matching requests, the first `after` pass; then every `every`-th one fires, at most
     `times` times. `kind`: "500", "502", "503", "drop" (the connection closes mid-body), "delay"
-    (sleep `seconds`, then answer normally) or "429" (Too Many Requests with `Retry-After: seconds`,
-    as an HTTP date `seconds` from now when `http_date`, RFC 9110 §10.2.3).
+    (sleep `seconds`, then answer normally), "429" (Too Many Requests with `Retry-After: seconds`,
+    as an HTTP date `seconds` from now when `http_date`, RFC 9110 §10.2.3) or "short" (a list
+    page answered with its last `items` items left out and its pagination headers unchanged).
     """
 
     path: str
@@ -186,11 +187,12 @@ class FaultRule:
     seconds: float = 0.0
     method: str | None = None
     http_date: bool = False
+    items: int = 1
     matched: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("429", "500", "502", "503", "drop", "delay"):
+        if self.kind not in ("429", "500", "502", "503", "drop", "delay", "short"):
             raise ValueError(f"unknown fault kind {self.kind!r}")
         self._rx = re.compile(self.path)
 
@@ -199,6 +201,12 @@ class FaultRule:
         if not self.http_date:
             return str(math.ceil(self.seconds))
         return format_datetime(datetime.now(UTC) + timedelta(seconds=self.seconds), usegmt=True)
+
+    def shorten(self, response: Response) -> Response:
+        """A "short" answer: a list body without its last `items` items, headers as they were."""
+        if isinstance(response.body, list) and response.status == 200:
+            response.body = response.body[: max(0, len(response.body) - self.items)]
+        return response
 
     def _fires(self, method: str, path: str) -> bool | None:
         """None when the request does not match; else whether the rule fires (and count it)."""
@@ -406,6 +414,7 @@ class SimulatorApp:
                 with self.stats._lock:
                     self.stats.rate_limited += 1
                 return _error(429, {"Retry-After": str(wait)})
+            failure = None
             if self.faults.rules:
                 delay, failure = self.faults.check(request.method, request.path)
                 if delay:
@@ -414,13 +423,14 @@ class SimulatorApp:
                     return _DROP
                 if failure is not None and failure.kind == "429":
                     return _error(429, {"Retry-After": failure.retry_after()})
-                if failure is not None:
+                if failure is not None and failure.kind != "short":
                     return _error(int(failure.kind))
             if found is None:
                 allowed = self.router.allowed(request.raw_path)
                 return _error(405, {"Allow": ", ".join(allowed)}) if allowed else _error(404)
             result = found[0].handler(request)
-            return result if isinstance(result, Response) else Response(result)
+            response = result if isinstance(result, Response) else Response(result)
+            return failure.shorten(response) if failure is not None else response
         except HTTPError as exc:
             return Response({"message": exc.message}, exc.status, exc.headers)
         except Exception:

@@ -89,3 +89,28 @@ def engine(empty_engine: Engine) -> Engine:
     """A warehouse at the head migration, on SQLite and on PostgreSQL."""
     upgrade(empty_engine)
     return empty_engine
+
+
+@pytest.fixture
+def twin_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
+    """A second warehouse at head on the same kind of database as `engine` (a reference to
+    compare it with)."""
+    if engine.dialect.name == "sqlite":
+        twin = make_engine(f"sqlite:///{tmp_path / 'twin.db'}")
+        upgrade(twin)
+        yield twin
+        twin.dispose()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(postgres_url())
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    twin = pg_engine(postgres_url(), schema)
+    try:
+        upgrade(twin)
+        yield twin
+    finally:
+        twin.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -208,6 +208,39 @@ def test_small_pages_give_the_same_warehouse(sandbox: Sandbox, engine: Engine, k
         assert any("last=" in t for t in logs if "_catalog" in t)
 
 
+def test_a_short_harbor_page_fails_its_repository_and_a_resume_recovers(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    assert sandbox.harbor_app is not None
+    rule = FaultRule(path="/artifacts$", kind="short", after=1, times=1)
+    sandbox.harbor_app.faults.add(rule)
+    broken = sync(sandbox, engine, "harbor", per_page=3)
+    assert rule.fired == 1 and not broken.ok
+    [error] = broken.errors
+    assert "short page: " in error and " items its headers promise (page " in error
+    assert f"{sandbox.harbor_url}/api/v2.0/projects/acme/repositories/" in error
+    sandbox.harbor_app.faults.clear()
+    assert sync(sandbox, engine, "harbor", per_page=3).ok
+    assert tags(engine) == truth.expected_tags(sandbox.org)
+    assert images(engine) == truth.expected_images(sandbox.org)
+
+
+def test_a_database_error_fails_its_repositories_and_a_resume_recovers(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    from tests.test_stream_errors import REJECTED, rejecting_inserts
+
+    with rejecting_inserts(engine, "image"):
+        broken = sync(sandbox, engine, "oci")
+    assert not broken.ok and broken.errors
+    for error in broken.errors:
+        assert error.startswith("oci-registry: repository acme/")
+        assert ": tags: database error: " in error and REJECTED in error
+    assert sync(sandbox, engine, "oci").ok
+    assert {t[:3] for t in tags(engine)} == truth.current(sandbox.org)
+    assert set(images(engine)) == set(truth.expected_images(sandbox.org))
+
+
 @pytest.mark.parametrize("kind", ["harbor", "oci"])
 def test_rate_limits_and_faults_are_retried(sandbox: Sandbox, engine: Engine, kind: str) -> None:
     app = sandbox.harbor_app if kind == "harbor" else sandbox.oci_app

@@ -13,6 +13,7 @@ import gitlab
 import pytest
 import requests
 
+from collectors.http import gitlab_page_shortfall
 from sandbox.server import (
     FaultRule,
     HTTPError,
@@ -349,6 +350,39 @@ def test_keyset_last_page_has_no_link(
 
 
 # --- faults and rate limits -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "detected"),
+    [
+        ("things?per_page=7&page=2", True),  # another page follows: a full one is promised
+        ("things?per_page=7&page=8", True),  # the last page: what X-Total leaves (1 item)
+        ("things?per_page=7&page=2&count_limit=20", True),  # X-Next-Page without totals
+        (
+            "things?per_page=7&page=8&count_limit=20",
+            False,
+        ),  # no totals: the last page promises nothing
+        ("keyset?pagination=keyset&sort=asc&per_page=7", True),  # rel="next": a full page
+        ("keyset?pagination=keyset&sort=asc&id_after=45", False),  # the last keyset page
+    ],
+)
+def test_short_pages_keep_their_headers_and_are_detected(
+    sim: tuple[SimulatorApp, str], session: requests.Session, target: str, detected: bool
+) -> None:
+    app, url = sim
+    whole = session.get(f"{url}/api/v4/{target}")
+    app.faults.add(FaultRule(path="/things|/keyset", kind="short", times=1))
+    cut = session.get(f"{url}/api/v4/{target}")
+    assert cut.json() == whole.json()[:-1]
+
+    def pagination(r: requests.Response) -> dict[str, str]:
+        return {k: v for k, v in r.headers.items() if k.startswith("X-") or k == "Link"}
+
+    assert pagination(cut) == pagination(whole)
+    assert gitlab_page_shortfall(whole) is None
+    shortfall = gitlab_page_shortfall(cut)
+    assert (shortfall is not None) == detected
+    assert shortfall is None or shortfall.endswith(f"from {url}/api/v4/{target}")
 
 
 def test_500_twice_then_success_is_retried_by_python_gitlab(
