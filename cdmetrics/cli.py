@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics import drift as drift_analytics
 from analytics import gate as gate_analytics
@@ -76,11 +77,12 @@ def _globals(ctx: typer.Context) -> Globals:
 
 
 def _open(settings: Settings) -> Engine:
-    """Open the warehouse at head, turning connection failures into a clear error."""
+    """The warehouse at head with the configured timeouts; raises CannotDecide, naming the URL,
+    when the database cannot be reached or read (unreachable, timed out, not a database)."""
     url = normalise_url(settings.warehouse.url)
     try:
-        return open_warehouse(url)
-    except OperationalError as exc:
+        return open_warehouse(url, **settings.warehouse.timeouts())
+    except DBAPIError as exc:
         raise CannotDecide(
             f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}; check [warehouse] url and that the "
@@ -142,7 +144,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     url = normalise_url(settings.warehouse.url)
     from warehouse.engine import make_engine
 
-    engine = make_engine(url)
+    engine = make_engine(url, **settings.warehouse.timeouts())
     try:
         before, after = upgrade(engine)
     except OperationalError as exc:
@@ -285,16 +287,66 @@ def gate(
     to: str = typer.Option(..., "--to", help="Target environment (canonical name)."),
     ref: str | None = typer.Option(None, help="Git ref being released (checks non-release-ref)."),
     output_format: str = typer.Option("text", "--format", help="text, json or junit."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the decision to this file instead of stdout."
+    ),
     fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
 ) -> None:
-    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide."""
+    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide.
+
+    Every failure (unknown service, unreadable config, unreachable or locked warehouse, ...) is
+    "cannot decide": the decision `error` is still written, and `--fail-open` turns it into exit 0.
+    """
     if output_format not in ("text", "json", "junit"):
         raise typer.BadParameter("use text, json or junit", param_hint="--format")
-    settings = _globals(ctx).settings()
     try:
-        engine = _open(settings)
+        decision = _decide(_globals(ctx), service, image, to, ref)
+    except Exception as exc:
+        log.debug("gate cannot decide", exc_info=exc)
+        message = cannot_decide_message(exc)
+        decision = gate_analytics.error_decision(service, image, to, message).as_json()
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    try:
+        _write_gate(decision, output_format, output, ref is not None)
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] cannot write {output}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    if decision["decision"] == "error":
+        if fail_open:
+            err.print("gate cannot decide; allowing because of --fail-open (exit 0)")
+            raise typer.Exit(0)
+        raise typer.Exit(2)
+    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
+
+
+KNOWN_FAILURES = (
+    CannotDecide,
+    gate_analytics.CannotDecide,
+    ConfigError,
+    WarehouseURLError,
+    NewerWarehouseError,
+)
+
+
+def cannot_decide_message(exc: BaseException) -> str:
+    """What to tell the user about `exc`: its own text for the failures cdmetrics names, the
+    database's first line for a database error, else the exception's type and first line."""
+    if isinstance(exc, KNOWN_FAILURES):
+        return str(exc)
+    if isinstance(exc, DBAPIError):
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig)
+        return f"the warehouse failed: {first}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected error {type(exc).__name__}: {first}".rstrip(": ")
+
+
+def _decide(g: Globals, service: str, image: str, to: str, ref: str | None) -> dict[str, Any]:
+    """The gate decision as JSON; raises whatever keeps it from deciding."""
+    settings = g.settings()
+    engine = _open(settings)
+    try:
         with engine.connect() as conn:
-            decision = gate_analytics.evaluate(
+            return gate_analytics.evaluate(
                 conn,
                 service,
                 image,
@@ -303,22 +355,18 @@ def gate(
                 ref=ref,
                 policy=gate_analytics.GatePolicy.from_settings(settings.policies),
             ).as_json()
-    except (CannotDecide, gate_analytics.CannotDecide) as exc:
-        decision = {
-            "decision": "error",
-            "service": service,
-            "image": image,
-            "digest": None,
-            "environment": to,
-            "reasons": [{"policy": "gate", "severity": "error", "message": str(exc)}],
-        }
-        render_gate(decision, output_format, out, ref is not None)
-        if fail_open:
-            err.print("gate cannot decide; allowing because of --fail-open")
-            raise typer.Exit(0) from None
-        raise typer.Exit(2) from None
-    render_gate(decision, output_format, out, ref is not None)
-    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
+    finally:
+        engine.dispose()
+
+
+def _write_gate(decision: dict[str, Any], output_format: str, path: Path | None, ref: bool) -> None:
+    """Render the decision to stdout, or to `path` when given (its folder is created)."""
+    if path is None:
+        render_gate(decision, output_format, out, ref)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as file:
+        render_gate(decision, output_format, Console(file=file, width=200), ref)
 
 
 @policy_app.command("scan")
