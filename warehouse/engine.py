@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 120.0
 LOCK_TIMEOUT_S = 10.0
+SQLITE_LONGEST_BUSY_MS = 2**31 - 1  # "no limit" for SQLite's busy timeout (24 days)
 
 
 class WarehouseURLError(ValueError):
@@ -80,9 +81,11 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        args = {"timeout": lock_timeout_s, **kwargs.pop("connect_args", {})}
+        # SQLite's busy timeout 0 means "never wait", ours "no limit"
+        busy_ms = round(lock_timeout_s * 1000) or SQLITE_LONGEST_BUSY_MS
+        args = {"timeout": busy_ms / 1000, **kwargs.pop("connect_args", {})}
         engine = create_engine(parsed, connect_args=args, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas(round(lock_timeout_s * 1000)))
+        event.listen(engine, "connect", _sqlite_pragmas(busy_ms))
         return engine
     parsed, args = _postgres_connect_args(
         parsed,
