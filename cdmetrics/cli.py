@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -23,15 +22,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics import drift as drift_analytics
-from analytics import gate as gate_analytics
 from analytics import policies as policy_analytics
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
 from analytics.scope import Scope
+from cdmetrics.cli_gate import CannotDecide
+from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
 from cdmetrics.cli_service import register as register_service_commands
-from cdmetrics.render import render_drift, render_gate, render_metrics, render_violations
+from cdmetrics.render import render_drift, render_metrics, render_violations
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
@@ -53,14 +53,11 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
 register_service_commands(app)
 register_report_commands(app)
+register_gate_command(app)
 
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("cdmetrics")
-
-
-class CannotDecide(Exception):
-    """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
 
 
 @dataclass
@@ -70,6 +67,10 @@ class Globals:
 
     def settings(self) -> Settings:
         return load_settings(self.config, self.warehouse)
+
+    def open(self, settings: Settings) -> Engine:
+        """The warehouse of `settings` at head; raises CannotDecide when it cannot be opened."""
+        return _open(settings)
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -277,96 +278,6 @@ def drift_command(
             conn, settings.environments.promotion_path, services=service or None
         )
     render_drift(drift_analytics.as_json(rows), output_format, out)
-
-
-@app.command()
-def gate(
-    ctx: typer.Context,
-    service: str = typer.Option(..., help="The service being promoted."),
-    image: str = typer.Option(..., help="Image reference: repo@sha256:... (best) or repo:tag."),
-    to: str = typer.Option(..., "--to", help="Target environment (canonical name)."),
-    ref: str | None = typer.Option(None, help="Git ref being released (checks non-release-ref)."),
-    output_format: str = typer.Option("text", "--format", help="text, json or junit."),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Write the decision to this file instead of stdout."
-    ),
-    fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
-) -> None:
-    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide.
-
-    Every failure (unknown service, unreadable config, unreachable or locked warehouse, ...) is
-    "cannot decide": the decision `error` is still written, and `--fail-open` turns it into exit 0.
-    """
-    if output_format not in ("text", "json", "junit"):
-        raise typer.BadParameter("use text, json or junit", param_hint="--format")
-    try:
-        decision = _decide(_globals(ctx), service, image, to, ref)
-    except Exception as exc:
-        log.debug("gate cannot decide", exc_info=exc)
-        message = cannot_decide_message(exc)
-        decision = gate_analytics.error_decision(service, image, to, message).as_json()
-        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    try:
-        _write_gate(decision, output_format, output, ref is not None)
-    except OSError as exc:
-        err.print(f"[bold red]error:[/] cannot write {output}: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
-    if decision["decision"] == "error":
-        if fail_open:
-            err.print("gate cannot decide; allowing because of --fail-open (exit 0)")
-            raise typer.Exit(0)
-        raise typer.Exit(2)
-    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
-
-
-KNOWN_FAILURES = (
-    CannotDecide,
-    gate_analytics.CannotDecide,
-    ConfigError,
-    WarehouseURLError,
-    NewerWarehouseError,
-)
-
-
-def cannot_decide_message(exc: BaseException) -> str:
-    """What to tell the user about `exc`: its own text for the failures cdmetrics names, the
-    database's first line for a database error, else the exception's type and first line."""
-    if isinstance(exc, KNOWN_FAILURES):
-        return str(exc)
-    if isinstance(exc, DBAPIError):
-        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig)
-        return f"the warehouse failed: {first}"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"unexpected error {type(exc).__name__}: {first}".rstrip(": ")
-
-
-def _decide(g: Globals, service: str, image: str, to: str, ref: str | None) -> dict[str, Any]:
-    """The gate decision as JSON; raises whatever keeps it from deciding."""
-    settings = g.settings()
-    engine = _open(settings)
-    try:
-        with engine.connect() as conn:
-            return gate_analytics.evaluate(
-                conn,
-                service,
-                image,
-                to,
-                settings.environments.promotion_path,
-                ref=ref,
-                policy=gate_analytics.GatePolicy.from_settings(settings.policies),
-            ).as_json()
-    finally:
-        engine.dispose()
-
-
-def _write_gate(decision: dict[str, Any], output_format: str, path: Path | None, ref: bool) -> None:
-    """Render the decision to stdout, or to `path` when given (its folder is created)."""
-    if path is None:
-        render_gate(decision, output_format, out, ref)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as file:
-        render_gate(decision, output_format, Console(file=file, width=200), ref)
 
 
 @policy_app.command("scan")
