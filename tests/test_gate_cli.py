@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,25 @@ def test_a_locked_table_times_out_and_cannot_decide(
             tmp_path, ["--config", str(config)], "lock timeout", extra, 0 if fail_open else 2
         )
     engine.dispose()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["closed", "fail-open"])
+def test_a_database_that_never_answers_cannot_decide(
+    tmp_path: Path, silent_port: int, fail_open: bool
+) -> None:
+    """Without a connect timeout libpq would wait for the server's first word forever."""
+    config = tmp_path / "cdmetrics.toml"
+    url = f"postgresql://gate@127.0.0.1:{silent_port}/none"
+    config.write_text(f'[warehouse]\nurl = "{url}"\nconnect_timeout_s = 2\n', encoding="utf-8")
+    extra = ["--fail-open"] if fail_open else []
+    code = 0 if fail_open else 2
+    assert_cannot_decide(tmp_path, ["--config", str(config)], "timeout expired", extra, code)
