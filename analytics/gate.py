@@ -70,6 +70,13 @@ class CannotDecide(Exception):
     """The gate cannot decide (unknown service or environment): exit 2 unless failing open."""
 
 
+def error_decision(service: str, image: str, environment: str, message: str) -> GateDecision:
+    """The decision `error` (cannot decide) with `message` as its one reason."""
+    return GateDecision(
+        "error", service, image, None, environment, [Reason("gate", "error", message)]
+    )
+
+
 def evaluate(
     conn: Connection,
     service: str,

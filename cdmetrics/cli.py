@@ -19,18 +19,19 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics import drift as drift_analytics
-from analytics import gate as gate_analytics
 from analytics import policies as policy_analytics
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
 from analytics.scope import Scope
+from cdmetrics.cli_gate import CannotDecide
+from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
 from cdmetrics.cli_service import register as register_service_commands
-from cdmetrics.render import render_drift, render_gate, render_metrics, render_violations
+from cdmetrics.render import render_drift, render_metrics, render_violations
 from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
@@ -52,14 +53,11 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
 register_service_commands(app)
 register_report_commands(app)
+register_gate_command(app)
 
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("cdmetrics")
-
-
-class CannotDecide(Exception):
-    """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
 
 
 @dataclass
@@ -70,17 +68,22 @@ class Globals:
     def settings(self) -> Settings:
         return load_settings(self.config, self.warehouse)
 
+    def open(self, settings: Settings) -> Engine:
+        """The warehouse of `settings` at head; raises CannotDecide when it cannot be opened."""
+        return _open(settings)
+
 
 def _globals(ctx: typer.Context) -> Globals:
     return ctx.find_root().obj  # type: ignore[no-any-return]
 
 
 def _open(settings: Settings) -> Engine:
-    """Open the warehouse at head, turning connection failures into a clear error."""
+    """The warehouse at head with the configured timeouts; raises CannotDecide, naming the URL,
+    when the database cannot be reached or read (unreachable, timed out, not a database)."""
     url = normalise_url(settings.warehouse.url)
     try:
-        return open_warehouse(url)
-    except OperationalError as exc:
+        return open_warehouse(url, **settings.warehouse.timeouts())
+    except DBAPIError as exc:
         raise CannotDecide(
             f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}; check [warehouse] url and that the "
@@ -142,7 +145,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     url = normalise_url(settings.warehouse.url)
     from warehouse.engine import make_engine
 
-    engine = make_engine(url)
+    engine = make_engine(url, **settings.warehouse.timeouts())
     try:
         before, after = upgrade(engine)
     except OperationalError as exc:
@@ -275,50 +278,6 @@ def drift_command(
             conn, settings.environments.promotion_path, services=service or None
         )
     render_drift(drift_analytics.as_json(rows), output_format, out)
-
-
-@app.command()
-def gate(
-    ctx: typer.Context,
-    service: str = typer.Option(..., help="The service being promoted."),
-    image: str = typer.Option(..., help="Image reference: repo@sha256:... (best) or repo:tag."),
-    to: str = typer.Option(..., "--to", help="Target environment (canonical name)."),
-    ref: str | None = typer.Option(None, help="Git ref being released (checks non-release-ref)."),
-    output_format: str = typer.Option("text", "--format", help="text, json or junit."),
-    fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
-) -> None:
-    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide."""
-    if output_format not in ("text", "json", "junit"):
-        raise typer.BadParameter("use text, json or junit", param_hint="--format")
-    settings = _globals(ctx).settings()
-    try:
-        engine = _open(settings)
-        with engine.connect() as conn:
-            decision = gate_analytics.evaluate(
-                conn,
-                service,
-                image,
-                to,
-                settings.environments.promotion_path,
-                ref=ref,
-                policy=settings.policies,
-            ).as_json()
-    except (CannotDecide, gate_analytics.CannotDecide) as exc:
-        decision = {
-            "decision": "error",
-            "service": service,
-            "image": image,
-            "digest": None,
-            "environment": to,
-            "reasons": [{"policy": "gate", "severity": "error", "message": str(exc)}],
-        }
-        render_gate(decision, output_format, out, ref is not None)
-        if fail_open:
-            err.print("gate cannot decide; allowing because of --fail-open")
-            raise typer.Exit(0) from None
-        raise typer.Exit(2) from None
-    render_gate(decision, output_format, out, ref is not None)
-    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
 
 
 @policy_app.command("scan")

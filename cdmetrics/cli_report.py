@@ -76,7 +76,7 @@ def weekly(
     webhook = _webhook(post, post_env)
     url = normalise_url(settings.warehouse.url)
     try:
-        engine = open_warehouse(url)
+        engine = open_warehouse(url, **settings.warehouse.timeouts())
     except OperationalError as exc:
         raise _fail(
             f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "

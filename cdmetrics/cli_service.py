@@ -32,7 +32,7 @@ def _open(settings: Settings) -> Engine:
     """The warehouse at head; exit 2 naming the URL when it cannot be opened."""
     url = normalise_url(settings.warehouse.url)
     try:
-        return open_warehouse(url)
+        return open_warehouse(url, **settings.warehouse.timeouts())
     except OperationalError as exc:
         err.print(
             f"[bold red]error:[/] cannot open the warehouse "

@@ -161,10 +161,18 @@ def gate_junit(decision: dict[str, Any], with_ref: bool) -> str:
             f"<testcase classname={quoteattr('gate.' + decision['service'])} name={quoteattr(policy)}>"
             f"{body}</testcase>"
         )
+    errors = [r for r in by_policy.get("gate", []) if decision["decision"] == "error"]
+    cases += [  # cannot decide: one errored testcase, so no report reads as all passed
+        f'<testcase classname={quoteattr("gate." + decision["service"])} name="gate">'
+        f'<error message={quoteattr(r["message"])} type="cannot-decide"/></testcase>'
+        for r in errors
+    ]
     name = quoteattr(f"cdmetrics gate {decision['service']} -> {decision['environment']}")
     return (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={name} tests="{len(policies)}" '
-        f'failures="{failures}" errors="0">' + "".join(cases) + "</testsuite>\n"
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={name} '
+        f'tests="{len(policies) + len(errors)}" failures="{failures}" errors="{len(errors)}">'
+        + "".join(cases)
+        + "</testsuite>\n"
     )
 
 

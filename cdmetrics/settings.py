@@ -27,6 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from warehouse.engine import CONNECT_TIMEOUT_S, LOCK_TIMEOUT_S, STATEMENT_TIMEOUT_S
+
 DEFAULT_CONFIG = Path("cdmetrics.toml")
 ENV_PREFIX = "CDMETRICS_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -80,6 +82,20 @@ class Section(BaseModel):
 class WarehouseSettings(Section):
     url: str = "sqlite:///cdmetrics.db"
     """SQLAlchemy URL of the warehouse: `sqlite:///path.db` or `postgresql+psycopg://user@host/db`."""
+    connect_timeout_s: float = Field(CONNECT_TIMEOUT_S, ge=0)
+    """Seconds to wait for a PostgreSQL connection (libpq counts whole seconds, at least 2); 0: no limit."""
+    statement_timeout_s: float = Field(STATEMENT_TIMEOUT_S, ge=0)
+    """Seconds one PostgreSQL statement may run before the server cancels it; 0: no limit."""
+    lock_timeout_s: float = Field(LOCK_TIMEOUT_S, ge=0)
+    """Seconds to wait for a lock (PostgreSQL `lock_timeout`, SQLite busy timeout); 0: no limit."""
+
+    def timeouts(self) -> dict[str, float]:
+        """The keyword arguments of `warehouse.engine.make_engine` / `open_warehouse` for these."""
+        return {
+            "connect_timeout_s": self.connect_timeout_s,
+            "statement_timeout_s": self.statement_timeout_s,
+            "lock_timeout_s": self.lock_timeout_s,
+        }
 
 
 class SyncSettings(Section):
@@ -455,6 +471,14 @@ def load_settings(path: Path | None = None, warehouse_url: str | None = None) ->
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
+        except OSError as exc:  # a directory, no permission, ...
+            raise ConfigError(
+                f"{path}: cannot be read as a configuration file: {exc.strerror}"
+            ) from None
     elif path != DEFAULT_CONFIG:
         raise ConfigError(f"{path}: no such configuration file (create one with `cdmetrics init`)")
     try:

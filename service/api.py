@@ -4,45 +4,52 @@ and `POST /api/v1/gate` (write scope), with the scope parameters of the CLI.
 Each answers the JSON of its CLI command (`metrics`, `drift`, `policy scan`, `gate` with
 `--format json`; docs/METRICS.md, docs/POLICIES.md), computed by the same analytics, after deriving
 what the events received so far changed. The gate answers 200 with `decision` allow or deny (the
-decision is the answer; a pipeline tests `.decision`), and 404 with `decision: error` when it
-cannot decide (unknown service or environment): callers fail closed unless they choose not to.
+decision is the answer; a pipeline tests `.decision`). When it cannot decide it answers
+`decision: error` with the reason, as `cdmetrics gate` exits 2: 404 unknown service or
+environment, 503 warehouse unavailable or timed out, 500 any other failure. Callers fail closed
+unless they choose not to.
+
+Limits: periods lie within 1970-01-01 .. 2100-01-01, `by=week|month` gives at most MAX_SLICES
+slices (422 naming the limit otherwise), and a read stops when its client disconnects
+(`service.cancel`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, Literal
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 
 from analytics import drift as drift_analytics
 from analytics import gate as gate_analytics
 from analytics.dora import metrics
 from analytics.scope import Scope
+from analytics.stats import months_between, weeks_between
 from service import views
+from service.answers import AUTH, BAD_REQUEST, INVALID, READ_ANSWERS
 from service.auth import require_read, require_write
+from service.cancel import until_disconnect
 from service.state import state_of
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
+log = logging.getLogger(__name__)
 
 
-class Problem(BaseModel):
-    detail: str
-
-
-_INVALID = {"anyOf": [{"$ref": "#/components/schemas/HTTPValidationError"},
-                      {"$ref": "#/components/schemas/Problem"}]}  # fmt: skip
-_AUTH_ANSWERS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or wrong token."},
-    403: {"model": Problem, "description": "The scope's token is not configured on the server."},
-    422: {
-        "description": "A parameter is invalid; `detail` says which.",
-        "content": {"application/json": {"schema": _INVALID}},
-    },
-}
+# Periods must lie within these (UTC) and slice a period into at most MAX_SLICES weeks or months.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_SLICES = 520
+# Dates and timestamps are strings the service parses (naive ones in the configured zone).
+DATE_TIME = WithJsonSchema({"type": "string", "format": "date-time"})
 
 
 class MetricsAnswer(BaseModel):
@@ -106,17 +113,32 @@ class GateDecision(BaseModel):
     reasons: list[GateReason]
 
 
+def parse_moment(value: str, name: str, tz: ZoneInfo) -> datetime:
+    """A date or ISO timestamp (naive: in `tz`); raises HTTPException 422 when it is not one or
+    lies outside [EARLIEST, LATEST]."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}: {value!r} is not a date or ISO timestamp") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    try:
+        inside = EARLIEST <= parsed <= LATEST
+    except OverflowError:  # a zone offset that moves the moment out of datetime's range
+        inside = False
+    if not inside:
+        raise HTTPException(
+            422, f"{name}: {value} is outside {EARLIEST.date()} .. {LATEST.date()} (UTC)"
+        )
+    return parsed
+
+
 def parse_period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
     """[since, until) from dates or ISO timestamps (naive ones in `zone`); until defaults to
     tomorrow 00:00, since to 90 days before until, as in the CLI."""
     tz = ZoneInfo(zone)
 
     def parse(value: str, name: str) -> datetime:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise HTTPException(422, f"{name}: {value!r} is not a date or ISO timestamp") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+        return parse_moment(value, name, tz)
 
     end = (
         parse(until, "until")
@@ -126,22 +148,41 @@ def parse_period(since: str | None, until: str | None, zone: str) -> tuple[datet
     return (parse(since, "since") if since else end - timedelta(days=90)), end
 
 
+def check_slices(scope: Scope, by: str | None) -> None:
+    """Raise HTTPException 422 when slicing `scope` by week or month gives over MAX_SLICES."""
+    between = {"week": weeks_between, "month": months_between}.get(by or "")
+    if between is None:
+        return
+    slices = len(between(scope.since, scope.until, scope.zone))  # cheap: the period is bounded
+    if slices > MAX_SLICES:
+        raise HTTPException(
+            422,
+            f"by={by}: {slices} slices, over the limit of {MAX_SLICES}; shorten the period",
+        )
+
+
 @router.get(
     "/metrics",
     dependencies=[Depends(require_read)],
-    responses={200: {"model": MetricsAnswer}, **_AUTH_ANSWERS},
+    responses={200: {"model": MetricsAnswer}, **READ_ANSWERS},
     summary="Delivery metrics over a scope (as `cdmetrics metrics --format json`)",
 )
-def get_metrics(
+async def get_metrics(
     request: Request,
-    since: str | None = Query(
-        None, description="Start: date or ISO timestamp (default: until - 90d)."
-    ),
-    until: str | None = Query(None, description="End, exclusive (default: tomorrow 00:00)."),
+    since: Annotated[
+        str | None,
+        Query(description="Start: date or ISO timestamp (default: until - 90d)."),
+        DATE_TIME,
+    ] = None,
+    until: Annotated[
+        str | None, Query(description="End, exclusive (default: tomorrow 00:00)."), DATE_TIME
+    ] = None,
     team: list[str] = Query([], description="Only these teams (repeatable)."),
     service: list[str] = Query([], description="Only these services (repeatable)."),
     env: str | None = Query(None, description="Canonical environment (default: production tier)."),
-    by: Literal["week", "month", "team", "service"] | None = Query(None, description="Slice."),
+    by: Literal["week", "month", "team", "service"] | None = Query(
+        None, description=f"Slice (week and month: at most {MAX_SLICES} slices)."
+    ),
 ) -> JSONResponse:
     state = state_of(request)
     zone = state.settings.sync.timezone
@@ -150,48 +191,58 @@ def get_metrics(
         scope = Scope(start, end, tuple(team), tuple(service), env, zone)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    state.freshness.ensure_fresh()
-    with state.engine.connect() as conn:
-        return JSONResponse(metrics(conn, scope, by=by, rules=state.rules))
+    check_slices(scope, by)
+    await run_in_threadpool(state.freshness.ensure_fresh)
+    figures = await until_disconnect(
+        request, state.engine, lambda conn: metrics(conn, scope, by=by, rules=state.rules)
+    )
+    return JSONResponse(figures)
 
 
 @router.get(
     "/drift",
     dependencies=[Depends(require_read)],
     response_model=list[DriftRow],
-    responses=_AUTH_ANSWERS,
+    responses=READ_ANSWERS,
     summary="Image drift between adjacent environments of the promotion path, now",
 )
-def get_drift(
+async def get_drift(
     request: Request,
     service: list[str] = Query([], description="Only these services (repeatable)."),
 ) -> list[dict[str, Any]]:
     state = state_of(request)
-    state.freshness.ensure_fresh()
+    await run_in_threadpool(state.freshness.ensure_fresh)
     path = state.settings.environments.promotion_path
-    with state.engine.connect() as conn:
-        rows = drift_analytics.drift(conn, path, services=list(service) or None)
-    return drift_analytics.as_json(rows)
+
+    def drift(conn: Connection) -> list[dict[str, Any]]:
+        return drift_analytics.as_json(
+            drift_analytics.drift(conn, path, services=list(service) or None)
+        )
+
+    return await until_disconnect(request, state.engine, drift)
 
 
 @router.get(
     "/violations",
     dependencies=[Depends(require_read)],
     response_model=list[Violation],
-    responses=_AUTH_ANSWERS,
+    responses=READ_ANSWERS,
     summary="Policy violations (unresolved unless include_resolved)",
 )
-def get_violations(
+async def get_violations(
     request: Request,
     service: list[str] = Query([], description="Only these services (repeatable)."),
     policy: list[str] = Query([], description="Only these policies (repeatable)."),
     severity: Literal["error", "warn", "info"] | None = Query(None),
-    since: str | None = Query(None, description="Occurred at or after (date or ISO timestamp)."),
+    since: Annotated[
+        str | None, Query(description="Occurred at or after (date or ISO timestamp)."), DATE_TIME
+    ] = None,
     include_resolved: bool = Query(False),
 ) -> list[dict[str, Any]]:
     state = state_of(request)
     start = parse_period(since, None, state.settings.sync.timezone)[0] if since else None
-    with state.engine.connect() as conn:
+
+    def violations(conn: Connection) -> list[dict[str, Any]]:
         return views.violations(
             conn,
             services=tuple(service),
@@ -201,6 +252,11 @@ def get_violations(
             include_resolved=include_resolved,
         )
 
+    return await until_disconnect(request, state.engine, violations)
+
+
+_GATE_ERROR = "`decision` is error, `reasons[0].message` says why"
+
 
 @router.post(
     "/gate",
@@ -208,10 +264,20 @@ def get_violations(
     response_model=GateDecision,
     responses={
         200: {"description": "Decided: `decision` is allow or deny, with every reason."},
-        **_AUTH_ANSWERS,
+        **BAD_REQUEST,
+        **AUTH,
+        **INVALID,
         404: {
             "model": GateDecision,
-            "description": "Cannot decide (unknown service or environment): `decision` is error.",
+            "description": f"Cannot decide: unknown service or environment ({_GATE_ERROR}).",
+        },
+        500: {
+            "model": GateDecision,
+            "description": f"Cannot decide: unexpected error ({_GATE_ERROR}).",
+        },
+        503: {
+            "model": GateDecision,
+            "description": f"Cannot decide: the warehouse is unavailable or timed out ({_GATE_ERROR}).",
         },
     },
     summary="May this image of this service be promoted to this environment now?",
@@ -219,8 +285,8 @@ def get_violations(
 def post_gate(request: Request, body: GateRequest) -> JSONResponse:
     state = state_of(request)
     settings = state.settings
-    state.freshness.ensure_fresh()
     try:
+        state.freshness.ensure_fresh()
         with state.engine.connect() as conn:
             decision = gate_analytics.evaluate(
                 conn,
@@ -231,18 +297,24 @@ def post_gate(request: Request, body: GateRequest) -> JSONResponse:
                 ref=body.ref,
                 policy=settings.policies,
             ).as_json()
-    except gate_analytics.CannotDecide as exc:
-        reason = GateReason(policy="gate", severity="error", message=str(exc))
-        error = GateDecision(
-            decision="error",
-            service=body.service,
-            image=body.image,
-            digest=None,
-            environment=body.to,
-            reasons=[reason],
-        )
-        return JSONResponse(error.model_dump(), status_code=404)
+    except Exception as exc:  # the gate's contract: any failure is "cannot decide"
+        status, message = _cannot_decide(exc)
+        error = gate_analytics.error_decision(body.service, body.image, body.to, message)
+        return JSONResponse(error.as_json(), status_code=status)
     return JSONResponse(decision)
+
+
+def _cannot_decide(exc: Exception) -> tuple[int, str]:
+    """(HTTP status, message) of a gate that cannot decide because of `exc`: 404 unknown service
+    or environment, 503 the warehouse failed (logged), 500 anything else (logged, by reference)."""
+    if isinstance(exc, gate_analytics.CannotDecide):
+        return 404, str(exc)
+    if isinstance(exc, DBAPIError):
+        log.error("gate: warehouse unavailable: %s", str(exc.orig).strip().splitlines()[:1])
+        return 503, "the warehouse is unavailable or timed out; retry later"
+    reference = uuid.uuid4().hex[:12]
+    log.error("gate failed (reference %s)", reference, exc_info=exc)
+    return 500, f"internal error (reference {reference}; the service log has the details)"
 
 
 __all__ = ["router"]

@@ -6,6 +6,8 @@ Cross-cutting decisions:
   refused before reading, a longer chunked body as soon as it passes the limit (413).
 - No stack trace leaves the process: unexpected errors answer 500 with a request reference and
   are logged with their traceback; an unreachable warehouse answers 503.
+- JSON bodies nested deeper than `ingest.MAX_JSON_DEPTH` answer 422, as does FastAPI's own parser
+  when it hits Python's recursion limit; a read whose client disconnects stops (499, counted).
 - `/healthz` (no credential) says whether the warehouse answers; `/metrics` (read token) is the
   Prometheus exposition; `/openapi.json` and `/docs` describe every endpoint.
 """
@@ -21,15 +23,20 @@ from functools import partial
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import cdmetrics
 from cdmetrics.settings import Settings
 from service import api, ingest
+from service.answers import READ_ANSWERS
 from service.auth import require_read
+from service.cancel import ClientGone
+from service.ingest import TOO_DEEP
 from service.state import ServiceOptions, ServiceState, state_of
 from service.telemetry import CONTENT_TYPE, exposition
 
@@ -143,10 +150,11 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(api.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["operations"],
+                      responses={503: {"description": "The warehouse does not answer."}},
                       summary="Liveness and warehouse reachability (no credential)")  # fmt: skip
     app.add_api_route("/metrics", prometheus, methods=["GET"], tags=["operations"],
                       dependencies=[Depends(require_read)],
-                      responses={200: {"content": {CONTENT_TYPE: {}}}},
+                      responses={200: {"content": {CONTENT_TYPE: {}}}, **READ_ANSWERS},
                       summary="Prometheus exposition: counters and DORA gauges per service and team",
                       response_class=Response)  # fmt: skip
     for scope in state.secrets.refused():
@@ -163,6 +171,18 @@ def _handlers(app: FastAPI, state: ServiceState) -> None:
     async def too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
         state.counters.inc("cdmetrics_requests_refused_total", reason="too_large")
         return _too_large(exc.limit)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> Response:
+        state.counters.inc("cdmetrics_requests_cancelled_total", path=request.url.path)
+        log.info("%s stopped: the client disconnected", request.url.path)
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's body parsing hit the limit
+            return JSONResponse({"detail": TOO_DEEP}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(OperationalError)
     async def unavailable(request: Request, exc: OperationalError) -> JSONResponse:

@@ -22,6 +22,7 @@ from collectors.events import Event, WriteResult
 from collectors.payload import RejectedPayload
 from collectors.webhooks import GITLAB_WEBHOOKS, gitlab_event
 from collectors.webhooks_jenkins import jenkins_event
+from service.answers import BAD_REQUEST, SERVER
 from service.auth import require_gitlab, require_jenkins, require_write
 from service.state import ServiceState, state_of
 from warehouse.schema import Deployment, Image, Incident
@@ -62,6 +63,8 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     403: {"model": Refused, "description": "The scope's secret is not configured on the server."},
     413: {"model": Refused, "description": "The body is over the size limit."},
     422: {"model": Refused, "description": "Malformed event(s): nothing stored."},
+    **BAD_REQUEST,
+    **SERVER,
 }
 
 
@@ -73,13 +76,36 @@ class Malformed(Exception):
         self.detail, self.rejected = detail, rejected
 
 
+MAX_JSON_DEPTH = 64  # no event or webhook comes near; Python's parser overflows near 1,000
+TOO_DEEP = f"the body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def json_depth(document: Any) -> int:
+    """How deeply `document`'s arrays and objects nest (0 for a scalar), counted without
+    recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
 async def json_body(request: Request) -> Any:
-    """The request's JSON (the body size limit is enforced while it is read)."""
+    """The request's JSON (the body size limit is enforced while it is read); raises Malformed
+    when it is not JSON or nests deeper than MAX_JSON_DEPTH."""
     body = await request.body()
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except ValueError as exc:
         raise Malformed(f"the body is not JSON: {exc}", [Rejection(1, None, str(exc))]) from None
+    except RecursionError:  # deeper than Python's parser goes
+        raise Malformed(TOO_DEEP, [Rejection(1, None, TOO_DEEP)]) from None
+    if json_depth(document) > MAX_JSON_DEPTH:
+        raise Malformed(TOO_DEEP, [Rejection(1, None, TOO_DEEP)])
+    return document
 
 
 def _answer(state: ServiceState, endpoint: str, result: dict[str, Any]) -> JSONResponse:

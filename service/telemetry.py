@@ -68,6 +68,7 @@ class Counters:
         "cdmetrics_events_duplicate_total": "Events received again (replays stored once).",
         "cdmetrics_events_rejected_total": "Malformed events refused with 422 (not stored).",
         "cdmetrics_requests_refused_total": "Requests refused (401, 403, 413), by reason.",
+        "cdmetrics_requests_cancelled_total": "Reads stopped because their client disconnected.",
     }
 
     def __init__(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 from schemathesis.core import NOT_SET
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
 import service.ingest
 from analytics.dora import metrics
@@ -149,11 +150,59 @@ def test_metrics_are_the_cli_json_after_deriving_what_arrived(
         ({"since": "2026-04-01", "until": "2026-03-01"}, "empty period"),
         ({"since": "last tuesday"}, "since: 'last tuesday' is not a date"),
         ({"by": "year"}, "Input should be 'week', 'month', 'team' or 'service'"),
+        ({"until": "9999-12-31"}, "until: 9999-12-31 is outside 1970-01-01 .. 2100-01-01"),
+        ({"since": "0001-01-02", "by": "week"}, "since: 0001-01-02 is outside"),
+        ({"since": "2000-01-01", "until": "2020-01-01", "by": "week"}, "over the limit of 520"),
+        ({"since": "1970-01-01", "until": "2099-01-01", "by": "month"}, "1548 slices, over the"),
     ],
 )
 def test_bad_scope_parameters_are_422(story: Running, params: dict[str, str], detail: str) -> None:
     answer = story.client.get("/api/v1/metrics", params=params, headers=READ)
     assert answer.status_code == 422 and detail in json.dumps(answer.json())
+
+
+def test_the_slice_limit_is_520_weeks(story: Running) -> None:
+    """2016-04-11 .. 2026-03-30 is 520 ISO weeks (Mondays both); a week earlier is one too many."""
+    sliced = {"until": "2026-03-30", "by": "week"}
+    most = story.client.get(
+        "/api/v1/metrics", params={**sliced, "since": "2016-04-11"}, headers=READ
+    )
+    over = story.client.get(
+        "/api/v1/metrics", params={**sliced, "since": "2016-04-04"}, headers=READ
+    )
+    assert most.status_code == 200 and most.json()["deployment_frequency"]["deployments"] == 4
+    assert over.status_code == 422
+    assert over.json()["detail"] == "by=week: 521 slices, over the limit of 520; shorten the period"
+
+
+def test_violations_since_outside_the_bounds_is_422(story: Running) -> None:
+    answer = story.client.get("/api/v1/violations", params={"since": "0001-01-02"}, headers=READ)
+    assert answer.status_code == 422 and "outside 1970-01-01" in answer.json()["detail"]
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # past Python's parser (RecursionError)
+DEEPER_THAN_ALLOWED = '{"service": ' + "[" * 65 + "]" * 65 + ', "image": "x", "to": "test"}'
+
+
+@pytest.mark.parametrize(
+    ("path", "credential"),
+    [
+        ("/events/cdevents", WRITE),
+        ("/webhooks/gitlab", GITLAB),
+        ("/webhooks/jenkins", WRITE),
+        ("/api/v1/gate", WRITE),
+    ],
+)
+def test_deeply_nested_json_is_422(engine: Engine, path: str, credential: dict[str, str]) -> None:
+    headers = {**credential, "Content-Type": "application/json"}
+    with running_service(engine) as svc:
+        answers = [
+            svc.client.post(path, content=b, headers=headers) for b in (DEEP, DEEPER_THAN_ALLOWED)
+        ]
+        assert svc.client.get("/healthz").status_code == 200
+    assert [a.status_code for a in answers] == [422, 422]
+    assert "nested deeper than 64 levels" in answers[0].json()["detail"]
+    assert count(engine, RawPayload) == 0
 
 
 def test_drift_now_per_service_and_pair(story: Running) -> None:
@@ -204,6 +253,86 @@ def test_the_gate_decides_with_reasons(story: Running) -> None:
     assert decision["decision"] == "deny" and decision["digest"] == "sha256:" + "c" * 64
     assert "untested-image" in {r["policy"] for r in decision["reasons"]}  # never in staging
     assert unknown.status_code == 404 and unknown.json()["decision"] == "error"
+
+
+# --- long or blocked reads on PostgreSQL ------------------------------------------------------
+
+
+@pytest.fixture
+def story_on_postgres(pg_schema_url: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """(url, schema): the story in a fresh PostgreSQL schema."""
+    url, schema = pg_schema_url
+    engine = engine_on(url, schema)
+    import_events(engine, read_events(STORY))
+    engine.dispose()
+    yield url, schema
+
+
+def engine_on(url: str, schema: str, lock_timeout_s: float = 10) -> Engine:
+    """An engine on `schema` whose connections carry the schema as application name."""
+    args = {"options": f"-csearch_path={schema}", "application_name": schema}
+    return open_warehouse(url, lock_timeout_s=lock_timeout_s, connect_args=args)
+
+
+LOCKED = "lock table service, deployment, deployment_chain in access exclusive mode"
+WAITING = text(
+    "select count(*) from pg_stat_activity where application_name = :name "
+    "and wait_event_type = 'Lock'"
+)
+
+
+def waiting(engine: Engine, name: str) -> int:
+    """How many of the service's statements wait for a lock now (a new transaction each time:
+    PostgreSQL keeps one snapshot of pg_stat_activity per transaction)."""
+    with engine.connect() as conn:
+        return int(conn.execute(WAITING, {"name": name}).scalar_one())
+
+
+def test_the_gate_cannot_decide_behind_a_locked_table(story_on_postgres: tuple[str, str]) -> None:
+    engine = engine_on(*story_on_postgres, lock_timeout_s=1)
+    body = {"service": "myapp", "image": "shop@sha256:" + "c" * 64, "to": "production"}
+    with running_service(engine) as svc, engine.connect() as holder:
+        holder.execute(text(LOCKED))
+        answer = svc.client.post("/api/v1/gate", json=body, headers=WRITE)
+        holder.rollback()
+    engine.dispose()
+    assert answer.status_code == 503
+    assert answer.json()["decision"] == "error" and answer.json()["digest"] is None
+    assert "unavailable or timed out" in answer.json()["reasons"][0]["message"]
+
+
+def test_a_read_stops_when_its_client_disconnects(story_on_postgres: tuple[str, str]) -> None:
+    """The metrics read waits on a lock (no lock timeout); the client gives up after 2 s; the
+    service cancels its statement while the lock is still held, and counts the request."""
+    url, schema = story_on_postgres
+    engine = engine_on(url, schema, lock_timeout_s=0)
+    with (
+        running_service(engine) as svc,
+        engine.connect() as holder,
+        ThreadPoolExecutor(1) as pool,
+        httpx.Client(base_url=svc.url, timeout=2) as impatient,
+    ):
+        holder.execute(text(LOCKED))
+        gone = pool.submit(impatient.get, "/api/v1/metrics", params=MARCH, headers=READ)
+        assert poll(lambda: waiting(engine, schema) == 1), "the read never waited on the lock"
+        with pytest.raises(httpx.ReadTimeout):
+            gone.result()
+        assert poll(lambda: waiting(engine, schema) == 0), "the read waits after its client left"
+        counters = svc.state.counters
+        name, path = "cdmetrics_requests_cancelled_total", "/api/v1/metrics"
+        assert poll(lambda: counters.value(name, path=path) == 1)
+        holder.rollback()
+    engine.dispose()
+
+
+def poll(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether `condition` holds within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # --- Prometheus, health, debounce -------------------------------------------------------------
@@ -271,6 +400,29 @@ def test_the_openapi_spec_describes_every_endpoint(engine: Engine) -> None:
         ("POST", "/api/v1/gate"), ("GET", "/metrics"), ("GET", "/healthz"),
     } <= paths  # fmt: skip
     assert set(spec["components"]["securitySchemes"]) == {"HTTPBearer", "HTTPBasic", "APIKeyHeader"}
+
+
+def test_the_openapi_spec_documents_errors_and_types(engine: Engine) -> None:
+    """Every route with a credential documents 400, 401, 403, 422 (with FastAPI's
+    HTTPValidationError defined) and 503; periods are typed date-time."""
+    with running_service(engine) as svc:
+        spec = svc.client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"HTTPValidationError", "ValidationError", "Problem"} <= set(schemas)
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            needed = {"200", "503"} if path == "/healthz" else {"400", "401", "403", "422", "503"}
+            assert needed <= documented, (method, path, documented)
+    for path, names in (("/api/v1/metrics", {"since", "until"}), ("/api/v1/violations", {"since"})):
+        parameters = spec["paths"][path]["get"]["parameters"]
+        formats = {p["name"]: p["schema"].get("format") for p in parameters if p["name"] in names}
+        assert formats == dict.fromkeys(names, "date-time")
+    gate = spec["paths"]["/api/v1/gate"]["post"]["responses"]
+    assert {"404", "500", "503"} <= set(gate)
+    assert gate["503"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/GateDecision"
+    }
 
 
 @pytest.fixture(scope="module")

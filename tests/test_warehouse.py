@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, inspect, select, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import OperationalError, StatementError
 
+from tests.conftest import postgres_url, require_postgres
 from warehouse.dimensions import ensure_id, ensure_source
+from warehouse.engine import make_engine, normalise_url
 from warehouse.migrate import current_revision, head_revision, upgrade
 from warehouse.raw import Raw, iter_raw, payload_hash, store_raw
 from warehouse.schema import (
@@ -305,3 +309,37 @@ def test_a_new_raw_environment_name_does_not_wait_for_foreign_key_checks(
         names = conn.execute(select(Environment.raw_names).where(Environment.id == env_id))
         assert names.scalar_one() == ["PRO", "prod"]
     engine.dispose()
+
+
+# --- timeouts (issue #22 item 5) --------------------------------------------------------------
+
+
+def test_sqlite_waits_for_a_lock_no_longer_than_the_lock_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    engine = make_engine(f"sqlite:///{path}", lock_timeout_s=0.3)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("create table t (x integer)")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin immediate")  # the write lock
+    try:
+        with pytest.raises(OperationalError, match="database is locked"), engine.begin() as conn:
+            conn.exec_driver_sql("insert into t values (1)")
+    finally:
+        holder.close()
+        engine.dispose()
+
+
+def test_postgres_gets_the_timeouts_besides_the_urls_options() -> None:
+    require_postgres()
+    url = normalise_url(postgres_url()).update_query_dict({"options": "-csearch_path=elsewhere"})
+    engine = make_engine(url, statement_timeout_s=0.5, lock_timeout_s=2, connect_timeout_s=3)
+    try:
+        with engine.connect() as conn:
+            shown = [
+                conn.exec_driver_sql(f"show {n}").scalar() for n in ("search_path", "lock_timeout")
+            ]
+            assert shown == ["elsewhere", "2s"]
+            with pytest.raises(OperationalError, match="statement timeout"):
+                conn.exec_driver_sql("select pg_sleep(5)")
+    finally:
+        engine.dispose()

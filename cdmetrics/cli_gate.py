@@ -1,0 +1,133 @@
+"""CLI command of the promotion gate: `cdmetrics gate`. `register(app)` adds it to the main
+Typer app (cdmetrics/cli.py calls it). The decision is
+`analytics.gate.evaluate`; its output `cdmetrics.render.render_gate`.
+
+The contract (docs/POLICIES.md): exit 0 allow, 1 deny, 2 cannot decide, for *every* failure; the
+requested output is written in all three cases; `--fail-open` turns exactly the third into 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from analytics import gate as gate_analytics
+from cdmetrics.render import render_gate
+from cdmetrics.settings import ConfigError, Settings
+from warehouse.engine import WarehouseURLError
+from warehouse.migrate import NewerWarehouseError
+
+err = Console(stderr=True)
+out = Console()
+log = logging.getLogger("cdmetrics")
+
+
+class CannotDecide(Exception):
+    """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
+
+
+def gate(
+    ctx: typer.Context,
+    service: str = typer.Option(..., help="The service being promoted."),
+    image: str = typer.Option(..., help="Image reference: repo@sha256:... (best) or repo:tag."),
+    to: str = typer.Option(..., "--to", help="Target environment (canonical name)."),
+    ref: str | None = typer.Option(None, help="Git ref being released (checks non-release-ref)."),
+    output_format: str = typer.Option("text", "--format", help="text, json or junit."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write the decision to this file instead of stdout."
+    ),
+    fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
+) -> None:
+    """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide.
+
+    Every failure (unknown service, unreadable config, unreachable or locked warehouse, ...) is
+    "cannot decide": the decision `error` is still written, and `--fail-open` turns it into exit 0.
+    """
+    if output_format not in ("text", "json", "junit"):
+        raise typer.BadParameter("use text, json or junit", param_hint="--format")
+    try:
+        decision = _decide(ctx, service, image, to, ref)
+    except Exception as exc:  # the contract: any failure at all is "cannot decide"
+        log.debug("gate cannot decide", exc_info=exc)
+        message = cannot_decide_message(exc)
+        decision = gate_analytics.error_decision(service, image, to, message).as_json()
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    try:
+        _write_gate(decision, output_format, output, ref is not None)
+    except OSError as exc:
+        err.print(f"[bold red]error:[/] cannot write {output}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    if decision["decision"] == "error":
+        if fail_open:
+            err.print("gate cannot decide; allowing because of --fail-open (exit 0)")
+            raise typer.Exit(0)
+        raise typer.Exit(2)
+    raise typer.Exit(0 if decision["decision"] == "allow" else 1)
+
+
+KNOWN_FAILURES = (
+    CannotDecide,
+    gate_analytics.CannotDecide,
+    ConfigError,
+    WarehouseURLError,
+    NewerWarehouseError,
+)
+
+
+def cannot_decide_message(exc: BaseException) -> str:
+    """What to tell the user about `exc`: its own text for the failures cdmetrics names, the
+    database's first line for a database error, else the exception's type and first line."""
+    if isinstance(exc, KNOWN_FAILURES):
+        return str(exc)
+    if isinstance(exc, DBAPIError):
+        first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig)
+        return f"the warehouse failed: {first}"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"unexpected error {type(exc).__name__}: {first}".rstrip(": ")
+
+
+def _decide(
+    ctx: typer.Context, service: str, image: str, to: str, ref: str | None
+) -> dict[str, Any]:
+    """The gate decision as JSON; raises whatever keeps it from deciding."""
+    g = ctx.find_root().obj  # cdmetrics.cli.Globals
+    settings: Settings = g.settings()
+    engine: Engine = g.open(settings)
+    try:
+        with engine.connect() as conn:
+            return gate_analytics.evaluate(
+                conn,
+                service,
+                image,
+                to,
+                settings.environments.promotion_path,
+                ref=ref,
+                policy=settings.policies,
+            ).as_json()
+    finally:
+        engine.dispose()
+
+
+def _write_gate(decision: dict[str, Any], output_format: str, path: Path | None, ref: bool) -> None:
+    """Render the decision to stdout, or to `path` when given (its folder is created)."""
+    if path is None:
+        render_gate(decision, output_format, out, ref)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as file:
+        render_gate(decision, output_format, Console(file=file, width=200), ref)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `gate` to the main app, whose context object opens the warehouse (`Globals.open`)."""
+    app.command()(gate)
+
+
+__all__ = ["CannotDecide", "cannot_decide_message", "register"]
