@@ -65,7 +65,39 @@ def resolve_images(
     changed = _platforms_to_index(conn) | _observed(conn)
     summary.deployments = len(changed) + _deployment_digests(conn)
     _unchain(conn, changed)
+    _repositories_from_images(conn)
     return summary
+
+
+def _repositories_from_images(conn: Connection) -> None:
+    """A deployment that knows no repository, of a service that has none (a deploy job naming a
+    service no code source knows, with no checkout of its own), gets the repository of the service
+    whose image repository holds its image: that is the code the image was built from."""
+    owner = (
+        select(Service.repo_id)
+        .join(ImageRepository, ImageRepository.service_id == Service.id)
+        .join(Image, Image.repository == ImageRepository.repository)
+        .where(Image.digest == Deployment.image_digest, Service.repo_id.is_not(None))
+        .limit(1)
+        .scalar_subquery()
+    )
+    repo_less = select(Service.id).where(Service.repo_id.is_(None))
+    found = conn.execute(
+        select(Deployment.id, owner.label("repo_id")).where(
+            Deployment.repo_id.is_(None),
+            Deployment.image_digest.is_not(None),
+            Deployment.service_id.in_(repo_less),
+        )
+    ).all()
+    updates = [{"target": d, "repo": repo} for d, repo in found if repo is not None]
+    if updates:
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id == bindparam("target"))
+            .values(repo_id=bindparam("repo")),
+            updates,
+        )
+        _unchain(conn, {u["target"] for u in updates})  # derived without their commits
 
 
 def _platforms_to_index(conn: Connection) -> set[int]:

@@ -279,7 +279,7 @@ def _add_jenkins_services(
         name = f"{team.name}-{JENKINS_WORD}"
         path = f"{ROOT_GROUP}/{team.name}/{name}"
         service = Service(name, team.name, ids.next("project"), path, builder="jenkins")
-        if len(chosen) > 1 and team is chosen[-1]:  # deploy jobs naming a service GitLab lacks
+        if len(chosen) > 1 and team is chosen[0]:  # deploy jobs naming a service GitLab lacks
             service.deploy_name = f"{team.name}-{DEPLOY_ALIAS}"
         team.services.append(name)
         org.services.append(service)

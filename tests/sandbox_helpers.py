@@ -13,7 +13,15 @@ from sandbox.truth import SYNCED_TABLES
 from warehouse.schema import metadata
 
 TOKEN_ENV = "CDM_TEST_GITLAB_TOKEN"
-VOLATILE = {"id", "fetched_at", "first_seen_at", "last_seen_at", "started_at", "finished_at"}
+VOLATILE = {
+    "id",
+    "fetched_at",
+    "changed_at",
+    "first_seen_at",
+    "last_seen_at",
+    "started_at",
+    "finished_at",
+}
 
 
 def sandbox_settings(sandbox: Sandbox, **sync: Any) -> Settings:

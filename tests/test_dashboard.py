@@ -328,7 +328,8 @@ def test_environments_page_shows_what_runs_where_and_a_service(
     assert set(running["service"]) == {r["service"] for r in state}
     assert at.selectbox(key="detail").value == "payments-api"
     current = frame(at, "current")
-    assert list(current["environment"]) == ["test", "staging", "production"]
+    # payments-api also runs in a second production region, placed where production is
+    assert list(current["environment"]) == ["test", "staging", "production", "production-us"]
     pairs = frame(at, "pairs")
     assert list(pairs["downstream"]) == ["staging", "production"]
     assert all("/-/compare/" in u for u in pairs["compare_url"].dropna())
@@ -482,7 +483,9 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
             e["attempts"] for e in m["deployment_failure_rate"]["environments"].values()
         )
         assert m["deployment_failure_rate"]["attempts"] == sum(
-            r["successful"] + r["failed"] for r in per_env if r["environment"] == "production"
+            r["successful"] + r["failed"]
+            for r in per_env
+            if r["environment"] in ("production", "production-us")  # the tier: regions too
         )
         slowest = views.slowest_changes(conn, scope, limit=5)
         assert [round(r["lead_time_hours"], 6) for r in slowest] == sorted(

@@ -163,7 +163,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         return {
             "commits": {
-                tuple(v for k, v in r._mapping.items() if k not in ("id", "repo_id"))
+                tuple(v for k, v in r._mapping.items() if k not in ("id", "repo_id", "changed_at"))
                 for r in conn.execute(select(Commit))
             },
             "parents": stored_graph(engine),
