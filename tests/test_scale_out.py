@@ -257,3 +257,40 @@ def test_leases_busy_taken_over_when_expired_and_done_this_round(engine: Engine)
     finally:
         later.leases.close()
         again.leases.close()
+
+
+def test_a_long_partition_keeps_its_lease_while_its_worker_lives(engine: Engine) -> None:
+    """A partition running for longer than the lease is renewed, never taken over: the second
+    worker waits for it and then skips it as done this round."""
+    with engine.begin() as conn:
+        source = ensure_source(conn, "gitlab", "gitlab", None)
+
+    def run_of(worker_id: str) -> SyncRun:
+        settings = Settings(sync={"lease": "1s", "worker_id": worker_id})
+        return SyncRun(engine, source, SourceSummary("gitlab", "gitlab"), settings.sync)
+
+    first, second = run_of("first"), run_of("second")
+    ran: list[str] = []
+
+    def slow(item: str) -> None:
+        ran.append(f"first {item}")
+        time.sleep(2.5)
+
+    try:
+        long = threading.Thread(
+            target=first.leases.fan_out,
+            args=(["p"], lambda item: (LEASE_STREAM, item), slow, 1),
+            kwargs={"mark": True},
+        )
+        long.start()
+        while not ran:
+            time.sleep(0.01)
+        second.leases.fan_out(
+            ["p"], lambda item: (LEASE_STREAM, item), lambda item: ran.append(f"second {item}"), 1
+        )
+        long.join(10)
+    finally:
+        first.leases.close()
+        second.leases.close()
+    assert ran == ["first p"] and second.leases.skipped == 1
+    assert leases_held(engine) == 0
