@@ -51,6 +51,7 @@ def large_gitlab() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(30)
+        server.stdout.close()
 
 
 def chosen_projects(url: str, step: int) -> list[str]:
@@ -136,7 +137,9 @@ def test_sync_workers_share_the_large_org(large_gitlab: str, tmp_path: Path) -> 
             seconds, summaries = run_workers(cfg, schema, n)
             requests = sum(s["sources"]["gitlab"]["requests"] for s in summaries)
             derived = sum("skipped" not in s["derive"] for s in summaries)
-            counts = table_counts(make_engine(schema.url))
+            engine = make_engine(schema.url)
+            counts = table_counts(engine)
+            engine.dispose()
             baseline = baseline or (seconds, requests, counts)
             assert counts == baseline[2]
             print(
@@ -178,6 +181,8 @@ def killed(
         time.sleep(0.2)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(30)
+    assert doomed.stdout is not None
+    doomed.stdout.close()
     summary = summary_of(survivor)
     seconds = time.perf_counter() - start
     assert table_counts(engine) == baseline[2]
