@@ -130,6 +130,7 @@ def test_two_workers_share_one_sync_and_derive_once(sandbox: Sandbox, schemas: l
     assert all(s.ok for s in summaries.values()) and set(summaries) == {"a", "b"}
     assert snapshot(shared) == snapshot(reference)
     together = sandbox.gitlab_app.stats.requests
+    print(f"requests: one worker {alone}, two workers {together}")
     assert together <= 1.1 * alone, (together, alone)
     projects = len(sandbox.org.services)
     streams = summaries["a"].streams, summaries["b"].streams
