@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from sqlalchemy import Engine
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from analytics import drift as drift_analytics
@@ -84,11 +85,29 @@ def _open(settings: Settings) -> Engine:
     try:
         return open_warehouse(url, **settings.warehouse.timeouts())
     except DBAPIError as exc:
-        raise CannotDecide(
-            f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}; check [warehouse] url and that the "
-            "database is running"
-        ) from None
+        raise _cannot_open(url, exc) from None
+
+
+# what SQLite says when another process writes or migrates the same file at the same moment
+SQLITE_BUSY_WORDS = ("locked", "busy", "already exists")
+
+
+def _cannot_open(url: URL, exc: DBAPIError) -> CannotDecide:
+    """The error for a warehouse that failed to open: a connection problem names the URL; an
+    SQLite file that is busy or was being created by another process at the same moment says so
+    (the URL is fine then)."""
+    reason = str(exc.orig).strip().splitlines()[0]
+    where = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and any(w in reason for w in SQLITE_BUSY_WORDS):
+        return CannotDecide(
+            f"the SQLite warehouse {where} is in use by another cdmetrics process ({reason}); "
+            "SQLite has one writer: run one sync at a time on it, or try again when the other "
+            "process ends (several workers at once need PostgreSQL)"
+        )
+    return CannotDecide(
+        f"cannot open the warehouse {where}: {reason}; check [warehouse] url and that the "
+        "database is running"
+    )
 
 
 @app.callback()
@@ -149,10 +168,7 @@ def db_upgrade(ctx: typer.Context) -> None:
     try:
         before, after = upgrade(engine)
     except OperationalError as exc:
-        raise CannotDecide(
-            f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-        ) from None
+        raise _cannot_open(url, exc) from None
     if before == after:
         out.print(f"warehouse already at head ({after})")
     else:
@@ -199,13 +215,17 @@ def sync(
         )
     check_secrets(settings)
     engine = _open(settings)
-    from collectors.run import run_sync
+    from collectors.run import derive_once, run_sync
 
     summaries = run_sync(settings, engine, sources, full=full, console=err)
     for summary in summaries:
         for error in summary.errors:
             err.print(f"[red]error:[/] {escape(error)}", highlight=False)
-    derived = derive_all(engine, settings, full=full)
+    derived = derive_once(
+        engine, [s.name for s in summaries], lambda: derive_all(engine, settings, full=full), full
+    )
+    if "skipped" in derived:
+        err.print(f"derive skipped: {derived['skipped']}", highlight=False)
     result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived}
     out.print_json(data=result, indent=None)
     if not all(s.ok for s in summaries):

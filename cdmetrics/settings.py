@@ -114,6 +114,24 @@ class SyncSettings(Section):
     max_retry_after_s: float = Field(60.0, ge=0)
     """Longest wait a server's Retry-After may impose, in seconds (seconds or HTTP-date form); a
     longer one is cut to this, so no worker is parked for an hour."""
+    lease: Duration = timedelta(minutes=5)
+    """How long a worker's claim on a partition (a GitLab project, a Jenkins job, a namespace...)
+    lasts; renewed every third of it while the worker lives, so a dead worker's partitions are
+    taken over by another once it runs out."""
+    min_interval: Duration = timedelta(0)
+    """A partition whose last sync finished less than this before this worker started is skipped
+    (besides those another worker finished since this one started); with several workers on one
+    schedule, set it to a little less than the schedule's period (e.g. 10m for every 15 minutes)."""
+    worker_id: str = ""
+    """This worker's name in the partition leases (default: host name and process id); each of
+    several workers sharing one warehouse needs its own."""
+
+    @field_validator("lease")
+    @classmethod
+    def _positive_lease(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("a lease must be longer than 0s; write e.g. 5m")
+        return value
 
     @field_validator("timezone")
     @classmethod

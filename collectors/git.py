@@ -340,13 +340,25 @@ class GitCollector:
         summary = SourceSummary(self.source.name, self.kind)
         with self.engine.begin() as conn:
             source_id = ensure_source(conn, self.source.name, self.kind, self.location)
-        run = SyncRun(self.engine, source_id, summary)
-        where = f"repository {self.location}"
-        timed(
-            summary, lambda: run.attempt("commits", self.location, where, lambda: self._sync(run))
-        )
+        run = SyncRun(self.engine, source_id, summary, self.settings.sync)
+        try:  # one partition: the repository, leased on its cursor's row
+            timed(summary, lambda: self._leased_sync(run))
+        finally:
+            run.leases.close()
         summary.requests = self.git.calls
+        summary.skipped = run.leases.skipped
         return summary
+
+    def _leased_sync(self, run: SyncRun) -> None:
+        """Sync the repository unless another worker holds it or synced it in this round."""
+        run.leases.fan_out(
+            [self.location],
+            partition=lambda loc: ("commits", loc),
+            work=lambda _: run.attempt(
+                "commits", self.location, f"repository {self.location}", lambda: self._sync(run)
+            ),
+            parallelism=1,
+        )
 
     def _sync(self, run: SyncRun) -> None:
         try:

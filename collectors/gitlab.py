@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -39,6 +38,7 @@ from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 BATCH_ITEMS = 200
+LEASE_STREAM = "project"  # the sync_state row a worker claims for all of a project's streams
 MAX_RETRIES = 6
 STREAMS: tuple[streams.GitLabStream, ...] = (
     streams.Commits(),
@@ -139,12 +139,21 @@ class GitLabCollector(Collector):
             if self.progress
             else None
         )
-        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
-            futures = [pool.submit(self.sync_project, run, ctx) for ctx in projects]
-            for future in as_completed(futures):
-                future.result()
-                if self.progress and task is not None:
-                    self.progress.advance(task)
+
+        def advance(_: streams.ProjectContext) -> None:
+            if self.progress and task is not None:
+                self.progress.advance(task)
+
+        # the grain of a lease is the project: its streams share the project's context and one
+        # worker's client, so one claim covers them all (row `project`, partition = project id)
+        run.leases.fan_out(
+            projects,
+            partition=lambda ctx: (LEASE_STREAM, str(ctx.project_id)),
+            work=lambda ctx: self.sync_project(run, ctx),
+            parallelism=self.settings.sync.parallelism,
+            done=advance,
+            mark=True,
+        )
 
     def discover(self, run: SyncRun) -> list[streams.ProjectContext]:
         """The configured projects (groups with subgroups, and explicit ones), registered in the

@@ -37,7 +37,6 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
@@ -234,12 +233,18 @@ class JenkinsCollector(Collector):
             if self.progress
             else None
         )
-        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
-            futures = [pool.submit(self.sync_job, run, dims, job, cursors) for job in jobs]
-            for future in as_completed(futures):
-                future.result()
-                if self.progress and task is not None:
-                    self.progress.advance(task)
+
+        def advance(_: JobInfo) -> None:
+            if self.progress and task is not None:
+                self.progress.advance(task)
+
+        run.leases.fan_out(  # a lease per job, on its cursor's row
+            jobs,
+            partition=lambda job: (_stream_of(job), job.full_name),
+            work=lambda job: self.sync_job(run, dims, job, cursors),
+            parallelism=self.settings.sync.parallelism,
+            done=advance,
+        )
 
     def discover(self, run: SyncRun) -> list[JobInfo]:
         """Every buildable job below the root, folders expanded `FOLDER_DEPTH` levels a request."""
@@ -298,7 +303,7 @@ class JenkinsCollector(Collector):
     ) -> None:
         """One job's new (and still running) builds; a failure (HTTP, database, anything) is
         recorded and the sync goes on."""
-        stream = "deployments" if job.deploy else "builds"
+        stream = _stream_of(job)
         self.client()
         counter: RequestCounter = self._local.counter
         before = counter.value
@@ -443,6 +448,11 @@ class JenkinsCollector(Collector):
             schema_jobs=self.settings.metrics.schema_jobs,
         )
         return {Deployment: [row]}
+
+
+def _stream_of(job: JobInfo) -> str:
+    """The stream (and sync_state row) of a job's builds."""
+    return "deployments" if job.deploy else "builds"
 
 
 def _number(build: dict[str, Any]) -> int:

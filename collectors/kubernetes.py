@@ -30,7 +30,6 @@ import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from typing import Any
 
@@ -206,21 +205,23 @@ class KubernetesCollector(Collector):
             if self.progress
             else None
         )
-        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
-            futures = [
-                pool.submit(
-                    run.attempt,  # a database error or a bug fails the namespace, not the sync
-                    STREAM,
-                    ns,
-                    f"namespace {ns} of cluster {self.cluster}",
-                    partial(self.sync_namespace, run, ns, services, environments.get(ns)),
-                )
-                for ns in targets
-            ]
-            for future in as_completed(futures):
-                future.result()
-                if self.progress and task is not None:
-                    self.progress.advance(task)
+
+        def advance(_: str) -> None:
+            if self.progress and task is not None:
+                self.progress.advance(task)
+
+        run.leases.fan_out(  # a lease per namespace, on its cursor's row
+            targets,
+            partition=lambda ns: (STREAM, ns),
+            work=lambda ns: run.attempt(  # a database error or a bug fails the namespace only
+                STREAM,
+                ns,
+                f"namespace {ns} of cluster {self.cluster}",
+                partial(self.sync_namespace, run, ns, services, environments.get(ns)),
+            ),
+            parallelism=self.settings.sync.parallelism,
+            done=advance,
+        )
         self._adopt(run)
 
     def _adopt(self, run: SyncRun) -> None:

@@ -36,7 +36,6 @@ import os
 import re
 import threading
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -427,26 +426,35 @@ class RegistryCollector(Collector):
             else None
         )
         failed: set[str] = set()
-        with ThreadPoolExecutor(max_workers=self.settings.sync.parallelism) as pool:
-            futures = {pool.submit(reader.sync, p): p for p in partitions}
-            for future in as_completed(futures):
-                partition = futures[future]
-                try:
-                    future.result()
-                except RegistryError as exc:
-                    failed.add(reader.group(partition))
-                    run.fail(
-                        reader.stream,
-                        reader.name(partition),
-                        f"{self.source.name}: repository {reader.name(partition)}: {exc}",
-                    )
-                except Exception as exc:  # a database error or a bug: this repository fails
-                    failed.add(reader.group(partition))
-                    where = f"repository {reader.name(partition)}"
-                    error = run.unexpected(reader.stream, where, exc)
-                    run.fail(reader.stream, reader.name(partition), error)
-                if self.progress and task is not None:
-                    self.progress.advance(task)
+
+        def sync_one(partition: Any) -> None:
+            try:
+                reader.sync(partition)
+            except RegistryError as exc:
+                failed.add(reader.group(partition))
+                run.fail(
+                    reader.stream,
+                    reader.name(partition),
+                    f"{self.source.name}: repository {reader.name(partition)}: {exc}",
+                )
+            except Exception as exc:  # a database error or a bug: this repository fails
+                failed.add(reader.group(partition))
+                where = f"repository {reader.name(partition)}"
+                run.fail(
+                    reader.stream, reader.name(partition), run.unexpected(reader.stream, where, exc)
+                )
+
+        def advance(_: Any) -> None:
+            if self.progress and task is not None:
+                self.progress.advance(task)
+
+        run.leases.fan_out(  # a lease per repository, on its cursor's row
+            partitions,
+            partition=lambda p: (reader.stream, reader.name(p)),
+            work=sync_one,
+            parallelism=self.settings.sync.parallelism,
+            done=advance,
+        )
         reader.finish(failed)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from cdmetrics.settings import Settings
 from collectors.git import GitCollector
@@ -15,6 +17,11 @@ from collectors.jenkins import JenkinsCollector
 from collectors.kubernetes import KubernetesCollector
 from collectors.registry import RegistryCollector
 from collectors.sync import SourceSummary
+from warehouse.locks import DERIVE_LOCK, try_advisory_lock
+from warehouse.schema import Source
+from warehouse.sync_state import derived_after_last_finish, mark_derived
+
+log = logging.getLogger(__name__)
 
 
 def run_sync(
@@ -76,3 +83,32 @@ def run_sync(
                 ).sync()
             )
     return summaries
+
+
+def derive_once(
+    engine: Engine,
+    names: Sequence[str],
+    derive: Callable[[], dict[str, object]],
+    full: bool = False,
+) -> dict[str, object]:
+    """Run `derive` once per sync round of the named sources: only the worker holding the derive
+    lock (a PostgreSQL advisory lock; a file lock next to an SQLite file) derives, and only when
+    a partition finished since the last derive (`full`: always). Returns derive's summary, or
+    `{"skipped": reason}`."""
+    with try_advisory_lock(engine, DERIVE_LOCK) as mine:
+        if not mine:
+            return _skipped("another worker is deriving now")
+        with engine.connect() as conn:
+            ids = list(conn.execute(select(Source.id).where(Source.name.in_(names))).scalars())
+            if not full and derived_after_last_finish(conn, ids):
+                return _skipped("another worker derived after every partition of this round")
+        started = datetime.now(UTC)
+        result = derive()
+        with engine.begin() as conn:
+            mark_derived(conn, ids, started, datetime.now(UTC))
+        return result
+
+
+def _skipped(reason: str) -> dict[str, object]:
+    log.warning("derive skipped: %s", reason)
+    return {"skipped": reason}

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from collectors.http import redact_url
+from collectors.leases import Leases
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base
 from warehouse.sync_state import save_state
@@ -71,6 +72,7 @@ class SourceSummary:
     requests: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    skipped: int = 0  # partitions another worker synced in this round
 
     @property
     def rows(self) -> int:
@@ -93,6 +95,7 @@ class SourceSummary:
             "seconds": round(self.seconds, 3),
             "ok": self.ok,
             "errors": self.errors,
+            "skipped_partitions": self.skipped,
             "streams": {name: vars(s) for name, s in sorted(self.streams.items())},
         }
 
@@ -100,7 +103,9 @@ class SourceSummary:
 class SyncRun:
     """Shared state of one source's sync: the engine, the write lock, counters and start time."""
 
-    def __init__(self, engine: Engine, source_id: int, summary: SourceSummary) -> None:
+    def __init__(
+        self, engine: Engine, source_id: int, summary: SourceSummary, sync_settings: Any = None
+    ) -> None:
         self.engine = engine
         self.source_id = source_id
         self.summary = summary
@@ -109,6 +114,7 @@ class SyncRun:
         self.write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._stats_lock = threading.Lock()
         self.requests_by_stream: Counter[str] = Counter()
+        self.leases = leases_for(self, sync_settings)
 
     def stats(self, stream: str) -> StreamStats:
         with self._stats_lock:
@@ -255,6 +261,14 @@ def describe_database_error(exc: SQLAlchemyError) -> str:
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
 
 
+def leases_for(run: SyncRun, sync_settings: Any) -> Leases:
+    """The run's partition leases, configured from `[sync]` (`lease`, `min_interval`,
+    `worker_id`) when given, else with the defaults."""
+    if sync_settings is None:
+        return Leases(run)
+    return Leases(run, sync_settings.worker_id, sync_settings.lease, sync_settings.min_interval)
+
+
 def timed(summary: SourceSummary, work: Callable[[], object]) -> SourceSummary:
     """Run `work`, recording its wall time in the summary."""
     start = time.perf_counter()
@@ -283,8 +297,13 @@ class Collector:
             source_id = ensure_source(
                 conn, self.source.name, self.kind, redact_url(self.source.url or "") or None
             )
-        run = SyncRun(self.engine, source_id, summary)
-        timed(summary, lambda: run.contain(lambda: self._sync(run)))
+        settings = getattr(self, "settings", None)
+        run = SyncRun(self.engine, source_id, summary, getattr(settings, "sync", None))
+        try:
+            timed(summary, lambda: run.contain(lambda: self._sync(run)))
+        finally:
+            run.leases.close()
+        summary.skipped = run.leases.skipped
         summary.requests = self.requests_made()
         return summary
 

@@ -11,6 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from warehouse.locks import lock_migrations, migration_file_lock
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,20 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     check_known(before)
     target = head_revision() if revision == "head" else revision
     if before != target:
-        log.info("upgrading warehouse from %s to %s", before or "empty", target)
-        with engine.begin() as conn:
+        before = _upgrade_locked(engine, revision, target)
+    return before, target
+
+
+def _upgrade_locked(engine: Engine, revision: str, target: str) -> str | None:
+    """Migrate under a lock, so that workers starting at once never race (the first migrates,
+    the others wait and then find the warehouse at `target`); returns the revision found."""
+    with migration_file_lock(engine), engine.begin() as conn:
+        lock_migrations(conn)
+        before = MigrationContext.configure(conn).get_current_revision()
+        check_known(before)
+        if before != target:
+            log.info("upgrading warehouse from %s to %s", before or "empty", target)
             cfg = alembic_config(engine)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-    return before, target
+    return before

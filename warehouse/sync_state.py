@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, case, func, or_, select, update
 
 from warehouse.schema import SyncState, table_of
 from warehouse.upsert import upsert
 
 STATE = table_of(SyncState)
+DERIVE_STREAM = "derive"  # a source's row recording when derive last ran after its sync
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,43 @@ def release(conn: Connection, source_id: int, stream: str, partition: str, owner
 def save_state_if_missing(conn: Connection, source_id: int, stream: str, partition: str) -> None:
     """Create the partition's row (status `never`) if it does not exist yet."""
     upsert(conn, STATE, [{"source_id": source_id, "stream": stream, "partition": partition}])
+
+
+def derived_after_last_finish(conn: Connection, source_ids: list[int]) -> bool:
+    """True when, for every one of these sources, a derive started after the last finish of any
+    of its partitions (another worker derived this round already); False when any source has a
+    partition finished since its last derive, or was never derived."""
+    if not source_ids:
+        return False
+    is_derive = STATE.c.stream == DERIVE_STREAM
+    rows = conn.execute(
+        select(
+            STATE.c.source_id,
+            func.max(case((is_derive, STATE.c.started_at))),
+            func.max(case((~is_derive, STATE.c.finished_at))),
+        )
+        .where(STATE.c.source_id.in_(source_ids))
+        .group_by(STATE.c.source_id)
+    ).all()
+    derived = {source: (started, finished) for source, started, finished in rows}
+    return all(
+        source in derived
+        and derived[source][0] is not None
+        and (derived[source][1] is None or derived[source][1] <= derived[source][0])
+        for source in source_ids
+    )
+
+
+def mark_derived(
+    conn: Connection, source_ids: list[int], started_at: datetime, finished_at: datetime
+) -> None:
+    """Record a derive that covered these sources' partitions finished before `started_at`."""
+    for source_id in source_ids:
+        save_state(
+            conn,
+            source_id,
+            DERIVE_STREAM,
+            status="ok",
+            started_at=started_at,
+            finished_at=finished_at,
+        )
