@@ -100,7 +100,10 @@ class WarehouseSettings(Section):
 
 class SyncSettings(Section):
     history_days: int = Field(365, gt=0)
-    """How far back a first sync reaches."""
+    """How far back a first sync reaches: GitLab's commits (`since`), merge requests, pipelines,
+    deployments and incidents (`updated_after`) from this many days before the sync; later syncs
+    go on from their cursors. Jenkins has no date filter (its retained builds bound it); registries
+    and clusters are read as they are now, with their own history (tags, rollouts)."""
     timezone: str = "UTC"
     """IANA time zone of days and ISO weeks in metrics and reports."""
     overlap: Duration = timedelta(minutes=10)

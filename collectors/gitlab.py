@@ -306,6 +306,9 @@ class GitLabCollector(Collector):
         since = None
         if stream.cursor_param and state and state.cursor:
             since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
+        elif stream.cursor_param:
+            # a first (or --full) sync reaches back `history_days`, no further
+            since = (run.started_at - timedelta(days=self.settings.sync.history_days)).isoformat()
         newest: datetime | None = None
         batch = Batch()
         for item in stream.items(project, since, self.source.per_page):

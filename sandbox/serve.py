@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,15 @@ class Sandbox:
             if registry is not None:
                 registry.advance(at)
 
+    def history_days(self) -> int:
+        """A `[sync] history_days` that reaches the organisation's first commit from today: a
+        generated history may end long before today (tests fix their `now`)."""
+        first = min(
+            (c.committed_at for s in self.org.services for c in s.commits.values()),
+            default=self.org.start,
+        )
+        return max(1, (datetime.now(UTC) - first).days + 2)
+
     def config(
         self,
         token_env: str = "SANDBOX_GITLAB_TOKEN",
@@ -215,7 +224,7 @@ class Sandbox:
         """A cdmetrics.toml fragment that syncs this sandbox: GitLab, and Jenkins when the names
         of the variables holding its user and API token (the sandbox's token) are given."""
         text = (
-            "[sync]\nrequests_per_second = 0\n\n"
+            f"[sync]\nrequests_per_second = 0\nhistory_days = {self.history_days()}\n\n"
             f'[[sources.gitlab]]\nname = "gitlab"\nurl = "{self.gitlab_url}"\n'
             f'token_env = "{token_env}"\ngroups = ["{self.org.root_group}"]\n'
         )

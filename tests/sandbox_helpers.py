@@ -37,7 +37,7 @@ def sandbox_settings(sandbox: Sandbox, **sync: Any) -> Settings:
                 }
             ]
         },
-        sync={"requests_per_second": 0, **sync},
+        sync={"requests_per_second": 0, "history_days": sandbox.history_days(), **sync},
     )
 
 

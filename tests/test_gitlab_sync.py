@@ -6,10 +6,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from collectors.gitlab import GitLabCollector
 from sandbox import truth
@@ -31,7 +31,15 @@ from tests.sandbox_helpers import (
 )
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Deployment, MergeRequest, Pipeline, RawPayload, Source
+from warehouse.schema import (
+    Commit,
+    CommitParent,
+    Deployment,
+    MergeRequest,
+    Pipeline,
+    RawPayload,
+    Source,
+)
 
 STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
 
@@ -299,3 +307,33 @@ def test_a_password_in_the_source_url_is_masked_in_the_warehouse_and_logs(
         [base_url] = conn.execute(select(Source.base_url)).scalars().all()
     assert base_url == tiny.gitlab_url.replace("://", "://***@")
     assert "pa55w0rd" not in caplog.text + repr(summary.as_json())
+
+
+def test_a_first_sync_reaches_back_history_days_and_no_further(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`[sync] history_days` bounds a first sync through GitLab's date filters (`since`,
+    `updated_after`): nothing older is requested; a later sync goes on from its cursors."""
+    org = tiny.org
+    middle = org.start + (org.now - org.start) / 2  # the first half of the history is out of reach
+    days = (datetime.now(UTC) - middle).days
+    settings = sandbox_settings(tiny, history_days=days)
+    engine = fresh_sqlite(tmp_path, "window.db")
+    started = datetime.now(UTC)
+    assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+    cutoff = started - timedelta(days=days)
+    with engine.connect() as conn:
+        # listed commits (an MR in the window brings its own older commits, without parents)
+        committed = conn.execute(
+            select(func.min(Commit.committed_at)).join(
+                CommitParent,
+                (CommitParent.repo_id == Commit.repo_id) & (CommitParent.sha == Commit.sha),
+            )
+        ).scalar_one()
+        updated = [
+            conn.execute(select(func.min(table.updated_at))).scalar_one()
+            for table in (MergeRequest, Pipeline)
+        ]
+    assert committed >= cutoff - timedelta(minutes=1)
+    assert all(u is not None and u >= cutoff - timedelta(minutes=1) for u in updated)
+    full = truth.counts(tiny.org)
+    window = table_counts(engine)
+    assert 0 < window["commit"] < full["commit"] and 0 < window["pipeline"] < full["pipeline"]

@@ -101,7 +101,9 @@ def synced(
             "kubernetes": [{"name": "k8s", "cluster": "sandbox", "kubeconfig": str(kubeconfig),
                             "context": "sandbox", "namespaces": namespaces}],
         }  # fmt: skip
-        settings = Settings(sources=sources, sync={"requests_per_second": 0})
+        settings = Settings(
+            sources=sources, sync={"requests_per_second": 0, "history_days": sb.history_days()}
+        )
         at = org.start + CLUSTER_SYNCS
         sb.advance(at)
         assert all(s.ok for s in run_sync(settings, engine, console=Console(quiet=True)))

@@ -79,7 +79,8 @@ def settings_for(sandbox: Sandbox, gitlab: bool = False, **sync: Any) -> Setting
                 "groups": ["acme"],
             }
         ]
-    return Settings(sources=sources, sync={"requests_per_second": 0, **sync})
+    sync = {"requests_per_second": 0, "history_days": sandbox.history_days(), **sync}
+    return Settings(sources=sources, sync=sync)
 
 
 def sync(sandbox: Sandbox, engine: Engine, **options: Any):  # type: ignore[no-untyped-def]

@@ -314,7 +314,7 @@ def test_unreachable_and_refusing_registries_are_named_while_gitlab_completes(
                   "groups": [sb.org.root_group]}  # fmt: skip
         s = Settings(
             sources={"gitlab": [gitlab], "registry": registries},
-            sync={"requests_per_second": 0, "timeout_s": 5},
+            sync={"requests_per_second": 0, "timeout_s": 5, "history_days": sb.history_days()},
         )
         summaries = {x.name: x for x in run_sync(s, engine)}
     assert summaries["gitlab"].ok and summaries["gitlab"].rows > 0
