@@ -18,9 +18,11 @@ from sandbox import reference as ref
 from sandbox.generate import generate
 from sandbox.gitlab_payloads import unlisted_commits
 from sandbox.model import Organisation
+from sandbox.regions import regional_service
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule
 from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings
+from tests.sandbox_load import load_org
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
 from warehouse.schema import (
@@ -30,6 +32,7 @@ from warehouse.schema import (
     Deployment,
     DeploymentChain,
     DeploymentChange,
+    Environment,
 )
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -168,3 +171,75 @@ def test_late_commits_and_merge_requests_re_derive_the_deployments_they_affect(
     assert summary.chains > 0
     assert derived(engine) == derived(reference)
     reference.dispose()
+
+
+# -- several production regions; a deploy job naming a service no code source knows ------------
+
+
+@pytest.fixture
+def loaded(engine: Engine) -> tuple[Organisation, Engine]:
+    """The small organisation loaded as GitLab serves it, derived, on SQLite and PostgreSQL."""
+    org = generate(1, "small", NOW)
+    load_org(engine, org)
+    derive(engine)
+    return org, engine
+
+
+def test_a_change_shipped_to_two_production_regions_counts_once(
+    loaded: tuple[Organisation, Engine],
+) -> None:
+    """Deployment frequency counts both regions; lead time counts each change once, at its first
+    production deployment in either; failures follow each region's chain."""
+    org, engine = loaded
+    service = regional_service(org)
+    assert service is not None and "production-us" in service.environments
+    scope = Scope(
+        org.start - timedelta(days=60), org.now + timedelta(days=1), services=(service.name,)
+    )
+    with engine.connect() as conn:
+        figures = metrics(conn, scope)
+        regions = conn.execute(
+            select(Environment.name, Environment.tier, Environment.position).where(
+                Environment.name.in_(("production", "production-us"))
+            )
+        ).all()
+    assert {(n, t, p) for n, t, p in regions} == {
+        ("production", "production", 2),
+        ("production-us", "production", 2),
+    }
+    production = [t for t in ref.production_deployments(org) if t.service == service.name]
+    assert {t.environment for t in production} == {"production", "production-us"}
+    assert figures["deployment_frequency"]["deployments"] == len(production)
+    lead = [t for t in ref.lead_times(org) if t.service == service.name and not t.is_merge]
+    assert figures["lead_time"]["changes"] == len(lead)  # once, not once per region
+    shipped = sum(len(t.changes) for t in production)
+    assert shipped > len(lead)  # the changes did reach production twice
+    failures = {i: f for i, f in ref.change_failures(org).items() if f.failed}
+    mine = [i for i in failures if i in {t.id for t in production}]
+    assert figures["change_failure_rate"]["failed"] == len(mine)
+
+
+def test_a_deploy_job_naming_a_service_no_code_source_knows_keeps_its_merge_requests(
+    loaded: tuple[Organisation, Engine],
+) -> None:
+    """The deployments of `<team>-be` (a service GitLab does not know) carry the GitLab project's
+    merge requests: the MR breakdown reads the deployment's repository, as the changes do."""
+    org, engine = loaded
+    aliased = next(s for s in org.services if s.deploy_name)
+    scope = Scope(
+        org.start - timedelta(days=60), org.now + timedelta(days=1), services=(aliased.deploy_name,)
+    )
+    with engine.connect() as conn:
+        figures = metrics(conn, scope)
+    graph = ref.CommitGraph(aliased)
+    carriers = ref.first_carriers(graph, ref.service_production(aliased, graph))
+    truth = [
+        m
+        for m in ref.merge_requests(org)
+        if m.service == aliased.name and m.deployment_id is not None and not m.baseline
+    ]
+    assert carriers and truth
+    assert figures["lead_time"]["merge_requests"] == len(truth)
+    assert figures["lead_time"]["changes"] == len(
+        [t for t in ref.lead_times(org) if t.service == aliased.name and not t.is_merge]
+    )
