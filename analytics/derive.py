@@ -214,6 +214,10 @@ def _successful() -> Any:
 
 Chain = tuple[int, int, int | None]  # service, environment, repository
 
+# A deployment's repository: its own (a deploy job naming a service no code source knows checks
+# out its code), else its service's. Chains, changes and the MR breakdown all read it.
+DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
+
 
 def _stale_chains(
     conn: Connection, late: dict[Chain, datetime]
@@ -222,7 +226,7 @@ def _stale_chains(
     not derived yet, or touched by late data (`late`). A service without a repository (known only
     from pushed events, e.g. CDEvents) has a chain too: its deployments count, have no changes,
     and are rollbacks by digest."""
-    repo = func.coalesce(Deployment.repo_id, Service.repo_id)
+    repo = DEPLOYMENT_REPO
     rows = conn.execute(
         select(
             Deployment.service_id, Deployment.environment_id, repo, func.min(Deployment.finished_at)
@@ -285,7 +289,7 @@ def late_chains(conn: Connection, since: datetime | None) -> dict[Chain, datetim
                 earliest[repo_id] = min(moment, earliest.get(repo_id, moment))
     if not earliest:
         return {}
-    repo = func.coalesce(Deployment.repo_id, Service.repo_id)
+    repo = DEPLOYMENT_REPO
     chains = conn.execute(
         select(DeploymentChain.service_id, DeploymentChain.environment_id, repo)
         .distinct()

@@ -33,6 +33,7 @@ from analytics.promotion import (
     stage_of,
     successful_runs,
     untested_message,
+    upstream_of,
 )
 from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
@@ -108,7 +109,7 @@ def evaluate(
         digest = canonical(conn, [digest])[digest]
     decision.digest = digest
     stage = stage_of(conn, environment, promotion_path)  # a production region stands for production
-    upstream = _upstream(stage, promotion_path)
+    upstream = next(iter(upstream_of(stage, promotion_path, "previous")), None)
     if upstream is not None:
         if digest is None:
             reasons.append(
@@ -127,14 +128,6 @@ def evaluate(
     if any(r.severity == "error" for r in reasons):
         decision.decision = "deny"
     return decision
-
-
-def _upstream(environment: str, path: list[str]) -> str | None:
-    return (
-        path[path.index(environment) - 1]
-        if environment in path and path.index(environment) > 0
-        else None
-    )
 
 
 def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason]) -> str | None:

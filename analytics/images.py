@@ -223,7 +223,6 @@ def _deployment_digests(conn: Connection) -> int:
             Deployment.id,
             Deployment.service_id,
             Deployment.image_ref,
-            Deployment.sha,
             Deployment.started_at,
             Deployment.created_at,
         ).where(pending, Deployment.image_ref.is_not(None))
@@ -237,8 +236,7 @@ def _deployment_digests(conn: Connection) -> int:
             unresolved.append(row)
     names = _names(conn, unresolved)
     taken = {u["target"] for u in updates}
-    builds = _builds_of_commit(conn, pending) | _builds_in_named(conn, unresolved)
-    for target, found in builds.items():
+    for target, found in _builds_of_commit(conn, pending).items():
         if target in taken:
             continue
         repositories = _chosen(found, names.get(target))
@@ -272,36 +270,6 @@ def _builds_of_commit(conn: Connection, which: Any) -> dict[int, dict[str, set[s
     out: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for target, repository, digest in rows:
         out[target][repository].add(digest)
-    return out
-
-
-def _builds_in_named(conn: Connection, rows: list[Any]) -> dict[int, dict[str, set[str]]]:
-    """Like `_builds_of_commit`, for those of `rows` (id, service_id, image_ref, sha) whose service
-    has no repository of its own (a deploy job naming a service no code source knows): the
-    builds of the deployed commit in the repository the image reference names."""
-    linked = set(conn.execute(select(ImageRepository.service_id).distinct()).scalars())
-    wanted: dict[int, tuple[str, str]] = {
-        row.id: (repository, str(row.sha))
-        for row in rows
-        if row.service_id not in linked
-        and row.sha
-        and (repository := named_repository(row.image_ref)) is not None
-    }
-    out: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    if not wanted:
-        return out
-    image = func.coalesce(Image.index_digest, Image.digest)
-    pairs = set(wanted.values())
-    found: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for repository, revision, digest in conn.execute(
-        select(Image.repository, Image.revision, image).where(
-            Image.repository.in_({r for r, _ in pairs}), Image.revision.in_({c for _, c in pairs})
-        )
-    ):
-        found[(repository, str(revision))].add(digest)
-    for target, pair in wanted.items():
-        if pair in found:
-            out[target][pair[0]] = found[pair]
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, union_all
 from sqlalchemy.orm import aliased
 
-from analytics.derive import FailureRules
+from analytics.derive import DEPLOYMENT_REPO, FailureRules
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,
@@ -204,7 +204,7 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
                 Service.name.label("service"),
                 Team.name.label("team"),
                 DeploymentChain.finished_at.label("at"),
-                func.coalesce(Deployment.repo_id, Service.repo_id).label("repo_id"),
+                DEPLOYMENT_REPO.label("repo_id"),
                 DeploymentChange.sha,
             )
             .select_from(DeploymentChain)

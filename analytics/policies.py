@@ -25,6 +25,7 @@ from analytics.promotion import (
     stage_name,
     successful_runs,
     untested_message,
+    upstream_of,
 )
 from analytics.unmerged import unmerged_branches
 from cdmetrics.settings import PoliciesSettings
@@ -193,7 +194,7 @@ def rebuilt_image(conn: Connection, scan: Scan) -> list[Violation]:
     found = []
     for d in deployments:
         upstream, image, revision = (
-            path[path.index(d.stage) - 1],
+            upstream_of(d.stage, path, "previous")[0],
             images[d.image_digest],
             revisions.get(d.image_digest),
         )

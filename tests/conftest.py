@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -50,9 +51,9 @@ def require_postgres() -> None:
     pytest.skip(f"{reason}; set CDMETRICS_TEST_POSTGRES_URL to run the PostgreSQL tests")
 
 
-@pytest.fixture
-def pg_schema_url() -> Iterator[tuple[str, str]]:
-    """A fresh, empty PostgreSQL schema for one test: (url, schema); dropped afterwards."""
+@contextmanager
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """A fresh, empty PostgreSQL schema: (url, schema); dropped afterwards."""
     require_postgres()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = make_engine(postgres_url())
@@ -64,6 +65,34 @@ def pg_schema_url() -> Iterator[tuple[str, str]]:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def migrated_warehouse(kind: str, folder: Path) -> Iterator[Engine]:
+    """A warehouse at head of `kind` (sqlite: a file in `folder`; postgresql: a schema of its
+    own), disposed (and its schema dropped) afterwards."""
+    if kind == "sqlite":
+        engine = make_engine(f"sqlite:///{folder / 'warehouse.db'}")
+        try:
+            upgrade(engine)
+            yield engine
+        finally:
+            engine.dispose()
+        return
+    with pg_schema() as (url, schema):
+        engine = pg_engine(url, schema)
+        try:
+            upgrade(engine)
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[tuple[str, str]]:
+    """A fresh, empty PostgreSQL schema for one test: (url, schema); dropped afterwards."""
+    with pg_schema() as found:
+        yield found
 
 
 def pg_engine(url: str, schema: str) -> Engine:
@@ -95,22 +124,7 @@ def engine(empty_engine: Engine) -> Engine:
 def twin_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     """A second warehouse at head on the same kind of database as `engine` (a reference to
     compare it with)."""
-    if engine.dialect.name == "sqlite":
-        twin = make_engine(f"sqlite:///{tmp_path / 'twin.db'}")
-        upgrade(twin)
+    folder = tmp_path / "twin"
+    folder.mkdir()
+    with migrated_warehouse(engine.dialect.name, folder) as twin:
         yield twin
-        twin.dispose()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_url())
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    twin = pg_engine(postgres_url(), schema)
-    try:
-        upgrade(twin)
-        yield twin
-    finally:
-        twin.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -7,14 +7,13 @@ generator knows (its ground truth) and what each source shows."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, select, update
 
 from analytics.derive import derive
 from analytics.images import resolve_images
@@ -33,9 +32,7 @@ from sandbox.model import Organisation, Service
 from sandbox.oci import inherits_labels
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.serve import Sandbox
-from tests.conftest import pg_engine, postgres_url, require_postgres
-from warehouse.engine import make_engine
-from warehouse.migrate import upgrade
+from tests.conftest import migrated_warehouse
 from warehouse.schema import Deployment, Environment, Image, ImageRepository, Source
 from warehouse.schema import Service as ServiceRow
 
@@ -52,26 +49,8 @@ def warehouse_engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Engine]:
     """A migrated warehouse for the module: an SQLite file or a PostgreSQL schema of its own."""
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('images') / 'w.db'}")
-        upgrade(engine)
+    with migrated_warehouse(request.param, tmp_path_factory.mktemp("images")) as engine:
         yield engine
-        engine.dispose()
-        return
-    require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_url())
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = pg_engine(postgres_url(), schema)
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")

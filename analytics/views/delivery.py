@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
+from analytics.derive import DEPLOYMENT_REPO
 from analytics.scope import Scope
 from analytics.views._common import Seconds, Window, as_dicts, commit_url, scoped_chain
 from warehouse.schema import (
@@ -81,7 +82,7 @@ def slowest_changes(conn: Connection, scope: Scope, limit: int = 20) -> list[dic
             DeploymentChange.started_at.is_not(None),
         ),
     )
-    repo_id = func.coalesce(Deployment.repo_id, Service.repo_id)
+    repo_id = DEPLOYMENT_REPO
     query = query.add_columns(repo_id.label("repo_id")).order_by(lead.desc()).limit(limit)
     top = as_dicts(conn.execute(query))
     pairs = {(r["repo_id"], r["sha"]) for r in top}
@@ -204,9 +205,9 @@ def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .join(DeploymentChain, DeploymentChain.deployment_id == ChangeFailure.deployment_id)
         .join(Deployment, Deployment.id == ChangeFailure.deployment_id),
     )
-    query = query.outerjoin(
-        Repo, Repo.id == func.coalesce(Deployment.repo_id, Service.repo_id)
-    ).add_columns(Repo.web_url.label("repo_url"))
+    query = query.outerjoin(Repo, Repo.id == DEPLOYMENT_REPO).add_columns(
+        Repo.web_url.label("repo_url")
+    )
     rows = as_dicts(conn.execute(query.order_by(DeploymentChain.finished_at.desc())))
     for r in rows:
         r["reasons"] = ", ".join(k for k in ("incident", "rollback", "hotfix") if r.pop(k))

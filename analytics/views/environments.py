@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from analytics.derive import DEPLOYMENT_REPO
 from analytics.scope import Scope
 from analytics.views._common import as_dicts, commit_url
 from warehouse.schema import (
@@ -62,7 +63,7 @@ def environment_state(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
         .join(Service, Service.id == latest.c.service_id)
         .join(Environment, Environment.id == latest.c.environment_id)
-        .outerjoin(Repo, Repo.id == func.coalesce(Deployment.repo_id, Service.repo_id))
+        .outerjoin(Repo, Repo.id == DEPLOYMENT_REPO)
         .order_by(Service.name, Environment.position, Deployment.id)
     )
     state: dict[tuple[str, str], dict[str, Any]] = {}
