@@ -3,6 +3,10 @@
 PostgreSQL comes from CDMETRICS_TEST_POSTGRES_URL (default: the local server on 127.0.0.1:5432,
 database `test`). Where no server answers, PostgreSQL tests skip with the reason, unless
 CDMETRICS_REQUIRE_POSTGRES=1 (set by CI), which turns the skip into a failure.
+
+The suite runs under pytest-xdist (`-n auto --dist loadfile` in pyproject.toml): one worker per
+core, at most MAX_WORKERS (CDMETRICS_TEST_WORKERS sets the number; `-n 0` runs in one process).
+Each test file runs whole on one worker; session-scoped fixtures are built once per worker.
 """
 
 from __future__ import annotations
@@ -21,7 +25,21 @@ from warehouse.engine import make_engine, normalise_url
 from warehouse.migrate import upgrade
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# more workers than this mostly wait on the one PostgreSQL server and the simulators' threads
+MAX_WORKERS = 4
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: CDMETRICS_TEST_WORKERS when set, else one worker per core up to MAX_WORKERS."""
+    wanted = os.environ.get("CDMETRICS_TEST_WORKERS", "")
+    if wanted:
+        if not wanted.isdigit():
+            raise pytest.UsageError(
+                f"CDMETRICS_TEST_WORKERS={wanted!r}: set it to a number of workers (0: no workers)"
+            )
+        return int(wanted)
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def postgres_url() -> str:
