@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests.demo_warehouse import build_demo, with_findings
 from warehouse.engine import make_engine, normalise_url
 from warehouse.migrate import upgrade
 
@@ -146,3 +147,15 @@ def twin_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     folder.mkdir()
     with migrated_warehouse(engine.dialect.name, folder) as twin:
         yield twin
+
+
+@pytest.fixture(scope="session")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo warehouse (tests/demo_warehouse.py), built once per session: tests only read it."""
+    return build_demo(tmp_path_factory.mktemp("demo") / "demo.db")
+
+
+@pytest.fixture(scope="session")
+def findings_url(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the demo warehouse with drift snapshots and violations: tests only read it."""
+    return with_findings(demo_url, tmp_path_factory.mktemp("findings") / "findings.db")

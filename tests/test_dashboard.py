@@ -6,7 +6,6 @@ run on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,26 +13,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
-from analytics import dora, drift, metrics, views
+from analytics import dora, metrics, views
 from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views import figures
 from dashboard import launch, show, tiles
 from sandbox.generate import generate
+from tests.demo_warehouse import NOW, PERIOD
 from tests.sandbox_load import load_org
-from warehouse.dimensions import ensure_source
 from warehouse.engine import open_warehouse
-from warehouse.raw import Raw, store_raw
-from warehouse.schema import Environment, PolicyViolation, Service
-from warehouse.sync_state import save_state
-from warehouse.upsert import upsert
 
 APP = Path(launch.APP)
-NOW = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday: the demo history ends here
-PERIOD = ("2025-12-08", "2026-03-01")  # twelve ISO weeks, both days included
 SCOPE = Scope(datetime(2025, 12, 8, tzinfo=UTC), NOW)
 # page file -> (title, metric labels it shows, Plotly charts drawn on the demo org)
 PAGES: dict[str, tuple[str, list[str], int]] = {
@@ -46,93 +39,6 @@ PAGES: dict[str, tuple[str, list[str], int]] = {
     "policies": ("Policies", [], 0),
     "data_sources": ("Data sources", ["gitlab"], 1),
 }
-
-
-def build_demo(path: Path) -> str:
-    """A demo-org warehouse at `path` (as of NOW), derived, with a sync's bookkeeping: state per
-    stream (one partition failed) and one rejected payload. Returns its URL."""
-    url = f"sqlite:///{path}"
-    engine = open_warehouse(url)
-    load_org(engine, generate(1, "demo", now=NOW))
-    derive(engine)
-    with engine.begin() as conn:
-        source = ensure_source(conn, "gitlab", "gitlab")
-        for n, stream in enumerate(("pipelines", "deployments", "merge_requests")):
-            save_state(
-                conn,
-                source,
-                stream,
-                "acme/payments/payments-api",
-                status="failed" if n == 2 else "ok",
-                started_at=NOW - timedelta(minutes=10),
-                finished_at=NOW - timedelta(minutes=5),
-                requests=10 + n,
-                rows=100 * n,
-                rejected=int(n == 1),
-                error="GET /projects/7/merge_requests: 500 Internal Server Error"
-                if n == 2
-                else None,
-            )
-        store_raw(conn, source, [Raw("deployments", "d-1", {"id": "d-1"}, "no environment")], NOW)
-    engine.dispose()
-    return url
-
-
-def add_findings(url: str) -> None:
-    """A drift snapshot (as `cdmetrics derive` records it) and policy violations (as `cdmetrics
-    policy scan` will store them)."""
-    engine = open_warehouse(url)
-    drift.record(engine, ["test", "staging", "production"], NOW - timedelta(minutes=1))
-    with engine.begin() as conn:
-        services = dict(conn.execute(select(Service.name, Service.id)).all())
-        envs = dict(conn.execute(select(Environment.name, Environment.id)).all())
-        pay = services["payments-api"]
-        upsert(
-            conn,
-            PolicyViolation,
-            [
-                {
-                    "policy": policy,
-                    "subject": f"deployment:{n}",
-                    "severity": severity,
-                    "service_id": pay,
-                    "environment_id": envs["production"],
-                    "message": f"{policy}: do the right thing",
-                    "url": f"http://gitlab.sandbox.test/d/{n}",
-                    "occurred_at": NOW - timedelta(days=days),
-                    "first_seen_at": NOW - timedelta(hours=12),  # all found by one first scan
-                    "resolved_at": None,
-                }
-                for n, (policy, severity, days) in enumerate(
-                    [
-                        ("untested-image", "error", 1),
-                        ("untested-image", "error", 20),
-                        ("moved-tag", "warn", 2),
-                        ("stale-branch", "info", 30),
-                    ]
-                )
-            ],
-        )
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_demo(tmp_path_factory.mktemp("demo") / "demo.db")
-
-
-@pytest.fixture(scope="session")
-def findings_url(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A copy of the demo warehouse with drift snapshots and violations."""
-    copy = tmp_path_factory.mktemp("findings") / "findings.db"
-    source = sqlite3.connect(demo_url.removeprefix("sqlite:///"))
-    target = sqlite3.connect(copy)
-    source.backup(target)
-    source.close()
-    target.close()
-    url = f"sqlite:///{copy}"
-    add_findings(url)
-    return url
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dashboard import PERIOD, add_findings, build_demo
+from tests.demo_warehouse import PERIOD
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -94,11 +94,10 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 
 @pytest.fixture
-def dashboard_url(tmp_path: Path) -> Iterator[str]:
-    """`cdmetrics dashboard` on a free port over a demo warehouse with drift and violations."""
+def dashboard_url(tmp_path: Path, findings_url: str) -> Iterator[str]:
+    """`cdmetrics dashboard` on a free port over the demo warehouse with drift and violations."""
     chromium()
-    url = build_demo(tmp_path / "demo.db")
-    add_findings(url)
+    url = findings_url
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
     process = subprocess.Popen(
