@@ -50,6 +50,9 @@ from warehouse.schema import Deployment, ObservedWorkload, Service
 from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
+# a connection dropped or stalled while a list's body is read (`_preload_content=False` reads it
+# after urllib3's own retries are over): retried by the shared policy like any transient error
+BODY_ERRORS = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError)
 STREAM = "workloads"
 MAX_RETRIES = 4
 
@@ -136,9 +139,6 @@ class KubernetesCollector(Collector):
         items: list[Any] = []
         token: str | None = None
         while True:
-            self.limiter.acquire()
-            self.counter.add()
-            self._local.requests = self._made() + 1
             kwargs: dict[str, Any] = {
                 "limit": self.source.page_size,
                 "_preload_content": False,
@@ -146,13 +146,21 @@ class KubernetesCollector(Collector):
             }
             if token:
                 kwargs["_continue"] = token
-            response: Any = (
-                core.list_namespace(**kwargs)
-                if resource == "namespaces"
-                else calls[resource](namespace, **kwargs)
-            )
+
+            def page(kwargs: dict[str, Any] = kwargs) -> bytes:
+                self.limiter.acquire()
+                self.counter.add()
+                self._local.requests = self._made() + 1
+                response: Any = (
+                    core.list_namespace(**kwargs)
+                    if resource == "namespaces"
+                    else calls[resource](namespace, **kwargs)
+                )
+                return bytes(response.data)  # the body is read here, outside urllib3's retries
+
+            data = self.retry.call(page, lambda _: (200, None), BODY_ERRORS)
             try:
-                body = json.loads(response.data)
+                body = json.loads(data)
             except ValueError as exc:
                 raise ClusterError(f"{resource} list is not JSON ({exc})") from None
             items.extend(body.get("items") or [])
