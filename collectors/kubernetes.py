@@ -41,7 +41,14 @@ from sqlalchemy import Engine, select, update
 
 from cdmetrics.settings import KubernetesSource, Settings
 from collectors import kubernetes_normalize as norm
-from collectors.http import RateLimiter, RequestCounter, RetryPolicy, redact_url, urllib3_retry
+from collectors.http import (
+    MalformedBody,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+    redact_url,
+    urllib3_retry,
+)
 from collectors.payload import RejectedPayload
 from collectors.sync import Batch, Collector, SyncRun
 from warehouse.dimensions import ensure_environment
@@ -147,7 +154,7 @@ class KubernetesCollector(Collector):
             if token:
                 kwargs["_continue"] = token
 
-            def page(kwargs: dict[str, Any] = kwargs) -> bytes:
+            def page(kwargs: dict[str, Any] = kwargs) -> tuple[bytes, str]:
                 self.limiter.acquire()
                 self.counter.add()
                 self._local.requests = self._made() + 1
@@ -156,13 +163,14 @@ class KubernetesCollector(Collector):
                     if resource == "namespaces"
                     else calls[resource](namespace, **kwargs)
                 )
-                return bytes(response.data)  # the body is read here, outside urllib3's retries
+                # the body is read here, outside urllib3's retries
+                return bytes(response.data), str(response.geturl() or "")
 
-            data = self.retry.call(page, lambda _: (200, None), BODY_ERRORS)
+            data, url = self.retry.call(page, lambda _: (200, None), BODY_ERRORS)
             try:
                 body = json.loads(data)
             except ValueError as exc:
-                raise ClusterError(f"{resource} list is not JSON ({exc})") from None
+                raise MalformedBody(f"{self.url}{url}", data, exc) from None
             items.extend(body.get("items") or [])
             token = (body.get("metadata") or {}).get("continue")
             if not token:
@@ -197,7 +205,7 @@ class KubernetesCollector(Collector):
     def _sync_namespaces(self, run: SyncRun) -> None:
         try:
             targets = self._targets()
-        except ClusterError as exc:
+        except (ClusterError, MalformedBody) as exc:
             run.summary.errors.append(str(exc))
             return
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
@@ -287,7 +295,7 @@ class KubernetesCollector(Collector):
             deployments = self.list_objects("deployments", namespace)
             replicasets = self.list_objects("replicasets", namespace)
             pods = self.list_objects("pods", namespace)
-        except (ApiException, urllib3.exceptions.HTTPError, ClusterError) as exc:
+        except (ApiException, urllib3.exceptions.HTTPError, ClusterError, MalformedBody) as exc:
             run.fail(
                 STREAM,
                 namespace,
@@ -296,8 +304,11 @@ class KubernetesCollector(Collector):
                 + (
                     "grant the credentials list on deployments, replicasets and pods there"
                     if isinstance(exc, ApiException) and exc.status == 403
+                    else "the next sync reads it again"
+                    if isinstance(exc, MalformedBody)
                     else self._hint()
                 ),
+                exc,
             )
             run.count(STREAM, requests=self._made() - before, partitions=1)
             return
