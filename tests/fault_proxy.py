@@ -72,6 +72,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.rewrites = rewrites  # upstream origin -> proxy origin, shared with the other proxies
         self.rate, self.per_run, self.per_target = rate, per_run, per_target
+        self._max_per_run = per_run
         self.storm, self.stall_s, self.retry_after_s = storm, stall_s, retry_after_s
         self.faults = False
         self.requests = 0
@@ -89,10 +90,12 @@ class FaultProxy:
         )
         self._thread.start()
 
-    def inject(self, seed: int | None) -> None:
-        """Start a run: faults on by the schedule of `seed` (None: faults off), counters zeroed."""
+    def inject(self, seed: int | None, per_run: int | None = None) -> None:
+        """Start a run: faults on by the schedule of `seed` (None: faults off), at most `per_run`
+        of them (default: as constructed), counters zeroed."""
         with self._lock:
             self.faults = seed is not None
+            self.per_run = per_run or self._max_per_run
             self._rng = random.Random(seed)
             self.requests = 0
             self.fired = Counter()

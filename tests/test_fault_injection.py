@@ -56,13 +56,14 @@ ENV_NAMES = ("FI_GITLAB", "FI_JENKINS_USER", "FI_JENKINS_TOKEN", "FI_REGISTRY_US
 # (backend, seed, SIGKILL at a random request): two scenarios per backend
 SCENARIOS = [
     ("sqlite", 11, False),
-    ("sqlite", 12, True),
+    ("sqlite", 14, True),
     ("postgresql", 21, False),
     ("postgresql", 22, True),
 ]
 # timeouts lowered so that stalls and Retry-After cost little: a stall (1.5 s) outlasts the
 # read timeout (1 s); a 429's Retry-After (1 s) is cut to 0.2 s; a killed worker's leases expire
 # after 2 s
+KILLED_RUN_FAULTS = 8  # a proxy's faults in a run to be killed (30 otherwise)
 # the faults that fail a stream by design (a 200 answer is not retried); retries absorb the others
 UNRETRIED = re.compile(r"malformed JSON in a 200 answer|short page")
 SYNC = 'timeout_s = 1.0\nmax_retry_after_s = 0.2\nlease = "2s"\n'
@@ -76,23 +77,25 @@ class Stack:
     proxies: list[FaultProxy]
     folder: Path
     environ: dict[str, str]
-    references: dict[str, tuple[int, dict[str, list[tuple[Any, ...]]]]] = field(
+    references: dict[str, tuple[list[int], dict[str, list[tuple[Any, ...]]]]] = field(
         default_factory=dict
     )
 
-    def inject(self, seed: int | None) -> None:
+    def inject(self, seed: int | None, per_run: int | None = None) -> None:
         for i, proxy in enumerate(self.proxies):
-            proxy.inject(None if seed is None else seed * 100 + i)
+            proxy.inject(None if seed is None else seed * 100 + i, per_run)
 
     def fired(self) -> Counter[str]:
         return sum((p.fired for p in self.proxies), Counter())
 
-    def requests(self) -> int:
-        return sum(p.requests for p in self.proxies)
+    def requests(self) -> list[int]:
+        return [p.requests for p in self.proxies]
 
-    def sync(self, url: str, kill_at: int | None = None) -> subprocess.CompletedProcess[str]:
-        """`cdmetrics sync` into `url`; killed with SIGKILL when the proxies have seen `kill_at`
-        requests."""
+    def sync(
+        self, url: str, kill_at: tuple[int, int] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`cdmetrics sync` into `url`; killed with SIGKILL when proxy `kill_at[0]` has seen
+        `kill_at[1]` requests."""
         process = subprocess.Popen(
             [CLI, "-w", url, "sync"],
             cwd=self.folder,
@@ -104,7 +107,7 @@ class Stack:
         if kill_at is not None:
 
             def kill(_: int) -> None:
-                if self.requests() >= kill_at and process.poll() is None:
+                if self.proxies[kill_at[0]].requests >= kill_at[1] and process.poll() is None:
                     process.send_signal(signal.SIGKILL)
 
             for proxy in self.proxies:
@@ -123,7 +126,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("faults")
-    org = generate(1, "small")  # the smallest size with Jenkins-built services
+    # the smallest size with both GitLab-built and Jenkins-built services (tiny has one service)
+    org = generate(1, "small")
     with Sandbox.start(org=org, token=TOKEN, kubernetes=True) as sandbox, ExitStack() as stop:
         rewrites: dict[str, str] = {}
         upstreams = [sandbox.gitlab_url, sandbox.jenkins_url, sandbox.harbor_url, sandbox.oci_url]
@@ -161,8 +165,9 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def reference(stack: Stack, backend: str, tmp: Path) -> tuple[int, dict[str, list[tuple]]]:
-    """(requests, contents) of an uninterrupted sync without faults, once per backend."""
+def reference(stack: Stack, backend: str, tmp: Path) -> tuple[list[int], dict[str, list[tuple]]]:
+    """(requests per proxy, contents) of an uninterrupted sync without faults, once per
+    backend."""
     if backend not in stack.references:
         folder = tmp / "reference"
         folder.mkdir()
@@ -183,18 +188,17 @@ def test_a_faulty_sync_ends_after_one_clean_resume_equal_to_an_uninterrupted_one
     requests, expected = reference(stack, backend, tmp_path)
     assert all(expected[t] for t in ("commit", "job", "deployment", "observed_workload", "image"))
     assert expected["deployment_change"] and expected["deployment_chain"]
-    # early enough that the faulty run (its failing partitions stop early) still runs then
-    kill_at = random.Random(seed).randint(requests // 20, requests // 2) if kill else None
-    print(f"fault seed {seed} on {backend}; SIGKILL at request {kill_at} of about {requests}")
+    kill_at = kill_point(random.Random(seed), requests) if kill else None
+    print(f"fault seed {seed} on {backend}; SIGKILL at (proxy, request) {kill_at} of {requests}")
     with ExitStack() as stop:
         url = warehouse_url(backend, tmp_path, stop)
-        stack.inject(seed)
+        stack.inject(seed, KILLED_RUN_FAULTS if kill else None)
         faulty = stack.sync(url, kill_at)
         fired = stack.fired()
         print(f"faults injected: {dict(fired)}; exit {faulty.returncode}")
         rejected = 0
         if kill:
-            assert faulty.returncode == -signal.SIGKILL, faulty.stderr[-3000:]
+            assert faulty.returncode == -signal.SIGKILL, f"ended before the kill: {faulty.stderr}"
         else:
             ran = summary(faulty)
             assert not ran["derive"].get("skipped")
@@ -218,6 +222,15 @@ def test_a_faulty_sync_ends_after_one_clean_resume_equal_to_an_uninterrupted_one
     assert found.keys() == expected.keys()
     differing = [differences(t, found[t], rows) for t, rows in expected.items() if found[t] != rows]
     assert not differing, "\n".join(differing)
+
+
+def kill_point(rng: random.Random, requests: list[int]) -> tuple[int, int]:
+    """(proxy, request count) to kill at: a proxy of the seed's choice, so that kills land in
+    every source's phase (GitLab, Jenkins, the registries, the cluster), early enough in it (a
+    twentieth to half of its reference requests) that a faulty run, whose malformed bodies and
+    short pages end streams early, still gets there."""
+    proxy = rng.choice([i for i, n in enumerate(requests) if n >= 10])
+    return proxy, rng.randint(max(1, requests[proxy] // 20), requests[proxy] // 2)
 
 
 def differences(table: str, found: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> str:
