@@ -81,6 +81,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rng = random.Random(0)
         self._per_target: Counter[str] = Counter()
+        self._reserved = 0  # faults decided in this run
         self._storms: dict[str, int] = {}
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -100,6 +101,7 @@ class FaultProxy:
             self.requests = 0
             self.fired = Counter()
             self._per_target = Counter()
+            self._reserved = 0
             self._storms = {}
             self.on_request = None
 
@@ -118,14 +120,15 @@ class FaultProxy:
             if self._storms.get(target):
                 self._storms[target] -= 1
                 return count, "storm"
-            total = sum(self.fired.values())
             if (
                 not self.faults
-                or total >= self.per_run
+                or self._reserved >= self.per_run
                 or self._per_target[target] >= self.per_target
                 or self._rng.random() >= self.rate
             ):
                 return count, None
+            self._reserved += 1  # counted now: concurrent requests cannot pass the bounds
+            self._per_target[target] += 1
             return count, "fault"
 
     def _choose(self, target: str, applicable: list[str]) -> str:
@@ -135,7 +138,6 @@ class FaultProxy:
             least = min(self.fired[k] for k in applicable)
             kind = self._rng.choice([k for k in applicable if self.fired[k] == least])
             self.fired[kind] += 1
-            self._per_target[target] += 1
             if kind == "5xx-storm":
                 self._storms[target] = self.storm - 1
             return kind
