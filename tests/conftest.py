@@ -107,6 +107,12 @@ def migrated_warehouse(kind: str, folder: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
+def schema_url(schema: str) -> str:
+    """A warehouse URL whose connections use `schema` (for subprocesses such as the CLI)."""
+    url = normalise_url(postgres_url()).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[tuple[str, str]]:
     """A fresh, empty PostgreSQL schema for one test: (url, schema); dropped afterwards."""
