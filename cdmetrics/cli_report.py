@@ -21,7 +21,9 @@ from warehouse.engine import normalise_url, open_warehouse
 
 err = Console(stderr=True)
 report_app = typer.Typer(
-    help="Reports for people: the weekly delivery report.", no_args_is_help=True
+    help="Reports for people: the weekly delivery report.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine
 from analytics import dora, stats, views
 from analytics.derive import FailureRules
 from analytics.metrics import STAGES, Row, ScopeData, load
-from analytics.scope import Scope
+from analytics.scope import Scope, UnknownName
 from analytics.views import figures, notable
 from reports.week import ReportError, Week
 
@@ -149,19 +149,6 @@ def _label(teams: tuple[str, ...], services: tuple[str, ...]) -> str:
     return "whole organisation"
 
 
-def _check_names(conn: Connection, teams: tuple[str, ...], services: tuple[str, ...]) -> None:
-    options = views.filter_options(conn)
-    for kind, asked in (("team", teams), ("service", services)):
-        known = options[f"{kind}s"]
-        unknown = sorted(set(asked) - set(known))
-        if unknown:
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            raise ReportError(
-                f"no {kind} named {', '.join(unknown)} in the warehouse; "
-                f"known: {shown or 'none (run cdmetrics sync)'}"
-            )
-
-
 def build_report(
     engine: Engine,
     week: Week,
@@ -174,7 +161,10 @@ def build_report(
     """The weekly report of `week` for the organisation, or the named teams or services."""
     rules = rules or FailureRules()
     with engine.connect() as conn:
-        _check_names(conn, teams, services)
+        try:
+            views.check_names(conn, teams, services)
+        except UnknownName as exc:
+            raise ReportError(str(exc)) from None
         series = weekly_metrics(conn, week, teams, services, rules)
         (_, data, current), (_, _, previous) = series[-1], series[-2]
         scope = data.scope
