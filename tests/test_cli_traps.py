@@ -115,3 +115,37 @@ def test_flags_show_no_placeholder_in_help(tmp_path: Path) -> None:
         result = run(tmp_path, *command, "--help")
         assert result.returncode == 0 and "<bool>" not in result.stdout, result.stdout
     assert "--headless " in run(tmp_path, "demo", "--help").stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("metrics", "--by", "team"), ("metrics", "--by", "service"), ("drift",), ("policy", "scan")],
+)
+def test_tables_fit_80_columns_without_breaking_names(
+    demo_folder: Path, command: tuple[str, ...]
+) -> None:
+    period = () if command == ("drift",) else ("--since", "2000-01-01")
+    result = run(demo_folder, *command, *period, "-w", "sqlite:///demo.db", env={"COLUMNS": "80"})
+    assert result.returncode in (0, 1), result.stderr  # policy scan exits 1 on errors
+    lines = result.stdout.splitlines()
+    assert lines and max(len(line.rstrip()) for line in lines) <= 80, result.stdout
+    if command[0] != "metrics" or command[-1] == "service":
+        assert known_service(demo_folder) in result.stdout  # not folded across lines
+
+
+def test_policy_scan_opens_with_counts_per_policy_and_severity(demo_folder: Path) -> None:
+    result = run(demo_folder, "policy", "scan", "--since", "2000-01-01", "-w", "sqlite:///demo.db")
+    rows = json.loads(
+        run(
+            demo_folder, "policy", "scan", "--since", "2000-01-01", "--format", "json",
+            "-w", "sqlite:///demo.db",
+        ).stdout
+    )  # fmt: skip
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(r["policy"], r["severity"])] = counts.get((r["policy"], r["severity"]), 0) + 1
+    text = result.stdout
+    first_listed = min(text.index(r["message"][:30]) for r in rows)
+    for (policy, severity), n in counts.items():
+        line = next(x for x in text.splitlines() if x.split()[:2] == [policy, severity])
+        assert line.split()[-1] == str(n) and text.index(line) < first_listed
