@@ -8,8 +8,8 @@ import io
 import json
 from typing import Any
 
-from rich.console import Console
 from rich import box
+from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 
