@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from difflib import get_close_matches
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -82,4 +84,29 @@ class Scope:
         return and_(column >= self.since, column < self.until)
 
 
-__all__ = ["Scope"]
+class UnknownName(ValueError):
+    """A scope names a team, service or environment the warehouse does not know; the message
+    names it and the closest known ones."""
+
+
+SHOWN_KNOWN = 20  # names listed after "known:" before "..."
+
+
+def unknown_names(kind: str, asked: Iterable[str], known: Sequence[str]) -> str | None:
+    """The message for the names of `asked` not in `known` (None when all are known): each
+    unknown name with its closest known ones (difflib's ratio, the usual "did you mean"), then
+    the known names, so a typo and a wrong guess both say what to write instead."""
+    missing = sorted(set(asked) - set(known))
+    if not missing:
+        return None
+    hints = []
+    for name in missing:
+        close = get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"closest to {name}: {', '.join(close)}")
+    shown = ", ".join(known[:SHOWN_KNOWN]) + (" ..." if len(known) > SHOWN_KNOWN else "")
+    hints.append(f"known: {shown or 'none (run cdmetrics sync first)'}")
+    return f"no {kind} named {', '.join(missing)} in the warehouse; {'; '.join(hints)}"
+
+
+__all__ = ["SHOWN_KNOWN", "Scope", "UnknownName", "unknown_names"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
@@ -21,13 +22,15 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
+from typer.core import TyperGroup
 
 from analytics import drift as drift_analytics
 from analytics import policies as policy_analytics
+from analytics import views
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
-from analytics.scope import Scope
+from analytics.scope import Scope, UnknownName
 from cdmetrics.cli_gate import CannotDecide
 from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
@@ -37,16 +40,54 @@ from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secr
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
 
+GLOBAL_OPTIONS = ("--warehouse", "-w", "--config", "-c")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`args` with `--warehouse`/`--config` (and their values) moved before the subcommand, so
+    they work on either side of it (`cdmetrics demo --warehouse X`); `--` ends the search."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        (front if arg.startswith(("--warehouse=", "--config=")) else rest).append(arg)
+        i += 1
+    return front + rest
+
+
+class GlobalOptionsAnywhere(TyperGroup):
+    """The main command group, taking its global options after a subcommand as well."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's vendored Context
+        return super().parse_args(ctx, hoist_global_options(args))
+
+
 app = typer.Typer(
+    cls=GlobalOptionsAnywhere,
     help="Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no `<bool>` after flags, fits 80 columns
 )
-db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
-policy_app = typer.Typer(help="Policy checks over the warehouse.", no_args_is_help=True)
+db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True, rich_markup_mode=None)
+config_app = typer.Typer(
+    help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
+policy_app = typer.Typer(
+    help="Policy checks over the warehouse.", no_args_is_help=True, rich_markup_mode=None
+)
 sandbox_app = typer.Typer(
-    help="A generated organisation and its API simulators.", no_args_is_help=True
+    help="A generated organisation and its API simulators.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
@@ -67,11 +108,44 @@ class Globals:
     warehouse: str | None
 
     def settings(self) -> Settings:
-        return load_settings(self.config, self.warehouse)
+        """The settings of a command that opens the warehouse; raises ConfigError rather than
+        create an empty `cdmetrics.db` nobody asked for (no config file, no `--warehouse`, no
+        CDMETRICS_WAREHOUSE__URL) or a folder a mistyped `--warehouse` names."""
+        check_warehouse_flag(self.warehouse)
+        settings = load_settings(self.config, self.warehouse)
+        if not (self.warehouse or settings.path.exists() or WAREHOUSE_URL_VARIABLE in os.environ):
+            default = normalise_url(settings.warehouse.url).database or ""
+            if not Path(default).exists():
+                raise ConfigError(
+                    f"no configuration file {settings.path} here and no --warehouse, so there is "
+                    f"no warehouse to read (not creating an empty {default}); start with "
+                    "`cdmetrics init` (writes cdmetrics.toml and its warehouse) or `cdmetrics "
+                    "demo` (a generated organisation), or name one with --config FILE or "
+                    "--warehouse URL"
+                )
+        return settings
 
     def open(self, settings: Settings) -> Engine:
         """The warehouse of `settings` at head; raises CannotDecide when it cannot be opened."""
         return _open(settings)
+
+
+WAREHOUSE_URL_VARIABLE = "CDMETRICS_WAREHOUSE__URL"
+
+
+def check_warehouse_flag(url: str | None) -> None:
+    """Raise ConfigError when `--warehouse` names an SQLite file in a folder that does not exist
+    (a typo must not create folders); other URLs are checked when opened."""
+    if not url:
+        return
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--warehouse {url}: the folder {folder} does not exist; create it first or "
+                "check the path"
+            )
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -140,6 +214,7 @@ def init(
 ) -> None:
     """Write an example cdmetrics.toml (commented) and create the warehouse it names."""
     g = _globals(ctx)
+    check_warehouse_flag(g.warehouse)
     path = g.config or DEFAULT_CONFIG
     example = resources.files("cdmetrics").joinpath("example.toml").read_text(encoding="utf-8")
     if path.exists() and not force:
@@ -186,7 +261,13 @@ def db_current(ctx: typer.Context) -> None:
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
     """Validate the configuration and that every secret variable it names is set."""
-    settings = _globals(ctx).settings()
+    g = _globals(ctx)
+    settings = load_settings(g.config, g.warehouse)
+    if not settings.path.exists():
+        raise ConfigError(
+            f"{settings.path}: no such configuration file, so there is nothing to check; create "
+            "one with `cdmetrics init`, or name one with --config FILE"
+        )
     check_secrets(settings)
     sources = settings.all_sources()
     out.print(f"{settings.path}: ok; {len(sources)} source(s)")
@@ -245,6 +326,23 @@ def derive_all(engine: Engine, settings: Settings, full: bool = False) -> dict[s
     return {**derived.as_json(), "drift_rows": snapshot_rows}
 
 
+def record_violations(
+    engine: Engine,
+    settings: Settings,
+    since: datetime,
+    until: datetime,
+    only: list[str] | None = None,
+) -> list[dict[str, object]]:
+    """Evaluate the policies (`only` these, default all) over [since, until), record the
+    violations in the warehouse and return them as JSON rows."""
+    with engine.begin() as conn:
+        found = policy_analytics.scan(
+            conn, since, until, settings.environments.promotion_path, settings.policies, only=only
+        )
+        found = policy_analytics.store(conn, found)
+    return [v.as_json() for v in found]
+
+
 def failure_rules(settings: Settings) -> FailureRules:
     m = settings.metrics
     return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
@@ -279,6 +377,12 @@ def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, 
         else datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     )
     start = parse(since, "--since") if since else end - timedelta(days=90)
+    if end <= start:
+        raise typer.BadParameter(
+            f"--since {start.isoformat()} is not before --until {end.isoformat()}: the period is "
+            "empty or reversed; swap them, or give a --since earlier than --until",
+            param_hint="--since/--until",
+        )
     return start, end
 
 
@@ -294,6 +398,7 @@ def drift_command(
         raise typer.BadParameter("use table, json or csv", param_hint="--format")
     engine = _open(settings)
     with engine.connect() as conn:
+        views.check_names(conn, services=service or ())
         rows = drift_analytics.drift(
             conn, settings.environments.promotion_path, services=service or None
         )
@@ -323,13 +428,7 @@ def policy_scan(
     if unknown:
         raise typer.BadParameter(f"unknown policy {', '.join(unknown)}", param_hint="--policy")
     start, end = _period(since, until, settings.sync.timezone)
-    engine = _open(settings)
-    with engine.begin() as conn:
-        found = policy_analytics.scan(
-            conn, start, end, settings.environments.promotion_path, settings.policies, only=policy
-        )
-        found = policy_analytics.store(conn, found)
-    rows = [v.as_json() for v in found]
+    rows = record_violations(_open(settings), settings, start, end, only=policy)
     render_violations(rows, output_format, out, sorted(policy or policy_analytics.POLICIES))
     failing = {"error": ("error",), "warn": ("error", "warn"), "never": ()}[fail_on]
     if any(r["severity"] in failing for r in rows):
@@ -361,6 +460,13 @@ def metrics_command(
     scope = Scope(start, end, tuple(team or ()), tuple(service or ()), env, settings.sync.timezone)
     engine = _open(settings)
     with engine.connect() as conn:
+        views.check_names(
+            conn,
+            scope.teams,
+            scope.services,
+            [env] if env else [],
+            settings.environments.promotion_path,
+        )
         result = metrics(conn, scope, by=by, rules=failure_rules(settings))
     render_metrics(result, output_format, out)
 
@@ -448,6 +554,7 @@ def demo(
     from sandbox.serve import Sandbox
 
     g = _globals(ctx)
+    check_warehouse_flag(g.warehouse)
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
     with (
         Sandbox.start(size, seed=seed, kubernetes=True) as sandbox,
@@ -463,13 +570,21 @@ def demo(
         from collectors.run import run_sync
 
         summaries = run_sync(settings, engine, console=err)
-        derived = derive(engine, failure_rules(settings))
+        derived = derive_all(engine, settings)  # with today's drift snapshot
         scope = Scope(sandbox.org.now - timedelta(days=90), sandbox.org.now + timedelta(days=1))
+        violations = record_violations(engine, settings, scope.since, scope.until)
         with engine.connect() as conn:
             figures = metrics(conn, scope, rules=failure_rules(settings))
     render_metrics(figures, "table", err)
-    err.print(f"warehouse: {url}; explore it with `cdmetrics --warehouse {url} metrics --by team`")
-    result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived.as_json()}
+    err.print(
+        f"{derived['drift_rows']} drift row(s) and {len(violations)} policy violation(s) recorded"
+    )
+    err.print(f"warehouse: {url}; explore it with `cdmetrics metrics --by team --warehouse {url}`")
+    result = {
+        "sources": {s.name: s.as_json() for s in summaries},
+        "derive": derived,
+        "violations": len(violations),
+    }
     out.print_json(data=result, indent=None)
     if not all(s.ok for s in summaries):
         raise typer.Exit(1)
@@ -483,6 +598,6 @@ def main() -> None:
     """Console-script entry: run the CLI, turning known errors into a message and exit code 2."""
     try:
         app()
-    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError) as exc:
+    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError, UnknownName) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

@@ -8,7 +8,9 @@ import io
 import json
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
 
 HEADLINE = (
@@ -22,6 +24,19 @@ HEADLINE = (
     ("deployment_failure_rate", "rate", "deployment failure rate"),
     ("build", "failure_rate", "pipeline failure rate"),
     ("build", "median_duration_s", "pipeline p50 (s)"),
+)
+
+
+# the narrower columns of `metrics --by` (a row per slice must fit 80 columns; JSON and CSV have
+# every figure)
+SLICE_COLUMNS = (
+    ("deployment_frequency", "deployments", "deploys"),
+    ("lead_time", "median_hours", "lead p50\n(h)"),
+    ("lead_time", "p90_hours", "lead p90\n(h)"),
+    ("change_failure_rate", "rate", "change\nfail"),
+    ("recovery_time", "median_hours", "recover\np50 (h)"),
+    ("rework_rate", "rate", "rework"),
+    ("build", "failure_rate", "pipeline\nfail"),
 )
 
 
@@ -79,13 +94,21 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
         console.print(table)
         return
     key = next(iter(rows[0]))
-    table = Table(title=title)
-    table.add_column(key)
-    for _, _, label in HEADLINE:
-        table.add_column(label, justify="right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(key, no_wrap=True)
+    for *_, header in SLICE_COLUMNS:
+        table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(str(row[key]), *(_cell(row[m][f]) for m, f, _ in HEADLINE))
+        table.add_row(
+            str(row[key]),
+            *(_percent(row[m][f]) if f == "rate" or f.endswith("_rate") else _cell(row[m][f])
+              for m, f, _ in SLICE_COLUMNS),
+        )  # fmt: skip
     console.print(table)
+
+
+def _percent(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def render_drift(rows: list[dict[str, Any]], output_format: str, console: Console) -> None:
@@ -100,19 +123,13 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
         writer.writerows(rows)
         console.file.write(buffer.getvalue())
         return
-    table = Table(title="drift between adjacent environments")
-    for column in (
-        "service",
-        "pair",
-        "in sync",
-        "commits behind",
-        "drifting (h)",
-        "upstream",
-        "downstream",
-    ):
-        table.add_column(
-            column, justify="right" if column in ("commits behind", "drifting (h)") else "left"
-        )
+    table = Table(title="drift between adjacent environments", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("service", no_wrap=True)
+    table.add_column("upstream -> downstream", overflow="fold")
+    table.add_column("in sync")
+    table.add_column("commits\nbehind", justify="right")
+    table.add_column("drifting\n(h)", justify="right")
+    table.add_column("digests (up, down)", no_wrap=True)
     for r in rows:
         table.add_row(
             r["service"],
@@ -120,10 +137,14 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
             "yes" if r["in_sync"] else "no",
             _cell(r["commits_behind"]),
             _cell(r["drift_age_hours"]),
-            (r["upstream_digest"] or "-")[:19],
-            (r["downstream_digest"] or "-")[:19],
+            f"{_short(r['upstream_digest'])} {_short(r['downstream_digest'])}",
         )
     console.print(table)
+
+
+def _short(digest: str | None) -> str:
+    """The first 8 hex digits of a digest (the JSON has it whole)."""
+    return digest.removeprefix("sha256:")[:8] if digest else "-"
 
 
 GATE_POLICIES = (
@@ -286,16 +307,30 @@ def render_violations(
     elif output_format == "junit":
         console.file.write(violations_junit(rows, policies))
     else:
-        table = Table(title=f"{len(rows)} policy violation(s)")
-        for column in ("severity", "policy", "service", "environment", "occurred", "message"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(
-                r["severity"],
-                r["policy"],
-                r["service"] or "-",
-                r["environment"] or "-",
-                (r.get("occurred_at") or "-")[:16].replace("T", " "),
-                r["message"],
+        console.print(violation_counts(rows))
+        for r in rows:  # a line per violation, then its message indented: fits 80 columns
+            where = "/".join(x for x in (r["service"], r["environment"]) if x) or "organisation"
+            when = (r.get("occurred_at") or "")[:10]
+            console.print(
+                f"{r['severity']:<5} {r['policy']}  {where}  {when}",
+                highlight=False,
+                markup=False,
             )
-        console.print(table)
+            console.print(Padding(r["message"], (0, 0, 0, 6)), highlight=False, markup=False)
+
+
+def violation_counts(rows: list[dict[str, Any]]) -> Table:
+    """Violations per policy and severity: what `policy scan` prints before the list."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(r["policy"], r["severity"])] = counts.get((r["policy"], r["severity"]), 0) + 1
+    table = Table(title=f"{len(rows)} policy violation(s)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("policy")
+    table.add_column("severity")
+    table.add_column("violations", justify="right")
+    order = {"error": 0, "warn": 1, "info": 2}
+    for (policy, severity), n in sorted(
+        counts.items(), key=lambda c: (order.get(c[0][1], 3), c[0][0])
+    ):
+        table.add_row(policy, severity, str(n))
+    return table

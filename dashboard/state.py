@@ -9,7 +9,7 @@ the config path and the warehouse URL as CDMETRICS_CONFIG and CDMETRICS_WAREHOUS
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import NoReturn
 from zoneinfo import ZoneInfo
@@ -18,8 +18,8 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
-from analytics.scope import Scope
-from cdmetrics.settings import ConfigError, Settings, load_settings
+from analytics.scope import Scope, unknown_names
+from cdmetrics.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
 from warehouse.engine import WarehouseURLError, normalise_url
 
@@ -39,6 +39,7 @@ class View:
     rules: FailureRules
     promotion_path: tuple[str, ...]
     presence: dict[str, bool]
+    targets: dict[str, Target] = field(default_factory=dict)  # of the scope's team, else the org's
 
     @property
     def empty(self) -> bool:
@@ -109,9 +110,41 @@ def _period(zone: ZoneInfo) -> tuple[datetime, datetime]:
     return since, datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
 
 
+def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -> list[str]:
+    """What is wrong with a link's filters (`params`, the query parameters), which the widgets
+    would otherwise drop silently and show the whole organisation or the default period: names
+    the warehouse does not know (with the closest known, `analytics.scope.unknown_names`) and
+    dates that are not YYYY-MM-DD or run backwards."""
+    problems = []
+    for kind, key in (("team", "team"), ("service", "service"), ("environment", "env")):
+        asked = [v for v in params.get(key, []) if v != PRODUCTION]
+        problem = unknown_names(kind, asked, options[f"{kind}s"])
+        if problem:
+            problems.append(f"This link's filter names {problem}: it is left out.")
+    days = params.get("period", [])
+    for value in days:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            problems.append(
+                f"This link's period {value!r} is not a date (YYYY-MM-DD): the default period "
+                "is shown."
+            )
+            return problems
+    if len(days) == 2 and days[0] > days[1]:
+        problems.append(
+            f"This link's period runs backwards ({days[0]} after {days[1]}): it is shown "
+            f"from {days[1]} to {days[0]}."
+        )
+    return problems
+
+
 def _filters(settings: Settings, url: str) -> Scope:
     options = data.filter_options(url)
     zone = ZoneInfo(settings.sync.timezone)
+    params = {key: st.query_params.get_all(key) for key in ("team", "service", "env", "period")}
+    for problem in link_problems(params, options):
+        st.warning(problem, icon=":material/link_off:")
     with st.sidebar:
         st.header("Filters")
         since, until = _period(zone)
@@ -149,6 +182,7 @@ def prepare() -> View:
         FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs)),
         tuple(settings.environments.promotion_path),
         data.presence(url),
+        settings.targets.for_teams(scope.teams),
     )
     with st.sidebar:
         st.caption(

@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from analytics.scope import Scope
+from cdmetrics.settings import Target
 from dashboard import data, show
 
 SPARKLINE_WEEKS = 12
@@ -28,6 +29,7 @@ class Tile:
     change: Callable[[float, float], str | None]  # the change, written (never zero)
     caption: Callable[[Figures], str]
     help: str
+    target: tuple[str, Callable[[Figures], float | None]]  # `[targets]` key, the figure judged
     inverse: bool = True  # down is good
 
 
@@ -39,6 +41,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: f"{now - before:+g} days",
         lambda m: f"{m['deployments']:,} production deployments on {m['deployment_days']} days",
         "Median over the weeks of the period of the days with a production deployment.",
+        ("deployment_days", lambda m: m["median_days_per_week"]),
         inverse=False,
     ),
     "lead_time": Tile(
@@ -48,6 +51,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: show.signed_hours(now - before),
         lambda m: f"p90 {show.hours(m['p90_hours'])} · {m['changes']:,} changes",
         "Median time from a change's first commit to its first production deployment.",
+        ("lead_time_median", lambda m: m["median_hours"]),
     ),
     "change_failure_rate": Tile(
         "Change failure rate",
@@ -56,6 +60,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: show.points(now - before),
         lambda m: f"{show.ratio(m['failed'], m['deployments'])} deployments failed",
         "Production deployments followed by an incident, a rollback or a hotfix.",
+        ("change_failure_rate", lambda m: m["rate"]),
     ),
     "recovery_time": Tile(
         "Failed deployment recovery time",
@@ -68,6 +73,7 @@ DORA: dict[str, Tile] = {
             + show.resolved_before_opened(m["incidents_resolved_before_opened"])
         ),
         "Median time from a failed change to the next good deployment or the incident's end.",
+        ("recovery_median", lambda m: m["median_hours"]),
     ),
 }
 
@@ -85,8 +91,21 @@ def change(
     return 0 if now == before else tile.change(now, before)
 
 
-def dora_tiles(metrics: dict[str, Any], scope: Scope) -> None:
-    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics."""
+def target_caption(tile: Tile, figures: Figures, targets: dict[str, Target]) -> str:
+    """` · target < 2d: met` (or `missed`) for a tile whose metric has a `[targets]` entry."""
+    key, figure = tile.target
+    target = targets.get(key)
+    if target is None:
+        return ""
+    met = target.met(figure(figures))
+    return f" · target {target.text}: " + {True: "met", False: "missed", None: "no figure"}[met]
+
+
+def dora_tiles(
+    metrics: dict[str, Any], scope: Scope, targets: dict[str, Target] | None = None
+) -> None:
+    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics, each
+    saying whether the period meets its target (`[targets]`, a team's when one is chosen)."""
     pair = data.week_over_week(metrics["weeks"], scope)
     described = f"{pair[0]['week'][-3:]} vs {pair[1]['week'][-3:]}" if pair else None
     for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
@@ -101,6 +120,6 @@ def dora_tiles(metrics: dict[str, Any], scope: Scope) -> None:
                 delta_description=described,
                 inverse=tile.inverse,
                 series=[v for v in series if v is not None],
-                caption=tile.caption(figures),
+                caption=tile.caption(figures) + target_caption(tile, figures, targets or {}),
                 help=tile.help,
             )

@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine
 from analytics import dora, stats, views
 from analytics.derive import FailureRules
 from analytics.metrics import STAGES, Row, ScopeData, load
-from analytics.scope import Scope
+from analytics.scope import Scope, UnknownName
 from analytics.views import figures, notable
+from cdmetrics.settings import Target
 from reports.week import ReportError, Week
 
 TREND_WEEKS = 12
@@ -87,13 +88,17 @@ def value_at(metrics: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per headline metric: value, last week's, the change, its level and the counts
-    behind a rate."""
+def headline(
+    current: dict[str, Any], previous: dict[str, Any], targets: dict[str, Target] | None = None
+) -> list[dict[str, Any]]:
+    """One row per headline metric: value, last week's, the change, its level, the counts
+    behind a rate, and its target (`[targets]`) with whether this week's value meets it."""
     rows = []
+    targets = targets or {}
     for key, label, path, unit, better, counts in HEADLINE:
         value, before = value_at(current, path), value_at(previous, path)
         section = current[path[0]]
+        target = targets.get(key)
         rows.append(
             {
                 "key": key,
@@ -106,6 +111,8 @@ def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str
                 "numerator": section[counts[0]] if counts else None,
                 "denominator": section[counts[1]] if counts else None,
                 "level": current[LEVELS[key]]["level"] if key in LEVELS else None,
+                "target": target.text if target else None,
+                "target_met": target.met(value) if target else None,
             }
         )
     return rows
@@ -149,19 +156,6 @@ def _label(teams: tuple[str, ...], services: tuple[str, ...]) -> str:
     return "whole organisation"
 
 
-def _check_names(conn: Connection, teams: tuple[str, ...], services: tuple[str, ...]) -> None:
-    options = views.filter_options(conn)
-    for kind, asked in (("team", teams), ("service", services)):
-        known = options[f"{kind}s"]
-        unknown = sorted(set(asked) - set(known))
-        if unknown:
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            raise ReportError(
-                f"no {kind} named {', '.join(unknown)} in the warehouse; "
-                f"known: {shown or 'none (run cdmetrics sync)'}"
-            )
-
-
 def build_report(
     engine: Engine,
     week: Week,
@@ -170,11 +164,16 @@ def build_report(
     rules: FailureRules | None = None,
     limit: int = 10,
     now: datetime | None = None,
+    targets: dict[str, Target] | None = None,
 ) -> WeeklyReport:
-    """The weekly report of `week` for the organisation, or the named teams or services."""
+    """The weekly report of `week` for the organisation, or the named teams or services, with
+    `targets` (`TargetsSettings.for_teams`) beside the headline figures."""
     rules = rules or FailureRules()
     with engine.connect() as conn:
-        _check_names(conn, teams, services)
+        try:
+            views.check_names(conn, teams, services)
+        except UnknownName as exc:
+            raise ReportError(str(exc)) from None
         series = weekly_metrics(conn, week, teams, services, rules)
         (_, data, current), (_, _, previous) = series[-1], series[-2]
         scope = data.scope
@@ -185,7 +184,7 @@ def build_report(
             generated_at=now or datetime.now(UTC),
             metrics=current,
             previous_metrics=previous,
-            headline=headline(current, previous),
+            headline=headline(current, previous, targets),
             trend=[_trend_row(w, m) for w, _, m in series],
             services=_services(data),
             environments=views.deployments_by_service_environment(conn, scope),
@@ -204,6 +203,11 @@ def build_report(
             },
             warehouse_empty=not any(views.presence(conn).values()),
         )
+
+
+def missed_targets(report: WeeklyReport) -> list[dict[str, Any]]:
+    """The headline rows whose value misses its target this week."""
+    return [row for row in report.headline if row["target_met"] is False]
 
 
 def _trend_row(week: Week, metrics: dict[str, Any]) -> dict[str, Any]:

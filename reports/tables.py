@@ -28,6 +28,10 @@ class Table:
     empty: str
 
 
+# beside the headline when `[targets]` sets any
+TARGET_COLUMNS = (("target", "Target", "text"), ("target_met", "Met target", "bool"))
+
+
 def tables(report: WeeklyReport) -> list[Table]:
     """Every table of the report, in the order the report shows them."""
     n = report.notable
@@ -43,6 +47,7 @@ def tables(report: WeeklyReport) -> list[Table]:
                 ("numerator", "Count", "count"),
                 ("denominator", "Of", "count"),
                 ("level", "DORA level", "text"),
+                *(TARGET_COLUMNS if any(r["target"] for r in report.headline) else ()),
             ),
             report.headline,
             "",

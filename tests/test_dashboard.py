@@ -433,3 +433,35 @@ def test_with_oidc_configured_only_a_signed_in_user_sees_the_metrics(
     at.run()
     assert not at.exception and len(at.metric) == len(tiles.DORA)
     assert any("lead@example.com" in c.value for c in at.sidebar.caption)
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        (
+            {"team": ["paymnts"]},
+            "no team named paymnts in the warehouse; closest to paymnts: payments",
+        ),
+        ({"env": "prodution"}, "closest to prodution: production"),
+        ({"period": ["2026-13-01", "2026-11-20"]}, "period '2026-13-01' is not a date"),
+    ],
+)
+def test_a_link_with_an_unknown_name_or_a_bad_date_says_so(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str, query: dict[str, Any], said: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "overview", query)
+    warnings = " ".join(w.value for w in at.warning)
+    assert said in warnings, warnings
+
+
+def test_tiles_say_whether_the_period_meets_the_targets(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "cdmetrics.toml").write_text(  # dashboard_env runs in tmp_path
+        "[targets]\nlead_time_median = '< 1m'\nchange_failure_rate = '<= 100%'\n"
+    )
+    at = open_page(dashboard_env, demo_url, "overview")
+    captions = [c.value for c in at.caption]
+    assert any(c.endswith(" · target < 1m: missed") for c in captions), captions
+    assert any(c.endswith(" · target <= 100%: met") for c in captions), captions
+    assert not any("target" in c for c in captions if "deployments on" in c)  # none set

@@ -13,6 +13,7 @@ from analytics.views.attention import comparison_weeks, services_needing_attenti
 from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
+    check_names,
     deployments_by_service_environment,
     failed_changes,
     failure_counts,
@@ -31,6 +32,7 @@ from analytics.views.sources import rejected_payloads, sync_errors, sync_overvie
 
 __all__ = [
     "branch_strategies",
+    "check_names",
     "commit_url",
     "compare_url",
     "comparison_weeks",

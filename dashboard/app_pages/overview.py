@@ -12,7 +12,7 @@ st.title("Overview")
 metrics = data.metrics(
     view.url, view.scope, view.rules, tuple(tiles.DORA), tiles.PARTS, by_team=True
 )
-tiles.dora_tiles(metrics, view.scope)
+tiles.dora_tiles(metrics, view.scope, view.targets)
 
 left, right = st.columns([3, 2])
 with left:
