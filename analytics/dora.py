@@ -256,6 +256,22 @@ def metrics(
     return result
 
 
+HEADLINE = {  # the figures every surface leads with: name -> path into the metrics JSON
+    "deployments": ("deployment_frequency", "deployments"),
+    "deploy_days_per_week": ("deployment_frequency", "median_days_per_week"),
+    "change_failure_rate": ("change_failure_rate", "rate"),
+    "lead_time_median_hours": ("lead_time", "median_hours"),
+    "recovery_median_hours": ("recovery_time", "median_hours"),
+}
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a metrics JSON (`metrics`, `compute`, the API's answer): production
+    deployments, median deployment days per week, change failure rate, lead time p50 and
+    failed-deployment recovery time p50, in hours and shares, unrounded."""
+    return {name: figures[metric][field] for name, (metric, field) in HEADLINE.items()}
+
+
 def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
     """The metrics per week, month, team or service (every week/month of the period appears)."""
     if by not in SLICES:

@@ -11,13 +11,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from analytics import units
+
 HEADLINE = (
     ("deployment_frequency", "deployments", "deployments"),
     ("deployment_frequency", "median_days_per_week", "deploy days/week (median)"),
-    ("lead_time", "median_hours", "lead time p50 (h)"),
-    ("lead_time", "p90_hours", "lead time p90 (h)"),
+    ("lead_time", "median_hours", "lead time p50"),
+    ("lead_time", "p90_hours", "lead time p90"),
     ("change_failure_rate", "rate", "change failure rate"),
-    ("recovery_time", "median_hours", "recovery p50 (h)"),
+    ("recovery_time", "median_hours", "recovery p50"),
     ("rework_rate", "rate", "rework rate"),
     ("deployment_failure_rate", "rate", "deployment failure rate"),
     ("build", "failure_rate", "pipeline failure rate"),
@@ -25,9 +27,15 @@ HEADLINE = (
 )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, field_name: str = "") -> str:
+    """A figure of the table as every human surface writes it (`analytics.units`): hours as
+    h or d, rates as percent; JSON and CSV keep hours and shares."""
     if value is None:
         return "-"
+    if field_name.endswith("_hours"):
+        return units.hours(value, "-")
+    if field_name.endswith("rate"):
+        return units.percent(value, "-")
     if isinstance(value, float):
         return f"{value:.3f}" if value < 1 else f"{value:,.1f}"
     return str(value)
@@ -75,7 +83,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
                 if field_name in ("median_days_per_week", "median_hours", "rate")
                 else None
             )
-            table.add_row(label, _cell(result[metric][field_name]), level or "")
+            table.add_row(label, _cell(result[metric][field_name], field_name), level or "")
         console.print(table)
         return
     key = next(iter(rows[0]))
@@ -84,7 +92,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
     for _, _, label in HEADLINE:
         table.add_column(label, justify="right")
     for row in rows:
-        table.add_row(str(row[key]), *(_cell(row[m][f]) for m, f, _ in HEADLINE))
+        table.add_row(str(row[key]), *(_cell(row[m][f], f) for m, f, _ in HEADLINE))
     console.print(table)
 
 
@@ -119,7 +127,7 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
             f"{r['upstream']} -> {r['downstream']}",
             "yes" if r["in_sync"] else "no",
             _cell(r["commits_behind"]),
-            _cell(r["drift_age_hours"]),
+            _cell(r["drift_age_hours"], "drift_age_hours"),
             (r["upstream_digest"] or "-")[:19],
             (r["downstream_digest"] or "-")[:19],
         )
