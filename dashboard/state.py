@@ -90,11 +90,21 @@ def login_gate() -> None:
     st.stop()
 
 
-def _period(timezone: str) -> tuple[datetime, datetime]:
-    """The sidebar's period: first and last day, both included; by default the default period of
-    every surface (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one)."""
+def default_days(timezone: str) -> tuple[date, date]:
+    """The first and last day (both included) of the default period of every surface
+    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far)."""
     since, until = parse_period(None, None, timezone)
-    default = (since.date(), (until - timedelta(days=1)).date())
+    return since.date(), (until - timedelta(days=1)).date()
+
+
+def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
+    """[since, until) of the days picked, both included, through the one period parser."""
+    return parse_period(first.isoformat(), (last + timedelta(days=1)).isoformat(), timezone)
+
+
+def _period(timezone: str) -> tuple[datetime, datetime]:
+    """The sidebar's period: first and last day, both included; by default the default period."""
+    default = default_days(timezone)
     chosen = st.sidebar.date_input(
         "Period",
         value=default,
@@ -107,7 +117,7 @@ def _period(timezone: str) -> tuple[datetime, datetime]:
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
     start, end = (min(days), max(days)) if days else default
     try:
-        return parse_period(start.isoformat(), (end + timedelta(days=1)).isoformat(), timezone)
+        return period_of(start, end, timezone)
     except PeriodError as exc:
         _stop_with(f"The period cannot be used: {exc}.")
 
