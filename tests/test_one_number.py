@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from analytics import dora, frames, units
+from analytics import dora, frames, stats, units
 from analytics.derive import FailureRules, derive
-from analytics.scope import Scope, parse_period
+from analytics.scope import PeriodError, Scope, parse_period
 from cdmetrics.settings import Settings
 from reports.model import build_report
 from reports.render import render
@@ -145,3 +146,121 @@ def test_a_human_surface_writes_the_machine_figure(warehouse: tuple[str, Engine]
     assert tiles.DORA["change_failure_rate"].value(figures["change_failure_rate"]) == (
         units.percent(rate)
     )
+
+
+# -- the period parser (analytics.scope): one default, errors that name the dates --
+
+WEDNESDAY = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # ISO week 2026-W49
+
+
+def test_the_default_period_is_twelve_whole_weeks_and_the_current_one() -> None:
+    since, until = parse_period(None, None, ZONE, WEDNESDAY)
+    assert since.isoformat() == "2026-09-07T00:00:00+02:00"  # Monday of 2026-W37, summer time
+    assert until.isoformat() == "2026-12-03T00:00:00+01:00"  # tomorrow 00:00, today included
+    scope = Scope.default(ZONE, now=WEDNESDAY)
+    weeks = stats.weeks_between(scope.since, scope.until, scope.zone)
+    assert len(weeks) == 13 and weeks[-1] == "2026-W49"
+    assert [w for w in weeks if scope.partial(w, WEDNESDAY)] == ["2026-W49"]
+
+
+def test_a_given_until_keeps_twelve_whole_weeks_before_its_week() -> None:
+    """until 2026-11-30 (a Monday, exclusive) ends 2026-W48, which is then whole too."""
+    since, until = parse_period(None, "2026-11-30", "UTC", WEDNESDAY)
+    assert (since.date().isoformat(), until.date().isoformat()) == ("2026-08-31", "2026-11-30")
+    scope = Scope(since, until)
+    assert not any(scope.partial(w, WEDNESDAY) for w in stats.weeks_between(since, until, UTC))
+
+
+def test_a_week_cut_by_the_period_is_partial() -> None:
+    scope = Scope.parse("2026-11-04", "2026-11-30", timezone="UTC")  # starts on a Wednesday
+    assert scope.partial("2026-W45", WEDNESDAY) and not scope.partial("2026-W46", WEDNESDAY)
+
+
+def test_a_reversed_period_names_both_dates() -> None:
+    with pytest.raises(PeriodError) as caught:
+        Scope.parse("2026-12-01", "2026-11-01", timezone="UTC")
+    message = str(caught.value)
+    assert "reversed period" in message and "2026-12-01" in message and "2026-11-01" in message
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "named"),
+    [
+        ("last tuesday", None, "since: 'last tuesday' is not a date"),
+        (None, "9999-12-31", "until: 9999-12-31 is outside 1970-01-01 .. 2100-01-01"),
+        ("2026-11-01", "2026-11-01", "empty period"),
+    ],
+)
+def test_a_bad_period_is_a_period_error(since: str | None, until: str | None, named: str) -> None:
+    with pytest.raises(PeriodError, match=named):
+        parse_period(since, until, "UTC", WEDNESDAY)
+
+
+# -- charts that do not mislead --
+
+
+def test_weekly_charts_start_at_zero_and_mark_the_partial_week() -> None:
+    from dashboard import charts
+
+    frame = pd.DataFrame(
+        {
+            "week": ["2026-W47", "2026-W48", "2026-W49"],
+            "deployments": [12, 0, 3],
+            "rate": [0.25, None, 0.0],
+            "partial": [False, False, True],
+        }
+    )
+    figure = charts.bars_and_rate(frame, "week", "deployments", "rate", "deployments", "rate")
+    assert figure.layout.yaxis.rangemode == "tozero" and figure.layout.yaxis2.rangemode == "tozero"
+    bars, line = figure.data
+    assert list(bars.marker.pattern.shape) == ["", "", "/"]
+    assert list(line.marker.symbol) == ["circle", "circle", "circle-open"]
+    assert [a.text for a in figure.layout.annotations] == ["partial"]
+    assert list(bars.y) == [12, 0, 3]  # the empty week is a zero bar on the axis
+    lines = charts.lines(frame, "week", {"rate": "rate"}, "share")
+    assert lines.layout.yaxis.rangemode == "tozero"
+
+
+def test_severities_and_heatmaps_have_their_colours() -> None:
+    from dashboard import charts
+
+    counts = pd.DataFrame(
+        {"policy": ["a", "a", "b"], "severity": ["info", "error", "warn"], "violations": [1, 2, 3]}
+    )
+    figure = charts.bars(counts, "policy", "violations", "severity")
+    colours = {trace.name: trace.marker.color for trace in figure.data}
+    assert colours == {"error": "#d62728", "warn": "#f0a202", "info": "#9aa5b1"}
+    days = pd.DataFrame(
+        {"day": ["2026-11-30"], "week": ["2026-W49"], "weekday": ["Mon"], "deployments": [4]}
+    )
+    neutral = charts.calendar(days).data[0].colorscale
+    per_env = pd.DataFrame({"service": ["s"], "environment": ["production"], "successful": [4]})
+    assert charts.matrix(per_env, "service", "environment", "successful").data[0].colorscale == (
+        neutral
+    )
+    assert (
+        neutral[-1][1]
+        != charts.matrix(per_env, "service", "environment", "successful", scale=charts.LEVEL_SCALE)
+        .data[0]
+        .colorscale[-1][1]
+    )
+
+
+def test_every_week_of_the_period_is_on_the_deployments_chart(
+    warehouse: tuple[str, Engine],
+) -> None:
+    """The default period reaches before the small organisation's history: those weeks are
+    zero rows, not missing ones, and the current week is flagged partial."""
+    from dashboard import data
+
+    url, _ = warehouse
+    scope = Scope.default(ZONE)
+    per_week = data.deployments_per_week(url, scope, _rules(_settings()))
+    weeks = stats.weeks_between(scope.since, scope.until, scope.zone)
+    teams = sorted(set(per_week["team"]))
+    assert teams and list(zip(per_week["week"], per_week["team"], strict=True)) == [
+        (w, t) for w in weeks for t in teams
+    ]
+    totals = per_week.groupby("week", sort=False)["deployments"].sum()
+    assert totals.iloc[0] == 0 and totals.sum() > 0
+    assert per_week.loc[per_week["partial"], "week"].unique().tolist() == [weeks[-1]]
