@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -41,6 +42,13 @@ def _cell(value: Any, field_name: str = "") -> str:
     return str(value)
 
 
+def _period_title(scope: dict[str, Any]) -> str:
+    """`2026-09-07 to 2026-12-05 (UTC)`: the first and the last day the period includes (its
+    `until` is exclusive), as the dashboard's period picker shows them."""
+    last = datetime.fromisoformat(scope["until"]) - timedelta(microseconds=1)
+    return f"{scope['since'][:10]} to {last.date().isoformat()} ({scope.get('timezone', 'UTC')})"
+
+
 def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested metric objects as one level of `metric.field` keys (for CSV)."""
     out: dict[str, Any] = {}
@@ -71,7 +79,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
         writer.writerows(records)
         console.file.write(buffer.getvalue())
         return
-    title = f"{result['scope']['since'][:10]} to {result['scope']['until'][:10]}"
+    title = _period_title(result["scope"])
     if "rows" not in result:  # one column of figures, a metric per line
         table = Table(title=title)
         table.add_column("metric")

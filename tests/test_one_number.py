@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +264,21 @@ def test_every_week_of_the_period_is_on_the_deployments_chart(
     totals = per_week.groupby("week", sort=False)["deployments"].sum()
     assert totals.iloc[0] == 0 and totals.sum() > 0
     assert per_week.loc[per_week["partial"], "week"].unique().tolist() == [weeks[-1]]
+
+
+def test_the_cli_table_writes_the_json_figures_as_people_read_them(
+    warehouse: tuple[str, Engine], tmp_path: Path
+) -> None:
+    url, _ = warehouse
+    figures = _cli(url, tmp_path)
+    table = run(
+        tmp_path, "--warehouse", url, "metrics", env={"CDMETRICS_SYNC__TIMEZONE": ZONE}
+    ).stdout
+    since, until = parse_period(None, None, ZONE)
+    last_day = (until - timedelta(days=1)).date()
+    assert f"{since.date()} to {last_day} ({ZONE})" in table
+    lines = {line.split("│")[1].strip(): line for line in table.splitlines() if "│" in line}
+    assert units.hours(figures["lead_time"]["median_hours"], "-") in lines["lead time p50"]
+    assert (
+        units.percent(figures["change_failure_rate"]["rate"], "-") in lines["change failure rate"]
+    )
