@@ -9,11 +9,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -30,7 +29,7 @@ from analytics import views
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
-from analytics.scope import Scope, UnknownName
+from analytics.scope import PeriodError, Scope, UnknownName, parse_period
 from cdmetrics.cli_gate import CannotDecide
 from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
@@ -164,6 +163,10 @@ def _open(settings: Settings) -> Engine:
 
 # what SQLite says when another process writes or migrates the same file at the same moment
 SQLITE_BUSY_WORDS = ("locked", "busy", "already exists")
+SINCE_HELP = (
+    "Start (date or ISO timestamp; default: Monday of the week 12 whole weeks before --until's)."
+)
+UNTIL_HELP = "End, exclusive (default: tomorrow 00:00 in [sync] timezone)."
 
 
 def _cannot_open(url: URL, exc: DBAPIError) -> CannotDecide:
@@ -360,30 +363,12 @@ def derive_command(
 
 
 def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
-    tz = ZoneInfo(zone)
-
-    def parse(value: str, name: str) -> datetime:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise typer.BadParameter(
-                f"{value!r} is not a date or ISO timestamp", param_hint=name
-            ) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
-
-    end = (
-        parse(until, "--until")
-        if until
-        else datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    )
-    start = parse(since, "--since") if since else end - timedelta(days=90)
-    if end <= start:
-        raise typer.BadParameter(
-            f"--since {start.isoformat()} is not before --until {end.isoformat()}: the period is "
-            "empty or reversed; swap them, or give a --since earlier than --until",
-            param_hint="--since/--until",
-        )
-    return start, end
+    """The period of --since/--until (`analytics.scope.parse_period`, the default period for what
+    is not given); a bad one is a usage error (exit 2) naming the values."""
+    try:
+        return parse_period(since, until, zone)
+    except PeriodError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 
 
 @app.command("drift")
@@ -408,10 +393,8 @@ def drift_command(
 @policy_app.command("scan")
 def policy_scan(
     ctx: typer.Context,
-    since: str | None = typer.Option(
-        None, help="Start (date or ISO timestamp; default: 90 days ago)."
-    ),
-    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    since: str | None = typer.Option(None, help=SINCE_HELP),
+    until: str | None = typer.Option(None, help=UNTIL_HELP),
     policy: list[str] | None = typer.Option(None, help="Only these policies (repeatable)."),
     output_format: str = typer.Option("table", "--format", help="table, json, junit or sarif."),
     fail_on: str = typer.Option(
@@ -438,10 +421,8 @@ def policy_scan(
 @app.command("metrics")
 def metrics_command(
     ctx: typer.Context,
-    since: str | None = typer.Option(
-        None, help="Start (date or ISO timestamp; default: 90 days before --until)."
-    ),
-    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    since: str | None = typer.Option(None, help=SINCE_HELP),
+    until: str | None = typer.Option(None, help=UNTIL_HELP),
     team: list[str] | None = typer.Option(None, help="Only these teams (repeatable)."),
     service: list[str] | None = typer.Option(None, help="Only these services (repeatable)."),
     env: str | None = typer.Option(
@@ -571,7 +552,7 @@ def demo(
 
         summaries = run_sync(settings, engine, console=err)
         derived = derive_all(engine, settings)  # with today's drift snapshot
-        scope = Scope(sandbox.org.now - timedelta(days=90), sandbox.org.now + timedelta(days=1))
+        scope = Scope.default(settings.sync.timezone)  # what the dashboard opens on
         violations = record_violations(engine, settings, scope.since, scope.until)
         with engine.connect() as conn:
             figures = metrics(conn, scope, rules=failure_rules(settings))

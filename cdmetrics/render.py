@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from rich import box
@@ -13,13 +14,15 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 
+from analytics import units
+
 HEADLINE = (
     ("deployment_frequency", "deployments", "deployments"),
     ("deployment_frequency", "median_days_per_week", "deploy days/week (median)"),
-    ("lead_time", "median_hours", "lead time p50 (h)"),
-    ("lead_time", "p90_hours", "lead time p90 (h)"),
+    ("lead_time", "median_hours", "lead time p50"),
+    ("lead_time", "p90_hours", "lead time p90"),
     ("change_failure_rate", "rate", "change failure rate"),
-    ("recovery_time", "median_hours", "recovery p50 (h)"),
+    ("recovery_time", "median_hours", "recovery p50"),
     ("rework_rate", "rate", "rework rate"),
     ("deployment_failure_rate", "rate", "deployment failure rate"),
     ("build", "failure_rate", "pipeline failure rate"),
@@ -28,7 +31,7 @@ HEADLINE = (
 
 
 # the narrower columns of `metrics --by` (a row per slice must fit 80 columns; JSON and CSV have
-# every figure)
+# every figure): hours as numbers under "(h)" (one unit per column), rates as percent
 SLICE_COLUMNS = (
     ("deployment_frequency", "deployments", "deploys"),
     ("lead_time", "median_hours", "lead p50\n(h)"),
@@ -40,12 +43,25 @@ SLICE_COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, field_name: str = "") -> str:
+    """A figure of the table as every human surface writes it (`analytics.units`): hours as
+    h or d, rates as percent; JSON and CSV keep hours and shares."""
     if value is None:
         return "-"
+    if field_name.endswith("_hours"):
+        return units.hours(value, "-")
+    if field_name.endswith("rate"):
+        return units.percent(value, "-")
     if isinstance(value, float):
         return f"{value:.3f}" if value < 1 else f"{value:,.1f}"
     return str(value)
+
+
+def _period_title(scope: dict[str, Any]) -> str:
+    """`2026-09-07 to 2026-12-05 (UTC)`: the first and the last day the period includes (its
+    `until` is exclusive), as the dashboard's period picker shows them."""
+    last = datetime.fromisoformat(scope["until"]) - timedelta(microseconds=1)
+    return f"{scope['since'][:10]} to {last.date().isoformat()} ({scope.get('timezone', 'UTC')})"
 
 
 def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,7 +94,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
         writer.writerows(records)
         console.file.write(buffer.getvalue())
         return
-    title = f"{result['scope']['since'][:10]} to {result['scope']['until'][:10]}"
+    title = _period_title(result["scope"])
     if "rows" not in result:  # one column of figures, a metric per line
         table = Table(title=title)
         table.add_column("metric")
@@ -90,7 +106,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
                 if field_name in ("median_days_per_week", "median_hours", "rate")
                 else None
             )
-            table.add_row(label, _cell(result[metric][field_name]), level or "")
+            table.add_row(label, _cell(result[metric][field_name], field_name), level or "")
         console.print(table)
         return
     key = next(iter(rows[0]))
@@ -99,16 +115,15 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
     for *_, header in SLICE_COLUMNS:
         table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(
-            str(row[key]),
-            *(_percent(row[m][f]) if f == "rate" or f.endswith("_rate") else _cell(row[m][f])
-              for m, f, _ in SLICE_COLUMNS),
-        )  # fmt: skip
+        table.add_row(str(row[key]), *(_slice_cell(row[m][f], f) for m, f, _ in SLICE_COLUMNS))
     console.print(table)
 
 
-def _percent(value: Any) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+def _slice_cell(value: Any, field_name: str) -> str:
+    """A cell of `metrics --by`: hours as a number (its header says "(h)"), rates as percent."""
+    if field_name.endswith("_hours") and value is not None:
+        return f"{value:,.1f}"
+    return _cell(value, field_name)
 
 
 def render_drift(rows: list[dict[str, Any]], output_format: str, console: Console) -> None:
@@ -136,7 +151,7 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
             f"{r['upstream']} -> {r['downstream']}",
             "yes" if r["in_sync"] else "no",
             _cell(r["commits_behind"]),
-            _cell(r["drift_age_hours"]),
+            _cell(r["drift_age_hours"], "drift_age_hours"),
             f"{_short(r['upstream_digest'])} {_short(r['downstream_digest'])}",
         )
     console.print(table)

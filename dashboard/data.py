@@ -84,7 +84,8 @@ def metrics(
     by_team: bool = False,
 ) -> dict[str, Any]:
     """The metrics `names` over the scope (`total`), per ISO week of the period (`weeks`, each
-    with its `week` key) and, `by_team`, per team (`teams`), as `analytics.dora` computes them.
+    with its `week` key and `partial`: cut by the period or the clock; a week without data is
+    there with zero counts) and, `by_team`, per team (`teams`), as `analytics.dora` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
     data = scope_data(url, scope, rules, names, parts)
@@ -93,7 +94,10 @@ def metrics(
     teams = fig.sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
-        "weeks": [{"week": key, **{n: v[n] for n in names}} for key, v in weeks],
+        "weeks": [
+            {"week": key, "partial": scope.partial(key), **{n: v[n] for n in names}}
+            for key, v in weeks
+        ],
         "teams": [{"team": key, **{n: v[n] for n in names}} for key, v in teams],
     }
 
@@ -138,7 +142,9 @@ def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def deployments_per_week(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Production deployments and failed changes per ISO week and team."""
+    """Production deployments and failed changes per ISO week and team: every week of the
+    period and every team deploying in it (zero rows included: a code freeze stays on the axis),
+    each week flagged `partial` when the period or the clock cuts it."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
     zone = scope.zone
     counts: Counter[tuple[str, str]] = Counter()
@@ -147,12 +153,20 @@ def deployments_per_week(url: str, scope: Scope, rules: FailureRules) -> pd.Data
         key = (stats.week_key(stats.local_day(r.at, zone)), r.team or "(no team)")
         counts[key] += 1
         failed[key] += r.values["failed"] is not None
+    teams = sorted({team for _, team in counts})
     return pd.DataFrame(
         [
-            {"week": week, "team": team, "deployments": n, "failed": failed[(week, team)]}
-            for (week, team), n in sorted(counts.items())
+            {
+                "week": week,
+                "team": team,
+                "deployments": counts[(week, team)],
+                "failed": failed[(week, team)],
+                "partial": scope.partial(week),
+            }
+            for week in stats.weeks_between(scope.since, scope.until, zone)
+            for team in teams
         ],
-        columns=["week", "team", "deployments", "failed"],
+        columns=["week", "team", "deployments", "failed", "partial"],
     )
 
 

@@ -10,21 +10,19 @@ the config path and the warehouse URL as CDMETRICS_CONFIG and CDMETRICS_WAREHOUS
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import NoReturn
-from zoneinfo import ZoneInfo
 
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
-from analytics.scope import Scope, unknown_names
+from analytics.scope import PeriodError, Scope, parse_period, unknown_names
 from cdmetrics.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
 from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
-DEFAULT_WEEKS = 12
 SESSION_KEY = "cdmetrics.view"
 
 
@@ -93,21 +91,36 @@ def login_gate() -> None:
     st.stop()
 
 
-def _period(zone: ZoneInfo) -> tuple[datetime, datetime]:
-    today = datetime.now(zone).date()
-    default = (today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1), today)
+def default_days(timezone: str) -> tuple[date, date]:
+    """The first and last day (both included) of the default period of every surface
+    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far)."""
+    since, until = parse_period(None, None, timezone)
+    return since.date(), (until - timedelta(days=1)).date()
+
+
+def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
+    """[since, until) of the days picked, both included, through the one period parser."""
+    return parse_period(first.isoformat(), (last + timedelta(days=1)).isoformat(), timezone)
+
+
+def _period(timezone: str) -> tuple[datetime, datetime]:
+    """The sidebar's period: first and last day, both included; by default the default period."""
+    default = default_days(timezone)
     chosen = st.sidebar.date_input(
         "Period",
         value=default,
         key="period",
         bind="query-params",
         format="YYYY-MM-DD",
-        help="First and last day (both included); default: the last 12 weeks.",
+        help="First and last day (both included); default: the last 12 whole ISO weeks and the "
+        "current week so far.",
     )
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
     start, end = (min(days), max(days)) if days else default
-    since = datetime.combine(start, time(0), tzinfo=zone)
-    return since, datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
+    try:
+        return period_of(start, end, timezone)
+    except PeriodError as exc:
+        _stop_with(f"The period cannot be used: {exc}.")
 
 
 def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -> list[str]:
@@ -141,13 +154,12 @@ def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -
 
 def _filters(settings: Settings, url: str) -> Scope:
     options = data.filter_options(url)
-    zone = ZoneInfo(settings.sync.timezone)
     params = {key: st.query_params.get_all(key) for key in ("team", "service", "env", "period")}
     for problem in link_problems(params, options):
         st.warning(problem, icon=":material/link_off:")
     with st.sidebar:
         st.header("Filters")
-        since, until = _period(zone)
+        since, until = _period(settings.sync.timezone)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(
             "Service", options["services"], key="service", bind="query-params"

@@ -1,5 +1,6 @@
-"""The four DORA tiles: each metric's value, performance level, 12-week sparkline and change
-from the week before (the last complete ISO week of the period against the one before it)."""
+"""The four DORA tiles: each metric's value, performance level, 12-week sparkline (whole weeks:
+a partial current week would read as a drop) and change from the week before (the last complete
+ISO week of the period against the one before it)."""
 
 from __future__ import annotations
 
@@ -110,7 +111,8 @@ def dora_tiles(
     described = f"{pair[0]['week'][-3:]} vs {pair[1]['week'][-3:]}" if pair else None
     for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
         figures = metrics["total"][name]
-        series = [tile.weekly(row[name]) for row in metrics["weeks"][-SPARKLINE_WEEKS:]]
+        whole = [row for row in metrics["weeks"] if not row["partial"]]  # no false drop
+        series = [tile.weekly(row[name]) for row in whole[-SPARKLINE_WEEKS:]]
         with column:
             show.tile(
                 tile.label,

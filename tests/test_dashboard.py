@@ -320,14 +320,15 @@ def test_filters_come_from_the_url_and_narrow_the_numbers(
     assert at.query_params["team"] == ["payments", "search"] and at.query_params["env"] == "staging"
 
 
-def test_the_default_period_is_the_last_twelve_weeks(
+def test_the_default_period_is_twelve_whole_weeks_and_the_current_one(
     dashboard_env: pytest.MonkeyPatch, demo_url: str
 ) -> None:
     dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     today = datetime.now(UTC).date()
-    assert at.date_input(key="period").value == (today - timedelta(days=83), today)
+    monday = today - timedelta(days=today.weekday(), weeks=12)
+    assert at.date_input(key="period").value == (monday, today)
     assert "period" not in at.query_params  # the default keeps the URL clean
 
 

@@ -43,6 +43,7 @@ with columns[4]:
 weeks = pd.DataFrame(
     {
         "week": [w["week"] for w in metrics["weeks"]],
+        "partial": [w["partial"] for w in metrics["weeks"]],
         "failed": [w["build"]["failed"] for w in metrics["weeks"]],
         "rate": [w["build"]["failure_rate"] for w in metrics["weeks"]],
         "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["weeks"]],

@@ -51,6 +51,7 @@ st.subheader("Change failure rate per week")
 weeks = pd.DataFrame(
     {
         "week": [w["week"] for w in metrics["weeks"]],
+        "partial": [w["partial"] for w in metrics["weeks"]],
         "failed": [w["change_failure_rate"]["failed"] for w in metrics["weeks"]],
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
     }

@@ -48,6 +48,7 @@ with right:
     weeks = pd.DataFrame(
         {
             "week": [w["week"] for w in metrics["weeks"]],
+            "partial": [w["partial"] for w in metrics["weeks"]],
             "p50": [w["lead_time"]["median_hours"] for w in metrics["weeks"]],
             "p90": [w["lead_time"]["p90_hours"] for w in metrics["weeks"]],
         }

@@ -20,6 +20,7 @@ with left:
     weeks = pd.DataFrame(
         {
             "week": [w["week"] for w in metrics["weeks"]],
+            "partial": [w["partial"] for w in metrics["weeks"]],
             "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["weeks"]],
             "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
         }
