@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, Engine, Table, UniqueConstraint, func, select
@@ -11,6 +12,11 @@ from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, SimulatorApp
 from sandbox.truth import SYNCED_TABLES
 from warehouse.schema import metadata
+
+# A fixed end of generated history, for tests that pick one particular shape out of the generated
+# data (an interim Jenkins result, an issue listing, a history split by `history_days`): generated
+# up to today, the organisation changes every day, and a shape such a test needs may be missing.
+HISTORY_END = datetime(2026, 12, 4, tzinfo=UTC)
 
 TOKEN_ENV = "CDM_TEST_GITLAB_TOKEN"
 VOLATILE = {

@@ -13,7 +13,9 @@ import requests
 from jsonschema import Draft4Validator
 from referencing import Registry, Resource
 
+from sandbox.generate import generate
 from sandbox.serve import Sandbox
+from tests.sandbox_helpers import HISTORY_END
 
 SCHEMAS = Path(__file__).parent / "fixtures" / "gitlab" / "schemas"
 TOKEN = "glpat-schema"
@@ -72,7 +74,10 @@ def validate(schema: str, payload: Any) -> None:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[requests.Session, str]]:
-    with Sandbox.start("tiny", seed=5, token=TOKEN) as sandbox, requests.Session() as session:
+    with (
+        Sandbox.start(org=generate(5, "tiny", HISTORY_END), token=TOKEN) as sandbox,
+        requests.Session() as session,
+    ):
         session.headers["PRIVATE-TOKEN"] = TOKEN
         yield session, f"{sandbox.gitlab_url}/api/v4/projects/1"
 

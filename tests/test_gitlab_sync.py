@@ -25,6 +25,7 @@ from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
 from tests.sandbox_helpers import (
     DATE_RETRY_AFTER,
+    HISTORY_END,
     TOKEN_ENV,
     answer_429_with_a_date,
     assert_waited_retry_after,
@@ -95,7 +96,9 @@ def synced(shared: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Synced:
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     monkeypatch.setenv(TOKEN_ENV, "glpat-sandbox-secret")
-    with Sandbox.start("tiny", seed=3, token="glpat-sandbox-secret", keep_log=True) as running:
+    with Sandbox.start(
+        org=generate(3, "tiny", HISTORY_END), token="glpat-sandbox-secret", keep_log=True
+    ) as running:
         yield running
 
 

@@ -32,6 +32,7 @@ from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
 from tests.sandbox_helpers import (
     DATE_RETRY_AFTER,
+    HISTORY_END,
     TOKEN_ENV,
     answer_429_with_a_date,
     assert_waited_retry_after,
@@ -120,7 +121,7 @@ def builds(org: Organisation, at: datetime) -> Iterator[tuple[JenkinsJob, Jenkin
 
 @pytest.fixture(scope="module")
 def small_org() -> Organisation:
-    return generate(7, "small")
+    return generate(7, "small", HISTORY_END)
 
 
 @pytest.fixture
