@@ -44,8 +44,8 @@ else:
             "failed": "failed partitions",
             "running": "running",
             "requests": "requests",
-            "rows": "rows",
-            "rejected": "rejected",
+            "rows": "rows written by the last sync",
+            "rejected": "rejected payloads",
         },
         key="streams",
     )
