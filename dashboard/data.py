@@ -13,6 +13,8 @@ warehouse and which view of it a result belongs to.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections import Counter
 from datetime import datetime, time, timedelta
@@ -26,6 +28,7 @@ from analytics import dora, stats, views
 from analytics.derive import FailureRules
 from analytics.metrics import Row, ScopeData
 from analytics.scope import Scope
+from analytics.views import drilldown
 from analytics.views import figures as fig
 from warehouse.engine import open_warehouse
 
@@ -159,8 +162,14 @@ def deployments_per_week(url: str, scope: Scope, rules: FailureRules) -> pd.Data
 def _binned(values: list[float], bins: tuple[int, ...], label: Any) -> pd.DataFrame:
     edges = [*bins, float("inf")]
     counts = [sum(1 for v in values if low <= v < high) for low, high in itertools.pairwise(edges)]
+    pairs = list(itertools.pairwise(edges))
     return pd.DataFrame(
-        {"bucket": [label(low, high) for low, high in itertools.pairwise(edges)], "count": counts}
+        {
+            "bucket": [label(low, high) for low, high in pairs],
+            "count": counts,
+            "low": [low for low, _ in pairs],
+            "high": [None if high == float("inf") else high for _, high in pairs],
+        }
     )
 
 
@@ -285,3 +294,29 @@ def whats_running(url: str, scope: Scope) -> pd.DataFrame:
     order = state.sort_values("position")["environment"].drop_duplicates().tolist()
     grid = state.pivot(index="service", columns="environment", values="cell")
     return grid.reindex(columns=order).fillna("").reset_index()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def drill_page(
+    name: str, url: str, scope: Scope, filters: drilldown.ListFilters, page: drilldown.Page
+) -> tuple[pd.DataFrame, drilldown.Cursor | None]:
+    """One page of the drill-down list `name` (`deployments`, `changes`) and the next page's
+    cursor (None: the last page)."""
+    with engine(url).connect() as conn:
+        listed = drilldown.LISTS[name](conn, scope, filters, page)
+    return pd.DataFrame.from_records(listed.rows), listed.next
+
+
+def drill_csv(name: str, url: str, scope: Scope, filters: drilldown.ListFilters) -> bytes:
+    """Every row of the drill-down list `name` under the filters as CSV (UTF-8, a header row),
+    written a page at a time; full shas and digests, times in ISO 8601 UTC."""
+    out = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    with engine(url).connect() as conn:
+        for rows in drilldown.pages(conn, name, scope, filters):
+            for row in rows:
+                if writer is None:
+                    writer = csv.DictWriter(out, fieldnames=list(row), extrasaction="ignore")
+                    writer.writeheader()
+                writer.writerow(row)
+    return out.getvalue().encode()

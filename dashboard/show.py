@@ -112,9 +112,13 @@ def table(
     columns: dict[str, str] | None = None,
     height: int | None = None,
     key: str | None = None,
-) -> None:
+    helps: dict[str, str] | None = None,
+    select: bool = False,
+) -> Any:
     """A table; `links` maps URL columns to their heading (shown as links), `columns` renames
-    and orders the other columns shown (None: all, as they are)."""
+    and orders the other columns shown (None: all, as they are), `helps` explains columns in
+    their header's tooltip; with `select`, choosing a row reruns the page and this returns the
+    selection event (for a drill-down link)."""
     links = links or {}
     shown = list(columns) if columns else [c for c in frame.columns if c not in links]
     shown += [c for c in links if c in frame.columns]
@@ -123,19 +127,35 @@ def table(
         for name, heading in links.items()
     }
     for name, heading in (columns or {}).items():
-        config.setdefault(name, heading)
+        explained = (helps or {}).get(name)
+        config.setdefault(
+            name, st.column_config.Column(heading, help=explained) if explained else heading
+        )
+    options: dict[str, Any] = (
+        {"on_select": "rerun", "selection_mode": "single-row", "key": f"{key}-rows"}
+        if select
+        else {}
+    )
     with st.container(key=key):  # the key names the table (tests find it by the key)
-        st.dataframe(
+        return st.dataframe(
             frame[[c for c in shown if c in frame.columns]],
             hide_index=True,
             column_config=config,
             height=height if height is not None else "auto",
+            **options,
         )
 
 
-def chart(figure: Figure, key: str | None = None) -> None:
-    """A Plotly chart across the column's width."""
-    st.plotly_chart(figure, key=key, config={"displaylogo": False})
+def chart(figure: Figure, key: str | None = None, select: bool = False) -> Any:
+    """A Plotly chart across the column's width; with `select`, clicking a bar or point reruns
+    the page and this returns the selection event (for a drill-down link)."""
+    config = {"displaylogo": False}
+    if select:
+        return st.plotly_chart(
+            figure, key=key, config=config, on_select="rerun", selection_mode="points"
+        )
+    st.plotly_chart(figure, key=key, config=config)
+    return None
 
 
 def nothing(what: str) -> None:

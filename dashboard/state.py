@@ -26,6 +26,7 @@ from warehouse.engine import WarehouseURLError, normalise_url
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
 DEFAULT_WEEKS = 12
 SESSION_KEY = "cdmetrics.view"
+FILTER_KEYS = ("period", "team", "service", "env")  # the sidebar's query parameters
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,12 @@ def prepare() -> View:
             st.cache_resource.clear()
     st.session_state[SESSION_KEY] = view
     return view
+
+
+def filter_params() -> dict[str, list[str]]:
+    """The sidebar's filters as they stand in the URL (a link carrying them shows the same
+    scope; a filter left at its default is not in the URL)."""
+    return {k: st.query_params.get_all(k) for k in FILTER_KEYS if k in st.query_params}
 
 
 def current() -> View:

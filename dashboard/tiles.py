@@ -10,9 +10,20 @@ from typing import Any
 import streamlit as st
 
 from analytics.scope import Scope
-from dashboard import data, show
+from dashboard import data, drill, show
 
 SPARKLINE_WEEKS = 12
+# the list behind each tile and its filters (what the tile counts)
+BEHIND: dict[str, tuple[str, str, dict[str, str]]] = {
+    "deployment_frequency": (
+        "deployments",
+        "The deployments",
+        {"status": "success", "kind": "app"},
+    ),
+    "lead_time": ("changes", "The changes", {}),
+    "change_failure_rate": ("deployments", "The failed changes", {"failed": "1"}),
+    "recovery_time": ("deployments", "The failed changes", {"failed": "1"}),
+}
 # the rows the tiles read: no merge requests (the stage breakdown is on the lead time page)
 PARTS = ("deployments", "changes", "incidents")
 Figures = dict[str, Any]
@@ -104,3 +115,5 @@ def dora_tiles(metrics: dict[str, Any], scope: Scope) -> None:
                 caption=tile.caption(figures),
                 help=tile.help,
             )
+            target, label, extra = BEHIND[name]
+            drill.link(target, label, **extra)

@@ -21,7 +21,7 @@ from analytics import dora, drift, metrics, views
 from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views import figures
-from dashboard import launch, show, tiles
+from dashboard import data, drill, launch, show, tiles
 from sandbox.generate import generate
 from tests.sandbox_load import load_org
 from warehouse.dimensions import ensure_source
@@ -45,6 +45,8 @@ PAGES: dict[str, tuple[str, list[str], int]] = {
     "environments": ("Environments and drift", [], 1),
     "policies": ("Policies", [], 0),
     "data_sources": ("Data sources", ["gitlab"], 1),
+    "deployments_list": ("Deployments list", [], 0),
+    "changes_list": ("Changes list", [], 0),
 }
 
 
@@ -527,3 +529,33 @@ def test_with_oidc_configured_only_a_signed_in_user_sees_the_metrics(
     at.run()
     assert not at.exception and len(at.metric) == len(tiles.DORA)
     assert any("lead@example.com" in c.value for c in at.sidebar.caption)
+
+
+def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_url(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    m = expected(demo_url, by=None)
+    at = open_page(
+        dashboard_env, demo_url, "deployments_list", {"failed": "1", "team": ["payments"]}
+    )
+    shown = frame(at, "deployments-list")
+    scope = Scope(SCOPE.since, SCOPE.until, ("payments",))
+    failed = expected(demo_url, scope, by=None)["change_failure_rate"]["failed"]
+    assert len(shown) == min(failed, drill.PAGE_SIZE) > 0
+    assert shown["reasons"].str.len().min() > 0
+    assert shown["digest"].dropna().str.len().max() <= drill.DIGEST_SHOWN
+    assert at.query_params["failed"] == "1" and at.query_params["team"] in (
+        "payments",
+        ["payments"],
+    )
+    csv = data.drill_csv("deployments", demo_url, scope, drill.ListFilters(failed_change=True))
+    lines = csv.decode().splitlines()
+    assert len(lines) == failed + 1 and "image_digest" in lines[0]
+    at = open_page(dashboard_env, demo_url, "changes_list", {"min_hours": "24"})
+    changes = frame(at, "changes-list")
+    assert len(changes) == drill.PAGE_SIZE and changes["lead_time_hours"].min() >= 24
+    assert at.button(key="next-page")
+    at.button(key="next-page").click().run()
+    assert "after" in at.query_params
+    assert set(frame(at, "changes-list")["commit"]).isdisjoint(changes["commit"])
+    assert m["lead_time"]["changes"] > drill.PAGE_SIZE

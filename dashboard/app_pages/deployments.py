@@ -3,7 +3,7 @@ attempts per service and environment."""
 
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -16,6 +16,7 @@ attempts = metrics["total"]["deployment_failure_rate"]
 columns = st.columns(4)
 with columns[0]:
     show.tile("Production deployments", show.number(frequency["deployments"]))
+    drill.link("deployments", "The deployments", status="success", kind="app")
 with columns[1]:
     show.tile("Deployment days", show.number(frequency["deployment_days"]))
 with columns[2]:
@@ -38,7 +39,12 @@ per_week = data.deployments_per_week(view.url, view.scope, view.rules)
 if per_week.empty:
     show.nothing("production deployments")
 else:
-    show.chart(charts.bars(per_week, "week", "deployments", "team"), key="per-week")
+    event = show.chart(
+        charts.bars(per_week, "week", "deployments", "team"), key="per-week", select=True
+    )
+    week = drill.clicked(event)
+    if week is not None:
+        drill.go("deployments", bucket=week, status="success", kind="app")
 
 st.subheader("Calendar")
 per_day = data.deployments_per_day(view.url, view.scope, view.rules)
@@ -57,7 +63,8 @@ else:
     matrix["failure rate"] = (matrix["failed"] / (matrix["failed"] + matrix["successful"])).map(
         show.percent
     )
-    show.table(
+    st.caption("Choose a row for its deployment attempts.")
+    event = show.table(
         matrix,
         columns={
             "service": "service",
@@ -67,4 +74,9 @@ else:
             "failure rate": "failure rate",
         },
         key="per-service",
+        select=True,
     )
+    row = drill.chosen_row(event)
+    if row is not None:
+        chosen = matrix.iloc[row]
+        drill.go("deployments", service=chosen["service"], env=chosen["environment"], kind="app")

@@ -4,7 +4,7 @@ MRs not yet in production, and the slowest changes with links to their commit an
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -18,6 +18,7 @@ with columns[1]:
     show.tile("p90 lead time", show.hours(lead["p90_hours"]))
 with columns[2]:
     show.tile("Changes deployed", show.number(lead["changes"]), caption="merge commits excluded")
+    drill.link("changes", "The changes")
 with columns[3]:
     show.tile(
         "Merge requests deployed",
@@ -40,7 +41,14 @@ with left:
     st.subheader("Distribution")
     histogram = data.lead_time_histogram(view.url, view.scope, view.rules)
     if lead["changes"]:
-        show.chart(charts.histogram(histogram, "lead time", "changes"))
+        event = show.chart(
+            charts.histogram(histogram, "lead time", "changes"), key="histogram", select=True
+        )
+        st.caption("Click a bar for its changes.")
+        index = drill.clicked(event, "point_index")
+        if index is not None:
+            bucket = histogram.iloc[int(index)]
+            drill.go("changes", min_hours=bucket["low"], max_hours=bucket["high"])
     else:
         show.nothing("changes deployed")
 with right:

@@ -4,7 +4,7 @@ scorecard, and the services needing attention."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state, tiles
+from dashboard import charts, data, drill, show, state, tiles
 
 view = state.current()
 state.require_data(view)
@@ -24,9 +24,15 @@ with left:
             "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
         }
     )
-    show.chart(
-        charts.bars_and_rate(weeks, "week", "deployments", "rate", "deployments", "failure rate")
+    event = show.chart(
+        charts.bars_and_rate(weeks, "week", "deployments", "rate", "deployments", "failure rate"),
+        key="weekly",
+        select=True,
     )
+    st.caption("Click a week's bar for its production deployments.")
+    week = drill.clicked(event)
+    if week is not None:
+        drill.go("deployments", bucket=week, status="success", kind="app")
 with right:
     st.subheader("Teams")
     teams = pd.DataFrame(
