@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
@@ -23,17 +24,18 @@ PAGES = {
     "changes": "app_pages/changes_list.py",
 }
 PAGE_SIZE = 50
-DIGEST_SHOWN = 19  # `sha256:` and 12 hex digits; the full digest is in the tooltip and the CSV
-LIST_KEYS = ("bucket", "status", "kind", "failed", "commit", "min_hours", "max_hours")
+DIGEST_SHOWN = 15  # `sha256:` and 8 hex digits; the full digest is in the CSV
+SHA_SHOWN = 8
 
 
 def params(**extra: Any) -> dict[str, Any]:
     """The sidebar's filters of this view plus `extra` list filters (None values left out)."""
-    given = {k: v for k, v in extra.items() if not _missing(v)}
-    return {
-        **state.filter_params(),
-        **{k: v if isinstance(v, list) else str(v) for k, v in given.items()},
-    }
+    return {**state.filter_params(), **_given(extra)}
+
+
+def _given(extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` as query parameters: None and NaN left out, values as text."""
+    return {k: v if isinstance(v, list) else str(v) for k, v in extra.items() if not _missing(v)}
 
 
 def _missing(value: Any) -> bool:
@@ -46,14 +48,17 @@ def link(name: str, label: str, **extra: Any) -> None:
 
 
 def go(name: str, **extra: Any) -> None:
-    """Open the list `name` now (a chart bar was clicked), keeping the view's filters."""
-    st.switch_page(PAGES[name], query_params=params(**extra))
+    """Open the list `name` now (a chart bar was clicked) with the `extra` list filters; the
+    sidebar's filters go along as the session's widget state (Streamlit refuses to set a query
+    parameter bound to a widget), and their widgets write them back into the URL."""
+    st.switch_page(PAGES[name], query_params=_given(extra))
 
 
-def chosen_row(event: Any) -> int | None:
-    """The index of the row selected in a table's selection event, or None."""
-    rows = event.get("selection", {}).get("rows", []) if event else []
-    return int(rows[0]) if rows else None
+def row_link(name: str, **extra: Any) -> str:
+    """A relative URL of the list `name` with the view's filters and `extra` (a table row's link;
+    `extra` may override a sidebar filter, e.g. the row's service)."""
+    path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
+    return f"{path}?{urlencode(params(**extra), doseq=True)}"
 
 
 def clicked(event: Any, field: str = "x") -> Any:
@@ -122,14 +127,26 @@ def _filter_widgets(name: str, filters: ListFilters) -> None:
             st.caption(f"Lead time from {show.hours(low)} to {show.hours(high)}.")
 
 
-def _shortened(frame: pd.DataFrame) -> pd.DataFrame:
-    """Shas and digests shortened for the table (full values on hover and in the CSV)."""
+STAGES = ("coding_hours", "pickup_hours", "review_hours", "deploy_hours")
+
+
+def _for_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as the table shows them: times to the minute, hours to a tenth, shas and digests
+    shortened (full values in the links and the CSV), a change's four stages in one column."""
     out = frame.copy()
-    for column in ("sha",):
+    for column in ("finished_at", "deployed_at"):
         if column in out:
-            out["commit"] = out[column].str[:10]
+            out[column] = out[column].dt.strftime("%Y-%m-%d %H:%M")
+    if "sha" in out:
+        out["commit"] = out["sha"].str[:SHA_SHOWN]
     if "image_digest" in out:
         out["digest"] = out["image_digest"].str[:DIGEST_SHOWN]
+    if "lead_time_hours" in out:
+        out["lead_time_hours"] = out["lead_time_hours"].round(1)
+        out["stages"] = [
+            " / ".join(show.DASH if pd.isna(h) else f"{h:.1f}" for h in row)
+            for row in out[list(STAGES)].itertuples(index=False)
+        ]
     return out
 
 
@@ -137,28 +154,22 @@ COLUMNS = {
     "deployments": {
         "finished_at": "finished (UTC)",
         "service": "service",
-        "environment": "environment",
+        "environment": "env",
         "status": "status",
         "kind": "kind",
         "commit": "commit",
         "digest": "image digest",
         "ref": "ref",
         "deployer": "deployer",
-        "reasons": "failed change: why",
+        "reasons": "failed change",
     },
     "changes": {
         "deployed_at": "deployed (UTC)",
         "service": "service",
-        "commit": "commit",
         "title": "title",
-        "merge_request": "merge request",
         "lead_time_hours": "lead time (h)",
-        "coding_hours": "coding (h)",
-        "pickup_hours": "pickup (h)",
-        "review_hours": "review (h)",
-        "deploy_hours": "deploy (h)",
-        "environment": "environment",
-        "deployment": "shipped by deployment",
+        "stages": "coding / pickup / review / deploy (h)",
+        "environment": "env",
     },
 }
 LINKS = {
@@ -166,8 +177,20 @@ LINKS = {
     "changes": {
         "commit_url": "commit",
         "merge_request_url": "merge request",
-        "deployment_url": "deployment",
+        "deployment_url": "shipped by",
     },
+}
+LINK_TEXTS = {  # a link column reads its commit's first 8 hex digits, its MR's number
+    "commit_url": r"/commit/([0-9a-f]{8})",
+    "merge_request_url": r"/merge_requests/(\d+)$",
+    "url": "open",
+}
+HELPS = {
+    "commit": "The first 8 characters; the full sha is in the CSV.",
+    "commit_url": "The first 8 characters; the full sha is in the link and the CSV.",
+    "digest": "Shortened; the full digest is in the CSV.",
+    "stages": "Merge-request stages: change start to MR opened, to first review, to merged, "
+    "to deployed.",
 }
 
 
@@ -185,16 +208,13 @@ def show_list(name: str) -> None:
     if rows.empty:
         show.nothing(name)
     else:
-        frame = _shortened(rows)
         show.table(
-            frame,
+            _for_table(rows),
             links=LINKS[name],
             columns=COLUMNS[name],
             key=f"{name}-list",
-            helps={
-                "commit": "The first 10 characters; the full sha is in the commit link and the CSV.",
-                "digest": "Shortened; the full digest is in the CSV.",
-            },
+            helps=HELPS,
+            link_texts=LINK_TEXTS,
         )
     left, right = st.columns([1, 1])
     with left:

@@ -113,17 +113,19 @@ def table(
     height: int | None = None,
     key: str | None = None,
     helps: dict[str, str] | None = None,
-    select: bool = False,
-) -> Any:
+    link_texts: dict[str, str] | None = None,
+) -> None:
     """A table; `links` maps URL columns to their heading (shown as links), `columns` renames
     and orders the other columns shown (None: all, as they are), `helps` explains columns in
-    their header's tooltip; with `select`, choosing a row reruns the page and this returns the
-    selection event (for a drill-down link)."""
+    their header's tooltip, `link_texts` says what a link column's links read (default "open")."""
     links = links or {}
+    texts = link_texts or {}
     shown = list(columns) if columns else [c for c in frame.columns if c not in links]
     shown += [c for c in links if c in frame.columns]
     config: dict[str, Any] = {
-        name: st.column_config.LinkColumn(heading, display_text="open")
+        name: st.column_config.LinkColumn(
+            heading, display_text=texts.get(name, "open"), help=(helps or {}).get(name)
+        )
         for name, heading in links.items()
     }
     for name, heading in (columns or {}).items():
@@ -131,18 +133,12 @@ def table(
         config.setdefault(
             name, st.column_config.Column(heading, help=explained) if explained else heading
         )
-    options: dict[str, Any] = (
-        {"on_select": "rerun", "selection_mode": "single-row", "key": f"{key}-rows"}
-        if select
-        else {}
-    )
     with st.container(key=key):  # the key names the table (tests find it by the key)
-        return st.dataframe(
+        st.dataframe(
             frame[[c for c in shown if c in frame.columns]],
             hide_index=True,
             column_config=config,
             height=height if height is not None else "auto",
-            **options,
         )
 
 

@@ -557,5 +557,5 @@ def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_u
     assert at.button(key="next-page")
     at.button(key="next-page").click().run()
     assert "after" in at.query_params
-    assert set(frame(at, "changes-list")["commit"]).isdisjoint(changes["commit"])
+    assert set(frame(at, "changes-list")["commit_url"]).isdisjoint(changes["commit_url"])
     assert m["lead_time"]["changes"] > drill.PAGE_SIZE

@@ -63,9 +63,14 @@ else:
     matrix["failure rate"] = (matrix["failed"] / (matrix["failed"] + matrix["successful"])).map(
         show.percent
     )
-    st.caption("Choose a row for its deployment attempts.")
-    event = show.table(
+    matrix["rows_url"] = [
+        drill.row_link("deployments", service=[r.service], env=r.environment, kind="app")
+        for r in matrix.itertuples()
+    ]
+    show.table(
         matrix,
+        links={"rows_url": "deployments"},
+        link_texts={"rows_url": "list"},
         columns={
             "service": "service",
             "environment": "environment",
@@ -74,9 +79,4 @@ else:
             "failure rate": "failure rate",
         },
         key="per-service",
-        select=True,
     )
-    row = drill.chosen_row(event)
-    if row is not None:
-        chosen = matrix.iloc[row]
-        drill.go("deployments", service=chosen["service"], env=chosen["environment"], kind="app")
