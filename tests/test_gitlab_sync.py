@@ -356,7 +356,11 @@ def test_sync_state_keeps_the_rows_each_stream_wrote(tiny: Sandbox, tmp_path) ->
     assert {n: stored[n]["rows"] for n in written} == {n: s.rows for n, s in written.items()}
     assert all(stored[n]["rows"] > 0 for n in ("commits", "pipelines", "deployments"))
     assert stored["merge_requests"]["rejected"] == summary.rejected == 1
+    payloads = {n: stored[n]["payloads"] for n in stored}
+    assert payloads["merge_requests"] == len(raw_keys(engine, "merge_requests")) > 0
     again = sync(tiny, engine)
     assert again.rows == 0
     with engine.connect() as conn:
-        assert sum(r["rows"] for r in views.sync_overview(conn)) == 0
+        after = views.sync_overview(conn)
+    assert sum(r["rows"] for r in after) == 0  # the last sync wrote nothing ...
+    assert {r["stream"]: r["payloads"] for r in after} == payloads  # ... the store keeps all

@@ -44,6 +44,7 @@ else:
             "failed": "failed partitions",
             "running": "running",
             "requests": "requests",
+            "payloads": "payloads stored",
             "rows": "rows written by the last sync",
             "rejected": "rejected payloads",
         },
