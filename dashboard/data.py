@@ -85,28 +85,32 @@ def metrics(
     names: tuple[str, ...],
     parts: tuple[str, ...] | None = None,
     by_team: bool = False,
+    by: str = "week",
 ) -> dict[str, Any]:
-    """The metrics `names` over the scope (`total`), per ISO week of the period (`weeks`, each
-    with its `week` key) and, `by_team`, per team (`teams`), as `analytics.dora` computes them.
+    """The metrics `names` over the scope (`total`), per local ISO week or month (`by`) of the
+    period (`trend`, each with its `bucket` key) and, `by_team`, per team (`teams`), as
+    `analytics.dora` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
     data = scope_data(url, scope, rules, names, parts)
     total = dora.compute(data)
-    weeks = fig.sliced(data, "week")
+    trend = fig.sliced(data, by)
     teams = fig.sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
-        "weeks": [{"week": key, **{n: v[n] for n in names}} for key, v in weeks],
+        "trend": [{"bucket": key, **{n: v[n] for n in names}} for key, v in trend],
         "teams": [{"team": key, **{n: v[n] for n in names}} for key, v in teams],
     }
 
 
-def week_over_week(weeks: list[dict[str, Any]], scope: Scope) -> tuple[dict, dict] | None:
-    """The rows of the last complete week of the period and of the week before it."""
-    pair = views.comparison_weeks(scope)
+def period_over_period(
+    trend: list[dict[str, Any]], scope: Scope, by: str = "week"
+) -> tuple[dict, dict] | None:
+    """The rows of the last complete week (or month) of the period and of the one before it."""
+    pair = views.comparison_buckets(scope, by)
     if pair is None:
         return None
-    by_key = {row["week"]: row for row in weeks}
+    by_key = {row["bucket"]: row for row in trend}
     return by_key[pair[0][0]], by_key[pair[1][0]]
 
 
@@ -140,22 +144,26 @@ def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def deployments_per_week(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Production deployments and failed changes per ISO week and team."""
+def deployments_per_bucket(
+    url: str, scope: Scope, rules: FailureRules, by: str = "week"
+) -> pd.DataFrame:
+    """Production deployments and failed changes per local ISO week or month (`by`, also the
+    column's name) and team."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
     zone = scope.zone
+    key_of = stats.week_key if by == "week" else stats.month_key
     counts: Counter[tuple[str, str]] = Counter()
     failed: Counter[tuple[str, str]] = Counter()
     for r in data.deployments:
-        key = (stats.week_key(stats.local_day(r.at, zone)), r.team or "(no team)")
+        key = (key_of(stats.local_day(r.at, zone)), r.team or "(no team)")
         counts[key] += 1
         failed[key] += r.values["failed"] is not None
     return pd.DataFrame(
         [
-            {"week": week, "team": team, "deployments": n, "failed": failed[(week, team)]}
-            for (week, team), n in sorted(counts.items())
+            {by: bucket, "team": team, "deployments": n, "failed": failed[(bucket, team)]}
+            for (bucket, team), n in sorted(counts.items())
         ],
-        columns=["week", "team", "deployments", "failed"],
+        columns=[by, "team", "deployments", "failed"],
     )
 
 

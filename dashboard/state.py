@@ -25,8 +25,10 @@ from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
 DEFAULT_WEEKS = 12
+DEFAULT_MONTHS = 6  # the month view's default period: this month and the five before
+BY = ("week", "month")
 SESSION_KEY = "cdmetrics.view"
-FILTER_KEYS = ("period", "team", "service", "env")  # the sidebar's query parameters
+FILTER_KEYS = ("by", "period", "team", "service", "env")  # the sidebar's query parameters
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class View:
     rules: FailureRules
     promotion_path: tuple[str, ...]
     presence: dict[str, bool]
+    by: str = "week"  # the trend's buckets: ISO weeks, or months
 
     @property
     def empty(self) -> bool:
@@ -93,16 +96,44 @@ def login_gate() -> None:
     st.stop()
 
 
-def _period(zone: ZoneInfo) -> tuple[datetime, datetime]:
+def _default_days(today: date, by: str) -> tuple[date, date]:
+    """The default period's first and last day: the last 12 weeks, or (by month) this month and
+    the five before."""
+    if by == "month":
+        month = today.year * 12 + today.month - 1 - (DEFAULT_MONTHS - 1)
+        return date(month // 12, month % 12 + 1, 1), today
+    return today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1), today
+
+
+def _forget_period() -> None:
+    """Switching between weeks and months starts from that view's default period."""
+    st.session_state.pop("period", None)
+
+
+def _by() -> str:
+    chosen = st.sidebar.segmented_control(
+        "Trend by",
+        BY,
+        default="week",
+        key="by",
+        bind="query-params",
+        on_change=_forget_period,
+        help="Weeks (default period: 12 weeks) or months (default period: 6 months); tiles "
+        "compare the last complete week or month with the one before.",
+    )
+    return chosen if chosen in BY else "week"
+
+
+def _period(zone: ZoneInfo, by: str = "week") -> tuple[datetime, datetime]:
     today = datetime.now(zone).date()
-    default = (today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1), today)
+    default = _default_days(today, by)
     chosen = st.sidebar.date_input(
         "Period",
         value=default,
         key="period",
         bind="query-params",
         format="YYYY-MM-DD",
-        help="First and last day (both included); default: the last 12 weeks.",
+        help="First and last day (both included); default: the last 12 weeks, or 6 months.",
     )
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
     start, end = (min(days), max(days)) if days else default
@@ -110,12 +141,13 @@ def _period(zone: ZoneInfo) -> tuple[datetime, datetime]:
     return since, datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
 
 
-def _filters(settings: Settings, url: str) -> Scope:
+def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
     options = data.filter_options(url)
     zone = ZoneInfo(settings.sync.timezone)
     with st.sidebar:
         st.header("Filters")
-        since, until = _period(zone)
+        by = _by()
+        since, until = _period(zone, by)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(
             "Service", options["services"], key="service", bind="query-params"
@@ -127,7 +159,7 @@ def _filters(settings: Settings, url: str) -> Scope:
             bind="query-params",
             help="Where deployments count (default: every production-tier environment).",
         )
-    return Scope(
+    scope = Scope(
         since,
         until,
         tuple(teams),
@@ -135,13 +167,14 @@ def _filters(settings: Settings, url: str) -> Scope:
         None if environment == PRODUCTION else environment,
         settings.sync.timezone,
     )
+    return scope, by
 
 
 def prepare() -> View:
     """Read the settings, open the warehouse, draw the sidebar filters; the page's View."""
     settings = _settings()
     url, shown = _open(settings)
-    scope = _filters(settings, url)
+    scope, by = _filters(settings, url)
     m = settings.metrics
     view = View(
         url,
@@ -150,6 +183,7 @@ def prepare() -> View:
         FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs)),
         tuple(settings.environments.promotion_path),
         data.presence(url),
+        by,
     )
     with st.sidebar:
         st.caption(

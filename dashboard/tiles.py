@@ -1,5 +1,6 @@
-"""The four DORA tiles: each metric's value, performance level, 12-week sparkline and change
-from the week before (the last complete ISO week of the period against the one before it)."""
+"""The four DORA tiles: each metric's value, performance level, sparkline of the last 12 weeks (or
+months) and change from the week (month) before: the last complete ISO week (month) of the period
+against the one before it."""
 
 from __future__ import annotations
 
@@ -96,13 +97,19 @@ def change(
     return 0 if now == before else tile.change(now, before)
 
 
-def dora_tiles(metrics: dict[str, Any], scope: Scope) -> None:
-    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics."""
-    pair = data.week_over_week(metrics["weeks"], scope)
-    described = f"{pair[0]['week'][-3:]} vs {pair[1]['week'][-3:]}" if pair else None
+def compared(key: str) -> str:
+    """How a tile names a week (`W09`) or a month (`2026-02`) it compares."""
+    return key[-3:] if "-W" in key else key
+
+
+def dora_tiles(metrics: dict[str, Any], scope: Scope, by: str = "week") -> None:
+    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics: the
+    change is the last complete week (or month, `by`) of the period against the one before."""
+    pair = data.period_over_period(metrics["trend"], scope, by)
+    described = f"{compared(pair[0]['bucket'])} vs {compared(pair[1]['bucket'])}" if pair else None
     for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
         figures = metrics["total"][name]
-        series = [tile.weekly(row[name]) for row in metrics["weeks"][-SPARKLINE_WEEKS:]]
+        series = [tile.weekly(row[name]) for row in metrics["trend"][-SPARKLINE_WEEKS:]]
         with column:
             show.tile(
                 tile.label,

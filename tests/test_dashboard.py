@@ -559,3 +559,39 @@ def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_u
     assert "after" in at.query_params
     assert set(frame(at, "changes-list")["commit_url"]).isdisjoint(changes["commit_url"])
     assert m["lead_time"]["changes"] > drill.PAGE_SIZE
+
+
+def test_the_month_view_compares_months_and_defaults_to_six_of_them(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    """`by=month`: the tiles compare the last complete month with the one before (as
+    `metrics --by month` computes them) and the charts have a bar per month."""
+    period = ("2025-09-01", "2026-03-01")
+    at = open_page(dashboard_env, demo_url, "overview", {"by": "month", "period": list(period)})
+    scope = Scope(datetime(2025, 9, 1, tzinfo=UTC), NOW)
+    months = {row["month"]: row for row in expected(demo_url, scope, by="month")["rows"]}
+    assert list(months) == [
+        "2025-09",
+        "2025-10",
+        "2025-11",
+        "2025-12",
+        "2026-01",
+        "2026-02",
+        "2026-03",
+    ]
+    assert views.comparison_buckets(scope, "month")[0][0] == "2026-02"  # type: ignore[index]
+    pair = (months["2026-02"], months["2026-01"])
+    for name, tile in tiles.DORA.items():
+        shown = metric(at, tile.label)
+        delta = tiles.change(tile, name, pair)
+        assert shown.delta == ("" if delta is None else str(delta)), name
+    assert "per month" in " ".join(h.value for h in at.subheader)
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert all(month in chart for month in months)
+    dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params["by"] = "month"
+    fresh.run()
+    today = datetime.now(UTC).date()
+    first, last = fresh.date_input(key="period").value
+    assert (first.day, last) == (1, today) and 150 <= (today - first).days <= 185

@@ -9,7 +9,11 @@ view = state.current()
 state.require_data(view)
 st.title("Deployments")
 metrics = data.metrics(
-    view.url, view.scope, view.rules, ("deployment_frequency", "deployment_failure_rate")
+    view.url,
+    view.scope,
+    view.rules,
+    ("deployment_frequency", "deployment_failure_rate"),
+    by=view.by,
 )
 frequency = metrics["total"]["deployment_frequency"]
 attempts = metrics["total"]["deployment_failure_rate"]
@@ -34,13 +38,13 @@ with columns[3]:
         "(every environment)",
     )
 
-st.subheader("Production deployments per week")
-per_week = data.deployments_per_week(view.url, view.scope, view.rules)
+st.subheader(f"Production deployments per {view.by}")
+per_week = data.deployments_per_bucket(view.url, view.scope, view.rules, view.by)
 if per_week.empty:
     show.nothing("production deployments")
 else:
     event = show.chart(
-        charts.bars(per_week, "week", "deployments", "team"), key="per-week", select=True
+        charts.bars(per_week, view.by, "deployments", "team"), key="per-week", select=True
     )
     week = drill.clicked(event)
     if week is not None:

@@ -10,7 +10,7 @@ view = state.current()
 state.require_data(view)
 st.title("Failures and recovery")
 names = ("change_failure_rate", "recovery_time", "rework_rate")
-metrics = data.metrics(view.url, view.scope, view.rules, names)
+metrics = data.metrics(view.url, view.scope, view.rules, names, by=view.by)
 cfr, recovery, rework = (metrics["total"][n] for n in names)
 columns = st.columns(4)
 with columns[0]:
@@ -47,15 +47,15 @@ st.caption(
     + ", ".join(f"{name} {count}" for name, count in reasons.items())
 )
 
-st.subheader("Change failure rate per week")
+st.subheader(f"Change failure rate per {view.by}")
 weeks = pd.DataFrame(
     {
-        "week": [w["week"] for w in metrics["weeks"]],
-        "failed": [w["change_failure_rate"]["failed"] for w in metrics["weeks"]],
-        "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
+        view.by: [w["bucket"] for w in metrics["trend"]],
+        "failed": [w["change_failure_rate"]["failed"] for w in metrics["trend"]],
+        "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
 )
-show.chart(charts.bars_and_rate(weeks, "week", "failed", "rate", "failed changes", "rate"))
+show.chart(charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed changes", "rate"))
 
 failed = data.table("failed_changes", view.url, view.scope)
 left, right = st.columns([3, 2])

@@ -9,7 +9,7 @@ from dashboard import charts, data, drill, show, state
 view = state.current()
 state.require_data(view)
 st.title("Lead time for changes")
-metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",))
+metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",), by=view.by)
 lead = metrics["total"]["lead_time"]
 columns = st.columns(4)
 with columns[0]:
@@ -52,15 +52,15 @@ with left:
     else:
         show.nothing("changes deployed")
 with right:
-    st.subheader("Median and p90 per week")
+    st.subheader(f"Median and p90 per {view.by}")
     weeks = pd.DataFrame(
         {
-            "week": [w["week"] for w in metrics["weeks"]],
-            "p50": [w["lead_time"]["median_hours"] for w in metrics["weeks"]],
-            "p90": [w["lead_time"]["p90_hours"] for w in metrics["weeks"]],
+            view.by: [w["bucket"] for w in metrics["trend"]],
+            "p50": [w["lead_time"]["median_hours"] for w in metrics["trend"]],
+            "p90": [w["lead_time"]["p90_hours"] for w in metrics["trend"]],
         }
     )
-    show.chart(charts.lines(weeks, "week", {"p50": "median", "p90": "p90"}, "hours"))
+    show.chart(charts.lines(weeks, view.by, {"p50": "median", "p90": "p90"}, "hours"))
 
 st.subheader("Merge-request stages")
 stage_names = ("coding", "pickup", "review", "deploy")
@@ -68,7 +68,7 @@ stages = pd.DataFrame(
     [
         {"label": label, "stage": name, "hours": figures["lead_time"]["stages"][name]}
         for label, figures in [("period", metrics["total"])]
-        + [(w["week"], w) for w in metrics["weeks"]]
+        + [(w["bucket"], w) for w in metrics["trend"]]
         for name in stage_names
     ]
 )

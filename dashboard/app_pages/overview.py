@@ -10,26 +10,26 @@ view = state.current()
 state.require_data(view)
 st.title("Overview")
 metrics = data.metrics(
-    view.url, view.scope, view.rules, tuple(tiles.DORA), tiles.PARTS, by_team=True
+    view.url, view.scope, view.rules, tuple(tiles.DORA), tiles.PARTS, by_team=True, by=view.by
 )
-tiles.dora_tiles(metrics, view.scope)
+tiles.dora_tiles(metrics, view.scope, view.by)
 
 left, right = st.columns([3, 2])
 with left:
-    st.subheader("Deployments and change failure rate per week")
+    st.subheader(f"Deployments and change failure rate per {view.by}")
     weeks = pd.DataFrame(
         {
-            "week": [w["week"] for w in metrics["weeks"]],
-            "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["weeks"]],
-            "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
+            view.by: [w["bucket"] for w in metrics["trend"]],
+            "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["trend"]],
+            "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
         }
     )
     event = show.chart(
-        charts.bars_and_rate(weeks, "week", "deployments", "rate", "deployments", "failure rate"),
+        charts.bars_and_rate(weeks, view.by, "deployments", "rate", "deployments", "failure rate"),
         key="weekly",
         select=True,
     )
-    st.caption("Click a week's bar for its production deployments.")
+    st.caption(f"Click a {view.by}'s bar for its production deployments.")
     week = drill.clicked(event)
     if week is not None:
         drill.go("deployments", bucket=week, status="success", kind="app")
