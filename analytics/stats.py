@@ -5,9 +5,12 @@ buckets (days, ISO weeks, months) in the configured time zone."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+BUCKET = re.compile(r"(?P<year>\d{4})-(?:W(?P<week>\d{2})|(?P<month>\d{2}))")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -65,15 +68,17 @@ def bucket_end(key: str, zone: ZoneInfo) -> datetime:
 def bucket_bounds(key: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """The local midnights starting and ending a week (`2026-W47`) or month (`2026-11`) key;
     ValueError naming the key when it is neither."""
+    found = BUCKET.fullmatch(key)
     try:
-        if "-W" in key:
-            iso_year, week = (int(part) for part in key.split("-W"))
-            first = date.fromisocalendar(iso_year, week, 1)
+        if found is None:
+            raise ValueError("expected YYYY-Www or YYYY-MM")
+        year, week, month = found.group("year", "week", "month")
+        if week:
+            first = date.fromisocalendar(int(year), int(week), 1)
             after = first + timedelta(days=7)
         else:
-            year, month = (int(part) for part in key.split("-"))
-            first = date(year, month, 1)
-            after = date(year + month // 12, month % 12 + 1, 1)
+            first = date(int(year), int(month), 1)
+            after = date(int(year) + int(month) // 12, int(month) % 12 + 1, 1)
     except ValueError as exc:
         raise ValueError(
             f"{key!r} is neither an ISO week (2026-W05) nor a month (2026-02): {exc}"

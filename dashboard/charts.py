@@ -21,26 +21,29 @@ def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Fig
     return figure
 
 
+CATEGORIES = {"type": "category", "title": ""}  # weeks and months as named, never as dates
+
+
 def bars(
     frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = ""
 ) -> go.Figure:
-    """Bars of `y` over `x`, stacked by `color`."""
+    """Bars of `y` over `x` (categories: a month `2026-02` stays a month), stacked by `color`."""
     figure = px.bar(frame, x=x, y=y, color=color, title=title)
-    return _layout(figure, barmode="stack", xaxis_title="", yaxis_title=y.replace("_", " "))
+    return _layout(figure, barmode="stack", xaxis=CATEGORIES, yaxis_title=y.replace("_", " "))
 
 
 def lines(frame: pd.DataFrame, x: str, ys: dict[str, str], unit: str, title: str = "") -> go.Figure:
-    """One line per column of `ys` (column -> legend label) over `x`."""
+    """One line per column of `ys` (column -> legend label) over the categories `x`."""
     figure = go.Figure()
     for column, label in ys.items():
         figure.add_trace(go.Scatter(x=frame[x], y=frame[column], name=label, mode="lines+markers"))
-    return _layout(figure, title=title, yaxis_title=unit, hovermode="x unified")
+    return _layout(figure, title=title, xaxis=CATEGORIES, yaxis_title=unit, hovermode="x unified")
 
 
 def bars_and_rate(
     frame: pd.DataFrame, x: str, count: str, rate: str, count_label: str, rate_label: str
 ) -> go.Figure:
-    """Counts as bars and a rate (0..1) as a line on a second axis, over `x`."""
+    """Counts as bars and a rate (0..1) as a line on a second axis, over the categories `x`."""
     figure = go.Figure()
     figure.add_trace(go.Bar(x=frame[x], y=frame[count], name=count_label, opacity=0.6))
     figure.add_trace(
@@ -48,6 +51,7 @@ def bars_and_rate(
     )
     return _layout(
         figure,
+        xaxis=CATEGORIES,
         yaxis={"title": count_label},
         yaxis2={"title": rate_label, "overlaying": "y", "side": "right", "tickformat": ".0%"},
         hovermode="x unified",

@@ -140,7 +140,7 @@ def _for_table(frame: pd.DataFrame) -> pd.DataFrame:
     if "sha" in out:
         out["commit"] = out["sha"].str[:SHA_SHOWN]
     if "image_digest" in out:
-        out["digest"] = out["image_digest"].str[:DIGEST_SHOWN]
+        out["digest"] = out["image_digest"].str[:DIGEST_SHOWN].fillna("")
     if "lead_time_hours" in out:
         out["lead_time_hours"] = out["lead_time_hours"].round(1)
         out["stages"] = [
@@ -156,7 +156,6 @@ COLUMNS = {
         "service": "service",
         "environment": "env",
         "status": "status",
-        "kind": "kind",
         "commit": "commit",
         "digest": "image digest",
         "ref": "ref",

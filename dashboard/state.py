@@ -105,19 +105,21 @@ def _default_days(today: date, by: str) -> tuple[date, date]:
     return today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1), today
 
 
-def _forget_period() -> None:
+def _reset_period(zone: ZoneInfo) -> None:
     """Switching between weeks and months starts from that view's default period."""
-    st.session_state.pop("period", None)
+    by = st.session_state.get("by") or "week"
+    st.session_state["period"] = _default_days(datetime.now(zone).date(), by)
 
 
-def _by() -> str:
+def _by(zone: ZoneInfo) -> str:
     chosen = st.sidebar.segmented_control(
         "Trend by",
         BY,
         default="week",
         key="by",
         bind="query-params",
-        on_change=_forget_period,
+        on_change=_reset_period,
+        args=(zone,),
         help="Weeks (default period: 12 weeks) or months (default period: 6 months); tiles "
         "compare the last complete week or month with the one before.",
     )
@@ -146,7 +148,7 @@ def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
     zone = ZoneInfo(settings.sync.timezone)
     with st.sidebar:
         st.header("Filters")
-        by = _by()
+        by = _by(zone)
         since, until = _period(zone, by)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(

@@ -15,6 +15,7 @@ Skips, saying why, when chromium or Playwright is missing, unless CDMETRICS_REQU
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -241,16 +243,36 @@ def test_the_lead_walks_from_figures_to_the_rows_behind_them(
         # a bar of the lead-time distribution to the Changes list, the team filter kept
         page.goto(f"{address}/lead_time?team={team}", wait_until="domcontentloaded")
         settled(page, "Lead time for changes")
-        histogram = page.locator(
-            ".st-key-histogram .js-plotly-plot, [class*='histogram'] .js-plotly-plot"
-        ).first
-        histogram.locator("g.point path").first.wait_for(timeout=60_000)
-        bars = histogram.locator("g.point path")
-        tallest = max(range(bars.count()), key=lambda i: bars.nth(i).bounding_box()["height"])
-        box = bars.nth(tallest).bounding_box()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        click_tallest(page, ".st-key-histogram .js-plotly-plot g.point path")
         settled(page, "Changes list")
         assert f"team={team}" in page.url and "min_hours=" in page.url, page.url
         assert page.locator(".st-key-changes-list [data-testid='stDataFrame']").count() == 1
         picture("21-bar-to-changes-list")
+
+        # the month view: the tiles compare months, a month's bar opens that month's deployments
+        page.goto(f"{address}/?team={team}", wait_until="domcontentloaded")
+        settled(page, "Overview")
+        page.locator("[data-testid='stSidebar'] button", has_text="month").click()
+        page.get_by_text("per month").first.wait_for(timeout=60_000)
+        settled(page, "Overview")
+        assert "by=month" in page.url, page.url
+        today = datetime.now(UTC).date()  # the demo's time zone is UTC
+        month = today.year * 12 + today.month - 1 - 5
+        six_months = f"{month // 12}-{month % 12 + 1:02d}-01 → {today}"
+        assert page.locator("[data-testid='stSidebar']").get_by_text(six_months).count() == 1
+        click_tallest(page, ".st-key-trend-month .js-plotly-plot g.bars g.point path")
+        settled(page, "Deployments list")
+        assert re.search(r"bucket=\d{4}-\d{2}(&|$)", page.url) and "by=month" in page.url, page.url
+        picture("22-month-bar-to-deployments-list")
         browser.close()
+
+
+def click_tallest(page: Any, bars: str) -> None:
+    """Click the tallest bar matching the selector `bars`, once drawn, near its foot (a rate
+    line drawn over the bars may cross its middle)."""
+    found = page.locator(bars)
+    found.first.wait_for(state="attached", timeout=60_000)
+    page.wait_for_timeout(300)  # the bars grow into place
+    heights = [found.nth(i).bounding_box()["height"] for i in range(found.count())]
+    box = found.nth(heights.index(max(heights))).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.9)

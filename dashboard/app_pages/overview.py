@@ -26,7 +26,7 @@ with left:
     )
     event = show.chart(
         charts.bars_and_rate(weeks, view.by, "deployments", "rate", "deployments", "failure rate"),
-        key="weekly",
+        key=f"trend-{view.by}",  # a chart of its own per view: a reused one ignored clicks
         select=True,
     )
     st.caption(f"Click a {view.by}'s bar for its production deployments.")
