@@ -559,6 +559,10 @@ def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_u
     assert "after" in at.query_params
     assert set(frame(at, "changes-list")["commit_url"]).isdisjoint(changes["commit_url"])
     assert m["lead_time"]["changes"] > drill.PAGE_SIZE
+    at = open_page(dashboard_env, demo_url, "overview")  # a table row links to its rows
+    links = frame(at, "teams")["rows_url"]
+    assert all(u.startswith("deployments_list?") and "team=" in u for u in links)
+    assert all("period=2025-12-08&period=2026-03-01" in u for u in links)  # the view's period
 
 
 def test_the_month_view_compares_months_and_defaults_to_six_of_them(

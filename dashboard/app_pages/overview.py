@@ -43,10 +43,15 @@ with right:
             "failure rate": show.percent(t["change_failure_rate"]["rate"]),
             "recovery": show.hours(t["recovery_time"]["median_hours"]),
             "levels": " / ".join((t[name]["level"] or "-")[0].upper() for name in tiles.DORA),
+            "rows_url": drill.row_link(
+                "deployments", team=[t["team"]], status="success", kind="app"
+            ),
         }
         for t in metrics["teams"]
     )
-    show.table(teams, key="teams")
+    show.table(
+        teams, links={"rows_url": "deployments"}, link_texts={"rows_url": "list"}, key="teams"
+    )
     st.caption("Levels: deployment frequency / lead time / failure rate / recovery (E H M L).")
 
 st.subheader("Services needing attention")
@@ -57,9 +62,13 @@ if attention.empty:
         "branch, no open violation."
     )
 else:
+    attention["rows_url"] = [
+        drill.row_link("deployments", service=[name]) for name in attention["service"]
+    ]
     show.table(
         attention,
-        links={"pipeline_url": "red pipeline"},
+        links={"pipeline_url": "red pipeline", "rows_url": "deployments"},
+        link_texts={"rows_url": "list"},
         columns={"service": "service", "team": "team", "reasons": "why"},
         key="attention",
     )
