@@ -10,6 +10,7 @@ Every filter lives in the URL: the sidebar's (period, team, service, environment
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -78,14 +79,10 @@ def _number(text: str | None, name: str) -> float | None:
 
 
 def filters_from_url() -> ListFilters:
-    """The list filters of the URL."""
+    """The list filters only links set (no widget): failed changes, a lead-time range."""
     q = st.query_params
     return ListFilters(
-        bucket=q.get("bucket") or None,
-        status=q.get("status") or None,
-        kind=q.get("kind") or None,
         failed_change=q.get("failed") == "1",
-        commit=q.get("commit") or None,
         min_hours=_number(q.get("min_hours"), "min_hours"),
         max_hours=_number(q.get("max_hours"), "max_hours"),
     )
@@ -102,29 +99,42 @@ def _page_from_url() -> Page:
         return Page(PAGE_SIZE)
 
 
-def _filter_widgets(name: str, filters: ListFilters) -> None:
-    """The list's own filters as widgets bound to the URL."""
+def _first_page() -> None:
+    """A changed filter starts the list again from its first page."""
+    if "after" in st.query_params:
+        del st.query_params["after"]
+
+
+def _filter_widgets(name: str, filters: ListFilters) -> ListFilters:
+    """The list's own filters as widgets bound to the URL; `filters` with their values."""
     columns = st.columns(4)
-    columns[0].text_input(
-        "Week or month", key="bucket", bind="query-params", placeholder="2026-W05 or 2026-02"
+    bound: dict[str, Any] = {"bind": "query-params", "on_change": _first_page}
+    bucket = columns[0].text_input(
+        "Week or month", key="bucket", placeholder="2026-W05 or 2026-02", **bound
     )
-    columns[1].text_input("Commit", key="commit", bind="query-params", placeholder="sha prefix")
+    commit = columns[1].text_input("Commit", key="commit", placeholder="sha prefix", **bound)
+    status = kind = None
     if name == "deployments":
-        columns[2].selectbox(
+        status = columns[2].selectbox(
             "Status",
             ["", "success", "failed", "canceled", "running"],
             key="status",
-            bind="query-params",
+            **bound,
         )
-        columns[3].selectbox(
-            "Kind", ["", "app", "schema", "config"], key="kind", bind="query-params"
-        )
+        kind = columns[3].selectbox("Kind", ["", "app", "schema", "config"], key="kind", **bound)
         if filters.failed_change:
             st.caption("Only failed changes (`failed=1` in the link).")
     else:
         low, high = filters.min_hours, filters.max_hours
         if low is not None or high is not None:
             st.caption(f"Lead time from {show.hours(low)} to {show.hours(high)}.")
+    return replace(
+        filters,
+        bucket=bucket.strip() or None,
+        commit=commit.strip() or None,
+        status=status or None,
+        kind=kind or None,
+    )
 
 
 STAGES = ("coding_hours", "pickup_hours", "review_hours", "deploy_hours")
@@ -197,8 +207,7 @@ def show_list(name: str) -> None:
     """The list `name` of the view's scope under the URL's filters: a page of rows, paging, CSV."""
     view = state.current()
     state.require_data(view)
-    filters = filters_from_url()
-    _filter_widgets(name, filters)
+    filters = _filter_widgets(name, filters_from_url())
     try:
         rows, following = data.drill_page(name, view.url, view.scope, filters, _page_from_url())
     except ValueError as exc:  # a bad week or month in the link
@@ -218,7 +227,7 @@ def show_list(name: str) -> None:
     left, right = st.columns([1, 1])
     with left:
         if st.query_params.get("after") and st.button("First page", key="first-page"):
-            del st.query_params["after"]
+            _first_page()
             st.rerun()
         if following is not None and st.button("Next page", key="next-page"):
             st.query_params["after"] = cursor_text(following)

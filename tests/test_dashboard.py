@@ -558,6 +558,10 @@ def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_u
     at.button(key="next-page").click().run()
     assert "after" in at.query_params
     assert set(frame(at, "changes-list")["commit_url"]).isdisjoint(changes["commit_url"])
+    sha = changes["commit_url"].iloc[0].rsplit("/", 1)[1]
+    at.text_input(key="commit").set_value(sha[:9]).run()  # a new filter starts at page one
+    assert "after" not in at.query_params
+    assert [u.rsplit("/", 1)[1] for u in frame(at, "changes-list")["commit_url"]] == [sha]
     assert m["lead_time"]["changes"] > drill.PAGE_SIZE
     at = open_page(dashboard_env, demo_url, "overview")  # a table row links to its rows
     links = frame(at, "teams")["rows_url"]
