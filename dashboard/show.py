@@ -25,6 +25,12 @@ def hours(value: float | None) -> str:
     return f"{value:.1f} h" if abs(value) < 48 else f"{value / 24:.1f} d"
 
 
+def in_hours(value: float | None) -> float | None:
+    """Hours to a tenth, for a table column headed "(h)": one unit for the whole column (a
+    column of `37.5 h` and `3.2 d` reads wrong when sorted or compared); None stays None."""
+    return None if value is None or pd.isna(value) else round(float(value), 1)
+
+
 def resolved_before_opened(count: int) -> str:
     """` · N resolved before opened` (left out of time to restore); empty when there are none."""
     return f" · {count:,} resolved before opened" if count else ""

@@ -64,7 +64,7 @@ with left:
     if failed.empty:
         show.nothing("failed changes")
     else:
-        failed["recovery"] = failed["recovery_hours"].map(show.hours)
+        failed["recovery (h)"] = failed["recovery_hours"].map(show.in_hours)
         show.table(
             failed,
             links={"deployment_url": "deployment", "commit_url": "commit"},
@@ -74,7 +74,7 @@ with left:
                 "reasons": "reasons",
                 "ref": "ref",
                 "recovered_at": "recovered",
-                "recovery": "recovery",
+                "recovery (h)": "recovery (h)",
             },
             key="failed",
         )
@@ -96,12 +96,7 @@ incidents = data.table("incidents", view.url, view.scope)
 if incidents.empty:
     show.nothing("incidents")
 else:
-    incidents["time to restore"] = [
-        "resolved before opened" if backwards else show.hours(hours)
-        for hours, backwards in zip(
-            incidents["restore_hours"], incidents["resolved_before_opened"], strict=True
-        )
-    ]
+    incidents["time to restore (h)"] = incidents["restore_hours"].map(show.in_hours)
     show.table(
         incidents,
         links={"url": "incident"},
@@ -111,7 +106,8 @@ else:
             "severity": "severity",
             "title": "title",
             "resolved_at": "resolved",
-            "time to restore": "time to restore",
+            "time to restore (h)": "time to restore (h)",
+            "resolved_before_opened": "resolved before opened",
         },
         key="incidents",
     )

@@ -92,7 +92,7 @@ slowest = data.table("slowest_changes", view.url, view.scope)
 if slowest.empty:
     show.nothing("changes deployed")
 else:
-    slowest["lead time"] = slowest["lead_time_hours"].map(show.hours)
+    slowest["lead time (h)"] = slowest["lead_time_hours"].map(show.in_hours)
     slowest["commit"] = slowest["sha"].str[:10]
     show.table(
         slowest,
@@ -101,7 +101,7 @@ else:
             "service": "service",
             "commit": "commit",
             "title": "title",
-            "lead time": "lead time",
+            "lead time (h)": "lead time (h)",
             "started_at": "started",
             "deployed_at": "in production",
             "merge_request": "merge request",

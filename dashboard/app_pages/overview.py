@@ -39,9 +39,9 @@ with right:
         {
             "team": t["team"],
             "deploy days/week": t["deployment_frequency"]["median_days_per_week"],
-            "lead time": show.hours(t["lead_time"]["median_hours"]),
+            "lead time (h)": show.in_hours(t["lead_time"]["median_hours"]),
             "failure rate": show.percent(t["change_failure_rate"]["rate"]),
-            "recovery": show.hours(t["recovery_time"]["median_hours"]),
+            "recovery (h)": show.in_hours(t["recovery_time"]["median_hours"]),
             "levels": " / ".join((t[name]["level"] or "-")[0].upper() for name in tiles.DORA),
             "rows_url": drill.row_link(
                 "deployments", team=[t["team"]], status="success", kind="app"
