@@ -1,5 +1,6 @@
-"""Overview: the DORA tiles, deployments and change failure rate per week, the teams'
-scorecard, and the services needing attention."""
+"""Overview: the DORA tiles, deployments and change failure rate per week (or month), the teams'
+scorecard across the page's width (no column hidden), and the services needing attention; each
+leads to the rows behind it."""
 
 import pandas as pd
 import streamlit as st
@@ -14,45 +15,38 @@ metrics = data.metrics(
 )
 tiles.dora_tiles(metrics, view.scope, view.by)
 
-left, right = st.columns([3, 2])
-with left:
-    st.subheader(f"Deployments and change failure rate per {view.by}")
-    weeks = pd.DataFrame(
-        {
-            view.by: [w["bucket"] for w in metrics["trend"]],
-            "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["trend"]],
-            "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
-        }
-    )
-    event = show.chart(
-        charts.bars_and_rate(weeks, view.by, "deployments", "rate", "deployments", "failure rate"),
-        key=f"trend-{view.by}",  # a chart of its own per view: a reused one ignored clicks
-        select=True,
-    )
-    st.caption(f"Click a {view.by}'s bar for its production deployments.")
-    week = drill.clicked(event)
-    if week is not None:
-        drill.go("deployments", bucket=week, status="success", kind="app")
-with right:
-    st.subheader("Teams")
-    teams = pd.DataFrame(
-        {
-            "team": t["team"],
-            "deploy days/week": t["deployment_frequency"]["median_days_per_week"],
-            "lead time (h)": show.in_hours(t["lead_time"]["median_hours"]),
-            "failure rate": show.percent(t["change_failure_rate"]["rate"]),
-            "recovery (h)": show.in_hours(t["recovery_time"]["median_hours"]),
-            "levels": " / ".join((t[name]["level"] or "-")[0].upper() for name in tiles.DORA),
-            "rows_url": drill.row_link(
-                "deployments", team=[t["team"]], status="success", kind="app"
-            ),
-        }
-        for t in metrics["teams"]
-    )
-    show.table(
-        teams, links={"rows_url": "deployments"}, link_texts={"rows_url": "list"}, key="teams"
-    )
-    st.caption("Levels: deployment frequency / lead time / failure rate / recovery (E H M L).")
+st.subheader(f"Deployments and change failure rate per {view.by}")
+weeks = pd.DataFrame(
+    {
+        view.by: [w["bucket"] for w in metrics["trend"]],
+        "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["trend"]],
+        "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
+    }
+)
+event = show.chart(
+    charts.bars_and_rate(weeks, view.by, "deployments", "rate", "deployments", "failure rate"),
+    key=f"trend-{view.by}",
+    select=True,
+)
+st.caption(f"Click a {view.by}'s bar for its production deployments.")
+week = drill.clicked(event)
+if week is not None:
+    drill.go("deployments", bucket=week, status="success", kind="app")
+st.subheader("Teams")
+teams = pd.DataFrame(
+    {
+        "team": t["team"],
+        "deploy days/week": t["deployment_frequency"]["median_days_per_week"],
+        "lead time (h)": show.in_hours(t["lead_time"]["median_hours"]),
+        "failure rate": show.percent(t["change_failure_rate"]["rate"]),
+        "recovery (h)": show.in_hours(t["recovery_time"]["median_hours"]),
+        "levels": " / ".join((t[name]["level"] or "-")[0].upper() for name in tiles.DORA),
+        "rows_url": drill.row_link("deployments", team=[t["team"]], status="success", kind="app"),
+    }
+    for t in metrics["teams"]
+)
+show.table(teams, links={"rows_url": "deployments"}, link_texts={"rows_url": "list"}, key="teams")
+st.caption("Levels: deployment frequency / lead time / failure rate / recovery (E H M L).")
 
 st.subheader("Services needing attention")
 attention = data.table("services_needing_attention", view.url, view.scope)
