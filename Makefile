@@ -36,7 +36,7 @@ test: $(STAMP) report-deps
 	$(BIN)/pytest
 
 bench: $(STAMP) report-deps
-	$(BIN)/pytest -m bench -s -q -p no:randomly tests/benchmarks
+	$(BIN)/pytest -m bench -s -q -p no:randomly -n 0 tests/benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -177,11 +177,12 @@ def derive(
         if full:
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
                 conn.execute(delete(table))
-        resolved = resolve_images(conn, tag_revision_pattern, image_repositories)
+        changed_after = None if full else _changed_after(conn)
+        resolved = resolve_images(conn, tag_revision_pattern, image_repositories, changed_after)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
         touched: dict[int, CommitGraph] = {}
-        late = {} if full else late_chains(conn, _last_start(conn))
+        late = late_chains(conn, changed_after)
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
@@ -249,19 +250,24 @@ def _stale_chains(
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def _last_start(conn: Connection) -> datetime | None:
-    """When the last derive started (None: never)."""
-    return conn.execute(select(DeriveState.started_at).where(DeriveState.name == "derive")).scalar()
-
-
-def late_chains(conn: Connection, since: datetime | None) -> dict[Chain, datetime]:
-    """Derived chains that data changed after `since` may have made wrong, each with the earliest
-    finish to re-derive from: a commit or a parent link can only be carried by a deployment that
-    finished after the commit was committed; a merge request's commits (where a squash commit's
-    lead time starts) only by one that finished after it merged."""
+def _changed_after(conn: Connection) -> datetime | None:
+    """Rows changed at or after this are late for the last derive: its start, less the clock
+    skew margin on PostgreSQL (None: no derive ran yet)."""
+    since = conn.execute(
+        select(DeriveState.started_at).where(DeriveState.name == "derive")
+    ).scalar()
     if since is None:
+        return None
+    return since - (CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0))
+
+
+def late_chains(conn: Connection, after: datetime | None) -> dict[Chain, datetime]:
+    """Derived chains that data changed at or after `after` may have made wrong, each with the
+    earliest finish to re-derive from: a commit or a parent link can only be carried by a
+    deployment that finished after the commit was committed; a merge request's commits (where a
+    squash commit's lead time starts) only by one that finished after it merged."""
+    if after is None:
         return {}
-    after = since - (CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0))
     committed = func.coalesce(Commit.committed_at, Commit.authored_at)
     moments = [
         select(Commit.repo_id, func.min(committed))

@@ -248,12 +248,32 @@ def compute(data: ScopeData) -> dict[str, Any]:
 def metrics(
     conn: Connection, scope: Scope, by: str | None = None, rules: FailureRules | None = None
 ) -> dict[str, Any]:
-    """`cdmetrics metrics` as JSON: the scope, every metric, and with `by` one row per slice."""
+    """`cdmetrics metrics` as JSON: the scope, every metric, and with `by` one row per slice
+    (by week: with `partial`, the week cut by the period or the clock)."""
     data = load(conn, scope, rules)
     result: dict[str, Any] = {"scope": scope.as_json(), **compute(data)}
     if by is not None:
         result["rows"] = [{by: key, **values} for key, values in sliced(data, by)]
+        if by == "week":  # a week the period or the clock cuts: not comparable with whole ones
+            for row in result["rows"]:
+                row["partial"] = scope.partial(row["week"])
     return result
+
+
+HEADLINE = {  # the figures every surface leads with: name -> path into the metrics JSON
+    "deployments": ("deployment_frequency", "deployments"),
+    "deploy_days_per_week": ("deployment_frequency", "median_days_per_week"),
+    "change_failure_rate": ("change_failure_rate", "rate"),
+    "lead_time_median_hours": ("lead_time", "median_hours"),
+    "recovery_median_hours": ("recovery_time", "median_hours"),
+}
+
+
+def headline(figures: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a metrics JSON (`metrics`, `compute`, the API's answer): production
+    deployments, median deployment days per week, change failure rate, lead time p50 and
+    failed-deployment recovery time p50, in hours and shares, unrounded."""
+    return {name: figures[metric][field] for name, (metric, field) in HEADLINE.items()}
 
 
 def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:

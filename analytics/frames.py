@@ -1,7 +1,9 @@
 """The notebook API: pandas DataFrames of the same numbers the dashboard and reports show.
 
 Every function takes an engine and a `Scope` and returns a DataFrame (empty, with its columns, when
-there is nothing in scope). Analysts: `from analytics.frames import *`.
+there is nothing in scope). Analysts: `from analytics.frames import *`. `default_scope()` is the
+period every surface opens on (12 whole ISO weeks plus the current partial week, in the settings'
+time zone) and `headline()` the figures they lead with, so a notebook shows the dashboard's number.
 """
 
 from __future__ import annotations
@@ -15,6 +17,20 @@ from analytics import branching, dora, stats
 from analytics.derive import FailureRules
 from analytics.metrics import ScopeData, load
 from analytics.scope import Scope
+
+
+def default_scope(
+    timezone: str = "UTC", teams: tuple[str, ...] = (), services: tuple[str, ...] = ()
+) -> Scope:
+    """The default period of every surface (`Scope.default`) for the teams or services given."""
+    return Scope.default(timezone, teams, services)
+
+
+def headline(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> pd.DataFrame:
+    """One row: the headline figures (`dora.headline`: deployments, deploy days per week, change
+    failure rate, lead time and recovery p50 hours) of the scope, as every surface shows them."""
+    figures = dora.compute(_data(engine, scope, rules))
+    return pd.DataFrame([dora.headline(figures)], columns=list(dora.HEADLINE))
 
 
 def _data(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> ScopeData:

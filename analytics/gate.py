@@ -35,6 +35,7 @@ from analytics.promotion import (
     untested_message,
     upstream_of,
 )
+from analytics.views.delivery import name_problems
 from cdmetrics.settings import PoliciesSettings
 from warehouse.schema import (
     Environment,
@@ -95,13 +96,12 @@ def evaluate(
     service_row = conn.execute(
         select(Service.id, Service.repo_id, Service.image_repository).where(Service.name == service)
     ).first()
-    if service_row is None:
-        raise CannotDecide(f"unknown service {service!r}: sync its source first, or check the name")
     tier = conn.execute(select(Environment.tier).where(Environment.name == environment)).scalar()
-    if tier is None and environment not in promotion_path:
-        raise CannotDecide(
-            f"unknown environment {environment!r}; known: {', '.join(promotion_path)}"
+    if service_row is None or (tier is None and environment not in promotion_path):
+        problem = name_problems(
+            conn, services=[service], environments=[environment], promotion_path=promotion_path
         )
+        raise CannotDecide(problem or f"unknown service {service!r}")
     decision = GateDecision("allow", service, image, None, environment)
     reasons = decision.reasons
     digest = _resolve(conn, image, now, reasons)

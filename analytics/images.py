@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from analytics.observed import SLACK, Matcher, rollouts
 from warehouse.image_repositories import Configured, link_repositories
@@ -55,15 +56,19 @@ def resolve_images(
     conn: Connection,
     tag_revision_pattern: str = DEFAULT_TAG_REVISION,
     image_repositories: Configured | None = None,
+    changed_after: datetime | None = None,
 ) -> ResolutionSummary:
     """Link repositories to services (`image_repositories`: service name -> configured names or
-    globs), fill image revisions from tags, then digests of deployments that have none; returns
-    how many of each it filled."""
+    globs), fill image revisions from tags, then digests of deployments that have none, and again
+    of those resolved by tag or revision that images or tags changed at or after `changed_after`
+    (late image data) may resolve otherwise; returns how many of each it filled."""
     summary = ResolutionSummary()
     link_repositories(conn, image_repositories)
     summary.revisions = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
+    reopened = _reopen_late(conn, changed_after)
     changed = _platforms_to_index(conn) | _observed(conn)
     summary.deployments = len(changed) + _deployment_digests(conn)
+    changed |= _redigested(conn, reopened)
     _unchain(conn, changed)
     _repositories_from_images(conn)
     return summary
@@ -161,6 +166,56 @@ def _observed(conn: Connection) -> set[int]:
     return changed
 
 
+def _reopen_late(conn: Connection, after: datetime | None) -> dict[int, str | None]:
+    """Make deployments resolved by tag or revision pending again when image data changed at or
+    after `after` may resolve them otherwise: a tag history entry of the reference they name, seen
+    by the time they started (a sync that failed on a repository's tags resolved them by
+    revision), or an image built from the commit they deployed. Returns their ids with the digest
+    they had."""
+    if after is None:
+        return {}
+    start = func.coalesce(Deployment.started_at, Deployment.created_at)
+    late_tag = (
+        select(ImageTag.id)
+        .where(
+            ImageTag.changed_at >= after,
+            Deployment.image_ref == ImageTag.repository + ":" + ImageTag.tag,
+            ImageTag.seen_at <= start,
+        )
+        .exists()
+    )
+    late_image = (
+        select(Image.id).where(Image.changed_at >= after, Image.revision == Deployment.sha).exists()
+    )
+    reopened = {
+        d: digest
+        for d, digest in conn.execute(
+            select(Deployment.id, Deployment.image_digest).where(
+                Deployment.image_resolution.in_(("tag", "revision")), or_(late_tag, late_image)
+            )
+        )
+    }
+    ids = sorted(reopened)
+    for first in range(0, len(ids), 500):
+        conn.execute(
+            update(Deployment)
+            .where(Deployment.id.in_(ids[first : first + 500]))
+            .values(image_digest=None, image_resolution="none")
+        )
+    return reopened
+
+
+def _redigested(conn: Connection, before: dict[int, str | None]) -> set[int]:
+    """Of the deployments in `before` (id -> digest), those whose digest is now another."""
+    ids = sorted(before)
+    now: dict[int, str | None] = {}
+    for first in range(0, len(ids), 500):
+        query = select(Deployment.id, Deployment.image_digest)
+        rows = conn.execute(query.where(Deployment.id.in_(ids[first : first + 500])))
+        now.update((d, digest) for d, digest in rows)
+    return {d for d, digest in now.items() if digest != before[d]}
+
+
 def _unchain(conn: Connection, deployment_ids: set[int]) -> None:
     """Forget the derived links of deployments whose image changed: derive re-derives them."""
     ids = sorted(deployment_ids)
@@ -204,7 +259,9 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
         conn.execute(
             update(Image)
             .where(Image.digest == bindparam("target"), Image.revision.is_(None))
-            .values(revision=bindparam("revision"), revision_origin="tag"),
+            .values(
+                revision=bindparam("revision"), revision_origin="tag", changed_at=datetime.now(UTC)
+            ),
             updates,
         )
     return len(updates)

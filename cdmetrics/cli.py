@@ -9,10 +9,10 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -21,13 +21,15 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
+from typer.core import TyperGroup
 
 from analytics import drift as drift_analytics
 from analytics import policies as policy_analytics
+from analytics import views
 from analytics.derive import FailureRules, derive
 from analytics.dora import metrics
 from analytics.metrics import SLICES
-from analytics.scope import Scope
+from analytics.scope import PeriodError, Scope, UnknownName, parse_period
 from cdmetrics.cli_gate import CannotDecide
 from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
@@ -37,16 +39,54 @@ from cdmetrics.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secr
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
 
+GLOBAL_OPTIONS = ("--warehouse", "-w", "--config", "-c")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """`args` with `--warehouse`/`--config` (and their values) moved before the subcommand, so
+    they work on either side of it (`cdmetrics demo --warehouse X`); `--` ends the search."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        (front if arg.startswith(("--warehouse=", "--config=")) else rest).append(arg)
+        i += 1
+    return front + rest
+
+
+class GlobalOptionsAnywhere(TyperGroup):
+    """The main command group, taking its global options after a subcommand as well."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's vendored Context
+        return super().parse_args(ctx, hoist_global_options(args))
+
+
 app = typer.Typer(
+    cls=GlobalOptionsAnywhere,
     help="Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: no `<bool>` after flags, fits 80 columns
 )
-db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
-policy_app = typer.Typer(help="Policy checks over the warehouse.", no_args_is_help=True)
+db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True, rich_markup_mode=None)
+config_app = typer.Typer(
+    help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
+policy_app = typer.Typer(
+    help="Policy checks over the warehouse.", no_args_is_help=True, rich_markup_mode=None
+)
 sandbox_app = typer.Typer(
-    help="A generated organisation and its API simulators.", no_args_is_help=True
+    help="A generated organisation and its API simulators.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
@@ -67,11 +107,44 @@ class Globals:
     warehouse: str | None
 
     def settings(self) -> Settings:
-        return load_settings(self.config, self.warehouse)
+        """The settings of a command that opens the warehouse; raises ConfigError rather than
+        create an empty `cdmetrics.db` nobody asked for (no config file, no `--warehouse`, no
+        CDMETRICS_WAREHOUSE__URL) or a folder a mistyped `--warehouse` names."""
+        check_warehouse_flag(self.warehouse)
+        settings = load_settings(self.config, self.warehouse)
+        if not (self.warehouse or settings.path.exists() or WAREHOUSE_URL_VARIABLE in os.environ):
+            default = normalise_url(settings.warehouse.url).database or ""
+            if not Path(default).exists():
+                raise ConfigError(
+                    f"no configuration file {settings.path} here and no --warehouse, so there is "
+                    f"no warehouse to read (not creating an empty {default}); start with "
+                    "`cdmetrics init` (writes cdmetrics.toml and its warehouse) or `cdmetrics "
+                    "demo` (a generated organisation), or name one with --config FILE or "
+                    "--warehouse URL"
+                )
+        return settings
 
     def open(self, settings: Settings) -> Engine:
         """The warehouse of `settings` at head; raises CannotDecide when it cannot be opened."""
         return _open(settings)
+
+
+WAREHOUSE_URL_VARIABLE = "CDMETRICS_WAREHOUSE__URL"
+
+
+def check_warehouse_flag(url: str | None) -> None:
+    """Raise ConfigError when `--warehouse` names an SQLite file in a folder that does not exist
+    (a typo must not create folders); other URLs are checked when opened."""
+    if not url:
+        return
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().parent
+        if not folder.is_dir():
+            raise ConfigError(
+                f"--warehouse {url}: the folder {folder} does not exist; create it first or "
+                "check the path"
+            )
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -90,6 +163,10 @@ def _open(settings: Settings) -> Engine:
 
 # what SQLite says when another process writes or migrates the same file at the same moment
 SQLITE_BUSY_WORDS = ("locked", "busy", "already exists")
+SINCE_HELP = (
+    "Start (date or ISO timestamp; default: Monday of the week 12 whole weeks before --until's)."
+)
+UNTIL_HELP = "End, exclusive (default: tomorrow 00:00 in [sync] timezone)."
 
 
 def _cannot_open(url: URL, exc: DBAPIError) -> CannotDecide:
@@ -140,6 +217,7 @@ def init(
 ) -> None:
     """Write an example cdmetrics.toml (commented) and create the warehouse it names."""
     g = _globals(ctx)
+    check_warehouse_flag(g.warehouse)
     path = g.config or DEFAULT_CONFIG
     example = resources.files("cdmetrics").joinpath("example.toml").read_text(encoding="utf-8")
     if path.exists() and not force:
@@ -186,7 +264,13 @@ def db_current(ctx: typer.Context) -> None:
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
     """Validate the configuration and that every secret variable it names is set."""
-    settings = _globals(ctx).settings()
+    g = _globals(ctx)
+    settings = load_settings(g.config, g.warehouse)
+    if not settings.path.exists():
+        raise ConfigError(
+            f"{settings.path}: no such configuration file, so there is nothing to check; create "
+            "one with `cdmetrics init`, or name one with --config FILE"
+        )
     check_secrets(settings)
     sources = settings.all_sources()
     out.print(f"{settings.path}: ok; {len(sources)} source(s)")
@@ -245,6 +329,23 @@ def derive_all(engine: Engine, settings: Settings, full: bool = False) -> dict[s
     return {**derived.as_json(), "drift_rows": snapshot_rows}
 
 
+def record_violations(
+    engine: Engine,
+    settings: Settings,
+    since: datetime,
+    until: datetime,
+    only: list[str] | None = None,
+) -> list[dict[str, object]]:
+    """Evaluate the policies (`only` these, default all) over [since, until), record the
+    violations in the warehouse and return them as JSON rows."""
+    with engine.begin() as conn:
+        found = policy_analytics.scan(
+            conn, since, until, settings.environments.promotion_path, settings.policies, only=only
+        )
+        found = policy_analytics.store(conn, found)
+    return [v.as_json() for v in found]
+
+
 def failure_rules(settings: Settings) -> FailureRules:
     m = settings.metrics
     return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
@@ -262,24 +363,12 @@ def derive_command(
 
 
 def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
-    tz = ZoneInfo(zone)
-
-    def parse(value: str, name: str) -> datetime:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise typer.BadParameter(
-                f"{value!r} is not a date or ISO timestamp", param_hint=name
-            ) from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
-
-    end = (
-        parse(until, "--until")
-        if until
-        else datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    )
-    start = parse(since, "--since") if since else end - timedelta(days=90)
-    return start, end
+    """The period of --since/--until (`analytics.scope.parse_period`, the default period for what
+    is not given); a bad one is a usage error (exit 2) naming the values."""
+    try:
+        return parse_period(since, until, zone)
+    except PeriodError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 
 
 @app.command("drift")
@@ -294,6 +383,7 @@ def drift_command(
         raise typer.BadParameter("use table, json or csv", param_hint="--format")
     engine = _open(settings)
     with engine.connect() as conn:
+        views.check_names(conn, services=service or ())
         rows = drift_analytics.drift(
             conn, settings.environments.promotion_path, services=service or None
         )
@@ -303,10 +393,8 @@ def drift_command(
 @policy_app.command("scan")
 def policy_scan(
     ctx: typer.Context,
-    since: str | None = typer.Option(
-        None, help="Start (date or ISO timestamp; default: 90 days ago)."
-    ),
-    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    since: str | None = typer.Option(None, help=SINCE_HELP),
+    until: str | None = typer.Option(None, help=UNTIL_HELP),
     policy: list[str] | None = typer.Option(None, help="Only these policies (repeatable)."),
     output_format: str = typer.Option("table", "--format", help="table, json, junit or sarif."),
     fail_on: str = typer.Option(
@@ -323,13 +411,7 @@ def policy_scan(
     if unknown:
         raise typer.BadParameter(f"unknown policy {', '.join(unknown)}", param_hint="--policy")
     start, end = _period(since, until, settings.sync.timezone)
-    engine = _open(settings)
-    with engine.begin() as conn:
-        found = policy_analytics.scan(
-            conn, start, end, settings.environments.promotion_path, settings.policies, only=policy
-        )
-        found = policy_analytics.store(conn, found)
-    rows = [v.as_json() for v in found]
+    rows = record_violations(_open(settings), settings, start, end, only=policy)
     render_violations(rows, output_format, out, sorted(policy or policy_analytics.POLICIES))
     failing = {"error": ("error",), "warn": ("error", "warn"), "never": ()}[fail_on]
     if any(r["severity"] in failing for r in rows):
@@ -339,10 +421,8 @@ def policy_scan(
 @app.command("metrics")
 def metrics_command(
     ctx: typer.Context,
-    since: str | None = typer.Option(
-        None, help="Start (date or ISO timestamp; default: 90 days before --until)."
-    ),
-    until: str | None = typer.Option(None, help="End, exclusive (default: tomorrow 00:00)."),
+    since: str | None = typer.Option(None, help=SINCE_HELP),
+    until: str | None = typer.Option(None, help=UNTIL_HELP),
     team: list[str] | None = typer.Option(None, help="Only these teams (repeatable)."),
     service: list[str] | None = typer.Option(None, help="Only these services (repeatable)."),
     env: str | None = typer.Option(
@@ -361,6 +441,13 @@ def metrics_command(
     scope = Scope(start, end, tuple(team or ()), tuple(service or ()), env, settings.sync.timezone)
     engine = _open(settings)
     with engine.connect() as conn:
+        views.check_names(
+            conn,
+            scope.teams,
+            scope.services,
+            [env] if env else [],
+            settings.environments.promotion_path,
+        )
         result = metrics(conn, scope, by=by, rules=failure_rules(settings))
     render_metrics(result, output_format, out)
 
@@ -448,6 +535,7 @@ def demo(
     from sandbox.serve import Sandbox
 
     g = _globals(ctx)
+    check_warehouse_flag(g.warehouse)
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
     with (
         Sandbox.start(size, seed=seed, kubernetes=True) as sandbox,
@@ -463,13 +551,21 @@ def demo(
         from collectors.run import run_sync
 
         summaries = run_sync(settings, engine, console=err)
-        derived = derive(engine, failure_rules(settings))
-        scope = Scope(sandbox.org.now - timedelta(days=90), sandbox.org.now + timedelta(days=1))
+        derived = derive_all(engine, settings)  # with today's drift snapshot
+        scope = Scope.default(settings.sync.timezone)  # what the dashboard opens on
+        violations = record_violations(engine, settings, scope.since, scope.until)
         with engine.connect() as conn:
             figures = metrics(conn, scope, rules=failure_rules(settings))
     render_metrics(figures, "table", err)
-    err.print(f"warehouse: {url}; explore it with `cdmetrics --warehouse {url} metrics --by team`")
-    result = {"sources": {s.name: s.as_json() for s in summaries}, "derive": derived.as_json()}
+    err.print(
+        f"{derived['drift_rows']} drift row(s) and {len(violations)} policy violation(s) recorded"
+    )
+    err.print(f"warehouse: {url}; explore it with `cdmetrics metrics --by team --warehouse {url}`")
+    result = {
+        "sources": {s.name: s.as_json() for s in summaries},
+        "derive": derived,
+        "violations": len(violations),
+    }
     out.print_json(data=result, indent=None)
     if not all(s.ok for s in summaries):
         raise typer.Exit(1)
@@ -483,6 +579,6 @@ def main() -> None:
     """Console-script entry: run the CLI, turning known errors into a message and exit code 2."""
     try:
         app()
-    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError) as exc:
+    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError, UnknownName) as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)

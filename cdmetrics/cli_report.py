@@ -21,7 +21,9 @@ from warehouse.engine import normalise_url, open_warehouse
 
 err = Console(stderr=True)
 report_app = typer.Typer(
-    help="Reports for people: the weekly delivery report.", no_args_is_help=True
+    help="Reports for people: the weekly delivery report.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -61,7 +63,7 @@ def weekly(
 ) -> None:  # fmt: skip
     """Write the weekly delivery report as HTML, Markdown, XLSX, PDF or JSON; optionally post it to chat."""
     from reports.markdown import summary
-    from reports.model import build_report
+    from reports.model import build_report, missed_targets
     from reports.post import PostError, post_markdown
     from reports.render import FORMATS, default_filename, render
 
@@ -85,7 +87,14 @@ def weekly(
     m = settings.metrics
     rules = FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
     try:
-        report = build_report(engine, chosen, tuple(team or ()), tuple(service or ()), rules)
+        report = build_report(
+            engine,
+            chosen,
+            tuple(team or ()),
+            tuple(service or ()),
+            rules,
+            targets=settings.targets.for_teams(tuple(team or ())),
+        )
     except ReportError as exc:
         raise _fail(str(exc)) from None
     content = render(report, output_format)
@@ -102,7 +111,12 @@ def weekly(
             post_markdown(webhook, summary(report))
         except PostError as exc:
             raise _fail(str(exc), 1) from None
-        err.print("posted the summary to the webhook", highlight=False)
+        missed = [f"{r['label']} (target {r['target']})" for r in missed_targets(report)]
+        err.print(
+            "posted the summary to the webhook"
+            + (f"; missed targets: {', '.join(missed)}" if missed else ""),
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -134,7 +134,9 @@ def register(app: typer.Typer) -> None:
         return
     setattr(app, _REGISTERED, True)
     app.command("serve")(serve)
-    import_app = typer.Typer(help="Import events from files.", no_args_is_help=True)
+    import_app = typer.Typer(
+        help="Import events from files.", no_args_is_help=True, rich_markup_mode=None
+    )
     import_app.command("cdevents")(import_cdevents)
     app.add_typer(import_app, name="import")
 

@@ -6,18 +6,23 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+
+from analytics import units
 
 HEADLINE = (
     ("deployment_frequency", "deployments", "deployments"),
     ("deployment_frequency", "median_days_per_week", "deploy days/week (median)"),
-    ("lead_time", "median_hours", "lead time p50 (h)"),
-    ("lead_time", "p90_hours", "lead time p90 (h)"),
+    ("lead_time", "median_hours", "lead time p50"),
+    ("lead_time", "p90_hours", "lead time p90"),
     ("change_failure_rate", "rate", "change failure rate"),
-    ("recovery_time", "median_hours", "recovery p50 (h)"),
+    ("recovery_time", "median_hours", "recovery p50"),
     ("rework_rate", "rate", "rework rate"),
     ("deployment_failure_rate", "rate", "deployment failure rate"),
     ("build", "failure_rate", "pipeline failure rate"),
@@ -25,12 +30,38 @@ HEADLINE = (
 )
 
 
-def _cell(value: Any) -> str:
+# the narrower columns of `metrics --by` (a row per slice must fit 80 columns; JSON and CSV have
+# every figure): hours as numbers under "(h)" (one unit per column), rates as percent
+SLICE_COLUMNS = (
+    ("deployment_frequency", "deployments", "deploys"),
+    ("lead_time", "median_hours", "lead p50\n(h)"),
+    ("lead_time", "p90_hours", "lead p90\n(h)"),
+    ("change_failure_rate", "rate", "change\nfail"),
+    ("recovery_time", "median_hours", "recover\np50 (h)"),
+    ("rework_rate", "rate", "rework"),
+    ("build", "failure_rate", "pipeline\nfail"),
+)
+
+
+def _cell(value: Any, field_name: str = "") -> str:
+    """A figure of the table as every human surface writes it (`analytics.units`): hours as
+    h or d, rates as percent; JSON and CSV keep hours and shares."""
     if value is None:
         return "-"
+    if field_name.endswith("_hours"):
+        return units.hours(value, "-")
+    if field_name.endswith("rate"):
+        return units.percent(value, "-")
     if isinstance(value, float):
         return f"{value:.3f}" if value < 1 else f"{value:,.1f}"
     return str(value)
+
+
+def _period_title(scope: dict[str, Any]) -> str:
+    """`2026-09-07 to 2026-12-05 (UTC)`: the first and the last day the period includes (its
+    `until` is exclusive), as the dashboard's period picker shows them."""
+    last = datetime.fromisoformat(scope["until"]) - timedelta(microseconds=1)
+    return f"{scope['since'][:10]} to {last.date().isoformat()} ({scope.get('timezone', 'UTC')})"
 
 
 def flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -63,7 +94,7 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
         writer.writerows(records)
         console.file.write(buffer.getvalue())
         return
-    title = f"{result['scope']['since'][:10]} to {result['scope']['until'][:10]}"
+    title = _period_title(result["scope"])
     if "rows" not in result:  # one column of figures, a metric per line
         table = Table(title=title)
         table.add_column("metric")
@@ -75,17 +106,24 @@ def render_metrics(result: dict[str, Any], output_format: str, console: Console)
                 if field_name in ("median_days_per_week", "median_hours", "rate")
                 else None
             )
-            table.add_row(label, _cell(result[metric][field_name]), level or "")
+            table.add_row(label, _cell(result[metric][field_name], field_name), level or "")
         console.print(table)
         return
     key = next(iter(rows[0]))
-    table = Table(title=title)
-    table.add_column(key)
-    for _, _, label in HEADLINE:
-        table.add_column(label, justify="right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column(key, no_wrap=True)
+    for *_, header in SLICE_COLUMNS:
+        table.add_column(header, justify="right")
     for row in rows:
-        table.add_row(str(row[key]), *(_cell(row[m][f]) for m, f, _ in HEADLINE))
+        table.add_row(str(row[key]), *(_slice_cell(row[m][f], f) for m, f, _ in SLICE_COLUMNS))
     console.print(table)
+
+
+def _slice_cell(value: Any, field_name: str) -> str:
+    """A cell of `metrics --by`: hours as a number (its header says "(h)"), rates as percent."""
+    if field_name.endswith("_hours") and value is not None:
+        return f"{value:,.1f}"
+    return _cell(value, field_name)
 
 
 def render_drift(rows: list[dict[str, Any]], output_format: str, console: Console) -> None:
@@ -100,30 +138,28 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
         writer.writerows(rows)
         console.file.write(buffer.getvalue())
         return
-    table = Table(title="drift between adjacent environments")
-    for column in (
-        "service",
-        "pair",
-        "in sync",
-        "commits behind",
-        "drifting (h)",
-        "upstream",
-        "downstream",
-    ):
-        table.add_column(
-            column, justify="right" if column in ("commits behind", "drifting (h)") else "left"
-        )
+    table = Table(title="drift between adjacent environments", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("service", no_wrap=True)
+    table.add_column("upstream -> downstream", overflow="fold")
+    table.add_column("in sync")
+    table.add_column("commits\nbehind", justify="right")
+    table.add_column("drifting\n(h)", justify="right")
+    table.add_column("digests (up, down)", no_wrap=True)
     for r in rows:
         table.add_row(
             r["service"],
             f"{r['upstream']} -> {r['downstream']}",
             "yes" if r["in_sync"] else "no",
             _cell(r["commits_behind"]),
-            _cell(r["drift_age_hours"]),
-            (r["upstream_digest"] or "-")[:19],
-            (r["downstream_digest"] or "-")[:19],
+            _cell(r["drift_age_hours"], "drift_age_hours"),
+            f"{_short(r['upstream_digest'])} {_short(r['downstream_digest'])}",
         )
     console.print(table)
+
+
+def _short(digest: str | None) -> str:
+    """The first 8 hex digits of a digest (the JSON has it whole)."""
+    return digest.removeprefix("sha256:")[:8] if digest else "-"
 
 
 GATE_POLICIES = (
@@ -286,16 +322,30 @@ def render_violations(
     elif output_format == "junit":
         console.file.write(violations_junit(rows, policies))
     else:
-        table = Table(title=f"{len(rows)} policy violation(s)")
-        for column in ("severity", "policy", "service", "environment", "occurred", "message"):
-            table.add_column(column)
-        for r in rows:
-            table.add_row(
-                r["severity"],
-                r["policy"],
-                r["service"] or "-",
-                r["environment"] or "-",
-                (r.get("occurred_at") or "-")[:16].replace("T", " "),
-                r["message"],
+        console.print(violation_counts(rows))
+        for r in rows:  # a line per violation, then its message indented: fits 80 columns
+            where = "/".join(x for x in (r["service"], r["environment"]) if x) or "organisation"
+            when = (r.get("occurred_at") or "")[:10]
+            console.print(
+                f"{r['severity']:<5} {r['policy']}  {where}  {when}",
+                highlight=False,
+                markup=False,
             )
-        console.print(table)
+            console.print(Padding(r["message"], (0, 0, 0, 6)), highlight=False, markup=False)
+
+
+def violation_counts(rows: list[dict[str, Any]]) -> Table:
+    """Violations per policy and severity: what `policy scan` prints before the list."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(r["policy"], r["severity"])] = counts.get((r["policy"], r["severity"]), 0) + 1
+    table = Table(title=f"{len(rows)} policy violation(s)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("policy")
+    table.add_column("severity")
+    table.add_column("violations", justify="right")
+    order = {"error": 0, "warn": 1, "info": 2}
+    for (policy, severity), n in sorted(
+        counts.items(), key=lambda c: (order.get(c[0][1], 3), c[0][0])
+    ):
+        table.add_row(policy, severity, str(n))
+    return table

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -378,6 +379,124 @@ class MetricsSettings(Section):
     """Tags naming their source commit; the `sha` group is the (short) sha."""
 
 
+TargetUnit = Literal["count", "hours", "ratio"]
+_TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*(.+?)\s*$")
+_COMPARE = {
+    "<": float.__lt__,
+    "<=": float.__le__,
+    ">": float.__gt__,
+    ">=": float.__ge__,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal for one metric: `comparison` (`<`, `<=`, `>`, `>=`) and `value` in the metric's
+    unit (hours, a ratio 0..1, or a count), as `text` was written."""
+
+    comparison: str
+    value: float
+    text: str
+
+    def met(self, figure: float | None) -> bool | None:
+        """Whether `figure` meets the target; None when there is no figure (nothing to judge)."""
+        return None if figure is None else _COMPARE[self.comparison](float(figure), self.value)
+
+
+def _target_parser(unit: TargetUnit) -> Any:
+    def parse(text: Any) -> Target:
+        m = _TARGET.match(text) if isinstance(text, str) else None
+        if not m:
+            raise ValueError(
+                f"{text!r} is not a target; write a comparison and a value, {_EXAMPLE[unit]}"
+            )
+        comparison, amount = m.groups()
+        try:
+            if unit == "hours":
+                value = parse_duration(amount).total_seconds() / 3600
+            elif unit == "ratio":
+                if not amount.endswith("%"):
+                    raise ValueError
+                value = float(amount[:-1]) / 100
+            else:
+                value = float(amount)
+        except (ValueError, AttributeError):
+            raise ValueError(
+                f"{amount!r} is not a value for this metric; write {_EXAMPLE[unit]}"
+            ) from None
+        return Target(comparison, value, f"{comparison} {amount}")
+
+    return BeforeValidator(parse)
+
+
+_EXAMPLE = {
+    "count": 'e.g. ">= 10"',
+    "hours": 'a duration, e.g. "< 2d" or "<= 48h"',
+    "ratio": 'a percentage, e.g. "< 10%"',
+}
+
+
+@dataclass(frozen=True)
+class InUnit:
+    """Marks a target field with the unit its values are written in."""
+
+    unit: TargetUnit
+
+
+HoursTarget = Annotated[Target | None, _target_parser("hours"), InUnit("hours")]
+RatioTarget = Annotated[Target | None, _target_parser("ratio"), InUnit("ratio")]
+CountTarget = Annotated[Target | None, _target_parser("count"), InUnit("count")]
+
+
+class MetricTargets(Section):
+    """Targets per metric: a comparison and a value with the metric's unit; unset: no target."""
+
+    deployments: CountTarget = None
+    """Production deployments in the week, e.g. `">= 5"`."""
+    deployment_days: CountTarget = None
+    """Days of the week with a production deployment, e.g. `">= 3"`."""
+    lead_time_median: HoursTarget = None
+    """Median lead time (first commit to production), e.g. `"< 2d"`."""
+    lead_time_p90: HoursTarget = None
+    """90th percentile of lead time, e.g. `"< 7d"`."""
+    change_failure_rate: RatioTarget = None
+    """Change failure rate, e.g. `"< 10%"`."""
+    recovery_median: HoursTarget = None
+    """Median time to restore service, e.g. `"< 1d"`."""
+    rework_rate: RatioTarget = None
+    """Rework rate, e.g. `"< 5%"`."""
+    deployment_failure_rate: RatioTarget = None
+    """Deployment failure rate, e.g. `"< 5%"`."""
+    pipeline_failure_rate: RatioTarget = None
+    """Pipeline failure rate, e.g. `"< 15%"`."""
+
+    @classmethod
+    def units(cls) -> dict[str, TargetUnit]:
+        """Metric name -> the unit its target is written in (count, hours or ratio)."""
+        return {
+            name: next(m.unit for m in field.metadata if isinstance(m, InUnit))
+            for name, field in cls.model_fields.items()
+            if any(isinstance(m, InUnit) for m in field.metadata)
+        }
+
+    def targets(self) -> dict[str, Target]:
+        """The targets set, by metric name."""
+        return {name: target for name, target in self if isinstance(target, Target)}
+
+
+class TargetsSettings(MetricTargets):
+    """`[targets]`: the organisation's targets; `[targets.teams.<team>]` a team's, which replace
+    the organisation's metric by metric in a report or view of that one team."""
+
+    teams: dict[str, MetricTargets] = Field(default_factory=dict)
+    """Targets per team (`[targets.teams.payments]`); the team must be listed in `[[teams]]`."""
+
+    def for_teams(self, teams: tuple[str, ...] | list[str]) -> dict[str, Target]:
+        """The targets of a scope: one team's over the organisation's, else the organisation's."""
+        own = self.teams[teams[0]].targets() if len(teams) == 1 and teams[0] in self.teams else {}
+        return {**self.targets(), **own}
+
+
 class ServiceSettings(Section):
     read_token_env: EnvName = "CDMETRICS_READ_TOKEN"
     """Environment variable holding the bearer token for GET /api/v1/*."""
@@ -415,6 +534,8 @@ class Settings(BaseSettings):
     """Parameters per policy id (`[policies.long-lived-branch]`; docs/POLICIES.md)."""
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     """The HTTP service's tokens, by environment variable."""
+    targets: TargetsSettings = Field(default_factory=TargetsSettings)
+    """Team targets shown beside the figures (`[targets]`, `[targets.teams.<team>]`)."""
     _path: Path = PrivateAttr(DEFAULT_CONFIG)
 
     @property
@@ -507,6 +628,7 @@ def load_settings(path: Path | None = None, warehouse_url: str | None = None) ->
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data)) from None
     check_source_names(settings, path)
+    check_target_teams(settings, path)
     if warehouse_url:
         settings.warehouse.url = warehouse_url
     settings._path = path
@@ -529,6 +651,20 @@ def check_source_names(settings: Settings, path: Path) -> None:
             seen.setdefault(source.name, key)
     if problems:
         raise ConfigError("duplicate source names:\n  " + "\n  ".join(problems))
+
+
+def check_target_teams(settings: Settings, path: Path) -> None:
+    """Raise ConfigError naming every `[targets.teams.<team>]` whose team `[[teams]]` lacks."""
+    known = [t.name for t in settings.teams]
+    unknown = sorted(set(settings.targets.teams) - set(known))
+    if unknown:
+        raise ConfigError(
+            "\n".join(
+                f"{path}: key `targets.teams.{name}`: no team named {name!r} in [[teams]] "
+                f"(listed: {', '.join(known) or 'none'}); add it there or fix the name"
+                for name in unknown
+            )
+        )
 
 
 def check_secrets(settings: Settings, path: Path | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, select
 
 from collectors import gitlab_normalize as norm
+from collectors.payload import partitioned
 from warehouse.schema import (
     Branch,
     Commit,
@@ -28,6 +29,7 @@ from warehouse.schema import (
     MergeRequest,
     MrCommit,
     Pipeline,
+    RawPayload,
     TestRun,
 )
 
@@ -298,24 +300,28 @@ class RegistryTags(GitLabStream):
         return f"{item['repository'].get('id')}:{item['tag'].get('name')}"
 
     def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
-        location = ctx.project.get("container_registry_image_prefix") or ""
+        """The tags this stream read before, by its raw payloads: not by `image_tag`, which other
+        collectors fill too (a Harbor sync that ran while this stream failed would otherwise keep
+        this source's tags from ever being read, and their payloads from being kept)."""
+        prefix = partitioned(str(ctx.project_id), "")
         rows = conn.execute(
-            select(ImageTag.repository, ImageTag.tag).where(
-                ImageTag.repository.startswith(location)
+            select(RawPayload.external_id).where(
+                RawPayload.source_id == ctx.source_id,
+                RawPayload.stream == self.name,
+                RawPayload.external_id.startswith(prefix, autoescape=True),
             )
         )
-        return {f"{repo}:{tag}": "seen" for repo, tag in rows}
+        return {key[len(prefix) :]: "seen" for key in rows.scalars()}
 
     def unchanged(self, item: Payload, known: dict[str, str], ctx: ProjectContext) -> bool:
-        key = f"{item['repository'].get('location')}:{item['tag'].get('name')}"
-        if key not in known:
+        if self.item_id(item) not in known:
             return False
         if not self.is_mutable(str(item["tag"].get("name")), ctx):
             return True
         # a mutable tag is re-read when the repository gained tags since the last sync
-        location = item["repository"].get("location")
+        repository = item["repository"].get("id")
         names = {t.get("name") for t in item["repository"].get("tags") or []}
-        return all(f"{location}:{n}" in known for n in names)
+        return all(f"{repository}:{n}" in known for n in names)
 
     @staticmethod
     def is_mutable(tag: str, ctx: ProjectContext) -> bool:

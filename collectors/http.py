@@ -11,6 +11,7 @@ they parse Retry-After with `int()`, which an HTTP date crashes, and wait uncapp
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -236,10 +237,37 @@ def gitlab_page_shortfall(response: requests.Response) -> str | None:
     )
 
 
+KEPT_BODY = 65_536  # characters of a malformed body kept as its raw payload
+
+
+class MalformedBody(requests.RequestException):
+    """A 200 answer announcing JSON whose body does not parse (cut or corrupted on the way): the
+    stream fails and keeps its old cursor, and the body is kept as a rejected raw payload
+    (`SyncRun.fail`), so the next sync re-reads it and the record shows what came."""
+
+    def __init__(self, url: str, body: bytes, error: ValueError) -> None:
+        self.url = redact_url(url)
+        self.body = body.decode("utf-8", "replace")[:KEPT_BODY]
+        super().__init__(
+            f"malformed JSON in a 200 answer ({len(body)} bytes: {error}) from {self.url}"
+        )
+
+
+def check_json(status: int, content_type: str | None, body: bytes, url: str) -> None:
+    """Raise `MalformedBody` for a 200 answer whose JSON content type its body belies."""
+    if status != 200 or "json" not in (content_type or "") or not body:
+        return
+    try:
+        json.loads(body)
+    except ValueError as exc:
+        raise MalformedBody(url, body, exc) from None
+
+
 class PolicySession(requests.Session):
     """A requests session under the shared HTTP policy: every attempt waits for the rate limiter
     and is counted, times out (`timeout` unless the caller gives one) and is retried by `retry`;
-    a GitLab list page short of what its headers promise raises `ShortPage`.
+    a GitLab list page short of what its headers promise raises `ShortPage`, a JSON body that
+    does not parse `MalformedBody`.
     `last_url` and `last_status` describe the last answer, for error messages."""
 
     def __init__(
@@ -268,6 +296,9 @@ class PolicySession(requests.Session):
             REQUESTS_TRANSIENT,
             lambda r: r.close(),
         )
+        if not kwargs.get("stream"):
+            content_type = response.headers.get("Content-Type")
+            check_json(response.status_code, content_type, response.content, response.url)
         if request.method == "GET" and (shortfall := gitlab_page_shortfall(response)):
             raise ShortPage(shortfall, response=response)
         return response
@@ -299,8 +330,8 @@ def urllib3_retry(policy: RetryPolicy, counter: RequestCounter) -> urllib3.Retry
 class PolicyTransport(httpx.BaseTransport):
     """The shared HTTP policy for httpx clients, as a transport: every request (auth challenges
     and token requests included) waits for the rate limiter, is counted and retried by `retry`.
-    Bodies are read here, so a connection dropped mid-body is retried too. `last_url` names the
-    last request."""
+    Bodies are read here, so a connection dropped mid-body is retried too, and a JSON body that
+    does not parse raises `MalformedBody`. `last_url` names the last request."""
 
     def __init__(
         self,
@@ -331,11 +362,14 @@ class PolicyTransport(httpx.BaseTransport):
                 extensions=response.extensions,
             )
 
-        return self.retry.call(
+        response = self.retry.call(
             attempt,
             lambda r: (r.status_code, r.headers.get("Retry-After")),
             (httpx.TransportError,),
         )
+        content_type = response.headers.get("Content-Type")
+        check_json(response.status_code, content_type, response.read(), str(request.url))
+        return response
 
     def close(self) -> None:
         self.inner.close()

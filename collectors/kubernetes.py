@@ -41,7 +41,14 @@ from sqlalchemy import Engine, select, update
 
 from cdmetrics.settings import KubernetesSource, Settings
 from collectors import kubernetes_normalize as norm
-from collectors.http import RateLimiter, RequestCounter, RetryPolicy, redact_url, urllib3_retry
+from collectors.http import (
+    MalformedBody,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+    redact_url,
+    urllib3_retry,
+)
 from collectors.payload import RejectedPayload
 from collectors.sync import Batch, Collector, SyncRun
 from warehouse.dimensions import ensure_environment
@@ -50,6 +57,9 @@ from warehouse.schema import Deployment, ObservedWorkload, Service
 from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
+# a connection dropped or stalled while a list's body is read (`_preload_content=False` reads it
+# after urllib3's own retries are over): retried by the shared policy like any transient error
+BODY_ERRORS = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError)
 STREAM = "workloads"
 MAX_RETRIES = 4
 
@@ -136,9 +146,6 @@ class KubernetesCollector(Collector):
         items: list[Any] = []
         token: str | None = None
         while True:
-            self.limiter.acquire()
-            self.counter.add()
-            self._local.requests = self._made() + 1
             kwargs: dict[str, Any] = {
                 "limit": self.source.page_size,
                 "_preload_content": False,
@@ -146,15 +153,24 @@ class KubernetesCollector(Collector):
             }
             if token:
                 kwargs["_continue"] = token
-            response: Any = (
-                core.list_namespace(**kwargs)
-                if resource == "namespaces"
-                else calls[resource](namespace, **kwargs)
-            )
+
+            def page(kwargs: dict[str, Any] = kwargs) -> tuple[bytes, str]:
+                self.limiter.acquire()
+                self.counter.add()
+                self._local.requests = self._made() + 1
+                response: Any = (
+                    core.list_namespace(**kwargs)
+                    if resource == "namespaces"
+                    else calls[resource](namespace, **kwargs)
+                )
+                # the body is read here, outside urllib3's retries
+                return bytes(response.data), str(response.geturl() or "")
+
+            data, url = self.retry.call(page, lambda _: (200, None), BODY_ERRORS)
             try:
-                body = json.loads(response.data)
+                body = json.loads(data)
             except ValueError as exc:
-                raise ClusterError(f"{resource} list is not JSON ({exc})") from None
+                raise MalformedBody(f"{self.url}{url}", data, exc) from None
             items.extend(body.get("items") or [])
             token = (body.get("metadata") or {}).get("continue")
             if not token:
@@ -189,7 +205,7 @@ class KubernetesCollector(Collector):
     def _sync_namespaces(self, run: SyncRun) -> None:
         try:
             targets = self._targets()
-        except ClusterError as exc:
+        except (ClusterError, MalformedBody) as exc:
             run.summary.errors.append(str(exc))
             return
         except (ApiException, urllib3.exceptions.HTTPError) as exc:
@@ -279,7 +295,7 @@ class KubernetesCollector(Collector):
             deployments = self.list_objects("deployments", namespace)
             replicasets = self.list_objects("replicasets", namespace)
             pods = self.list_objects("pods", namespace)
-        except (ApiException, urllib3.exceptions.HTTPError, ClusterError) as exc:
+        except (ApiException, urllib3.exceptions.HTTPError, ClusterError, MalformedBody) as exc:
             run.fail(
                 STREAM,
                 namespace,
@@ -288,8 +304,11 @@ class KubernetesCollector(Collector):
                 + (
                     "grant the credentials list on deployments, replicasets and pods there"
                     if isinstance(exc, ApiException) and exc.status == 403
+                    else "the next sync reads it again"
+                    if isinstance(exc, MalformedBody)
                     else self._hint()
                 ),
+                exc,
             )
             run.count(STREAM, requests=self._made() - before, partitions=1)
             return

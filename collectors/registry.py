@@ -47,6 +47,7 @@ from sqlalchemy import Engine, bindparam, select, update
 
 from cdmetrics.settings import RegistrySource, Settings
 from collectors.http import (
+    MalformedBody,
     PolicyTransport,
     RateLimiter,
     RequestCounter,
@@ -414,7 +415,7 @@ class RegistryCollector(Collector):
         reader: Any = HarborReader(self, run) if self.kind == "harbor" else OCIReader(self, run)
         try:
             partitions = reader.discover()
-        except RegistryError as exc:
+        except (RegistryError, MalformedBody) as exc:
             run.summary.errors.append(
                 f"{self.source.name}: cannot read the {self.kind} registry at "
                 f"{redact_url(self.source.url)}: {exc}; {self.access_hint()}"
@@ -430,18 +431,22 @@ class RegistryCollector(Collector):
         def sync_one(partition: Any) -> None:
             try:
                 reader.sync(partition)
-            except RegistryError as exc:
+            except (RegistryError, MalformedBody) as exc:
                 failed.add(reader.group(partition))
                 run.fail(
                     reader.stream,
                     reader.name(partition),
                     f"{self.source.name}: repository {reader.name(partition)}: {exc}",
+                    exc,
                 )
             except Exception as exc:  # a database error or a bug: this repository fails
                 failed.add(reader.group(partition))
                 where = f"repository {reader.name(partition)}"
                 run.fail(
-                    reader.stream, reader.name(partition), run.unexpected(reader.stream, where, exc)
+                    reader.stream,
+                    reader.name(partition),
+                    run.unexpected(reader.stream, where, exc),
+                    exc,
                 )
 
         def advance(_: Any) -> None:

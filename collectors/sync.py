@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from collectors.http import redact_url
+from collectors.http import MalformedBody, redact_url
 from collectors.leases import Leases
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base
@@ -192,19 +192,31 @@ class SyncRun:
 
         return save
 
-    def fail(self, stream: str, partition: str, error: str) -> None:
+    def fail(
+        self, stream: str, partition: str, error: str, exc: BaseException | None = None
+    ) -> None:
         """Record a failed partition: logged, counted, kept in sync_state (when the warehouse
-        takes the write); the sync goes on."""
+        takes the write); the sync goes on. A malformed body that caused it (`exc`) is kept as a
+        rejected raw payload, named by its URL, and counted as rejected."""
         log.error("%s: %s", self.summary.name, error)
         self._take_tally(stream)  # the failed partition's rows stay out of the next one's count
+        kept = [
+            Raw(stream, f"malformed {bad.url}"[:255], {"url": bad.url, "body": bad.body}, error)
+            for bad in [malformed_cause(exc)]
+            if bad is not None
+        ]
         with self._stats_lock:
             self.summary.errors.append(error)
-            self.summary.streams.setdefault(stream, StreamStats()).errors += 1
+            stats = self.summary.streams.setdefault(stream, StreamStats())
+            stats.errors += 1
+            stats.rejected += len(kept)
         lock = self.write_lock
         if lock:
             lock.acquire()
         try:
             with self.engine.begin() as conn:
+                if kept:
+                    store_raw(conn, self.source_id, kept)
                 save_state(
                     conn,
                     self.source_id,
@@ -238,9 +250,9 @@ class SyncRun:
             work()
         except known as exc:
             error = describe(exc) if describe else self.unexpected(stream, where, exc)
-            self.fail(stream, partition, error)
+            self.fail(stream, partition, error, exc)
         except Exception as exc:  # anything else: the partition fails, not the run
-            self.fail(stream, partition, self.unexpected(stream, where, exc))
+            self.fail(stream, partition, self.unexpected(stream, where, exc), exc)
         else:
             return True
         return False
@@ -271,6 +283,18 @@ class SyncRun:
             error = self.unexpected("sync", "the source", exc)
             log.error("%s", error)
             self.summary.errors.append(error)
+
+
+def malformed_cause(exc: BaseException | None) -> MalformedBody | None:
+    """The malformed body behind `exc` (itself, or what it was raised from or during: a client
+    library may wrap it)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MalformedBody):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def describe_database_error(exc: SQLAlchemyError) -> str:

@@ -2,6 +2,12 @@
 
 Figures receive aggregates, never raw rows: a chart of a large organisation's quarter stays a
 few kilobytes in the browser.
+
+Charts that do not mislead (issue #16): count and rate axes start at zero; a week the period or
+the clock cuts (a `partial` column, `analytics.scope.Scope.partial`) is hatched with an open
+marker and labelled "partial", so the current week never reads as a drop; severities are coloured
+error red, warn amber, info grey (`SEVERITY_COLOURS`, the one map); count heatmaps use a neutral
+scale (`NEUTRAL_SCALE`), the warm one is for what is worse when larger (drift age, violations).
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 HEIGHT = 320
-LEVEL_SCALE = "YlOrRd"
+LEVEL_SCALE = "YlOrRd"  # larger is worse: drift age, violations
+NEUTRAL_SCALE = "Blues"  # counts that are neither good nor bad: deployments
+SEVERITY_COLOURS = {"error": "#d62728", "warn": "#f0a202", "info": "#9aa5b1"}
+COLOUR_MAPS = {"severity": SEVERITY_COLOURS}
+PARTIAL = "partial"  # the column flagging a week the period or the clock cuts
+FROM_ZERO = {"rangemode": "tozero"}
 
 
 def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Figure:
@@ -24,36 +35,86 @@ def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Fig
 CATEGORIES = {"type": "category", "title": ""}  # weeks and months as named, never as dates
 
 
+def _partial_marks(figure: go.Figure, frame: pd.DataFrame, x: str) -> go.Figure:
+    """Hatch the bars and open the markers of the partial x values, and label them."""
+    if PARTIAL not in frame.columns:
+        return figure
+    cut = set(frame.loc[frame[PARTIAL].astype(bool), x])
+    if not cut:
+        return figure
+    for trace in figure.data:
+        flags = [value in cut for value in trace.x]
+        if isinstance(trace, go.Bar):
+            trace.marker.pattern.shape = ["/" if f else "" for f in flags]
+        elif isinstance(trace, go.Scatter):
+            trace.marker.symbol = ["circle-open" if f else "circle" for f in flags]
+    for value in sorted(cut):
+        figure.add_annotation(
+            x=value, y=1, yref="paper", text=PARTIAL, showarrow=False, font={"color": "#777"}
+        )
+    return figure
+
+
 def bars(
     frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = ""
 ) -> go.Figure:
-    """Bars of `y` over `x` (categories: a month `2026-02` stays a month), stacked by `color`."""
-    figure = px.bar(frame, x=x, y=y, color=color, title=title)
-    return _layout(figure, barmode="stack", xaxis=CATEGORIES, yaxis_title=y.replace("_", " "))
+    """Bars of `y` over `x` (categories: a month `2026-02` stays a month) from zero, stacked by
+    `color` (severities in their colours)."""
+    figure = px.bar(
+        frame,
+        x=x,
+        y=y,
+        color=color,
+        title=title,
+        color_discrete_map=COLOUR_MAPS.get(color or "", {}),
+        category_orders={color: list(COLOUR_MAPS[color])} if color in COLOUR_MAPS else {},
+    )
+    _partial_marks(figure, frame, x)
+    return _layout(
+        figure,
+        barmode="stack",
+        xaxis=CATEGORIES,
+        yaxis={"title": y.replace("_", " "), **FROM_ZERO},
+    )
 
 
 def lines(frame: pd.DataFrame, x: str, ys: dict[str, str], unit: str, title: str = "") -> go.Figure:
-    """One line per column of `ys` (column -> legend label) over the categories `x`."""
+    """One line per column of `ys` (column -> legend label) over the categories `x`, from zero."""
     figure = go.Figure()
     for column, label in ys.items():
         figure.add_trace(go.Scatter(x=frame[x], y=frame[column], name=label, mode="lines+markers"))
-    return _layout(figure, title=title, xaxis=CATEGORIES, yaxis_title=unit, hovermode="x unified")
+    _partial_marks(figure, frame, x)
+    return _layout(
+        figure,
+        title=title,
+        xaxis=CATEGORIES,
+        yaxis={"title": unit, **FROM_ZERO},
+        hovermode="x unified",
+    )
 
 
 def bars_and_rate(
     frame: pd.DataFrame, x: str, count: str, rate: str, count_label: str, rate_label: str
 ) -> go.Figure:
-    """Counts as bars and a rate (0..1) as a line on a second axis, over the categories `x`."""
+    """Counts as bars and a rate (0..1) as a line on a second axis, over the categories `x`; both
+    from zero."""
     figure = go.Figure()
     figure.add_trace(go.Bar(x=frame[x], y=frame[count], name=count_label, opacity=0.6))
     figure.add_trace(
         go.Scatter(x=frame[x], y=frame[rate], name=rate_label, mode="lines+markers", yaxis="y2")
     )
+    _partial_marks(figure, frame, x)
     return _layout(
         figure,
         xaxis=CATEGORIES,
-        yaxis={"title": count_label},
-        yaxis2={"title": rate_label, "overlaying": "y", "side": "right", "tickformat": ".0%"},
+        yaxis={"title": count_label, **FROM_ZERO},
+        yaxis2={
+            "title": rate_label,
+            "overlaying": "y",
+            "side": "right",
+            "tickformat": ".0%",
+            **FROM_ZERO,
+        },
         hovermode="x unified",
     )
 
@@ -77,7 +138,7 @@ def calendar(frame: pd.DataFrame, value: str = "deployments") -> go.Figure:
             x=list(grid.columns),
             y=weekdays,
             customdata=days.values,
-            colorscale="Greens",
+            colorscale=NEUTRAL_SCALE,
             hovertemplate="%{customdata}: %{z} " + value + "<extra></extra>",
             xgap=2,
             ygap=2,
@@ -87,10 +148,15 @@ def calendar(frame: pd.DataFrame, value: str = "deployments") -> go.Figure:
 
 
 def matrix(
-    frame: pd.DataFrame, rows: str, columns: str, value: str, text: str | None = None
+    frame: pd.DataFrame,
+    rows: str,
+    columns: str,
+    value: str,
+    text: str | None = None,
+    scale: str = NEUTRAL_SCALE,
 ) -> go.Figure:
     """A heatmap of `value` per `rows` x `columns` (e.g. service x environment), cells labelled
-    with `text` (default: the value)."""
+    with `text` (default: the value); `scale` LEVEL_SCALE for what is worse when larger."""
     grid = frame.pivot_table(index=rows, columns=columns, values=value, aggfunc="sum", sort=False)
     labels = (
         frame.pivot_table(index=rows, columns=columns, values=text, aggfunc="first", sort=False)
@@ -107,7 +173,7 @@ def matrix(
             y=list(grid.index),
             text=labels,
             texttemplate="%{text}",
-            colorscale=LEVEL_SCALE,
+            colorscale=scale,
             hovertemplate="%{y} · %{x}: %{z}<extra></extra>",
             xgap=2,
             ygap=2,
@@ -120,7 +186,7 @@ def matrix(
 def histogram(frame: pd.DataFrame, x_title: str, y_title: str) -> go.Figure:
     """Pre-binned counts (`bucket`, `count`) as bars."""
     figure = px.bar(frame, x="bucket", y="count")
-    return _layout(figure, xaxis_title=x_title, yaxis_title=y_title)
+    return _layout(figure, xaxis_title=x_title, yaxis={"title": y_title, **FROM_ZERO})
 
 
 def scatter(

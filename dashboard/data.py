@@ -88,7 +88,8 @@ def metrics(
     by: str = "week",
 ) -> dict[str, Any]:
     """The metrics `names` over the scope (`total`), per local ISO week or month (`by`) of the
-    period (`trend`, each with its `bucket` key) and, `by_team`, per team (`teams`), as
+    period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
+    bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
     `analytics.dora` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
@@ -98,7 +99,10 @@ def metrics(
     teams = fig.sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
-        "trend": [{"bucket": key, **{n: v[n] for n in names}} for key, v in trend],
+        "trend": [
+            {"bucket": key, "partial": scope.partial(key), **{n: v[n] for n in names}}
+            for key, v in trend
+        ],
         "teams": [{"team": key, **{n: v[n] for n in names}} for key, v in teams],
     }
 
@@ -148,22 +152,33 @@ def deployments_per_bucket(
     url: str, scope: Scope, rules: FailureRules, by: str = "week"
 ) -> pd.DataFrame:
     """Production deployments and failed changes per local ISO week or month (`by`, also the
-    column's name) and team."""
+    column's name) and team: every bucket of the period and every team deploying in it (zero
+    rows included: a code freeze stays on the axis), each flagged `partial` when the period or
+    the clock cuts it."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
     zone = scope.zone
     key_of = stats.week_key if by == "week" else stats.month_key
+    buckets = stats.weeks_between if by == "week" else stats.months_between
     counts: Counter[tuple[str, str]] = Counter()
     failed: Counter[tuple[str, str]] = Counter()
     for r in data.deployments:
         key = (key_of(stats.local_day(r.at, zone)), r.team or "(no team)")
         counts[key] += 1
         failed[key] += r.values["failed"] is not None
+    teams = sorted({team for _, team in counts})
     return pd.DataFrame(
         [
-            {by: bucket, "team": team, "deployments": n, "failed": failed[(bucket, team)]}
-            for (bucket, team), n in sorted(counts.items())
+            {
+                by: bucket,
+                "team": team,
+                "deployments": counts[(bucket, team)],
+                "failed": failed[(bucket, team)],
+                "partial": scope.partial(bucket),
+            }
+            for bucket in buckets(scope.since, scope.until, zone)
+            for team in teams
         ],
-        columns=[by, "team", "deployments", "failed"],
+        columns=[by, "team", "deployments", "failed", "partial"],
     )
 
 

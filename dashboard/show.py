@@ -14,15 +14,15 @@ import pandas as pd
 import streamlit as st
 from plotly.graph_objects import Figure
 
+from analytics import units
+
 LEVEL_COLOURS = {"elite": "green", "high": "blue", "medium": "orange", "low": "red"}
 DASH = "—"
 
 
 def hours(value: float | None) -> str:
-    """`37.5 h` under two days, `3.2 d` beyond; a dash for no value (None, or NaN in a frame)."""
-    if value is None or pd.isna(value):
-        return DASH
-    return f"{value:.1f} h" if abs(value) < 48 else f"{value / 24:.1f} d"
+    """`37.5 h` under two days, `3.2 d` beyond; a dash for no value (`analytics.units`)."""
+    return units.hours(value, DASH)
 
 
 def in_hours(value: float | None) -> float | None:
@@ -38,20 +38,17 @@ def resolved_before_opened(count: int) -> str:
 
 def signed_hours(value: float | None) -> str | None:
     """A change in hours with its sign (None: no change to show)."""
-    if value is None:
-        return None
-    text = hours(abs(value))
-    return f"-{text}" if value < 0 else f"+{text}"
+    return None if value is None else units.hours(value, signed=True)
 
 
 def percent(value: float | None) -> str:
     """`12.5 %`; a dash for no value."""
-    return DASH if value is None else f"{value * 100:.1f} %"
+    return units.percent(value, DASH)
 
 
 def points(value: float | None) -> str | None:
     """A change of a rate in percentage points, with its sign."""
-    return None if value is None else f"{value * 100:+.1f} pp"
+    return None if value is None else units.points(value)
 
 
 def seconds(value: float | None) -> str:

@@ -9,22 +9,20 @@ the config path and the warehouse URL as CDMETRICS_CONFIG and CDMETRICS_WAREHOUS
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import NoReturn
-from zoneinfo import ZoneInfo
 
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
-from analytics.scope import Scope
-from cdmetrics.settings import ConfigError, Settings, load_settings
+from analytics.scope import PeriodError, Scope, parse_period, unknown_names
+from cdmetrics.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
 from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
-DEFAULT_WEEKS = 12
 DEFAULT_MONTHS = 6  # the month view's default period: this month and the five before
 BY = ("week", "month")
 SESSION_KEY = "cdmetrics.view"
@@ -43,6 +41,7 @@ class View:
     promotion_path: tuple[str, ...]
     presence: dict[str, bool]
     by: str = "week"  # the trend's buckets: ISO weeks, or months
+    targets: dict[str, Target] = field(default_factory=dict)  # of the scope's team, else the org's
 
     @property
     def empty(self) -> bool:
@@ -96,22 +95,30 @@ def login_gate() -> None:
     st.stop()
 
 
-def _default_days(today: date, by: str) -> tuple[date, date]:
-    """The default period's first and last day: the last 12 weeks, or (by month) this month and
-    the five before."""
+def default_days(timezone: str, by: str = "week") -> tuple[date, date]:
+    """The first and last day (both included) of the default period of every surface
+    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far); the month
+    view's: this month so far and the five before."""
+    since, until = parse_period(None, None, timezone)
+    last = (until - timedelta(days=1)).date()
     if by == "month":
-        month = today.year * 12 + today.month - 1 - (DEFAULT_MONTHS - 1)
-        return date(month // 12, month % 12 + 1, 1), today
-    return today - timedelta(weeks=DEFAULT_WEEKS) + timedelta(days=1), today
+        month = last.year * 12 + last.month - 1 - (DEFAULT_MONTHS - 1)
+        return date(month // 12, month % 12 + 1, 1), last
+    return since.date(), last
 
 
-def _reset_period(zone: ZoneInfo) -> None:
+def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
+    """[since, until) of the days picked, both included, through the one period parser."""
+    return parse_period(first.isoformat(), (last + timedelta(days=1)).isoformat(), timezone)
+
+
+def _reset_period(timezone: str) -> None:
     """Switching between weeks and months starts from that view's default period."""
     by = st.session_state.get("by") or "week"
-    st.session_state["period"] = _default_days(datetime.now(zone).date(), by)
+    st.session_state["period"] = default_days(timezone, by)
 
 
-def _by(zone: ZoneInfo) -> str:
+def _by(timezone: str) -> str:
     chosen = st.sidebar.segmented_control(
         "Trend by",
         BY,
@@ -119,37 +126,72 @@ def _by(zone: ZoneInfo) -> str:
         key="by",
         bind="query-params",
         on_change=_reset_period,
-        args=(zone,),
-        help="Weeks (default period: 12 weeks) or months (default period: 6 months); tiles "
-        "compare the last complete week or month with the one before.",
+        args=(timezone,),
+        help="Weeks (default period: 12 whole ISO weeks and the current one so far) or months "
+        "(default period: 6 months); tiles compare the last complete week or month with the one "
+        "before.",
     )
     return chosen if chosen in BY else "week"
 
 
-def _period(zone: ZoneInfo, by: str = "week") -> tuple[datetime, datetime]:
-    today = datetime.now(zone).date()
-    default = _default_days(today, by)
+def _period(timezone: str, by: str = "week") -> tuple[datetime, datetime]:
+    """The sidebar's period: first and last day, both included; by default the default period."""
+    default = default_days(timezone, by)
     chosen = st.sidebar.date_input(
         "Period",
         value=default,
         key="period",
         bind="query-params",
         format="YYYY-MM-DD",
-        help="First and last day (both included); default: the last 12 weeks, or 6 months.",
+        help="First and last day (both included); default: the last 12 whole ISO weeks and the "
+        "current week so far, or (by month) 6 months.",
     )
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
     start, end = (min(days), max(days)) if days else default
-    since = datetime.combine(start, time(0), tzinfo=zone)
-    return since, datetime.combine(end + timedelta(days=1), time(0), tzinfo=zone)
+    try:
+        return period_of(start, end, timezone)
+    except PeriodError as exc:
+        _stop_with(f"The period cannot be used: {exc}.")
+
+
+def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -> list[str]:
+    """What is wrong with a link's filters (`params`, the query parameters), which the widgets
+    would otherwise drop silently and show the whole organisation or the default period: names
+    the warehouse does not know (with the closest known, `analytics.scope.unknown_names`) and
+    dates that are not YYYY-MM-DD or run backwards."""
+    problems = []
+    for kind, key in (("team", "team"), ("service", "service"), ("environment", "env")):
+        asked = [v for v in params.get(key, []) if v != PRODUCTION]
+        problem = unknown_names(kind, asked, options[f"{kind}s"])
+        if problem:
+            problems.append(f"This link's filter names {problem}: it is left out.")
+    days = params.get("period", [])
+    for value in days:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            problems.append(
+                f"This link's period {value!r} is not a date (YYYY-MM-DD): the default period "
+                "is shown."
+            )
+            return problems
+    if len(days) == 2 and days[0] > days[1]:
+        problems.append(
+            f"This link's period runs backwards ({days[0]} after {days[1]}): it is shown "
+            f"from {days[1]} to {days[0]}."
+        )
+    return problems
 
 
 def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
     options = data.filter_options(url)
-    zone = ZoneInfo(settings.sync.timezone)
+    params = {key: st.query_params.get_all(key) for key in ("team", "service", "env", "period")}
+    for problem in link_problems(params, options):
+        st.warning(problem, icon=":material/link_off:")
     with st.sidebar:
         st.header("Filters")
-        by = _by(zone)
-        since, until = _period(zone, by)
+        by = _by(settings.sync.timezone)
+        since, until = _period(settings.sync.timezone, by)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(
             "Service", options["services"], key="service", bind="query-params"
@@ -186,6 +228,7 @@ def prepare() -> View:
         tuple(settings.environments.promotion_path),
         data.presence(url),
         by,
+        settings.targets.for_teams(scope.teams),
     )
     with st.sidebar:
         st.caption(

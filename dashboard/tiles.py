@@ -1,6 +1,7 @@
 """The four DORA tiles: each metric's value, performance level, sparkline of the last 12 weeks (or
-months) and change from the week (month) before: the last complete ISO week (month) of the period
-against the one before it."""
+months; whole ones only: a partial current week would read as a drop), whether the period meets
+its target, and change from the week (month) before: the last complete ISO week (month) of the
+period against the one before it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from analytics.scope import Scope
+from cdmetrics.settings import Target
 from dashboard import data, drill, show
 
 SPARKLINE_WEEKS = 12
@@ -40,6 +42,7 @@ class Tile:
     change: Callable[[float, float], str | None]  # the change, written (never zero)
     caption: Callable[[Figures], str]
     help: str
+    target: tuple[str, Callable[[Figures], float | None]]  # `[targets]` key, the figure judged
     inverse: bool = True  # down is good
 
 
@@ -51,6 +54,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: f"{now - before:+g} days",
         lambda m: f"{m['deployments']:,} production deployments on {m['deployment_days']} days",
         "Median over the weeks of the period of the days with a production deployment.",
+        ("deployment_days", lambda m: m["median_days_per_week"]),
         inverse=False,
     ),
     "lead_time": Tile(
@@ -60,6 +64,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: show.signed_hours(now - before),
         lambda m: f"p90 {show.hours(m['p90_hours'])} · {m['changes']:,} changes",
         "Median time from a change's first commit to its first production deployment.",
+        ("lead_time_median", lambda m: m["median_hours"]),
     ),
     "change_failure_rate": Tile(
         "Change failure rate",
@@ -68,6 +73,7 @@ DORA: dict[str, Tile] = {
         lambda now, before: show.points(now - before),
         lambda m: f"{show.ratio(m['failed'], m['deployments'])} deployments failed",
         "Production deployments followed by an incident, a rollback or a hotfix.",
+        ("change_failure_rate", lambda m: m["rate"]),
     ),
     "recovery_time": Tile(
         "Failed deployment recovery time",
@@ -80,6 +86,7 @@ DORA: dict[str, Tile] = {
             + show.resolved_before_opened(m["incidents_resolved_before_opened"])
         ),
         "Median time from a failed change to the next good deployment or the incident's end.",
+        ("recovery_median", lambda m: m["median_hours"]),
     ),
 }
 
@@ -102,14 +109,31 @@ def compared(key: str) -> str:
     return key[-3:] if "-W" in key else key
 
 
-def dora_tiles(metrics: dict[str, Any], scope: Scope, by: str = "week") -> None:
+def target_caption(tile: Tile, figures: Figures, targets: dict[str, Target]) -> str:
+    """` · target < 2d: met` (or `missed`) for a tile whose metric has a `[targets]` entry."""
+    key, figure = tile.target
+    target = targets.get(key)
+    if target is None:
+        return ""
+    met = target.met(figure(figures))
+    return f" · target {target.text}: " + {True: "met", False: "missed", None: "no figure"}[met]
+
+
+def dora_tiles(
+    metrics: dict[str, Any],
+    scope: Scope,
+    by: str = "week",
+    targets: dict[str, Target] | None = None,
+) -> None:
     """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics: the
-    change is the last complete week (or month, `by`) of the period against the one before."""
+    change is the last complete week (or month, `by`) of the period against the one before;
+    each says whether the period meets its target (`[targets]`, a team's when one is chosen)."""
     pair = data.period_over_period(metrics["trend"], scope, by)
     described = f"{compared(pair[0]['bucket'])} vs {compared(pair[1]['bucket'])}" if pair else None
     for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
         figures = metrics["total"][name]
-        series = [tile.weekly(row[name]) for row in metrics["trend"][-SPARKLINE_WEEKS:]]
+        whole = [row for row in metrics["trend"] if not row["partial"]]  # no false drop
+        series = [tile.weekly(row[name]) for row in whole[-SPARKLINE_WEEKS:]]
         with column:
             show.tile(
                 tile.label,
@@ -119,7 +143,7 @@ def dora_tiles(metrics: dict[str, Any], scope: Scope, by: str = "week") -> None:
                 delta_description=described,
                 inverse=tile.inverse,
                 series=[v for v in series if v is not None],
-                caption=tile.caption(figures),
+                caption=tile.caption(figures) + target_caption(tile, figures, targets or {}),
                 help=tile.help,
             )
             target, label, extra = BEHIND[name]

@@ -135,6 +135,7 @@ def _trend_charts(report: WeeklyReport) -> str:
             labels,
             [row[key] for row in report.trend],
             lambda v, kind=kind: show(v, kind, zone),  # type: ignore[misc]
+            partial=[row["partial"] for row in report.trend],
         )
         for key, title, kind in TREND_CHARTS
     ]

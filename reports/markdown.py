@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reports.html import notices, period_line
-from reports.model import WeeklyReport
+from reports.model import WeeklyReport, missed_targets
 from reports.tables import Table, cell, kind_of, shown_rows, tables
 
 NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
@@ -38,6 +38,13 @@ def summary(report: WeeklyReport) -> str:
     parts = [f"### {report.title}", period_line(report)]
     parts += [f"> {n}" for n in notices(report)]
     parts.append(markdown_table(headline, report.scope.zone))
+    missed = [
+        f"- {row['label']}: {cell(headline, 'value', 'unit', row, report.scope.zone)} "
+        f"(target {row['target']})"
+        for row in missed_targets(report)
+    ]
+    if missed:
+        parts.append("**Missed targets**\n\n" + "\n".join(missed))
     return "\n\n".join(parts) + "\n"
 
 

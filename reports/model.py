@@ -7,6 +7,11 @@ The scope's rows for the twelve weeks ending with the report's week are selected
 `analytics.dora.compute` over that week's rows with that week's scope, which is exactly what
 `dora.metrics` computes for the week (the tests hold them equal). The lists (failed changes,
 incidents, drift, violations, notable items) are the dashboard's views for the week's scope.
+
+`period` is the headline every surface shows (`period_metrics`, as `cdmetrics metrics` computes it
+without --since/--until): for the last complete week (the default report) the default period of
+`analytics.scope`, its twelve trend weeks plus the current partial week; for an earlier week, its
+twelve trend weeks. Its rows are the same single select, reaching to the period's end.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from sqlalchemy import Connection, Engine
 from analytics import dora, stats, views
 from analytics.derive import FailureRules
 from analytics.metrics import STAGES, Row, ScopeData, load
-from analytics.scope import Scope
+from analytics.scope import Scope, UnknownName, default_until
 from analytics.views import figures, notable
-from reports.week import ReportError, Week
+from cdmetrics.settings import Target
+from reports.week import ReportError, Week, last_complete_week
 
 TREND_WEEKS = 12
 WAITING = "merged_not_in_production"  # at the week's end (analytics.dora.merged_not_in_production)
@@ -73,6 +79,8 @@ class WeeklyReport:
     violations: list[dict[str, Any]]
     notable: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     warehouse_empty: bool = False
+    period: Scope | None = None
+    period_metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -87,13 +95,17 @@ def value_at(metrics: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per headline metric: value, last week's, the change, its level and the counts
-    behind a rate."""
+def headline(
+    current: dict[str, Any], previous: dict[str, Any], targets: dict[str, Target] | None = None
+) -> list[dict[str, Any]]:
+    """One row per headline metric: value, last week's, the change, its level, the counts
+    behind a rate, and its target (`[targets]`) with whether this week's value meets it."""
     rows = []
+    targets = targets or {}
     for key, label, path, unit, better, counts in HEADLINE:
         value, before = value_at(current, path), value_at(previous, path)
         section = current[path[0]]
+        target = targets.get(key)
         rows.append(
             {
                 "key": key,
@@ -106,6 +118,8 @@ def headline(current: dict[str, Any], previous: dict[str, Any]) -> list[dict[str
                 "numerator": section[counts[0]] if counts else None,
                 "denominator": section[counts[1]] if counts else None,
                 "level": current[LEVELS[key]]["level"] if key in LEVELS else None,
+                "target": target.text if target else None,
+                "target_met": target.met(value) if target else None,
             }
         )
     return rows
@@ -115,6 +129,23 @@ def week_scope(week: Week, teams: tuple[str, ...], services: tuple[str, ...]) ->
     return Scope(week.since, week.until, teams, services, None, week.timezone)
 
 
+def report_period(
+    week: Week,
+    teams: tuple[str, ...],
+    services: tuple[str, ...],
+    now: datetime,
+    weeks: int = TREND_WEEKS,
+) -> Scope:
+    """The report's headline period: the `weeks` weeks ending with `week`, plus the current
+    partial week when `week` is the last complete one at `now` (then it is the default period
+    of every surface, `analytics.scope.parse_period`)."""
+    first = week.shifted(-(weeks - 1))
+    until = week.until
+    if last_complete_week(now, week.timezone) == week:
+        until = default_until(week.timezone, now)
+    return Scope(first.since, until, teams, services, None, week.timezone)
+
+
 def weekly_metrics(
     conn: Connection,
     week: Week,
@@ -122,11 +153,13 @@ def weekly_metrics(
     services: tuple[str, ...],
     rules: FailureRules,
     weeks: int = TREND_WEEKS,
-) -> list[tuple[Week, ScopeData, dict[str, Any]]]:
+    span: Scope | None = None,
+) -> tuple[list[tuple[Week, ScopeData, dict[str, Any]]], ScopeData]:
     """For each of the `weeks` weeks ending with `week`: the week, its rows (with the week's
-    scope) and `dora.compute` of them; the rows are selected once for the whole span."""
+    scope) and `dora.compute` of them; and the rows of the whole `span` (default: those weeks),
+    selected once."""
     first = week.shifted(-(weeks - 1))
-    span = Scope(first.since, week.until, teams, services, None, week.timezone)
+    span = span or Scope(first.since, week.until, teams, services, None, week.timezone)
     data = load(conn, span, rules)
     buckets: dict[str, list[list[Row]]] = defaultdict(lambda: [[] for _ in figures.PARTS])
     for index, part in enumerate(figures.PARTS):
@@ -138,7 +171,7 @@ def weekly_metrics(
         part_data = ScopeData(week_scope(w, teams, services), *buckets[w.key])
         part_data.unreleased = data.unreleased  # waiting at each week's end, not merged in it
         out.append((w, part_data, dora.compute(part_data)))
-    return out
+    return out, data
 
 
 def _label(teams: tuple[str, ...], services: tuple[str, ...]) -> str:
@@ -149,19 +182,6 @@ def _label(teams: tuple[str, ...], services: tuple[str, ...]) -> str:
     return "whole organisation"
 
 
-def _check_names(conn: Connection, teams: tuple[str, ...], services: tuple[str, ...]) -> None:
-    options = views.filter_options(conn)
-    for kind, asked in (("team", teams), ("service", services)):
-        known = options[f"{kind}s"]
-        unknown = sorted(set(asked) - set(known))
-        if unknown:
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
-            raise ReportError(
-                f"no {kind} named {', '.join(unknown)} in the warehouse; "
-                f"known: {shown or 'none (run cdmetrics sync)'}"
-            )
-
-
 def build_report(
     engine: Engine,
     week: Week,
@@ -170,23 +190,30 @@ def build_report(
     rules: FailureRules | None = None,
     limit: int = 10,
     now: datetime | None = None,
+    targets: dict[str, Target] | None = None,
 ) -> WeeklyReport:
-    """The weekly report of `week` for the organisation, or the named teams or services."""
+    """The weekly report of `week` for the organisation, or the named teams or services, with
+    `targets` (`TargetsSettings.for_teams`) beside the headline figures."""
     rules = rules or FailureRules()
+    now = now or datetime.now(UTC)
+    period = report_period(week, teams, services, now)
     with engine.connect() as conn:
-        _check_names(conn, teams, services)
-        series = weekly_metrics(conn, week, teams, services, rules)
+        try:
+            views.check_names(conn, teams, services)
+        except UnknownName as exc:
+            raise ReportError(str(exc)) from None
+        series, span = weekly_metrics(conn, week, teams, services, rules, span=period)
         (_, data, current), (_, _, previous) = series[-1], series[-2]
         scope = data.scope
         return WeeklyReport(
             week=week,
             scope=scope,
             label=_label(teams, services),
-            generated_at=now or datetime.now(UTC),
+            generated_at=now,
             metrics=current,
             previous_metrics=previous,
-            headline=headline(current, previous),
-            trend=[_trend_row(w, m) for w, _, m in series],
+            headline=headline(current, previous, targets),
+            trend=[_trend_row(w, m, d.scope.partial(w.key, now)) for w, d, m in series],
             services=_services(data),
             environments=views.deployments_by_service_environment(conn, scope),
             stages=_stages(current, previous),
@@ -203,11 +230,18 @@ def build_report(
                 "most_failing_pipelines": notable.failing_pipelines(conn, scope, limit),
             },
             warehouse_empty=not any(views.presence(conn).values()),
+            period=period,
+            period_metrics=dora.compute(span),
         )
 
 
-def _trend_row(week: Week, metrics: dict[str, Any]) -> dict[str, Any]:
-    row: dict[str, Any] = {"week": week.key, "since": week.since}
+def missed_targets(report: WeeklyReport) -> list[dict[str, Any]]:
+    """The headline rows whose value misses its target this week."""
+    return [row for row in report.headline if row["target_met"] is False]
+
+
+def _trend_row(week: Week, metrics: dict[str, Any], partial: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"week": week.key, "since": week.since, "partial": partial}
     for key, _, path, *_ in HEADLINE:
         row[key] = value_at(metrics, path)
     return row

@@ -36,6 +36,8 @@ def report_json(report: WeeklyReport) -> dict[str, Any]:
         "notices": notices(report),
         "metrics": report.metrics,
         "previous_metrics": report.previous_metrics,
+        "period": report.period.as_json() if report.period else None,
+        "period_metrics": report.period_metrics,
     }
     notable = set(report.notable)
     out["notable"] = {}

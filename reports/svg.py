@@ -1,6 +1,8 @@
 """Charts as inline SVG, written directly: no browser, no network, no fonts to embed, the same bytes
 on every machine, and drawn by browsers and by WeasyPrint (the PDF) alike. A missing value
-(no data that week) is a gap labelled with a dash, never a zero bar."""
+(no data that week) is a gap labelled with a dash, never a zero bar; a partial week (cut by the
+period or the clock) is an outlined column labelled "partial", so it never reads as a drop.
+Columns start at zero and never go below it."""
 
 from __future__ import annotations
 
@@ -29,8 +31,10 @@ def columns(
     width: int = 330,
     height: int = 150,
     highlight_last: bool = True,
+    partial: Sequence[bool] = (),
 ) -> str:
-    """A column chart (one column per label, e.g. per week), the last one highlighted."""
+    """A column chart from zero (one column per label, e.g. per week), the last one highlighted,
+    the columns `partial` marks outlined and labelled."""
     top, bottom, left = 22, 26, 6
     plot_h = height - top - bottom
     present = [v for v in values if v is not None]
@@ -41,14 +45,20 @@ def columns(
         x = left + i * step
         centre = x + step / 2
         fill = COLOUR if highlight_last and i == len(values) - 1 else MUTED
+        cut = i < len(partial) and partial[i]
         if value is not None:
-            h = max(plot_h * value / peak, 1.0 if value else 0.0)
+            h = max(plot_h * max(value, 0) / peak, 1.0 if value else 0.0)
             y = top + plot_h - h
+            paint = (
+                f'fill="none" stroke="{fill}" stroke-dasharray="2,2"' if cut else f'fill="{fill}"'
+            )
             parts.append(
                 f'<rect x="{x + step * 0.15:.1f}" y="{y:.1f}" width="{step * 0.7:.1f}" '
-                f'height="{h:.1f}" fill="{fill}"/>'
+                f'height="{h:.1f}" {paint}/>'
             )
             parts.append(_text(centre, y - 2, label_of(value), 7))
+        if cut:
+            parts.append(_text(centre, height - bottom + 19, "partial", 6, fill=MUTED))
         else:
             parts.append(_text(centre, top + plot_h - 2, "\u2013", 8, fill=MUTED))
         parts.append(_text(centre, height - bottom + 11, label, 7))

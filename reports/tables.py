@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from analytics import units
 from reports.model import WeeklyReport
 
 NONE = "\u2013"  # an en dash: no value
@@ -28,6 +29,10 @@ class Table:
     empty: str
 
 
+# beside the headline when `[targets]` sets any
+TARGET_COLUMNS = (("target", "Target", "text"), ("target_met", "Met target", "bool"))
+
+
 def tables(report: WeeklyReport) -> list[Table]:
     """Every table of the report, in the order the report shows them."""
     n = report.notable
@@ -43,6 +48,7 @@ def tables(report: WeeklyReport) -> list[Table]:
                 ("numerator", "Count", "count"),
                 ("denominator", "Of", "count"),
                 ("level", "DORA level", "text"),
+                *(TARGET_COLUMNS if any(r["target"] for r in report.headline) else ()),
             ),
             report.headline,
             "",
@@ -239,13 +245,11 @@ def show(value: Any, kind: str, zone: ZoneInfo, change: bool = False) -> str:
     if kind == "count":
         return f"{sign}{value:,}" if isinstance(value, int) else f"{sign}{value:,.1f}"
     if kind == "hours":
-        if abs(value) >= 48:
-            return f"{sign}{value / 24:.1f} d"
-        return f"{sign}{value:.1f} h"
+        return units.hours(value, NONE, signed=change)
     if kind == "days":
         return f"{value:.1f}"
     if kind == "ratio":
-        return f"{sign}{value * 100:.1f} pp" if change else f"{value * 100:.1f}%"
+        return units.points(value, NONE) if change else units.percent(value, NONE)
     if kind == "time" and isinstance(value, datetime):
         return value.astimezone(zone).strftime("%Y-%m-%d %H:%M")
     if kind == "bool":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -32,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from analytics import drift as drift_analytics
 from analytics import gate as gate_analytics
 from analytics.dora import metrics
-from analytics.scope import Scope
+from analytics.scope import PeriodError, Scope, parse_moment
 from analytics.stats import months_between, weeks_between
 from service import views
 from service.answers import AUTH, BAD_REQUEST, INVALID, READ_ANSWERS
@@ -44,9 +43,8 @@ router = APIRouter(prefix="/api/v1", tags=["analytics"])
 log = logging.getLogger(__name__)
 
 
-# Periods must lie within these (UTC) and slice a period into at most MAX_SLICES weeks or months.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+# A period (within analytics.scope's EARLIEST .. LATEST) slices into at most MAX_SLICES weeks or
+# months.
 MAX_SLICES = 520
 # Dates and timestamps are strings the service parses (naive ones in the configured zone).
 DATE_TIME = WithJsonSchema({"type": "string", "format": "date-time"})
@@ -113,39 +111,9 @@ class GateDecision(BaseModel):
     reasons: list[GateReason]
 
 
-def parse_moment(value: str, name: str, tz: ZoneInfo) -> datetime:
-    """A date or ISO timestamp (naive: in `tz`); raises HTTPException 422 when it is not one or
-    lies outside [EARLIEST, LATEST]."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise HTTPException(422, f"{name}: {value!r} is not a date or ISO timestamp") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
-    try:
-        inside = EARLIEST <= parsed <= LATEST
-    except OverflowError:  # a zone offset that moves the moment out of datetime's range
-        inside = False
-    if not inside:
-        raise HTTPException(
-            422, f"{name}: {value} is outside {EARLIEST.date()} .. {LATEST.date()} (UTC)"
-        )
-    return parsed
-
-
-def parse_period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
-    """[since, until) from dates or ISO timestamps (naive ones in `zone`); until defaults to
-    tomorrow 00:00, since to 90 days before until, as in the CLI."""
-    tz = ZoneInfo(zone)
-
-    def parse(value: str, name: str) -> datetime:
-        return parse_moment(value, name, tz)
-
-    end = (
-        parse(until, "until")
-        if until
-        else datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    )
-    return (parse(since, "since") if since else end - timedelta(days=90)), end
+def period_error(exc: PeriodError) -> HTTPException:
+    """The 422 answer of a bad period (`analytics.scope.PeriodError` names the values)."""
+    return HTTPException(422, str(exc))
 
 
 def check_slices(scope: Scope, by: str | None) -> None:
@@ -171,7 +139,10 @@ async def get_metrics(
     request: Request,
     since: Annotated[
         str | None,
-        Query(description="Start: date or ISO timestamp (default: until - 90d)."),
+        Query(
+            description="Start: date or ISO timestamp (default: Monday 12 whole weeks before "
+            "until's week)."
+        ),
         DATE_TIME,
     ] = None,
     until: Annotated[
@@ -186,11 +157,10 @@ async def get_metrics(
 ) -> JSONResponse:
     state = state_of(request)
     zone = state.settings.sync.timezone
-    start, end = parse_period(since, until, zone)
     try:
-        scope = Scope(start, end, tuple(team), tuple(service), env, zone)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        scope = Scope.parse(since, until, team, service, env, zone)
+    except PeriodError as exc:
+        raise period_error(exc) from None
     check_slices(scope, by)
     await run_in_threadpool(state.freshness.ensure_fresh)
     figures = await until_disconnect(
@@ -240,7 +210,11 @@ async def get_violations(
     include_resolved: bool = Query(False),
 ) -> list[dict[str, Any]]:
     state = state_of(request)
-    start = parse_period(since, None, state.settings.sync.timezone)[0] if since else None
+    try:
+        zone = ZoneInfo(state.settings.sync.timezone)
+        start = parse_moment(since, "since", zone) if since else None
+    except PeriodError as exc:
+        raise period_error(exc) from None
 
     def violations(conn: Connection) -> list[dict[str, Any]]:
         return views.violations(

@@ -3,6 +3,10 @@
 PostgreSQL comes from CDMETRICS_TEST_POSTGRES_URL (default: the local server on 127.0.0.1:5432,
 database `test`). Where no server answers, PostgreSQL tests skip with the reason, unless
 CDMETRICS_REQUIRE_POSTGRES=1 (set by CI), which turns the skip into a failure.
+
+The suite runs under pytest-xdist (`-n auto --dist loadfile` in pyproject.toml): one worker per
+core, at most MAX_WORKERS (CDMETRICS_TEST_WORKERS sets the number; `-n 0` runs in one process).
+Each test file runs whole on one worker; session-scoped fixtures are built once per worker.
 """
 
 from __future__ import annotations
@@ -17,11 +21,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from tests.demo_warehouse import build_demo, with_findings
 from warehouse.engine import make_engine, normalise_url
 from warehouse.migrate import upgrade
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# more workers than this mostly wait on the one PostgreSQL server and the simulators' threads
+MAX_WORKERS = 4
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: CDMETRICS_TEST_WORKERS when set, else one worker per core up to MAX_WORKERS."""
+    wanted = os.environ.get("CDMETRICS_TEST_WORKERS", "")
+    if wanted:
+        if not wanted.isdigit():
+            raise pytest.UsageError(
+                f"CDMETRICS_TEST_WORKERS={wanted!r}: set it to a number of workers (0: no workers)"
+            )
+        return int(wanted)
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 def postgres_url() -> str:
@@ -88,6 +107,12 @@ def migrated_warehouse(kind: str, folder: Path) -> Iterator[Engine]:
             engine.dispose()
 
 
+def schema_url(schema: str) -> str:
+    """A warehouse URL whose connections use `schema` (for subprocesses such as the CLI)."""
+    url = normalise_url(postgres_url()).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[tuple[str, str]]:
     """A fresh, empty PostgreSQL schema for one test: (url, schema); dropped afterwards."""
@@ -128,3 +153,15 @@ def twin_engine(engine: Engine, tmp_path: Path) -> Iterator[Engine]:
     folder.mkdir()
     with migrated_warehouse(engine.dialect.name, folder) as twin:
         yield twin
+
+
+@pytest.fixture(scope="session")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo warehouse (tests/demo_warehouse.py), built once per session: tests only read it."""
+    return build_demo(tmp_path_factory.mktemp("demo") / "demo.db")
+
+
+@pytest.fixture(scope="session")
+def findings_url(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the demo warehouse with drift snapshots and violations: tests only read it."""
+    return with_findings(demo_url, tmp_path_factory.mktemp("findings") / "findings.db")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Column, Engine, Table, UniqueConstraint, func, select
 
 from cdmetrics.settings import Settings
 from sandbox.serve import Sandbox
@@ -91,3 +91,57 @@ def assert_waited_retry_after(waits: list[float], ahead: float, cap: float) -> N
         assert waits == [cap] * 3  # backoff (at most 0.4 s here) is shorter than the cap
     else:
         assert all(0 <= w <= ahead for w in waits), waits
+
+
+# bookkeeping of how the warehouse was filled, not what it holds
+BOOKKEEPING = ("alembic_version", "sync_state", "derive_state")
+# snapshots taken at the wall-clock time of a derive: only the latest one is compared, without the
+# hour it was taken in and the ages measured at that moment
+SNAPSHOTS = {"drift_snapshot": ("taken_at", "drift_age_s")}
+
+
+def _natural_key(table: Table) -> tuple[str, ...]:
+    return next(
+        tuple(c.name for c in con.columns)
+        for con in table.constraints
+        if isinstance(con, UniqueConstraint) and con.info.get("natural_key")
+    )
+
+
+def _compared(column: Column[Any]) -> bool:
+    """Whether a column says what the warehouse holds: not a surrogate id, not when this
+    warehouse fetched or first saw a row (`volatile`, `kept` and `changed` columns), not when a
+    snapshot was taken."""
+    if column.primary_key or {"volatile", "kept"} & set(column.info):
+        return False
+    return column.name not in SNAPSHOTS.get(column.table.name, ())
+
+
+def by_natural_keys(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table but the bookkeeping ones, sorted, each row as its compared columns with every
+    foreign key replaced by the natural key of the row it references, so that two warehouses
+    filled in different orders (different surrogate ids) compare equal when they hold the same."""
+    keys: dict[str, dict[Any, tuple[Any, ...]]] = {}
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:  # referenced tables first
+            if table.name in BOOKKEEPING:
+                continue
+            columns = [c for c in table.columns if _compared(c) or c.name in _natural_key(table)]
+
+            def value(column: Column[Any], v: Any) -> Any:
+                fk = next(iter(column.foreign_keys), None)
+                return v if fk is None or v is None else keys[fk.column.table.name][v]
+
+            query = select(table.c.id, *columns)
+            if table.name in SNAPSHOTS:
+                taken = table.c[SNAPSHOTS[table.name][0]]
+                query = query.where(taken == select(func.max(taken)).scalar_subquery())
+            rows, ids = [], {}
+            for row in conn.execute(query).all():
+                canonical = {c.name: value(c, v) for c, v in zip(columns, row[1:], strict=True)}
+                ids[row[0]] = tuple(canonical[n] for n in _natural_key(table))
+                rows.append(tuple(canonical[c.name] for c in columns if _compared(c)))
+            keys[table.name] = ids
+            out[table.name] = sorted(rows, key=repr)
+    return out

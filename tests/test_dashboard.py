@@ -6,7 +6,6 @@ run on SQLite and PostgreSQL alike."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,26 +13,20 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
-from analytics import dora, drift, metrics, views
+from analytics import dora, metrics, views
 from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views import figures
 from dashboard import data, drill, launch, show, tiles
 from sandbox.generate import generate
+from tests.demo_warehouse import NOW, PERIOD
 from tests.sandbox_load import load_org
-from warehouse.dimensions import ensure_source
 from warehouse.engine import open_warehouse
-from warehouse.raw import Raw, store_raw
-from warehouse.schema import Environment, PolicyViolation, Service
-from warehouse.sync_state import save_state
-from warehouse.upsert import upsert
 
 APP = Path(launch.APP)
-NOW = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday: the demo history ends here
-PERIOD = ("2025-12-08", "2026-03-01")  # twelve ISO weeks, both days included
 SCOPE = Scope(datetime(2025, 12, 8, tzinfo=UTC), NOW)
 # page file -> (title, metric labels it shows, Plotly charts drawn on the demo org)
 PAGES: dict[str, tuple[str, list[str], int]] = {
@@ -48,93 +41,6 @@ PAGES: dict[str, tuple[str, list[str], int]] = {
     "deployments_list": ("Deployments list", [], 0),
     "changes_list": ("Changes list", [], 0),
 }
-
-
-def build_demo(path: Path) -> str:
-    """A demo-org warehouse at `path` (as of NOW), derived, with a sync's bookkeeping: state per
-    stream (one partition failed) and one rejected payload. Returns its URL."""
-    url = f"sqlite:///{path}"
-    engine = open_warehouse(url)
-    load_org(engine, generate(1, "demo", now=NOW))
-    derive(engine)
-    with engine.begin() as conn:
-        source = ensure_source(conn, "gitlab", "gitlab")
-        for n, stream in enumerate(("pipelines", "deployments", "merge_requests")):
-            save_state(
-                conn,
-                source,
-                stream,
-                "acme/payments/payments-api",
-                status="failed" if n == 2 else "ok",
-                started_at=NOW - timedelta(minutes=10),
-                finished_at=NOW - timedelta(minutes=5),
-                requests=10 + n,
-                rows=100 * n,
-                rejected=int(n == 1),
-                error="GET /projects/7/merge_requests: 500 Internal Server Error"
-                if n == 2
-                else None,
-            )
-        store_raw(conn, source, [Raw("deployments", "d-1", {"id": "d-1"}, "no environment")], NOW)
-    engine.dispose()
-    return url
-
-
-def add_findings(url: str) -> None:
-    """A drift snapshot (as `cdmetrics derive` records it) and policy violations (as `cdmetrics
-    policy scan` will store them)."""
-    engine = open_warehouse(url)
-    drift.record(engine, ["test", "staging", "production"], NOW - timedelta(minutes=1))
-    with engine.begin() as conn:
-        services = dict(conn.execute(select(Service.name, Service.id)).all())
-        envs = dict(conn.execute(select(Environment.name, Environment.id)).all())
-        pay = services["payments-api"]
-        upsert(
-            conn,
-            PolicyViolation,
-            [
-                {
-                    "policy": policy,
-                    "subject": f"deployment:{n}",
-                    "severity": severity,
-                    "service_id": pay,
-                    "environment_id": envs["production"],
-                    "message": f"{policy}: do the right thing",
-                    "url": f"http://gitlab.sandbox.test/d/{n}",
-                    "occurred_at": NOW - timedelta(days=days),
-                    "first_seen_at": NOW - timedelta(hours=12),  # all found by one first scan
-                    "resolved_at": None,
-                }
-                for n, (policy, severity, days) in enumerate(
-                    [
-                        ("untested-image", "error", 1),
-                        ("untested-image", "error", 20),
-                        ("moved-tag", "warn", 2),
-                        ("stale-branch", "info", 30),
-                    ]
-                )
-            ],
-        )
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_demo(tmp_path_factory.mktemp("demo") / "demo.db")
-
-
-@pytest.fixture(scope="session")
-def findings_url(demo_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A copy of the demo warehouse with drift snapshots and violations."""
-    copy = tmp_path_factory.mktemp("findings") / "findings.db"
-    source = sqlite3.connect(demo_url.removeprefix("sqlite:///"))
-    target = sqlite3.connect(copy)
-    source.backup(target)
-    source.close()
-    target.close()
-    url = f"sqlite:///{copy}"
-    add_findings(url)
-    return url
 
 
 @pytest.fixture
@@ -420,14 +326,15 @@ def test_filters_come_from_the_url_and_narrow_the_numbers(
     assert at.query_params["team"] == ["payments", "search"] and at.query_params["env"] == "staging"
 
 
-def test_the_default_period_is_the_last_twelve_weeks(
+def test_the_default_period_is_twelve_whole_weeks_and_the_current_one(
     dashboard_env: pytest.MonkeyPatch, demo_url: str
 ) -> None:
     dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     today = datetime.now(UTC).date()
-    assert at.date_input(key="period").value == (today - timedelta(days=83), today)
+    monday = today - timedelta(days=today.weekday(), weeks=12)
+    assert at.date_input(key="period").value == (monday, today)
     assert "period" not in at.query_params  # the default keeps the URL clean
 
 
@@ -607,3 +514,35 @@ def test_the_month_view_compares_months_and_defaults_to_six_of_them(
     today = datetime.now(UTC).date()
     first, last = fresh.date_input(key="period").value
     assert (first.day, last) == (1, today) and 150 <= (today - first).days <= 185
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        (
+            {"team": ["paymnts"]},
+            "no team named paymnts in the warehouse; closest to paymnts: payments",
+        ),
+        ({"env": "prodution"}, "closest to prodution: production"),
+        ({"period": ["2026-13-01", "2026-11-20"]}, "period '2026-13-01' is not a date"),
+    ],
+)
+def test_a_link_with_an_unknown_name_or_a_bad_date_says_so(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str, query: dict[str, Any], said: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "overview", query)
+    warnings = " ".join(w.value for w in at.warning)
+    assert said in warnings, warnings
+
+
+def test_tiles_say_whether_the_period_meets_the_targets(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "cdmetrics.toml").write_text(  # dashboard_env runs in tmp_path
+        "[targets]\nlead_time_median = '< 1m'\nchange_failure_rate = '<= 100%'\n"
+    )
+    at = open_page(dashboard_env, demo_url, "overview")
+    captions = [c.value for c in at.caption]
+    assert any(c.endswith(" · target < 1m: missed") for c in captions), captions
+    assert any(c.endswith(" · target <= 100%: met") for c in captions), captions
+    assert not any("target" in c for c in captions if "deployments on" in c)  # none set

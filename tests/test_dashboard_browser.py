@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
-from analytics import drift
 from analytics.views import filter_options
-from tests.test_dashboard import PERIOD, add_findings, build_demo
+from tests.demo_warehouse import PERIOD
 from warehouse.engine import open_warehouse
-from warehouse.schema import DriftSnapshot, PolicyViolation
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -129,27 +126,10 @@ def serve_dashboard(url: str, folder: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def dashboard_url(tmp_path: Path) -> Iterator[str]:
-    """`cdmetrics dashboard` on a free port over a demo warehouse with drift and violations."""
+def dashboard_url(tmp_path: Path, findings_url: str) -> Iterator[str]:
+    """`cdmetrics dashboard` on a free port over the demo warehouse with drift and violations."""
     chromium()
-    url = build_demo(tmp_path / "demo.db")
-    add_findings(url)
-    yield from serve_dashboard(url, tmp_path)
-
-
-def record_findings_unless_demo_did(url: str, folder: Path) -> None:
-    """A drift snapshot and a policy scan, when `cdmetrics demo` stored none (until issue #16's
-    demo records both itself: then this does nothing and can go)."""
-    engine = open_warehouse(url)
-    with engine.connect() as conn:
-        snapshots = conn.execute(select(func.count()).select_from(DriftSnapshot)).scalar_one()
-        violations = conn.execute(select(func.count()).select_from(PolicyViolation)).scalar_one()
-    if not snapshots:
-        drift.record(engine, ["test", "staging", "production"])
-    engine.dispose()
-    if not violations:
-        scan = [CDMETRICS, "--warehouse", url, "policy", "scan", "--fail-on", "never"]
-        subprocess.run(scan, cwd=folder, check=True, capture_output=True, timeout=300)
+    yield from serve_dashboard(findings_url, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +143,6 @@ def demo_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
     ran = subprocess.run(demo, cwd=folder, env=env, capture_output=True, timeout=600)
     assert ran.returncode == 0, ran.stderr.decode()[-2000:]
-    record_findings_unless_demo_did(url, folder)
     for address in serve_dashboard(url, folder):
         yield address, url
 

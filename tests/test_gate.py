@@ -126,7 +126,7 @@ def test_non_release_refs_are_denied_for_production(world: World, ref: str, allo
 def test_unknown_service_cannot_be_decided(world: World) -> None:
     with (
         world.engine.connect() as conn,
-        pytest.raises(CannotDecide, match="unknown service 'nope'"),
+        pytest.raises(CannotDecide, match="no service named nope in the warehouse"),
     ):
         evaluate(conn, "nope", "x@sha256:1", "production", PATH)
 

@@ -149,7 +149,9 @@ def assert_cannot_decide(
     """Run the gate with `args`: exit `code`, the message on stderr, the error decision in the
     JSON file and in the JUnit report on stdout."""
     out = tmp_path / "out" / "gate.json"
-    result = run(tmp_path, *args, *GATE, "--format", "json", "-o", str(out), *extra)
+    # wide enough that the message's path (tmp_path: long under pytest-xdist) is not broken
+    wide = {"COLUMNS": "400"}
+    result = run(tmp_path, *args, *GATE, "--format", "json", "-o", str(out), *extra, env=wide)
     assert result.returncode == code, result.stderr
     assert message in " ".join(result.stderr.split()), result.stderr
     decision = json.loads(out.read_text(encoding="utf-8"))

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -55,6 +59,38 @@ def sandbox(small_org: Organisation, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv(TOKEN_ENV, "glpat-sandbox-secret")
     with Sandbox.start(org=small_org, token="glpat-sandbox-secret", keep_log=True) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def shared(small_org: Organisation) -> Iterator[Sandbox]:
+    """One sandbox for the module's tests that only read it (or put it back as it was)."""
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        Sandbox.start(org=small_org, token="glpat-sandbox-secret") as running,
+    ):
+        mp.setenv(TOKEN_ENV, "glpat-sandbox-secret")
+        yield running
+
+
+@dataclass
+class Synced:
+    """A SQLite warehouse synced once from `shared`: its file and the sync's summary."""
+
+    path: Path
+    summary: Any
+
+    def copy(self, folder: Path) -> Engine:
+        """A private copy of the synced warehouse in `folder`, for a test that writes."""
+        return make_engine(f"sqlite:///{shutil.copy(self.path, folder / 'copy.db')}")
+
+
+@pytest.fixture(scope="module")
+def synced(shared: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Synced:
+    path = tmp_path_factory.mktemp("synced") / "synced.db"
+    engine = fresh_sqlite(path.parent, path.name)
+    summary = sync(shared, engine)
+    engine.dispose()
+    return Synced(path, summary)
 
 
 @pytest.fixture
@@ -148,11 +184,12 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine) -> None
 
 
 def test_second_sync_writes_nothing_and_costs_one_request_per_stream(
-    sandbox: Sandbox, tmp_path
+    shared: Sandbox, synced: Synced, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    engine = fresh_sqlite(tmp_path, "w.db")
-    first = sync(sandbox, engine)
+    sandbox = shared
+    first = synced.summary
     assert first.ok and first.rows > 0
+    engine = synced.copy(tmp_path)
     before = snapshot(engine)
     sandbox.gitlab_app.stats.reset()
     second = sync(sandbox, engine)
@@ -163,20 +200,23 @@ def test_second_sync_writes_nothing_and_costs_one_request_per_stream(
     assert snapshot(engine) == before
 
 
-def test_new_work_arrives_incrementally(sandbox: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_new_work_arrives_incrementally(shared: Sandbox, synced: Synced, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Synced a week ago, then again now: equal to one sync now (cursors, overlap, running builds)."""
-    org = sandbox.org
+    sandbox, org = shared, shared.org
     earlier = org.now.replace(day=1) if org.now.day > 7 else org.start.replace(hour=12)
     earlier = max(org.start, org.now - (org.now - org.start) / 6)
-    sandbox.gitlab.advance(earlier)
     engine = fresh_sqlite(tmp_path, "inc.db")
+    try:
+        sandbox.gitlab.advance(earlier)
+        assert sync(sandbox, engine).ok
+        assert table_counts(engine) == truth.counts(org, earlier)
+    finally:
+        sandbox.gitlab.advance(org.now)  # the shared sandbox as the other tests see it
     assert sync(sandbox, engine).ok
-    assert table_counts(engine) == truth.counts(org, earlier)
-    sandbox.gitlab.advance(org.now)
-    assert sync(sandbox, engine).ok
-    reference = fresh_sqlite(tmp_path, "ref.db")
-    assert sync(sandbox, reference).ok
+    assert synced.summary.ok  # one sync now, from the same sandbox
+    reference = make_engine(f"sqlite:///{synced.path}")
     incremental, once = snapshot(engine), snapshot(reference)
+    reference.dispose()
     # the incremental warehouse also remembers where `latest` pointed a week ago: tag history
     history = set(incremental.pop("image_tag")) - set(once.pop("image_tag"))
     assert history and {row[1] for row in history} == {"latest"}

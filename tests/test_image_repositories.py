@@ -6,6 +6,7 @@ the deployment does not choose between is unpinned-image naming both (named case
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -172,3 +173,39 @@ def test_the_longest_prefix_and_then_configuration_own_a_repository() -> None:
 )
 def test_the_repository_an_image_reference_names(ref: str, repository: str | None) -> None:
     assert named_repository(ref) == repository
+
+
+def test_a_tag_history_arriving_after_a_derive_resolves_a_deployment_by_tag_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync that failed on the registry's tags resolved `app:latest` by revision; the tag
+    history arriving later resolves it by tag, to the digest the tag named then, and its chain
+    is derived again for the new digest. A derive with nothing new re-resolves nothing."""
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))  # only late rows count
+    world.add(Image, [image("sha256:b1", f"{PREFIX}/app")])
+    d = world.deploy("b", at(1), pinned=False)
+    unpinned_ref(world, d, f"{PREFIX}/app:latest")
+    world.derive()
+    assert resolved(world, d) == ("sha256:b1", "revision")
+    assert (world.derive().resolved_deployments, world.derive().chains) == (0, 0)
+    world.add(
+        ImageTag,
+        [
+            {
+                "repository": f"{PREFIX}/app",
+                "tag": "latest",
+                "digest": "sha256:b2",
+                "seen_at": at(0),
+            },
+            {
+                "repository": f"{PREFIX}/app",
+                "tag": "latest",
+                "digest": "sha256:b3",
+                "seen_at": at(2),
+            },
+        ],
+    )
+    again = world.derive()
+    assert (again.resolved_deployments, again.chains) == (1, 1)  # its chain for the new digest
+    assert resolved(world, d) == ("sha256:b2", "tag")
+    assert (world.derive().resolved_deployments, world.derive().chains) == (0, 0)

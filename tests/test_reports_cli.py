@@ -187,3 +187,29 @@ def test_an_empty_warehouse_writes_a_clear_report(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "holds no data yet" in result.stdout
     assert "| Production deployments | 0 | 0 | 0 |" in result.stdout
+
+
+def test_post_lists_the_missed_targets_of_the_team(
+    db: Path, tmp_path: Path, webhook: Webhook
+) -> None:
+    engine = make_engine(f"sqlite:///{db}")
+    report = build_report(engine, parse_week("2026-W47"), ("payments",), rules=RULES)
+    engine.dispose()
+    figures = {row["key"]: row["value"] for row in report.headline}
+    assert figures["lead_time_median"] and figures["deployments"]
+    (tmp_path / "cdmetrics.toml").write_text(
+        "[[teams]]\nname = 'payments'\n"
+        "[targets]\nlead_time_median = '< 1000d'\ndeployments = '>= 1'\n"
+        "[targets.teams.payments]\nlead_time_median = '< 1m'\n"  # one minute: missed
+    )
+    result = run(
+        tmp_path, "-w", f"sqlite:///{db}", "report", "weekly", "--week", "2026-W47",
+        "--team", "payments", "--format", "md", "--post", webhook.url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = webhook.received[0]["body"]["text"]
+    missed = text.split("**Missed targets**")[1]
+    assert "- Lead time, median:" in missed and "(target < 1m)" in missed
+    assert "Production deployments" not in missed  # met (>= 1)
+    assert "| Target | Met target |" in text and "| >= 1 | yes |" in text
+    assert "missed targets: Lead time, median (target < 1m)" in " ".join(result.stderr.split())

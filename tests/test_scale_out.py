@@ -30,7 +30,7 @@ from collectors.sync import SourceSummary, SyncRun
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
-from tests.conftest import pg_engine, postgres_url, require_postgres
+from tests.conftest import pg_engine, postgres_url, require_postgres, schema_url
 from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot
 from warehouse.dimensions import ensure_source
 from warehouse.engine import make_engine, normalise_url
@@ -76,12 +76,6 @@ def warehouse(schema: str) -> Engine:
     engine = pg_engine(postgres_url(), schema)
     upgrade(engine)
     return engine
-
-
-def schema_url(schema: str) -> str:
-    """A warehouse URL whose connections use `schema` (for worker subprocesses)."""
-    url = normalise_url(postgres_url()).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
 
 
 def worker(sandbox: Sandbox, engine: Engine, worker_id: str, **sync: Any) -> SourceSummary:

@@ -248,3 +248,54 @@ severity = "warn"
     assert policies.of("non-release-ref").severity == "warn"
     assert policies.non_release_ref.allowed_refs == ["release/*"]
     assert load_settings(write(tmp_path, "")).policies.untested_image.require == "all"
+
+
+def test_targets_are_typed_with_units_and_a_team_overrides_the_organisation(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            "[[teams]]\nname = 'payments'\n"
+            "[targets]\nlead_time_median = '< 2d'\nchange_failure_rate = '<10%'\n"
+            "deployments = '>= 5'\n"
+            "[targets.teams.payments]\nlead_time_median = '<= 48h'\nrecovery_median = '< 90m'\n",
+        )
+    )
+    org = settings.targets.for_teams(())
+    assert {k: (t.comparison, t.value) for k, t in org.items()} == {
+        "lead_time_median": ("<", 48.0),
+        "change_failure_rate": ("<", 0.1),
+        "deployments": (">=", 5.0),
+    }
+    team = settings.targets.for_teams(("payments",))
+    assert team["lead_time_median"].text == "<= 48h" and team["recovery_median"].value == 1.5
+    assert team["change_failure_rate"] == org["change_failure_rate"]  # inherited
+    assert settings.targets.for_teams(("payments", "other")) == org  # several teams: the org's
+    target = team["lead_time_median"]
+    assert target.met(48.0) is True and target.met(48.1) is False and target.met(None) is None
+
+
+def test_every_target_metric_is_a_report_headline_of_the_same_unit() -> None:
+    from cdmetrics.settings import MetricTargets
+    from reports.model import HEADLINE
+
+    units = {key: unit for key, _, _, unit, _, _ in HEADLINE}
+    assert MetricTargets.units() and MetricTargets.units().items() <= units.items()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[targets]\nlead_time_median = '2d'\n", "targets.lead_time_median", "not a target"),
+        ("[targets]\nlead_time_median = '< 2 days'\n", "targets.lead_time_median", "duration"),
+        ("[targets]\nchange_failure_rate = '< 0.1'\n", "targets.change_failure_rate", "percentage"),
+        ("[targets]\nlead_time = '< 2d'\n", "targets.lead_time", "Extra inputs"),
+        ("[targets.teams.ghost]\nrework_rate = '< 5%'\n", "targets.teams.ghost", "[[teams]]"),
+    ],
+)
+def test_bad_targets_name_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "[[teams]]\nname = 'payments'\n" + text))
+    assert f"key `{key}`" in str(caught.value) and problem in str(caught.value)
+    assert "cdmetrics.toml" in str(caught.value)

@@ -141,36 +141,50 @@ def derived(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
         }
 
 
+@pytest.fixture(scope="module")
+def late_org() -> Organisation:
+    return generate(7, "small", NOW, jenkins=0)
+
+
+@pytest.fixture(scope="module")
+def clean_derived(
+    late_org: Organisation, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    """`derived()` of a clean sync of `late_org` (SQLite), once for both backends' tests."""
+    reference = make_engine(f"sqlite:///{tmp_path_factory.mktemp('clean') / 'clean.db'}")
+    upgrade(reference)
+    with pytest.MonkeyPatch.context() as mp:
+        synced(late_org, reference, mp)
+    figures = derived(reference)
+    reference.dispose()
+    return figures
+
+
 def test_late_commits_and_merge_requests_re_derive_the_deployments_they_affect(
     engine: Engine,
-    tmp_path,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    late_org: Organisation,
+    clean_derived: dict[str, list[tuple]],  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A sync whose commit and merge-request streams failed for some projects is derived; a clean
     resume brings the missing commits and merge requests late; the next (incremental) derive
     equals a clean sync's, table by table."""
-    org = generate(7, "small", NOW, jenkins=0)
     monkeypatch.setenv(TOKEN_ENV, SECRET)
-    reference = make_engine(f"sqlite:///{tmp_path / 'clean.db'}")
-    upgrade(reference)
-    with Sandbox.start(org=org, token=SECRET) as running:
+    with Sandbox.start(org=late_org, token=SECRET) as running:
         settings = sandbox_settings(running)
         source = settings.sources.gitlab[0]
-        assert GitLabCollector(source, settings, reference).sync().ok  # type: ignore[arg-type]
-        derive(reference)
         faults = running.gitlab_app.faults
         faults.add(FaultRule(path=r"/merge_requests/\d+/commits", kind="500", after=20))
         faults.add(FaultRule(path=r"/repository/commits", kind="500", after=3))
         broken = GitLabCollector(source, settings, engine, max_retries=1).sync()  # type: ignore[arg-type]
         assert not broken.ok
         derive(engine)
-        assert derived(engine) != derived(reference)  # derived from what it had: wrong
+        assert derived(engine) != clean_derived  # derived from what it had: wrong
         faults.clear()
         assert GitLabCollector(source, settings, engine).sync().ok  # type: ignore[arg-type]
     summary = derive(engine)
     assert summary.chains > 0
-    assert derived(engine) == derived(reference)
-    reference.dispose()
+    assert derived(engine) == clean_derived
 
 
 # -- several production regions; a deploy job naming a service no code source knows ------------

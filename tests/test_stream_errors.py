@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, event, func, select, text
 
 from collectors.gitlab import GitLabCollector
 from collectors.sync import SourceSummary
@@ -249,3 +249,33 @@ def test_a_database_error_fails_jenkins_jobs_and_the_others_complete(
         assert jenkins_rows(engine)["test_run"] == 0
         assert sync_jenkins(sandbox, engine).ok
         assert jenkins_rows(engine) == {t: expected[t] for t in jenkins_rows(engine)}
+
+
+def test_tags_a_registry_collector_stored_first_are_still_read_from_gitlab(
+    tiny: Sandbox, engine: Engine, twin_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GitLab registry stream knows the tags it read by its own raw payloads: tags Harbor
+    stored first (while the stream failed, say) are read from GitLab too, so that its record is
+    whole (a resume after a failed GitLab registry stream equals an uninterrupted sync)."""
+    from cdmetrics.settings import Settings
+    from collectors.registry import RegistryCollector
+    from warehouse.schema import RawPayload, Source
+
+    sources, environ = tiny.sources()
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    harbor = Settings(sources={"registry": sources["registry"]}, sync={"requests_per_second": 0})
+    assert RegistryCollector(harbor.sources.registry[0], harbor, engine).sync().ok
+    assert sync(tiny, engine).ok and sync(tiny, twin_engine).ok
+
+    def gitlab_tags(e: Engine) -> int:
+        query = (
+            select(func.count())
+            .select_from(RawPayload)
+            .join(Source, Source.id == RawPayload.source_id)
+            .where(Source.name == "gitlab", RawPayload.stream == "registry")
+        )
+        with e.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    assert gitlab_tags(engine) == gitlab_tags(twin_engine) > 0

@@ -319,6 +319,7 @@ class Image(Base):
         natural_key("digest"),
         Index("ix_image_revision", "revision"),
         Index("ix_image_index_digest", "index_digest"),
+        Index("ix_image_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     digest: Mapped[str] = mapped_column(String(100))
@@ -331,6 +332,7 @@ class Image(Base):
     built_by_pipeline: Mapped[str | None] = mapped_column(Name)  # "<source>:<pipeline external id>"
     index_digest: Mapped[str | None] = mapped_column(String(100))  # set on platform images
     platform: Mapped[str | None] = mapped_column(String(64))  # os/arch[/variant]
+    changed_at: Mapped[datetime | None] = changed()  # late images re-resolve deployments
 
 
 class ImageTag(Base):
@@ -338,6 +340,7 @@ class ImageTag(Base):
     __table_args__ = (
         natural_key("repository", "tag", "digest", "seen_at"),
         Index("ix_image_tag_digest", "digest"),
+        Index("ix_image_tag_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repository: Mapped[str] = mapped_column(Name)
@@ -345,6 +348,7 @@ class ImageTag(Base):
     digest: Mapped[str] = mapped_column(String(100))
     seen_at: Mapped[datetime]  # when the tag was first seen pointing at this digest
     last_seen_at: Mapped[datetime | None] = volatile()
+    changed_at: Mapped[datetime | None] = changed()  # late tag history re-resolves deployments
 
 
 class ImageRepository(Base):

@@ -17,6 +17,7 @@ from analytics.views.attention import (
 from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
+    check_names,
     deployments_by_service_environment,
     failed_changes,
     failure_counts,
@@ -35,6 +36,7 @@ from analytics.views.sources import rejected_payloads, sync_errors, sync_overvie
 
 __all__ = [
     "branch_strategies",
+    "check_names",
     "commit_url",
     "compare_url",
     "comparison_buckets",

@@ -3,13 +3,14 @@ per service and environment, failed changes, incidents, failure counts per servi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
-from analytics.scope import Scope
+from analytics.scope import Scope, UnknownName, unknown_names
 from analytics.views._common import (
     Seconds,
     Window,
@@ -63,6 +64,38 @@ def filter_options(conn: Connection) -> dict[str, list[Any]]:
             ).scalars()
         ),
     }
+
+
+def check_names(
+    conn: Connection,
+    teams: Sequence[str] = (),
+    services: Sequence[str] = (),
+    environments: Sequence[str] = (),
+    promotion_path: Sequence[str] = (),
+) -> None:
+    """Raise UnknownName naming every team, service or environment the warehouse does not know,
+    with the closest known ones (an environment of `promotion_path` is known even before its
+    first deployment)."""
+    problem = name_problems(conn, teams, services, environments, promotion_path)
+    if problem:
+        raise UnknownName(problem)
+
+
+def name_problems(
+    conn: Connection,
+    teams: Sequence[str] = (),
+    services: Sequence[str] = (),
+    environments: Sequence[str] = (),
+    promotion_path: Sequence[str] = (),
+) -> str | None:
+    """The message of `check_names`, or None when every name is known."""
+    options = filter_options(conn)
+    options["environments"] += [e for e in promotion_path if e not in options["environments"]]
+    problems = [
+        unknown_names(kind, asked, options[f"{kind}s"])
+        for kind, asked in (("team", teams), ("service", services), ("environment", environments))
+    ]
+    return "\n".join(p for p in problems if p) or None
 
 
 # -- lead time -------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ with columns[4]:
 weeks = pd.DataFrame(
     {
         view.by: [w["bucket"] for w in metrics["trend"]],
+        "partial": [w["partial"] for w in metrics["trend"]],
         "failed": [w["build"]["failed"] for w in metrics["trend"]],
         "rate": [w["build"]["failure_rate"] for w in metrics["trend"]],
         "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["trend"]],

@@ -20,7 +20,9 @@ if drift.empty:
 else:
     drift["label"] = drift["commits_behind"].map(lambda n: "" if n is None else f"{n:g} behind")
     show.chart(
-        charts.matrix(drift, "service", "downstream", "drift_age_hours", text="label"),
+        charts.matrix(
+            drift, "service", "downstream", "drift_age_hours", "label", charts.LEVEL_SCALE
+        ),
         key="drift",
     )
     st.caption(
@@ -34,7 +36,10 @@ if violations.empty:
 else:
     found = violations[violations["open"]].fillna({"environment": "(none)", "service": "(none)"})
     counts = found.groupby(["service", "environment"]).size().reset_index(name="violations")
-    show.chart(charts.matrix(counts, "service", "environment", "violations"), key="violations")
+    show.chart(
+        charts.matrix(counts, "service", "environment", "violations", scale=charts.LEVEL_SCALE),
+        key="violations",
+    )
 
 st.subheader("What runs where")
 running = data.whats_running(view.url, view.scope)

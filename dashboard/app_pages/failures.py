@@ -51,6 +51,7 @@ st.subheader(f"Change failure rate per {view.by}")
 weeks = pd.DataFrame(
     {
         view.by: [w["bucket"] for w in metrics["trend"]],
+        "partial": [w["partial"] for w in metrics["trend"]],
         "failed": [w["change_failure_rate"]["failed"] for w in metrics["trend"]],
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }

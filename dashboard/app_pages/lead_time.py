@@ -56,6 +56,7 @@ with right:
     weeks = pd.DataFrame(
         {
             view.by: [w["bucket"] for w in metrics["trend"]],
+            "partial": [w["partial"] for w in metrics["trend"]],
             "p50": [w["lead_time"]["median_hours"] for w in metrics["trend"]],
             "p90": [w["lead_time"]["p90_hours"] for w in metrics["trend"]],
         }

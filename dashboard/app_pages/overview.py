@@ -13,12 +13,13 @@ st.title("Overview")
 metrics = data.metrics(
     view.url, view.scope, view.rules, tuple(tiles.DORA), tiles.PARTS, by_team=True, by=view.by
 )
-tiles.dora_tiles(metrics, view.scope, view.by)
+tiles.dora_tiles(metrics, view.scope, view.by, view.targets)
 
 st.subheader(f"Deployments and change failure rate per {view.by}")
 weeks = pd.DataFrame(
     {
         view.by: [w["bucket"] for w in metrics["trend"]],
+        "partial": [w["partial"] for w in metrics["trend"]],
         "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["trend"]],
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
