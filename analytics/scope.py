@@ -144,10 +144,10 @@ class Scope:
         return cls.parse(None, None, teams, services, environment, timezone, now)
 
     def partial(self, week: str, now: datetime | None = None) -> bool:
-        """Whether the ISO week `week` (`2026-W47`, local) is cut by the period or by `now`
-        (default: the clock): a partial week's counts are not comparable with whole weeks'."""
-        end = stats.bucket_end(week, self.zone)
-        start = end - timedelta(days=7)  # wall-clock arithmetic: Monday 00:00 across DST
+        """Whether the ISO week `week` (`2026-W47`, local) or month (`2026-11`) is cut by the
+        period or by `now` (default: the clock): a partial bucket's counts are not comparable
+        with whole ones'."""
+        start, end = stats.bucket_bounds(week, self.zone)  # local midnights, across DST
         clock = now or datetime.now(UTC)
         return start < self.since or end > self.until or end > clock
 

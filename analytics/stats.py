@@ -5,9 +5,12 @@ buckets (days, ISO weeks, months) in the configured time zone."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+BUCKET = re.compile(r"(?P<year>\d{4})-(?:W(?P<week>\d{2})|(?P<month>\d{2}))")
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -59,13 +62,28 @@ def months_between(since: datetime, until: datetime, zone: ZoneInfo) -> list[str
 
 def bucket_end(key: str, zone: ZoneInfo) -> datetime:
     """The local midnight ending a week (`2026-W47`) or month (`2026-11`) key."""
-    if "-W" in key:
-        iso_year, week = (int(part) for part in key.split("-W"))
-        day = date.fromisocalendar(iso_year, week, 1) + timedelta(days=7)
-    else:
-        year, month = (int(part) for part in key.split("-"))
-        day = date(year + month // 12, month % 12 + 1, 1)
-    return datetime.combine(day, time(0), tzinfo=zone)
+    return bucket_bounds(key, zone)[1]
+
+
+def bucket_bounds(key: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The local midnights starting and ending a week (`2026-W47`) or month (`2026-11`) key;
+    ValueError naming the key when it is neither."""
+    found = BUCKET.fullmatch(key)
+    try:
+        if found is None:
+            raise ValueError("expected YYYY-Www or YYYY-MM")
+        year, week, month = found.group("year", "week", "month")
+        if week:
+            first = date.fromisocalendar(int(year), int(week), 1)
+            after = first + timedelta(days=7)
+        else:
+            first = date(int(year), int(month), 1)
+            after = date(int(year) + int(month) // 12, int(month) % 12 + 1, 1)
+    except ValueError as exc:
+        raise ValueError(
+            f"{key!r} is neither an ISO week (2026-W05) nor a month (2026-02): {exc}"
+        ) from None
+    return tuple(datetime.combine(d, time(0), tzinfo=zone) for d in (first, after))  # type: ignore[return-value]
 
 
 def lead_time_level(median_hours: float | None) -> str | None:

@@ -115,6 +115,19 @@ class SyncRun:
         self._stats_lock = threading.Lock()
         self.requests_by_stream: Counter[str] = Counter()
         self.leases = leases_for(self, sync_settings)
+        # rows and rejected payloads of the partition each thread is syncing, per stream, until
+        # `save_cursor` records them on the partition's sync_state row (or `fail` drops them)
+        self._tally = threading.local()
+
+    def _partition_tally(self, stream: str) -> StreamStats:
+        """This thread's running count of the current partition's rows of `stream`."""
+        tallies: dict[str, StreamStats] = self._tally.__dict__.setdefault("streams", {})
+        return tallies.setdefault(stream, StreamStats())
+
+    def _take_tally(self, stream: str) -> StreamStats:
+        """This thread's count for `stream`, reset for its next partition."""
+        tallies: dict[str, StreamStats] = self._tally.__dict__.setdefault("streams", {})
+        return tallies.pop(stream, StreamStats())
 
     def stats(self, stream: str) -> StreamStats:
         with self._stats_lock:
@@ -143,6 +156,9 @@ class SyncRun:
                 written = sum(
                     upsert(conn, table, rows) for table, rows in batch.rows.items() if rows
                 )
+                tally = self._partition_tally(stream)
+                tally.rows += written
+                tally.rejected += batch.rejected
                 if after is not None:
                     after(conn)
         finally:
@@ -160,12 +176,15 @@ class SyncRun:
         """A callback recording a finished partition of a stream (for `write(..., after=...)`)."""
 
         def save(conn: Connection) -> None:
+            tally = self._take_tally(stream)
             fields: dict[str, Any] = {
                 "status": "ok",
                 "started_at": self.started_at,
                 "finished_at": datetime.now(UTC),
                 "error": None,
                 "requests": requests,
+                "rows": tally.rows,
+                "rejected": tally.rejected,
             }
             if cursor is not None:
                 fields["cursor"] = cursor
@@ -180,6 +199,7 @@ class SyncRun:
         takes the write); the sync goes on. A malformed body that caused it (`exc`) is kept as a
         rejected raw payload, named by its URL, and counted as rejected."""
         log.error("%s: %s", self.summary.name, error)
+        self._take_tally(stream)  # the failed partition's rows stay out of the next one's count
         kept = [
             Raw(stream, f"malformed {bad.url}"[:255], {"url": bad.url, "body": bad.body}, error)
             for bad in [malformed_cause(exc)]

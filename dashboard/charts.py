@@ -32,6 +32,9 @@ def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Fig
     return figure
 
 
+CATEGORIES = {"type": "category", "title": ""}  # weeks and months as named, never as dates
+
+
 def _partial_marks(figure: go.Figure, frame: pd.DataFrame, x: str) -> go.Figure:
     """Hatch the bars and open the markers of the partial x values, and label them."""
     if PARTIAL not in frame.columns:
@@ -55,7 +58,8 @@ def _partial_marks(figure: go.Figure, frame: pd.DataFrame, x: str) -> go.Figure:
 def bars(
     frame: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = ""
 ) -> go.Figure:
-    """Bars of `y` over `x` from zero, stacked by `color` (severities in their colours)."""
+    """Bars of `y` over `x` (categories: a month `2026-02` stays a month) from zero, stacked by
+    `color` (severities in their colours)."""
     figure = px.bar(
         frame,
         x=x,
@@ -69,24 +73,31 @@ def bars(
     return _layout(
         figure,
         barmode="stack",
-        xaxis_title="",
+        xaxis=CATEGORIES,
         yaxis={"title": y.replace("_", " "), **FROM_ZERO},
     )
 
 
 def lines(frame: pd.DataFrame, x: str, ys: dict[str, str], unit: str, title: str = "") -> go.Figure:
-    """One line per column of `ys` (column -> legend label) over `x`, from zero."""
+    """One line per column of `ys` (column -> legend label) over the categories `x`, from zero."""
     figure = go.Figure()
     for column, label in ys.items():
         figure.add_trace(go.Scatter(x=frame[x], y=frame[column], name=label, mode="lines+markers"))
     _partial_marks(figure, frame, x)
-    return _layout(figure, title=title, yaxis={"title": unit, **FROM_ZERO}, hovermode="x unified")
+    return _layout(
+        figure,
+        title=title,
+        xaxis=CATEGORIES,
+        yaxis={"title": unit, **FROM_ZERO},
+        hovermode="x unified",
+    )
 
 
 def bars_and_rate(
     frame: pd.DataFrame, x: str, count: str, rate: str, count_label: str, rate_label: str
 ) -> go.Figure:
-    """Counts as bars and a rate (0..1) as a line on a second axis, over `x`; both from zero."""
+    """Counts as bars and a rate (0..1) as a line on a second axis, over the categories `x`; both
+    from zero."""
     figure = go.Figure()
     figure.add_trace(go.Bar(x=frame[x], y=frame[count], name=count_label, opacity=0.6))
     figure.add_trace(
@@ -95,6 +106,7 @@ def bars_and_rate(
     _partial_marks(figure, frame, x)
     return _layout(
         figure,
+        xaxis=CATEGORIES,
         yaxis={"title": count_label, **FROM_ZERO},
         yaxis2={
             "title": rate_label,

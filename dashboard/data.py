@@ -13,6 +13,8 @@ warehouse and which view of it a result belongs to.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections import Counter
 from datetime import datetime, time, timedelta
@@ -26,6 +28,7 @@ from analytics import dora, stats, views
 from analytics.derive import FailureRules
 from analytics.metrics import Row, ScopeData
 from analytics.scope import Scope
+from analytics.views import drilldown
 from analytics.views import figures as fig
 from warehouse.engine import open_warehouse
 
@@ -82,32 +85,36 @@ def metrics(
     names: tuple[str, ...],
     parts: tuple[str, ...] | None = None,
     by_team: bool = False,
+    by: str = "week",
 ) -> dict[str, Any]:
-    """The metrics `names` over the scope (`total`), per ISO week of the period (`weeks`, each
-    with its `week` key and `partial`: cut by the period or the clock; a week without data is
-    there with zero counts) and, `by_team`, per team (`teams`), as `analytics.dora` computes them.
+    """The metrics `names` over the scope (`total`), per local ISO week or month (`by`) of the
+    period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
+    bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
+    `analytics.dora` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
     data = scope_data(url, scope, rules, names, parts)
     total = dora.compute(data)
-    weeks = fig.sliced(data, "week")
+    trend = fig.sliced(data, by)
     teams = fig.sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
-        "weeks": [
-            {"week": key, "partial": scope.partial(key), **{n: v[n] for n in names}}
-            for key, v in weeks
+        "trend": [
+            {"bucket": key, "partial": scope.partial(key), **{n: v[n] for n in names}}
+            for key, v in trend
         ],
         "teams": [{"team": key, **{n: v[n] for n in names}} for key, v in teams],
     }
 
 
-def week_over_week(weeks: list[dict[str, Any]], scope: Scope) -> tuple[dict, dict] | None:
-    """The rows of the last complete week of the period and of the week before it."""
-    pair = views.comparison_weeks(scope)
+def period_over_period(
+    trend: list[dict[str, Any]], scope: Scope, by: str = "week"
+) -> tuple[dict, dict] | None:
+    """The rows of the last complete week (or month) of the period and of the one before it."""
+    pair = views.comparison_buckets(scope, by)
     if pair is None:
         return None
-    by_key = {row["week"]: row for row in weeks}
+    by_key = {row["bucket"]: row for row in trend}
     return by_key[pair[0][0]], by_key[pair[1][0]]
 
 
@@ -141,40 +148,51 @@ def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def deployments_per_week(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Production deployments and failed changes per ISO week and team: every week of the
-    period and every team deploying in it (zero rows included: a code freeze stays on the axis),
-    each week flagged `partial` when the period or the clock cuts it."""
+def deployments_per_bucket(
+    url: str, scope: Scope, rules: FailureRules, by: str = "week"
+) -> pd.DataFrame:
+    """Production deployments and failed changes per local ISO week or month (`by`, also the
+    column's name) and team: every bucket of the period and every team deploying in it (zero
+    rows included: a code freeze stays on the axis), each flagged `partial` when the period or
+    the clock cuts it."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
     zone = scope.zone
+    key_of = stats.week_key if by == "week" else stats.month_key
+    buckets = stats.weeks_between if by == "week" else stats.months_between
     counts: Counter[tuple[str, str]] = Counter()
     failed: Counter[tuple[str, str]] = Counter()
     for r in data.deployments:
-        key = (stats.week_key(stats.local_day(r.at, zone)), r.team or "(no team)")
+        key = (key_of(stats.local_day(r.at, zone)), r.team or "(no team)")
         counts[key] += 1
         failed[key] += r.values["failed"] is not None
     teams = sorted({team for _, team in counts})
     return pd.DataFrame(
         [
             {
-                "week": week,
+                by: bucket,
                 "team": team,
-                "deployments": counts[(week, team)],
-                "failed": failed[(week, team)],
-                "partial": scope.partial(week),
+                "deployments": counts[(bucket, team)],
+                "failed": failed[(bucket, team)],
+                "partial": scope.partial(bucket),
             }
-            for week in stats.weeks_between(scope.since, scope.until, zone)
+            for bucket in buckets(scope.since, scope.until, zone)
             for team in teams
         ],
-        columns=["week", "team", "deployments", "failed", "partial"],
+        columns=[by, "team", "deployments", "failed", "partial"],
     )
 
 
 def _binned(values: list[float], bins: tuple[int, ...], label: Any) -> pd.DataFrame:
     edges = [*bins, float("inf")]
     counts = [sum(1 for v in values if low <= v < high) for low, high in itertools.pairwise(edges)]
+    pairs = list(itertools.pairwise(edges))
     return pd.DataFrame(
-        {"bucket": [label(low, high) for low, high in itertools.pairwise(edges)], "count": counts}
+        {
+            "bucket": [label(low, high) for low, high in pairs],
+            "count": counts,
+            "low": [low for low, _ in pairs],
+            "high": [None if high == float("inf") else high for _, high in pairs],
+        }
     )
 
 
@@ -299,3 +317,29 @@ def whats_running(url: str, scope: Scope) -> pd.DataFrame:
     order = state.sort_values("position")["environment"].drop_duplicates().tolist()
     grid = state.pivot(index="service", columns="environment", values="cell")
     return grid.reindex(columns=order).fillna("").reset_index()
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def drill_page(
+    name: str, url: str, scope: Scope, filters: drilldown.ListFilters, page: drilldown.Page
+) -> tuple[pd.DataFrame, drilldown.Cursor | None]:
+    """One page of the drill-down list `name` (`deployments`, `changes`) and the next page's
+    cursor (None: the last page)."""
+    with engine(url).connect() as conn:
+        listed = drilldown.LISTS[name](conn, scope, filters, page)
+    return pd.DataFrame.from_records(listed.rows), listed.next
+
+
+def drill_csv(name: str, url: str, scope: Scope, filters: drilldown.ListFilters) -> bytes:
+    """Every row of the drill-down list `name` under the filters as CSV (UTF-8, a header row),
+    written a page at a time; full shas and digests, times in ISO 8601 UTC."""
+    out = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    with engine(url).connect() as conn:
+        for rows in drilldown.pages(conn, name, scope, filters):
+            for row in rows:
+                if writer is None:
+                    writer = csv.DictWriter(out, fieldnames=list(row), extrasaction="ignore")
+                    writer.writeheader()
+                writer.writerow(row)
+    return out.getvalue().encode()

@@ -25,6 +25,12 @@ def hours(value: float | None) -> str:
     return units.hours(value, DASH)
 
 
+def in_hours(value: float | None) -> float | None:
+    """Hours to a tenth, for a table column headed "(h)": one unit for the whole column (a
+    column of `37.5 h` and `3.2 d` reads wrong when sorted or compared); None stays None."""
+    return None if value is None or pd.isna(value) else round(float(value), 1)
+
+
 def resolved_before_opened(count: int) -> str:
     """` · N resolved before opened` (left out of time to restore); empty when there are none."""
     return f" · {count:,} resolved before opened" if count else ""
@@ -109,18 +115,27 @@ def table(
     columns: dict[str, str] | None = None,
     height: int | None = None,
     key: str | None = None,
+    helps: dict[str, str] | None = None,
+    link_texts: dict[str, str] | None = None,
 ) -> None:
     """A table; `links` maps URL columns to their heading (shown as links), `columns` renames
-    and orders the other columns shown (None: all, as they are)."""
+    and orders the other columns shown (None: all, as they are), `helps` explains columns in
+    their header's tooltip, `link_texts` says what a link column's links read (default "open")."""
     links = links or {}
+    texts = link_texts or {}
     shown = list(columns) if columns else [c for c in frame.columns if c not in links]
     shown += [c for c in links if c in frame.columns]
     config: dict[str, Any] = {
-        name: st.column_config.LinkColumn(heading, display_text="open")
+        name: st.column_config.LinkColumn(
+            heading, display_text=texts.get(name, "open"), help=(helps or {}).get(name)
+        )
         for name, heading in links.items()
     }
     for name, heading in (columns or {}).items():
-        config.setdefault(name, heading)
+        explained = (helps or {}).get(name)
+        config.setdefault(
+            name, st.column_config.Column(heading, help=explained) if explained else heading
+        )
     with st.container(key=key):  # the key names the table (tests find it by the key)
         st.dataframe(
             frame[[c for c in shown if c in frame.columns]],
@@ -130,9 +145,16 @@ def table(
         )
 
 
-def chart(figure: Figure, key: str | None = None) -> None:
-    """A Plotly chart across the column's width."""
-    st.plotly_chart(figure, key=key, config={"displaylogo": False})
+def chart(figure: Figure, key: str | None = None, select: bool = False) -> Any:
+    """A Plotly chart across the column's width; with `select`, clicking a bar or point reruns
+    the page and this returns the selection event (for a drill-down link)."""
+    config = {"displaylogo": False}
+    if select:
+        return st.plotly_chart(
+            figure, key=key, config=config, on_select="rerun", selection_mode="points"
+        )
+    st.plotly_chart(figure, key=key, config=config)
+    return None
 
 
 def nothing(what: str) -> None:

@@ -23,7 +23,10 @@ from dashboard import data
 from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
+DEFAULT_MONTHS = 6  # the month view's default period: this month and the five before
+BY = ("week", "month")
 SESSION_KEY = "cdmetrics.view"
+FILTER_KEYS = ("by", "period", "team", "service", "env")  # the sidebar's query parameters
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class View:
     rules: FailureRules
     promotion_path: tuple[str, ...]
     presence: dict[str, bool]
+    by: str = "week"  # the trend's buckets: ISO weeks, or months
     targets: dict[str, Target] = field(default_factory=dict)  # of the scope's team, else the org's
 
     @property
@@ -91,11 +95,16 @@ def login_gate() -> None:
     st.stop()
 
 
-def default_days(timezone: str) -> tuple[date, date]:
+def default_days(timezone: str, by: str = "week") -> tuple[date, date]:
     """The first and last day (both included) of the default period of every surface
-    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far)."""
+    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far); the month
+    view's: this month so far and the five before."""
     since, until = parse_period(None, None, timezone)
-    return since.date(), (until - timedelta(days=1)).date()
+    last = (until - timedelta(days=1)).date()
+    if by == "month":
+        month = last.year * 12 + last.month - 1 - (DEFAULT_MONTHS - 1)
+        return date(month // 12, month % 12 + 1, 1), last
+    return since.date(), last
 
 
 def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
@@ -103,9 +112,31 @@ def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetim
     return parse_period(first.isoformat(), (last + timedelta(days=1)).isoformat(), timezone)
 
 
-def _period(timezone: str) -> tuple[datetime, datetime]:
+def _reset_period(timezone: str) -> None:
+    """Switching between weeks and months starts from that view's default period."""
+    by = st.session_state.get("by") or "week"
+    st.session_state["period"] = default_days(timezone, by)
+
+
+def _by(timezone: str) -> str:
+    chosen = st.sidebar.segmented_control(
+        "Trend by",
+        BY,
+        default="week",
+        key="by",
+        bind="query-params",
+        on_change=_reset_period,
+        args=(timezone,),
+        help="Weeks (default period: 12 whole ISO weeks and the current one so far) or months "
+        "(default period: 6 months); tiles compare the last complete week or month with the one "
+        "before.",
+    )
+    return chosen if chosen in BY else "week"
+
+
+def _period(timezone: str, by: str = "week") -> tuple[datetime, datetime]:
     """The sidebar's period: first and last day, both included; by default the default period."""
-    default = default_days(timezone)
+    default = default_days(timezone, by)
     chosen = st.sidebar.date_input(
         "Period",
         value=default,
@@ -113,7 +144,7 @@ def _period(timezone: str) -> tuple[datetime, datetime]:
         bind="query-params",
         format="YYYY-MM-DD",
         help="First and last day (both included); default: the last 12 whole ISO weeks and the "
-        "current week so far.",
+        "current week so far, or (by month) 6 months.",
     )
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
     start, end = (min(days), max(days)) if days else default
@@ -152,14 +183,15 @@ def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -
     return problems
 
 
-def _filters(settings: Settings, url: str) -> Scope:
+def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
     options = data.filter_options(url)
     params = {key: st.query_params.get_all(key) for key in ("team", "service", "env", "period")}
     for problem in link_problems(params, options):
         st.warning(problem, icon=":material/link_off:")
     with st.sidebar:
         st.header("Filters")
-        since, until = _period(settings.sync.timezone)
+        by = _by(settings.sync.timezone)
+        since, until = _period(settings.sync.timezone, by)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(
             "Service", options["services"], key="service", bind="query-params"
@@ -171,7 +203,7 @@ def _filters(settings: Settings, url: str) -> Scope:
             bind="query-params",
             help="Where deployments count (default: every production-tier environment).",
         )
-    return Scope(
+    scope = Scope(
         since,
         until,
         tuple(teams),
@@ -179,13 +211,14 @@ def _filters(settings: Settings, url: str) -> Scope:
         None if environment == PRODUCTION else environment,
         settings.sync.timezone,
     )
+    return scope, by
 
 
 def prepare() -> View:
     """Read the settings, open the warehouse, draw the sidebar filters; the page's View."""
     settings = _settings()
     url, shown = _open(settings)
-    scope = _filters(settings, url)
+    scope, by = _filters(settings, url)
     m = settings.metrics
     view = View(
         url,
@@ -194,6 +227,7 @@ def prepare() -> View:
         FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs)),
         tuple(settings.environments.promotion_path),
         data.presence(url),
+        by,
         settings.targets.for_teams(scope.teams),
     )
     with st.sidebar:
@@ -206,6 +240,12 @@ def prepare() -> View:
             st.cache_resource.clear()
     st.session_state[SESSION_KEY] = view
     return view
+
+
+def filter_params() -> dict[str, list[str]]:
+    """The sidebar's filters as they stand in the URL (a link carrying them shows the same
+    scope; a filter left at its default is not in the URL)."""
+    return {k: st.query_params.get_all(k) for k in FILTER_KEYS if k in st.query_params}
 
 
 def current() -> View:

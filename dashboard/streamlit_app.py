@@ -20,6 +20,8 @@ PAGES = {
         st.Page("app_pages/lead_time.py", title="Lead time", icon=":material/timer:"),
         st.Page("app_pages/deployments.py", title="Deployments", icon=":material/rocket_launch:"),
         st.Page("app_pages/failures.py", title="Failures and recovery", icon=":material/healing:"),
+        st.Page("app_pages/deployments_list.py", title="Deployments list", icon=":material/list:"),
+        st.Page("app_pages/changes_list.py", title="Changes list", icon=":material/commit:"),
     ],
     "Quality": [
         st.Page("app_pages/builds.py", title="Builds", icon=":material/build:"),

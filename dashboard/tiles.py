@@ -1,6 +1,7 @@
-"""The four DORA tiles: each metric's value, performance level, 12-week sparkline (whole weeks:
-a partial current week would read as a drop) and change from the week before (the last complete
-ISO week of the period against the one before it)."""
+"""The four DORA tiles: each metric's value, performance level, sparkline of the last 12 weeks (or
+months; whole ones only: a partial current week would read as a drop), whether the period meets
+its target, and change from the week (month) before: the last complete ISO week (month) of the
+period against the one before it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,20 @@ import streamlit as st
 
 from analytics.scope import Scope
 from cdmetrics.settings import Target
-from dashboard import data, show
+from dashboard import data, drill, show
 
 SPARKLINE_WEEKS = 12
+# the list behind each tile and its filters (what the tile counts)
+BEHIND: dict[str, tuple[str, str, dict[str, str]]] = {
+    "deployment_frequency": (
+        "deployments",
+        "The deployments",
+        {"status": "success", "kind": "app"},
+    ),
+    "lead_time": ("changes", "The changes", {}),
+    "change_failure_rate": ("deployments", "The failed changes", {"failed": "1"}),
+    "recovery_time": ("deployments", "The failed changes", {"failed": "1"}),
+}
 # the rows the tiles read: no merge requests (the stage breakdown is on the lead time page)
 PARTS = ("deployments", "changes", "incidents")
 Figures = dict[str, Any]
@@ -92,6 +104,11 @@ def change(
     return 0 if now == before else tile.change(now, before)
 
 
+def compared(key: str) -> str:
+    """How a tile names a week (`W09`) or a month (`2026-02`) it compares."""
+    return key[-3:] if "-W" in key else key
+
+
 def target_caption(tile: Tile, figures: Figures, targets: dict[str, Target]) -> str:
     """` · target < 2d: met` (or `missed`) for a tile whose metric has a `[targets]` entry."""
     key, figure = tile.target
@@ -103,15 +120,19 @@ def target_caption(tile: Tile, figures: Figures, targets: dict[str, Target]) -> 
 
 
 def dora_tiles(
-    metrics: dict[str, Any], scope: Scope, targets: dict[str, Target] | None = None
+    metrics: dict[str, Any],
+    scope: Scope,
+    by: str = "week",
+    targets: dict[str, Target] | None = None,
 ) -> None:
-    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics, each
-    saying whether the period meets its target (`[targets]`, a team's when one is chosen)."""
-    pair = data.week_over_week(metrics["weeks"], scope)
-    described = f"{pair[0]['week'][-3:]} vs {pair[1]['week'][-3:]}" if pair else None
+    """The four DORA tiles side by side, from `data.metrics(...)` of the four metrics: the
+    change is the last complete week (or month, `by`) of the period against the one before;
+    each says whether the period meets its target (`[targets]`, a team's when one is chosen)."""
+    pair = data.period_over_period(metrics["trend"], scope, by)
+    described = f"{compared(pair[0]['bucket'])} vs {compared(pair[1]['bucket'])}" if pair else None
     for column, (name, tile) in zip(st.columns(len(DORA)), DORA.items(), strict=True):
         figures = metrics["total"][name]
-        whole = [row for row in metrics["weeks"] if not row["partial"]]  # no false drop
+        whole = [row for row in metrics["trend"] if not row["partial"]]  # no false drop
         series = [tile.weekly(row[name]) for row in whole[-SPARKLINE_WEEKS:]]
         with column:
             show.tile(
@@ -125,3 +146,5 @@ def dora_tiles(
                 caption=tile.caption(figures) + target_caption(tile, figures, targets or {}),
                 help=tile.help,
             )
+            target, label, extra = BEHIND[name]
+            drill.link(target, label, **extra)

@@ -40,8 +40,12 @@ NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
 SAFE_LINKS = ("https://", "http://")  # a link of another scheme (javascript:) is shown as text
 
 
-def render_html(report: WeeklyReport) -> str:
-    """The report as an HTML document (UTF-8 text)."""
+IN_THE_XLSX = ("environments",)  # long tables the PDF leaves to the XLSX (and JSON)
+
+
+def render_html(report: WeeklyReport, for_print: bool = False) -> str:
+    """The report as an HTML document (UTF-8 text); `for_print` (the PDF) names the tables of
+    `IN_THE_XLSX` instead of printing them, after the first page's figures."""
     zone = report.scope.zone
     parts = [
         "<!DOCTYPE html>",
@@ -70,7 +74,15 @@ def render_html(report: WeeklyReport) -> str:
             + "</div>"
         )
     parts.append(_table(by_name.pop("services"), zone, heading=None))
-    parts.append(_table(by_name.pop("environments"), zone))
+    attempts = by_name.pop("environments")
+    if for_print:
+        parts.append(f"<h2>{escape(attempts.title)}</h2>")
+        parts.append(
+            f'<p class="notice">{len(attempts.rows):,} rows: in the XLSX (sheet '
+            f"{escape(attempts.name)}) and JSON formats of this report.</p>"
+        )
+    else:
+        parts.append(_table(attempts, zone))
     stages = by_name.pop("lead_time_stages")
     parts.append(f"<h2>{escape(stages.title)}</h2>")
     if any(r["median_hours"] is not None for r in report.stages):

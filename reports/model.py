@@ -220,7 +220,7 @@ def build_report(
             failures=views.failed_changes(conn, scope),
             incidents=views.incidents(conn, scope),
             drift=sorted(
-                views.drift_matrix(conn, scope),
+                views.drift_matrix(conn, scope, behind_only=True),
                 key=lambda r: (-(r["drift_age_hours"] or -1.0), r["service"], r["position"] or 0),
             ),
             violations=notable.new_violations(conn, scope),

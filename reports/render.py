@@ -62,7 +62,7 @@ def render_pdf(report: WeeklyReport) -> bytes:
         warnings.filterwarnings("ignore", "HarfBuzz-Subset", DeprecationWarning)
         from weasyprint import HTML  # imported here: it loads pango, which only the PDF needs
 
-    pdf = HTML(string=render_html(report)).write_pdf()
+    pdf = HTML(string=render_html(report, for_print=True)).write_pdf()
     assert pdf is not None  # write_pdf without a target returns the bytes
     return pdf
 

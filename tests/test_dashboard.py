@@ -20,7 +20,7 @@ from analytics import dora, metrics, views
 from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views import figures
-from dashboard import launch, show, tiles
+from dashboard import data, drill, launch, show, tiles
 from sandbox.generate import generate
 from tests.demo_warehouse import NOW, PERIOD
 from tests.sandbox_load import load_org
@@ -38,6 +38,8 @@ PAGES: dict[str, tuple[str, list[str], int]] = {
     "environments": ("Environments and drift", [], 1),
     "policies": ("Policies", [], 0),
     "data_sources": ("Data sources", ["gitlab"], 1),
+    "deployments_list": ("Deployments list", [], 0),
+    "changes_list": ("Changes list", [], 0),
 }
 
 
@@ -125,7 +127,9 @@ def test_overview_tiles_equal_the_analytics_api(
     assert metric(at, "Change failure rate").value == show.percent(m["change_failure_rate"]["rate"])
     teams, by_team = frame(at, "teams"), expected(demo_url, by="team")["rows"]
     assert list(teams["team"]) == [r["team"] for r in by_team]
-    assert list(teams["lead time"]) == [show.hours(r["lead_time"]["median_hours"]) for r in by_team]
+    assert list(teams["lead time (h)"]) == [
+        show.in_hours(r["lead_time"]["median_hours"]) for r in by_team
+    ]
     assert list(teams["failure rate"]) == [
         show.percent(r["change_failure_rate"]["rate"]) for r in by_team
     ]
@@ -154,7 +158,7 @@ def test_lead_time_page_equals_the_analytics_api(
     slowest = frame(at, "slowest")
     rows = view_rows(demo_url, "slowest_changes")
     assert list(slowest["service"]) == [r["service"] for r in rows]
-    assert list(slowest["lead time"]) == [show.hours(r["lead_time_hours"]) for r in rows]
+    assert list(slowest["lead time (h)"]) == [show.in_hours(r["lead_time_hours"]) for r in rows]
     assert all(u.startswith("http://gitlab.sandbox.test/") for u in slowest["commit_url"])
     assert slowest["merge_request_url"].notna().any()
     hours = [r["lead_time_hours"] for r in rows]
@@ -198,14 +202,16 @@ def test_failures_page_equals_the_analytics_api(
     assert len(failed) == cfr["failed"] > 0
     for reason, count in cfr["reasons"].items():
         assert failed["reasons"].str.contains(reason).sum() == count
-    assert failed["recovery"].ne(show.DASH).sum() == recovery["failures"]
+    assert failed["recovery (h)"].notna().sum() == recovery["failures"]
     incidents = frame(at, "incidents")
     assert len(incidents) == recovery["incidents"]
     # resolved before opened: said so, counted, never a negative time to restore
-    restore = incidents["time to restore"]
+    restore = incidents["time to restore (h)"]
     backwards = recovery["incidents_resolved_before_opened"]
-    assert restore.eq("resolved before opened").sum() == backwards > 0
-    assert not restore.str.startswith("-").any()
+    assert incidents["resolved_before_opened"].sum() == backwards > 0
+    assert (
+        restore[incidents["resolved_before_opened"]].isna().all() and (restore.dropna() >= 0).all()
+    )
 
 
 def test_builds_page_equals_the_analytics_api(
@@ -434,6 +440,80 @@ def test_with_oidc_configured_only_a_signed_in_user_sees_the_metrics(
     at.run()
     assert not at.exception and len(at.metric) == len(tiles.DORA)
     assert any("lead@example.com" in c.value for c in at.sidebar.caption)
+
+
+def test_the_lists_behind_the_tiles_show_what_they_count_with_filters_from_the_url(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    m = expected(demo_url, by=None)
+    at = open_page(
+        dashboard_env, demo_url, "deployments_list", {"failed": "1", "team": ["payments"]}
+    )
+    shown = frame(at, "deployments-list")
+    scope = Scope(SCOPE.since, SCOPE.until, ("payments",))
+    failed = expected(demo_url, scope, by=None)["change_failure_rate"]["failed"]
+    assert len(shown) == min(failed, drill.PAGE_SIZE) > 0
+    assert shown["reasons"].str.len().min() > 0
+    assert shown["digest"].dropna().str.len().max() <= drill.DIGEST_SHOWN
+    assert at.query_params["failed"] == "1" and at.query_params["team"] in (
+        "payments",
+        ["payments"],
+    )
+    csv = data.drill_csv("deployments", demo_url, scope, drill.ListFilters(failed_change=True))
+    lines = csv.decode().splitlines()
+    assert len(lines) == failed + 1 and "image_digest" in lines[0]
+    at = open_page(dashboard_env, demo_url, "changes_list", {"min_hours": "24"})
+    changes = frame(at, "changes-list")
+    assert len(changes) == drill.PAGE_SIZE and changes["lead_time_hours"].min() >= 24
+    assert at.button(key="next-page")
+    at.button(key="next-page").click().run()
+    assert "after" in at.query_params
+    assert set(frame(at, "changes-list")["commit_url"]).isdisjoint(changes["commit_url"])
+    sha = changes["commit_url"].iloc[0].rsplit("/", 1)[1]
+    at.text_input(key="commit").set_value(sha[:9]).run()  # a new filter starts at page one
+    assert "after" not in at.query_params
+    assert [u.rsplit("/", 1)[1] for u in frame(at, "changes-list")["commit_url"]] == [sha]
+    assert m["lead_time"]["changes"] > drill.PAGE_SIZE
+    at = open_page(dashboard_env, demo_url, "overview")  # a table row links to its rows
+    links = frame(at, "teams")["rows_url"]
+    assert all(u.startswith("deployments_list?") and "team=" in u for u in links)
+    assert all("period=2025-12-08&period=2026-03-01" in u for u in links)  # the view's period
+
+
+def test_the_month_view_compares_months_and_defaults_to_six_of_them(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    """`by=month`: the tiles compare the last complete month with the one before (as
+    `metrics --by month` computes them) and the charts have a bar per month."""
+    period = ("2025-09-01", "2026-03-01")
+    at = open_page(dashboard_env, demo_url, "overview", {"by": "month", "period": list(period)})
+    scope = Scope(datetime(2025, 9, 1, tzinfo=UTC), NOW)
+    months = {row["month"]: row for row in expected(demo_url, scope, by="month")["rows"]}
+    assert list(months) == [
+        "2025-09",
+        "2025-10",
+        "2025-11",
+        "2025-12",
+        "2026-01",
+        "2026-02",
+        "2026-03",
+    ]
+    assert views.comparison_buckets(scope, "month")[0][0] == "2026-02"  # type: ignore[index]
+    pair = (months["2026-02"], months["2026-01"])
+    for name, tile in tiles.DORA.items():
+        shown = metric(at, tile.label)
+        delta = tiles.change(tile, name, pair)
+        assert shown.delta == ("" if delta is None else str(delta)), name
+    assert "per month" in " ".join(h.value for h in at.subheader)
+    chart = at.get("plotly_chart")[0].proto.spec
+    assert all(month in chart for month in months)
+    dashboard_env.setenv("CDMETRICS_WAREHOUSE__URL", demo_url)
+    fresh = AppTest.from_file(APP, default_timeout=60)
+    fresh.query_params["by"] = "month"
+    fresh.run()
+    today = datetime.now(UTC).date()
+    first, last = fresh.date_input(key="period").value
+    assert (first.day, last) == (1, today) and 150 <= (today - first).days <= 185
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,11 @@ headless Chromium (Debian's `chromium`, driven by Playwright; `playwright instal
 called) opens every page, waits until its Plotly charts have drawn their SVG, finds no Streamlit
 exception, and saves a screenshot of each under artifacts/screenshots/ (a CI artifact).
 
+The lead's walk (issue #16) runs on what `cdmetrics demo` itself stores: every page, drift and
+violations shown, a tile followed to the Deployments list and a chart bar to the Changes list
+with the filters kept in the URL; its screenshots go to a temporary folder (path printed) and
+artifacts/screenshots/lead-walk/.
+
 Skips, saying why, when chromium or Playwright is missing, unless CDMETRICS_REQUIRE_BROWSER=1
 (set by CI), which turns the skip into a failure.
 """
@@ -10,6 +15,7 @@ Skips, saying why, when chromium or Playwright is missing, unless CDMETRICS_REQU
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,11 +23,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from analytics.views import filter_options
 from tests.demo_warehouse import PERIOD
+from warehouse.engine import open_warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
@@ -93,16 +103,13 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise AssertionError(f"the dashboard did not answer at {url} within {timeout} s")
 
 
-@pytest.fixture
-def dashboard_url(tmp_path: Path, findings_url: str) -> Iterator[str]:
-    """`cdmetrics dashboard` on a free port over the demo warehouse with drift and violations."""
-    chromium()
-    url = findings_url
+def serve_dashboard(url: str, folder: Path) -> Iterator[str]:
+    """`cdmetrics dashboard` on a free port over the warehouse `url`; yields its address."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
     process = subprocess.Popen(
         [CDMETRICS, "--warehouse", url, "dashboard", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -116,6 +123,28 @@ def dashboard_url(tmp_path: Path, findings_url: str) -> Iterator[str]:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def dashboard_url(tmp_path: Path, findings_url: str) -> Iterator[str]:
+    """`cdmetrics dashboard` on a free port over the demo warehouse with drift and violations."""
+    chromium()
+    yield from serve_dashboard(findings_url, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def demo_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(dashboard address, warehouse URL) of `cdmetrics demo --headless --size small` served by
+    `cdmetrics dashboard`."""
+    chromium()
+    folder = tmp_path_factory.mktemp("lead-walk")
+    url = f"sqlite:///{folder / 'demo.db'}"
+    demo = [CDMETRICS, "--warehouse", url, "demo", "--headless", "--size", "small"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
+    ran = subprocess.run(demo, cwd=folder, env=env, capture_output=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr.decode()[-2000:]
+    for address in serve_dashboard(url, folder):
+        yield address, url
 
 
 def test_every_page_draws_in_chromium(dashboard_url: str) -> None:
@@ -136,3 +165,93 @@ def test_every_page_draws_in_chromium(dashboard_url: str) -> None:
             name = path or "overview"
             page.screenshot(path=SCREENSHOTS / f"{number:02d}-{name}.png", full_page=True)
         browser.close()
+
+
+def settled(page: Any, title: str) -> None:
+    """Wait until the page titled `title` finished running, and check it raised nothing."""
+    page.get_by_role("heading", name=title, level=1).wait_for(timeout=60_000)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
+    assert page.locator('[data-testid="stException"]').count() == 0, title
+
+
+def test_the_lead_walks_from_figures_to_the_rows_behind_them(
+    demo_dashboard: tuple[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    address, url = demo_dashboard
+    kept = SCREENSHOTS / "lead-walk"
+    kept.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots: {tmp_path} and {kept}")
+
+    def picture(name: str) -> None:
+        for folder in (tmp_path, kept):
+            page.screenshot(path=folder / f"{name}.png", full_page=True)
+
+    engine = open_warehouse(url)
+    with engine.connect() as conn:
+        team = filter_options(conn)["teams"][0]
+    engine.dispose()
+    pages = {
+        **PAGES,
+        "deployments_list": ("Deployments list", 0),
+        "changes_list": ("Changes list", 0),
+    }
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 2400})
+        for number, (path, (title, charts)) in enumerate(pages.items(), start=1):
+            page.goto(f"{address}/{path}", wait_until="domcontentloaded")
+            settled(page, title)
+            page.wait_for_function(CHARTS_DRAWN, arg=min(charts, 1), timeout=60_000)
+            picture(f"{number:02d}-{path or 'overview'}")
+            if path == "environments":
+                assert page.locator(".st-key-drift .js-plotly-plot").count() == 1
+            if path == "policies":
+                assert page.locator(".st-key-violations [data-testid='stDataFrame']").count() == 1
+
+        # a tile to the Deployments list, the team filter kept
+        page.goto(f"{address}/?team={team}", wait_until="domcontentloaded")
+        settled(page, "Overview")
+        page.get_by_role("link", name="The deployments").first.click()
+        settled(page, "Deployments list")
+        assert f"team={team}" in page.url and "status=success" in page.url, page.url
+        assert page.locator(".st-key-deployments-list [data-testid='stDataFrame']").count() == 1
+        picture("20-tile-to-deployments-list")
+
+        # a bar of the lead-time distribution to the Changes list, the team filter kept
+        page.goto(f"{address}/lead_time?team={team}", wait_until="domcontentloaded")
+        settled(page, "Lead time for changes")
+        click_tallest(page, ".st-key-histogram .js-plotly-plot g.point path")
+        settled(page, "Changes list")
+        assert f"team={team}" in page.url and "min_hours=" in page.url, page.url
+        assert page.locator(".st-key-changes-list [data-testid='stDataFrame']").count() == 1
+        picture("21-bar-to-changes-list")
+
+        # the month view: the tiles compare months, a month's bar opens that month's deployments
+        page.goto(f"{address}/?team={team}", wait_until="domcontentloaded")
+        settled(page, "Overview")
+        page.locator("[data-testid='stSidebar'] button", has_text="month").click()
+        page.get_by_text("per month").first.wait_for(timeout=60_000)
+        settled(page, "Overview")
+        assert "by=month" in page.url, page.url
+        today = datetime.now(UTC).date()  # the demo's time zone is UTC
+        month = today.year * 12 + today.month - 1 - 5
+        six_months = f"{month // 12}-{month % 12 + 1:02d}-01 → {today}"
+        assert page.locator("[data-testid='stSidebar']").get_by_text(six_months).count() == 1
+        click_tallest(page, ".st-key-trend-month .js-plotly-plot g.bars g.point path")
+        settled(page, "Deployments list")
+        assert re.search(r"bucket=\d{4}-\d{2}(&|$)", page.url) and "by=month" in page.url, page.url
+        picture("22-month-bar-to-deployments-list")
+        browser.close()
+
+
+def click_tallest(page: Any, bars: str) -> None:
+    """Click the tallest bar matching the selector `bars`, once drawn, near its foot (a rate
+    line drawn over the bars may cross its middle)."""
+    found = page.locator(bars)
+    found.first.wait_for(state="attached", timeout=60_000)
+    page.wait_for_timeout(300)  # the bars grow into place
+    heights = [found.nth(i).bounding_box()["height"] for i in range(found.count())]
+    box = found.nth(heights.index(max(heights))).bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.9)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from analytics import views
 from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
@@ -380,3 +381,29 @@ def test_a_first_sync_reaches_back_history_days_and_no_further(tiny: Sandbox, tm
     full = truth.counts(tiny.org)
     window = table_counts(engine)
     assert 0 < window["commit"] < full["commit"] and 0 < window["pipeline"] < full["pipeline"]
+
+
+def test_sync_state_keeps_the_rows_each_stream_wrote(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Data sources page reads rows and rejected payloads per stream from sync_state (they
+    stayed 0 while the sync's summary counted thousands); the first sync's figures are there, a
+    sync that changes nothing records 0 rows."""
+    tiny.gitlab.corrupt(
+        "merge_request", tiny.org.services[0].merge_requests[0].id, "created_at", "soon"
+    )
+    engine = fresh_sqlite(tmp_path, "w.db")
+    summary = sync(tiny, engine)
+    with engine.connect() as conn:
+        stored = {r["stream"]: r for r in views.sync_overview(conn)}
+    written = {name: s for name, s in summary.streams.items() if name in stored}
+    assert {"commits", "merge_requests", "pipelines", "deployments"} <= set(written)
+    assert {n: stored[n]["rows"] for n in written} == {n: s.rows for n, s in written.items()}
+    assert all(stored[n]["rows"] > 0 for n in ("commits", "pipelines", "deployments"))
+    assert stored["merge_requests"]["rejected"] == summary.rejected == 1
+    payloads = {n: stored[n]["payloads"] for n in stored}
+    assert payloads["merge_requests"] == len(raw_keys(engine, "merge_requests")) > 0
+    again = sync(tiny, engine)
+    assert again.rows == 0
+    with engine.connect() as conn:
+        after = views.sync_overview(conn)
+    assert sum(r["rows"] for r in after) == 0  # the last sync wrote nothing ...
+    assert {r["stream"]: r["payloads"] for r in after} == payloads  # ... the store keeps all

@@ -255,7 +255,7 @@ def test_every_week_of_the_period_is_on_the_deployments_chart(
 
     url, _ = warehouse
     scope = Scope.default(ZONE)
-    per_week = data.deployments_per_week(url, scope, _rules(_settings()))
+    per_week = data.deployments_per_bucket(url, scope, _rules(_settings()))
     weeks = stats.weeks_between(scope.since, scope.until, scope.zone)
     teams = sorted(set(per_week["team"]))
     assert teams and list(zip(per_week["week"], per_week["team"], strict=True)) == [

@@ -200,6 +200,9 @@ def test_pdf_text_holds_the_headline_and_its_pages_render(
         [pdftotext, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
     ).stdout
     assert report.title in text
+    attempts = "Deployment attempts per service and environment"
+    assert attempts in text and "in the XLSX (sheet environments)" in text  # not its rows
+    assert report.environments and "in the XLSX" not in render(report, "html").decode()
     lines = text.splitlines()
     for pair in headline_texts(report):
         label, value = pair.split("|")

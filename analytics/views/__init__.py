@@ -9,7 +9,11 @@ their web URLs.
 """
 
 from analytics.views._common import commit_url, compare_url
-from analytics.views.attention import comparison_weeks, services_needing_attention
+from analytics.views.attention import (
+    comparison_buckets,
+    comparison_weeks,
+    services_needing_attention,
+)
 from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
@@ -35,6 +39,7 @@ __all__ = [
     "check_names",
     "commit_url",
     "compare_url",
+    "comparison_buckets",
     "comparison_weeks",
     "default_branches",
     "deployments_by_service_environment",

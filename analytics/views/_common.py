@@ -34,6 +34,15 @@ def scoped_chain(scope: Scope, query: Any) -> Any:
     return query.where(scope.period(DeploymentChain.finished_at))
 
 
+FAILURE_REASONS = ("incident", "rollback", "hotfix")  # the columns of change_failure, in order
+
+
+def failure_reasons(row: dict[str, Any]) -> str:
+    """What made a deployment a failed change, in words (`incident, rollback`; empty for none),
+    popping the row's change_failure flags."""
+    return ", ".join(k for k in FAILURE_REASONS if row.pop(k))
+
+
 def commit_url(repo_url: str | None, sha: str | None) -> str | None:
     """GitLab's page of a commit (None without a repository URL or a sha)."""
     return f"{repo_url}/-/commit/{sha}" if repo_url and sha else None

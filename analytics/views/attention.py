@@ -15,7 +15,7 @@ The recent week is the last complete ISO week of the period and the one before i
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -36,13 +36,19 @@ DRIFT_NOTICED_HOURS = 7 * 24
 def comparison_weeks(scope: Scope) -> tuple[tuple[str, Window], tuple[str, Window]] | None:
     """The last complete ISO week inside the period and the week before it, as (key, window);
     None when the period holds fewer than two complete weeks."""
+    return comparison_buckets(scope, "week")
+
+
+def comparison_buckets(
+    scope: Scope, by: str = "week"
+) -> tuple[tuple[str, Window], tuple[str, Window]] | None:
+    """The last complete local ISO week (`by` week) or month (`by` month) inside the period and
+    the one before it, as (key, window); None when the period holds fewer than two complete."""
     zone = scope.zone
+    between = stats.weeks_between if by == "week" else stats.months_between
     complete = []
-    for key in stats.weeks_between(scope.since, scope.until, zone):
-        year, number = key.split("-W")
-        monday = datetime.fromisocalendar(int(year), int(number), 1).date()
-        start = datetime.combine(monday, time(0), tzinfo=zone)
-        end = datetime.combine(monday + timedelta(days=7), time(0), tzinfo=zone)
+    for key in between(scope.since, scope.until, zone):
+        start, end = stats.bucket_bounds(key, zone)
         if start >= scope.since and end <= scope.until:
             complete.append((key, (start, end)))
     return (complete[-1], complete[-2]) if len(complete) >= 2 else None

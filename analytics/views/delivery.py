@@ -11,7 +11,14 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
 from analytics.scope import Scope, UnknownName, unknown_names
-from analytics.views._common import Seconds, Window, as_dicts, commit_url, scoped_chain
+from analytics.views._common import (
+    Seconds,
+    Window,
+    as_dicts,
+    commit_url,
+    failure_reasons,
+    scoped_chain,
+)
 from warehouse.schema import (
     ChangeFailure,
     Commit,
@@ -118,37 +125,64 @@ def slowest_changes(conn: Connection, scope: Scope, limit: int = 20) -> list[dic
     repo_id = DEPLOYMENT_REPO
     query = query.add_columns(repo_id.label("repo_id")).order_by(lead.desc()).limit(limit)
     top = as_dicts(conn.execute(query))
-    pairs = {(r["repo_id"], r["sha"]) for r in top}
-    if not pairs:
-        return []
-    commits = {
-        (c.repo_id, c.sha): c
-        for c in conn.execute(
-            select(Commit.repo_id, Commit.sha, Commit.title, Commit.author_name).where(
-                _any_pair(Commit.repo_id, Commit.sha, pairs)
-            )
-        )
-    }
-    repos = dict(
-        conn.execute(select(Repo.id, Repo.web_url).where(Repo.id.in_({p[0] for p in pairs}))).all()
+    described = describe_changes(conn, top)
+    keep = (
+        "service",
+        "sha",
+        "title",
+        "author",
+        "started_at",
+        "deployed_at",
+        "lead_time_hours",
+        "commit_url",
+        "merge_request",
+        "merge_request_url",
     )
-    mrs = _merge_requests_of(conn, pairs)
+    return [{k: r[k] for k in keep} for r in described]
+
+
+def describe_changes(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` of changes (`repo_id`, `sha`, `started_at`, `deployed_at`: a page, never a table)
+    with their commit's title and author, the merged MR that brought each (`merge_request`
+    "!iid title", its URL and its created/first review/merged times), the lead time in hours and
+    a link to the commit; three selects for the whole list."""
+    pairs = {(r["repo_id"], r["sha"]) for r in rows if r["repo_id"] is not None}
+    if not pairs:
+        commits: dict[tuple[int, str], Any] = {}
+        repos: dict[int, str | None] = {}
+        mrs: dict[tuple[int, str], dict[str, Any]] = {}
+    else:
+        commits = {
+            (c.repo_id, c.sha): c
+            for c in conn.execute(
+                select(Commit.repo_id, Commit.sha, Commit.title, Commit.author_name).where(
+                    _any_pair(Commit.repo_id, Commit.sha, pairs)
+                )
+            )
+        }
+        repos = dict(
+            conn.execute(
+                select(Repo.id, Repo.web_url).where(Repo.id.in_({p[0] for p in pairs}))
+            ).all()
+        )
+        mrs = merge_requests_of(conn, pairs)
     out = []
-    for r in top:
+    for r in rows:
         key = (r["repo_id"], r["sha"])
         commit, mr = commits.get(key), mrs.get(key, {})
+        started, deployed = r["started_at"], r["deployed_at"]
         out.append(
             {
-                "service": r["service"],
-                "sha": r["sha"],
+                **r,
                 "title": commit.title if commit else None,
                 "author": commit.author_name if commit else None,
-                "started_at": r["started_at"],
-                "deployed_at": r["deployed_at"],
-                "lead_time_hours": stats.hours(r["deployed_at"] - r["started_at"]),
+                "lead_time_hours": stats.hours(deployed - started) if started else None,
                 "commit_url": commit_url(repos.get(r["repo_id"]), r["sha"]),
                 "merge_request": mr.get("title"),
                 "merge_request_url": mr.get("web_url"),
+                "mr_created_at": mr.get("created_at"),
+                "mr_first_review_at": mr.get("first_review_at"),
+                "mr_merged_at": mr.get("merged_at"),
             }
         )
     return out
@@ -159,13 +193,21 @@ def _any_pair(repo_column: Any, sha_column: Any, pairs: set[tuple[int, str]]) ->
     return or_(*(and_(repo_column == repo, sha_column == sha) for repo, sha in sorted(pairs)))
 
 
-def _merge_requests_of(
+def merge_requests_of(
     conn: Connection, pairs: set[tuple[int, str]]
 ) -> dict[tuple[int, str], dict[str, Any]]:
     """(repo, sha) -> the merged MR that brought the commit: as its squash or merge commit, else
     as one of its commits."""
     found: dict[tuple[int, str], dict[str, Any]] = {}
-    columns = (MergeRequest.repo_id, MergeRequest.iid, MergeRequest.title, MergeRequest.web_url)
+    columns = (
+        MergeRequest.repo_id,
+        MergeRequest.iid,
+        MergeRequest.title,
+        MergeRequest.web_url,
+        MergeRequest.created_at,
+        MergeRequest.first_review_at,
+        MergeRequest.merged_at,
+    )
     merged = MergeRequest.state == "merged"
     via = (
         select(*columns, MrCommit.sha)
@@ -183,8 +225,15 @@ def _merge_requests_of(
             )
         )
     for query in queries:
-        for repo_id, iid, title, url, sha in conn.execute(query):
-            found[(repo_id, sha)] = {"iid": iid, "title": f"!{iid} {title or ''}", "web_url": url}
+        for repo_id, iid, title, url, created, reviewed, merged_at, sha in conn.execute(query):
+            found[(repo_id, sha)] = {
+                "iid": iid,
+                "title": f"!{iid} {title or ''}",
+                "web_url": url,
+                "created_at": created,
+                "first_review_at": reviewed,
+                "merged_at": merged_at,
+            }
     return found
 
 
@@ -243,7 +292,7 @@ def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     )
     rows = as_dicts(conn.execute(query.order_by(DeploymentChain.finished_at.desc())))
     for r in rows:
-        r["reasons"] = ", ".join(k for k in ("incident", "rollback", "hotfix") if r.pop(k))
+        r["reasons"] = failure_reasons(r)
         recovered = r["recovered_at"]
         r["recovery_hours"] = stats.hours(recovered - r["finished_at"]) if recovered else None
         r["commit_url"] = commit_url(r.pop("repo_url"), r["sha"])

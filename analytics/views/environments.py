@@ -96,9 +96,10 @@ def promotion_history(conn: Connection, scope: Scope, service: str) -> list[dict
     return as_dicts(conn.execute(query))
 
 
-def drift_matrix(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+def drift_matrix(conn: Connection, scope: Scope, behind_only: bool = False) -> list[dict[str, Any]]:
     """The latest drift snapshot of each service and environment pair (empty until drift
-    analytics have taken one)."""
+    analytics have taken one); `behind_only`: the pairs whose downstream lacks commits the
+    upstream runs, or, where the count is unknown, runs another image or none."""
     up, down = aliased(Environment), aliased(Environment)
     d = DriftSnapshot
     latest = (
@@ -139,6 +140,17 @@ def drift_matrix(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .join(down, down.id == d.downstream_environment_id),
         d.service_id,
     )
+    if behind_only:
+        query = query.where(
+            or_(
+                d.commits_behind > 0,
+                and_(
+                    d.commits_behind.is_(None),
+                    d.upstream_digest.is_not(None),
+                    or_(d.downstream_digest.is_(None), d.downstream_digest != d.upstream_digest),
+                ),
+            )
+        )
     return as_dicts(conn.execute(query.order_by(Service.name, down.position)))
 
 

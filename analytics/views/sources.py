@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, case, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from analytics.views._common import as_dicts
 from warehouse.schema import (
@@ -16,7 +16,14 @@ from warehouse.schema import (
 
 def sync_overview(conn: Connection) -> list[dict[str, Any]]:
     """Per source and stream: partitions, the last sync's start and finish, failed and running
-    partitions, and the requests, rows and rejected payloads counted by the syncs."""
+    partitions, the requests, rows written and rejected payloads of each partition's last sync,
+    and the raw payloads the warehouse keeps for the stream (`payloads`: what it has stored, which
+    a sync that changed nothing leaves as it was)."""
+    kept = (
+        select(RawPayload.source_id, RawPayload.stream, func.count().label("payloads"))
+        .group_by(RawPayload.source_id, RawPayload.stream)
+        .subquery()
+    )
     query = (
         select(
             Source.name.label("source"),
@@ -30,8 +37,12 @@ def sync_overview(conn: Connection) -> list[dict[str, Any]]:
             func.sum(SyncState.requests).label("requests"),
             func.sum(SyncState.rows).label("rows"),
             func.sum(SyncState.rejected).label("rejected"),
+            func.coalesce(func.max(kept.c.payloads), 0).label("payloads"),
         )
         .join(Source, Source.id == SyncState.source_id)
+        .outerjoin(
+            kept, and_(kept.c.source_id == SyncState.source_id, kept.c.stream == SyncState.stream)
+        )
         .group_by(Source.name, Source.kind, SyncState.stream)
         .order_by(Source.name, SyncState.stream)
     )

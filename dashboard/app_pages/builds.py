@@ -9,7 +9,7 @@ from dashboard import charts, data, show, state
 view = state.current()
 state.require_data(view)
 st.title("Builds")
-metrics = data.metrics(view.url, view.scope, view.rules, ("build",))
+metrics = data.metrics(view.url, view.scope, view.rules, ("build",), by=view.by)
 build = metrics["total"]["build"]
 columns = st.columns(5)
 with columns[0]:
@@ -42,27 +42,27 @@ with columns[4]:
 
 weeks = pd.DataFrame(
     {
-        "week": [w["week"] for w in metrics["weeks"]],
-        "partial": [w["partial"] for w in metrics["weeks"]],
-        "failed": [w["build"]["failed"] for w in metrics["weeks"]],
-        "rate": [w["build"]["failure_rate"] for w in metrics["weeks"]],
-        "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["weeks"]],
-        "p90": [(w["build"]["p90_duration_s"] or 0) / 60 for w in metrics["weeks"]],
-        "queue": [(w["build"]["median_queue_s"] or 0) / 60 for w in metrics["weeks"]],
-        "red": [w["build"]["default_branch_red_share"] for w in metrics["weeks"]],
+        view.by: [w["bucket"] for w in metrics["trend"]],
+        "partial": [w["partial"] for w in metrics["trend"]],
+        "failed": [w["build"]["failed"] for w in metrics["trend"]],
+        "rate": [w["build"]["failure_rate"] for w in metrics["trend"]],
+        "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["trend"]],
+        "p90": [(w["build"]["p90_duration_s"] or 0) / 60 for w in metrics["trend"]],
+        "queue": [(w["build"]["median_queue_s"] or 0) / 60 for w in metrics["trend"]],
+        "red": [w["build"]["default_branch_red_share"] for w in metrics["trend"]],
     }
 )
 left, right = st.columns(2)
 with left:
-    st.subheader("Failure rate per week")
+    st.subheader(f"Failure rate per {view.by}")
     show.chart(
-        charts.bars_and_rate(weeks, "week", "failed", "rate", "failed pipelines", "rate"),
+        charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed pipelines", "rate"),
         key="failure-rate",
     )
 with right:
-    st.subheader("Duration and queue time per week")
+    st.subheader(f"Duration and queue time per {view.by}")
     ys = {"p50": "median duration", "p90": "p90 duration", "queue": "median queue"}
-    show.chart(charts.lines(weeks, "week", ys, "minutes"), key="durations")
+    show.chart(charts.lines(weeks, view.by, ys, "minutes"), key="durations")
 left, right = st.columns(2)
 with left:
     st.subheader("Durations")
@@ -72,8 +72,8 @@ with left:
     else:
         show.nothing("pipelines")
 with right:
-    st.subheader("Default-branch red time per week")
-    show.chart(charts.lines(weeks, "week", {"red": "red share"}, "share"), key="red")
+    st.subheader(f"Default-branch red time per {view.by}")
+    show.chart(charts.lines(weeks, view.by, {"red": "red share"}, "share"), key="red")
 
 st.subheader("Default branches")
 branches = data.table("default_branches", view.url, view.scope)

@@ -44,8 +44,9 @@ else:
             "failed": "failed partitions",
             "running": "running",
             "requests": "requests",
-            "rows": "rows",
-            "rejected": "rejected",
+            "payloads": "payloads stored",
+            "rows": "rows written by the last sync",
+            "rejected": "rejected payloads",
         },
         key="streams",
     )

@@ -3,19 +3,24 @@ attempts per service and environment."""
 
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
 st.title("Deployments")
 metrics = data.metrics(
-    view.url, view.scope, view.rules, ("deployment_frequency", "deployment_failure_rate")
+    view.url,
+    view.scope,
+    view.rules,
+    ("deployment_frequency", "deployment_failure_rate"),
+    by=view.by,
 )
 frequency = metrics["total"]["deployment_frequency"]
 attempts = metrics["total"]["deployment_failure_rate"]
 columns = st.columns(4)
 with columns[0]:
     show.tile("Production deployments", show.number(frequency["deployments"]))
+    drill.link("deployments", "The deployments", status="success", kind="app")
 with columns[1]:
     show.tile("Deployment days", show.number(frequency["deployment_days"]))
 with columns[2]:
@@ -33,12 +38,17 @@ with columns[3]:
         "(every environment)",
     )
 
-st.subheader("Production deployments per week")
-per_week = data.deployments_per_week(view.url, view.scope, view.rules)
+st.subheader(f"Production deployments per {view.by}")
+per_week = data.deployments_per_bucket(view.url, view.scope, view.rules, view.by)
 if per_week.empty:
     show.nothing("production deployments")
 else:
-    show.chart(charts.bars(per_week, "week", "deployments", "team"), key="per-week")
+    event = show.chart(
+        charts.bars(per_week, view.by, "deployments", "team"), key="per-week", select=True
+    )
+    week = drill.clicked(event)
+    if week is not None:
+        drill.go("deployments", bucket=week, status="success", kind="app")
 
 st.subheader("Calendar")
 per_day = data.deployments_per_day(view.url, view.scope, view.rules)
@@ -57,8 +67,14 @@ else:
     matrix["failure rate"] = (matrix["failed"] / (matrix["failed"] + matrix["successful"])).map(
         show.percent
     )
+    matrix["rows_url"] = [
+        drill.row_link("deployments", service=[r.service], env=r.environment, kind="app")
+        for r in matrix.itertuples()
+    ]
     show.table(
         matrix,
+        links={"rows_url": "deployments"},
+        link_texts={"rows_url": "list"},
         columns={
             "service": "service",
             "environment": "environment",

@@ -10,7 +10,7 @@ view = state.current()
 state.require_data(view)
 st.title("Failures and recovery")
 names = ("change_failure_rate", "recovery_time", "rework_rate")
-metrics = data.metrics(view.url, view.scope, view.rules, names)
+metrics = data.metrics(view.url, view.scope, view.rules, names, by=view.by)
 cfr, recovery, rework = (metrics["total"][n] for n in names)
 columns = st.columns(4)
 with columns[0]:
@@ -47,16 +47,16 @@ st.caption(
     + ", ".join(f"{name} {count}" for name, count in reasons.items())
 )
 
-st.subheader("Change failure rate per week")
+st.subheader(f"Change failure rate per {view.by}")
 weeks = pd.DataFrame(
     {
-        "week": [w["week"] for w in metrics["weeks"]],
-        "partial": [w["partial"] for w in metrics["weeks"]],
-        "failed": [w["change_failure_rate"]["failed"] for w in metrics["weeks"]],
-        "rate": [w["change_failure_rate"]["rate"] for w in metrics["weeks"]],
+        view.by: [w["bucket"] for w in metrics["trend"]],
+        "partial": [w["partial"] for w in metrics["trend"]],
+        "failed": [w["change_failure_rate"]["failed"] for w in metrics["trend"]],
+        "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
 )
-show.chart(charts.bars_and_rate(weeks, "week", "failed", "rate", "failed changes", "rate"))
+show.chart(charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed changes", "rate"))
 
 failed = data.table("failed_changes", view.url, view.scope)
 left, right = st.columns([3, 2])
@@ -65,7 +65,7 @@ with left:
     if failed.empty:
         show.nothing("failed changes")
     else:
-        failed["recovery"] = failed["recovery_hours"].map(show.hours)
+        failed["recovery (h)"] = failed["recovery_hours"].map(show.in_hours)
         show.table(
             failed,
             links={"deployment_url": "deployment", "commit_url": "commit"},
@@ -75,7 +75,7 @@ with left:
                 "reasons": "reasons",
                 "ref": "ref",
                 "recovered_at": "recovered",
-                "recovery": "recovery",
+                "recovery (h)": "recovery (h)",
             },
             key="failed",
         )
@@ -97,12 +97,7 @@ incidents = data.table("incidents", view.url, view.scope)
 if incidents.empty:
     show.nothing("incidents")
 else:
-    incidents["time to restore"] = [
-        "resolved before opened" if backwards else show.hours(hours)
-        for hours, backwards in zip(
-            incidents["restore_hours"], incidents["resolved_before_opened"], strict=True
-        )
-    ]
+    incidents["time to restore (h)"] = incidents["restore_hours"].map(show.in_hours)
     show.table(
         incidents,
         links={"url": "incident"},
@@ -112,7 +107,8 @@ else:
             "severity": "severity",
             "title": "title",
             "resolved_at": "resolved",
-            "time to restore": "time to restore",
+            "time to restore (h)": "time to restore (h)",
+            "resolved_before_opened": "resolved before opened",
         },
         key="incidents",
     )

@@ -4,12 +4,12 @@ MRs not yet in production, and the slowest changes with links to their commit an
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
 st.title("Lead time for changes")
-metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",))
+metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",), by=view.by)
 lead = metrics["total"]["lead_time"]
 columns = st.columns(4)
 with columns[0]:
@@ -18,6 +18,7 @@ with columns[1]:
     show.tile("p90 lead time", show.hours(lead["p90_hours"]))
 with columns[2]:
     show.tile("Changes deployed", show.number(lead["changes"]), caption="merge commits excluded")
+    drill.link("changes", "The changes")
 with columns[3]:
     show.tile(
         "Merge requests deployed",
@@ -40,20 +41,27 @@ with left:
     st.subheader("Distribution")
     histogram = data.lead_time_histogram(view.url, view.scope, view.rules)
     if lead["changes"]:
-        show.chart(charts.histogram(histogram, "lead time", "changes"))
+        event = show.chart(
+            charts.histogram(histogram, "lead time", "changes"), key="histogram", select=True
+        )
+        st.caption("Click a bar for its changes.")
+        index = drill.clicked(event, "point_index")
+        if index is not None:
+            bucket = histogram.iloc[int(index)]
+            drill.go("changes", min_hours=bucket["low"], max_hours=bucket["high"])
     else:
         show.nothing("changes deployed")
 with right:
-    st.subheader("Median and p90 per week")
+    st.subheader(f"Median and p90 per {view.by}")
     weeks = pd.DataFrame(
         {
-            "week": [w["week"] for w in metrics["weeks"]],
-            "partial": [w["partial"] for w in metrics["weeks"]],
-            "p50": [w["lead_time"]["median_hours"] for w in metrics["weeks"]],
-            "p90": [w["lead_time"]["p90_hours"] for w in metrics["weeks"]],
+            view.by: [w["bucket"] for w in metrics["trend"]],
+            "partial": [w["partial"] for w in metrics["trend"]],
+            "p50": [w["lead_time"]["median_hours"] for w in metrics["trend"]],
+            "p90": [w["lead_time"]["p90_hours"] for w in metrics["trend"]],
         }
     )
-    show.chart(charts.lines(weeks, "week", {"p50": "median", "p90": "p90"}, "hours"))
+    show.chart(charts.lines(weeks, view.by, {"p50": "median", "p90": "p90"}, "hours"))
 
 st.subheader("Merge-request stages")
 stage_names = ("coding", "pickup", "review", "deploy")
@@ -61,7 +69,7 @@ stages = pd.DataFrame(
     [
         {"label": label, "stage": name, "hours": figures["lead_time"]["stages"][name]}
         for label, figures in [("period", metrics["total"])]
-        + [(w["week"], w) for w in metrics["weeks"]]
+        + [(w["bucket"], w) for w in metrics["trend"]]
         for name in stage_names
     ]
 )
@@ -85,7 +93,7 @@ slowest = data.table("slowest_changes", view.url, view.scope)
 if slowest.empty:
     show.nothing("changes deployed")
 else:
-    slowest["lead time"] = slowest["lead_time_hours"].map(show.hours)
+    slowest["lead time (h)"] = slowest["lead_time_hours"].map(show.in_hours)
     slowest["commit"] = slowest["sha"].str[:10]
     show.table(
         slowest,
@@ -94,7 +102,7 @@ else:
             "service": "service",
             "commit": "commit",
             "title": "title",
-            "lead time": "lead time",
+            "lead time (h)": "lead time (h)",
             "started_at": "started",
             "deployed_at": "in production",
             "merge_request": "merge request",

@@ -1,0 +1,243 @@
+"""Drill-down: links from tiles, chart bars and table rows to the Deployments and Changes lists,
+and the lists themselves (`show_list`), a page at a time, filterable and downloadable as CSV.
+
+Every filter lives in the URL: the sidebar's (period, team, service, environment: whatever
+`state.filter_params()` says they are) and the list's own (`bucket` a week `2026-W05` or month
+`2026-02`, `status`, `kind`, `failed`, `commit`, `min_hours`, `max_hours`) and the page cursor
+(`after`), so a link reproduces the view. Links carry the sidebar's filters unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode
+
+import pandas as pd
+import streamlit as st
+
+from analytics.views.drilldown import ListFilters, Page, cursor_text, parse_cursor
+from dashboard import data, show, state
+
+PAGES = {
+    "deployments": "app_pages/deployments_list.py",
+    "changes": "app_pages/changes_list.py",
+}
+PAGE_SIZE = 50
+DIGEST_SHOWN = 15  # `sha256:` and 8 hex digits; the full digest is in the CSV
+SHA_SHOWN = 8
+
+
+def params(**extra: Any) -> dict[str, Any]:
+    """The sidebar's filters of this view plus `extra` list filters (None values left out)."""
+    return {**state.filter_params(), **_given(extra)}
+
+
+def _given(extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` as query parameters: None and NaN left out, values as text."""
+    return {k: v if isinstance(v, list) else str(v) for k, v in extra.items() if not _missing(v)}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def link(name: str, label: str, **extra: Any) -> None:
+    """A link to the list `name` (`deployments`, `changes`) keeping the view's filters."""
+    st.page_link(PAGES[name], label=label, icon=":material/list:", query_params=params(**extra))
+
+
+def go(name: str, **extra: Any) -> None:
+    """Open the list `name` now (a chart bar was clicked) with the `extra` list filters; the
+    sidebar's filters go along as the session's widget state (Streamlit refuses to set a query
+    parameter bound to a widget), and their widgets write them back into the URL."""
+    st.switch_page(PAGES[name], query_params=_given(extra))
+
+
+def row_link(name: str, **extra: Any) -> str:
+    """A relative URL of the list `name` with the view's filters and `extra` (a table row's link;
+    `extra` may override a sidebar filter, e.g. the row's service)."""
+    path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
+    return f"{path}?{urlencode(params(**extra), doseq=True)}"
+
+
+def clicked(event: Any, field: str = "x") -> Any:
+    """The `field` of the first point selected in a Plotly chart's selection event, or None."""
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    return points[0].get(field) if points else None
+
+
+def _number(text: str | None, name: str) -> float | None:
+    if text in (None, ""):
+        return None
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except ValueError:
+        st.error(f"The link's `{name}={text}` is not a number of hours; it is ignored.")
+        return None
+
+
+def filters_from_url() -> ListFilters:
+    """The list filters only links set (no widget): failed changes, a lead-time range."""
+    q = st.query_params
+    return ListFilters(
+        failed_change=q.get("failed") == "1",
+        min_hours=_number(q.get("min_hours"), "min_hours"),
+        max_hours=_number(q.get("max_hours"), "max_hours"),
+    )
+
+
+def _page_from_url() -> Page:
+    after = st.query_params.get("after")
+    if not after:
+        return Page(PAGE_SIZE)
+    try:
+        return Page(PAGE_SIZE, parse_cursor(after))
+    except ValueError as exc:
+        st.error(str(exc))
+        return Page(PAGE_SIZE)
+
+
+def _first_page() -> None:
+    """A changed filter starts the list again from its first page."""
+    if "after" in st.query_params:
+        del st.query_params["after"]
+
+
+def _filter_widgets(name: str, filters: ListFilters) -> ListFilters:
+    """The list's own filters as widgets bound to the URL; `filters` with their values."""
+    columns = st.columns(4)
+    bound: dict[str, Any] = {"bind": "query-params", "on_change": _first_page}
+    bucket = columns[0].text_input(
+        "Week or month", key="bucket", placeholder="2026-W05 or 2026-02", **bound
+    )
+    commit = columns[1].text_input("Commit", key="commit", placeholder="sha prefix", **bound)
+    status = kind = None
+    if name == "deployments":
+        status = columns[2].selectbox(
+            "Status",
+            ["", "success", "failed", "canceled", "running"],
+            key="status",
+            **bound,
+        )
+        kind = columns[3].selectbox("Kind", ["", "app", "schema", "config"], key="kind", **bound)
+        if filters.failed_change:
+            st.caption("Only failed changes (`failed=1` in the link).")
+    else:
+        low, high = filters.min_hours, filters.max_hours
+        if low is not None or high is not None:
+            st.caption(f"Lead time from {show.hours(low)} to {show.hours(high)}.")
+    return replace(
+        filters,
+        bucket=bucket.strip() or None,
+        commit=commit.strip() or None,
+        status=status or None,
+        kind=kind or None,
+    )
+
+
+STAGES = ("coding_hours", "pickup_hours", "review_hours", "deploy_hours")
+
+
+def _for_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as the table shows them: times to the minute, hours to a tenth, shas and digests
+    shortened (full values in the links and the CSV), a change's four stages in one column."""
+    out = frame.copy()
+    for column in ("finished_at", "deployed_at"):
+        if column in out:
+            out[column] = out[column].dt.strftime("%Y-%m-%d %H:%M")
+    if "sha" in out:
+        out["commit"] = out["sha"].str[:SHA_SHOWN]
+    if "image_digest" in out:
+        out["digest"] = out["image_digest"].str[:DIGEST_SHOWN].fillna("")
+    if "lead_time_hours" in out:
+        out["lead_time_hours"] = out["lead_time_hours"].round(1)
+        out["stages"] = [
+            " / ".join(show.DASH if pd.isna(h) else f"{h:.1f}" for h in row)
+            for row in out[list(STAGES)].itertuples(index=False)
+        ]
+    return out
+
+
+COLUMNS = {
+    "deployments": {
+        "finished_at": "finished (UTC)",
+        "service": "service",
+        "environment": "env",
+        "status": "status",
+        "commit": "commit",
+        "digest": "image digest",
+        "ref": "ref",
+        "deployer": "deployer",
+        "reasons": "failed change",
+    },
+    "changes": {
+        "deployed_at": "deployed (UTC)",
+        "service": "service",
+        "title": "title",
+        "lead_time_hours": "lead time (h)",
+        "stages": "coding / pickup / review / deploy (h)",
+        "environment": "env",
+    },
+}
+LINKS = {
+    "deployments": {"url": "source"},
+    "changes": {
+        "commit_url": "commit",
+        "merge_request_url": "merge request",
+        "deployment_url": "shipped by",
+    },
+}
+LINK_TEXTS = {  # a link column reads its commit's first 8 hex digits, its MR's number
+    "commit_url": r"/commit/([0-9a-f]{8})",
+    "merge_request_url": r"/merge_requests/(\d+)$",
+    "url": "open",
+}
+HELPS = {
+    "commit": "The first 8 characters; the full sha is in the CSV.",
+    "commit_url": "The first 8 characters; the full sha is in the link and the CSV.",
+    "digest": "Shortened; the full digest is in the CSV.",
+    "stages": "Merge-request stages: change start to MR opened, to first review, to merged, "
+    "to deployed.",
+}
+
+
+def show_list(name: str) -> None:
+    """The list `name` of the view's scope under the URL's filters: a page of rows, paging, CSV."""
+    view = state.current()
+    state.require_data(view)
+    filters = _filter_widgets(name, filters_from_url())
+    try:
+        rows, following = data.drill_page(name, view.url, view.scope, filters, _page_from_url())
+    except ValueError as exc:  # a bad week or month in the link
+        st.error(f"{exc}. Correct the week or month filter.")
+        st.stop()
+    if rows.empty:
+        show.nothing(name)
+    else:
+        show.table(
+            _for_table(rows),
+            links=LINKS[name],
+            columns=COLUMNS[name],
+            key=f"{name}-list",
+            helps=HELPS,
+            link_texts=LINK_TEXTS,
+        )
+    left, right = st.columns([1, 1])
+    with left:
+        if st.query_params.get("after") and st.button("First page", key="first-page"):
+            _first_page()
+            st.rerun()
+        if following is not None and st.button("Next page", key="next-page"):
+            st.query_params["after"] = cursor_text(following)
+            st.rerun()
+    with right:
+        st.download_button(
+            "Download CSV (every row of this filter, full digests)",
+            data=lambda: data.drill_csv(name, view.url, view.scope, filters),
+            file_name=f"{name}.csv",
+            mime="text/csv",
+            on_click="ignore",
+            key="csv",
+        )
