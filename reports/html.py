@@ -10,7 +10,7 @@ from typing import Any
 
 from reports import svg
 from reports.model import WeeklyReport
-from reports.tables import Table, cell, kind_of, show, shown_rows, tables
+from reports.tables import Table, cell, header, kind_of, show, shown_rows, tables
 
 STYLE = """
 @page { size: A4 landscape; margin: 12mm; }
@@ -149,7 +149,7 @@ def _table(table: Table, zone: Any, heading: str | None = "") -> str:
     if not table.rows:
         out.append(f'<p class="empty">{escape(table.empty)}</p>')
         return "\n".join(out)
-    head = "".join(f"<th>{escape(header)}</th>" for _, header, _ in table.columns)
+    head = "".join(f"<th>{escape(header(title, kind))}</th>" for _, title, kind in table.columns)
     body = []
     rows, more = shown_rows(table)
     for row in rows:

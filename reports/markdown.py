@@ -7,7 +7,7 @@ from typing import Any
 
 from reports.html import notices, period_line
 from reports.model import WeeklyReport, missed_targets
-from reports.tables import Table, cell, kind_of, shown_rows, tables
+from reports.tables import Table, cell, header, kind_of, shown_rows, tables
 
 NUMERIC = ("count", "hours", "ratio", "days", "unit", "change")
 
@@ -16,9 +16,9 @@ def markdown_table(table: Table, zone: Any) -> str:
     """One table as Markdown; its empty text when it has no rows."""
     if not table.rows:
         return f"_{table.empty}_"
-    header = "| " + " | ".join(h for _, h, _ in table.columns) + " |"
+    header_row = "| " + " | ".join(header(t, k) for _, t, k in table.columns) + " |"
     rule = "|" + "|".join("---:" if k in NUMERIC else "---" for _, _, k in table.columns) + "|"
-    lines = [header, rule]
+    lines = [header_row, rule]
     rows, more = shown_rows(table)
     for row in rows:
         cells = []

@@ -258,5 +258,17 @@ def show(value: Any, kind: str, zone: ZoneInfo, change: bool = False) -> str:
 
 
 def cell(table: Table, key: str, kind: str, row: dict[str, Any], zone: ZoneInfo) -> str:
-    """The text of one cell."""
-    return show(row.get(key), kind_of(kind, row), zone, change=kind == "change")
+    """The text of one cell. A column of hours holds bare hours (its header says "(h)": one unit
+    per column); a headline row's figure carries its own unit (h, or d from 48 h)."""
+    value = row.get(key)
+    if kind == "hours" and value is not None:
+        return f"{value:,.1f}"
+    return show(value, kind_of(kind, row), zone, change=kind == "change")
+
+
+SUFFIX = {"hours": " (h)", "days": " (days)"}
+
+
+def header(title: str, kind: str) -> str:
+    """A column's header, with the unit its cells leave out."""
+    return title + SUFFIX.get(kind, "")

@@ -15,15 +15,9 @@ from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 
 from reports.model import WeeklyReport
-from reports.tables import Table, kind_of, tables
+from reports.tables import Table, header, kind_of, tables
 
 FORMATS = {"hours": "0.0", "days": "0.0", "ratio": "0.0%", "time": "yyyy-mm-dd hh:mm"}
-SUFFIX = {"hours": " (h)", "days": " (days)"}
-
-
-def header(key: str, title: str, kind: str) -> str:
-    """The column header a sheet shows (units in it, since cells hold bare numbers)."""
-    return title + SUFFIX.get(kind, "")
 
 
 def excel_value(value: Any, kind: str, zone: ZoneInfo) -> Any:
@@ -65,10 +59,7 @@ def _sheet(book: Workbook, table: Table, zone: ZoneInfo) -> None:
     sheet = book.create_sheet(table.name[:31])
     kinds = [kind if kind not in ("unit", "change") else "number" for _, _, kind in table.columns]
     sheet.append(
-        [
-            header(key, title, kind)
-            for (key, title, _), kind in zip(table.columns, kinds, strict=True)
-        ]
+        [header(title, kind) for (key, title, _), kind in zip(table.columns, kinds, strict=True)]
     )
     for c in sheet[1]:
         c.font = Font(bold=True)

@@ -22,9 +22,8 @@ from sqlalchemy import Engine
 from reports.markdown import markdown_table, render_markdown, summary
 from reports.model import WeeklyReport, build_report
 from reports.render import render, report_json
-from reports.tables import cell, kind_of, tables
+from reports.tables import cell, header, kind_of, tables
 from reports.week import parse_week
-from reports.xlsx import header
 from tests.test_reports import RULES, fill
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
@@ -110,13 +109,31 @@ def test_markdown_has_the_same_headline_table(report: WeeklyReport) -> None:
     assert "\n## " not in short  # the chat summary is the headline only
 
 
+def test_a_column_of_hours_has_one_unit_in_its_header(report: WeeklyReport) -> None:
+    """Columns of hours say "(h)" in the header and hold bare hours (never "3.2 d" beside
+    "37.5 h"); the headline's figures, a unit per row, keep theirs."""
+    zone = report.scope.zone
+    md = render_markdown(report)
+    seen = 0
+    for table in tables(report)[1:]:
+        for key, title, kind in table.columns:
+            if kind != "hours":
+                continue
+            assert f"{title} (h)" in md
+            for row in table.rows:
+                if row.get(key) is not None:
+                    seen += 1
+                    assert re.fullmatch(r"-?[\d,]+\.\d", cell(table, key, kind, row, zone))
+    assert seen
+
+
 def test_xlsx_reads_back_equal_to_the_data(report: WeeklyReport) -> None:
     book = pd.read_excel(BytesIO(render(report, "xlsx")), sheet_name=None, engine="openpyxl")
     zone = report.scope.zone
     assert list(book) == ["About", *(t.name for t in tables(report))]
     for table in tables(report):
         sheet = book[table.name]
-        assert list(sheet.columns) == [header(k, t, kind) for k, t, kind in table.columns]
+        assert list(sheet.columns) == [header(t, kind) for _, t, kind in table.columns]
         assert len(sheet) == len(table.rows)
         for (key, _, kind), column in zip(table.columns, sheet.columns, strict=True):
             for row, got in zip(table.rows, sheet[column], strict=True):
