@@ -4,7 +4,7 @@ recovery times, and incidents."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -56,7 +56,15 @@ weeks = pd.DataFrame(
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
 )
-show.chart(charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed changes", "rate"))
+event = show.chart(
+    charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed changes", "rate"),
+    key=f"failed-{view.by}",
+    select=True,
+)
+bucket = drill.clicked(event)
+if bucket:
+    drill.go("deployments", bucket=bucket, failed=1)
+drill.link("deployments", "The failed changes", failed=1)
 
 failed = data.table("failed_changes", view.url, view.scope)
 left, right = st.columns([3, 2])
