@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 import streamlit as st
+from plotly.graph_objects import Figure
 
 from analytics.views.drilldown import ListFilters, Page, cursor_text, parse_cursor
 from dashboard import data, show, state
@@ -60,6 +61,14 @@ def row_link(name: str, **extra: Any) -> str:
     `extra` may override a sidebar filter, e.g. the row's service)."""
     path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
     return f"{path}?{urlencode(params(**extra), doseq=True)}"
+
+
+def bars(name: str, figure: Figure, key: str, **extra: Any) -> None:
+    """A chart whose bars open the list `name` of the clicked week or month, with `extra` list
+    filters."""
+    bucket = clicked(show.chart(figure, key=key, select=True))
+    if bucket is not None:
+        go(name, bucket=bucket, **extra)
 
 
 def clicked(event: Any, field: str = "x") -> Any:

@@ -43,12 +43,13 @@ per_week = data.deployments_per_bucket(view.url, view.scope, view.rules, view.by
 if per_week.empty:
     show.nothing("production deployments")
 else:
-    event = show.chart(
-        charts.bars(per_week, view.by, "deployments", "team"), key="per-week", select=True
+    drill.bars(
+        "deployments",
+        charts.bars(per_week, view.by, "deployments", "team"),
+        key="per-week",
+        status="success",
+        kind="app",
     )
-    week = drill.clicked(event)
-    if week is not None:
-        drill.go("deployments", bucket=week, status="success", kind="app")
 
 st.subheader("Calendar")
 per_day = data.deployments_per_day(view.url, view.scope, view.rules)

@@ -56,14 +56,12 @@ weeks = pd.DataFrame(
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
 )
-event = show.chart(
+drill.bars(
+    "deployments",
     charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed changes", "rate"),
     key=f"failed-{view.by}",
-    select=True,
+    failed=1,
 )
-bucket = drill.clicked(event)
-if bucket:
-    drill.go("deployments", bucket=bucket, failed=1)
 drill.link("deployments", "The failed changes", failed=1)
 
 failed = data.table("failed_changes", view.url, view.scope)

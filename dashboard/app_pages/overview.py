@@ -24,15 +24,14 @@ weeks = pd.DataFrame(
         "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
     }
 )
-event = show.chart(
+drill.bars(
+    "deployments",
     charts.bars_and_rate(weeks, view.by, "deployments", "rate", "deployments", "failure rate"),
     key=f"trend-{view.by}",
-    select=True,
+    status="success",
+    kind="app",
 )
 st.caption(f"Click a {view.by}'s bar for its production deployments.")
-week = drill.clicked(event)
-if week is not None:
-    drill.go("deployments", bucket=week, status="success", kind="app")
 st.subheader("Teams")
 teams = pd.DataFrame(
     {
