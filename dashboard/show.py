@@ -157,6 +157,19 @@ def chart(figure: Figure, key: str | None = None, select: bool = False) -> Any:
     return None
 
 
+def trend(metrics: dict[str, Any], by: str, **columns: tuple[str, str]) -> pd.DataFrame:
+    """The trend rows of `data.metrics` as a frame: the week or month (column `by`), `partial`,
+    and each of `columns` as name=(metric, figure)."""
+    rows = metrics["trend"]
+    return pd.DataFrame(
+        {
+            by: [w["bucket"] for w in rows],
+            "partial": [w["partial"] for w in rows],
+            **{name: [w[m][f] for w in rows] for name, (m, f) in columns.items()},
+        }
+    )
+
+
 def nothing(what: str) -> None:
     """The note a section shows when its scope holds nothing."""
     st.caption(f"No {what} in this scope.")

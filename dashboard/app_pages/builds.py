@@ -40,18 +40,18 @@ with columns[4]:
         caption=f"in {build['pipelines_with_failed_tests']:,} pipelines",
     )
 
-weeks = pd.DataFrame(
-    {
-        view.by: [w["bucket"] for w in metrics["trend"]],
-        "partial": [w["partial"] for w in metrics["trend"]],
-        "failed": [w["build"]["failed"] for w in metrics["trend"]],
-        "rate": [w["build"]["failure_rate"] for w in metrics["trend"]],
-        "p50": [(w["build"]["median_duration_s"] or 0) / 60 for w in metrics["trend"]],
-        "p90": [(w["build"]["p90_duration_s"] or 0) / 60 for w in metrics["trend"]],
-        "queue": [(w["build"]["median_queue_s"] or 0) / 60 for w in metrics["trend"]],
-        "red": [w["build"]["default_branch_red_share"] for w in metrics["trend"]],
-    }
+weeks = show.trend(
+    metrics,
+    view.by,
+    failed=("build", "failed"),
+    rate=("build", "failure_rate"),
+    p50=("build", "median_duration_s"),
+    p90=("build", "p90_duration_s"),
+    queue=("build", "median_queue_s"),
+    red=("build", "default_branch_red_share"),
 )
+for seconds in ("p50", "p90", "queue"):  # minutes (a week without pipelines draws 0)
+    weeks[seconds] = pd.to_numeric(weeks[seconds]).fillna(0) / 60
 left, right = st.columns(2)
 with left:
     st.subheader(f"Failure rate per {view.by}")

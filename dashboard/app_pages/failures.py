@@ -1,7 +1,6 @@
 """Failures and recovery: change failure rate per week, the failed changes with their reasons,
 recovery times, and incidents."""
 
-import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, drill, show, state
@@ -48,13 +47,8 @@ st.caption(
 )
 
 st.subheader(f"Change failure rate per {view.by}")
-weeks = pd.DataFrame(
-    {
-        view.by: [w["bucket"] for w in metrics["trend"]],
-        "partial": [w["partial"] for w in metrics["trend"]],
-        "failed": [w["change_failure_rate"]["failed"] for w in metrics["trend"]],
-        "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
-    }
+weeks = show.trend(
+    metrics, view.by, failed=("change_failure_rate", "failed"), rate=("change_failure_rate", "rate")
 )
 drill.bars(
     "deployments",

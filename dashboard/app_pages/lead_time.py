@@ -53,13 +53,8 @@ with left:
         show.nothing("changes deployed")
 with right:
     st.subheader(f"Median and p90 per {view.by}")
-    weeks = pd.DataFrame(
-        {
-            view.by: [w["bucket"] for w in metrics["trend"]],
-            "partial": [w["partial"] for w in metrics["trend"]],
-            "p50": [w["lead_time"]["median_hours"] for w in metrics["trend"]],
-            "p90": [w["lead_time"]["p90_hours"] for w in metrics["trend"]],
-        }
+    weeks = show.trend(
+        metrics, view.by, p50=("lead_time", "median_hours"), p90=("lead_time", "p90_hours")
     )
     show.chart(charts.lines(weeks, view.by, {"p50": "median", "p90": "p90"}, "hours"))
 

@@ -16,13 +16,11 @@ metrics = data.metrics(
 tiles.dora_tiles(metrics, view.scope, view.by, view.targets)
 
 st.subheader(f"Deployments and change failure rate per {view.by}")
-weeks = pd.DataFrame(
-    {
-        view.by: [w["bucket"] for w in metrics["trend"]],
-        "partial": [w["partial"] for w in metrics["trend"]],
-        "deployments": [w["change_failure_rate"]["deployments"] for w in metrics["trend"]],
-        "rate": [w["change_failure_rate"]["rate"] for w in metrics["trend"]],
-    }
+weeks = show.trend(
+    metrics,
+    view.by,
+    deployments=("change_failure_rate", "deployments"),
+    rate=("change_failure_rate", "rate"),
 )
 drill.bars(
     "deployments",
