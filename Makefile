@@ -51,4 +51,4 @@ clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
 
 docs: $(STAMP)
-	$(BIN)/python -c "from cdmetrics.settings import config_reference; print(config_reference(), end='')" > docs/CONFIG.md
+	$(BIN)/python -c "from config.settings import config_reference; print(config_reference(), end='')" > docs/CONFIG.md

@@ -36,7 +36,7 @@ from analytics.promotion import (
     upstream_of,
 )
 from analytics.views.delivery import name_problems
-from cdmetrics.settings import PoliciesSettings
+from config.settings import PoliciesSettings
 from warehouse.schema import (
     Environment,
     Image,

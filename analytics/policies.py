@@ -28,7 +28,7 @@ from analytics.promotion import (
     upstream_of,
 )
 from analytics.unmerged import unmerged_branches
-from cdmetrics.settings import PoliciesSettings
+from config.settings import PoliciesSettings
 from warehouse.schema import (
     Branch,
     Commit,

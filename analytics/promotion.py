@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
-from cdmetrics.settings import UntestedImagePolicy
+from config.settings import UntestedImagePolicy
 from warehouse.schema import Deployment, Environment, Image
 
 SEMVER_TAG = re.compile(r"^(refs/tags/.+|v?\d+\.\d+(\.\d+)?([-+].*)?)$")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from analytics import gate as gate_analytics
 from cdmetrics.render import render_gate
-from cdmetrics.settings import ConfigError, Settings
+from config.settings import ConfigError, Settings
 from warehouse.engine import WarehouseURLError
 from warehouse.migrate import NewerWarehouseError
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from analytics.derive import FailureRules
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from reports.week import ReportError, last_complete_week, parse_week
 from warehouse.engine import normalise_url, open_warehouse
 

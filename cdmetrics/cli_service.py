@@ -14,7 +14,7 @@ from rich.markup import escape
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from warehouse.engine import normalise_url, open_warehouse
 
 err = Console(stderr=True)

@@ -37,7 +37,6 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from cdmetrics.settings import Settings
 from collectors.cdevents_models import (
     CONTENT,
     ArtifactPackagedContent,
@@ -64,6 +63,7 @@ from collectors.events import (
     writer_for,
 )
 from collectors.payload import RejectedPayload, short
+from config.settings import Settings
 from warehouse.schema import Deployment, Image, Incident, MergeRequest, Pipeline, TestRun
 
 CDEVENTS = SourceRef("cdevents", "cdevents")

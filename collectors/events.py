@@ -36,8 +36,8 @@ from urllib.parse import parse_qs, unquote
 from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cdmetrics.settings import Settings
 from collectors.http import redact_url
+from config.settings import Settings
 from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base, Deployment, Image, Repo, Service, Team, table_of

@@ -47,10 +47,10 @@ from urllib.parse import urlsplit, urlunsplit
 from rich.progress import Progress, TaskID
 from sqlalchemy import Connection, Engine, delete, select
 
-from cdmetrics.settings import GitSource, Settings
 from collectors.http import redact_url
 from collectors.payload import RejectedPayload, parse_time, rejects
 from collectors.sync import Batch, SourceSummary, SyncRun, timed
+from config.settings import GitSource, Settings
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.raw import Raw
 from warehouse.schema import Branch, Commit, CommitParent, Repo, Service, Team

@@ -24,12 +24,12 @@ from gitlab.exceptions import GitlabError
 from rich.progress import Progress
 from sqlalchemy import Engine
 
-from cdmetrics.settings import GitLabSource, Settings
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import partitioned
 from collectors.sync import RESUMES, Batch, Collector, SourceSummary, SyncError, SyncRun
+from config.settings import GitLabSource, Settings
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import Repo, Service, Team

@@ -47,11 +47,11 @@ import requests
 from rich.progress import Progress
 from sqlalchemy import Connection, Engine, select
 
-from cdmetrics.settings import JenkinsSource, Settings
 from collectors import jenkins_normalize as norm
 from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import external_id_of
 from collectors.sync import Batch, Collector, SyncRun
+from config.settings import JenkinsSource, Settings
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import (

@@ -39,7 +39,6 @@ from kubernetes.client.rest import ApiException
 from rich.progress import Progress
 from sqlalchemy import Engine, select, update
 
-from cdmetrics.settings import KubernetesSource, Settings
 from collectors import kubernetes_normalize as norm
 from collectors.http import (
     MalformedBody,
@@ -51,6 +50,7 @@ from collectors.http import (
 )
 from collectors.payload import RejectedPayload
 from collectors.sync import Batch, Collector, SyncRun
+from config.settings import KubernetesSource, Settings
 from warehouse.dimensions import ensure_environment
 from warehouse.raw import Raw
 from warehouse.schema import Deployment, ObservedWorkload, Service

@@ -45,7 +45,6 @@ import httpx
 from rich.progress import Progress
 from sqlalchemy import Engine, bindparam, select, update
 
-from cdmetrics.settings import RegistrySource, Settings
 from collectors.http import (
     MalformedBody,
     PolicyTransport,
@@ -55,35 +54,14 @@ from collectors.http import (
     promised_items,
     redact_url,
 )
+from collectors.registry_types import CodePaths, RegistryError
 from collectors.sync import Collector, SyncRun
+from config.settings import RegistrySource, Settings
 from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 6
-
-
-class RegistryError(Exception):
-    """A registry request failed; the message names the status and the (redacted) URL."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class CodePaths:
-    """Image repository -> the code repository paths of the service owning it (label trust)."""
-
-    def __init__(
-        self, owners: RepositoryOwners | None = None, paths: dict[int, set[str]] | None = None
-    ):
-        self.owners = owners or RepositoryOwners([])
-        self.paths = paths or {}
-
-    def get(self, repository: str) -> set[str]:
-        """The paths of the code repository of `repository`'s service (empty: none known)."""
-        found = self.owners.owner(repository)
-        return self.paths.get(found[0], set()) if found else set()
 
 
 @dataclass

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from collectors import registry_normalize as norm
 from collectors.payload import RejectedPayload, external_id_of, parse_time
-from collectors.registry import CodePaths, RegistryError
+from collectors.registry_types import CodePaths, RegistryError
 from collectors.sync import Batch, SyncRun
 from warehouse.raw import Raw
 from warehouse.schema import Image, ImageTag, SyncState

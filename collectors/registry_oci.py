@@ -10,7 +10,7 @@ import httpx
 
 from collectors import registry_normalize as norm
 from collectors.payload import RejectedPayload
-from collectors.registry import CodePaths
+from collectors.registry_types import CodePaths
 from collectors.sync import Batch, SyncRun
 from warehouse.raw import Raw
 from warehouse.schema import Image, ImageTag

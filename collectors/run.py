@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, select
 
-from cdmetrics.settings import Settings
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.kubernetes import KubernetesCollector
 from collectors.registry import RegistryCollector
 from collectors.sync import SourceSummary
+from config.settings import Settings
 from warehouse.locks import DERIVE_LOCK, try_advisory_lock
 from warehouse.schema import Source
 from warehouse.sync_state import derived_after_last_finish, mark_derived

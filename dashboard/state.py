@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
 from analytics.scope import PeriodError, Scope, parse_period, unknown_names
-from cdmetrics.settings import ConfigError, Settings, Target, load_settings
+from config.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
 from warehouse.engine import WarehouseURLError, normalise_url
 

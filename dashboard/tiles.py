@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from analytics.scope import Scope
-from cdmetrics.settings import Target
+from config.settings import Target
 from dashboard import data, drill, show
 
 SPARKLINE_WEEKS = 12

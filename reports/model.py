@@ -28,7 +28,7 @@ from analytics.derive import FailureRules
 from analytics.metrics import STAGES, Row, ScopeData, load
 from analytics.scope import Scope, UnknownName, default_until
 from analytics.views import figures, notable
-from cdmetrics.settings import Target
+from config.settings import Target
 from reports.week import ReportError, Week, last_complete_week
 
 TREND_WEEKS = 12

@@ -245,7 +245,7 @@ class Sandbox:
     def sources(
         self, kubeconfig: str | Path | None = None
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        """Every running simulator as `[sources]` settings (`cdmetrics.settings.Sources` shape),
+        """Every running simulator as `[sources]` settings (`config.settings.Sources` shape),
         with the environment variables their secrets are read from: GitLab, Jenkins, the Harbor
         registry (the OCI one serves the same images) and, given a kubeconfig path, the cluster
         (written there)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -30,8 +31,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import cdmetrics
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from service import api, ingest
 from service.answers import READ_ANSWERS
 from service.auth import require_read
@@ -135,7 +135,7 @@ def create_app(
 
     app = FastAPI(
         title="cdmetrics",
-        version=cdmetrics.__version__,
+        version=importlib.metadata.version("cdmetrics"),
         description=(
             "Delivery metrics and branch-policy analytics: events in (CDEvents, GitLab and "
             "Jenkins webhooks), metrics and gate decisions out. See docs/SERVICE.md."

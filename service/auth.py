@@ -31,7 +31,7 @@ from fastapi import HTTPException, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBearer
 from fastapi.security.http import HTTPBasicCredentials
 
-from cdmetrics.settings import ServiceSettings
+from config.settings import ServiceSettings
 
 bearer = HTTPBearer(auto_error=False, description="A read or write token, by endpoint.")
 basic = HTTPBasic(auto_error=False, description="Jenkins: any user, the write token as password.")

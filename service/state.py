@@ -10,9 +10,9 @@ from fastapi import Request
 from sqlalchemy import Engine
 
 from analytics.derive import FailureRules
-from cdmetrics.settings import JenkinsSource, Settings
 from collectors.events import EventWriter, SourceRef, writer_for
 from collectors.webhooks_jenkins import JENKINS_WEBHOOKS
+from config.settings import JenkinsSource, Settings
 from service.auth import Secrets
 from service.freshness import Freshness
 from service.telemetry import Counters, DoraExport

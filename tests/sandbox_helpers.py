@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Column, Engine, Table, UniqueConstraint, func, select
 
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, SimulatorApp
 from sandbox.truth import SYNCED_TABLES

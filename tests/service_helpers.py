@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, func, select
 
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from service.app import create_app
 from service.server import ServiceServer
 from service.state import ServiceOptions, ServiceState

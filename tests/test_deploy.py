@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from cdmetrics.settings import ConfigError, check_secrets, load_settings
+from config.settings import ConfigError, check_secrets, load_settings
 from tests.deploy_helpers import (
     BIN,
     DEPLOY,

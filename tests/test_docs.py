@@ -8,7 +8,7 @@ from typing import Any
 import typer.main
 
 from cdmetrics.cli import app
-from cdmetrics.settings import config_reference
+from config.settings import config_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from analytics.gate import CannotDecide, evaluate
 from analytics.policies import scan
-from cdmetrics.settings import PoliciesSettings
+from config.settings import PoliciesSettings
 from tests.analytics_world import World, at
 from warehouse.schema import Image, ImageTag
 

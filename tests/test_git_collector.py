@@ -18,7 +18,6 @@ import pytest
 from rich.progress import Progress
 from sqlalchemy import Engine, select
 
-from cdmetrics.settings import GitSource, Settings
 from collectors.git import (
     Git,
     GitCollector,
@@ -29,6 +28,7 @@ from collectors.git import (
     sync_git,
 )
 from collectors.sync import SourceSummary
+from config.settings import GitSource, Settings
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
 from warehouse.schema import (

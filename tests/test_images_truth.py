@@ -18,9 +18,9 @@ from sqlalchemy import Engine, select, update
 from analytics.derive import derive
 from analytics.images import resolve_images
 from analytics.policies import scan
-from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
+from config.settings import Settings
 from sandbox import reference as ref
 from sandbox.flows import ENVIRONMENT_BRANCHES, GITLAB_FLOW
 from sandbox.generate import generate

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from cdmetrics.settings import JenkinsSource, Settings
 from collectors import jenkins_normalize as norm
 from collectors.jenkins import FOLDER_DEPTH, FOLDERS, Cursor, JenkinsCollector, JobInfo, job_tree
 from collectors.jenkins_normalize import RejectedPayload, Revision
+from config.settings import JenkinsSource, Settings
 from warehouse.schema import metadata
 from warehouse.upsert import natural_key_columns
 

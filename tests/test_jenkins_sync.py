@@ -18,10 +18,10 @@ from analytics.derive import derive
 from analytics.dora import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
-from cdmetrics.settings import Settings
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.run import run_sync
+from config.settings import Settings
 from sandbox import reference as ref
 from sandbox import truth
 from sandbox.generate import generate

@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine, func, insert, select
 
-from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
+from config.settings import Settings
 from sandbox.generate import generate
 from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 from sandbox.model import Organisation

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from analytics import dora, frames, stats, units
 from analytics.derive import FailureRules, derive
 from analytics.scope import PeriodError, Scope, parse_period
-from cdmetrics.settings import Settings
+from config.settings import Settings
 from reports.model import build_report
 from reports.render import render
 from reports.week import last_complete_week

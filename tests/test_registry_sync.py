@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from cdmetrics.settings import Settings
 from collectors.registry import RegistryCollector
 from collectors.run import run_sync
+from config.settings import Settings
 from sandbox import registry_payloads as truth
 from sandbox.generate import generate
 from sandbox.model import Organisation

@@ -22,11 +22,11 @@ from sqlalchemy.exc import OperationalError
 
 from analytics.derive import derive
 from cdmetrics.cli import _cannot_open
-from cdmetrics.settings import Settings
 from collectors.gitlab import LEASE_STREAM, GitLabCollector
 from collectors.leases import Claim
 from collectors.run import derive_once
 from collectors.sync import SourceSummary, SyncRun
+from config.settings import Settings
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox

@@ -26,8 +26,8 @@ from sqlalchemy import Engine, insert, text
 import service.ingest
 from analytics.dora import metrics
 from analytics.scope import Scope
-from cdmetrics.settings import Settings
 from collectors.cdevents import import_events, read_events
+from config.settings import Settings
 from service.state import ServiceOptions
 from tests.service_helpers import (
     FIXTURES,

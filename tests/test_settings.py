@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cdmetrics.settings import ConfigError, check_secrets, load_settings
+from config.settings import ConfigError, check_secrets, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -277,7 +277,7 @@ def test_targets_are_typed_with_units_and_a_team_overrides_the_organisation(
 
 
 def test_every_target_metric_is_a_report_headline_of_the_same_unit() -> None:
-    from cdmetrics.settings import MetricTargets
+    from config.settings import MetricTargets
     from reports.model import HEADLINE
 
     units = {key: unit for key, _, _, unit, _, _ in HEADLINE}

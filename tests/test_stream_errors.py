@@ -257,8 +257,8 @@ def test_tags_a_registry_collector_stored_first_are_still_read_from_gitlab(
     """The GitLab registry stream knows the tags it read by its own raw payloads: tags Harbor
     stored first (while the stream failed, say) are read from GitLab too, so that its record is
     whole (a resume after a failed GitLab registry stream equals an uninterrupted sync)."""
-    from cdmetrics.settings import Settings
     from collectors.registry import RegistryCollector
+    from config.settings import Settings
     from warehouse.schema import RawPayload, Source
 
     sources, environ = tiny.sources()

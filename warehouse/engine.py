@@ -10,12 +10,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from config.settings import CONNECT_TIMEOUT_S, LOCK_TIMEOUT_S, STATEMENT_TIMEOUT_S
+
 log = logging.getLogger(__name__)
 
-# Defaults of `[warehouse] connect_timeout_s`, `statement_timeout_s`, `lock_timeout_s` (0: none).
-CONNECT_TIMEOUT_S = 5.0
-STATEMENT_TIMEOUT_S = 120.0
-LOCK_TIMEOUT_S = 10.0
 SQLITE_LONGEST_BUSY_MS = 2**31 - 1  # "no limit" for SQLite's busy timeout (24 days)
 
 

@@ -167,7 +167,7 @@ def add_commits(path: Path, commits: int, seed: int = 2) -> None:
 
 SYNC_SCRIPT = """
 import json, resource, sys
-from cdmetrics.settings import GitSource, Settings
+from config.settings import GitSource, Settings
 from collectors.git import GitCollector
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from cdmetrics.settings import Settings
 from collectors.gitlab import GitLabCollector
+from config.settings import Settings
 from warehouse.engine import open_warehouse
 from warehouse.schema import (
     Branch,

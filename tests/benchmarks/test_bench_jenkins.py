@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from cdmetrics.settings import Settings
 from collectors.jenkins import JenkinsCollector, JobInfo
 from collectors.sync import SyncRun
+from config.settings import Settings
 from warehouse.engine import open_warehouse
 from warehouse.schema import Deployment, Job, Pipeline, TestRun
 

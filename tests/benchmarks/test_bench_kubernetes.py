@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from cdmetrics.settings import Settings
 from collectors.kubernetes import KubernetesCollector
+from config.settings import Settings
 from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 from warehouse.engine import open_warehouse
 from warehouse.schema import ObservedWorkload, Service

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from cdmetrics.settings import Settings
 from collectors.registry import RegistryCollector
+from config.settings import Settings
 from sandbox import registry_payloads as truth
 from sandbox.generate import generate
 from sandbox.model import Organisation

@@ -28,7 +28,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from warehouse.engine import CONNECT_TIMEOUT_S, LOCK_TIMEOUT_S, STATEMENT_TIMEOUT_S
+# Defaults of `[warehouse] connect_timeout_s`, `statement_timeout_s`, `lock_timeout_s` (0: none).
+CONNECT_TIMEOUT_S = 5.0
+STATEMENT_TIMEOUT_S = 120.0
+LOCK_TIMEOUT_S = 10.0
+
 
 DEFAULT_CONFIG = Path("cdmetrics.toml")
 ENV_PREFIX = "CDMETRICS_"
@@ -710,7 +714,7 @@ def config_reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `cdmetrics/settings.py` by `make docs`; a test checks it is current.",
+        "Generated from `config/settings.py` by `make docs`; a test checks it is current.",
         "",
         "Settings come from `cdmetrics.toml` (or `--config`, or `$CDMETRICS_CONFIG`); any key of a",
         "plain table is overridden by `CDMETRICS_<TABLE>__<KEY>` (e.g. `CDMETRICS_WAREHOUSE__URL`).",

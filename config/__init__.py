@@ -1,0 +1,1 @@
+"""Settings: the base every layer reads (cdmetrics.toml, environment variables, defaults)."""
