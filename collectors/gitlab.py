@@ -26,7 +26,14 @@ from sqlalchemy import Engine
 
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
-from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
+from collectors.http import (
+    MAX_RETRIES,
+    PolicySession,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+    redact_url,
+)
 from collectors.payload import partitioned
 from collectors.sync import RESUMES, Batch, Collector, SourceSummary, SyncError, SyncRun
 from config.settings import GitLabSource, Settings
@@ -39,7 +46,6 @@ from warehouse.vocabulary import EnvironmentMapper
 log = logging.getLogger(__name__)
 BATCH_ITEMS = 200
 LEASE_STREAM = "project"  # the sync_state row a worker claims for all of a project's streams
-MAX_RETRIES = 6
 STREAMS: tuple[streams.GitLabStream, ...] = (
     streams.Commits(),
     streams.Branches(),

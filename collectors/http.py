@@ -113,7 +113,10 @@ class RequestCounter:
             self.value += n
 
 
+# what is retried: rate limiting and the server errors a retry can cure (never another 4xx: a
+# 413 or a 404 answers the same again)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRIES = 6  # retries after the first attempt, for every client of every source
 MAX_RETRY_AFTER = 60.0  # seconds; a larger Retry-After would park a worker thread for its length
 R = TypeVar("R")
 
@@ -141,7 +144,7 @@ class RetryPolicy:
     for, whichever is longer, Retry-After capped at `max_retry_after` seconds. `sleep` waits (a
     test may record instead)."""
 
-    retries: int = 6
+    retries: int = MAX_RETRIES
     max_retry_after: float = MAX_RETRY_AFTER
     base: float = 0.1
     backoff_cap: float = 30.0
@@ -309,6 +312,9 @@ def urllib3_retry(policy: RetryPolicy, counter: RequestCounter) -> urllib3.Retry
     `policy` does, waits `policy`'s delays, and counts each retry as a request."""
 
     class PolicyRetry(urllib3.Retry):
+        # urllib3 retries a 413 that names a Retry-After; the policy never retries a 413
+        RETRY_AFTER_STATUS_CODES = RETRY_STATUSES
+
         def increment(self, *args: Any, **kwargs: Any) -> urllib3.Retry:  # type: ignore[override]
             counter.add()  # each retry is one more request
             return super().increment(*args, **kwargs)
@@ -319,7 +325,6 @@ def urllib3_retry(policy: RetryPolicy, counter: RequestCounter) -> urllib3.Retry
 
     return PolicyRetry(
         total=policy.retries,
-        connect=min(2, policy.retries),
         status_forcelist=RETRY_STATUSES,
         respect_retry_after_header=True,
         allowed_methods=frozenset({"GET"}),

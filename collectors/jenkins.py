@@ -48,7 +48,14 @@ from rich.progress import Progress
 from sqlalchemy import Connection, Engine, select
 
 from collectors import jenkins_normalize as norm
-from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
+from collectors.http import (
+    MAX_RETRIES,
+    PolicySession,
+    RateLimiter,
+    RequestCounter,
+    RetryPolicy,
+    redact_url,
+)
 from collectors.payload import external_id_of
 from collectors.sync import Batch, Collector, SyncRun
 from config.settings import JenkinsSource, Settings
@@ -68,7 +75,6 @@ from warehouse.schema import (
 from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
-MAX_RETRIES = 6
 PAGE = 100
 FOLDER_DEPTH = 4  # job levels per listing request
 BATCH_BUILDS = 200

@@ -41,6 +41,7 @@ from sqlalchemy import Engine, select, update
 
 from collectors import kubernetes_normalize as norm
 from collectors.http import (
+    MAX_RETRIES,
     MalformedBody,
     RateLimiter,
     RequestCounter,
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 # after urllib3's own retries are over): retried by the shared policy like any transient error
 BODY_ERRORS = (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError)
 STREAM = "workloads"
-MAX_RETRIES = 4
 
 
 class ClusterError(Exception):

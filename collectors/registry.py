@@ -46,6 +46,7 @@ from rich.progress import Progress
 from sqlalchemy import Engine, bindparam, select, update
 
 from collectors.http import (
+    MAX_RETRIES,
     MalformedBody,
     PolicyTransport,
     RateLimiter,
@@ -61,7 +62,6 @@ from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
 
 log = logging.getLogger(__name__)
-MAX_RETRIES = 6
 
 
 @dataclass
