@@ -35,6 +35,7 @@ from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
 from cdmetrics.cli_service import register as register_service_commands
 from cdmetrics.render import render_drift, render_metrics, render_violations
+from config.redaction import install_log_redaction
 from config.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
@@ -207,6 +208,7 @@ def _main(
     logging.basicConfig(
         level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
     )
+    install_log_redaction()
     ctx.obj = Globals(config, warehouse)
 
 

@@ -1,6 +1,7 @@
 """The HTTP policy every collector shares: a timeout on every request, one rate limiter per source
 shared by all its threads, request counting for the sync summary, and URLs with secrets masked
-before they reach a log or an error message.
+(`config.redaction.redact_url`) before they reach an error message (log records are masked by
+`config.redaction.install_log_redaction`, called by each entry point at start-up).
 
 Retries: one `RetryPolicy` for every client (429, 5xx and dropped connections; backoff with
 jitter; Retry-After in seconds or as an HTTP date, capped at `[sync] max_retry_after_s`), applied
@@ -12,9 +13,7 @@ they parse Retry-After with `int()`, which an HTTP date crashes, and wait uncapp
 from __future__ import annotations
 
 import json
-import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,55 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import requests
 import urllib3
 
-SECRET_PARAMS = re.compile(r"(?i)(token|secret|password|passwd|key|signature|auth)")
-
-
-def redact_url(url: str) -> str:
-    """`url` with user info and secret-looking query values replaced by `***`."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc
-    query = urlencode(
-        [
-            (k, "***" if SECRET_PARAMS.search(k) else v)
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*:/,",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-class RedactingFilter(logging.Filter):
-    """Masks secrets in the URLs of log records (httpx logs every request at INFO with its full
-    URL, presigned query strings included)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_url(str(a))
-                if isinstance(a, httpx.URL) or (isinstance(a, str) and "://" in a)
-                else a
-                for a in record.args
-            )
-        return True
-
-
-def install_log_redaction() -> None:
-    """Add `RedactingFilter` to the loggers of the HTTP libraries (once)."""
-    for name in ("httpx", "httpcore"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-            logger.addFilter(RedactingFilter())
-
-
-install_log_redaction()
+from config.redaction import redact_url
 
 
 class RateLimiter:

@@ -7,8 +7,10 @@ sidebar filters — and runs the chosen page from `app_pages/`. Pages only lay o
 
 import streamlit as st
 
+from config.redaction import install_log_redaction
 from dashboard import state
 
+install_log_redaction()  # start-up: URLs in log records are redacted from here on
 st.set_page_config(page_title="cdmetrics", page_icon=":material/insights:", layout="wide")
 state.login_gate()
 

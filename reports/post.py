@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from config.redaction import RedactingFilter, redact_url
+
 log = logging.getLogger(__name__)
 
 
@@ -19,37 +21,13 @@ class PostError(RuntimeError):
     """The webhook refused the message or could not be reached; the message names the host only."""
 
 
-def redact_webhook(url: str) -> str:
-    """`https://hooks.example.com/***`: scheme and host, never the path or query (the secret)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}/***"
-
-
-class _Redact(logging.Filter):
-    """Replaces the webhook URL in log records (httpx logs every request's URL at INFO)."""
-
-    def __init__(self, secret: str, shown: str) -> None:
-        super().__init__()
-        self.secret, self.shown = secret, shown
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        path = urlsplit(self.secret).path
-        if self.secret in message or (len(path) > 1 and path in message):
-            message = message.replace(self.secret, self.shown)
-            record.msg, record.args = (
-                message.replace(path, "/***") if len(path) > 1 else message,
-                (),
-            )
-        return True
-
-
 @contextmanager
 def _redacted_logs(url: str, shown: str) -> Iterator[None]:
+    """The webhook URL (and its path alone) masked in the HTTP libraries' log lines meanwhile
+    (httpx logs every request's URL at INFO)."""
+    path = urlsplit(url).path
+    redact = RedactingFilter({url: shown, **({path: "/***"} if len(path) > 1 else {})})
     loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
-    redact = _Redact(url, shown)
     for logger in loggers:
         logger.addFilter(redact)
     try:
@@ -61,9 +39,9 @@ def _redacted_logs(url: str, shown: str) -> Iterator[None]:
 
 def post_markdown(url: str, text: str, timeout: float = 15.0) -> None:
     """POST {"text": text} as JSON to the webhook; a PostError on anything but a 2xx answer."""
+    shown = redact_url(url, path=False)  # `https://hooks.example.com/***`: the path is the secret
     if urlsplit(url).scheme not in ("http", "https"):
-        raise PostError(f"webhook URL {redact_webhook(url)} is not http(s)")
-    shown = redact_webhook(url)
+        raise PostError(f"webhook URL {shown} is not http(s)")
     try:
         with _redacted_logs(url, shown):
             response = httpx.post(url, json={"text": text}, timeout=timeout)

@@ -12,6 +12,8 @@ from typing import Any
 
 import uvicorn
 
+from config.redaction import install_log_redaction
+
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +42,9 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM finish the requests in flight first)."""
+    """Serve until interrupted (Ctrl-C or SIGTERM finish the requests in flight first); URLs in
+    log records are redacted from the start."""
+    install_log_redaction()
     uvicorn.Server(_config(app, host=host, port=port)).run()
 
 

@@ -16,6 +16,7 @@ from collectors.http import (
     RetryPolicy,
 )
 from collectors.registry import RegistryError, TokenAuth
+from config.redaction import install_log_redaction
 
 
 def registry(realm: str, issued: list[str]) -> httpx.MockTransport:
@@ -89,6 +90,7 @@ def test_retry_after_is_capped() -> None:
 
 
 def test_httpx_request_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    install_log_redaction()  # as every entry point does at start-up
     transport = httpx.MockTransport(lambda request: httpx.Response(200))
     with caplog.at_level(logging.INFO, logger="httpx"), httpx.Client(transport=transport) as client:
         client.get("https://blobs.test/layer?X-Amz-Signature=s3cr3t&part=1")

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from config.redaction import redact_url
 from reports.markdown import summary
 from reports.model import build_report
-from reports.post import PostError, post_markdown, redact_webhook
+from reports.post import PostError, post_markdown
 from reports.week import parse_week
 from tests.test_cli import run
 from tests.test_reports import RULES, fill
@@ -150,7 +151,7 @@ def test_an_unreachable_webhook_names_only_its_host() -> None:
     with pytest.raises(PostError, match=r"cannot post to http://127\.0\.0\.1:9/\*\*\*") as caught:
         post_markdown(f"http://127.0.0.1:9/hooks/{SECRET}", "hello", timeout=2)
     assert SECRET not in str(caught.value)
-    assert redact_webhook(f"https://user:pw@hooks.example.com/services/{SECRET}?t=1") == (
+    assert redact_url(f"https://user:pw@hooks.example.com/services/{SECRET}?t=1", path=False) == (
         "https://hooks.example.com/***"
     )
 
