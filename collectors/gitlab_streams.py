@@ -1,19 +1,21 @@
 """GitLab streams: one small class per API stream, almost pure declaration (STYLE.md).
 
-Each stream lists items of one project (incrementally when GitLab offers a filter), fetches the
-per-item details the list omits, and normalises the composite payload into warehouse rows. The raw
-payload kept for an item with details is `{"item": ..., <detail>: ...}`, each part verbatim.
+Each stream declares what it lists of one project (the manager, its filters, the cursor filter
+and field, the version that spares the per-item calls, the field naming an item); `GitLabStream`
+does the listing, paging and cursor from that. A stream adds only the per-item details the list
+omits and the normalisation of the composite payload into warehouse rows. The raw payload kept for
+an item with details is `{"item": ..., <detail>: ...}`, each part verbatim.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, FromClause, select
 
 from collectors import gitlab_normalize as norm
 from collectors.payload import partitioned
@@ -35,6 +37,9 @@ from warehouse.schema import (
 
 Payload = dict[str, Any]
 Rows = dict[Any, list[dict[str, Any]]]
+# list parameters python-gitlab takes for itself (`all=True`: every page at once); a stream's
+# filters with these names are sent as `query_parameters`
+RESERVED_BY_CLIENT = frozenset({"all", "iterator", "page", "per_page", "path"})
 
 
 @dataclass
@@ -60,19 +65,61 @@ def attrs(obj: Any) -> Payload:
 
 
 class GitLabStream:
-    """A stream of one project. Leaf classes declare; the collector drives."""
+    """A stream of one project. Leaf classes declare what is listed and how it is tracked; this
+    base lists it (paging, the cursor filter), names its items and reads their stored versions;
+    the collector drives.
+
+    - `manager`: the project's python-gitlab manager listed (`project.<manager>.list(...)`);
+    - `filters`: the list's fixed query parameters (GitLab's `all` goes as a query parameter:
+      python-gitlab keeps the name for itself);
+    - `cursor_param` / `cursor_field`: the list filter the cursor feeds, and the item field that
+      moves the cursor (None: listed whole every sync);
+    - `version_field` / `version_table`: the item field whose unchanged value skips the per-item
+      calls, and the warehouse table whose column of that name holds it (read by `external_id`,
+      for the project's repo and, where the table has one, the source);
+    - `key_field`: the item field naming an item (None: its `id`, else `iid`, else `name`).
+    """
 
     name: ClassVar[str]
-    cursor_param: ClassVar[str | None] = None  # the list filter the cursor feeds
-    cursor_field: ClassVar[str | None] = None  # the item field that moves the cursor
-    version_field: ClassVar[str | None] = None  # unchanged value: skip the per-item calls
+    manager: ClassVar[str]
+    filters: ClassVar[Mapping[str, Any]] = {}
+    cursor_param: ClassVar[str | None] = None
+    cursor_field: ClassVar[str | None] = None
+    version_field: ClassVar[str | None] = None
+    version_table: ClassVar[FromClause | None] = None
+    key_field: ClassVar[str | None] = None
 
     def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        raise NotImplementedError
+        """The listed items (their payloads), page by page, from `cursor` on when given."""
+        params = dict(self.filters)
+        if self.cursor_param and cursor:
+            params[self.cursor_param] = cursor
+        if RESERVED_BY_CLIENT & params.keys():  # every one as a query parameter, in its order
+            params = {"query_parameters": params}
+        manager = getattr(project, self.manager)
+        for obj in manager.list(iterator=True, per_page=per_page, **params):
+            yield from self.expand(obj)
+
+    def expand(self, obj: Any) -> Iterator[Payload]:
+        """The items one listed object stands for: itself (a leaf may yield several)."""
+        yield attrs(obj)
+
+    def item_id(self, item: Payload) -> str:
+        if self.key_field:
+            return str(item.get(self.key_field) or norm.external_id_of(item))
+        return norm.external_id_of(item)
 
     def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
         """external id -> stored version, for items whose details need not be fetched again."""
-        return {}
+        if self.version_table is None or self.version_field is None:
+            return {}
+        columns = self.version_table.c
+        query = select(columns.external_id, columns[self.version_field]).where(
+            columns.repo_id == ctx.repo_id
+        )
+        if "source_id" in columns:
+            query = query.where(columns.source_id == ctx.source_id)
+        return {ext: ts.isoformat() for ext, ts in conn.execute(query) if ext and ts}
 
     def unchanged(self, item: Payload, known: dict[str, str], ctx: ProjectContext) -> bool:
         """True when the warehouse already holds this version of the item (skip it entirely)."""
@@ -87,15 +134,6 @@ class GitLabStream:
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         raise NotImplementedError
 
-    @staticmethod
-    def item_id(item: Payload) -> str:
-        return norm.external_id_of(item)
-
-
-def _listing(manager: Any, per_page: int, **filters: Any) -> Iterator[Payload]:
-    for obj in manager.list(iterator=True, per_page=per_page, **filters):
-        yield attrs(obj)
-
 
 def _stamp(value: Any) -> str | None:
     parsed = norm.parse_time(value, "version") if value else None
@@ -104,17 +142,11 @@ def _stamp(value: Any) -> str | None:
 
 class Commits(GitLabStream):
     name = "commits"
+    manager = "commits"
+    filters: ClassVar[Mapping[str, Any]] = {"all": True, "with_stats": True}
     cursor_param = "since"
     cursor_field = "committed_date"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        query: dict[str, Any] = {"all": True, "with_stats": True}
-        if cursor:
-            query["since"] = cursor
-        return _listing(project.commits, per_page, query_parameters=query)
-
-    def item_id(self, item: Payload) -> str:  # type: ignore[override]
-        return str(item.get("id") or norm.external_id_of(item))
+    key_field = "id"
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         commit, parents = norm.normalize_commit(payload, ctx.repo_id)
@@ -123,12 +155,8 @@ class Commits(GitLabStream):
 
 class Branches(GitLabStream):
     name = "branches"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        return _listing(project.branches, per_page)
-
-    def item_id(self, item: Payload) -> str:  # type: ignore[override]
-        return str(item.get("name") or norm.external_id_of(item))
+    manager = "branches"
+    key_field = "name"
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         return {Branch: [norm.normalize_branch(payload, ctx.repo_id)]}
@@ -136,26 +164,12 @@ class Branches(GitLabStream):
 
 class MergeRequests(GitLabStream):
     name = "merge_requests"
+    manager = "mergerequests"
+    filters: ClassVar[Mapping[str, Any]] = {"state": "all", "order_by": "updated_at", "sort": "asc"}
     cursor_param = "updated_after"
     cursor_field = "updated_at"
     version_field = "updated_at"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        filters = {"state": "all", "order_by": "updated_at", "sort": "asc"}
-        return _listing(
-            project.mergerequests,
-            per_page,
-            **filters,
-            **({"updated_after": cursor} if cursor else {}),
-        )
-
-    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
-        rows = conn.execute(
-            select(MergeRequest.external_id, MergeRequest.updated_at).where(
-                MergeRequest.repo_id == ctx.repo_id
-            )
-        )
-        return {ext: ts.isoformat() for ext, ts in rows if ext and ts}
+    version_table = MergeRequest.__table__
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         mr = project.mergerequests.get(item["iid"], lazy=True)
@@ -193,23 +207,12 @@ class MergeRequests(GitLabStream):
 
 class Pipelines(GitLabStream):
     name = "pipelines"
+    manager = "pipelines"
+    filters: ClassVar[Mapping[str, Any]] = {"order_by": "updated_at", "sort": "asc"}
     cursor_param = "updated_after"
     cursor_field = "updated_at"
     version_field = "updated_at"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        filters = {"order_by": "updated_at", "sort": "asc"}
-        return _listing(
-            project.pipelines, per_page, **filters, **({"updated_after": cursor} if cursor else {})
-        )
-
-    def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
-        rows = conn.execute(
-            select(Pipeline.external_id, Pipeline.updated_at).where(
-                Pipeline.source_id == ctx.source_id, Pipeline.repo_id == ctx.repo_id
-            )
-        )
-        return {ext: ts.isoformat() for ext, ts in rows if ts}
+    version_table = Pipeline.__table__
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         pipeline = project.pipelines.get(item["id"])
@@ -238,17 +241,10 @@ class Pipelines(GitLabStream):
 
 class Deployments(GitLabStream):
     name = "deployments"
+    manager = "deployments"
+    filters: ClassVar[Mapping[str, Any]] = {"order_by": "updated_at", "sort": "asc"}
     cursor_param = "updated_after"
     cursor_field = "updated_at"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        filters = {"order_by": "updated_at", "sort": "asc"}
-        return _listing(
-            project.deployments,
-            per_page,
-            **filters,
-            **({"updated_after": cursor} if cursor else {}),
-        )
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         raw_env = (payload.get("environment") or {}).get("name")
@@ -265,19 +261,15 @@ class Deployments(GitLabStream):
 
 class Incidents(GitLabStream):
     name = "incidents"
+    manager = "issues"
+    filters: ClassVar[Mapping[str, Any]] = {
+        "issue_type": "incident",
+        "order_by": "updated_at",
+        "sort": "asc",
+        "scope": "all",
+    }
     cursor_param = "updated_after"
     cursor_field = "updated_at"
-
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        filters = {
-            "issue_type": "incident",
-            "order_by": "updated_at",
-            "sort": "asc",
-            "scope": "all",
-        }
-        return _listing(
-            project.issues, per_page, **filters, **({"updated_after": cursor} if cursor else {})
-        )
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         return {Incident: [norm.normalize_incident(payload, ctx.source_id, ctx.service_id)]}
@@ -289,14 +281,15 @@ class RegistryTags(GitLabStream):
     whenever new tags appeared, since a push that adds tags is what moves them."""
 
     name = "registry"
+    manager = "repositories"
+    filters: ClassVar[Mapping[str, Any]] = {"tags": True}
 
-    def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
-        for obj in project.repositories.list(iterator=True, per_page=per_page, tags=True):
-            repo = attrs(obj)
-            for tag in repo.get("tags") or []:
-                yield {"repository": repo, "tag": tag, "_manager": obj.tags}
+    def expand(self, obj: Any) -> Iterator[Payload]:
+        repo = attrs(obj)
+        for tag in repo.get("tags") or []:
+            yield {"repository": repo, "tag": tag, "_manager": obj.tags}
 
-    def item_id(self, item: Payload) -> str:  # type: ignore[override]
+    def item_id(self, item: Payload) -> str:
         return f"{item['repository'].get('id')}:{item['tag'].get('name')}"
 
     def known_versions(self, conn: Connection, ctx: ProjectContext) -> dict[str, str]:
