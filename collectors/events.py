@@ -24,7 +24,6 @@ Decisions:
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,7 +36,7 @@ from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from collectors.http import redact_url
-from config.settings import Settings
+from config.settings import PROMOTION_PATH, Settings, TeamSettings, owning_team
 from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base, Deployment, Image, Repo, Service, Team, table_of
@@ -198,13 +197,13 @@ class EventWriter:
         self,
         engine: Engine,
         *,
-        teams: Sequence[tuple[str, Sequence[str]]] = (),
+        teams: Sequence[TeamSettings] = (),
         aliases: Mapping[str, Sequence[str]] = DEFAULT_ALIASES,
         regions: str = DEFAULT_REGIONS,
-        promotion_path: Sequence[str] = ("test", "staging", "production"),
+        promotion_path: Sequence[str] = PROMOTION_PATH,
     ) -> None:
         self.engine = engine
-        self.teams = list(teams)  # (team, service name patterns), in config order
+        self.teams = list(teams)  # `[[teams]]`, in config order
         self.mapper = EnvironmentMapper(aliases, regions)
         self.promotion_path = list(promotion_path)
         # SQLite has one writer: serialise our own writes (derive takes this lock too)
@@ -293,14 +292,7 @@ class EventWriter:
         row: dict[str, Any] = {"name": ref.name}
         if ref.repo is not None:
             row["repo_id"] = self._id(conn, ref.repo, pending)
-        team = next(
-            (
-                t
-                for t, patterns in self.teams
-                if any(fnmatch.fnmatch(ref.name, p) for p in patterns)
-            ),
-            ref.namespace,
-        )
+        team = owning_team(self.teams, ref.name) or ref.namespace
         if team:
             row["team_id"] = ensure_id(conn, Team, {"name": team})
         return row
@@ -392,7 +384,7 @@ def writer_for(engine: Engine, settings: Settings | None) -> EventWriter:
         return EventWriter(engine)
     return EventWriter(
         engine,
-        teams=[(t.name, t.services) for t in settings.teams],
+        teams=settings.teams,
         aliases=settings.environments.aliases,
         regions=settings.environments.regions,
         promotion_path=settings.environments.promotion_path,

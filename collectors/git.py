@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import fnmatch
 import json
 import logging
 import os
@@ -428,10 +427,7 @@ class GitCollector:
 
     def _service(self, conn: Connection, name: str, repo_id: int) -> None:
         row: Row = {"name": name, "repo_id": repo_id, "origin": "config"}
-        teams = self.settings.teams
-        team = next(
-            (t.name for t in teams if any(fnmatch.fnmatch(name, p) for p in t.services)), ""
-        )
+        team = self.settings.team_of(name)
         if team:
             row["team_id"] = ensure_id(conn, Team, {"name": team})
         ensure_id(conn, Service, row)

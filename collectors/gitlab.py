@@ -9,7 +9,6 @@ warehouse already holds cost no per-item request.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import threading
@@ -206,14 +205,7 @@ class GitLabCollector(Collector):
 
     def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
         name = str(project.get("path") or project["id"])
-        team = next(
-            (
-                t.name
-                for t in self.settings.teams
-                if any(fnmatch.fnmatch(name, p) for p in t.services)
-            ),
-            None,
-        )
+        team = self.settings.team_of(name)
         if team is None:
             namespace = project.get("namespace") or {}
             team = namespace.get("path") or namespace.get("name")

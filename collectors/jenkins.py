@@ -38,7 +38,6 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from typing import Any
 from urllib.parse import quote
 
@@ -542,10 +541,7 @@ class Dimensions:
         warehouse has none by that name."""
         with self._lock:
             if name not in self.services:
-                teams = self.settings.teams
-                team = next(
-                    (t.name for t in teams if any(fnmatch(name, p) for p in t.services)), None
-                )
+                team = self.settings.team_of(name)
 
                 def create(conn: Connection) -> int:
                     team_id = ensure_id(conn, Team, {"name": team}) if team else None

@@ -36,6 +36,7 @@ from collectors.events import (
 )
 from collectors.gitlab_normalize import normalize_deployment, normalize_pipeline
 from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
+from config.settings import SCHEMA_JOBS
 from warehouse.raw import payload_hash
 from warehouse.schema import Branch, Commit, Deployment, Job, MergeRequest, Pipeline
 from warehouse.vocabulary import gitlab_status
@@ -90,7 +91,7 @@ def gitlab_source_for(project_url: str | None, sources: Sequence[tuple[str, str]
 def gitlab_event(
     payload: Any,
     sources: Sequence[tuple[str, str]] = (),
-    schema_jobs: str = "(?i)(migrat|flyway|liquibase|alembic|schema)",
+    schema_jobs: str = SCHEMA_JOBS,
 ) -> Event:
     """The event of one GitLab webhook payload (push, merge request, pipeline, job, deployment;
     other kinds are kept raw without rows)."""
