@@ -456,9 +456,8 @@ class GitCollector:
             if self.numstat:
                 args += ["--numstat", "--diff-merges=first-parent"]
             self._read_commits(run, parse_log(self.git.lines(*args, stdin=stdin)), repo_id)
-        run.count(
-            "commits", partitions=1, requests=self.git.calls
-        )  # opening the repository counts here
+        # opening the repository counts here
+        run.count("commits", partitions=1, requests=self.git.calls)
 
     def _still_there(self, shas: set[str], current: set[str]) -> set[str]:
         """The old heads git still has (a force push then gc may have removed some)."""

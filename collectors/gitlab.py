@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -27,7 +27,7 @@ from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import partitioned
-from collectors.sync import RESUMES, Batch, Collector, SourceSummary, SyncError, SyncRun
+from collectors.sync import RESUMES, Batch, Collector, SyncRun
 from config.settings import GitLabSource, Settings
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
@@ -359,21 +359,3 @@ def _describe(exc: Exception) -> str:
         code = getattr(exc, "response_code", None)
         return f"HTTP {code}: {exc.error_message}" if code else str(exc.error_message)
     return f"{type(exc).__name__}: {exc}"
-
-
-def sync_gitlab(
-    settings: Settings,
-    engine: Engine,
-    names: Iterable[str] | None = None,
-    progress: Progress | None = None,
-) -> list[SourceSummary]:
-    """Sync every configured GitLab source (or those named)."""
-    wanted = set(names) if names else None
-    return [
-        GitLabCollector(source, settings, engine, progress=progress).sync()
-        for source in settings.sources.gitlab
-        if wanted is None or source.name in wanted
-    ]
-
-
-__all__ = ["GitLabCollector", "SyncError", "sync_gitlab", "timedelta"]

@@ -32,8 +32,10 @@ def run_sync(
     full: bool = False,
     console: Console | None = None,
 ) -> list[SourceSummary]:
-    """Sync the GitLab, Jenkins and git sources (the others as their collectors land); one
-    summary each. Jenkins runs after GitLab, so its builds find the repos GitLab registered."""
+    """Sync every configured source (or those named), one summary each, in the order that lets
+    each find what an earlier one registered: GitLab, then Jenkins (its builds find GitLab's
+    repos), git, Kubernetes (after the sources that name services), registries (label trust
+    compares with the services' repositories)."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(

@@ -34,10 +34,6 @@ Rows = dict[type[Base], list[dict[str, Any]]]
 RESUMES = "the next sync resumes from the last saved cursor"
 
 
-class SyncError(Exception):
-    """A partition or source could not be synced; the message names it and what to do."""
-
-
 @dataclass
 class Batch:
     """Raw payloads and the rows normalised from them, written in one transaction."""
