@@ -11,24 +11,22 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError
-from rich.progress import Progress
-from sqlalchemy import Engine
 
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
-from collectors.http import PolicySession, RateLimiter, RequestCounter, RetryPolicy, redact_url
+from collectors.frame import Collector, SyncOptions
+from collectors.http import PolicySession, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import partitioned
-from collectors.sync import RESUMES, Batch, Collector, SyncRun
-from config.settings import GitLabSource, Settings
+from collectors.sync import RESUMES, Batch, SyncRun
+from config.settings import GitLabSource
 from warehouse.dimensions import ensure_environment, ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import Repo, Service, Team
@@ -59,60 +57,44 @@ class PolicyGitlab(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
-class GitLabCollector(Collector):
-    """Syncs one `[[sources.gitlab]]` into the warehouse."""
+class GitLabCollector(Collector[streams.ProjectContext]):
+    """Syncs one `[[sources.gitlab]]` into the warehouse; a partition is a project."""
 
     kind = "gitlab"
+    unit = "projects"
+    listing_errors = (GitlabError, requests.RequestException)
+    # the grain of a lease is the project: its streams share the project's context and one
+    # worker's client, so one claim covers them all (row `project`, partition = project id)
+    mark_leases = True
+    default_retries = MAX_RETRIES
 
-    def __init__(
-        self,
-        source: GitLabSource,
-        settings: Settings,
-        engine: Engine,
-        max_retries: int = MAX_RETRIES,
-        progress: Progress | None = None,
-        full: bool = False,
-    ) -> None:
-        self.source = source
-        self.settings = settings
-        self.engine = engine
-        self.max_retries = max_retries
-        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
-        self.progress = progress
-        self.full = full  # ignore cursors and stored versions: re-read everything
-        self.limiter = RateLimiter(settings.sync.requests_per_second)
+    def __init__(self, source: GitLabSource, options: SyncOptions) -> None:
+        super().__init__(source, options)
+        self.retry = RetryPolicy(self.max_retries, self.settings.sync.max_retry_after_s)
         self.mapper = EnvironmentMapper(
-            settings.environments.aliases, settings.environments.regions
+            self.settings.environments.aliases, self.settings.environments.regions
         )
-        self._local = threading.local()
-        self._counters: list[RequestCounter] = []
-        self._counters_lock = threading.Lock()
 
     # -- clients -----------------------------------------------------------------------------
 
-    def client(self) -> gitlab.Gitlab:
-        """This thread's python-gitlab client (sessions are not shared between threads)."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            counter = RequestCounter()
-            with self._counters_lock:
-                self._counters.append(counter)
-            session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
-            token = os.environ.get(self.source.token_env) if self.source.token_env else None
-            client = PolicyGitlab(
-                self.source.url,
-                private_token=token,
-                session=session,
-                ssl_verify=self.source.ssl_verify,
-                timeout=self.settings.sync.timeout_s,
-                per_page=self.source.per_page,
-            )
-            self._local.client, self._local.session, self._local.counter = client, session, counter
-        return client
+    def make_client(self, counter: RequestCounter) -> gitlab.Gitlab:
+        """A python-gitlab client on a `PolicySession` of its own."""
+        session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
+        token = os.environ.get(self.source.token_env) if self.source.token_env else None
+        self._local.session = session
+        return PolicyGitlab(
+            self.source.url,
+            private_token=token,
+            session=session,
+            ssl_verify=self.source.ssl_verify,
+            timeout=self.settings.sync.timeout_s,
+            per_page=self.source.per_page,
+        )
 
-    def requests_made(self) -> int:
-        with self._counters_lock:
-            return sum(c.value for c in self._counters)
+    def client(self) -> gitlab.Gitlab:
+        """This thread's python-gitlab client."""
+        client: gitlab.Gitlab = super().client()
+        return client
 
     def _where(self) -> str:
         session = getattr(self._local, "session", None)
@@ -124,35 +106,20 @@ class GitLabCollector(Collector):
 
     # -- the sync ------------------------------------------------------------------------------
 
-    def _sync(self, run: SyncRun) -> None:
-        try:
-            projects = self.discover(run)
-        except (GitlabError, requests.RequestException) as exc:
-            run.summary.errors.append(
-                f"{self.source.name}: cannot list projects from {redact_url(self.source.url)}: "
-                f"{_describe(exc)}{self._where()}; check the url, the token and the groups/projects"
-            )
-            return
-        task = (
-            self.progress.add_task(f"{self.source.name}: projects", total=len(projects))
-            if self.progress
-            else None
+    def cannot_list(self, exc: Exception) -> str:
+        return (
+            f"{self.source.name}: cannot list projects from {redact_url(self.source.url)}: "
+            f"{_describe(exc)}{self._where()}; check the url, the token and the groups/projects"
         )
 
-        def advance(_: streams.ProjectContext) -> None:
-            if self.progress and task is not None:
-                self.progress.advance(task)
+    def partitions(self, run: SyncRun) -> list[streams.ProjectContext]:
+        return self.discover(run)
 
-        # the grain of a lease is the project: its streams share the project's context and one
-        # worker's client, so one claim covers them all (row `project`, partition = project id)
-        run.leases.fan_out(
-            projects,
-            partition=lambda ctx: (LEASE_STREAM, str(ctx.project_id)),
-            work=lambda ctx: self.sync_project(run, ctx),
-            parallelism=self.settings.sync.parallelism,
-            done=advance,
-            mark=True,
-        )
+    def lease_of(self, ctx: streams.ProjectContext) -> tuple[str, str]:
+        return LEASE_STREAM, str(ctx.project_id)
+
+    def sync_partition(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
+        self.sync_project(run, ctx)
 
     def discover(self, run: SyncRun) -> list[streams.ProjectContext]:
         """The configured projects (groups with subgroups, and explicit ones), registered in the
@@ -200,7 +167,7 @@ class GitLabCollector(Collector):
                 )
 
         run.write("projects", batch, after=register)
-        run.count("projects", partitions=1, requests=self._local.counter.value)
+        run.count("projects", partitions=1, requests=self.thread_requests())
         return contexts
 
     def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
@@ -300,7 +267,7 @@ class GitLabCollector(Collector):
             since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
         elif stream.cursor_param:
             # a first (or --full) sync reaches back `history_days`, no further
-            since = (run.started_at - timedelta(days=self.settings.sync.history_days)).isoformat()
+            since = self.options.since(run.started_at).isoformat()
         newest: datetime | None = None
         batch = Batch()
         for item in stream.items(project, since, self.source.per_page):

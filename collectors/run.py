@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, select
 
+from collectors.frame import SyncOptions
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
@@ -47,14 +48,13 @@ def run_sync(
         disable=not console.is_terminal,
         transient=False,
     )
+    options = SyncOptions(settings, engine, progress=progress, full=full)
     summaries = []
     with progress:
         for source in settings.sources.gitlab:
             if wanted and source.name not in wanted:
                 continue
-            summaries.append(
-                GitLabCollector(source, settings, engine, progress=progress, full=full).sync()
-            )
+            summaries.append(GitLabCollector(source, options).sync())
         for jenkins_source in settings.sources.jenkins:
             if wanted and jenkins_source.name not in wanted:
                 continue

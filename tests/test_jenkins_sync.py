@@ -18,6 +18,7 @@ from analytics.derive import derive
 from analytics.dora import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.run import run_sync
@@ -147,7 +148,7 @@ def synced(
     with pytest.MonkeyPatch.context() as mp, Sandbox.start(org=small_org, token=TOKEN) as sb:
         set_env(mp)
         settings = settings_for(sb, gitlab=True)
-        assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+        assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
         summary = JenkinsCollector(settings.sources.jenkins[0], settings, engine).sync()
         assert summary.ok and summary.rejected == 0, summary.errors
     yield small_org, engine
@@ -628,7 +629,7 @@ def test_jenkins_alone_registers_services_repos_and_commits(tiny: Sandbox, tmp_p
     assert commits > 0  # from the builds' changelogs: no code source covers these repos
     # GitLab arrives: a full Jenkins sync re-reads every build onto GitLab's repos
     settings = settings_for(tiny, gitlab=True)
-    assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+    assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
     assert sync(tiny, engine, full=True).ok
     with engine.connect() as conn:
         gitlab_repos = set(
