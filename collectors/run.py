@@ -58,11 +58,7 @@ def run_sync(
         for jenkins_source in settings.sources.jenkins:
             if wanted and jenkins_source.name not in wanted:
                 continue
-            summaries.append(
-                JenkinsCollector(
-                    jenkins_source, settings, engine, progress=progress, full=full
-                ).sync()
-            )
+            summaries.append(JenkinsCollector(jenkins_source, options).sync())
         for git_source in settings.sources.git:
             if wanted and git_source.name not in wanted:
                 continue

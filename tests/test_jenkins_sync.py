@@ -87,7 +87,9 @@ def settings_for(sandbox: Sandbox, gitlab: bool = False, **sync: Any) -> Setting
 
 def sync(sandbox: Sandbox, engine: Engine, **options: Any):  # type: ignore[no-untyped-def]
     settings = settings_for(sandbox)
-    return JenkinsCollector(settings.sources.jenkins[0], settings, engine, **options).sync()
+    return JenkinsCollector(
+        settings.sources.jenkins[0], SyncOptions(settings, engine, **options)
+    ).sync()
 
 
 def fresh(tmp_path: Path, name: str) -> Engine:
@@ -149,7 +151,9 @@ def synced(
         set_env(mp)
         settings = settings_for(sb, gitlab=True)
         assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
-        summary = JenkinsCollector(settings.sources.jenkins[0], settings, engine).sync()
+        summary = JenkinsCollector(
+            settings.sources.jenkins[0], SyncOptions(settings, engine)
+        ).sync()
         assert summary.ok and summary.rejected == 0, summary.errors
     yield small_org, engine
     engine.dispose()
@@ -496,7 +500,7 @@ def test_retry_after_as_an_http_date_is_obeyed_and_capped(
     rule = answer_429_with_a_date(tiny.jenkins_app, r"/api/json$", ahead)
     settings = settings_for(tiny, max_retry_after_s=cap)
     engine = fresh(tmp_path, "w.db")
-    collector = JenkinsCollector(settings.sources.jenkins[0], settings, engine)
+    collector = JenkinsCollector(settings.sources.jenkins[0], SyncOptions(settings, engine))
     waits = record_waits(collector)
     summary = collector.sync()
     assert summary.ok, summary.errors
