@@ -75,11 +75,7 @@ def run_sync(
         for registry_source in settings.sources.registry:
             if wanted and registry_source.name not in wanted:
                 continue
-            summaries.append(
-                RegistryCollector(
-                    registry_source, settings, engine, progress=progress, full=full
-                ).sync()
-            )
+            summaries.append(RegistryCollector(registry_source, options).sync())
     return summaries
 
 

@@ -266,7 +266,7 @@ def test_tags_a_registry_collector_stored_first_are_still_read_from_gitlab(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     harbor = Settings(sources={"registry": sources["registry"]}, sync={"requests_per_second": 0})
-    assert RegistryCollector(harbor.sources.registry[0], harbor, engine).sync().ok
+    assert RegistryCollector(harbor.sources.registry[0], SyncOptions(harbor, engine)).sync().ok
     assert sync(tiny, engine).ok and sync(tiny, twin_engine).ok
 
     def gitlab_tags(e: Engine) -> int:
