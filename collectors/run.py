@@ -68,9 +68,7 @@ def run_sync(
         for k8s_source in settings.sources.kubernetes:  # after the sources that name services
             if wanted and k8s_source.name not in wanted:
                 continue
-            summaries.append(
-                KubernetesCollector(k8s_source, settings, engine, progress=progress).sync()
-            )
+            summaries.append(KubernetesCollector(k8s_source, options).sync())
         # registries after the code sources: label trust compares with the services' repositories
         for registry_source in settings.sources.registry:
             if wanted and registry_source.name not in wanted:
