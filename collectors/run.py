@@ -62,9 +62,7 @@ def run_sync(
         for git_source in settings.sources.git:
             if wanted and git_source.name not in wanted:
                 continue
-            summaries.append(
-                GitCollector(git_source, settings, engine, progress=progress, full=full).sync()
-            )
+            summaries.append(GitCollector(git_source, options).sync())
         for k8s_source in settings.sources.kubernetes:  # after the sources that name services
             if wanted and k8s_source.name not in wanted:
                 continue
