@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, select
 
-from collectors.frame import SyncOptions
+from collectors.frame import Collector, SyncOptions
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
@@ -23,6 +24,16 @@ from warehouse.schema import Source
 from warehouse.sync_state import derived_after_last_finish, mark_derived
 
 log = logging.getLogger(__name__)
+# every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
+# earlier one registered (Jenkins' builds GitLab's repos; Kubernetes after the sources that name
+# services; registries last, label trust compares with the services' repositories)
+KINDS: dict[str, type[Collector[Any]]] = {
+    "gitlab": GitLabCollector,
+    "jenkins": JenkinsCollector,
+    "git": GitCollector,
+    "kubernetes": KubernetesCollector,
+    "registry": RegistryCollector,
+}
 
 
 def run_sync(
@@ -33,10 +44,8 @@ def run_sync(
     full: bool = False,
     console: Console | None = None,
 ) -> list[SourceSummary]:
-    """Sync every configured source (or those named), one summary each, in the order that lets
-    each find what an earlier one registered: GitLab, then Jenkins (its builds find GitLab's
-    repos), git, Kubernetes (after the sources that name services), registries (label trust
-    compares with the services' repositories)."""
+    """Sync every configured source (or those named), one summary each, kind by kind in the
+    order of `KINDS`."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(
@@ -51,27 +60,10 @@ def run_sync(
     options = SyncOptions(settings, engine, progress=progress, full=full)
     summaries = []
     with progress:
-        for source in settings.sources.gitlab:
-            if wanted and source.name not in wanted:
-                continue
-            summaries.append(GitLabCollector(source, options).sync())
-        for jenkins_source in settings.sources.jenkins:
-            if wanted and jenkins_source.name not in wanted:
-                continue
-            summaries.append(JenkinsCollector(jenkins_source, options).sync())
-        for git_source in settings.sources.git:
-            if wanted and git_source.name not in wanted:
-                continue
-            summaries.append(GitCollector(git_source, options).sync())
-        for k8s_source in settings.sources.kubernetes:  # after the sources that name services
-            if wanted and k8s_source.name not in wanted:
-                continue
-            summaries.append(KubernetesCollector(k8s_source, options).sync())
-        # registries after the code sources: label trust compares with the services' repositories
-        for registry_source in settings.sources.registry:
-            if wanted and registry_source.name not in wanted:
-                continue
-            summaries.append(RegistryCollector(registry_source, options).sync())
+        for kind, collector in KINDS.items():
+            for source in getattr(settings.sources, kind):
+                if not wanted or source.name in wanted:
+                    summaries.append(collector(source, options).sync())
     return summaries
 
 
