@@ -49,11 +49,12 @@ from sqlalchemy import Connection, Engine, delete, select
 from collectors.frame import Collector, SyncOptions
 from collectors.http import redact_url
 from collectors.payload import RejectedPayload, parse_time, rejects
+from collectors.refs import Refs, ServiceRef
 from collectors.sync import Batch, SourceSummary, SyncRun
 from config.settings import GitSource, Settings
 from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
-from warehouse.schema import Branch, Commit, CommitParent, Repo, Service, Team
+from warehouse.schema import Branch, Commit, CommitParent, Repo
 from warehouse.sync_state import get_state
 
 log = logging.getLogger(__name__)
@@ -324,6 +325,7 @@ class GitCollector(Collector[str]):
         self.numstat = numstat  # read additions/deletions (see the module docstring for the cost)
         self.location = source.path or redact_url(source.url or "")  # external id and partition
         self.git = Git(Path(), stall_s=self.settings.sync.timeout_s)
+        self.refs = Refs.from_settings(self.settings)
 
     def base_url(self) -> str | None:
         return self.location
@@ -405,15 +407,9 @@ class GitCollector(Collector[str]):
         with self.engine.begin() as conn:
             repo_id = ensure_id(conn, Repo, {**repo, "default_branch": default})
             if self.source.service:
-                self._service(conn, self.source.service, repo_id)
+                service = ServiceRef(self.source.service, repo=repo_id, origin="config")
+                self.refs.id(conn, service)
         return repo_id
-
-    def _service(self, conn: Connection, name: str, repo_id: int) -> None:
-        row: Row = {"name": name, "repo_id": repo_id, "origin": "config"}
-        team = self.settings.team_of(name)
-        if team:
-            row["team_id"] = ensure_id(conn, Team, {"name": team})
-        ensure_id(conn, Service, row)
 
     def _cursor(self, run: SyncRun) -> dict[str, Any]:
         if self.full:

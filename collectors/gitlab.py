@@ -25,13 +25,13 @@ from collectors import gitlab_streams as streams
 from collectors.frame import Collector, SyncOptions
 from collectors.http import PolicySession, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import partitioned
+from collectors.refs import EnvironmentRef, Refs, ServiceRef
 from collectors.sync import RESUMES, Batch, SyncRun
 from config.settings import GitLabSource
-from warehouse.dimensions import ensure_environment, ensure_id
+from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
-from warehouse.schema import Repo, Service, Team
+from warehouse.schema import Repo
 from warehouse.sync_state import get_state
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 BATCH_ITEMS = 200
@@ -71,9 +71,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
     def __init__(self, source: GitLabSource, options: SyncOptions) -> None:
         super().__init__(source, options)
         self.retry = RetryPolicy(self.max_retries, self.settings.sync.max_retry_after_s)
-        self.mapper = EnvironmentMapper(
-            self.settings.environments.aliases, self.settings.environments.regions
-        )
+        self.refs = Refs.from_settings(self.settings)
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -171,23 +169,16 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         return contexts
 
     def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
-        name = str(project.get("path") or project["id"])
-        team = self.settings.team_of(name)
-        if team is None:
-            namespace = project.get("namespace") or {}
-            team = namespace.get("path") or namespace.get("name")
-        team_id = ensure_id(conn, Team, {"name": team}) if team else None
-        return ensure_id(
-            conn,
-            Service,
-            {
-                "name": name,
-                "team_id": team_id,
-                "repo_id": repo_id,
-                "image_repository": project.get("container_registry_image_prefix"),
-                "origin": "discovered",
-            },
+        """The project's service (named after its path), in the configured team or its namespace."""
+        namespace = project.get("namespace") or {}
+        service = ServiceRef(
+            str(project.get("path") or project["id"]),
+            repo=repo_id,
+            namespace=namespace.get("path") or namespace.get("name"),
+            origin="discovered",
+            image_repository=project.get("container_registry_image_prefix"),
         )
+        return self.refs.id(conn, service)
 
     def sync_project(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
         """Every stream of one project; a failing stream (HTTP, database, anything) is recorded
@@ -232,11 +223,12 @@ class GitLabCollector(Collector[streams.ProjectContext]):
             streams.attrs(e) for e in project.environments.list(iterator=True, per_page=100)
         ]
         batch = Batch()
-        canonical = {}
+        canonical: dict[str, EnvironmentRef] = {}
         for env in payloads:
             key = partitioned(str(ctx.project_id), norm.external_id_of(env))
             try:
-                canonical[env["name"]] = norm.normalize_environment(env, self.mapper)
+                norm.normalize_environment(env, self.refs.mapper)  # rejects a malformed one
+                canonical[env["name"]] = EnvironmentRef(env["name"], env.get("tier"))
                 batch.raws.append(Raw("environments", key, env))
             except (norm.RejectedPayload, KeyError) as exc:
                 batch.raws.append(Raw("environments", key, env, error=str(exc)))
@@ -244,10 +236,8 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         save = run.save_cursor("environments", str(ctx.project_id), None, counter.value - before)
 
         def register(conn: Any) -> None:  # in the batch's transaction, under the write lock
-            for raw_name, env in canonical.items():
-                ctx.environments[raw_name] = ensure_environment(
-                    conn, env, self.settings.environments.promotion_path, raw_name
-                )
+            for raw_name, ref in canonical.items():
+                ctx.environments[raw_name] = self.refs.id(conn, ref)
             save(conn)
 
         run.write("environments", batch, after=register)

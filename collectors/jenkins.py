@@ -49,9 +49,10 @@ from collectors import jenkins_normalize as norm
 from collectors.frame import Collector, SyncOptions
 from collectors.http import PolicySession, RequestCounter, RetryPolicy, redact_url
 from collectors.payload import external_id_of
+from collectors.refs import EnvironmentRef, Refs, ServiceRef
 from collectors.sync import Batch, SyncRun
 from config.settings import JenkinsSource, Settings
-from warehouse.dimensions import ensure_environment, ensure_id
+from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import (
     Commit,
@@ -61,10 +62,8 @@ from warehouse.schema import (
     Repo,
     Service,
     SyncState,
-    Team,
     TestRun,
 )
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 MAX_RETRIES = 6
@@ -438,9 +437,7 @@ class Dimensions:
 
     def __init__(self, engine: Engine, run: SyncRun, settings: Settings) -> None:
         self.run, self.settings, self.source_id = run, settings, run.source_id
-        self.mapper = EnvironmentMapper(
-            settings.environments.aliases, settings.environments.regions
-        )
+        self.refs = Refs.from_settings(settings)
         self._lock = threading.Lock()
         self.by_path: dict[str, list[tuple[int, str]]] = {}  # repo path -> [(id, host)]
         self.own: set[int] = set()  # repos created from Jenkins' remote URLs
@@ -514,23 +511,14 @@ class Dimensions:
         warehouse has none by that name."""
         with self._lock:
             if name not in self.services:
-                team = self.settings.team_of(name)
-
-                def create(conn: Connection) -> int:
-                    team_id = ensure_id(conn, Team, {"name": team}) if team else None
-                    row = {"name": name, "team_id": team_id, "origin": "discovered"}
-                    return ensure_id(conn, Service, row)
-
-                self.services[name] = (self._write(create), None)
+                ref = ServiceRef(name, origin="discovered")
+                self.services[name] = (self._write(lambda conn: self.refs.id(conn, ref)), None)
             return self.services[name]
 
     def environment(self, raw: str) -> int:
         """The id of the canonical environment of `raw` (an ENV parameter value)."""
         with self._lock:
             if raw not in self.environments:
-                env = self.mapper.canonical(raw)
-                path = self.settings.environments.promotion_path
-                self.environments[raw] = self._write(
-                    lambda conn: ensure_environment(conn, env, path, raw)
-                )
+                ref = EnvironmentRef(raw)
+                self.environments[raw] = self._write(lambda conn: self.refs.id(conn, ref))
             return self.environments[raw]

@@ -46,12 +46,11 @@ from collectors.http import (
     urllib3_retry,
 )
 from collectors.payload import RejectedPayload
+from collectors.refs import EnvironmentRef, Refs
 from collectors.sync import Batch, SyncRun
 from config.settings import KubernetesSource
-from warehouse.dimensions import ensure_environment
 from warehouse.raw import Raw
 from warehouse.schema import Deployment, ObservedWorkload, Service
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 # a connection dropped or stalled while a list's body is read (`_preload_content=False` reads it
@@ -79,9 +78,7 @@ class KubernetesCollector(Collector[str]):
         self.retry = RetryPolicy(self.max_retries, self.settings.sync.max_retry_after_s)
         self.cluster = source.cluster or source.name
         self.counter = self.new_counter()
-        self.mapper = EnvironmentMapper(
-            self.settings.environments.aliases, self.settings.environments.regions
-        )
+        self.refs = Refs.from_settings(self.settings)
         self.url = source.url or ""
         self._client: kubernetes.client.ApiClient | None = None
         # set by `partitions`: service name -> id, namespace -> environment id
@@ -248,7 +245,7 @@ class KubernetesCollector(Collector[str]):
         for ns in self.list_objects("namespaces"):
             name = str((ns.get("metadata") or {}).get("name") or "")
             if name:
-                guess = self.mapper.canonical(name.rsplit("-", 1)[-1])
+                guess = self.refs.mapper.canonical(name.rsplit("-", 1)[-1])
                 found[name] = name.rsplit("-", 1)[-1] if guess.tier != "other" else None
         return found
 
@@ -258,13 +255,11 @@ class KubernetesCollector(Collector[str]):
 
     def _environments(self, run: SyncRun, targets: dict[str, str | None]) -> dict[str, int]:
         out: dict[str, int] = {}
-        path = self.settings.environments.promotion_path
 
         def ensure(conn: Any) -> None:
             for ns, raw in targets.items():
                 if raw:
-                    env = self.mapper.canonical(raw)
-                    out[ns] = ensure_environment(conn, env, path, raw)
+                    out[ns] = self.refs.id(conn, EnvironmentRef(raw))
 
         run.write(STREAM, Batch(), after=ensure)
         return out

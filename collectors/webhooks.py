@@ -26,16 +26,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from collectors.events import (
-    EnvironmentRef,
-    Event,
-    Fact,
-    RepoRef,
-    ServiceRef,
-    SourceRef,
-)
+from collectors.events import Event, Fact
 from collectors.gitlab_normalize import normalize_deployment, normalize_pipeline
 from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
+from collectors.refs import EnvironmentRef, RepoRef, ServiceRef, SourceRef
 from config.settings import SCHEMA_JOBS
 from warehouse.raw import payload_hash
 from warehouse.schema import Branch, Commit, Deployment, Job, MergeRequest, Pipeline

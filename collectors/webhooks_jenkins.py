@@ -17,9 +17,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collectors.events import EnvironmentRef, Event, Fact, Ref, ServiceRef, SourceRef, parse_image
+from collectors.events import Event, Fact, parse_image
 from collectors.gitlab_normalize import deployment_kind
 from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
+from collectors.refs import EnvironmentRef, Ref, ServiceRef, SourceRef
 from collectors.webhooks import external_id, known
 from config.settings import DEPLOY_JOBS, ENV_PARAMETER, IMAGE_PARAMETER, SCHEMA_JOBS
 from warehouse.schema import Deployment, Pipeline, TestRun
