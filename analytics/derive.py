@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
-from analytics.images import DEFAULT_TAG_REVISION, resolve_images
+from analytics.images import resolve_images
+from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
 from warehouse.schema import (
     ChangeFailure,
@@ -164,7 +165,7 @@ def derive(
     engine: Engine,
     rules: FailureRules | None = None,
     full: bool = False,
-    tag_revision_pattern: str = DEFAULT_TAG_REVISION,
+    tag_revision_pattern: str = TAG_REVISION_PATTERN,
     image_repositories: Configured | None = None,
 ) -> DeriveSummary:
     """Bring the derived tables up to date (everything when `full`; `image_repositories`: service

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from analytics.observed import SLACK, Matcher, rollouts
+from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured, link_repositories
 from warehouse.schema import (
     Commit,
@@ -43,8 +44,6 @@ from warehouse.schema import (
     Service,
 )
 
-DEFAULT_TAG_REVISION = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
-
 
 @dataclass
 class ResolutionSummary:
@@ -54,7 +53,7 @@ class ResolutionSummary:
 
 def resolve_images(
     conn: Connection,
-    tag_revision_pattern: str = DEFAULT_TAG_REVISION,
+    tag_revision_pattern: str = TAG_REVISION_PATTERN,
     image_repositories: Configured | None = None,
     changed_after: datetime | None = None,
 ) -> ResolutionSummary:

@@ -51,18 +51,9 @@ from collectors.cdevents_models import (
     ServiceContent,
     TestSuiteRunContent,
 )
-from collectors.events import (
-    EnvironmentRef,
-    Event,
-    EventWriter,
-    Fact,
-    RepoRef,
-    ServiceRef,
-    SourceRef,
-    parse_image,
-    writer_for,
-)
+from collectors.events import Event, EventWriter, Fact, parse_image, writer_for
 from collectors.payload import RejectedPayload, short
+from collectors.refs import EnvironmentRef, RepoRef, ServiceRef, SourceRef
 from config.settings import Settings
 from warehouse.schema import Deployment, Image, Incident, MergeRequest, Pipeline, TestRun
 

@@ -24,7 +24,6 @@ Decisions:
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,55 +35,12 @@ from urllib.parse import parse_qs, unquote
 from sqlalchemy import Connection, Engine, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from collectors.http import redact_url
-from config.settings import Settings
-from warehouse.dimensions import ensure_environment, ensure_id, ensure_source
+from collectors.refs import Ref, Refs, SourceRef
+from config.settings import PROMOTION_PATH, Settings, TeamSettings, owning_team
 from warehouse.raw import Raw, store_raw
-from warehouse.schema import Base, Deployment, Image, Repo, Service, Team, table_of
+from warehouse.schema import Base, Deployment, Image, table_of
 from warehouse.upsert import natural_key_columns, upsert
-from warehouse.vocabulary import DEFAULT_ALIASES, DEFAULT_REGIONS, EnvironmentMapper
-
-# --- references to dimension rows -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """A `source` row by name (created with its kind and base URL when new)."""
-
-    name: str
-    kind: str
-    base_url: str | None = None
-
-
-@dataclass(frozen=True)
-class RepoRef:
-    """A `repo` row by (source, external id)."""
-
-    source: SourceRef
-    external_id: str
-    path: str
-    default_branch: str | None = None
-    web_url: str | None = None
-
-
-@dataclass(frozen=True)
-class ServiceRef:
-    """A `service` row by name; `namespace` is its team when no configured team owns it."""
-
-    name: str
-    repo: RepoRef | None = None
-    namespace: str | None = None
-
-
-@dataclass(frozen=True)
-class EnvironmentRef:
-    """A raw environment name (and the source's tier), canonicalised when written."""
-
-    raw_name: str
-    tier: str | None = None
-
-
-Ref = SourceRef | RepoRef | ServiceRef | EnvironmentRef
+from warehouse.vocabulary import DEFAULT_ALIASES, DEFAULT_REGIONS
 
 
 @dataclass
@@ -198,19 +154,21 @@ class EventWriter:
         self,
         engine: Engine,
         *,
-        teams: Sequence[tuple[str, Sequence[str]]] = (),
+        teams: Sequence[TeamSettings] = (),
         aliases: Mapping[str, Sequence[str]] = DEFAULT_ALIASES,
         regions: str = DEFAULT_REGIONS,
-        promotion_path: Sequence[str] = ("test", "staging", "production"),
+        promotion_path: Sequence[str] = PROMOTION_PATH,
     ) -> None:
         self.engine = engine
-        self.teams = list(teams)  # (team, service name patterns), in config order
-        self.mapper = EnvironmentMapper(aliases, regions)
-        self.promotion_path = list(promotion_path)
+        teams = list(teams)  # `[[teams]]`, in config order
+        self.refs = Refs(
+            team_of=lambda service: owning_team(teams, service),
+            aliases=aliases,
+            regions=regions,
+            promotion_path=promotion_path,
+        )
         # SQLite has one writer: serialise our own writes (derive takes this lock too)
         self.lock = threading.Lock() if engine.dialect.name == "sqlite" else None
-        self._ids: dict[Ref, int] = {}
-        self._ids_lock = threading.Lock()
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -228,14 +186,14 @@ class EventWriter:
             return result
         pending: dict[Ref, int] = {}
         with self.writing(), self.engine.begin() as conn:
-            source_id = self._id(conn, raw_source, pending)
+            source_id = self.refs.id(conn, raw_source, pending)
             raws = [Raw(e.stream, e.external_id, e.payload) for e in events]
             result.stored = store_raw(conn, source_id, raws)
             for event in events:
                 for ref in event.dimensions:
-                    self._id(conn, ref, pending)
+                    self.refs.id(conn, ref, pending)
             for table, mode, rows in _grouped(e.facts for e in events):
-                resolved = [self._resolve(conn, row, pending) for row in rows]
+                resolved = [self.refs.resolve(conn, row, pending) for row in rows]
                 if table is Deployment:
                     _commits_of_images(conn, resolved)
                 if mode == "insert":
@@ -246,68 +204,8 @@ class EventWriter:
                     written = sum(upsert(conn, table, run) for run in _runs(resolved))
                 name = table_of(table).name
                 result.rows[name] = result.rows.get(name, 0) + written
-        with self._ids_lock:
-            self._ids.update(pending)
+        self.refs.remember(pending)
         return result
-
-    # -- references --------------------------------------------------------------------------
-
-    def _resolve(
-        self, conn: Connection, row: dict[str, Any], pending: dict[Ref, int]
-    ) -> dict[str, Any]:
-        return {
-            key: self._id(conn, value, pending)
-            if isinstance(value, SourceRef | RepoRef | ServiceRef | EnvironmentRef)
-            else value
-            for key, value in row.items()
-        }
-
-    def _id(self, conn: Connection, ref: Ref, pending: dict[Ref, int]) -> int:
-        known = self._ids.get(ref, pending.get(ref))
-        if known is not None:
-            return known
-        if isinstance(ref, SourceRef):
-            base_url = redact_url(ref.base_url) if ref.base_url else None
-            found = ensure_source(conn, ref.name, ref.kind, base_url)
-        elif isinstance(ref, RepoRef):
-            row = {
-                "source_id": self._id(conn, ref.source, pending),
-                "external_id": ref.external_id,
-                "path": ref.path,
-            }
-            row.update(_present(default_branch=ref.default_branch, web_url=ref.web_url))
-            found = ensure_id(conn, Repo, row)
-        elif isinstance(ref, ServiceRef):
-            found = ensure_id(conn, Service, self._service_row(conn, ref, pending))
-        else:
-            env = self.mapper.canonical(ref.raw_name, ref.tier)
-            found = ensure_environment(conn, env, self.promotion_path, ref.raw_name)
-        pending[ref] = found
-        return found
-
-    def _service_row(
-        self, conn: Connection, ref: ServiceRef, pending: dict[Ref, int]
-    ) -> dict[str, Any]:
-        """The service's row: its repository when the event knows it, its team by the config's
-        patterns, else the namespace the event names (as the GitLab collector does)."""
-        row: dict[str, Any] = {"name": ref.name}
-        if ref.repo is not None:
-            row["repo_id"] = self._id(conn, ref.repo, pending)
-        team = next(
-            (
-                t
-                for t, patterns in self.teams
-                if any(fnmatch.fnmatch(ref.name, p) for p in patterns)
-            ),
-            ref.namespace,
-        )
-        if team:
-            row["team_id"] = ensure_id(conn, Team, {"name": team})
-        return row
-
-
-def _present(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
 
 
 _MODES = ("insert", "upsert", "update")  # the order a table's rows are written in
@@ -392,7 +290,7 @@ def writer_for(engine: Engine, settings: Settings | None) -> EventWriter:
         return EventWriter(engine)
     return EventWriter(
         engine,
-        teams=[(t.name, t.services) for t in settings.teams],
+        teams=settings.teams,
         aliases=settings.environments.aliases,
         regions=settings.environments.regions,
         promotion_path=settings.environments.promotion_path,
@@ -400,14 +298,10 @@ def writer_for(engine: Engine, settings: Settings | None) -> EventWriter:
 
 
 __all__ = [
-    "EnvironmentRef",
     "Event",
     "EventWriter",
     "Fact",
     "ImageRef",
-    "RepoRef",
-    "ServiceRef",
-    "SourceRef",
     "WriteResult",
     "insert_missing",
     "parse_image",

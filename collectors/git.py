@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import fnmatch
 import json
 import logging
 import os
@@ -44,16 +43,18 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from rich.progress import Progress, TaskID
+from rich.progress import TaskID
 from sqlalchemy import Connection, Engine, delete, select
 
-from collectors.http import redact_url
+from collectors.frame import Collector, SyncOptions
 from collectors.payload import RejectedPayload, parse_time, rejects
-from collectors.sync import Batch, SourceSummary, SyncRun, timed
+from collectors.refs import Refs, ServiceRef
+from collectors.sync import Batch, SourceSummary, SyncRun
+from config.redaction import redact_url
 from config.settings import GitSource, Settings
-from warehouse.dimensions import ensure_id, ensure_source
+from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
-from warehouse.schema import Branch, Commit, CommitParent, Repo, Service, Team
+from warehouse.schema import Branch, Commit, CommitParent, Repo
 from warehouse.sync_state import get_state
 
 log = logging.getLogger(__name__)
@@ -313,54 +314,37 @@ def cache_root() -> Path:
     return Path(base) / "git"
 
 
-class GitCollector:
-    """Syncs one `[[sources.git]]` into the warehouse."""
+class GitCollector(Collector[str]):
+    """Syncs one `[[sources.git]]` into the warehouse: one partition, the repository (its
+    location), leased on its cursor's row; every git command counts as a request."""
 
     kind = "git"
 
-    def __init__(
-        self,
-        source: GitSource,
-        settings: Settings,
-        engine: Engine,
-        *,
-        numstat: bool = True,
-        progress: Progress | None = None,
-        full: bool = False,
-    ) -> None:
-        self.source, self.settings, self.engine = source, settings, engine
+    def __init__(self, source: GitSource, options: SyncOptions, *, numstat: bool = True) -> None:
+        super().__init__(source, options)
         self.numstat = numstat  # read additions/deletions (see the module docstring for the cost)
-        self.progress = progress
-        self.full = full  # ignore the cursor: read every commit again
         self.location = source.path or redact_url(source.url or "")  # external id and partition
-        self.git = Git(Path(), stall_s=settings.sync.timeout_s)
+        self.git = Git(Path(), stall_s=self.settings.sync.timeout_s)
+        self.refs = Refs.from_settings(self.settings)
 
-    def sync(self) -> SourceSummary:
-        """Sync the repository; returns the summary (errors are in it, not raised)."""
-        summary = SourceSummary(self.source.name, self.kind)
-        with self.engine.begin() as conn:
-            source_id = ensure_source(conn, self.source.name, self.kind, self.location)
-        run = SyncRun(self.engine, source_id, summary, self.settings.sync)
-        try:  # one partition: the repository, leased on its cursor's row
-            timed(summary, lambda: self._leased_sync(run))
-        finally:
-            run.leases.close()
-        summary.requests = self.git.calls
-        summary.skipped = run.leases.skipped
-        return summary
+    def base_url(self) -> str | None:
+        return self.location
 
-    def _leased_sync(self, run: SyncRun) -> None:
-        """Sync the repository unless another worker holds it or synced it in this round."""
-        run.leases.fan_out(
-            [self.location],
-            partition=lambda loc: ("commits", loc),
-            work=lambda _: run.attempt(
-                "commits", self.location, f"repository {self.location}", lambda: self._sync(run)
-            ),
-            parallelism=1,
+    def requests_made(self) -> int:
+        return self.git.calls
+
+    def partitions(self, run: SyncRun) -> list[str]:
+        return [self.location]
+
+    def lease_of(self, location: str) -> tuple[str, str]:
+        return "commits", location
+
+    def sync_partition(self, run: SyncRun, location: str) -> None:
+        run.attempt(
+            "commits", location, f"repository {location}", lambda: self._sync_repository(run)
         )
 
-    def _sync(self, run: SyncRun) -> None:
+    def _sync_repository(self, run: SyncRun) -> None:
         try:
             self._open()
             head = self.git.run("symbolic-ref", "-q", "HEAD", ok=(0, 1)).strip()
@@ -423,18 +407,9 @@ class GitCollector:
         with self.engine.begin() as conn:
             repo_id = ensure_id(conn, Repo, {**repo, "default_branch": default})
             if self.source.service:
-                self._service(conn, self.source.service, repo_id)
+                service = ServiceRef(self.source.service, repo=repo_id, origin="config")
+                self.refs.id(conn, service)
         return repo_id
-
-    def _service(self, conn: Connection, name: str, repo_id: int) -> None:
-        row: Row = {"name": name, "repo_id": repo_id, "origin": "config"}
-        teams = self.settings.teams
-        team = next(
-            (t.name for t in teams if any(fnmatch.fnmatch(name, p) for p in t.services)), ""
-        )
-        if team:
-            row["team_id"] = ensure_id(conn, Team, {"name": team})
-        ensure_id(conn, Service, row)
 
     def _cursor(self, run: SyncRun) -> dict[str, Any]:
         if self.full:
@@ -460,9 +435,8 @@ class GitCollector:
             if self.numstat:
                 args += ["--numstat", "--diff-merges=first-parent"]
             self._read_commits(run, parse_log(self.git.lines(*args, stdin=stdin)), repo_id)
-        run.count(
-            "commits", partitions=1, requests=self.git.calls
-        )  # opening the repository counts here
+        # opening the repository counts here
+        run.count("commits", partitions=1, requests=self.git.calls)
 
     def _still_there(self, shas: set[str], current: set[str]) -> set[str]:
         """The old heads git still has (a force push then gc may have removed some)."""
@@ -536,4 +510,4 @@ def _default_head(cursor: dict[str, Any]) -> tuple[str | None, str | None]:
 
 def sync_git(settings: Settings, engine: Engine, source: GitSource) -> SourceSummary:
     """Sync one git source; returns its summary (errors are in it, not raised)."""
-    return GitCollector(source, settings, engine).sync()
+    return GitCollector(source, SyncOptions(settings, engine)).sync()

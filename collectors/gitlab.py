@@ -9,39 +9,30 @@ warehouse already holds cost no per-item request.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 import gitlab
 import requests
 from gitlab.exceptions import GitlabError
-from rich.progress import Progress
-from sqlalchemy import Engine
 
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
-from collectors.http import (
-    MAX_RETRIES,
-    PolicySession,
-    RateLimiter,
-    RequestCounter,
-    RetryPolicy,
-    redact_url,
-)
+from collectors.frame import Collector, SyncOptions
+from collectors.http import PolicySession, RequestCounter
 from collectors.payload import partitioned
-from collectors.sync import RESUMES, Batch, Collector, SourceSummary, SyncError, SyncRun
-from config.settings import GitLabSource, Settings
-from warehouse.dimensions import ensure_environment, ensure_id
+from collectors.refs import EnvironmentRef, Refs, ServiceRef
+from collectors.sync import RESUMES, Batch, SyncRun
+from config.redaction import redact_url
+from config.settings import GitLabSource
+from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
-from warehouse.schema import Repo, Service, Team
+from warehouse.schema import Repo
 from warehouse.sync_state import get_state
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 BATCH_ITEMS = 200
@@ -66,60 +57,40 @@ class PolicyGitlab(gitlab.Gitlab):
         return super().http_request(*args, **kwargs)
 
 
-class GitLabCollector(Collector):
-    """Syncs one `[[sources.gitlab]]` into the warehouse."""
+class GitLabCollector(Collector[streams.ProjectContext]):
+    """Syncs one `[[sources.gitlab]]` into the warehouse; a partition is a project."""
 
     kind = "gitlab"
+    unit = "projects"
+    listing_errors = (GitlabError, requests.RequestException)
+    # the grain of a lease is the project: its streams share the project's context and one
+    # worker's client, so one claim covers them all (row `project`, partition = project id)
+    mark_leases = True
 
-    def __init__(
-        self,
-        source: GitLabSource,
-        settings: Settings,
-        engine: Engine,
-        max_retries: int = MAX_RETRIES,
-        progress: Progress | None = None,
-        full: bool = False,
-    ) -> None:
-        self.source = source
-        self.settings = settings
-        self.engine = engine
-        self.max_retries = max_retries
-        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
-        self.progress = progress
-        self.full = full  # ignore cursors and stored versions: re-read everything
-        self.limiter = RateLimiter(settings.sync.requests_per_second)
-        self.mapper = EnvironmentMapper(
-            settings.environments.aliases, settings.environments.regions
-        )
-        self._local = threading.local()
-        self._counters: list[RequestCounter] = []
-        self._counters_lock = threading.Lock()
+    def __init__(self, source: GitLabSource, options: SyncOptions) -> None:
+        super().__init__(source, options)
+        self.refs = Refs.from_settings(self.settings)
 
     # -- clients -----------------------------------------------------------------------------
 
-    def client(self) -> gitlab.Gitlab:
-        """This thread's python-gitlab client (sessions are not shared between threads)."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            counter = RequestCounter()
-            with self._counters_lock:
-                self._counters.append(counter)
-            session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
-            token = os.environ.get(self.source.token_env) if self.source.token_env else None
-            client = PolicyGitlab(
-                self.source.url,
-                private_token=token,
-                session=session,
-                ssl_verify=self.source.ssl_verify,
-                timeout=self.settings.sync.timeout_s,
-                per_page=self.source.per_page,
-            )
-            self._local.client, self._local.session, self._local.counter = client, session, counter
-        return client
+    def make_client(self, counter: RequestCounter) -> gitlab.Gitlab:
+        """A python-gitlab client on a `PolicySession` of its own."""
+        session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
+        token = os.environ.get(self.source.token_env) if self.source.token_env else None
+        self._local.session = session
+        return PolicyGitlab(
+            self.source.url,
+            private_token=token,
+            session=session,
+            ssl_verify=self.source.ssl_verify,
+            timeout=self.settings.sync.timeout_s,
+            per_page=self.source.per_page,
+        )
 
-    def requests_made(self) -> int:
-        with self._counters_lock:
-            return sum(c.value for c in self._counters)
+    def client(self) -> gitlab.Gitlab:
+        """This thread's python-gitlab client."""
+        client: gitlab.Gitlab = super().client()
+        return client
 
     def _where(self) -> str:
         session = getattr(self._local, "session", None)
@@ -131,35 +102,20 @@ class GitLabCollector(Collector):
 
     # -- the sync ------------------------------------------------------------------------------
 
-    def _sync(self, run: SyncRun) -> None:
-        try:
-            projects = self.discover(run)
-        except (GitlabError, requests.RequestException) as exc:
-            run.summary.errors.append(
-                f"{self.source.name}: cannot list projects from {redact_url(self.source.url)}: "
-                f"{_describe(exc)}{self._where()}; check the url, the token and the groups/projects"
-            )
-            return
-        task = (
-            self.progress.add_task(f"{self.source.name}: projects", total=len(projects))
-            if self.progress
-            else None
+    def cannot_list(self, exc: Exception) -> str:
+        return (
+            f"{self.source.name}: cannot list projects from {redact_url(self.source.url)}: "
+            f"{_describe(exc)}{self._where()}; check the url, the token and the groups/projects"
         )
 
-        def advance(_: streams.ProjectContext) -> None:
-            if self.progress and task is not None:
-                self.progress.advance(task)
+    def partitions(self, run: SyncRun) -> list[streams.ProjectContext]:
+        return self.discover(run)
 
-        # the grain of a lease is the project: its streams share the project's context and one
-        # worker's client, so one claim covers them all (row `project`, partition = project id)
-        run.leases.fan_out(
-            projects,
-            partition=lambda ctx: (LEASE_STREAM, str(ctx.project_id)),
-            work=lambda ctx: self.sync_project(run, ctx),
-            parallelism=self.settings.sync.parallelism,
-            done=advance,
-            mark=True,
-        )
+    def lease_of(self, ctx: streams.ProjectContext) -> tuple[str, str]:
+        return LEASE_STREAM, str(ctx.project_id)
+
+    def sync_partition(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
+        self.sync_project(run, ctx)
 
     def discover(self, run: SyncRun) -> list[streams.ProjectContext]:
         """The configured projects (groups with subgroups, and explicit ones), registered in the
@@ -207,34 +163,20 @@ class GitLabCollector(Collector):
                 )
 
         run.write("projects", batch, after=register)
-        run.count("projects", partitions=1, requests=self._local.counter.value)
+        run.count("projects", partitions=1, requests=self.thread_requests())
         return contexts
 
     def _service(self, conn: Any, project: dict[str, Any], repo_id: int) -> int:
-        name = str(project.get("path") or project["id"])
-        team = next(
-            (
-                t.name
-                for t in self.settings.teams
-                if any(fnmatch.fnmatch(name, p) for p in t.services)
-            ),
-            None,
+        """The project's service (named after its path), in the configured team or its namespace."""
+        namespace = project.get("namespace") or {}
+        service = ServiceRef(
+            str(project.get("path") or project["id"]),
+            repo=repo_id,
+            namespace=namespace.get("path") or namespace.get("name"),
+            origin="discovered",
+            image_repository=project.get("container_registry_image_prefix"),
         )
-        if team is None:
-            namespace = project.get("namespace") or {}
-            team = namespace.get("path") or namespace.get("name")
-        team_id = ensure_id(conn, Team, {"name": team}) if team else None
-        return ensure_id(
-            conn,
-            Service,
-            {
-                "name": name,
-                "team_id": team_id,
-                "repo_id": repo_id,
-                "image_repository": project.get("container_registry_image_prefix"),
-                "origin": "discovered",
-            },
-        )
+        return self.refs.id(conn, service)
 
     def sync_project(self, run: SyncRun, ctx: streams.ProjectContext) -> None:
         """Every stream of one project; a failing stream (HTTP, database, anything) is recorded
@@ -279,11 +221,12 @@ class GitLabCollector(Collector):
             streams.attrs(e) for e in project.environments.list(iterator=True, per_page=100)
         ]
         batch = Batch()
-        canonical = {}
+        canonical: dict[str, EnvironmentRef] = {}
         for env in payloads:
             key = partitioned(str(ctx.project_id), norm.external_id_of(env))
             try:
-                canonical[env["name"]] = norm.normalize_environment(env, self.mapper)
+                norm.normalize_environment(env, self.refs.mapper)  # rejects a malformed one
+                canonical[env["name"]] = EnvironmentRef(env["name"], env.get("tier"))
                 batch.raws.append(Raw("environments", key, env))
             except (norm.RejectedPayload, KeyError) as exc:
                 batch.raws.append(Raw("environments", key, env, error=str(exc)))
@@ -291,10 +234,8 @@ class GitLabCollector(Collector):
         save = run.save_cursor("environments", str(ctx.project_id), None, counter.value - before)
 
         def register(conn: Any) -> None:  # in the batch's transaction, under the write lock
-            for raw_name, env in canonical.items():
-                ctx.environments[raw_name] = ensure_environment(
-                    conn, env, self.settings.environments.promotion_path, raw_name
-                )
+            for raw_name, ref in canonical.items():
+                ctx.environments[raw_name] = self.refs.id(conn, ref)
             save(conn)
 
         run.write("environments", batch, after=register)
@@ -314,7 +255,7 @@ class GitLabCollector(Collector):
             since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
         elif stream.cursor_param:
             # a first (or --full) sync reaches back `history_days`, no further
-            since = (run.started_at - timedelta(days=self.settings.sync.history_days)).isoformat()
+            since = self.options.since(run.started_at).isoformat()
         newest: datetime | None = None
         batch = Batch()
         for item in stream.items(project, since, self.source.per_page):
@@ -373,21 +314,3 @@ def _describe(exc: Exception) -> str:
         code = getattr(exc, "response_code", None)
         return f"HTTP {code}: {exc.error_message}" if code else str(exc.error_message)
     return f"{type(exc).__name__}: {exc}"
-
-
-def sync_gitlab(
-    settings: Settings,
-    engine: Engine,
-    names: Iterable[str] | None = None,
-    progress: Progress | None = None,
-) -> list[SourceSummary]:
-    """Sync every configured GitLab source (or those named)."""
-    wanted = set(names) if names else None
-    return [
-        GitLabCollector(source, settings, engine, progress=progress).sync()
-        for source in settings.sources.gitlab
-        if wanted is None or source.name in wanted
-    ]
-
-
-__all__ = ["GitLabCollector", "SyncError", "sync_gitlab", "timedelta"]

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, FromClause, select
 
 from collectors import gitlab_normalize as norm
 from collectors.payload import partitioned
+from config.settings import SCHEMA_JOBS, TAG_REVISION_PATTERN
 from warehouse.schema import (
     Branch,
     Commit,
@@ -51,8 +52,8 @@ class ProjectContext:
     repo_id: int
     service_id: int
     environments: dict[str, int] = field(default_factory=dict)  # raw name -> environment id
-    schema_jobs: str = "(?i)(migrat|flyway|liquibase|alembic|schema)"
-    tag_revision_pattern: str = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+    schema_jobs: str = SCHEMA_JOBS
+    tag_revision_pattern: str = TAG_REVISION_PATTERN
 
     @property
     def project_id(self) -> int:

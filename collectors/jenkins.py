@@ -38,28 +38,22 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from typing import Any
 from urllib.parse import quote
 
 import jenkins
 import requests
-from rich.progress import Progress
 from sqlalchemy import Connection, Engine, select
 
 from collectors import jenkins_normalize as norm
-from collectors.http import (
-    MAX_RETRIES,
-    PolicySession,
-    RateLimiter,
-    RequestCounter,
-    RetryPolicy,
-    redact_url,
-)
+from collectors.frame import Collector, SyncOptions
+from collectors.http import PolicySession, RequestCounter
 from collectors.payload import external_id_of
-from collectors.sync import Batch, Collector, SyncRun
+from collectors.refs import EnvironmentRef, Refs, ServiceRef
+from collectors.sync import Batch, SyncRun
+from config.redaction import redact_url
 from config.settings import JenkinsSource, Settings
-from warehouse.dimensions import ensure_environment, ensure_id
+from warehouse.dimensions import ensure_id
 from warehouse.raw import Raw
 from warehouse.schema import (
     Commit,
@@ -69,10 +63,8 @@ from warehouse.schema import (
     Repo,
     Service,
     SyncState,
-    Team,
     TestRun,
 )
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 PAGE = 100
@@ -160,52 +152,33 @@ def job_tree(depth: int) -> str:
     return f"jobs[{inner}]"
 
 
-class JenkinsCollector(Collector):
-    """Syncs one `[[sources.jenkins]]` into the warehouse."""
+class JenkinsCollector(Collector[JobInfo]):
+    """Syncs one `[[sources.jenkins]]` into the warehouse; a partition is a buildable job."""
 
     kind = "jenkins"
+    unit = "jobs"
+    listing_errors = (jenkins.JenkinsException, requests.RequestException)
 
-    def __init__(
-        self,
-        source: JenkinsSource,
-        settings: Settings,
-        engine: Engine,
-        max_retries: int = MAX_RETRIES,
-        progress: Progress | None = None,
-        full: bool = False,
-    ) -> None:
-        self.source, self.settings, self.engine = source, settings, engine
-        self.max_retries = max_retries
-        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
-        self.progress = progress
-        self.full = full  # ignore cursors: read every build again
-        self.limiter = RateLimiter(settings.sync.requests_per_second)
+    def __init__(self, source: JenkinsSource, options: SyncOptions) -> None:
+        super().__init__(source, options)
         self.deploy_jobs = re.compile(source.deploy_jobs)
-        self._local = threading.local()
-        self._counters: list[RequestCounter] = []
-        self._lock = threading.Lock()
+        self.dims: Dimensions | None = None  # set by `partitions`
+        self.cursors: dict[tuple[str, str], str | None] = {}
 
     # -- clients -------------------------------------------------------------------------------
 
+    def make_client(self, counter: RequestCounter) -> PolicyJenkins:
+        """A python-jenkins client on a `PolicySession` of its own."""
+        session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
+        user = os.environ.get(self.source.user_env) if self.source.user_env else None
+        token = os.environ.get(self.source.token_env) if self.source.token_env else None
+        self._local.session = session
+        return PolicyJenkins(self.source.url, user, token, session, self.settings.sync.timeout_s)
+
     def client(self) -> PolicyJenkins:
         """This thread's python-jenkins client."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            counter = RequestCounter()
-            with self._lock:
-                self._counters.append(counter)
-            session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
-            user = os.environ.get(self.source.user_env) if self.source.user_env else None
-            token = os.environ.get(self.source.token_env) if self.source.token_env else None
-            client = PolicyJenkins(
-                self.source.url, user, token, session, self.settings.sync.timeout_s
-            )
-            self._local.client, self._local.session, self._local.counter = client, session, counter
+        client: PolicyJenkins = super().client()
         return client
-
-    def requests_made(self) -> int:
-        with self._lock:
-            return sum(c.value for c in self._counters)
 
     def _describe(self, exc: Exception) -> str:
         """What went wrong: the HTTP status (python-jenkins words 401, 403 and 500 alike) or the
@@ -222,40 +195,30 @@ class JenkinsCollector(Collector):
 
     # -- the sync ------------------------------------------------------------------------------
 
-    def _sync(self, run: SyncRun) -> None:
-        try:
-            jobs = self.discover(run)
-        except (jenkins.JenkinsException, requests.RequestException) as exc:
-            run.summary.errors.append(
-                f"{self.source.name}: cannot list jobs from {redact_url(self.source.url)}: "
-                f"{self._describe(exc)}; check the url, and the user and API token in "
-                f"${self.source.user_env} and ${self.source.token_env}"
-            )
-            return
-        dims = Dimensions(self.engine, run, self.settings)
-        cursors = {} if self.full else self._cursors(run)
-        task = (
-            self.progress.add_task(f"{self.source.name}: jobs", total=len(jobs))
-            if self.progress
-            else None
+    def cannot_list(self, exc: Exception) -> str:
+        return (
+            f"{self.source.name}: cannot list jobs from {redact_url(self.source.url)}: "
+            f"{self._describe(exc)}; check the url, and the user and API token in "
+            f"${self.source.user_env} and ${self.source.token_env}"
         )
 
-        def advance(_: JobInfo) -> None:
-            if self.progress and task is not None:
-                self.progress.advance(task)
+    def partitions(self, run: SyncRun) -> list[JobInfo]:
+        jobs = self.discover(run)
+        self.dims = Dimensions(self.engine, run, self.settings)
+        self.cursors = {} if self.full else self._cursors(run)
+        return jobs
 
-        run.leases.fan_out(  # a lease per job, on its cursor's row
-            jobs,
-            partition=lambda job: (_stream_of(job), job.full_name),
-            work=lambda job: self.sync_job(run, dims, job, cursors),
-            parallelism=self.settings.sync.parallelism,
-            done=advance,
-        )
+    def lease_of(self, job: JobInfo) -> tuple[str, str]:
+        return _stream_of(job), job.full_name  # a lease per job, on its cursor's row
+
+    def sync_partition(self, run: SyncRun, job: JobInfo) -> None:
+        assert self.dims is not None
+        self.sync_job(run, self.dims, job, self.cursors)
 
     def discover(self, run: SyncRun) -> list[JobInfo]:
         """Every buildable job below the root, folders expanded `FOLDER_DEPTH` levels a request."""
         client = self.client()
-        before = self._local.counter.value
+        before = self.thread_requests()
         found: list[JobInfo] = []
         pending = [""]
         while pending:
@@ -265,7 +228,7 @@ class JenkinsCollector(Collector):
             self._walk(info.get("jobs") or [], 1, found, pending)
         batch = Batch(raws=[Raw("jobs", j.full_name, j.payload) for j in found])
         run.write("jobs", batch)
-        run.count("jobs", partitions=1, requests=self._local.counter.value - before)
+        run.count("jobs", partitions=1, requests=self.thread_requests() - before)
         return found
 
     def _walk(
@@ -472,9 +435,7 @@ class Dimensions:
 
     def __init__(self, engine: Engine, run: SyncRun, settings: Settings) -> None:
         self.run, self.settings, self.source_id = run, settings, run.source_id
-        self.mapper = EnvironmentMapper(
-            settings.environments.aliases, settings.environments.regions
-        )
+        self.refs = Refs.from_settings(settings)
         self._lock = threading.Lock()
         self.by_path: dict[str, list[tuple[int, str]]] = {}  # repo path -> [(id, host)]
         self.own: set[int] = set()  # repos created from Jenkins' remote URLs
@@ -548,26 +509,14 @@ class Dimensions:
         warehouse has none by that name."""
         with self._lock:
             if name not in self.services:
-                teams = self.settings.teams
-                team = next(
-                    (t.name for t in teams if any(fnmatch(name, p) for p in t.services)), None
-                )
-
-                def create(conn: Connection) -> int:
-                    team_id = ensure_id(conn, Team, {"name": team}) if team else None
-                    row = {"name": name, "team_id": team_id, "origin": "discovered"}
-                    return ensure_id(conn, Service, row)
-
-                self.services[name] = (self._write(create), None)
+                ref = ServiceRef(name, origin="discovered")
+                self.services[name] = (self._write(lambda conn: self.refs.id(conn, ref)), None)
             return self.services[name]
 
     def environment(self, raw: str) -> int:
         """The id of the canonical environment of `raw` (an ENV parameter value)."""
         with self._lock:
             if raw not in self.environments:
-                env = self.mapper.canonical(raw)
-                path = self.settings.environments.promotion_path
-                self.environments[raw] = self._write(
-                    lambda conn: ensure_environment(conn, env, path, raw)
-                )
+                ref = EnvironmentRef(raw)
+                self.environments[raw] = self._write(lambda conn: self.refs.id(conn, ref))
             return self.environments[raw]

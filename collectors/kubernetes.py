@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -36,26 +35,21 @@ from typing import Any
 import kubernetes
 import urllib3
 from kubernetes.client.rest import ApiException
-from rich.progress import Progress
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 
 from collectors import kubernetes_normalize as norm
+from collectors.frame import Collector, SyncOptions
 from collectors.http import (
-    MAX_RETRIES,
     MalformedBody,
-    RateLimiter,
-    RequestCounter,
-    RetryPolicy,
     redact_url,
     urllib3_retry,
 )
 from collectors.payload import RejectedPayload
-from collectors.sync import Batch, Collector, SyncRun
-from config.settings import KubernetesSource, Settings
-from warehouse.dimensions import ensure_environment
+from collectors.refs import EnvironmentRef, Refs
+from collectors.sync import Batch, SyncRun
+from config.settings import KubernetesSource
 from warehouse.raw import Raw
 from warehouse.schema import Deployment, ObservedWorkload, Service
-from warehouse.vocabulary import EnvironmentMapper
 
 log = logging.getLogger(__name__)
 # a connection dropped or stalled while a list's body is read (`_preload_content=False` reads it
@@ -68,32 +62,24 @@ class ClusterError(Exception):
     """The cluster cannot be reached or configured; the message names the source."""
 
 
-class KubernetesCollector(Collector):
-    """Syncs one `[[sources.kubernetes]]` into the warehouse."""
+class KubernetesCollector(Collector[str]):
+    """Syncs one `[[sources.kubernetes]]` into the warehouse; a partition is a namespace. The
+    threads share one `ApiClient` (its connection pool is thread-safe, sized for them all)."""
 
     kind = "kubernetes"
+    unit = "namespaces"
+    listing_errors = (ClusterError, MalformedBody, ApiException, urllib3.exceptions.HTTPError)
 
-    def __init__(
-        self,
-        source: KubernetesSource,
-        settings: Settings,
-        engine: Engine,
-        progress: Progress | None = None,
-        full: bool = False,
-        max_retries: int = MAX_RETRIES,
-    ) -> None:
-        self.source, self.settings, self.engine = source, settings, engine
-        self.progress, self.full, self.max_retries = progress, full, max_retries
-        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
+    def __init__(self, source: KubernetesSource, options: SyncOptions) -> None:
+        super().__init__(source, options)
         self.cluster = source.cluster or source.name
-        self.limiter = RateLimiter(settings.sync.requests_per_second)
-        self.counter = RequestCounter()
-        self.mapper = EnvironmentMapper(
-            settings.environments.aliases, settings.environments.regions
-        )
+        self.counter = self.new_counter()
+        self.refs = Refs.from_settings(self.settings)
         self.url = source.url or ""
         self._client: kubernetes.client.ApiClient | None = None
-        self._local = threading.local()  # requests made by this thread (per-namespace counts)
+        # set by `partitions`: service name -> id, namespace -> environment id
+        self.services: dict[str, int] = {}
+        self.environments: dict[str, int] = {}
 
     # -- the client ----------------------------------------------------------------------------
 
@@ -127,9 +113,6 @@ class KubernetesCollector(Collector):
         self.url = config.host
         self._client = kubernetes.client.ApiClient(config)
         return self._client
-
-    def requests_made(self) -> int:
-        return self.counter.value
 
     def _made(self) -> int:
         return int(getattr(self._local, "requests", 0))
@@ -194,50 +177,43 @@ class KubernetesCollector(Collector):
 
     # -- the sync ------------------------------------------------------------------------------
 
-    def _sync(self, run: SyncRun) -> None:
-        try:
-            self._sync_namespaces(run)
-        finally:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-    def _sync_namespaces(self, run: SyncRun) -> None:
-        try:
-            targets = self._targets()
-        except (ClusterError, MalformedBody) as exc:
-            run.summary.errors.append(str(exc))
-            return
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            run.summary.errors.append(
-                f"{self.source.name}: cannot list namespaces of cluster {self.cluster} at "
-                f"{redact_url(self.url)}: {self._describe(exc)}; {self._hint()}"
-            )
-            return
-        services = self._services()
-        environments = self._environments(run, targets)
-        task = (
-            self.progress.add_task(f"{self.source.name}: namespaces", total=len(targets))
-            if self.progress
-            else None
+    def cannot_list(self, exc: Exception) -> str:
+        if isinstance(exc, ClusterError | MalformedBody):
+            return str(exc)
+        return (
+            f"{self.source.name}: cannot list namespaces of cluster {self.cluster} at "
+            f"{redact_url(self.url)}: {self._describe(exc)}; {self._hint()}"
         )
 
-        def advance(_: str) -> None:
-            if self.progress and task is not None:
-                self.progress.advance(task)
+    def partitions(self, run: SyncRun) -> list[str]:
+        targets = self._targets()
+        self.services = self._services()
+        self.environments = self._environments(run, targets)
+        return list(targets)
 
-        run.leases.fan_out(  # a lease per namespace, on its cursor's row
-            targets,
-            partition=lambda ns: (STREAM, ns),
-            work=lambda ns: run.attempt(  # a database error or a bug fails the namespace only
-                STREAM,
-                ns,
-                f"namespace {ns} of cluster {self.cluster}",
-                partial(self.sync_namespace, run, ns, services, environments.get(ns)),
+    def lease_of(self, namespace: str) -> tuple[str, str]:
+        return STREAM, namespace  # a lease per namespace, on its cursor's row
+
+    def sync_partition(self, run: SyncRun, namespace: str) -> None:
+        run.attempt(  # a database error or a bug fails the namespace only
+            STREAM,
+            namespace,
+            f"namespace {namespace} of cluster {self.cluster}",
+            partial(
+                self.sync_namespace,
+                run,
+                namespace,
+                self.services,
+                self.environments.get(namespace),
             ),
-            parallelism=self.settings.sync.parallelism,
-            done=advance,
         )
+
+    def finish(self, run: SyncRun) -> None:
         self._adopt(run)
 
     def _adopt(self, run: SyncRun) -> None:
@@ -265,7 +241,7 @@ class KubernetesCollector(Collector):
         for ns in self.list_objects("namespaces"):
             name = str((ns.get("metadata") or {}).get("name") or "")
             if name:
-                guess = self.mapper.canonical(name.rsplit("-", 1)[-1])
+                guess = self.refs.mapper.canonical(name.rsplit("-", 1)[-1])
                 found[name] = name.rsplit("-", 1)[-1] if guess.tier != "other" else None
         return found
 
@@ -275,13 +251,11 @@ class KubernetesCollector(Collector):
 
     def _environments(self, run: SyncRun, targets: dict[str, str | None]) -> dict[str, int]:
         out: dict[str, int] = {}
-        path = self.settings.environments.promotion_path
 
         def ensure(conn: Any) -> None:
             for ns, raw in targets.items():
                 if raw:
-                    env = self.mapper.canonical(raw)
-                    out[ns] = ensure_environment(conn, env, path, raw)
+                    out[ns] = self.refs.id(conn, EnvironmentRef(raw))
 
         run.write(STREAM, Batch(), after=ensure)
         return out

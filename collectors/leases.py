@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, update
 
+from config.settings import LEASE
 from warehouse.sync_state import STATE, claim, get_state, release, save_state
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_LEASE = LEASE
 
 
 class Claim(Enum):

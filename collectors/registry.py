@@ -42,22 +42,19 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from rich.progress import Progress
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 
+from collectors.frame import Collector, SyncOptions
 from collectors.http import (
-    MAX_RETRIES,
     MalformedBody,
     PolicyTransport,
-    RateLimiter,
     RequestCounter,
-    RetryPolicy,
     promised_items,
     redact_url,
 )
 from collectors.registry_types import CodePaths, RegistryError
-from collectors.sync import Collector, SyncRun
-from config.settings import RegistrySource, Settings
+from collectors.sync import SyncRun
+from config.settings import RegistrySource
 from warehouse.image_repositories import RepositoryOwners
 from warehouse.schema import Image, ImageTag, Repo, Service
 
@@ -164,25 +161,18 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-class RegistryCollector(Collector):
-    """Syncs one `[[sources.registry]]` (Harbor or OCI) into the warehouse."""
+class RegistryCollector(Collector[Any]):
+    """Syncs one `[[sources.registry]]` (Harbor or OCI) into the warehouse; a partition is what
+    the kind's reader syncs at once (a repository)."""
 
-    def __init__(
-        self,
-        source: RegistrySource,
-        settings: Settings,
-        engine: Engine,
-        max_retries: int = MAX_RETRIES,
-        progress: Progress | None = None,
-        full: bool = False,
-    ) -> None:
-        self.source, self.settings, self.engine = source, settings, engine
+    unit = "repositories"
+    listing_errors = (RegistryError, MalformedBody)
+
+    def __init__(self, source: RegistrySource, options: SyncOptions) -> None:
+        super().__init__(source, options)
         self.kind = source.kind
         self.host = source.host or urlsplit(source.url).netloc.rsplit("@", 1)[-1]
-        self.full, self.progress, self.max_retries = full, progress, max_retries
-        self.retry = RetryPolicy(max_retries, settings.sync.max_retry_after_s)
-        self.limiter = RateLimiter(settings.sync.requests_per_second)
-        self.tag_revision = re.compile(settings.metrics.tag_revision_pattern)
+        self.tag_revision = re.compile(self.settings.metrics.tag_revision_pattern)
         user = os.environ.get(source.user_env) if source.user_env else None
         password = os.environ.get(source.token_env) if source.token_env else None
         self.auth: httpx.Auth | None
@@ -190,52 +180,40 @@ class RegistryCollector(Collector):
             self.auth = httpx.BasicAuth(user, password or "") if user else None
         else:
             self.auth = TokenAuth(user, password)
-        self._local = threading.local()
-        self._counters: list[RequestCounter] = []
         self._clients: list[httpx.Client] = []
-        self._lock = threading.Lock()
+        self.reader: Any = None  # the kind's reader, made by `partitions`
+        self.failed: set[str] = set()  # groups (Harbor projects) with a failed repository
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
+    def make_client(self, counter: RequestCounter) -> httpx.Client:
+        """An httpx client with its own connection pool, under the shared policy."""
+        transport = PolicyTransport(self.limiter, counter, self.retry)
+        client = httpx.Client(
+            base_url=self.source.url.rstrip("/"),
+            transport=transport,
+            auth=self.auth,
+            timeout=self.settings.sync.timeout_s,
+            follow_redirects=True,
+            headers={"User-Agent": "cdmetrics"},
+        )
+        self._local.transport = transport
+        with self._counters_lock:
+            self._clients.append(client)
+        return client
+
     def client(self) -> httpx.Client:
-        """This thread's client (its own connection pool and request counter)."""
-        client = getattr(self._local, "client", None)
-        if client is None:
-            counter = RequestCounter()
-            transport = PolicyTransport(self.limiter, counter, self.retry)
-            client = httpx.Client(
-                base_url=self.source.url.rstrip("/"),
-                transport=transport,
-                auth=self.auth,
-                timeout=self.settings.sync.timeout_s,
-                follow_redirects=True,
-                headers={"User-Agent": "cdmetrics"},
-            )
-            self._local.client, self._local.transport, self._local.counter = (
-                client,
-                transport,
-                counter,
-            )
-            with self._lock:
-                self._counters.append(counter)
-                self._clients.append(client)
+        """This thread's client."""
+        client: httpx.Client = super().client()
         return client
 
     def close(self) -> None:
         """Close every thread's client (their connection pools)."""
-        with self._lock:
+        with self._counters_lock:
             clients, self._clients = self._clients, []
         for client in clients:
             client.close()
         self._local = threading.local()
-
-    def requests_made(self) -> int:
-        with self._lock:
-            return sum(c.value for c in self._counters)
-
-    def thread_requests(self) -> int:
-        self.client()
-        return int(self._local.counter.value)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A request that raises `RegistryError` on a failed connection or a non-2xx answer."""
@@ -380,65 +358,47 @@ class RegistryCollector(Collector):
 
     # -- the sync ----------------------------------------------------------------------------------
 
-    def _sync(self, run: SyncRun) -> None:
-        try:
-            self._sync_registry(run)
-        finally:
-            self.close()
+    def cannot_list(self, exc: Exception) -> str:
+        return (
+            f"{self.source.name}: cannot read the {self.kind} registry at "
+            f"{redact_url(self.source.url)}: {exc}; {self.access_hint()}"
+        )
 
-    def _sync_registry(self, run: SyncRun) -> None:
+    def partitions(self, run: SyncRun) -> list[Any]:
         from collectors.registry_harbor import HarborReader
         from collectors.registry_oci import OCIReader
 
-        reader: Any = HarborReader(self, run) if self.kind == "harbor" else OCIReader(self, run)
+        self.failed = set()
+        self.reader = HarborReader(self, run) if self.kind == "harbor" else OCIReader(self, run)
+        return list(self.reader.discover())
+
+    def lease_of(self, partition: Any) -> tuple[str, str]:
+        return self.reader.stream, self.reader.name(partition)  # on its cursor's row
+
+    def sync_partition(self, run: SyncRun, partition: Any) -> None:
+        reader = self.reader
         try:
-            partitions = reader.discover()
+            reader.sync(partition)
         except (RegistryError, MalformedBody) as exc:
-            run.summary.errors.append(
-                f"{self.source.name}: cannot read the {self.kind} registry at "
-                f"{redact_url(self.source.url)}: {exc}; {self.access_hint()}"
+            self.failed.add(reader.group(partition))
+            run.fail(
+                reader.stream,
+                reader.name(partition),
+                f"{self.source.name}: repository {reader.name(partition)}: {exc}",
+                exc,
             )
-            return
-        task = (
-            self.progress.add_task(f"{self.source.name}: repositories", total=len(partitions))
-            if self.progress
-            else None
-        )
-        failed: set[str] = set()
+        except Exception as exc:  # a database error or a bug: this repository fails
+            self.failed.add(reader.group(partition))
+            where = f"repository {reader.name(partition)}"
+            run.fail(
+                reader.stream,
+                reader.name(partition),
+                run.unexpected(reader.stream, where, exc),
+                exc,
+            )
 
-        def sync_one(partition: Any) -> None:
-            try:
-                reader.sync(partition)
-            except (RegistryError, MalformedBody) as exc:
-                failed.add(reader.group(partition))
-                run.fail(
-                    reader.stream,
-                    reader.name(partition),
-                    f"{self.source.name}: repository {reader.name(partition)}: {exc}",
-                    exc,
-                )
-            except Exception as exc:  # a database error or a bug: this repository fails
-                failed.add(reader.group(partition))
-                where = f"repository {reader.name(partition)}"
-                run.fail(
-                    reader.stream,
-                    reader.name(partition),
-                    run.unexpected(reader.stream, where, exc),
-                    exc,
-                )
-
-        def advance(_: Any) -> None:
-            if self.progress and task is not None:
-                self.progress.advance(task)
-
-        run.leases.fan_out(  # a lease per repository, on its cursor's row
-            partitions,
-            partition=lambda p: (reader.stream, reader.name(p)),
-            work=sync_one,
-            parallelism=self.settings.sync.parallelism,
-            done=advance,
-        )
-        reader.finish(failed)
+    def finish(self, run: SyncRun) -> None:
+        self.reader.finish(self.failed)
 
 
 __all__ = ["RegistryCollector", "RegistryError", "TokenAuth"]

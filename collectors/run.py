@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, select
 
+from collectors.frame import Collector, SyncOptions
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
@@ -22,6 +24,16 @@ from warehouse.schema import Source
 from warehouse.sync_state import derived_after_last_finish, mark_derived
 
 log = logging.getLogger(__name__)
+# every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
+# earlier one registered (Jenkins' builds GitLab's repos; Kubernetes after the sources that name
+# services; registries last, label trust compares with the services' repositories)
+KINDS: dict[str, type[Collector[Any]]] = {
+    "gitlab": GitLabCollector,
+    "jenkins": JenkinsCollector,
+    "git": GitCollector,
+    "kubernetes": KubernetesCollector,
+    "registry": RegistryCollector,
+}
 
 
 def run_sync(
@@ -32,8 +44,8 @@ def run_sync(
     full: bool = False,
     console: Console | None = None,
 ) -> list[SourceSummary]:
-    """Sync the GitLab, Jenkins and git sources (the others as their collectors land); one
-    summary each. Jenkins runs after GitLab, so its builds find the repos GitLab registered."""
+    """Sync every configured source (or those named), one summary each, kind by kind in the
+    order of `KINDS`."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(
@@ -45,43 +57,13 @@ def run_sync(
         disable=not console.is_terminal,
         transient=False,
     )
+    options = SyncOptions(settings, engine, progress=progress, full=full)
     summaries = []
     with progress:
-        for source in settings.sources.gitlab:
-            if wanted and source.name not in wanted:
-                continue
-            summaries.append(
-                GitLabCollector(source, settings, engine, progress=progress, full=full).sync()
-            )
-        for jenkins_source in settings.sources.jenkins:
-            if wanted and jenkins_source.name not in wanted:
-                continue
-            summaries.append(
-                JenkinsCollector(
-                    jenkins_source, settings, engine, progress=progress, full=full
-                ).sync()
-            )
-        for git_source in settings.sources.git:
-            if wanted and git_source.name not in wanted:
-                continue
-            summaries.append(
-                GitCollector(git_source, settings, engine, progress=progress, full=full).sync()
-            )
-        for k8s_source in settings.sources.kubernetes:  # after the sources that name services
-            if wanted and k8s_source.name not in wanted:
-                continue
-            summaries.append(
-                KubernetesCollector(k8s_source, settings, engine, progress=progress).sync()
-            )
-        # registries after the code sources: label trust compares with the services' repositories
-        for registry_source in settings.sources.registry:
-            if wanted and registry_source.name not in wanted:
-                continue
-            summaries.append(
-                RegistryCollector(
-                    registry_source, settings, engine, progress=progress, full=full
-                ).sync()
-            )
+        for kind, collector in KINDS.items():
+            for source in getattr(settings.sources, kind):
+                if not wanted or source.name in wanted:
+                    summaries.append(collector(source, options).sync())
     return summaries
 
 

@@ -1,5 +1,5 @@
-"""The sync runner every collector uses: one run per source, partitions (projects, jobs, namespaces)
-synced in parallel under one rate limiter, writes serialised where the warehouse has one writer,
+"""The state of one source's sync (`SyncRun`), which the collector frame (`collectors.frame`)
+gives every partition: writes serialised where the warehouse has one writer, cursors, failures,
 and a summary of rows, requests, rejected payloads and time per source and stream.
 
 A collector yields *batches*: raw payloads plus the rows normalised from them; the runner writes
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from collectors.http import MalformedBody, redact_url
+from collectors.http import MalformedBody
 from collectors.leases import Leases
 from warehouse.raw import Raw, store_raw
 from warehouse.schema import Base
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 # the order tables are written in within a batch (dimensions before facts)
 Rows = dict[type[Base], list[dict[str, Any]]]
 RESUMES = "the next sync resumes from the last saved cursor"
-
-
-class SyncError(Exception):
-    """A partition or source could not be synced; the message names it and what to do."""
 
 
 @dataclass
@@ -321,38 +317,3 @@ def timed(summary: SourceSummary, work: Callable[[], object]) -> SourceSummary:
     finally:
         summary.seconds = time.perf_counter() - start
     return summary
-
-
-class Collector:
-    """What every networked collector does around its own `_sync`: register the source, time the
-    run, and total the requests. Subclasses set `kind`, `source`, `engine` and implement `_sync`
-    and `requests_made`."""
-
-    kind: str
-    source: Any
-    engine: Engine
-
-    def sync(self) -> SourceSummary:
-        """Sync the whole source; returns the summary (errors are in it, not raised)."""
-        from warehouse.dimensions import ensure_source
-
-        summary = SourceSummary(self.source.name, self.kind)
-        with self.engine.begin() as conn:
-            source_id = ensure_source(
-                conn, self.source.name, self.kind, redact_url(self.source.url or "") or None
-            )
-        settings = getattr(self, "settings", None)
-        run = SyncRun(self.engine, source_id, summary, getattr(settings, "sync", None))
-        try:
-            timed(summary, lambda: run.contain(lambda: self._sync(run)))
-        finally:
-            run.leases.close()
-        summary.skipped = run.leases.skipped
-        summary.requests = self.requests_made()
-        return summary
-
-    def _sync(self, run: SyncRun) -> None:
-        raise NotImplementedError
-
-    def requests_made(self) -> int:
-        raise NotImplementedError

@@ -26,16 +26,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from collectors.events import (
-    EnvironmentRef,
-    Event,
-    Fact,
-    RepoRef,
-    ServiceRef,
-    SourceRef,
-)
+from collectors.events import Event, Fact
 from collectors.gitlab_normalize import normalize_deployment, normalize_pipeline
 from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
+from collectors.refs import EnvironmentRef, RepoRef, ServiceRef, SourceRef
+from config.settings import SCHEMA_JOBS
 from warehouse.raw import payload_hash
 from warehouse.schema import Branch, Commit, Deployment, Job, MergeRequest, Pipeline
 from warehouse.vocabulary import gitlab_status
@@ -90,7 +85,7 @@ def gitlab_source_for(project_url: str | None, sources: Sequence[tuple[str, str]
 def gitlab_event(
     payload: Any,
     sources: Sequence[tuple[str, str]] = (),
-    schema_jobs: str = "(?i)(migrat|flyway|liquibase|alembic|schema)",
+    schema_jobs: str = SCHEMA_JOBS,
 ) -> Event:
     """The event of one GitLab webhook payload (push, merge request, pipeline, job, deployment;
     other kinds are kept raw without rows)."""

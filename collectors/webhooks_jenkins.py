@@ -17,10 +17,12 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collectors.events import EnvironmentRef, Event, Fact, Ref, ServiceRef, SourceRef, parse_image
+from collectors.events import Event, Fact, parse_image
 from collectors.gitlab_normalize import deployment_kind
 from collectors.payload import Fields, RejectedPayload, Row, parse_time, rejects
+from collectors.refs import EnvironmentRef, Ref, ServiceRef, SourceRef
 from collectors.webhooks import external_id, known
+from config.settings import DEPLOY_JOBS, ENV_PARAMETER, IMAGE_PARAMETER, SCHEMA_JOBS
 from warehouse.schema import Deployment, Pipeline, TestRun
 from warehouse.vocabulary import PENDING, RUNNING, jenkins_status
 
@@ -49,10 +51,10 @@ def jenkins_event(
     payload: Any,
     source: SourceRef = JENKINS_WEBHOOKS,
     *,
-    deploy_jobs: str = "deploy-(?P<service>[^/]+)",
-    env_parameter: str = "ENV",
-    image_parameter: str = "IMAGE",
-    schema_jobs: str = "(?i)(migrat|flyway|liquibase|alembic|schema)",
+    deploy_jobs: str = DEPLOY_JOBS,
+    env_parameter: str = ENV_PARAMETER,
+    image_parameter: str = IMAGE_PARAMETER,
+    schema_jobs: str = SCHEMA_JOBS,
 ) -> Event:
     """The event of one Notification-plugin JSON payload: the build (a pipeline row), its test
     summary, and a deployment when the job is a deploy job."""

@@ -11,8 +11,10 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,6 +38,14 @@ LOCK_TIMEOUT_S = 10.0
 
 DEFAULT_CONFIG = Path("cdmetrics.toml")
 ENV_PREFIX = "CDMETRICS_"
+# defaults the collectors, webhooks and normalisers share (one place: the settings' own defaults)
+PROMOTION_PATH: tuple[str, ...] = ("test", "staging", "production")
+SCHEMA_JOBS = "(?i)(migrat|flyway|liquibase|alembic|schema)"
+TAG_REVISION_PATTERN = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+DEPLOY_JOBS = "deploy-(?P<service>[^/]+)"
+ENV_PARAMETER = "ENV"
+IMAGE_PARAMETER = "IMAGE"
+LEASE = timedelta(minutes=5)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -122,7 +132,7 @@ class SyncSettings(Section):
     max_retry_after_s: float = Field(60.0, ge=0)
     """Longest wait a server's Retry-After may impose, in seconds (seconds or HTTP-date form); a
     longer one is cut to this, so no worker is parked for an hour."""
-    lease: Duration = timedelta(minutes=5)
+    lease: Duration = LEASE
     """How long a worker's claim on a partition (a GitLab project, a Jenkins job, a namespace...)
     lasts; renewed every third of it while the worker lives, so a dead worker's partitions are
     taken over by another once it runs out."""
@@ -182,11 +192,11 @@ class JenkinsSource(SourceSettings):
     """Environment variable holding the user name ("" for anonymous access)."""
     token_env: EnvName = "JENKINS_TOKEN"
     """Environment variable holding the user's API token ("" for anonymous access)."""
-    deploy_jobs: Regex = "deploy-(?P<service>[^/]+)"
+    deploy_jobs: Regex = DEPLOY_JOBS
     """Regular expression of deploy job names; the `service` group names the service."""
-    env_parameter: str = "ENV"
+    env_parameter: str = ENV_PARAMETER
     """Build parameter naming the target environment of a deploy job."""
-    image_parameter: str = "IMAGE"
+    image_parameter: str = IMAGE_PARAMETER
     """Build parameter naming the deployed image (`repo@sha256:...` or `repo:tag`)."""
 
 
@@ -247,7 +257,7 @@ class Sources(Section):
 
 
 class EnvironmentSettings(Section):
-    promotion_path: list[str] = Field(default_factory=lambda: ["test", "staging", "production"])
+    promotion_path: list[str] = Field(default_factory=lambda: list(PROMOTION_PATH))
     """Canonical environments an image is promoted through, in order (at least one, no repeats)."""
     aliases: dict[str, list[Regex]] = Field(
         default_factory=lambda: {
@@ -377,9 +387,9 @@ class MetricsSettings(Section):
     """A hotfix deployment this soon after a production deployment makes it a failed change."""
     hotfix_refs: list[str] = Field(default_factory=lambda: ["hotfix/*"])
     """Glob patterns of refs whose deployments are hotfixes."""
-    schema_jobs: Regex = "(?i)(migrat|flyway|liquibase|alembic|schema)"
+    schema_jobs: Regex = SCHEMA_JOBS
     """Regular expression of job names that deploy database schema changes."""
-    tag_revision_pattern: Regex = r"^(?:v|sha-)?(?P<sha>[0-9a-f]{7,12}|[0-9a-f]{40})$"
+    tag_revision_pattern: Regex = TAG_REVISION_PATTERN
     """Tags naming their source commit; the `sha` group is the (short) sha."""
 
 
@@ -563,10 +573,20 @@ class Settings(BaseSettings):
         """Service name -> its configured image repositories (names or glob patterns)."""
         return {s.name: s.image_repositories for s in self.services if s.image_repositories}
 
+    def team_of(self, service: str) -> str | None:
+        """The team owning `service`: the first `[[teams]]` entry (config order) one of whose
+        names or glob patterns matches it; None when no team lists it."""
+        return owning_team(self.teams, service)
+
     def all_sources(self) -> list[SourceSettings]:
         """Every configured source, in config order by kind."""
         s = self.sources
         return [*s.gitlab, *s.jenkins, *s.git, *s.registry, *s.kubernetes]
+
+
+def owning_team(teams: Iterable[TeamSettings], service: str) -> str | None:
+    """The first of `teams` whose `services` (names or glob patterns) match `service`."""
+    return next((t.name for t in teams if any(fnmatch(service, p) for p in t.services)), None)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

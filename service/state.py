@@ -10,7 +10,8 @@ from fastapi import Request
 from sqlalchemy import Engine
 
 from analytics.derive import FailureRules
-from collectors.events import EventWriter, SourceRef, writer_for
+from collectors.events import EventWriter, writer_for
+from collectors.refs import SourceRef
 from collectors.webhooks_jenkins import JENKINS_WEBHOOKS
 from config.settings import JenkinsSource, Settings
 from service.auth import Secrets

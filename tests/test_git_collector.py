@@ -18,6 +18,7 @@ import pytest
 from rich.progress import Progress
 from sqlalchemy import Engine, select
 
+from collectors.frame import SyncOptions
 from collectors.git import (
     Git,
     GitCollector,
@@ -122,8 +123,8 @@ def source(path: Path | str, name: str = "legacy", **extra: Any) -> GitSource:
     return GitSource(name=name, path=str(path), **extra)
 
 
-def sync(engine: Engine, src: GitSource, **options: Any) -> SourceSummary:
-    return GitCollector(src, Settings(), engine, **options).sync()
+def sync(engine: Engine, src: GitSource, numstat: bool = True, **options: Any) -> SourceSummary:
+    return GitCollector(src, SyncOptions(Settings(), engine, **options), numstat=numstat).sync()
 
 
 def sqlite(tmp_path: Path, name: str) -> Engine:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from analytics import views
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
@@ -105,7 +106,9 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 
 def sync(sandbox: Sandbox, engine: Engine, **options: object):  # type: ignore[no-untyped-def]
     settings = sandbox_settings(sandbox)
-    return GitLabCollector(settings.sources.gitlab[0], settings, engine, **options).sync()  # type: ignore[arg-type]
+    return GitLabCollector(
+        settings.sources.gitlab[0], SyncOptions(settings, engine, **options)
+    ).sync()  # type: ignore[arg-type]
 
 
 def fresh_sqlite(tmp_path, name: str) -> Engine:  # type: ignore[no-untyped-def]
@@ -266,7 +269,7 @@ def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> N
     tiny.gitlab_app.rate_limit = RateLimit(per_second=100, burst=150, retry_after=1)
     engine = fresh_sqlite(tmp_path, "w.db")
     settings = sandbox_settings(tiny, parallelism=1)
-    summary = GitLabCollector(settings.sources.gitlab[0], settings, engine).sync()
+    summary = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()
     assert summary.ok
     log = tiny.gitlab_app.stats.log
     assert log is not None
@@ -285,7 +288,7 @@ def test_retry_after_as_an_http_date_is_obeyed_and_capped(
     rule = answer_429_with_a_date(tiny.gitlab_app, r"/merge_requests$", ahead)
     settings = sandbox_settings(tiny, max_retry_after_s=cap)
     engine = fresh_sqlite(tmp_path, "w.db")
-    collector = GitLabCollector(settings.sources.gitlab[0], settings, engine)
+    collector = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine))
     waits = record_waits(collector)
     summary = collector.sync()
     assert summary.ok, summary.errors
@@ -345,7 +348,7 @@ def test_a_password_in_the_source_url_is_masked_in_the_warehouse_and_logs(
     source.url = source.url.replace("://", "://robot:pa55w0rd@")
     engine = fresh_sqlite(tmp_path, "w.db")
     with caplog.at_level(logging.DEBUG):
-        summary = GitLabCollector(source, settings, engine).sync()
+        summary = GitLabCollector(source, SyncOptions(settings, engine)).sync()
     assert summary.ok, summary.errors
     with engine.connect() as conn:
         [base_url] = conn.execute(select(Source.base_url)).scalars().all()
@@ -362,7 +365,7 @@ def test_a_first_sync_reaches_back_history_days_and_no_further(tiny: Sandbox, tm
     settings = sandbox_settings(tiny, history_days=days)
     engine = fresh_sqlite(tmp_path, "window.db")
     started = datetime.now(UTC)
-    assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+    assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
     cutoff = started - timedelta(days=days)
     with engine.connect() as conn:
         # listed commits (an MR in the window brings its own older commits, without parents)

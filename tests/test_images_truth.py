@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select, update
 from analytics.derive import derive
 from analytics.images import resolve_images
 from analytics.policies import scan
+from collectors.frame import SyncOptions
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
 from config.settings import Settings
@@ -88,7 +89,9 @@ def synced(
         assert all(s.ok for s in run_sync(settings, engine, console=Console(quiet=True)))
         while at < org.now:  # the cluster keeps ten old ReplicaSets: it is observed as it goes
             sb.advance(at)
-            summary = KubernetesCollector(settings.sources.kubernetes[0], settings, engine).sync()
+            summary = KubernetesCollector(
+                settings.sources.kubernetes[0], SyncOptions(settings, engine)
+            ).sync()
             assert summary.ok, summary.errors
             at += CLUSTER_SYNCS
         sb.advance(org.now)

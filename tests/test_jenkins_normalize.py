@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from collectors import jenkins_normalize as norm
+from collectors.frame import SyncOptions
 from collectors.jenkins import FOLDER_DEPTH, FOLDERS, Cursor, JenkinsCollector, JobInfo, job_tree
 from collectors.jenkins_normalize import RejectedPayload, Revision
 from config.settings import JenkinsSource, Settings
@@ -531,7 +532,9 @@ def test_listing_tree_and_cursor_forms() -> None:
 
 
 def test_listing_walk_finds_jobs_and_matches_deploy_jobs_on_the_whole_name() -> None:
-    collector = JenkinsCollector(JenkinsSource(name="j", url="http://j"), Settings(), None)  # type: ignore[arg-type]
+    collector = JenkinsCollector(
+        JenkinsSource(name="j", url="http://j"), SyncOptions(Settings(), None)
+    )  # type: ignore[arg-type]
     workflow = "org.jenkinsci.plugins.workflow.job.WorkflowJob"
     listing: list[dict[str, Any]] = [
         {

@@ -18,6 +18,7 @@ from analytics.derive import derive
 from analytics.dora import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.run import run_sync
@@ -86,7 +87,9 @@ def settings_for(sandbox: Sandbox, gitlab: bool = False, **sync: Any) -> Setting
 
 def sync(sandbox: Sandbox, engine: Engine, **options: Any):  # type: ignore[no-untyped-def]
     settings = settings_for(sandbox)
-    return JenkinsCollector(settings.sources.jenkins[0], settings, engine, **options).sync()
+    return JenkinsCollector(
+        settings.sources.jenkins[0], SyncOptions(settings, engine, **options)
+    ).sync()
 
 
 def fresh(tmp_path: Path, name: str) -> Engine:
@@ -147,8 +150,10 @@ def synced(
     with pytest.MonkeyPatch.context() as mp, Sandbox.start(org=small_org, token=TOKEN) as sb:
         set_env(mp)
         settings = settings_for(sb, gitlab=True)
-        assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
-        summary = JenkinsCollector(settings.sources.jenkins[0], settings, engine).sync()
+        assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
+        summary = JenkinsCollector(
+            settings.sources.jenkins[0], SyncOptions(settings, engine)
+        ).sync()
         assert summary.ok and summary.rejected == 0, summary.errors
     yield small_org, engine
     engine.dispose()
@@ -495,7 +500,7 @@ def test_retry_after_as_an_http_date_is_obeyed_and_capped(
     rule = answer_429_with_a_date(tiny.jenkins_app, r"/api/json$", ahead)
     settings = settings_for(tiny, max_retry_after_s=cap)
     engine = fresh(tmp_path, "w.db")
-    collector = JenkinsCollector(settings.sources.jenkins[0], settings, engine)
+    collector = JenkinsCollector(settings.sources.jenkins[0], SyncOptions(settings, engine))
     waits = record_waits(collector)
     summary = collector.sync()
     assert summary.ok, summary.errors
@@ -628,7 +633,7 @@ def test_jenkins_alone_registers_services_repos_and_commits(tiny: Sandbox, tmp_p
     assert commits > 0  # from the builds' changelogs: no code source covers these repos
     # GitLab arrives: a full Jenkins sync re-reads every build onto GitLab's repos
     settings = settings_for(tiny, gitlab=True)
-    assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+    assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
     assert sync(tiny, engine, full=True).ok
     with engine.connect() as conn:
         gitlab_repos = set(

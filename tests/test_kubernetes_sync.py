@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 from sqlalchemy import Engine, func, insert, select
 
+from collectors.frame import SyncOptions
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
 from config.settings import Settings
@@ -61,7 +62,7 @@ def settings_for(sb: Sandbox, tmp_path: Path, gitlab: bool = False, **source: An
 
 def sync(sb: Sandbox, engine: Engine, tmp_path: Path, **source: Any):  # type: ignore[no-untyped-def]
     settings = settings_for(sb, tmp_path, **source)
-    return KubernetesCollector(settings.sources.kubernetes[0], settings, engine).sync()
+    return KubernetesCollector(settings.sources.kubernetes[0], SyncOptions(settings, engine)).sync()
 
 
 def known_services(engine: Engine, org: Organisation) -> None:
@@ -140,7 +141,7 @@ def test_retry_after_as_an_http_date_is_obeyed_and_capped(
     rule = answer_429_with_a_date(sandbox.kubernetes_app, "/replicasets", ahead)
     settings = settings_for(sandbox, tmp_path)
     settings.sync.max_retry_after_s = cap
-    collector = KubernetesCollector(settings.sources.kubernetes[0], settings, engine)
+    collector = KubernetesCollector(settings.sources.kubernetes[0], SyncOptions(settings, engine))
     waits = record_waits(collector)
     summary = collector.sync()
     assert summary.ok, summary.errors

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
+from collectors.frame import SyncOptions
 from collectors.registry import RegistryCollector
 from collectors.run import run_sync
 from config.settings import Settings
@@ -69,7 +70,7 @@ def settings(sandbox: Sandbox, kind: str, **source: Any) -> Settings:
 
 def sync(sandbox: Sandbox, engine: Engine, kind: str, **source: Any):  # type: ignore[no-untyped-def]
     s = settings(sandbox, kind, **source)
-    return RegistryCollector(s.sources.registry[0], s, engine).sync()
+    return RegistryCollector(s.sources.registry[0], SyncOptions(s, engine)).sync()
 
 
 def images(engine: Engine) -> dict[str, dict[str, Any]]:
@@ -269,7 +270,7 @@ def test_retry_after_as_an_http_date_is_obeyed_and_capped(
     s.sync.max_retry_after_s = cap
     engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
     upgrade(engine)
-    collector = RegistryCollector(s.sources.registry[0], s, engine)
+    collector = RegistryCollector(s.sources.registry[0], SyncOptions(s, engine))
     waits = record_waits(collector)
     summary = collector.sync()
     assert summary.ok, summary.errors

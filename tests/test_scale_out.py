@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from analytics.derive import derive
 from cdmetrics.cli import _cannot_open
+from collectors.frame import SyncOptions
 from collectors.gitlab import LEASE_STREAM, GitLabCollector
 from collectors.leases import Claim
 from collectors.run import derive_once
@@ -81,7 +82,7 @@ def warehouse(schema: str) -> Engine:
 def worker(sandbox: Sandbox, engine: Engine, worker_id: str, **sync: Any) -> SourceSummary:
     """One worker's sync of the sandbox's GitLab (its own collector, clients and leases)."""
     settings = sandbox_settings(sandbox, worker_id=worker_id, parallelism=2, **sync)
-    return GitLabCollector(settings.sources.gitlab[0], settings, engine).sync()
+    return GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()
 
 
 def one_worker(sandbox: Sandbox, engine: Engine) -> int:

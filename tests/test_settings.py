@@ -299,3 +299,19 @@ def test_bad_targets_name_the_key(tmp_path: Path, text: str, key: str, problem: 
         load_settings(write(tmp_path, "[[teams]]\nname = 'payments'\n" + text))
     assert f"key `{key}`" in str(caught.value) and problem in str(caught.value)
     assert "cdmetrics.toml" in str(caught.value)
+
+
+def test_team_of_is_the_first_team_in_config_order_whose_name_or_pattern_matches(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(
+        write(
+            tmp_path,
+            '[[teams]]\nname = "payments"\nservices = ["pay-*", "ledger"]\n'
+            '[[teams]]\nname = "platform"\nservices = ["pay-gateway", "*-proxy"]\n',
+        )
+    )
+    assert settings.team_of("pay-gateway") == "payments"  # the first team listing it wins
+    assert settings.team_of("ledger") == "payments"
+    assert settings.team_of("edge-proxy") == "platform"
+    assert settings.team_of("ledger-v2") is None

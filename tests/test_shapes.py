@@ -13,6 +13,7 @@ from analytics.dora import metrics
 from analytics.frames import lead_times
 from analytics.scope import Scope
 from analytics.stats import percentile
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from sandbox import reference as ref
 from sandbox.generate import generate
@@ -48,7 +49,7 @@ def synced(org: Organisation, engine: Engine, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv(TOKEN_ENV, SECRET)
     with Sandbox.start(org=org, token=SECRET) as running:
         settings = sandbox_settings(running)
-        summary = GitLabCollector(settings.sources.gitlab[0], settings, engine).sync()  # type: ignore[arg-type]
+        summary = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()  # type: ignore[arg-type]
     assert summary.ok, summary.errors
     derive(engine)
     with engine.connect() as conn:
@@ -176,12 +177,12 @@ def test_late_commits_and_merge_requests_re_derive_the_deployments_they_affect(
         faults = running.gitlab_app.faults
         faults.add(FaultRule(path=r"/merge_requests/\d+/commits", kind="500", after=20))
         faults.add(FaultRule(path=r"/repository/commits", kind="500", after=3))
-        broken = GitLabCollector(source, settings, engine, max_retries=1).sync()  # type: ignore[arg-type]
+        broken = GitLabCollector(source, SyncOptions(settings, engine, max_retries=1)).sync()  # type: ignore[arg-type]
         assert not broken.ok
         derive(engine)
         assert derived(engine) != clean_derived  # derived from what it had: wrong
         faults.clear()
-        assert GitLabCollector(source, settings, engine).sync().ok  # type: ignore[arg-type]
+        assert GitLabCollector(source, SyncOptions(settings, engine)).sync().ok  # type: ignore[arg-type]
     summary = derive(engine)
     assert summary.chains > 0
     assert derived(engine) == clean_derived

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, func, select, text
 
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from collectors.sync import SourceSummary
 from sandbox.serve import Sandbox
@@ -35,7 +36,7 @@ def tiny(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
 def sync(sandbox: Sandbox, engine: Engine, per_page: int = 100) -> SourceSummary:
     settings = sandbox_settings(sandbox)
     source = settings.sources.gitlab[0].model_copy(update={"per_page": per_page})
-    return GitLabCollector(source, settings, engine, max_retries=1).sync()
+    return GitLabCollector(source, SyncOptions(settings, engine, max_retries=1)).sync()
 
 
 @contextmanager
@@ -265,7 +266,7 @@ def test_tags_a_registry_collector_stored_first_are_still_read_from_gitlab(
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     harbor = Settings(sources={"registry": sources["registry"]}, sync={"requests_per_second": 0})
-    assert RegistryCollector(harbor.sources.registry[0], harbor, engine).sync().ok
+    assert RegistryCollector(harbor.sources.registry[0], SyncOptions(harbor, engine)).sync().ok
     assert sync(tiny, engine).ok and sync(tiny, twin_engine).ok
 
     def gitlab_tags(e: Engine) -> int:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from collectors.events import EventWriter, SourceRef
+from collectors.events import EventWriter
 from collectors.payload import RejectedPayload
+from collectors.refs import SourceRef
 from collectors.webhooks import GITLAB_WEBHOOKS, gitlab_event, gitlab_source_for, webhook_time
 from collectors.webhooks_jenkins import JENKINS_WEBHOOKS, jenkins_event, jenkins_full_name
 from tests.service_helpers import GITLAB, WRITE, count, fixture, prometheus_samples, running_service

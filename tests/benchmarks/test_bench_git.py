@@ -168,6 +168,7 @@ def add_commits(path: Path, commits: int, seed: int = 2) -> None:
 SYNC_SCRIPT = """
 import json, resource, sys
 from config.settings import GitSource, Settings
+from collectors.frame import SyncOptions
 from collectors.git import GitCollector
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
@@ -175,7 +176,7 @@ from warehouse.migrate import upgrade
 engine = make_engine(sys.argv[1])
 upgrade(engine)
 source = GitSource(name="bench", path=sys.argv[2])
-summary = GitCollector(source, Settings(), engine, numstat=sys.argv[3] == "1").sync()
+summary = GitCollector(source, SyncOptions(Settings(), engine), numstat=sys.argv[3] == "1").sync()
 self, git = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 with open("/proc/self/status") as status:  # VmHWM: this process image's own peak
     hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from config.settings import Settings
 from warehouse.engine import open_warehouse
@@ -169,7 +170,7 @@ def test_gitlab_full_sync_large(tmp_path: Path) -> None:
             sync={"requests_per_second": 0, "parallelism": 4},
         )
         start = time.perf_counter()
-        summary = GitLabCollector(settings.sources.gitlab[0], settings, engine).sync()
+        summary = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()
         seconds = time.perf_counter() - start
         assert summary.ok, summary.errors
         minimum = minimum_requests(engine, len(chosen))

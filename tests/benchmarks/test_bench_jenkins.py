@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from collectors.frame import SyncOptions
 from collectors.jenkins import JenkinsCollector, JobInfo
 from collectors.sync import SyncRun
 from config.settings import Settings
@@ -117,7 +118,7 @@ def test_jenkins_full_sync_large(tmp_path: Path) -> None:
         engine = open_warehouse(f"sqlite:///{tmp_path / 'large.db'}")
         SlicedCollector.step = step
         start = time.perf_counter()
-        summary = SlicedCollector(settings.sources.jenkins[0], settings, engine).sync()
+        summary = SlicedCollector(settings.sources.jenkins[0], SyncOptions(settings, engine)).sync()
         seconds = time.perf_counter() - start
         assert summary.ok, summary.errors[:3]
         with engine.connect() as conn:
@@ -143,7 +144,7 @@ def test_jenkins_full_sync_large(tmp_path: Path) -> None:
         for name, stats in sorted(summary.streams.items()):
             print(f"  stream {name:<12} requests {stats.requests:>9,}  rows {stats.rows:>10,}")
         start = time.perf_counter()
-        again = SlicedCollector(settings.sources.jenkins[0], settings, engine).sync()
+        again = SlicedCollector(settings.sources.jenkins[0], SyncOptions(settings, engine)).sync()
         print(
             f"second sync, nothing new: {again.requests} request(s), {again.rows} rows, "
             f"{time.perf_counter() - start:.2f} s"

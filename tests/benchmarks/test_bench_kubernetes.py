@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
+from collectors.frame import SyncOptions
 from collectors.kubernetes import KubernetesCollector
 from config.settings import Settings
 from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
@@ -74,7 +75,9 @@ def test_kubernetes_sync_large(tmp_path: Path) -> None:
                 [{"name": s, "origin": "config"} for v in teams.values() for s in v],
             )
         start = time.perf_counter()
-        summary = KubernetesCollector(settings.sources.kubernetes[0], settings, engine).sync()
+        summary = KubernetesCollector(
+            settings.sources.kubernetes[0], SyncOptions(settings, engine)
+        ).sync()
         seconds = time.perf_counter() - start
         assert summary.ok, summary.errors[:3]
         with engine.connect() as conn:
@@ -87,7 +90,9 @@ def test_kubernetes_sync_large(tmp_path: Path) -> None:
             f"{rows / seconds:,.0f} rollouts/s"
         )
         start = time.perf_counter()
-        again = KubernetesCollector(settings.sources.kubernetes[0], settings, engine).sync()
+        again = KubernetesCollector(
+            settings.sources.kubernetes[0], SyncOptions(settings, engine)
+        ).sync()
         seconds = time.perf_counter() - start
         assert again.ok and again.rows == 0
         print(f"re-sync with nothing new: {again.requests:,} requests in {seconds:.1f} s, 0 rows")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from collectors.frame import SyncOptions
 from collectors.registry import RegistryCollector
 from config.settings import Settings
 from sandbox import registry_payloads as truth
@@ -86,9 +87,9 @@ def test_bench_registry_sync(
     engine = make_engine(f"sqlite:///{tmp_path / 'bench.db'}")
     upgrade(engine)
     source = settings.sources.registry[0]
-    summary = RegistryCollector(source, settings, engine).sync()
+    summary = RegistryCollector(source, SyncOptions(settings, engine)).sync()
     assert summary.ok, summary.errors
-    again = RegistryCollector(source, settings, engine).sync()
+    again = RegistryCollector(source, SyncOptions(settings, engine)).sync()
     assert again.ok and again.rows == 0
     with engine.connect() as conn:
         image_rows = conn.execute(select(func.count()).select_from(Image)).scalar_one()
