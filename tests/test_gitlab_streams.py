@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Connection, Engine, select
 
 from collectors import gitlab_streams as streams
+from collectors.frame import SyncOptions
 from collectors.gitlab import STREAMS, GitLabCollector
 from sandbox.generate import generate
 from sandbox.serve import Sandbox
@@ -122,7 +123,7 @@ def synced(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('streams') / 'w.db'}")
     upgrade(engine)
     settings = sandbox_settings(sandbox)
-    assert GitLabCollector(settings.sources.gitlab[0], settings, engine).sync().ok
+    assert GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync().ok
     yield engine
     engine.dispose()
 
@@ -132,7 +133,7 @@ def collector(sandbox: Sandbox, synced: Engine) -> GitLabCollector:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(TOKEN_ENV, "glpat-sandbox-secret")
         settings = sandbox_settings(sandbox)
-        made = GitLabCollector(settings.sources.gitlab[0], settings, synced)
+        made = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, synced))
         made.client()  # the token is read as the client is made
     return made
 
