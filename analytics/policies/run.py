@@ -17,6 +17,8 @@ from sqlalchemy import Connection, select
 from analytics.policies.period import Scan
 from analytics.policies.registry import POLICIES
 from analytics.policies.violation import Violation
+from analytics.scope import EARLIEST, LATEST, Scope
+from analytics.views.violations import select_violations
 from config.settings import PoliciesSettings
 from warehouse.schema import Environment, PolicyViolation, Service
 from warehouse.upsert import upsert
@@ -73,12 +75,13 @@ def store(
             for v in violations
         ],
     )
-    seen = dict(
-        ((p, s), f)
-        for p, s, f in conn.execute(
-            select(PolicyViolation.policy, PolicyViolation.subject, PolicyViolation.first_seen_at)
-        )
+    recorded = select_violations(
+        conn,
+        Scope(EARLIEST, LATEST),
+        during="occurred",
+        policies=sorted({v.policy for v in violations}),
     )
+    seen = {(r["policy"], r["subject"]): r["first_seen_at"] for r in recorded}
     for v in violations:
         v.first_seen = seen.get((v.policy, v.subject))
     return violations
