@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from analytics.policies.period import Scan, merged
+from analytics.policies.period import Scan, merged, of_merge_request
 from analytics.policies.violation import Violation
 from config.settings import MergeWithoutApprovalPolicy
 
@@ -18,16 +18,12 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     """Merge requests merged in the period with too few approvals."""
     required = scan.params.merge_without_approval.required_approvals
     return [
-        Violation(
+        of_merge_request(
             ID,
             SEVERITY,
-            mr.service,
-            None,
-            f"merge request {mr.repo_id}!{mr.iid}",
+            mr,
             f"!{mr.iid} was merged with {mr.approvals or 0} of {required} required approvals: "
             "require approvals in the project's merge request settings",
-            mr.web_url,
-            occurred_at=mr.merged_at,
         )
         for mr in merged(conn, scan)
         if (mr.approvals or 0) < required

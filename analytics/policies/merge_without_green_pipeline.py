@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from analytics.policies.period import Scan, merged
+from analytics.policies.period import Scan, merged, of_merge_request
 from analytics.policies.violation import Violation
 from config.settings import PolicySettings
 from warehouse.schema import Pipeline
@@ -31,16 +31,12 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         ).scalar()
         if status != "success":
             violations.append(
-                Violation(
+                of_merge_request(
                     ID,
                     SEVERITY,
-                    mr.service,
-                    None,
-                    f"merge request {mr.repo_id}!{mr.iid}",
+                    mr,
                     f"!{mr.iid} was merged while the latest pipeline of its head was "
                     f"{status or 'missing'}: require a green pipeline to merge",
-                    mr.web_url,
-                    occurred_at=mr.merged_at,
                 )
             )
     return violations

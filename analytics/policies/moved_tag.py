@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, func, select
 
-from analytics.policies.period import Scan, deployment_subject, deployments
+from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
 from config.settings import PolicySettings
 from warehouse.schema import ImageTag
@@ -28,15 +28,11 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     for d in deployments(conn, scan):
         if d.image_ref and "@" not in d.image_ref and tuple(d.image_ref.rsplit(":", 1)) in moved:
             violations.append(
-                Violation(
+                of_deployment(
                     ID,
                     SEVERITY,
-                    d.service,
-                    d.environment,
-                    deployment_subject(d),
+                    d,
                     f"{d.image_ref} is a tag that pointed to different images over time: deploy by digest",
-                    d.url,
-                    occurred_at=d.finished_at,
                 )
             )
     return violations

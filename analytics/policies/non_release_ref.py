@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, select
 
-from analytics.policies.period import Scan, deployment_subject, deployments
+from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
 from config.settings import NonReleaseRefPolicy
 from warehouse.schema import Repo, Service
@@ -55,16 +55,12 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         if allowed(d.ref, defaults.get(d.service_id), patterns):
             continue
         violations.append(
-            Violation(
+            of_deployment(
                 ID,
                 SEVERITY,
-                d.service,
-                d.environment,
-                deployment_subject(d),
+                d,
                 f"production was deployed from {d.ref}: release from the default branch, a tag or "
                 f"{', '.join(patterns)}",
-                d.url,
-                occurred_at=d.finished_at,
             )
         )
     return violations

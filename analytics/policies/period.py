@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from analytics.policies.violation import Violation
 from analytics.promotion import stage_name
 from config.settings import PoliciesSettings
 from warehouse.schema import Deployment, Environment, MergeRequest, Service
@@ -78,6 +79,34 @@ def deployments(conn: Connection, scan: Scan, environments: list[str] | None = N
 def deployment_subject(d: Any) -> str:
     """The subject of a deployment's violation."""
     return f"deployment {d.source_id}:{d.external_id}"
+
+
+def of_deployment(policy: str, severity: str, d: Any, message: str) -> Violation:
+    """A violation by the deployment `d`: its service, environment, link and finish."""
+    return Violation(
+        policy,
+        severity,
+        d.service,
+        d.environment,
+        deployment_subject(d),
+        message,
+        d.url,
+        occurred_at=d.finished_at,
+    )
+
+
+def of_merge_request(policy: str, severity: str, mr: Any, message: str) -> Violation:
+    """A violation by the merged merge request `mr` (a row of `merged`): its link and merge."""
+    return Violation(
+        policy,
+        severity,
+        mr.service,
+        None,
+        f"merge request {mr.repo_id}!{mr.iid}",
+        message,
+        mr.web_url,
+        occurred_at=mr.merged_at,
+    )
 
 
 def merged(conn: Connection, scan: Scan) -> list[Any]:

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployment_subject, deployments
+from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, revisions, successful_runs, upstream_of
 from config.settings import PolicySettings
@@ -63,15 +63,6 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         other = rebuilt_from(runs, d.service_id, image, revision, upstream, d.finished_at)
         if revision and other:
             violations.append(
-                Violation(
-                    ID,
-                    SEVERITY,
-                    d.service,
-                    d.environment,
-                    deployment_subject(d),
-                    message(image, revision, upstream, other),
-                    d.url,
-                    occurred_at=d.finished_at,
-                )
+                of_deployment(ID, SEVERITY, d, message(image, revision, upstream, other))
             )
     return violations

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from analytics.images import candidates
-from analytics.policies.period import Scan, deployment_subject, deployments
+from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
 from config.settings import PolicySettings
 
@@ -20,12 +20,10 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     found = [d for d in deployments(conn, scan) if d.image_digest is None and d.kind == "app"]
     ambiguous = candidates(conn, [d.id for d in found])
     return [
-        Violation(
+        of_deployment(
             ID,
             SEVERITY,
-            d.service,
-            d.environment,
-            deployment_subject(d),
+            d,
             f"no digest could be resolved for this deployment ({d.image_ref or 'no image reference'})"
             + (
                 f": its commit was built in {', '.join(ambiguous[d.id])} and it names none of them"
@@ -33,8 +31,6 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
                 else ""
             )
             + ": deploy by digest (repo@sha256:...)",
-            d.url,
-            occurred_at=d.finished_at,
         )
         for d in found
     ]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployment_subject, deployments
+from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -66,15 +66,8 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             violations.append(
-                Violation(
-                    ID,
-                    SEVERITY,
-                    d.service,
-                    d.environment,
-                    deployment_subject(d),
-                    message(image, d.environment, skipped, params.min_soak_minutes),
-                    d.url,
-                    occurred_at=d.finished_at,
+                of_deployment(
+                    ID, SEVERITY, d, message(image, d.environment, skipped, params.min_soak_minutes)
                 )
             )
     return violations
