@@ -15,8 +15,9 @@ Pre-deployment policies, evaluated against the warehouse:
 
 The digest is canonicalised first (a platform manifest is its index's image), as in the scan.
 
-Any error denies; warnings are reported and allow. A service the warehouse does not know cannot be
-decided (the caller exits 2, failing closed unless told to fail open).
+Each reason has its policy's severity (`[policies.<id>] severity` raises or lowers it, as in the
+scan); any error denies; warnings are reported and allow. A service the warehouse does not know
+cannot be decided (the caller exits 2, failing closed unless told to fail open).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from analytics.observed import canonical
-from analytics.policies import non_release_ref, rebuilt_image, untested_image
+from analytics.policies import (
+    moved_tag,
+    non_release_ref,
+    rebuilt_image,
+    unpinned_image,
+    untested_image,
+)
 from analytics.promotion import revisions, stage_of, successful_runs, upstream_of
 from analytics.views.delivery import name_problems
 from config.settings import PoliciesSettings
@@ -37,6 +44,16 @@ from warehouse.schema import (
     ImageTag,
     Repo,
     Service,
+)
+
+# the policies the gate evaluates, in the order its JUnit output lists them (non-release-ref only
+# when a ref is given)
+GATE_POLICIES = (
+    untested_image.ID,
+    rebuilt_image.ID,
+    unpinned_image.ID,
+    moved_tag.ID,
+    non_release_ref.ID,
 )
 
 
@@ -108,8 +125,8 @@ def evaluate(
         if digest is None:
             reasons.append(
                 Reason(
-                    "untested-image",
-                    "error",
+                    untested_image.ID,
+                    untested_image.SEVERITY,
                     f"{image} does not resolve to a digest, so it cannot be shown to have passed "
                     f"{upstream}: deploy by digest (repo@sha256:...)",
                 )
@@ -119,6 +136,8 @@ def evaluate(
             _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
     if ref is not None and non_release_ref.guards(tier, stage, promotion_path):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)
+    for r in reasons:  # `[policies.<id>] severity` raises or lowers a policy, as in the scan
+        r.severity = policy.of(r.policy).severity or r.severity
     if any(r.severity == "error" for r in reasons):
         decision.decision = "deny"
     return decision
@@ -142,8 +161,8 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     if not history:
         reasons.append(
             Reason(
-                "unpinned-image",
-                "warn",
+                unpinned_image.ID,
+                unpinned_image.SEVERITY,
                 f"{image} is a tag the warehouse has never seen: deploy by digest (repo@sha256:...)",
             )
         )
@@ -151,8 +170,8 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     if len({d for d, _ in history}) > 1:
         reasons.append(
             Reason(
-                "moved-tag",
-                "warn",
+                moved_tag.ID,
+                moved_tag.SEVERITY,
                 f"tag {tag} of {repository} pointed to {len({d for d, _ in history})} digests over "
                 f"time; resolved to {history[-1][0]} — deploy by digest to be sure",
             )
@@ -177,7 +196,7 @@ def _untested(
     )
     if skipped:
         message = untested_image.message(digest, environment, skipped, params.min_soak_minutes)
-        reasons.append(Reason(untested_image.ID, "error", message))
+        reasons.append(Reason(untested_image.ID, untested_image.SEVERITY, message))
 
 
 def _rebuilt(
@@ -193,7 +212,7 @@ def _rebuilt(
     other = rebuilt_image.rebuilt_from(runs, service_id, digest, revision, upstream, now)
     if revision and other:
         message = rebuilt_image.message(digest, revision, upstream, other)
-        reasons.append(Reason(rebuilt_image.ID, "error", message))
+        reasons.append(Reason(rebuilt_image.ID, rebuilt_image.SEVERITY, message))
 
 
 def _release_ref(
@@ -213,8 +232,8 @@ def _release_ref(
         return
     reasons.append(
         Reason(
-            "non-release-ref",
-            "error",
+            non_release_ref.ID,
+            non_release_ref.SEVERITY,
             f"{ref} is not the default branch ({default or 'main'}), a tag or an allowed ref "
             f"({', '.join(allowed)}): release from {default or 'main'} or a release branch",
         )

@@ -233,3 +233,27 @@ def test_non_release_ref_guards_the_last_environment_of_the_path_in_the_gate_and
         found = scan(conn, at(0), at(10), path, only=["non-release-ref"])
     assert [r.policy for r in decision.reasons] == ["non-release-ref"]
     assert [(v.environment, v.policy) for v in found] == [("staging", "non-release-ref")]
+
+
+def test_a_policy_s_severity_setting_holds_in_the_gate_as_in_the_scan(world: World) -> None:
+    """`[policies.<id>] severity` raises or lowers a policy for the gate as for the scan: a
+    lowered untested-image warns and allows; a raised moved-tag denies."""
+    lowered = PoliciesSettings.model_validate({"untested-image": {"severity": "warn"}})
+    decision = gate(world, f"{REPO}@sha256:c", policy=lowered)
+    assert decision.decision == "allow"
+    assert [(r.policy, r.severity) for r in decision.reasons] == [("untested-image", "warn")]
+    world.deploy("c", at(5), "production", digest="sha256:c")  # skipped staging
+    with world.engine.connect() as conn:
+        found = scan(conn, at(0), at(10), PATH, lowered, only=["untested-image"])
+    assert [(v.environment, v.severity) for v in found] == [("production", "warn")]
+    world.add(
+        ImageTag,
+        [
+            {"repository": REPO, "tag": "v1", "digest": "sha256:a", "seen_at": at(0)},
+            {"repository": REPO, "tag": "v1", "digest": "sha256:b", "seen_at": at(1)},
+        ],
+    )
+    raised = PoliciesSettings.model_validate({"moved-tag": {"severity": "error"}})
+    decision = gate(world, f"{REPO}:v1", policy=raised)
+    assert decision.decision == "deny"
+    assert [(r.policy, r.severity) for r in decision.reasons] == [("moved-tag", "error")]
