@@ -19,6 +19,8 @@ Params = LongLivedBranchPolicy  # `[policies.long-lived-branch]` (config.setting
 
 
 def check(conn: Connection, scan: Scan) -> list[Violation]:
+    """Merge requests open, and branches without one unmerged, for longer than `max_age_days` at
+    the end of the period."""
     max_age = timedelta(days=scan.params.long_lived_branch.max_age_days)
     rows = conn.execute(
         select(

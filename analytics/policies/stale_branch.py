@@ -18,6 +18,8 @@ Params = StaleBranchPolicy  # `[policies.stale-branch]` (config.settings)
 
 
 def check(conn: Connection, scan: Scan) -> list[Violation]:
+    """Branches no merged or closed merge request came from, without a commit for `stale_days`
+    at the end of the period."""
     stale = timedelta(days=scan.params.stale_branch.stale_days)
     merged = {
         (r, b)
