@@ -3,17 +3,21 @@
 Pre-deployment policies, evaluated against the warehouse:
 - untested-image (error): the digest had no successful deployment, finished before now (and
   soaked `min_soak_minutes`), in every environment before the target on the promotion path (or the
-  adjacent one, `require = "previous"`): analytics.promotion, the scan's own predicate;
+  adjacent one, `require = "previous"`): analytics.policies.untested_image, the scan's predicate;
 - rebuilt-image (error): the upstream environment ran a different digest built from the same
-  commit (build once, deploy many), analytics.promotion.rebuilt_from as in the scan;
+  commit (build once, deploy many), analytics.policies.rebuilt_image as in the scan;
 - unpinned-image (warn): the reference does not resolve to a digest;
 - moved-tag (warn): the tag used pointed to different digests over time;
-- non-release-ref (error, when a ref is given and the target is production): the ref is not the
-  default branch, a tag, or an allowed pattern (`allowed_refs`, default release/*, hotfix/*),
-  analytics.promotion.release_ref_allowed as in the scan.
+- non-release-ref (error, when a ref is given and the target is production: its tier, or the
+  last environment of the promotion path): the ref is not the default branch, a tag, or an
+  allowed pattern (`allowed_refs`, default release/*, hotfix/*), analytics.policies.non_release_ref
+  as in the scan.
 
-Any error denies; warnings are reported and allow. A service the warehouse does not know cannot be
-decided (the caller exits 2, failing closed unless told to fail open).
+The digest is canonicalised first (a platform manifest is its index's image), as in the scan.
+
+Each reason has its policy's severity (`[policies.<id>] severity` raises or lowers it, as in the
+scan); any error denies; warnings are reported and allow. A service the warehouse does not know
+cannot be decided (the caller exits 2, failing closed unless told to fail open).
 """
 
 from __future__ import annotations
@@ -25,24 +29,31 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from analytics.observed import canonical
-from analytics.promotion import (
-    rebuilt_from,
-    rebuilt_message,
-    release_ref_allowed,
-    skipped_environments,
-    stage_of,
-    successful_runs,
-    untested_message,
-    upstream_of,
+from analytics.policies import (
+    moved_tag,
+    non_release_ref,
+    rebuilt_image,
+    unpinned_image,
+    untested_image,
 )
+from analytics.promotion import revisions, stage_of, successful_runs, upstream_of
 from analytics.views.delivery import name_problems
 from config.settings import PoliciesSettings
 from warehouse.schema import (
     Environment,
-    Image,
     ImageTag,
     Repo,
     Service,
+)
+
+# the policies the gate evaluates, in the order its JUnit output lists them (non-release-ref only
+# when a ref is given)
+GATE_POLICIES = (
+    untested_image.ID,
+    rebuilt_image.ID,
+    unpinned_image.ID,
+    moved_tag.ID,
+    non_release_ref.ID,
 )
 
 
@@ -114,8 +125,8 @@ def evaluate(
         if digest is None:
             reasons.append(
                 Reason(
-                    "untested-image",
-                    "error",
+                    untested_image.ID,
+                    untested_image.SEVERITY,
                     f"{image} does not resolve to a digest, so it cannot be shown to have passed "
                     f"{upstream}: deploy by digest (repo@sha256:...)",
                 )
@@ -123,8 +134,10 @@ def evaluate(
         else:
             _untested(conn, service_row.id, digest, stage, promotion_path, now, policy, reasons)
             _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
-    if ref is not None and (tier == "production" or environment == promotion_path[-1]):
+    if ref is not None and non_release_ref.guards(tier, stage, promotion_path):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)
+    for r in reasons:  # `[policies.<id>] severity` raises or lowers a policy, as in the scan
+        r.severity = policy.of(r.policy).severity or r.severity
     if any(r.severity == "error" for r in reasons):
         decision.decision = "deny"
     return decision
@@ -148,8 +161,8 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     if not history:
         reasons.append(
             Reason(
-                "unpinned-image",
-                "warn",
+                unpinned_image.ID,
+                unpinned_image.SEVERITY,
                 f"{image} is a tag the warehouse has never seen: deploy by digest (repo@sha256:...)",
             )
         )
@@ -157,8 +170,8 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
     if len({d for d, _ in history}) > 1:
         reasons.append(
             Reason(
-                "moved-tag",
-                "warn",
+                moved_tag.ID,
+                moved_tag.SEVERITY,
                 f"tag {tag} of {repository} pointed to {len({d for d, _ in history})} digests over "
                 f"time; resolved to {history[-1][0]} — deploy by digest to be sure",
             )
@@ -178,10 +191,12 @@ def _untested(
 ) -> None:
     params = policy.untested_image
     runs = successful_runs(conn, [service_id], path)
-    skipped = skipped_environments(runs, service_id, digest, environment, now, path, params)
+    skipped = untested_image.skipped_environments(
+        runs, service_id, digest, environment, now, path, params
+    )
     if skipped:
-        message = untested_message(digest, environment, skipped, params.min_soak_minutes)
-        reasons.append(Reason("untested-image", "error", message))
+        message = untested_image.message(digest, environment, skipped, params.min_soak_minutes)
+        reasons.append(Reason(untested_image.ID, untested_image.SEVERITY, message))
 
 
 def _rebuilt(
@@ -192,13 +207,12 @@ def _rebuilt(
     now: datetime,
     reasons: list[Reason],
 ) -> None:
-    revision = conn.execute(select(Image.revision).where(Image.digest == digest)).scalar()
+    revision = revisions(conn, [digest]).get(digest)
     runs = successful_runs(conn, [service_id], [upstream])
-    other = rebuilt_from(runs, service_id, digest, revision, upstream, now)
+    other = rebuilt_image.rebuilt_from(runs, service_id, digest, revision, upstream, now)
     if revision and other:
-        reasons.append(
-            Reason("rebuilt-image", "error", rebuilt_message(digest, revision, upstream, other))
-        )
+        message = rebuilt_image.message(digest, revision, upstream, other)
+        reasons.append(Reason(rebuilt_image.ID, rebuilt_image.SEVERITY, message))
 
 
 def _release_ref(
@@ -214,12 +228,12 @@ def _release_ref(
         else None
     )
     allowed = policy.non_release_ref.allowed_refs
-    if release_ref_allowed(ref, default, allowed):
+    if non_release_ref.allowed(ref, default, allowed):
         return
     reasons.append(
         Reason(
-            "non-release-ref",
-            "error",
+            non_release_ref.ID,
+            non_release_ref.SEVERITY,
             f"{ref} is not the default branch ({default or 'main'}), a tag or an allowed ref "
             f"({', '.join(allowed)}): release from {default or 'main'} or a release branch",
         )

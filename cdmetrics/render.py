@@ -15,6 +15,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from analytics import units
+from analytics.gate import GATE_POLICIES
 
 HEADLINE = (
     ("deployment_frequency", "deployments", "deployments"),
@@ -160,15 +161,6 @@ def render_drift(rows: list[dict[str, Any]], output_format: str, console: Consol
 def _short(digest: str | None) -> str:
     """The first 8 hex digits of a digest (the JSON has it whole)."""
     return digest.removeprefix("sha256:")[:8] if digest else "-"
-
-
-GATE_POLICIES = (
-    "untested-image",
-    "rebuilt-image",
-    "unpinned-image",
-    "moved-tag",
-    "non-release-ref",
-)
 
 
 def gate_junit(decision: dict[str, Any], with_ref: bool) -> str:

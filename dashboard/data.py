@@ -17,7 +17,7 @@ import csv
 import io
 import itertools
 from collections import Counter
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -237,17 +237,10 @@ def sources(name: str, url: str) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def violations(url: str, scope: Scope) -> pd.DataFrame:
-    """Policy violations open during the period, `new` when they occurred in the period's last
-    ISO week (the current week, for a period ending today)."""
-    frame = table("violations", url, scope)
-    if frame.empty:
-        return frame
-    last_day = stats.local_day(scope.until - timedelta(microseconds=1), scope.zone)
-    monday = last_day - timedelta(days=last_day.weekday())
-    week_start = datetime.combine(monday, time(0), tzinfo=scope.zone)
-    frame["new"] = frame["occurred_at"] >= week_start
-    frame["open"] = frame["resolved_at"].isna()
-    return frame
+    """Policy violations open during the period, each `new` and `open` as
+    analytics.views.violations says (new: occurred in the period's last ISO week)."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.select_violations(conn, scope))
 
 
 def chosen_violations(

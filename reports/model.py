@@ -223,7 +223,7 @@ def build_report(
                 views.drift_matrix(conn, scope, behind_only=True),
                 key=lambda r: (-(r["drift_age_hours"] or -1.0), r["service"], r["position"] or 0),
             ),
-            violations=notable.new_violations(conn, scope),
+            violations=views.select_violations(conn, scope, during="new", by_severity=True),
             notable={
                 "slowest_merge_requests": slowest_merge_requests(conn, scope, limit),
                 "longest_lived_branches": notable.longest_lived_branches(conn, scope, limit),

@@ -408,7 +408,7 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
         assert len({(r["service"], r["environment"]) for r in state}) == len(state) > 0
         assert views.default_branches(conn, scope) and views.presence(conn)["deployments"]
         assert views.services_needing_attention(conn, scope) is not None
-        assert views.drift_matrix(conn, scope) == views.violations(conn, scope) == []
+        assert views.drift_matrix(conn, scope) == views.select_violations(conn, scope) == []
         assert (
             views.sync_overview(conn)
             == views.sync_errors(conn)

@@ -181,3 +181,79 @@ def test_the_gate_and_the_scan_agree(world: World) -> None:
         denied = [r.message for r in decision.reasons if r.policy == "untested-image"]
         assert flagged == denied
         assert denied or image == "b"
+
+
+@pytest.mark.parametrize(
+    ("index_revision", "platform_revision"),
+    [("b", None), (None, "b")],
+    ids=["commit-on-the-index", "commit-on-the-platform-manifest"],
+)
+def test_a_rebuilt_image_is_one_commit_for_its_index_and_platform_manifests(
+    world: World, index_revision: str | None, platform_revision: str | None
+) -> None:
+    """The index and its platform manifests share one commit (analytics.promotion.revisions),
+    whichever of them names it: the gate, asked with either digest, and the scan, over a
+    deployment of either, find the same rebuild."""
+    world.add(
+        Image,
+        [
+            {"digest": "sha256:b3", "repository": REPO, "revision": index_revision},
+            {
+                "digest": "sha256:b3-arm64",
+                "repository": REPO,
+                "revision": platform_revision,
+                "index_digest": "sha256:b3",
+                "platform": "linux/arm64",
+            },
+        ],
+    )
+    for digest in ("sha256:b3", "sha256:b3-arm64"):
+        reasons = gate(world, f"{REPO}@{digest}").reasons
+        [rebuilt] = [r for r in reasons if r.policy == "rebuilt-image"]
+        assert "promote sha256:b instead" in rebuilt.message
+    world.deploy("b", at(5), "production", digest="sha256:b3-arm64")
+    world.deploy("b", at(6), "production", digest="sha256:b3")
+    with world.engine.connect() as conn:
+        found = scan(conn, at(0), at(10), PATH, only=["rebuilt-image"])
+    assert [v.message[:10] for v in found] == ["sha256:b3 "] * 2
+    assert all("promote sha256:b instead" in v.message for v in found)
+
+
+def test_non_release_ref_guards_the_last_environment_of_the_path_in_the_gate_and_the_scan(
+    world: World,
+) -> None:
+    """An environment that ends the promotion path is production for non-release-ref, whatever
+    its tier (here staging, tier `staging`, on a path that ends there)."""
+    path = ["test", "staging"]
+    world.deploy("b", at(4), "staging", digest="sha256:b", ref="feature/x")
+    with world.engine.connect() as conn:
+        decision = evaluate(
+            conn, "shop", f"{REPO}@sha256:b", "staging", path, ref="feature/x", now=at(10)
+        )
+        found = scan(conn, at(0), at(10), path, only=["non-release-ref"])
+    assert [r.policy for r in decision.reasons] == ["non-release-ref"]
+    assert [(v.environment, v.policy) for v in found] == [("staging", "non-release-ref")]
+
+
+def test_a_policy_s_severity_setting_holds_in_the_gate_as_in_the_scan(world: World) -> None:
+    """`[policies.<id>] severity` raises or lowers a policy for the gate as for the scan: a
+    lowered untested-image warns and allows; a raised moved-tag denies."""
+    lowered = PoliciesSettings.model_validate({"untested-image": {"severity": "warn"}})
+    decision = gate(world, f"{REPO}@sha256:c", policy=lowered)
+    assert decision.decision == "allow"
+    assert [(r.policy, r.severity) for r in decision.reasons] == [("untested-image", "warn")]
+    world.deploy("c", at(5), "production", digest="sha256:c")  # skipped staging
+    with world.engine.connect() as conn:
+        found = scan(conn, at(0), at(10), PATH, lowered, only=["untested-image"])
+    assert [(v.environment, v.severity) for v in found] == [("production", "warn")]
+    world.add(
+        ImageTag,
+        [
+            {"repository": REPO, "tag": "v1", "digest": "sha256:a", "seen_at": at(0)},
+            {"repository": REPO, "tag": "v1", "digest": "sha256:b", "seen_at": at(1)},
+        ],
+    )
+    raised = PoliciesSettings.model_validate({"moved-tag": {"severity": "error"}})
+    decision = gate(world, f"{REPO}:v1", policy=raised)
+    assert decision.decision == "deny"
+    assert [(r.policy, r.severity) for r in decision.reasons] == [("moved-tag", "error")]

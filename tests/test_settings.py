@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import ConfigError, check_secrets, load_settings
+from analytics.policies import POLICIES
+from config.settings import ConfigError, PoliciesSettings, check_secrets, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -228,6 +229,25 @@ def test_bad_policy_parameters_fail_at_start_naming_key_and_file(
     message = str(info.value)
     assert f"{path}: key `{key}`" in message
     assert problem in message
+
+
+@pytest.mark.parametrize("policy_id", sorted(POLICIES))
+def test_a_misspelt_key_of_any_policy_fails_at_start_naming_it(
+    tmp_path: Path, policy_id: str
+) -> None:
+    """Every policy's table rejects a key its parameters do not have (here `severty`, and a key of
+    another policy's parameters where this one has no such key), as every other section does."""
+    for key in ("severty", "max_age_days" if policy_id != "long-lived-branch" else "stale_days"):
+        path = write(tmp_path, f"[policies.{policy_id}]\n{key} = 3\n")
+        with pytest.raises(ConfigError) as info:
+            load_settings(path)
+        assert f"{path}: key `policies.{policy_id}.{key}`: Extra inputs" in str(info.value)
+
+
+def test_the_policy_tables_are_the_policies_and_their_parameters() -> None:
+    """`[policies.<id>]` exists for every policy and no other, typed by the policy's `Params`."""
+    fields = {f.alias: f.annotation for f in PoliciesSettings.model_fields.values()}
+    assert fields == {policy_id: p.params for policy_id, p in POLICIES.items()}
 
 
 def test_policy_parameters_are_typed(tmp_path: Path) -> None:

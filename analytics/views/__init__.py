@@ -30,9 +30,9 @@ from analytics.views.environments import (
     drift_matrix,
     environment_state,
     promotion_history,
-    violations,
 )
 from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
+from analytics.views.violations import new_since, select_violations
 
 __all__ = [
     "branch_strategies",
@@ -50,12 +50,13 @@ __all__ = [
     "failure_counts",
     "filter_options",
     "incidents",
+    "new_since",
     "presence",
     "promotion_history",
     "rejected_payloads",
+    "select_violations",
     "services_needing_attention",
     "slowest_changes",
     "sync_errors",
     "sync_overview",
-    "violations",
 ]

@@ -25,7 +25,8 @@ from analytics.scope import Scope
 from analytics.views._common import Window
 from analytics.views.builds import default_branches
 from analytics.views.delivery import failure_counts
-from analytics.views.environments import drift_matrix, violations
+from analytics.views.environments import drift_matrix
+from analytics.views.violations import select_violations
 
 # weight of each signal in the ordering (a failed change not yet recovered is the most urgent)
 WEIGHTS = {"unrecovered": 4.0, "failed": 2.0, "rising": 2.0, "red_day": 1.0, "violation": 1.0}
@@ -81,7 +82,7 @@ def services_needing_attention(
             e["reasons"].append(f"default branch {r['branch']} red for {days:.1f} days")
             e["red_since"], e["pipeline_url"] = r["red_since"], r["web_url"]
             e["score"] += WEIGHTS["red_day"] * (1 + days)
-    _violations(violations(conn, scope), entry)
+    _violations(select_violations(conn, scope), entry)
     _drift(drift_matrix(conn, scope), entry)
     ranked = sorted(rows.values(), key=lambda e: (-e["score"], e["service"]))[:limit]
     for e in ranked:

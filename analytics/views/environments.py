@@ -1,5 +1,6 @@
-"""Views of environments: what runs where, a service's promotion history, the latest drift
-snapshot, and policy violations (drift and violations arrive with `cdmetrics policy scan`)."""
+"""Views of environments: what runs where, a service's promotion history and the latest drift
+snapshot (drift arrives with `cdmetrics policy scan`; its violations are
+analytics.views.violations)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from warehouse.schema import (
     DeploymentChain,
     DriftSnapshot,
     Environment,
-    PolicyViolation,
     Repo,
     Service,
-    Team,
 )
 
 
@@ -152,39 +151,3 @@ def drift_matrix(conn: Connection, scope: Scope, behind_only: bool = False) -> l
             )
         )
     return as_dicts(conn.execute(query.order_by(Service.name, down.position)))
-
-
-def violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Policy violations open at some time in the period (occurred before its end, not resolved
-    before its start), the latest to occur first; the scope's environment applies only when one is named."""
-    query = (
-        select(
-            PolicyViolation.policy,
-            PolicyViolation.severity,
-            Service.name.label("service"),
-            Team.name.label("team"),
-            Environment.name.label("environment"),
-            PolicyViolation.subject,
-            PolicyViolation.message,
-            PolicyViolation.url,
-            PolicyViolation.occurred_at,
-            PolicyViolation.first_seen_at,
-            PolicyViolation.resolved_at,
-        )
-        .select_from(PolicyViolation)
-        .outerjoin(Service, Service.id == PolicyViolation.service_id)
-        .outerjoin(Team, Team.id == Service.team_id)
-        .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
-        .where(
-            PolicyViolation.occurred_at < scope.until,
-            or_(PolicyViolation.resolved_at.is_(None), PolicyViolation.resolved_at >= scope.since),
-        )
-    )
-    if scope.services:
-        query = query.where(Service.name.in_(scope.services))
-    if scope.teams:
-        query = query.where(Team.name.in_(scope.teams))
-    if scope.environment is not None:
-        query = query.where(Environment.name == scope.environment)
-    order = (PolicyViolation.occurred_at.desc(), PolicyViolation.policy, PolicyViolation.subject)
-    return as_dicts(conn.execute(query.order_by(*order)))

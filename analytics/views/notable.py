@@ -1,5 +1,6 @@
 """Views of notable items for the weekly report: branches (open merge requests) living longest at
-the end of the period, pipelines failing most in it, and policy violations first seen in it.
+the end of the period and pipelines failing most in it (the week's new policy violations are
+analytics.views.violations.select_violations).
 
 Each is one select with its filters, grouping, ordering and limit in the database."""
 
@@ -12,7 +13,7 @@ from sqlalchemy import Connection, and_, case, func, or_, select, type_coerce
 from analytics import stats
 from analytics.scope import Scope
 from analytics.views._common import as_dicts
-from warehouse.schema import Environment, MergeRequest, Pipeline, PolicyViolation, Service, Team
+from warehouse.schema import MergeRequest, Pipeline, Service
 from warehouse.types import UTCDateTime
 
 
@@ -73,37 +74,3 @@ def failing_pipelines(conn: Connection, scope: Scope, limit: int = 10) -> list[d
     for r in rows:
         r["failure_rate"] = stats.ratio(r["failed"], r["pipelines"])
     return rows
-
-
-def new_violations(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Policy violations that occurred in the period (the scope's teams and services; its
-    environment only when one is named), by severity, the latest to occur first. A first scan
-    over months finds old violations now: when they occurred, not when found, makes them new."""
-    query = (
-        select(
-            PolicyViolation.policy,
-            PolicyViolation.severity,
-            Service.name.label("service"),
-            Environment.name.label("environment"),
-            PolicyViolation.subject,
-            PolicyViolation.message,
-            PolicyViolation.url,
-            PolicyViolation.occurred_at,
-            PolicyViolation.first_seen_at,
-            PolicyViolation.resolved_at,
-        )
-        .select_from(PolicyViolation)
-        .outerjoin(Service, Service.id == PolicyViolation.service_id)
-        .outerjoin(Team, Team.id == Service.team_id)
-        .outerjoin(Environment, Environment.id == PolicyViolation.environment_id)
-        .where(scope.period(PolicyViolation.occurred_at))
-    )
-    if scope.services:
-        query = query.where(Service.name.in_(scope.services))
-    if scope.teams:
-        query = query.where(Team.name.in_(scope.teams))
-    if scope.environment is not None:
-        query = query.where(Environment.name == scope.environment)
-    severity = case({"error": 0, "warn": 1, "info": 2}, value=PolicyViolation.severity, else_=3)
-    order = (severity, PolicyViolation.occurred_at.desc(), PolicyViolation.policy)
-    return as_dicts(conn.execute(query.order_by(*order, PolicyViolation.subject)))

@@ -1,0 +1,62 @@
+"""long-lived-branch (warn): an open merge request, or an unmerged branch without one (by its first
+own commit, analytics.unmerged), older than `max_age_days` at the end of the period."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Connection, select
+
+from analytics.policies.period import Scan
+from analytics.policies.violation import Violation
+from analytics.unmerged import unmerged_branches
+from config.settings import LongLivedBranchPolicy
+from warehouse.schema import MergeRequest, Service
+
+ID = "long-lived-branch"
+SEVERITY = "warn"
+Params = LongLivedBranchPolicy  # `[policies.long-lived-branch]` (config.settings)
+
+
+def check(conn: Connection, scan: Scan) -> list[Violation]:
+    """Merge requests open, and branches without one unmerged, for longer than `max_age_days` at
+    the end of the period."""
+    max_age = timedelta(days=scan.params.long_lived_branch.max_age_days)
+    rows = conn.execute(
+        select(
+            MergeRequest.repo_id,
+            MergeRequest.iid,
+            MergeRequest.source_branch,
+            MergeRequest.created_at,
+            MergeRequest.web_url,
+            Service.name,
+        )
+        .join(Service, Service.repo_id == MergeRequest.repo_id)
+        .where(MergeRequest.state == "opened", MergeRequest.created_at < scan.until - max_age)
+    )
+    return [
+        Violation(
+            ID,
+            SEVERITY,
+            service,
+            None,
+            f"branch {repo_id}:{branch}",
+            f"{branch} (!{iid}) has been open since {created:%Y-%m-%d}: split it and merge within "
+            f"{max_age.days} days",
+            url,
+            occurred_at=created + max_age if created else None,
+        )
+        for repo_id, iid, branch, created, url, service in rows
+    ] + [  # branches without a merge request, by their first own commit (analytics.unmerged)
+        Violation(
+            ID,
+            SEVERITY,
+            b.service,
+            None,
+            f"branch {b.repo_id}:{b.name}",
+            f"{b.name} has unmerged commits since {b.since:%Y-%m-%d} and no merge request: open "
+            f"one and merge within {max_age.days} days, or delete the branch",
+            occurred_at=b.since + max_age,
+        )
+        for b in unmerged_branches(conn, scan.until - max_age)
+    ]
