@@ -1,23 +1,35 @@
-"""DORA metrics and build health over a scope (definitions: DESIGN.md section 4, docs/METRICS.md).
+"""The selects of a scope's rows: one per part of `ScopeData` (`analytics.rows`), run by
+`load(conn, scope, rules, parts)`.
 
-Each metric is one SQL select of the scope's rows, narrowed to the columns it needs (the scope's
-filters, joins and period run in the database); Python then counts, buckets into the configured
-time zone's days and ISO weeks (SQLite has no time zones) and takes percentiles exactly as
-PostgreSQL's percentile_cont would. Every rate comes with its numerator and denominator.
+Each select reads the scope's rows narrowed to the columns its metrics need (the scope's filters,
+joins and period run in the database) and returns typed rows; Python then counts, buckets into
+the configured time zone's days and ISO weeks (`analytics.slices`; SQLite has no time zones) and
+computes the figures (`analytics.dora`, `analytics.build_health`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, func, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from analytics.derive import DEPLOYMENT_REPO, FailureRules
+from analytics.rows import (
+    PARTS,
+    AttemptRow,
+    ChangeRow,
+    DeploymentRow,
+    IncidentRow,
+    MergeRequestRow,
+    PipelineRow,
+    Row,
+    ScopeData,
+    UnreleasedRow,
+)
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,
@@ -36,70 +48,39 @@ from warehouse.schema import (
     TestRun,
 )
 
-SLICES = ("week", "month", "team", "service")
-STAGES = ("coding", "pickup", "review", "deploy", "cycle")
+R = TypeVar("R", bound=Row)
 
 
-@dataclass
-class Row:
-    """One in-scope fact with what slicing needs (service, team, when)."""
-
-    service: str
-    team: str | None
-    at: datetime
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ScopeData:
-    """The scope's rows, selected once; metrics are computed from any subset of them."""
-
-    scope: Scope
-    deployments: list[Row]
-    changes: list[Row]
-    merge_requests: list[Row]
-    attempts: list[Row]
-    pipelines: list[Row]
-    incidents: list[Row] = field(default_factory=list)
-    unreleased: list[Row] = field(default_factory=list)  # merged, not in production at the end
-
-    def subset(self, keep: Callable[[Row], bool]) -> ScopeData:
-        parts = (
-            self.deployments,
-            self.changes,
-            self.merge_requests,
-            self.attempts,
-            self.pipelines,
-            self.incidents,
-            self.unreleased,
+def load(
+    conn: Connection,
+    scope: Scope,
+    rules: FailureRules | None = None,
+    parts: Iterable[str] = PARTS,
+) -> ScopeData:
+    """Select the rows of `parts` (default: every part) of `scope`; the other parts empty."""
+    wanted = set(parts)
+    unknown = wanted - set(PARTS)
+    if unknown:
+        raise ValueError(
+            f"no part {', '.join(sorted(unknown))!r} of the scope's rows; use one of "
+            f"{', '.join(PARTS)}"
         )
-        return ScopeData(self.scope, *([r for r in rows if keep(r)] for rows in parts))
-
-
-# -- selects ---------------------------------------------------------------------------------
-
-
-def load(conn: Connection, scope: Scope, rules: FailureRules | None = None) -> ScopeData:
-    """Select every row the metrics of `scope` need."""
     rules = rules or FailureRules()
-    return ScopeData(
-        scope,
-        _deployments(conn, scope, rules),
-        _changes(conn, scope),
-        _merge_requests(conn, scope),
-        _attempts(conn, scope),
-        _pipelines(conn, scope),
-        _incidents(conn, scope),
-        unreleased(conn, scope),
-    )
+    selects: dict[str, Callable[[], list[Any]]] = {
+        "deployments": lambda: deployments(conn, scope, rules),
+        "changes": lambda: changes(conn, scope),
+        "merge_requests": lambda: merge_requests(conn, scope),
+        "attempts": lambda: attempts(conn, scope),
+        "pipelines": lambda: pipelines(conn, scope),
+        "incidents": lambda: incidents(conn, scope),
+        "unreleased": lambda: unreleased(conn, scope),
+    }
+    return ScopeData(scope, **{name: selects[name]() for name in PARTS if name in wanted})
 
 
-def _rows(result: Any, at: str = "at") -> list[Row]:
-    """Rows of a select labelled `service`, `team` and `at`; the other columns become values."""
-    keys = list(result.keys())
-    service, team, when = keys.index("service"), keys.index("team"), keys.index(at)
-    rest = [(k, i) for i, k in enumerate(keys) if i not in (service, team, when)]
-    return [Row(r[service], r[team], r[when], {k: r[i] for k, i in rest}) for r in result]
+def _rows(result: Any, kind: type[R]) -> list[R]:
+    """Rows of a select whose labels are `kind`'s fields."""
+    return [kind(**row._mapping) for row in result]
 
 
 def _chain_in_scope(scope: Scope, query: Any) -> Any:
@@ -113,7 +94,7 @@ def _chain_in_scope(scope: Scope, query: Any) -> Any:
     return query.where(scope.period(DeploymentChain.finished_at))
 
 
-def _deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[Row]:
+def deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[DeploymentRow]:
     query = _chain_in_scope(
         scope,
         select(
@@ -128,22 +109,24 @@ def _deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[Ro
             ChangeFailure.incident,
             ChangeFailure.rollback.label("failed_rollback"),
             ChangeFailure.hotfix,
-            ChangeFailure.deployment_id.label("failed"),
+            ChangeFailure.deployment_id.label("failed_id"),
             ChangeFailure.recovered_at,
         )
         .select_from(DeploymentChain)
         .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
         .outerjoin(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id),
     )
-    rows = _rows(conn.execute(query))
+    rows = _rows(conn.execute(query), DeploymentRow)
     _mark_rework(conn, scope, rows, rules)
     return rows
 
 
-def _mark_rework(conn: Connection, scope: Scope, rows: list[Row], rules: FailureRules) -> None:
+def _mark_rework(
+    conn: Connection, scope: Scope, rows: list[DeploymentRow], rules: FailureRules
+) -> None:
     """Rework: rollbacks, hotfix-ref deployments, and deployments inside the recovery of a failed
     change of the same service and environment (each production environment is its own chain)."""
-    services = {r.values["service_id"] for r in rows}
+    services = {r.service_id for r in rows}
     windows: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = defaultdict(list)
     if services:
         failed = conn.execute(
@@ -163,14 +146,12 @@ def _mark_rework(conn: Connection, scope: Scope, rows: list[Row], rules: Failure
         for service_id, environment_id, finished, recovered in failed:
             windows[(service_id, environment_id)].append((finished, recovered))
     for r in rows:
-        chain = (r.values["service_id"], r.values["environment_id"])
+        chain = (r.service_id, r.environment_id)
         inside = any(start < r.at and (end is None or r.at <= end) for start, end in windows[chain])
-        r.values["rework"] = (
-            bool(r.values["rollback"]) or rules.is_hotfix(r.values["ref"]) or inside
-        )
+        r.rework = bool(r.rollback) or rules.is_hotfix(r.ref) or inside
 
 
-def _changes(conn: Connection, scope: Scope) -> list[Row]:
+def changes(conn: Connection, scope: Scope) -> list[ChangeRow]:
     query = _chain_in_scope(
         scope,
         select(
@@ -183,10 +164,10 @@ def _changes(conn: Connection, scope: Scope) -> list[Row]:
         .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
         .where(scope.first_change(), DeploymentChange.is_merge.is_(False)),
     )
-    return _rows(conn.execute(query))
+    return _rows(conn.execute(query), ChangeRow)
 
 
-def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
+def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
     """Merged MRs whose merge or squash commit (a fast-forward merge: its head) first reached the
     scope's environment in the period, with their stage timestamps. The repository is the
     deployment's (a deploy job may name a service no code source knows), else its service's."""
@@ -240,10 +221,10 @@ def _merge_requests(conn: Connection, scope: Scope) -> list[Row]:
         )
         for carrier in carriers
     ]
-    return _rows(conn.execute(union_all(*parts)))
+    return _rows(conn.execute(union_all(*parts)), MergeRequestRow)
 
 
-def _attempts(conn: Connection, scope: Scope) -> list[Row]:
+def attempts(conn: Connection, scope: Scope) -> list[AttemptRow]:
     """Finished deployment attempts (success or failed) in every environment, for failure rates."""
     query = scope.owned(
         select(
@@ -263,10 +244,10 @@ def _attempts(conn: Connection, scope: Scope) -> list[Row]:
         Deployment.status.in_(("success", "failed")),
         Deployment.kind == "app",  # schema deployments are tracked apart (docs/METRICS.md)
     )
-    return _rows(conn.execute(query))
+    return _rows(conn.execute(query), AttemptRow)
 
 
-def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
+def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
     """Pipelines finished in the period, with whether they ran on the default branch and how many
     tests failed in them (two selects: joining the test aggregate costs more than both)."""
     query = scope.owned(
@@ -285,7 +266,7 @@ def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
         .join(Repo, Repo.id == Pipeline.repo_id),
         on=Service.repo_id == Pipeline.repo_id,
     )
-    rows = _rows(conn.execute(query.where(scope.period(Pipeline.finished_at))))
+    found = conn.execute(query.where(scope.period(Pipeline.finished_at))).all()
     failed_tests = dict(
         conn.execute(
             select(Pipeline.id, func.sum(TestRun.failed))
@@ -300,12 +281,16 @@ def _pipelines(conn: Connection, scope: Scope) -> list[Row]:
             .group_by(Pipeline.id)
         ).all()
     )
-    for r in rows:
-        r.values["failed_tests"] = failed_tests.get(r.values.pop("id"), 0)
-    return rows
+    return [
+        PipelineRow(
+            **{k: v for k, v in r._mapping.items() if k != "id"},
+            failed_tests=failed_tests.get(r.id, 0),
+        )
+        for r in found
+    ]
 
 
-def _incidents(conn: Connection, scope: Scope) -> list[Row]:
+def incidents(conn: Connection, scope: Scope) -> list[IncidentRow]:
     """Incidents opened in the period, for time to restore (opened -> resolved)."""
     query = scope.owned(
         select(
@@ -316,13 +301,10 @@ def _incidents(conn: Connection, scope: Scope) -> list[Row]:
         ).select_from(Incident),
         Incident.service_id,
     ).where(scope.period(Incident.opened_at))
-    return _rows(conn.execute(query))
+    return _rows(conn.execute(query), IncidentRow)
 
 
-__all__ = ["SLICES", "STAGES", "Row", "ScopeData", "load"]
-
-
-def unreleased(conn: Connection, scope: Scope) -> list[Row]:
+def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     """Merged MRs, merged before the scope's end and not in production at its start, with when
     they reached it: `released_at`, the first finish of a deployment to the scope's environment
     (the production tier by default) that brought their merge or squash commit (a fast-forward
@@ -375,8 +357,24 @@ def unreleased(conn: Connection, scope: Scope) -> list[Row]:
         or_(brought_at.is_(None), brought_at > scope.since),
         or_(history_at.is_(None), history_at > scope.since),
     )
-    rows = _rows(conn.execute(query))
-    for r in rows:
-        times = [t for t in (r.values.pop("brought_at"), r.values.pop("history_at")) if t]
-        r.values["released_at"] = min(times, default=None)
-    return rows
+    return [
+        UnreleasedRow(
+            r.service,
+            r.team,
+            r.at,
+            min((t for t in (r.brought_at, r.history_at) if t), default=None),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+__all__ = [
+    "attempts",
+    "changes",
+    "deployments",
+    "incidents",
+    "load",
+    "merge_requests",
+    "pipelines",
+    "unreleased",
+]

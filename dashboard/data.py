@@ -24,12 +24,12 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from analytics import dora, stats, views
+from analytics import selects, stats, views
 from analytics.derive import FailureRules
-from analytics.metrics import Row, ScopeData
+from analytics.metrics import NEEDS, compute, sliced
+from analytics.rows import Row, ScopeData
 from analytics.scope import Scope
 from analytics.views import drilldown
-from analytics.views import figures as fig
 from warehouse.engine import open_warehouse
 
 TTL = 600  # seconds a result is reused; a sync every few minutes shows up within ten
@@ -47,7 +47,8 @@ def engine(url: str) -> Engine:
 @st.cache_resource(ttl=TTL, max_entries=12, show_spinner=False)
 def _part(url: str, scope: Scope, rules: FailureRules, part: str) -> list[Row]:
     with engine(url).connect() as conn:
-        return fig.load_part(conn, scope, part, rules)
+        rows: list[Row] = getattr(selects.load(conn, scope, rules, (part,)), part)
+        return rows
 
 
 def scope_data(
@@ -59,8 +60,9 @@ def scope_data(
 ) -> ScopeData:
     """The scope's rows that `metrics` (keys of the metrics JSON) need, or just `parts`; the
     other parts empty."""
-    wanted = set(parts or (part for name in metrics for part in fig.NEEDS[name]))
-    return fig.assemble(scope, {part: _part(url, scope, rules, part) for part in sorted(wanted)})
+    wanted = set(parts or (part for name in metrics for part in NEEDS[name]))
+    loaded = {part: _part(url, scope, rules, part) for part in sorted(wanted)}
+    return ScopeData(scope, **loaded)  # type: ignore[arg-type]
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
@@ -90,13 +92,13 @@ def metrics(
     """The metrics `names` over the scope (`total`), per local ISO week or month (`by`) of the
     period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
     bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
-    `analytics.dora` computes them.
+    `analytics.metrics` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
     data = scope_data(url, scope, rules, names, parts)
-    total = dora.compute(data)
-    trend = fig.sliced(data, by)
-    teams = fig.sliced(data, "team") if by_team else []
+    total = compute(data)
+    trend = sliced(data, by)
+    teams = sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
         "trend": [
@@ -164,7 +166,7 @@ def deployments_per_bucket(
     for r in data.deployments:
         key = (key_of(stats.local_day(r.at, zone)), r.team or "(no team)")
         counts[key] += 1
-        failed[key] += r.values["failed"] is not None
+        failed[key] += r.failed
     teams = sorted({team for _, team in counts})
     return pd.DataFrame(
         [
@@ -211,9 +213,7 @@ def _seconds_label(low: float, high: float) -> str:
 def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Changes per lead-time bucket (hours: under 1, 1 to 4, ..., 3 months and more)."""
     data = scope_data(url, scope, rules, ("lead_time",))
-    hours = [
-        stats.hours(r.at - r.values["started_at"]) for r in data.changes if r.values["started_at"]
-    ]
+    hours = [stats.hours(r.at - r.started_at) for r in data.changes if r.started_at]
     return _binned(hours, LEAD_TIME_BINS, _hours_label)
 
 
@@ -221,9 +221,7 @@ def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 def duration_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Finished pipelines per duration bucket (minutes)."""
     data = scope_data(url, scope, rules, ("build",))
-    durations = [
-        r.values["duration_s"] for r in data.pipelines if r.values["duration_s"] is not None
-    ]
+    durations = [r.duration_s for r in data.pipelines if r.duration_s is not None]
     return _binned(durations, DURATION_BINS, _seconds_label)
 
 
