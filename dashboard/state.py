@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
 from analytics.scope import PeriodError, Scope, unknown_names
+from analytics.warehouse import WarehouseURLError, normalise_url
 from config.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
-from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
 DEFAULT_MONTHS = 6  # the month view's default period: this month and the five before
