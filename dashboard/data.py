@@ -1,7 +1,7 @@
 """What the pages show, fetched through `analytics/` and cached.
 
 - The engine is one per warehouse URL (`st.cache_resource`).
-- The scope's rows (`analytics.metrics`), one part at a time, are held as a resource for `TTL`
+- The scope's rows (`analytics.selects.load`), one part at a time, are held as a resource for `TTL`
   seconds: they can be large (a quarter of a large organisation is ~250,000 rows) and are only
   read, so they are shared rather than copied on every read.
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team

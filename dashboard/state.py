@@ -266,8 +266,9 @@ GUIDANCE = """\
 
 - **Sync your sources:** describe them in `cdmetrics.toml` (`cdmetrics init` writes a commented
   example), then run `cdmetrics sync`. The dashboard shows what the sync brought within minutes.
-- **Or try the demo:** `cdmetrics demo` generates an organisation, syncs it through the real
-  GitLab collector into `cdmetrics-demo.db` and opens this dashboard on it.
+- **Or try the demo:** `cdmetrics demo` generates an organisation, serves it as GitLab, Jenkins,
+  registries and Kubernetes over HTTP, syncs it through the real collectors into
+  `cdmetrics-demo.db` (or the `--warehouse` given) and opens a dashboard on it.
 
 Then reload this page.
 """
