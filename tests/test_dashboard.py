@@ -21,6 +21,7 @@ from analytics.derive import derive
 from analytics.rows import PARTS, ScopeData
 from analytics.scope import Scope
 from analytics.slices import SLICES, slices
+from analytics.views import distributions, running
 from dashboard import data, drill, launch, show, tiles
 from sandbox.generate import generate
 from tests.demo_warehouse import NOW, PERIOD
@@ -389,6 +390,32 @@ def test_one_slicing_puts_every_row_in_one_slice_over_its_own_scope(demo_url: st
         parts = {p: getattr(selects.load(conn, SCOPE, parts=(p,)), p) for p in PARTS}
     assert metrics.compute(ScopeData(SCOPE, **parts)) == metrics.compute(data)
     engine.dispose()
+
+
+def test_the_dashboards_distributions_count_what_the_metrics_count(demo_url: str) -> None:
+    engine = open_warehouse(demo_url)
+    with engine.connect() as conn:
+        m = metrics.metrics(conn, SCOPE)
+        lead = distributions.lead_time_histogram(conn, SCOPE)
+        days = distributions.deployments_per_day(conn, SCOPE)
+        weeks = distributions.deployments_per_bucket(conn, SCOPE, "week")
+        durations = distributions.duration_histogram(conn, SCOPE)
+        grid = running.whats_running(conn, SCOPE)
+        state = views.environment_state(conn, SCOPE)
+    engine.dispose()
+    frequency = m["deployment_frequency"]
+    assert sum(b["count"] for b in lead) == m["lead_time"]["changes"] > 0
+    assert sum(d["deployments"] for d in days) == frequency["deployments"] > 0
+    assert sum(1 for d in days if d["deployments"]) == frequency["deployment_days"]
+    assert sum(w["deployments"] for w in weeks) == frequency["deployments"]
+    assert sum(w["failed"] for w in weeks) == m["change_failure_rate"]["failed"]
+    assert 0 < sum(b["count"] for b in durations) <= m["build"]["pipelines"]
+    assert [r["service"] for r in grid] == sorted({r["service"] for r in state})
+    running_at = {(r["service"], r["environment"]) for r in state if r["sha"]}
+    cells = {
+        (r["service"], env) for r in grid for env, cell in r.items() if env != "service" and cell
+    }
+    assert cells == running_at
 
 
 def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
