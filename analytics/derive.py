@@ -53,6 +53,13 @@ class FailureRules:
     hotfix_window: timedelta = timedelta(hours=24)
     hotfix_refs: tuple[str, ...] = ("hotfix/*",)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> FailureRules:
+        """The change-failure parameters of the configuration's `[metrics]` section (a
+        `config.settings.Settings`)."""
+        m = settings.metrics
+        return cls(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
+
     def is_hotfix(self, ref: str | None) -> bool:
         return bool(ref) and any(
             fnmatch.fnmatch(ref or "", pattern) for pattern in self.hotfix_refs

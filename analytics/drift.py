@@ -105,9 +105,8 @@ def environment_state(
         query = query.where(Service.name.in_(services))
     state: dict[tuple[str, str], Running] = {}
     for service, env, dep_id, digest, sha, finished in conn.execute(query):
-        state[(service, env)] = Running(
-            dep_id, _image(digest, sha), sha, finished
-        )  # last id wins a tie
+        # ordered by deployment id: the last id wins a tie
+        state[(service, env)] = Running(dep_id, _image(digest, sha), sha, finished)
     _observed_changes(conn, at, state, services)
     return state
 

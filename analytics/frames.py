@@ -13,10 +13,14 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from analytics import branching, dora, stats
+from analytics import branching
 from analytics.derive import FailureRules
-from analytics.metrics import ScopeData, load
+from analytics.metrics import HEADLINE, compute
+from analytics.metrics import headline as headline_of
+from analytics.metrics import sliced as sliced_metrics
+from analytics.rows import ScopeData
 from analytics.scope import Scope
+from analytics.selects import load
 
 
 def default_scope(
@@ -27,10 +31,10 @@ def default_scope(
 
 
 def headline(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> pd.DataFrame:
-    """One row: the headline figures (`dora.headline`: deployments, deploy days per week, change
+    """One row: the headline figures (`analytics.metrics.headline`: deployments, deploy days per week, change
     failure rate, lead time and recovery p50 hours) of the scope, as every surface shows them."""
-    figures = dora.compute(_data(engine, scope, rules))
-    return pd.DataFrame([dora.headline(figures)], columns=list(dora.HEADLINE))
+    figures = compute(_data(engine, scope, rules))
+    return pd.DataFrame([headline_of(figures)], columns=list(HEADLINE))
 
 
 def _data(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> ScopeData:
@@ -52,15 +56,15 @@ def deployments(engine: Engine, scope: Scope, rules: FailureRules | None = None)
                 "service": r.service,
                 "team": r.team,
                 "finished_at": r.at,
-                "deployment_id": r.values["deployment_id"],
-                "ref": r.values["ref"],
-                "rollback": bool(r.values["rollback"]),
-                "rework": r.values["rework"],
-                "failed": r.values["failed"] is not None,
-                "incident": bool(r.values["incident"]),
-                "rolled_back": bool(r.values["failed_rollback"]),
-                "hotfix": bool(r.values["hotfix"]),
-                "recovered_at": r.values["recovered_at"],
+                "deployment_id": r.deployment_id,
+                "ref": r.ref,
+                "rollback": bool(r.rollback),
+                "rework": r.rework,
+                "failed": r.failed,
+                "incident": bool(r.incident),
+                "rolled_back": bool(r.failed_rollback),
+                "hotfix": bool(r.hotfix),
+                "recovered_at": r.recovered_at,
             }
             for r in rows
         ],
@@ -89,11 +93,9 @@ def lead_times(engine: Engine, scope: Scope) -> pd.DataFrame:
             {
                 "service": r.service,
                 "team": r.team,
-                "started_at": r.values["started_at"],
+                "started_at": r.started_at,
                 "deployed_at": r.at,
-                "hours": stats.hours(r.at - r.values["started_at"])
-                if r.values["started_at"]
-                else None,
+                "hours": r.lead_time_hours,
             }
             for r in rows
         ],
@@ -121,11 +123,11 @@ def build_health(engine: Engine, scope: Scope) -> pd.DataFrame:
                 "service": r.service,
                 "team": r.team,
                 "finished_at": r.at,
-                "status": r.values["status"],
-                "duration_s": r.values["duration_s"],
-                "queued_s": r.values["queued_s"],
-                "default_branch": bool(r.values["default_branch"]),
-                "failed_tests": int(r.values["failed_tests"] or 0),
+                "status": r.status,
+                "duration_s": r.duration_s,
+                "queued_s": r.queued_s,
+                "default_branch": bool(r.default_branch),
+                "failed_tests": int(r.failed_tests or 0),
             }
             for r in rows
         ],
@@ -159,7 +161,7 @@ def scorecard(
     performance level."""
     data = _data(engine, scope, rules)
     records = []
-    for key, m in dora.sliced(data, by):
+    for key, m in sliced_metrics(data, by):
         records.append(
             {
                 by: key,

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_
 
 from analytics import stats
-from warehouse.schema import DeploymentChange, Environment, Service, Team
+from warehouse.schema import DeploymentChange, Service, Team
 
 DEFAULT_WEEKS = 12  # complete ISO weeks before the current, partial one
 # periods lie within these bounds: wider than any delivery history, narrow enough that date
@@ -179,14 +179,6 @@ class Scope:
         if self.teams:
             query = query.where(Team.name.in_(self.teams))
         return query
-
-    def environment_filter(self, environment_id: Any, is_production: Any = None) -> Any:
-        """The environment condition: the named canonical environment, or the production tier."""
-        if self.environment is not None:
-            return and_(Environment.id == environment_id, Environment.name == self.environment)
-        if is_production is not None:
-            return is_production
-        return and_(Environment.id == environment_id, Environment.tier == "production")
 
     def first_change(self) -> Any:
         """The condition that a deployment_change row is where its commit first reached the

@@ -27,9 +27,8 @@ from analytics import drift as drift_analytics
 from analytics import policies as policy_analytics
 from analytics import views
 from analytics.derive import FailureRules, derive
-from analytics.dora import metrics
-from analytics.metrics import SLICES
-from analytics.scope import PeriodError, Scope, UnknownName, parse_period
+from analytics.metrics import SLICES, metrics
+from analytics.scope import PeriodError, Scope, UnknownName
 from cdmetrics.cli_gate import CannotDecide
 from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_report import register as register_report_commands
@@ -322,7 +321,7 @@ def derive_all(engine: Engine, settings: Settings, full: bool = False) -> dict[s
     """Derived tables, then today's drift snapshot; the summary as JSON."""
     derived = derive(
         engine,
-        failure_rules(settings),
+        FailureRules.from_settings(settings),
         full=full,
         tag_revision_pattern=settings.metrics.tag_revision_pattern,
         image_repositories=settings.image_repositories(),
@@ -348,11 +347,6 @@ def record_violations(
     return [v.as_json() for v in found]
 
 
-def failure_rules(settings: Settings) -> FailureRules:
-    m = settings.metrics
-    return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
-
-
 @app.command("derive")
 def derive_command(
     ctx: typer.Context,
@@ -364,11 +358,18 @@ def derive_command(
     out.print_json(data=derive_all(engine, settings, full=full), indent=None)
 
 
-def _period(since: str | None, until: str | None, zone: str) -> tuple[datetime, datetime]:
-    """The period of --since/--until (`analytics.scope.parse_period`, the default period for what
-    is not given); a bad one is a usage error (exit 2) naming the values."""
+def _scope(
+    since: str | None,
+    until: str | None,
+    zone: str,
+    teams: list[str] | None = None,
+    services: list[str] | None = None,
+    environment: str | None = None,
+) -> Scope:
+    """The scope of --since/--until, --team, --service and --env (`Scope.parse`, the default
+    period for what is not given); a bad period is a usage error (exit 2) naming the values."""
     try:
-        return parse_period(since, until, zone)
+        return Scope.parse(since, until, teams or (), services or (), environment, zone)
     except PeriodError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since/--until") from None
 
@@ -412,8 +413,8 @@ def policy_scan(
     unknown = sorted(set(policy or []) - set(policy_analytics.POLICIES))
     if unknown:
         raise typer.BadParameter(f"unknown policy {', '.join(unknown)}", param_hint="--policy")
-    start, end = _period(since, until, settings.sync.timezone)
-    rows = record_violations(_open(settings), settings, start, end, only=policy)
+    period = _scope(since, until, settings.sync.timezone)
+    rows = record_violations(_open(settings), settings, period.since, period.until, only=policy)
     render_violations(rows, output_format, out, sorted(policy or policy_analytics.POLICIES))
     failing = {"error": ("error",), "warn": ("error", "warn"), "never": ()}[fail_on]
     if any(r["severity"] in failing for r in rows):
@@ -439,8 +440,7 @@ def metrics_command(
         raise typer.BadParameter(f"use one of {', '.join(SLICES)}", param_hint="--by")
     if output_format not in ("table", "json", "csv"):
         raise typer.BadParameter("use table, json or csv", param_hint="--format")
-    start, end = _period(since, until, settings.sync.timezone)
-    scope = Scope(start, end, tuple(team or ()), tuple(service or ()), env, settings.sync.timezone)
+    scope = _scope(since, until, settings.sync.timezone, team, service, env)
     engine = _open(settings)
     with engine.connect() as conn:
         views.check_names(
@@ -450,7 +450,7 @@ def metrics_command(
             [env] if env else [],
             settings.environments.promotion_path,
         )
-        result = metrics(conn, scope, by=by, rules=failure_rules(settings))
+        result = metrics(conn, scope, by=by, rules=FailureRules.from_settings(settings))
     render_metrics(result, output_format, out)
 
 
@@ -557,7 +557,7 @@ def demo(
         scope = Scope.default(settings.sync.timezone)  # what the dashboard opens on
         violations = record_violations(engine, settings, scope.since, scope.until)
         with engine.connect() as conn:
-            figures = metrics(conn, scope, rules=failure_rules(settings))
+            figures = metrics(conn, scope, rules=FailureRules.from_settings(settings))
     render_metrics(figures, "table", err)
     err.print(
         f"{derived['drift_rows']} drift row(s) and {len(violations)} policy violation(s) recorded"

@@ -84,8 +84,7 @@ def weekly(
             f"cannot open the warehouse {url.render_as_string(hide_password=True)}: "
             f"{str(exc.orig).strip().splitlines()[0]}; check [warehouse] url"
         ) from None
-    m = settings.metrics
-    rules = FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
+    rules = FailureRules.from_settings(settings)
     try:
         report = build_report(
             engine,

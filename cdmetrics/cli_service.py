@@ -85,9 +85,8 @@ def import_cdevents(
     file: str = typer.Argument(..., help="A JSON or JSON Lines file of CDEvents; - reads stdin."),
 ) -> None:
     """Import CDEvents from a JSON or JSON Lines file (- reads stdin); the last line is a JSON summary."""
-    from analytics.derive import derive
+    from analytics.derive import FailureRules, derive
     from collectors.cdevents import import_events, read_events
-    from service.state import failure_rules
 
     settings = _settings(ctx)
     text = _read(file)
@@ -105,7 +104,7 @@ def import_cdevents(
         pattern = settings.metrics.tag_revision_pattern
         derived = derive(
             engine,
-            failure_rules(settings),
+            FailureRules.from_settings(settings),
             tag_revision_pattern=pattern,
             image_repositories=settings.image_repositories(),
         )

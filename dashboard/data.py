@@ -1,7 +1,7 @@
 """What the pages show, fetched through `analytics/` and cached.
 
 - The engine is one per warehouse URL (`st.cache_resource`).
-- The scope's rows (`analytics.metrics`), one part at a time, are held as a resource for `TTL`
+- The scope's rows (`analytics.selects.load`), one part at a time, are held as a resource for `TTL`
   seconds: they can be large (a quarter of a large organisation is ~250,000 rows) and are only
   read, so they are shared rather than copied on every read.
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team
@@ -15,27 +15,22 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
-from collections import Counter
-from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from analytics import dora, stats, views
+from analytics import selects, views
 from analytics.derive import FailureRules
-from analytics.metrics import Row, ScopeData
+from analytics.metrics import NEEDS, compute, sliced
+from analytics.rows import Row, ScopeData
 from analytics.scope import Scope
-from analytics.views import drilldown
-from analytics.views import figures as fig
-from warehouse.engine import open_warehouse
+from analytics.views import distributions, drilldown, running
+from analytics.warehouse import open_warehouse
 
 TTL = 600  # seconds a result is reused; a sync every few minutes shows up within ten
 SOURCES_TTL = 60  # the data sources page answers "did the last sync run?"
-LEAD_TIME_BINS = (0, 1, 4, 12, 24, 48, 72, 168, 336, 720, 2160)  # hours
-DURATION_BINS = (0, 120, 300, 480, 600, 900, 1200, 1800, 2700, 3600)  # seconds
 
 
 @st.cache_resource(show_spinner=False)
@@ -47,7 +42,8 @@ def engine(url: str) -> Engine:
 @st.cache_resource(ttl=TTL, max_entries=12, show_spinner=False)
 def _part(url: str, scope: Scope, rules: FailureRules, part: str) -> list[Row]:
     with engine(url).connect() as conn:
-        return fig.load_part(conn, scope, part, rules)
+        rows: list[Row] = getattr(selects.load(conn, scope, rules, (part,)), part)
+        return rows
 
 
 def scope_data(
@@ -59,8 +55,9 @@ def scope_data(
 ) -> ScopeData:
     """The scope's rows that `metrics` (keys of the metrics JSON) need, or just `parts`; the
     other parts empty."""
-    wanted = set(parts or (part for name in metrics for part in fig.NEEDS[name]))
-    return fig.assemble(scope, {part: _part(url, scope, rules, part) for part in sorted(wanted)})
+    wanted = set(parts or (part for name in metrics for part in NEEDS[name]))
+    loaded = {part: _part(url, scope, rules, part) for part in sorted(wanted)}
+    return ScopeData(scope, **loaded)  # type: ignore[arg-type]
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
@@ -90,13 +87,13 @@ def metrics(
     """The metrics `names` over the scope (`total`), per local ISO week or month (`by`) of the
     period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
     bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
-    `analytics.dora` computes them.
+    `analytics.metrics` computes them.
     `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
     requests behind the stage breakdown); by default, every part the metrics need."""
     data = scope_data(url, scope, rules, names, parts)
-    total = dora.compute(data)
-    trend = fig.sliced(data, by)
-    teams = fig.sliced(data, "team") if by_team else []
+    total = compute(data)
+    trend = sliced(data, by)
+    teams = sliced(data, "team") if by_team else []
     return {
         "total": {name: total[name] for name in names},
         "trend": [
@@ -119,31 +116,89 @@ def period_over_period(
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def table(name: str, url: str, scope: Scope | None = None, **options: Any) -> pd.DataFrame:
-    """The rows of `analytics.views.<name>` as a DataFrame (`scope` for the views that have one)."""
-    view = getattr(views, name)
+def services_needing_attention(url: str, scope: Scope) -> pd.DataFrame:
+    """Services with a signal worth a look (`views.services_needing_attention`)."""
     with engine(url).connect() as conn:
-        rows = view(conn, **options) if scope is None else view(conn, scope, **options)
-    return pd.DataFrame.from_records(rows)
+        return pd.DataFrame.from_records(views.services_needing_attention(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def deployments_by_service_environment(url: str, scope: Scope) -> pd.DataFrame:
+    """Deployment attempts per service and environment."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.deployments_by_service_environment(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def failed_changes(url: str, scope: Scope) -> pd.DataFrame:
+    """The failed changes of the period."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.failed_changes(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def incidents(url: str, scope: Scope) -> pd.DataFrame:
+    """The incidents of the period."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.incidents(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def slowest_changes(url: str, scope: Scope) -> pd.DataFrame:
+    """The changes with the longest lead time."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.slowest_changes(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def default_branches(url: str, scope: Scope) -> pd.DataFrame:
+    """Default-branch health per repository."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.default_branches(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def failing_tests(url: str, scope: Scope) -> pd.DataFrame:
+    """The most failing tests."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.failing_tests(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def branch_strategies(url: str, scope: Scope) -> pd.DataFrame:
+    """Each repository's branching strategy."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.branch_strategies(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def drift_matrix(url: str, scope: Scope) -> pd.DataFrame:
+    """The latest drift snapshot per service and adjacent environments."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.drift_matrix(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def environment_state(url: str, scope: Scope) -> pd.DataFrame:
+    """What runs in each environment at the end of the period."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.environment_state(conn, scope))
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def promotion_history(url: str, scope: Scope, service: str) -> pd.DataFrame:
+    """One service's deployments in the period, across its environments."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.promotion_history(conn, scope, service))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Production deployments per local day of the period (days without any included), with
-    their ISO week and weekday, for the calendar heatmap."""
+    """Production deployments per local day (`distributions.deployments_per_day_of`)."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
-    zone = scope.zone
-    counts = Counter(stats.local_day(r.at, zone) for r in data.deployments)
-    first = stats.local_day(scope.since, zone)
-    last = stats.local_day(scope.until - timedelta(microseconds=1), zone)
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    return pd.DataFrame(
-        {
-            "day": [d.isoformat() for d in days],
-            "week": [stats.week_key(d) for d in days],
-            "weekday": [d.strftime("%a") for d in days],
-            "deployments": [counts.get(d, 0) for d in days],
-        }
+    return pd.DataFrame.from_records(
+        distributions.deployments_per_day_of(data),
+        columns=["day", "week", "weekday", "deployments"],
     )
 
 
@@ -151,88 +206,52 @@ def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 def deployments_per_bucket(
     url: str, scope: Scope, rules: FailureRules, by: str = "week"
 ) -> pd.DataFrame:
-    """Production deployments and failed changes per local ISO week or month (`by`, also the
-    column's name) and team: every bucket of the period and every team deploying in it (zero
-    rows included: a code freeze stays on the axis), each flagged `partial` when the period or
-    the clock cuts it."""
+    """Production deployments and failed changes per week or month and team
+    (`distributions.deployments_per_bucket_of`)."""
     data = scope_data(url, scope, rules, ("deployment_frequency",))
-    zone = scope.zone
-    key_of = stats.week_key if by == "week" else stats.month_key
-    buckets = stats.weeks_between if by == "week" else stats.months_between
-    counts: Counter[tuple[str, str]] = Counter()
-    failed: Counter[tuple[str, str]] = Counter()
-    for r in data.deployments:
-        key = (key_of(stats.local_day(r.at, zone)), r.team or "(no team)")
-        counts[key] += 1
-        failed[key] += r.values["failed"] is not None
-    teams = sorted({team for _, team in counts})
-    return pd.DataFrame(
-        [
-            {
-                by: bucket,
-                "team": team,
-                "deployments": counts[(bucket, team)],
-                "failed": failed[(bucket, team)],
-                "partial": scope.partial(bucket),
-            }
-            for bucket in buckets(scope.since, scope.until, zone)
-            for team in teams
-        ],
-        columns=[by, "team", "deployments", "failed", "partial"],
+    return pd.DataFrame.from_records(
+        distributions.deployments_per_bucket_of(data, by),
+        columns=[by, *distributions.BUCKET_COLUMNS],
     )
-
-
-def _binned(values: list[float], bins: tuple[int, ...], label: Any) -> pd.DataFrame:
-    edges = [*bins, float("inf")]
-    counts = [sum(1 for v in values if low <= v < high) for low, high in itertools.pairwise(edges)]
-    pairs = list(itertools.pairwise(edges))
-    return pd.DataFrame(
-        {
-            "bucket": [label(low, high) for low, high in pairs],
-            "count": counts,
-            "low": [low for low, _ in pairs],
-            "high": [None if high == float("inf") else high for _, high in pairs],
-        }
-    )
-
-
-def _hours_label(low: float, high: float) -> str:
-    def short(h: float) -> str:
-        return f"{h:g} h" if h < 48 else f"{h / 24:g} d"
-
-    return f"≥ {short(low)}" if high == float("inf") else f"{short(low)} to {short(high)}"
-
-
-def _seconds_label(low: float, high: float) -> str:
-    return f"≥ {low / 60:g} min" if high == float("inf") else f"{low / 60:g} to {high / 60:g} min"
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Changes per lead-time bucket (hours: under 1, 1 to 4, ..., 3 months and more)."""
+    """Changes per lead-time bucket (`distributions.lead_time_histogram_of`)."""
     data = scope_data(url, scope, rules, ("lead_time",))
-    hours = [
-        stats.hours(r.at - r.values["started_at"]) for r in data.changes if r.values["started_at"]
-    ]
-    return _binned(hours, LEAD_TIME_BINS, _hours_label)
+    return pd.DataFrame.from_records(
+        distributions.lead_time_histogram_of(data), columns=distributions.BIN_COLUMNS
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
 def duration_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
-    """Finished pipelines per duration bucket (minutes)."""
+    """Finished pipelines per duration bucket (`distributions.duration_histogram_of`)."""
     data = scope_data(url, scope, rules, ("build",))
-    durations = [
-        r.values["duration_s"] for r in data.pipelines if r.values["duration_s"] is not None
-    ]
-    return _binned(durations, DURATION_BINS, _seconds_label)
+    return pd.DataFrame.from_records(
+        distributions.duration_histogram_of(data), columns=distributions.BIN_COLUMNS
+    )
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
-def sources(name: str, url: str) -> pd.DataFrame:
-    """The rows of a data-sources view (`sync_overview`, `sync_errors`, `rejected_payloads`)."""
-    view = getattr(views, name)
+def sync_overview(url: str) -> pd.DataFrame:
+    """The last sync of each source and stream."""
     with engine(url).connect() as conn:
-        return pd.DataFrame.from_records(view(conn))
+        return pd.DataFrame.from_records(views.sync_overview(conn))
+
+
+@st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
+def sync_errors(url: str) -> pd.DataFrame:
+    """The sync errors recorded."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.sync_errors(conn))
+
+
+@st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
+def rejected_payloads(url: str) -> pd.DataFrame:
+    """The payloads the normalisers rejected."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.rejected_payloads(conn))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
@@ -264,35 +283,12 @@ def service_detail(
 ) -> dict[str, pd.DataFrame]:
     """One service: what runs in each environment (`current`), each adjacent pair of the
     promotion path with a GitLab compare link of the commits the downstream lacks (`pairs`,
-    with the drift snapshot's commits behind when there is one), and its deployments in the
-    period (`history`)."""
-    state = table("environment_state", url, scope)
+    `running.promotion_pairs`), and its deployments in the period (`history`)."""
+    state = environment_state(url, scope)
     current = state[state["service"] == service] if not state.empty else state
-    drift = table("drift_matrix", url, scope)
-    behind = {}
-    if not drift.empty:
-        for r in drift[drift["service"] == service].itertuples():
-            behind[(r.upstream, r.downstream)] = r.commits_behind
-    by_env = {r["environment"]: r for r in current.to_dict("records")}
-    pairs = []
-    for upstream, downstream in itertools.pairwise(promotion_path):
-        up, down = by_env.get(upstream), by_env.get(downstream)
-        if up is None or down is None:
-            continue
-        pairs.append(
-            {
-                "upstream": upstream,
-                "downstream": downstream,
-                "upstream commit": (up["sha"] or "")[:10],
-                "downstream commit": (down["sha"] or "")[:10],
-                "same commit": up["sha"] == down["sha"],
-                "commits behind": behind.get((upstream, downstream)),
-                "compare_url": None
-                if up["sha"] == down["sha"]
-                else views.compare_url(up["repo_url"], down["sha"], up["sha"]),
-            }
-        )
-    history = table("promotion_history", url, scope, service=service)
+    with engine(url).connect() as conn:
+        pairs = running.promotion_pairs(conn, scope, service, promotion_path)
+    history = promotion_history(url, scope, service)
     if not history.empty:
         history["commit"] = history["sha"].str[:10]
     return {"current": current, "pairs": pd.DataFrame(pairs), "history": history}
@@ -301,15 +297,9 @@ def service_detail(
 @st.cache_data(ttl=TTL, show_spinner=False)
 def whats_running(url: str, scope: Scope) -> pd.DataFrame:
     """Services down, environments across: the commit each runs at the end of the period and
-    how long ago it was deployed (from recorded deployments)."""
-    state = table("environment_state", url, scope)
-    if state.empty:
-        return state
-    age = (scope.until - state["finished_at"]).dt.total_seconds() / 86400
-    state["cell"] = state["sha"].str[:8] + " · " + age.map(lambda d: f"{d:.0f} d ago")
-    order = state.sort_values("position")["environment"].drop_duplicates().tolist()
-    grid = state.pivot(index="service", columns="environment", values="cell")
-    return grid.reindex(columns=order).fillna("").reset_index()
+    how long ago it was deployed (`running.whats_running`)."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(running.whats_running(conn, scope))
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

@@ -10,17 +10,17 @@ the config path and the warehouse URL as CDMETRICS_CONFIG and CDMETRICS_WAREHOUS
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import NoReturn
 
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from analytics.derive import FailureRules
-from analytics.scope import PeriodError, Scope, parse_period, unknown_names
+from analytics.scope import PeriodError, Scope, unknown_names
+from analytics.warehouse import WarehouseURLError, normalise_url
 from config.settings import ConfigError, Settings, Target, load_settings
 from dashboard import data
-from warehouse.engine import WarehouseURLError, normalise_url
 
 PRODUCTION = "production tier"  # the environment filter's default: every production-tier one
 DEFAULT_MONTHS = 6  # the month view's default period: this month and the five before
@@ -97,19 +97,28 @@ def login_gate() -> None:
 
 def default_days(timezone: str, by: str = "week") -> tuple[date, date]:
     """The first and last day (both included) of the default period of every surface
-    (`analytics.scope.parse_period`: 12 whole ISO weeks and the current one so far); the month
+    (`Scope.default`: 12 whole ISO weeks and the current one so far); the month
     view's: this month so far and the five before."""
-    since, until = parse_period(None, None, timezone)
-    last = (until - timedelta(days=1)).date()
+    default = Scope.default(timezone)
+    since, last = default.since, (default.until - timedelta(days=1)).date()
     if by == "month":
         month = last.year * 12 + last.month - 1 - (DEFAULT_MONTHS - 1)
         return date(month // 12, month % 12 + 1, 1), last
     return since.date(), last
 
 
-def period_of(first: date, last: date, timezone: str) -> tuple[datetime, datetime]:
-    """[since, until) of the days picked, both included, through the one period parser."""
-    return parse_period(first.isoformat(), (last + timedelta(days=1)).isoformat(), timezone)
+def period_of(
+    first: date,
+    last: date,
+    timezone: str,
+    teams: tuple[str, ...] = (),
+    services: tuple[str, ...] = (),
+    environment: str | None = None,
+) -> Scope:
+    """The scope of the days picked (both included) and the filters, through the one period
+    parser of every surface (`Scope.parse`)."""
+    until = (last + timedelta(days=1)).isoformat()
+    return Scope.parse(first.isoformat(), until, teams, services, environment, timezone)
 
 
 def _reset_period(timezone: str) -> None:
@@ -134,7 +143,7 @@ def _by(timezone: str) -> str:
     return chosen if chosen in BY else "week"
 
 
-def _period(timezone: str, by: str = "week") -> tuple[datetime, datetime]:
+def _period(timezone: str, by: str = "week") -> tuple[date, date]:
     """The sidebar's period: first and last day, both included; by default the default period."""
     default = default_days(timezone, by)
     chosen = st.sidebar.date_input(
@@ -147,11 +156,7 @@ def _period(timezone: str, by: str = "week") -> tuple[datetime, datetime]:
         "current week so far, or (by month) 6 months.",
     )
     days: list[date] = [d for d in (chosen if isinstance(chosen, tuple) else (chosen,)) if d]
-    start, end = (min(days), max(days)) if days else default
-    try:
-        return period_of(start, end, timezone)
-    except PeriodError as exc:
-        _stop_with(f"The period cannot be used: {exc}.")
+    return (min(days), max(days)) if days else default
 
 
 def link_problems(params: dict[str, list[str]], options: dict[str, list[str]]) -> list[str]:
@@ -191,7 +196,7 @@ def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
     with st.sidebar:
         st.header("Filters")
         by = _by(settings.sync.timezone)
-        since, until = _period(settings.sync.timezone, by)
+        first, last = _period(settings.sync.timezone, by)
         teams = st.multiselect("Team", options["teams"], key="team", bind="query-params")
         services = st.multiselect(
             "Service", options["services"], key="service", bind="query-params"
@@ -203,14 +208,17 @@ def _filters(settings: Settings, url: str) -> tuple[Scope, str]:
             bind="query-params",
             help="Where deployments count (default: every production-tier environment).",
         )
-    scope = Scope(
-        since,
-        until,
-        tuple(teams),
-        tuple(services),
-        None if environment == PRODUCTION else environment,
-        settings.sync.timezone,
-    )
+    try:
+        scope = period_of(
+            first,
+            last,
+            settings.sync.timezone,
+            tuple(teams),
+            tuple(services),
+            None if environment == PRODUCTION else environment,
+        )
+    except PeriodError as exc:
+        _stop_with(f"The period cannot be used: {exc}.")
     return scope, by
 
 
@@ -219,12 +227,11 @@ def prepare() -> View:
     settings = _settings()
     url, shown = _open(settings)
     scope, by = _filters(settings, url)
-    m = settings.metrics
     view = View(
         url,
         shown,
         scope,
-        FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs)),
+        FailureRules.from_settings(settings),
         tuple(settings.environments.promotion_path),
         data.presence(url),
         by,
@@ -259,8 +266,9 @@ GUIDANCE = """\
 
 - **Sync your sources:** describe them in `cdmetrics.toml` (`cdmetrics init` writes a commented
   example), then run `cdmetrics sync`. The dashboard shows what the sync brought within minutes.
-- **Or try the demo:** `cdmetrics demo` generates an organisation, syncs it through the real
-  GitLab collector into `cdmetrics-demo.db` and opens this dashboard on it.
+- **Or try the demo:** `cdmetrics demo` generates an organisation, serves it as GitLab, Jenkins,
+  registries and Kubernetes over HTTP, syncs it through the real collectors into
+  `cdmetrics-demo.db` (or the `--warehouse` given) and opens a dashboard on it.
 
 Then reload this page.
 """

@@ -1,11 +1,12 @@
 """The weekly report model: one ISO week (in `[sync] timezone`) for the whole organisation, a team
 or a service, computed only through the analytics API, so every number equals what
-`analytics.dora.metrics` and `analytics.views` give for the same week and scope.
+`analytics.metrics.metrics` and `analytics.views` give for the same week and scope.
 
 The scope's rows for the twelve weeks ending with the report's week are selected once
-(`analytics.metrics.load`) and bucketed by local ISO week; each week's metrics are
-`analytics.dora.compute` over that week's rows with that week's scope, which is exactly what
-`dora.metrics` computes for the week (the tests hold them equal). The lists (failed changes,
+(`analytics.selects.load`) and cut into local ISO weeks by `analytics.slices.slices`, the one
+slicing of every surface; each week's metrics are `analytics.metrics.compute` over that week's
+rows with that week's scope, which is exactly what `analytics.metrics.metrics` computes for the
+week (the tests hold them equal). The lists (failed changes,
 incidents, drift, violations, notable items) are the dashboard's views for the week's scope.
 
 `period` is the headline every surface shows (`period_metrics`, as `cdmetrics metrics` computes it
@@ -16,23 +17,26 @@ twelve trend weeks. Its rows are the same single select, reaching to the period'
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from analytics import dora, stats, views
+from analytics import views
 from analytics.derive import FailureRules
-from analytics.metrics import STAGES, Row, ScopeData, load
+from analytics.dora import STAGES
+from analytics.metrics import compute, sliced
+from analytics.rows import ScopeData
 from analytics.scope import Scope, UnknownName, default_until
-from analytics.views import figures, notable
+from analytics.selects import load
+from analytics.slices import slices
+from analytics.views import notable
 from config.settings import Target
 from reports.week import ReportError, Week, last_complete_week
 
 TREND_WEEKS = 12
-WAITING = "merged_not_in_production"  # at the week's end (analytics.dora.merged_not_in_production)
+WAITING = "merged_not_in_production"  # at the week's end (dora.merged_not_in_production)
 # key, label, path into the metrics JSON, unit (count, hours, ratio), which way is better,
 # and the (numerator, denominator) paths shown beside a rate
 HEADLINE: tuple[tuple[str, str, tuple[str, ...], str, str, tuple[str, str] | None], ...] = (
@@ -125,10 +129,6 @@ def headline(
     return rows
 
 
-def week_scope(week: Week, teams: tuple[str, ...], services: tuple[str, ...]) -> Scope:
-    return Scope(week.since, week.until, teams, services, None, week.timezone)
-
-
 def report_period(
     week: Week,
     teams: tuple[str, ...],
@@ -155,22 +155,18 @@ def weekly_metrics(
     weeks: int = TREND_WEEKS,
     span: Scope | None = None,
 ) -> tuple[list[tuple[Week, ScopeData, dict[str, Any]]], ScopeData]:
-    """For each of the `weeks` weeks ending with `week`: the week, its rows (with the week's
-    scope) and `dora.compute` of them; and the rows of the whole `span` (default: those weeks),
-    selected once."""
+    """For each of the `weeks` weeks ending with `week`: the week, its rows (its slice,
+    `analytics.slices`, over the week's own scope) and `analytics.metrics.compute` of them; and
+    the rows of the whole `span` (default: those weeks), selected once."""
     first = week.shifted(-(weeks - 1))
     span = span or Scope(first.since, week.until, teams, services, None, week.timezone)
     data = load(conn, span, rules)
-    buckets: dict[str, list[list[Row]]] = defaultdict(lambda: [[] for _ in figures.PARTS])
-    for index, part in enumerate(figures.PARTS):
-        for r in getattr(data, part):
-            buckets[stats.week_key(stats.local_day(r.at, span.zone))][index].append(r)
+    by_key = {s.key: s for s in slices(data, "week")}
     out = []
     for offset in range(-(weeks - 1), 1):
         w = week.shifted(offset)
-        part_data = ScopeData(week_scope(w, teams, services), *buckets[w.key])
-        part_data.unreleased = data.unreleased  # waiting at each week's end, not merged in it
-        out.append((w, part_data, dora.compute(part_data)))
+        part = by_key[w.key].data
+        out.append((w, part, compute(part)))
     return out, data
 
 
@@ -231,7 +227,7 @@ def build_report(
             },
             warehouse_empty=not any(views.presence(conn).values()),
             period=period,
-            period_metrics=dora.compute(span),
+            period_metrics=compute(span),
         )
 
 
@@ -248,15 +244,13 @@ def _trend_row(week: Week, metrics: dict[str, Any], partial: bool) -> dict[str, 
 
 
 def _services(data: ScopeData) -> list[dict[str, Any]]:
-    """Per service of the scope: its production figures this week (`dora` sliced by service)."""
+    """Per service of the scope: its production figures this week (`analytics.metrics.sliced`
+    by service)."""
     teams = {
-        r.service: r.team
-        for part in figures.PARTS
-        for r in getattr(data, part)
-        if r.team is not None
+        r.service: r.team for rows in data.parts().values() for r in rows if r.team is not None
     }
     rows = []
-    for service, m in figures.sliced(data, "service"):
+    for service, m in sliced(data, "service"):
         rows.append(
             {
                 "service": service,

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from analytics import drift as drift_analytics
 from analytics import gate as gate_analytics
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import PeriodError, Scope, parse_moment
 from analytics.stats import months_between, weeks_between
 from service import views

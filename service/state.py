@@ -32,12 +32,6 @@ class ServiceOptions:
     metrics_cache_s: float = 15.0
 
 
-def failure_rules(settings: Settings) -> FailureRules:
-    """The change-failure parameters of the configuration (`[metrics]`)."""
-    m = settings.metrics
-    return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
-
-
 class ServiceState:
     """Everything a request needs; one per app, at `app.state.service`."""
 
@@ -51,7 +45,7 @@ class ServiceState:
         self.settings = settings
         self.engine = engine
         self.options = options
-        self.rules = failure_rules(settings)
+        self.rules = FailureRules.from_settings(settings)
         self.secrets = Secrets.from_settings(settings.service, environ)
         self.writer: EventWriter = writer_for(engine, settings)
         self.counters = Counters()
@@ -93,4 +87,4 @@ def state_of(request: Request) -> ServiceState:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-__all__ = ["ENDPOINTS", "MiB", "ServiceOptions", "ServiceState", "failure_rules", "state_of"]
+__all__ = ["ENDPOINTS", "MiB", "ServiceOptions", "ServiceState", "state_of"]

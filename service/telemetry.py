@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 from sqlalchemy import Engine
 
 from analytics.derive import FailureRules
-from analytics.dora import sliced
-from analytics.metrics import load
+from analytics.metrics import sliced
 from analytics.scope import Scope
+from analytics.selects import load
 
 Labels = tuple[tuple[str, str], ...]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

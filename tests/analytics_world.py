@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from analytics.derive import DeriveSummary, FailureRules, derive
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.schema import (

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from analytics.derive import derive
-from analytics.dora import metrics
 from analytics.frames import lead_times
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
 from sandbox import reference as ref

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from analytics.derive import derive
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from cdmetrics import cli
 from cdmetrics.cli_service import register

@@ -16,10 +16,12 @@ import pytest
 from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
-from analytics import dora, metrics, views
+from analytics import metrics, selects, views
 from analytics.derive import derive
+from analytics.rows import PARTS, ScopeData
 from analytics.scope import Scope
-from analytics.views import figures
+from analytics.slices import SLICES, slices
+from analytics.views import distributions, running
 from dashboard import data, drill, launch, show, tiles
 from sandbox.generate import generate
 from tests.demo_warehouse import NOW, PERIOD
@@ -79,7 +81,7 @@ def frame(at: AppTest, key: str) -> pd.DataFrame:
 def expected(url: str, scope: Scope = SCOPE, by: str | None = "week") -> dict[str, Any]:
     engine = open_warehouse(url)
     with engine.connect() as conn:
-        result = dora.metrics(conn, scope, by=by)
+        result = metrics.metrics(conn, scope, by=by)
     engine.dispose()
     return result
 
@@ -369,15 +371,51 @@ def test_the_dashboard_command_line_binds_to_localhost(tmp_path: Path) -> None:
     assert env["CDMETRICS_CONFIG"] == str((tmp_path / "c.toml").resolve())
 
 
-def test_figures_slice_like_dora_in_one_pass(demo_url: str) -> None:
+def test_one_slicing_puts_every_row_in_one_slice_over_its_own_scope(demo_url: str) -> None:
     engine = open_warehouse(demo_url)
     with engine.connect() as conn:
-        data = metrics.load(conn, SCOPE)
-        for by in ("week", "team", "service"):
-            assert figures.sliced(data, by) == dora.sliced(data, by)
-        parts = {p: figures.load_part(conn, SCOPE, p) for p in figures.PARTS}
-    assert dora.compute(figures.assemble(SCOPE, parts)) == dora.compute(data)
+        data = selects.load(conn, SCOPE)
+        for by in SLICES:
+            cut = slices(data, by)
+            # unreleased MRs: the whole scope's in every time slice; incidents: a team or
+            # service slice is one owning anything but an incident
+            counted = PARTS[:-1] if by in ("week", "month") else PARTS[:-2]
+            for part in counted:
+                assert sum(len(getattr(s.data, part)) for s in cut) == len(getattr(data, part))
+            for s in cut:
+                assert SCOPE.since <= s.data.scope.since < s.data.scope.until <= SCOPE.until
+        for s in slices(data, "week")[-2:]:  # a week's figures are those of its own scope
+            alone = metrics.metrics(conn, s.data.scope)
+            assert {"scope": alone["scope"], **metrics.compute(s.data, s.weeks)} == alone
+        parts = {p: getattr(selects.load(conn, SCOPE, parts=(p,)), p) for p in PARTS}
+    assert metrics.compute(ScopeData(SCOPE, **parts)) == metrics.compute(data)
     engine.dispose()
+
+
+def test_the_dashboards_distributions_count_what_the_metrics_count(demo_url: str) -> None:
+    engine = open_warehouse(demo_url)
+    with engine.connect() as conn:
+        m = metrics.metrics(conn, SCOPE)
+        lead = distributions.lead_time_histogram(conn, SCOPE)
+        days = distributions.deployments_per_day(conn, SCOPE)
+        weeks = distributions.deployments_per_bucket(conn, SCOPE, "week")
+        durations = distributions.duration_histogram(conn, SCOPE)
+        grid = running.whats_running(conn, SCOPE)
+        state = views.environment_state(conn, SCOPE)
+    engine.dispose()
+    frequency = m["deployment_frequency"]
+    assert sum(b["count"] for b in lead) == m["lead_time"]["changes"] > 0
+    assert sum(d["deployments"] for d in days) == frequency["deployments"] > 0
+    assert sum(1 for d in days if d["deployments"]) == frequency["deployment_days"]
+    assert sum(w["deployments"] for w in weeks) == frequency["deployments"]
+    assert sum(w["failed"] for w in weeks) == m["change_failure_rate"]["failed"]
+    assert 0 < sum(b["count"] for b in durations) <= m["build"]["pipelines"]
+    assert [r["service"] for r in grid] == sorted({r["service"] for r in state})
+    running_at = {(r["service"], r["environment"]) for r in state if r["sha"]}
+    cells = {
+        (r["service"], env) for r in grid for env, cell in r.items() if env != "service" and cell
+    }
+    assert cells == running_at
 
 
 def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
@@ -386,7 +424,7 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
     derive(engine)
     scope = Scope(now - timedelta(days=42), now)
     with engine.connect() as conn:
-        m = dora.metrics(conn, scope)
+        m = metrics.metrics(conn, scope)
         assert len(views.failed_changes(conn, scope)) == m["change_failure_rate"]["failed"]
         assert len(views.incidents(conn, scope)) == m["recovery_time"]["incidents"]
         tests = views.failing_tests(conn, scope, limit=1000)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine
 
-from analytics import dora, metrics, stats
+from analytics import metrics, selects, stats
 from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views import drilldown
@@ -35,7 +35,7 @@ def warehouse(
 
 def counted(engine: Engine) -> dict:
     with engine.connect() as conn:
-        return dora.metrics(conn, SCOPE)
+        return metrics.metrics(conn, SCOPE)
 
 
 def every_row(engine: Engine, name: str, scope: Scope, filters: ListFilters, size: int) -> list:
@@ -83,8 +83,8 @@ def test_filters_narrow_a_list_to_a_week_a_lead_time_range_and_a_commit(
     warehouse: Engine,
 ) -> None:
     with warehouse.connect() as conn:
-        data = metrics.load(conn, SCOPE)
-    week, figures = max(dora.sliced(data, "week"), key=lambda w: w[1]["lead_time"]["changes"])
+        data = selects.load(conn, SCOPE)
+    week, figures = max(metrics.sliced(data, "week"), key=lambda w: w[1]["lead_time"]["changes"])
     in_week = every_row(warehouse, "changes", SCOPE, ListFilters(bucket=week), 500)
     assert len(in_week) == figures["lead_time"]["changes"] > 0
     zone = SCOPE.zone

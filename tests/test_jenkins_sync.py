@@ -15,7 +15,7 @@ from rich.console import Console
 from sqlalchemy import Engine, func, select
 
 from analytics.derive import derive
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
 from collectors.frame import SyncOptions

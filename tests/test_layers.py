@@ -18,9 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "warehouse": {"config"},
     "collectors": {"config", "warehouse"},
     "analytics": {"config", "warehouse"},
-    # The dashboard's warehouse imports (opening the engine) move behind analytics in issue 17's
-    # dashboard step; until then they are the one exception.
-    "dashboard": {"config", "analytics", "warehouse"},
+    "dashboard": {"config", "analytics"},
     "reports": {"config", "analytics"},
     "service": {"config", "warehouse", "collectors", "analytics"},
     "cdmetrics": {

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
-from analytics import dora, frames, stats, units
+from analytics import frames, metrics, stats, units
 from analytics.derive import FailureRules, derive
 from analytics.scope import PeriodError, Scope, parse_period
 from config.settings import Settings
@@ -63,8 +63,7 @@ def _settings() -> Settings:
 
 
 def _rules(settings: Settings) -> FailureRules:
-    m = settings.metrics
-    return FailureRules(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
+    return FailureRules.from_settings(settings)
 
 
 def _cli(url: str, tmp_path: Path, *args: str) -> dict[str, Any]:
@@ -87,8 +86,7 @@ def _dashboard(url: str, teams: tuple[str, ...]) -> tuple[Scope, dict[str, Any]]
     """What the Overview page's tiles read: the sidebar's default period and `data.metrics`."""
     from dashboard import data, state, tiles
 
-    since, until = state.period_of(*state.default_days(ZONE), ZONE)
-    scope = Scope(since, until, teams, (), None, ZONE)
+    scope = state.period_of(*state.default_days(ZONE), ZONE, teams)
     figures = data.metrics(url, scope, _rules(_settings()), tuple(tiles.DORA), tiles.PARTS)
     return scope, figures["total"]
 
@@ -104,12 +102,12 @@ def test_every_surface_shows_the_same_headline(
 
     cli = _cli(url, tmp_path, *(a for t in teams for a in ("--team", t)))
     assert (cli["scope"]["since"], cli["scope"]["until"]) == (since.isoformat(), until.isoformat())
-    expected = dora.headline(cli)
+    expected = metrics.headline(cli)
     assert expected["deployments"] > 0 and expected["change_failure_rate"] is not None
 
     scope, tiles_figures = _dashboard(url, teams)
     assert (scope.since, scope.until) == (since, until)
-    assert dora.headline(tiles_figures) == expected
+    assert metrics.headline(tiles_figures) == expected
 
     report = build_report(
         engine, last_complete_week(now, ZONE), teams, (), _rules(settings), now=now
@@ -118,15 +116,15 @@ def test_every_surface_shows_the_same_headline(
         since,
         until,
     )
-    assert dora.headline(report.period_metrics) == expected
+    assert metrics.headline(report.period_metrics) == expected
     exported = json.loads(render(report, "json"))
-    assert dora.headline(exported["period_metrics"]) == expected
+    assert metrics.headline(exported["period_metrics"]) == expected
 
     with running_service(engine, settings) as svc:
         answer = svc.client.get("/api/v1/metrics", params={"team": list(teams)}, headers=READ)
     assert answer.status_code == 200, answer.text
     assert answer.json()["scope"] == cli["scope"]
-    assert dora.headline(answer.json()) == expected
+    assert metrics.headline(answer.json()) == expected
 
     notebook = frames.headline(engine, frames.default_scope(ZONE, teams), _rules(settings))
     assert notebook.to_dict("records") == [expected]
@@ -139,7 +137,7 @@ def test_a_human_surface_writes_the_machine_figure(warehouse: tuple[str, Engine]
     url, engine = warehouse
     _, figures = _dashboard(url, ())
     with engine.connect() as conn:
-        api = dora.metrics(conn, Scope.default(ZONE), rules=_rules(_settings()))
+        api = metrics.metrics(conn, Scope.default(ZONE), rules=_rules(_settings()))
     lead = api["lead_time"]["median_hours"]
     assert tiles.DORA["lead_time"].value(figures["lead_time"]) == units.hours(lead)
     rate = api["change_failure_rate"]["rate"]

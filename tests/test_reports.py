@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 
 from analytics import drift, policies, views
 from analytics.derive import FailureRules, derive
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from reports.model import HEADLINE, build_report, value_at
 from reports.render import render

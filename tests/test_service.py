@@ -24,7 +24,7 @@ from schemathesis.core import NOT_SET
 from sqlalchemy import Engine, insert, text
 
 import service.ingest
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from collectors.cdevents import import_events, read_events
 from config.settings import Settings

@@ -6,10 +6,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from analytics import dora
-from analytics.metrics import load as metrics_load
-from analytics.scope import Scope
-from analytics.views import figures
 from tests.analytics_world import World, at
 
 
@@ -75,6 +71,3 @@ def test_a_week_row_counts_what_waited_at_that_weeks_end(world: World) -> None:
         alone = world.metrics(since=since, until=end)["lead_time"]["merged_not_in_production"]
         assert row["lead_time"]["merged_not_in_production"] == alone
     assert [r["lead_time"]["merged_not_in_production"]["count"] for r in rows] == [1, 1]
-    with world.engine.connect() as conn:
-        data = metrics_load(conn, Scope(since, until))
-        assert figures.sliced(data, "week") == dora.sliced(data, "week")

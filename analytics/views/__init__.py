@@ -1,4 +1,4 @@
-"""Selects behind the dashboard's lists and breakdowns, beside the metrics of `analytics.dora`.
+"""Selects behind the dashboard's lists and breakdowns, beside the metrics of `analytics.metrics`.
 
 Every function takes a connection (and a `Scope` where the view has a period) and returns plain
 rows as dicts, newest or worst first. Filters, joins, grouping and limits run in the database

@@ -10,6 +10,7 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
+from analytics.rows import lead_time_hours
 from analytics.scope import Scope, UnknownName, unknown_names
 from analytics.views._common import (
     Seconds,
@@ -176,7 +177,7 @@ def describe_changes(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[
                 **r,
                 "title": commit.title if commit else None,
                 "author": commit.author_name if commit else None,
-                "lead_time_hours": stats.hours(deployed - started) if started else None,
+                "lead_time_hours": lead_time_hours(started, deployed),
                 "commit_url": commit_url(repos.get(r["repo_id"]), r["sha"]),
                 "merge_request": mr.get("title"),
                 "merge_request_url": mr.get("web_url"),

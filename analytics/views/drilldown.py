@@ -142,7 +142,9 @@ def deployments(conn: Connection, scope: Scope, filters: ListFilters, page: Page
         .outerjoin(ChangeFailure, ChangeFailure.deployment_id == Deployment.id),
         Deployment.service_id,
     ).where(
-        scope.environment_filter(Deployment.environment_id),
+        Environment.name == scope.environment
+        if scope.environment is not None
+        else Environment.tier == "production",
         _period(scope, filters, Deployment.finished_at),
     )
     if filters.status:

@@ -76,7 +76,7 @@ with right:
     show.chart(charts.lines(weeks, view.by, {"red": "red share"}, "share"), key="red")
 
 st.subheader("Default branches")
-branches = data.table("default_branches", view.url, view.scope)
+branches = data.default_branches(view.url, view.scope)
 if branches.empty:
     show.nothing("default-branch pipelines")
 else:
@@ -96,7 +96,7 @@ else:
     )
 
 st.subheader("Failing tests")
-tests = data.table("failing_tests", view.url, view.scope)
+tests = data.failing_tests(view.url, view.scope)
 if tests.empty:
     show.nothing("failed tests")
 else:

@@ -10,7 +10,7 @@ st.title("Data sources")
 if view.empty:
     state.guidance(view)
 
-streams = data.sources("sync_overview", view.url)
+streams = data.sync_overview(view.url)
 if streams.empty:
     st.info(
         "No sync recorded in this warehouse yet: `cdmetrics sync` records each source and "
@@ -52,14 +52,14 @@ else:
     )
 
 st.subheader("Errors")
-errors = data.sources("sync_errors", view.url)
+errors = data.sync_errors(view.url)
 if errors.empty:
     st.caption("No partition's last sync left an error.")
 else:
     show.table(errors, key="errors")
 
 st.subheader("Rejected payloads")
-rejected = data.sources("rejected_payloads", view.url)
+rejected = data.rejected_payloads(view.url)
 if rejected.empty:
     st.caption("No payload was rejected: every payload fetched was normalised.")
 else:

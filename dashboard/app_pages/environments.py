@@ -11,7 +11,7 @@ state.require_data(view)
 st.title("Environments and drift")
 
 st.subheader("Drift")
-drift = data.table("drift_matrix", view.url, view.scope)
+drift = data.drift_matrix(view.url, view.scope)
 if drift.empty:
     st.info(
         "No drift snapshot yet: `cdmetrics derive` (which every `cdmetrics sync` runs) records "

@@ -58,7 +58,7 @@ drill.bars(
 )
 drill.link("deployments", "The failed changes", failed=1)
 
-failed = data.table("failed_changes", view.url, view.scope)
+failed = data.failed_changes(view.url, view.scope)
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Failed changes")
@@ -93,7 +93,7 @@ with right:
         )
 
 st.subheader("Incidents")
-incidents = data.table("incidents", view.url, view.scope)
+incidents = data.incidents(view.url, view.scope)
 if incidents.empty:
     show.nothing("incidents")
 else:

@@ -84,7 +84,7 @@ else:
     show.nothing("merge requests deployed")
 
 st.subheader("Slowest changes")
-slowest = data.table("slowest_changes", view.url, view.scope)
+slowest = data.slowest_changes(view.url, view.scope)
 if slowest.empty:
     show.nothing("changes deployed")
 else:

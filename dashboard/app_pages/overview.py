@@ -47,7 +47,7 @@ show.table(teams, links={"rows_url": "deployments"}, link_texts={"rows_url": "li
 st.caption("Levels: deployment frequency / lead time / failure rate / recovery (E H M L).")
 
 st.subheader("Services needing attention")
-attention = data.table("services_needing_attention", view.url, view.scope)
+attention = data.services_needing_attention(view.url, view.scope)
 if attention.empty:
     st.success(
         "Nothing stands out: no unrecovered or recent failed changes, no red default "

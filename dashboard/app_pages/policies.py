@@ -13,7 +13,7 @@ found = data.violations(view.url, view.scope)
 
 def branch_strategies() -> None:
     st.subheader("Branch strategy")
-    strategies = data.table("branch_strategies", view.url, view.scope)
+    strategies = data.branch_strategies(view.url, view.scope)
     if strategies.empty:
         show.nothing("repositories")
         return

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from analytics import dora, metrics
+from analytics import metrics
 from analytics.derive import FailureRules, derive
 from analytics.scope import Scope
 from warehouse.engine import open_warehouse
@@ -93,19 +93,19 @@ def test_analytics_on_the_large_org(tmp_path: Path) -> None:
         scan_times = {name: min(timed(f)[1] for _ in range(3)) for name, f in scans.items()}
         selects = {
             "deployment frequency, change failure, recovery, rework (deployments)": (
-                lambda: metrics._deployments(conn, scope, FailureRules()),
+                lambda: selects.deployments(conn, scope, FailureRules()),
                 "deployments",
             ),
-            "lead time (changes)": (lambda: metrics._changes(conn, scope), "deployments"),
+            "lead time (changes)": (lambda: selects.changes(conn, scope), "deployments"),
             "lead-time stages (merge requests)": (
-                lambda: metrics._merge_requests(conn, scope),
+                lambda: selects.merge_requests(conn, scope),
                 "deployments",
             ),
             "deployment failure rate (attempts)": (
-                lambda: metrics._attempts(conn, scope),
+                lambda: selects.attempts(conn, scope),
                 "deployments",
             ),
-            "build health (pipelines)": (lambda: metrics._pipelines(conn, scope), "pipelines"),
+            "build health (pipelines)": (lambda: selects.pipelines(conn, scope), "pipelines"),
         }
         for name, (query, scan) in selects.items():
             rows, seconds = min((timed(query) for _ in range(3)), key=lambda r: r[1])
@@ -113,9 +113,9 @@ def test_analytics_on_the_large_org(tmp_path: Path) -> None:
                 f"  {name}: {seconds:.3f} s for {len(rows):,} rows; ratio to a plain scan of "
                 f"{scan} in the period: {seconds / scan_times[scan]:.1f}"
             )
-        data = metrics.load(conn, scope)
-        result, t_compute = timed(lambda: dora.compute(data))
-        all_metrics, t_all = timed(lambda: dora.metrics(conn, scope))
+        data = selects.load(conn, scope)
+        result, t_compute = timed(lambda: metrics.compute(data))
+        all_metrics, t_all = timed(lambda: metrics.metrics(conn, scope))
     print(
         f"  computing every metric from the selected rows: {t_compute:.3f} s; "
         f"`cdmetrics metrics` end to end for 90 days: {t_all:.2f} s"

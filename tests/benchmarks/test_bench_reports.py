@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from analytics import views
-from analytics.dora import metrics
+from analytics.metrics import metrics
 from analytics.scope import Scope
 from reports.model import build_report
 from reports.render import FORMATS, render

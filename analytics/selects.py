@@ -1,0 +1,380 @@
+"""The selects of a scope's rows: one per part of `ScopeData` (`analytics.rows`), run by
+`load(conn, scope, rules, parts)`.
+
+Each select reads the scope's rows narrowed to the columns its metrics need (the scope's filters,
+joins and period run in the database) and returns typed rows; Python then counts, buckets into
+the configured time zone's days and ISO weeks (`analytics.slices`; SQLite has no time zones) and
+computes the figures (`analytics.dora`, `analytics.build_health`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, and_, func, or_, select, union_all
+from sqlalchemy.orm import aliased
+
+from analytics.derive import DEPLOYMENT_REPO, FailureRules
+from analytics.rows import (
+    PARTS,
+    AttemptRow,
+    ChangeRow,
+    DeploymentRow,
+    IncidentRow,
+    MergeRequestRow,
+    PipelineRow,
+    Row,
+    ScopeData,
+    UnreleasedRow,
+)
+from analytics.scope import Scope
+from warehouse.schema import (
+    ChangeFailure,
+    Commit,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Environment,
+    Incident,
+    MergeRequest,
+    MrCommit,
+    Pipeline,
+    Repo,
+    Service,
+    Team,
+    TestRun,
+)
+
+R = TypeVar("R", bound=Row)
+
+
+def load(
+    conn: Connection,
+    scope: Scope,
+    rules: FailureRules | None = None,
+    parts: Iterable[str] = PARTS,
+) -> ScopeData:
+    """Select the rows of `parts` (default: every part) of `scope`; the other parts empty."""
+    wanted = set(parts)
+    unknown = wanted - set(PARTS)
+    if unknown:
+        raise ValueError(
+            f"no part {', '.join(sorted(unknown))!r} of the scope's rows; use one of "
+            f"{', '.join(PARTS)}"
+        )
+    rules = rules or FailureRules()
+    selects: dict[str, Callable[[], list[Any]]] = {
+        "deployments": lambda: deployments(conn, scope, rules),
+        "changes": lambda: changes(conn, scope),
+        "merge_requests": lambda: merge_requests(conn, scope),
+        "attempts": lambda: attempts(conn, scope),
+        "pipelines": lambda: pipelines(conn, scope),
+        "incidents": lambda: incidents(conn, scope),
+        "unreleased": lambda: unreleased(conn, scope),
+    }
+    return ScopeData(scope, **{name: selects[name]() for name in PARTS if name in wanted})
+
+
+def _rows(result: Any, kind: type[R]) -> list[R]:
+    """Rows of a select whose labels are `kind`'s fields."""
+    return [kind(**row._mapping) for row in result]
+
+
+def _chain_in_scope(scope: Scope, query: Any) -> Any:
+    query = scope.owned(query, DeploymentChain.service_id)
+    if scope.environment is not None:
+        query = query.join(Environment, Environment.id == DeploymentChain.environment_id).where(
+            Environment.name == scope.environment
+        )
+    else:
+        query = query.where(DeploymentChain.is_production)
+    return query.where(scope.period(DeploymentChain.finished_at))
+
+
+def deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[DeploymentRow]:
+    query = _chain_in_scope(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at.label("at"),
+            DeploymentChain.deployment_id,
+            DeploymentChain.service_id,
+            DeploymentChain.environment_id,
+            DeploymentChain.rollback,
+            Deployment.ref,
+            ChangeFailure.incident,
+            ChangeFailure.rollback.label("failed_rollback"),
+            ChangeFailure.hotfix,
+            ChangeFailure.deployment_id.label("failed_id"),
+            ChangeFailure.recovered_at,
+        )
+        .select_from(DeploymentChain)
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .outerjoin(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id),
+    )
+    rows = _rows(conn.execute(query), DeploymentRow)
+    _mark_rework(conn, scope, rows, rules)
+    return rows
+
+
+def _mark_rework(
+    conn: Connection, scope: Scope, rows: list[DeploymentRow], rules: FailureRules
+) -> None:
+    """Rework: rollbacks, hotfix-ref deployments, and deployments inside the recovery of a failed
+    change of the same service and environment (each production environment is its own chain)."""
+    services = {r.service_id for r in rows}
+    windows: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    if services:
+        failed = conn.execute(
+            select(
+                DeploymentChain.service_id,
+                DeploymentChain.environment_id,
+                DeploymentChain.finished_at,
+                ChangeFailure.recovered_at,
+            )
+            .join(ChangeFailure, ChangeFailure.deployment_id == DeploymentChain.deployment_id)
+            .where(
+                DeploymentChain.service_id.in_(services),
+                DeploymentChain.is_production,
+                DeploymentChain.finished_at < scope.until,
+            )
+        )
+        for service_id, environment_id, finished, recovered in failed:
+            windows[(service_id, environment_id)].append((finished, recovered))
+    for r in rows:
+        chain = (r.service_id, r.environment_id)
+        inside = any(start < r.at and (end is None or r.at <= end) for start, end in windows[chain])
+        r.rework = bool(r.rollback) or rules.is_hotfix(r.ref) or inside
+
+
+def changes(conn: Connection, scope: Scope) -> list[ChangeRow]:
+    query = _chain_in_scope(
+        scope,
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            DeploymentChain.finished_at.label("at"),
+            DeploymentChange.started_at,
+        )
+        .select_from(DeploymentChange)
+        .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+        .where(scope.first_change(), DeploymentChange.is_merge.is_(False)),
+    )
+    return _rows(conn.execute(query), ChangeRow)
+
+
+def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
+    """Merged MRs whose merge or squash commit (a fast-forward merge: its head) first reached the
+    scope's environment in the period, with their stage timestamps. The repository is the
+    deployment's (a deploy job may name a service no code source knows), else its service's."""
+    first_commit = (
+        select(func.min(Commit.authored_at))
+        .select_from(MrCommit)
+        .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+        .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+        .scalar_subquery()
+    )
+    changes = (  # used three times, so materialised (SQLite and PostgreSQL do so by default)
+        _chain_in_scope(
+            scope,
+            select(
+                Service.name.label("service"),
+                Team.name.label("team"),
+                DeploymentChain.finished_at.label("at"),
+                DEPLOYMENT_REPO.label("repo_id"),
+                DeploymentChange.sha,
+            )
+            .select_from(DeploymentChain)
+            .join(DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id)
+            .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+            .where(scope.first_change()),
+        ).cte("changes")
+    )
+    sha = changes.c.sha
+    carriers = (  # one indexed equality per way an MR reaches the default branch
+        MergeRequest.squash_commit_sha == sha,
+        and_(MergeRequest.merge_commit_sha == sha, MergeRequest.squash_commit_sha.is_(None)),
+        and_(
+            MergeRequest.head_sha == sha,
+            MergeRequest.merge_commit_sha.is_(None),
+            MergeRequest.squash_commit_sha.is_(None),
+        ),
+    )
+    parts = [
+        select(
+            changes.c.service,
+            changes.c.team,
+            changes.c.at,
+            first_commit.label("first_commit_at"),
+            MergeRequest.created_at,
+            MergeRequest.first_review_at,
+            MergeRequest.merged_at,
+        ).join(
+            MergeRequest,
+            and_(
+                MergeRequest.repo_id == changes.c.repo_id, carrier, MergeRequest.state == "merged"
+            ),
+        )
+        for carrier in carriers
+    ]
+    return _rows(conn.execute(union_all(*parts)), MergeRequestRow)
+
+
+def attempts(conn: Connection, scope: Scope) -> list[AttemptRow]:
+    """Finished deployment attempts (success or failed) in every environment, for failure rates."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Deployment.finished_at.label("at"),
+            Environment.name.label("environment"),
+            Environment.tier,
+            Deployment.status,
+        )
+        .select_from(Deployment)
+        .join(Environment, Environment.id == Deployment.environment_id),
+        Deployment.service_id,
+    )
+    query = query.where(
+        scope.period(Deployment.finished_at),
+        Deployment.status.in_(("success", "failed")),
+        Deployment.kind == "app",  # schema deployments are tracked apart (docs/METRICS.md)
+    )
+    return _rows(conn.execute(query), AttemptRow)
+
+
+def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
+    """Pipelines finished in the period, with whether they ran on the default branch and how many
+    tests failed in them (two selects: joining the test aggregate costs more than both)."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Pipeline.finished_at.label("at"),
+            Pipeline.id,
+            Pipeline.repo_id,
+            Pipeline.status,
+            Pipeline.duration_s,
+            Pipeline.queued_s,
+            (Pipeline.ref == Repo.default_branch).label("default_branch"),
+        )
+        .select_from(Pipeline)
+        .join(Repo, Repo.id == Pipeline.repo_id),
+        on=Service.repo_id == Pipeline.repo_id,
+    )
+    found = conn.execute(query.where(scope.period(Pipeline.finished_at))).all()
+    failed_tests = dict(
+        conn.execute(
+            select(Pipeline.id, func.sum(TestRun.failed))
+            .join(
+                Pipeline,
+                and_(
+                    Pipeline.source_id == TestRun.source_id,
+                    Pipeline.external_id == TestRun.pipeline_external_id,
+                ),
+            )
+            .where(scope.period(Pipeline.finished_at), TestRun.failed > 0)
+            .group_by(Pipeline.id)
+        ).all()
+    )
+    return [
+        PipelineRow(
+            **{k: v for k, v in r._mapping.items() if k != "id"},
+            failed_tests=failed_tests.get(r.id, 0),
+        )
+        for r in found
+    ]
+
+
+def incidents(conn: Connection, scope: Scope) -> list[IncidentRow]:
+    """Incidents opened in the period, for time to restore (opened -> resolved)."""
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Incident.opened_at.label("at"),
+            Incident.resolved_at,
+        ).select_from(Incident),
+        Incident.service_id,
+    ).where(scope.period(Incident.opened_at))
+    return _rows(conn.execute(query), IncidentRow)
+
+
+def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
+    """Merged MRs, merged before the scope's end and not in production at its start, with when
+    they reached it: `released_at`, the first finish of a deployment to the scope's environment
+    (the production tier by default) that brought their merge or squash commit (a fast-forward
+    merge: their head), None while none has. The warehouse knows no history before a chain's first
+    deployment: an MR merged before its repository's first one is taken as carried by it. `at` is
+    the merge."""
+    owner = aliased(Service)
+    deployed = (
+        select(func.min(DeploymentChain.finished_at))
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(Environment, Environment.id == DeploymentChain.environment_id)
+        .join(owner, owner.id == DeploymentChain.service_id)
+        .where(
+            func.coalesce(Deployment.repo_id, owner.repo_id) == MergeRequest.repo_id,
+            Environment.name == scope.environment
+            if scope.environment is not None
+            else DeploymentChain.is_production,
+        )
+    )
+    sha = DeploymentChange.sha
+    brought = deployed.join(
+        DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id
+    ).where(
+        or_(
+            sha == MergeRequest.squash_commit_sha,
+            sha == MergeRequest.merge_commit_sha,
+            and_(
+                sha == MergeRequest.head_sha,
+                MergeRequest.merge_commit_sha.is_(None),
+                MergeRequest.squash_commit_sha.is_(None),
+            ),
+        )
+    )
+    history = deployed.where(
+        DeploymentChain.baseline, DeploymentChain.finished_at >= MergeRequest.merged_at
+    )
+    brought_at, history_at = brought.scalar_subquery(), history.scalar_subquery()
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            MergeRequest.merged_at.label("at"),
+            brought_at.label("brought_at"),
+            history_at.label("history_at"),
+        ).select_from(MergeRequest),
+        on=Service.repo_id == MergeRequest.repo_id,
+    ).where(
+        MergeRequest.state == "merged",
+        MergeRequest.merged_at < scope.until,
+        or_(brought_at.is_(None), brought_at > scope.since),
+        or_(history_at.is_(None), history_at > scope.since),
+    )
+    return [
+        UnreleasedRow(
+            r.service,
+            r.team,
+            r.at,
+            min((t for t in (r.brought_at, r.history_at) if t), default=None),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+__all__ = [
+    "attempts",
+    "changes",
+    "deployments",
+    "incidents",
+    "load",
+    "merge_requests",
+    "pipelines",
+    "unreleased",
+]

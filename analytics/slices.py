@@ -1,0 +1,94 @@
+"""The one way a scope's rows are cut into slices: by local ISO week, month, team or service.
+
+Every surface slices through `slices` (the CLI's and the API's `--by`/`by=`, the dashboard's
+trends and team tables, the weekly report's trend weeks, the service's telemetry), bucketing
+every row once.
+
+The rule of a time slice: a week or month is computed over its own scope, the bucket cut by the
+period (`Scope` from the later of its start and the period's, to the earlier of its end and the
+period's), so whatever reaches to the end of a scope (the default-branch red time of the latest
+pipeline, the MRs merged and not in production at the end) ends at the slice's end. A team or
+service slice keeps the whole scope.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from analytics import stats
+from analytics.rows import PARTS, Row, ScopeData
+
+SLICES = ("week", "month", "team", "service")
+NO_TEAM = "(no team)"  # the slice of the rows of services without a team
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One slice: its key (`2026-W47`, `2026-11`, a team or service name), its rows over its own
+    scope, and the ISO weeks its deployment-frequency median runs over."""
+
+    key: str
+    data: ScopeData
+    weeks: list[str]
+
+
+def slices(data: ScopeData, by: str) -> list[Slice]:
+    """`data` cut by `by` (week, month, team or service). Every week or month of the period
+    appears (an empty one with empty parts); a team or service appears when it owns a row of any
+    part but the incidents and the unreleased MRs. The unreleased MRs of a time slice are the
+    whole scope's (those waiting at the slice's end)."""
+    if by not in SLICES:
+        raise ValueError(f"cannot slice by {by!r}; use one of {', '.join(SLICES)}")
+    scope, zone = data.scope, data.scope.zone
+    weeks = stats.weeks_between(scope.since, scope.until, zone)
+    key_of: Callable[[Row], str]
+    if by in ("week", "month"):
+        day_key = stats.week_key if by == "week" else stats.month_key
+
+        def key_of(r: Row) -> str:
+            return day_key(stats.local_day(r.at, zone))
+
+    else:
+
+        def key_of(r: Row) -> str:
+            return getattr(r, by) or NO_TEAM
+
+    buckets: dict[str, dict[str, list[Row]]] = defaultdict(lambda: {p: [] for p in PARTS})
+    for name, rows in data.parts().items():
+        if by in ("week", "month") and name == "unreleased":
+            continue
+        for r in rows:
+            buckets[key_of(r)][name].append(r)
+    if by == "week":
+        return [Slice(key, _within(data, key, buckets[key]), [key]) for key in weeks]
+    if by == "month":
+        return [
+            Slice(
+                key, _within(data, key, buckets[key]), [w for w in weeks if _week_in_month(w, key)]
+            )
+            for key in stats.months_between(scope.since, scope.until, zone)
+        ]
+    owners = PARTS[: PARTS.index("incidents")]  # names owning anything but an incident
+    keys = sorted({key for key, parts in buckets.items() if any(parts[p] for p in owners)})
+    return [Slice(key, ScopeData(scope, **buckets[key]), weeks) for key in keys]  # type: ignore[arg-type]
+
+
+def _within(data: ScopeData, key: str, parts: dict[str, list[Row]]) -> ScopeData:
+    """The rows of the week or month `key` over its own scope (the bucket cut by the period),
+    with every unreleased MR of `data`."""
+    start, end = stats.bucket_bounds(key, data.scope.zone)
+    own = replace(data.scope, since=max(start, data.scope.since), until=min(end, data.scope.until))
+    return ScopeData(own, **{**parts, "unreleased": data.unreleased})  # type: ignore[arg-type]
+
+
+def _week_in_month(week: str, month: str) -> bool:
+    """Whether the ISO week's Monday lies in the month (each week counts in one month)."""
+    year, number = week.split("-W")
+    monday = datetime.fromisocalendar(int(year), int(number), 1).date()
+    return stats.month_key(monday) == month
+
+
+__all__ = ["NO_TEAM", "SLICES", "Slice", "slices"]

@@ -1,0 +1,158 @@
+"""Counts and distributions of the scope's rows the dashboard charts: production deployments per
+local day and per week or month and team, and the lead-time and pipeline-duration histograms.
+
+Each figure is a function of the scope's rows (`..._of(data)`, for a caller holding them, as
+the dashboard does) and a `(conn, scope) -> rows` view selecting just the part it needs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from analytics import selects, stats
+from analytics.derive import FailureRules
+from analytics.rows import ScopeData
+from analytics.scope import Scope
+from analytics.slices import NO_TEAM
+
+LEAD_TIME_BINS = (0, 1, 4, 12, 24, 48, 72, 168, 336, 720, 2160)  # hours
+DURATION_BINS = (0, 120, 300, 480, 600, 900, 1200, 1800, 2700, 3600)  # seconds
+BUCKET_COLUMNS = ("team", "deployments", "failed", "partial")  # after the week/month column
+BIN_COLUMNS = ("bucket", "count", "low", "high")
+
+
+def deployments_per_day_of(data: ScopeData) -> list[dict[str, Any]]:
+    """Production deployments per local day of the period (days without any included), with
+    their ISO week and weekday, for the calendar heatmap."""
+    scope, zone = data.scope, data.scope.zone
+    counts = Counter(stats.local_day(r.at, zone) for r in data.deployments)
+    first = stats.local_day(scope.since, zone)
+    last = stats.local_day(scope.until - timedelta(microseconds=1), zone)
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [
+        {
+            "day": d.isoformat(),
+            "week": stats.week_key(d),
+            "weekday": d.strftime("%a"),
+            "deployments": counts.get(d, 0),
+        }
+        for d in days
+    ]
+
+
+def deployments_per_day(
+    conn: Connection, scope: Scope, rules: FailureRules | None = None
+) -> list[dict[str, Any]]:
+    """`deployments_per_day_of` the scope's production deployments."""
+    return deployments_per_day_of(selects.load(conn, scope, rules, ("deployments",)))
+
+
+def deployments_per_bucket_of(data: ScopeData, by: str = "week") -> list[dict[str, Any]]:
+    """Production deployments and failed changes per local ISO week or month (`by`, also the
+    key's name) and team: every bucket of the period and every team deploying in it (zero rows
+    included: a code freeze stays on the axis), each flagged `partial` when the period or the
+    clock cuts it."""
+    scope, zone = data.scope, data.scope.zone
+    key_of = stats.week_key if by == "week" else stats.month_key
+    buckets = stats.weeks_between if by == "week" else stats.months_between
+    counts: Counter[tuple[str, str]] = Counter()
+    failed: Counter[tuple[str, str]] = Counter()
+    for r in data.deployments:
+        key = (key_of(stats.local_day(r.at, zone)), r.team or NO_TEAM)
+        counts[key] += 1
+        failed[key] += int(r.failed)
+    teams = sorted({team for _, team in counts})
+    return [
+        {
+            by: bucket,
+            "team": team,
+            "deployments": counts[(bucket, team)],
+            "failed": failed[(bucket, team)],
+            "partial": scope.partial(bucket),
+        }
+        for bucket in buckets(scope.since, scope.until, zone)
+        for team in teams
+    ]
+
+
+def deployments_per_bucket(
+    conn: Connection, scope: Scope, by: str = "week", rules: FailureRules | None = None
+) -> list[dict[str, Any]]:
+    """`deployments_per_bucket_of` the scope's production deployments."""
+    return deployments_per_bucket_of(selects.load(conn, scope, rules, ("deployments",)), by)
+
+
+def binned(
+    values: list[float], bins: tuple[int, ...], label: Callable[[float, float], str]
+) -> list[dict[str, Any]]:
+    """How many `values` fall in each bin [low, high) of `bins` (the last one open-ended:
+    `high` None), with the bin's label."""
+    pairs = list(itertools.pairwise([*bins, float("inf")]))
+    return [
+        {
+            "bucket": label(low, high),
+            "count": sum(1 for v in values if low <= v < high),
+            "low": low,
+            "high": None if high == float("inf") else high,
+        }
+        for low, high in pairs
+    ]
+
+
+def hours_label(low: float, high: float) -> str:
+    def short(h: float) -> str:
+        return f"{h:g} h" if h < 48 else f"{h / 24:g} d"
+
+    return f"≥ {short(low)}" if high == float("inf") else f"{short(low)} to {short(high)}"
+
+
+def seconds_label(low: float, high: float) -> str:
+    return f"≥ {low / 60:g} min" if high == float("inf") else f"{low / 60:g} to {high / 60:g} min"
+
+
+def lead_time_histogram_of(data: ScopeData) -> list[dict[str, Any]]:
+    """Changes per lead-time bucket (hours: under 1, 1 to 4, ..., 3 months and more;
+    docs/METRICS.md#lead-time-for-changes)."""
+    hours = [h for r in data.changes if (h := r.lead_time_hours) is not None]
+    return binned(hours, LEAD_TIME_BINS, hours_label)
+
+
+def lead_time_histogram(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """`lead_time_histogram_of` the scope's changes."""
+    return lead_time_histogram_of(selects.load(conn, scope, parts=("changes",)))
+
+
+def duration_histogram_of(data: ScopeData) -> list[dict[str, Any]]:
+    """Finished pipelines per duration bucket (minutes)."""
+    durations = [r.duration_s for r in data.pipelines if r.duration_s is not None]
+    return binned(durations, DURATION_BINS, seconds_label)
+
+
+def duration_histogram(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """`duration_histogram_of` the scope's pipelines."""
+    return duration_histogram_of(selects.load(conn, scope, parts=("pipelines",)))
+
+
+__all__ = [
+    "BIN_COLUMNS",
+    "BUCKET_COLUMNS",
+    "DURATION_BINS",
+    "LEAD_TIME_BINS",
+    "binned",
+    "deployments_per_bucket",
+    "deployments_per_bucket_of",
+    "deployments_per_day",
+    "deployments_per_day_of",
+    "duration_histogram",
+    "duration_histogram_of",
+    "hours_label",
+    "lead_time_histogram",
+    "lead_time_histogram_of",
+    "seconds_label",
+]
