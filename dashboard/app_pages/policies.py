@@ -1,9 +1,10 @@
 """Policies: violations by policy and severity, what is new this week, filters, and the list as
 CSV; beside the branch policies, each repository's branch strategy and the signals behind it."""
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -73,10 +74,26 @@ if counts.empty:
 else:
     show.chart(charts.bars(counts, "policy", "violations", "severity"), key="by-policy")
 
+
+def rows_link(violation: pd.Series) -> str | None:
+    """The rows behind a violation, from its structured columns (never its subject's text): the
+    Deployments list of its service in its environment on the day it occurred, or, without an
+    environment (merges, pushes, branches), the Pipelines list of its service that day."""
+    if pd.isna(violation["service"]):
+        return None
+    day = drill.period_reaching(view.scope, violation["occurred_at"], violation["occurred_at"])
+    if pd.isna(violation["environment"]):
+        return drill.row_link("pipelines", service=[violation["service"]], period=day)
+    return drill.row_link(
+        "deployments", service=[violation["service"]], env=violation["environment"], period=day
+    )
+
+
 st.subheader("Violations")
 show.table(
-    shown,
-    links={"url": "object"},
+    shown.assign(rows_url=[rows_link(v) for _, v in shown.iterrows()]),
+    links={"url": "object", "rows_url": "rows"},
+    link_texts={"rows_url": "list"},
     columns={
         "occurred_at": "happened",
         "first_seen_at": "found",
