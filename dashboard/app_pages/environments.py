@@ -43,7 +43,7 @@ if drift.empty:
         "the drift age and commits behind of each service and environment."
     )
 else:
-    drift["label"] = drift["commits_behind"].map(lambda n: "" if n is None else f"{n:g} behind")
+    drift["label"] = drift["commits_behind"].map(lambda n: "" if pd.isna(n) else f"{n:g} behind")
     show.chart(
         charts.matrix(
             drift, "service", "downstream", "drift_age_hours", "label", charts.LEVEL_SCALE
@@ -57,7 +57,10 @@ else:
         deployments_link(r.service, r.downstream, r.downstream_digest) for r in drift.itertuples()
     ]
     show.table(
-        drift.sort_values(["drift_age_hours", "service"], ascending=[False, True]),
+        drift.sort_values(["drift_age_hours", "service"], ascending=[False, True]).assign(
+            drift_age_hours=drift["drift_age_hours"].map(show.in_hours),
+            taken_at=drift["taken_at"].dt.strftime("%Y-%m-%d %H:%M"),
+        ),
         links={"rows_url": "downstream's deployments"},
         link_texts={"rows_url": "list"},
         columns={
@@ -66,7 +69,7 @@ else:
             "downstream": "downstream",
             "commits_behind": "commits behind",
             "drift_age_hours": "drift age (h)",
-            "taken_at": "snapshot",
+            "taken_at": "snapshot (UTC)",
         },
         height=300,
         key="drift-pairs",
@@ -114,7 +117,9 @@ st.subheader("Service detail")
 service = st.selectbox("Service", running["service"].tolist(), key="detail", bind="query-params")
 detail = data.service_detail(view.url, view.scope, service, view.promotion_path)
 current = detail["current"].sort_values("position")
-current = current.assign(commit=current["sha"].str[:10])
+current = current.assign(
+    commit=current["sha"].str[:10], digest=current["image_digest"].str[: drill.DIGEST_SHOWN]
+)
 current["rows_url"] = [
     deployments_link(service, r.environment, r.image_digest) for r in current.itertuples()
 ]
@@ -125,10 +130,11 @@ show.table(
     columns={
         "environment": "environment",
         "commit": "commit",
-        "image_digest": "image digest",
+        "digest": "image digest",
         "ref": "ref",
         "finished_at": "deployed",
     },
+    helps={"digest": "Shortened; the full digest is in the Deployments list's CSV."},
     key="current",
 )
 if not detail["pairs"].empty:
@@ -141,16 +147,19 @@ if history.empty:
 else:
     show.chart(charts.timeline(history, list(view.promotion_path)), key="timeline")
     show.table(
-        history.sort_values("finished_at", ascending=False),
+        history.sort_values("finished_at", ascending=False).assign(
+            digest=history["image_digest"].str[: drill.DIGEST_SHOWN]
+        ),
         links={"deployment_url": "deployment"},
         columns={
             "finished_at": "deployed",
             "environment": "environment",
             "commit": "commit",
-            "image_digest": "image digest",
+            "digest": "image digest",
             "ref": "ref",
             "rollback": "rollback",
         },
+        helps={"digest": "Shortened; the full digest is in the Deployments list's CSV."},
         height=300,
         key="history",
     )
