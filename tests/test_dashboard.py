@@ -636,7 +636,8 @@ def test_environment_and_policy_rows_lead_to_the_deployments_behind_them(
             assert pd.isna(v["service"])
             continue
         followed = query_of(v["rows_url"])
-        day = v["occurred_at"].astimezone(SCOPE.zone).date().isoformat()
+        happened = datetime.fromisoformat(v["occurred_at"]).replace(tzinfo=UTC)  # shown in UTC
+        day = happened.astimezone(SCOPE.zone).date().isoformat()
         assert followed["query"]["period"] == [day, day]
         expected_page = "pipelines_list" if pd.isna(v["environment"]) else "deployments_list"
         assert followed["page"] == expected_page

@@ -90,23 +90,38 @@ def rows_link(violation: pd.Series) -> str | None:
 
 
 st.subheader("Violations")
-show.table(
-    shown.assign(rows_url=[rows_link(v) for _, v in shown.iterrows()]),
-    links={"url": "object", "rows_url": "rows"},
-    link_texts={"rows_url": "list"},
-    columns={
-        "occurred_at": "happened",
-        "first_seen_at": "found",
-        "policy": "policy",
-        "severity": "severity",
-        "service": "service",
-        "environment": "environment",
-        "message": "what to do",
-        "resolved_at": "resolved",
-        "new": "new",
-    },
-    key="violations",
-)
+# the long "what to do" last, so that the short columns and the links fit at 1440 px
+COLUMNS = {
+    "occurred_at": "happened (UTC)",
+    "first_seen_at": "found (UTC)",
+    "policy": "policy",
+    "severity": "severity",
+    "service": "service",
+    "environment": "environment",
+    "rows_url": "rows",
+    "url": "object",
+    "resolved_at": "resolved (UTC)",
+    "new": "new",
+    "message": "what to do",
+}
+table = shown.assign(rows_url=[rows_link(v) for _, v in shown.iterrows()])
+for moment in ("occurred_at", "first_seen_at", "resolved_at"):
+    table[moment] = pd.to_datetime(table[moment], utc=True).dt.strftime("%Y-%m-%d %H:%M")
+with st.container(key="violations"):  # the key names the table (tests find it by the key)
+    st.dataframe(
+        table[list(COLUMNS)],
+        hide_index=True,
+        column_config={
+            **COLUMNS,
+            "rows_url": st.column_config.LinkColumn(
+                "rows",
+                display_text="list",
+                help="The deployments of its service and environment on the day it happened "
+                "(without an environment: its service's pipelines that day).",
+            ),
+            "url": st.column_config.LinkColumn("object", display_text="open"),
+        },
+    )
 st.download_button(
     "Download CSV",
     shown.to_csv(index=False).encode(),
