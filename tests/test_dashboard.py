@@ -653,3 +653,43 @@ def test_environment_and_policy_rows_lead_to_the_deployments_behind_them(
             rows = data.drill_page("deployments", findings_url, scope, drill.ListFilters(), PAGE)
             shown = frame(at, "deployments-list") if len(rows[0]) else pd.DataFrame()
             assert len(shown) == len(rows[0])
+
+
+def test_the_pipelines_list_counts_what_the_builds_figures_count_on_both_backends(
+    engine: Engine,
+) -> None:
+    from analytics.views import drilldown
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    load_org(engine, generate(3, "small", now=now))
+    derive(engine)
+    scope = Scope(now - timedelta(days=42), now)
+
+    def listed(**filters: Any) -> list[dict[str, Any]]:
+        chosen = drilldown.ListFilters(**filters)
+        return [r for rows in drilldown.pages(conn, "pipelines", scope, chosen, 7) for r in rows]
+
+    with engine.connect() as conn:
+        build = dora.metrics(conn, scope, by=None)["build"]
+        every = listed()
+        assert len(every) == build["pipelines"] > 7  # more than one page
+        assert len({r["id"] for r in every}) == len(every)
+        times = [(r["finished_at"], r["id"]) for r in every]
+        assert times == sorted(times, reverse=True)
+        assert len(listed(status="failed")) == build["failed"]
+        assert len(listed(failed_tests=True)) == build["pipelines_with_failed_tests"]
+        assert sum(r["failed_tests"] for r in every) == build["failed_tests"]
+        default = listed(default_branch=True)
+        assert default and all(r["default_branch"] for r in default)
+        ref = every[0]["ref"]
+        assert {r["ref"] for r in listed(ref=ref)} == {ref}
+        sha = every[0]["sha"]
+        assert {r["sha"] for r in listed(commit=sha[:9])} == {sha}
+        slow = listed(min_minutes=10)
+        assert all(r["duration_s"] >= 600 for r in slow)
+        assert len(slow) + len(listed(max_minutes=10)) == sum(
+            1 for r in every if r["duration_s"] is not None
+        )
+        [suite] = views.failing_tests(conn, scope, limit=1)
+        in_suite = [r for r in listed(suite=suite["suite"]) if r["service"] == suite["service"]]
+        assert len(in_suite) == suite["failing_runs"]
