@@ -305,6 +305,7 @@ def test_data_sources_page_shows_syncs_errors_and_rejected_payloads(
     overview = view_rows(demo_url, "sync_overview", None)
     assert streams["requests"].sum() == sum(r["requests"] for r in overview) == 33
     assert list(frame(at, "errors")["stream"]) == ["merge_requests"]
+    assert list(frame(at, "errors")["rows"]) == [200]  # stored before the partition failed
     assert list(frame(at, "rejected")["error"]) == ["no environment"]
 
 
@@ -625,6 +626,15 @@ def test_environment_and_policy_rows_lead_to_the_deployments_behind_them(
     cells = [c for c in running.drop(columns="service").to_numpy().ravel() if pd.notna(c)]
     assert len(cells) > 0 and all(c.startswith("deployments_list?") and "#" in c for c in cells)
     assert all("commit=" in c and "env=" in c for c in cells)
+    cell = cells[0]  # reads as the cell did; opens the deployments of that commit there
+    followed = query_of(cell)
+    shown_sha = cell.rsplit("#", 1)[1].split(" · ")[0]
+    listed = frame(
+        open_page(dashboard_env, findings_url, "deployments_list", followed["query"]),
+        "deployments-list",
+    )
+    assert set(listed["commit"]) == {shown_sha}
+    assert set(listed["environment"]) == {followed["query"]["env"]}
     drift = frame(at, "drift-pairs")
     assert len(drift) == len(view_rows(findings_url, "drift_matrix"))
     assert all(u.startswith("deployments_list?") and "service=" in u for u in drift["rows_url"])
