@@ -192,10 +192,11 @@ class SyncRun:
         self, stream: str, partition: str, error: str, exc: BaseException | None = None
     ) -> None:
         """Record a failed partition: logged, counted, kept in sync_state (when the warehouse
-        takes the write); the sync goes on. A malformed body that caused it (`exc`) is kept as a
-        rejected raw payload, named by its URL, and counted as rejected."""
+        takes the write) with the rows and rejected payloads it stored before it failed; the sync
+        goes on. A malformed body that caused it (`exc`) is kept as a rejected raw payload, named
+        by its URL, and counted as rejected."""
         log.error("%s: %s", self.summary.name, error)
-        self._take_tally(stream)  # the failed partition's rows stay out of the next one's count
+        tally = self._take_tally(stream)  # the failed partition's rows, not the next one's
         kept = [
             Raw(stream, f"malformed {bad.url}"[:255], {"url": bad.url, "body": bad.body}, error)
             for bad in [malformed_cause(exc)]
@@ -222,6 +223,8 @@ class SyncRun:
                     error=error,
                     started_at=self.started_at,
                     finished_at=datetime.now(UTC),
+                    rows=tally.rows,
+                    rejected=tally.rejected + len(kept),
                 )
         except SQLAlchemyError as exc:  # the summary has the error; sync_state cannot have it
             log.warning("%s: cannot record the failure in sync_state: %s", self.summary.name, exc)

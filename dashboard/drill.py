@@ -1,9 +1,10 @@
-"""Drill-down: links from tiles, chart bars and table rows to the Deployments and Changes lists,
-and the lists themselves (`show_list`), a page at a time, filterable and downloadable as CSV.
+"""Drill-down: links from tiles, chart bars and table rows to the Deployments, Changes and Pipelines
+lists, and the lists themselves (`show_list`), a page at a time, filterable and downloadable as CSV.
 
 Every filter lives in the URL: the sidebar's (period, team, service, environment: whatever
 `state.filter_params()` says they are) and the list's own (`bucket` a week `2026-W05` or month
-`2026-02`, `status`, `kind`, `failed`, `commit`, `min_hours`, `max_hours`) and the page cursor
+`2026-02`, `status`, `kind`, `failed`, `commit`, `ref`, `digest`, `min_hours`, `max_hours`,
+`min_minutes`, `max_minutes`, `failed_tests`, `suite`, `default_branch`) and the page cursor
 (`after`), so a link reproduces the view. Links carry the sidebar's filters unchanged.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,12 +20,15 @@ import pandas as pd
 import streamlit as st
 from plotly.graph_objects import Figure
 
+from analytics.scope import Scope
+from analytics.stats import local_day
 from analytics.views.drilldown import ListFilters, Page, cursor_text, parse_cursor
 from dashboard import data, show, state
 
 PAGES = {
     "deployments": "app_pages/deployments_list.py",
     "changes": "app_pages/changes_list.py",
+    "pipelines": "app_pages/pipelines_list.py",
 }
 PAGE_SIZE = 50
 DIGEST_SHOWN = 15  # `sha256:` and 8 hex digits; the full digest is in the CSV
@@ -45,7 +50,7 @@ def _missing(value: Any) -> bool:
 
 
 def link(name: str, label: str, **extra: Any) -> None:
-    """A link to the list `name` (`deployments`, `changes`) keeping the view's filters."""
+    """A link to the list `name` (`deployments`, `changes`, `pipelines`) keeping the view's filters."""
     st.page_link(PAGES[name], label=label, icon=":material/list:", query_params=params(**extra))
 
 
@@ -63,6 +68,19 @@ def row_link(name: str, **extra: Any) -> str:
     return f"{path}?{urlencode(params(**extra), doseq=True)}"
 
 
+def period_reaching(
+    scope: Scope, first: datetime, last: datetime | None = None
+) -> list[str] | None:
+    """A link's `period` reaching an event: from the local day of `first` to that of `last`
+    (default: the view's last day), both included; None when `first` is missing (the view's
+    period stays)."""
+    if _missing(first) or first is pd.NaT:
+        return None
+    end = scope.until - timedelta(microseconds=1) if last is None else last
+    days = sorted({local_day(first, scope.zone), local_day(end, scope.zone)})
+    return [days[0].isoformat(), days[-1].isoformat()]
+
+
 def bars(name: str, figure: Figure, key: str, **extra: Any) -> None:
     """A chart whose bars open the list `name` of the clicked week or month, with `extra` list
     filters."""
@@ -77,23 +95,30 @@ def clicked(event: Any, field: str = "x") -> Any:
     return points[0].get(field) if points else None
 
 
-def _number(text: str | None, name: str) -> float | None:
+def _number(text: str | None, name: str, unit: str = "hours") -> float | None:
     if text in (None, ""):
         return None
     try:
         return float(text)  # type: ignore[arg-type]
     except ValueError:
-        st.error(f"The link's `{name}={text}` is not a number of hours; it is ignored.")
+        st.error(f"The link's `{name}={text}` is not a number of {unit}; it is ignored.")
         return None
 
 
 def filters_from_url() -> ListFilters:
-    """The list filters only links set (no widget): failed changes, a lead-time range."""
+    """The list filters only links set (no widget): failed changes, a lead-time range, an image
+    digest, a pipeline duration range, pipelines with failed tests."""
     q = st.query_params
     return ListFilters(
         failed_change=q.get("failed") == "1",
         min_hours=_number(q.get("min_hours"), "min_hours"),
         max_hours=_number(q.get("max_hours"), "max_hours"),
+        digest=q.get("digest") or None,
+        min_minutes=_number(q.get("min_minutes"), "min_minutes", "minutes"),
+        max_minutes=_number(q.get("max_minutes"), "max_minutes", "minutes"),
+        failed_tests=q.get("failed_tests") == "1",
+        suite=q.get("suite") or None,
+        default_branch=q.get("default_branch") == "1",
     )
 
 
@@ -116,23 +141,34 @@ def _first_page() -> None:
 
 def _filter_widgets(name: str, filters: ListFilters) -> ListFilters:
     """The list's own filters as widgets bound to the URL; `filters` with their values."""
-    columns = st.columns(4)
+    columns = st.columns(5 if name == "deployments" else 4)
     bound: dict[str, Any] = {"bind": "query-params", "on_change": _first_page}
     bucket = columns[0].text_input(
         "Week or month", key="bucket", placeholder="2026-W05 or 2026-02", **bound
     )
     commit = columns[1].text_input("Commit", key="commit", placeholder="sha prefix", **bound)
-    status = kind = None
+    status = kind = ref = None
+    if name in ("deployments", "pipelines"):
+        status = columns[2].selectbox("Status", STATUSES[name], key="status", **bound)
+        ref = columns[3].text_input("Ref", key="ref", placeholder="branch or tag", **bound)
     if name == "deployments":
-        status = columns[2].selectbox(
-            "Status",
-            ["", "success", "failed", "canceled", "running"],
-            key="status",
-            **bound,
-        )
-        kind = columns[3].selectbox("Kind", ["", "app", "schema", "config"], key="kind", **bound)
+        kind = columns[4].selectbox("Kind", ["", "app", "schema", "config"], key="kind", **bound)
         if filters.failed_change:
             st.caption("Only failed changes (`failed=1` in the link).")
+        if filters.digest:
+            st.caption(f"Only image digest `{filters.digest}` (`digest` in the link).")
+    elif name == "pipelines":
+        low, high = filters.min_minutes, filters.max_minutes
+        if low is not None or high is not None:
+            shown = f"{show.DASH if low is None else f'{low:g}'} to "
+            shown += show.DASH if high is None else f"{high:g}"
+            st.caption(f"Duration from {shown} minutes.")
+        if filters.default_branch:
+            st.caption("Only default-branch pipelines (`default_branch=1` in the link).")
+        if filters.suite:
+            st.caption(f"Only pipelines with failed tests in suite `{filters.suite}`.")
+        elif filters.failed_tests:
+            st.caption("Only pipelines with failed tests (`failed_tests=1` in the link).")
     else:
         low, high = filters.min_hours, filters.max_hours
         if low is not None or high is not None:
@@ -143,9 +179,14 @@ def _filter_widgets(name: str, filters: ListFilters) -> ListFilters:
         commit=commit.strip() or None,
         status=status or None,
         kind=kind or None,
+        ref=(ref or "").strip() or None,
     )
 
 
+STATUSES = {
+    "deployments": ["", "success", "failed", "canceled", "running"],
+    "pipelines": ["", "success", "failed", "canceled", "skipped", "running"],
+}
 STAGES = ("coding_hours", "pickup_hours", "review_hours", "deploy_hours")
 
 
@@ -160,6 +201,9 @@ def _for_table(frame: pd.DataFrame) -> pd.DataFrame:
         out["commit"] = out["sha"].str[:SHA_SHOWN]
     if "image_digest" in out:
         out["digest"] = out["image_digest"].str[:DIGEST_SHOWN].fillna("")
+    if "duration_s" in out:  # pipelines: durations and queue times in minutes
+        for seconds, minutes in (("duration_s", "duration_min"), ("queued_s", "queued_min")):
+            out[minutes] = (pd.to_numeric(out[seconds]) / 60).round(1)
     if "lead_time_hours" in out:
         out["lead_time_hours"] = out["lead_time_hours"].round(1)
         out["stages"] = [
@@ -189,8 +233,20 @@ COLUMNS = {
         "stages": "coding / pickup / review / deploy (h)",
         "environment": "env",
     },
+    "pipelines": {
+        "finished_at": "finished (UTC)",
+        "service": "service",
+        "ref": "ref",
+        "commit": "commit",
+        "status": "status",
+        "duration_min": "duration (min)",
+        "queued_min": "queued (min)",
+        "failed_tests": "failed tests",
+        "trigger": "trigger",
+    },
 }
 LINKS = {
+    "pipelines": {"web_url": "pipeline"},
     "deployments": {"url": "source"},
     "changes": {
         "commit_url": "commit",
@@ -202,6 +258,7 @@ LINK_TEXTS = {  # a link column reads its commit's first 8 hex digits, its MR's 
     "commit_url": r"/commit/([0-9a-f]{8})",
     "merge_request_url": r"/merge_requests/(\d+)$",
     "url": "open",
+    "web_url": "open",
 }
 HELPS = {
     "commit": "The first 8 characters; the full sha is in the CSV.",

@@ -27,6 +27,7 @@ PAGES = {
     ],
     "Quality": [
         st.Page("app_pages/builds.py", title="Builds", icon=":material/build:"),
+        st.Page("app_pages/pipelines_list.py", title="Pipelines list", icon=":material/list:"),
         st.Page(
             "app_pages/environments.py", title="Environments and drift", icon=":material/layers:"
         ),

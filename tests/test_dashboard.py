@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from analytics.rows import PARTS, ScopeData
 from analytics.scope import Scope
 from analytics.slices import SLICES, slices
 from analytics.views import distributions, running
-from dashboard import data, drill, launch, show, tiles
+from dashboard import data, drill, launch, show, state, tiles
 from sandbox.generate import generate
 from tests.demo_warehouse import NOW, PERIOD
 from tests.sandbox_load import load_org
@@ -42,6 +42,7 @@ PAGES: dict[str, tuple[str, list[str], int]] = {
     "data_sources": ("Data sources", ["gitlab"], 1),
     "deployments_list": ("Deployments list", [], 0),
     "changes_list": ("Changes list", [], 0),
+    "pipelines_list": ("Pipelines list", [], 0),
 }
 
 
@@ -306,6 +307,7 @@ def test_data_sources_page_shows_syncs_errors_and_rejected_payloads(
     overview = view_rows(demo_url, "sync_overview", None)
     assert streams["requests"].sum() == sum(r["requests"] for r in overview) == 33
     assert list(frame(at, "errors")["stream"]) == ["merge_requests"]
+    assert list(frame(at, "errors")["rows"]) == [200]  # stored before the partition failed
     assert list(frame(at, "rejected")["error"]) == ["no environment"]
 
 
@@ -584,3 +586,158 @@ def test_tiles_say_whether_the_period_meets_the_targets(
     assert any(c.endswith(" · target < 1m: missed") for c in captions), captions
     assert any(c.endswith(" · target <= 100%: met") for c in captions), captions
     assert not any("target" in c for c in captions if "deployments on" in c)  # none set
+
+
+def query_of(link: str) -> dict[str, Any]:
+    """A row link's page and query parameters, as `open_page` takes them (lists kept as lists)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(link)
+    query = {
+        k: v if len(v) > 1 or k in ("service", "team") else v[0]
+        for k, v in parse_qs(parts.query).items()
+    }
+    return {"page": parts.path, "query": query}
+
+
+def test_the_pipelines_list_holds_what_the_builds_page_counts(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    build = expected(demo_url, by=None)["build"]
+    at = open_page(dashboard_env, demo_url, "pipelines_list", {"status": "failed"})
+    assert [t.value for t in at.title] == ["Pipelines list"] and not at.error
+    shown = frame(at, "pipelines-list")
+    assert len(shown) == min(build["failed"], drill.PAGE_SIZE) > 0
+    assert set(shown["status"]) == {"failed"} and at.query_params["status"] == "failed"
+    every = drill.ListFilters()
+    lines = data.drill_csv("pipelines", demo_url, SCOPE, every).decode().splitlines()
+    assert len(lines) == build["pipelines"] + 1 and "web_url" in lines[0]
+    failed = data.drill_csv("pipelines", demo_url, SCOPE, drill.ListFilters(status="failed"))
+    assert len(failed.decode().splitlines()) == build["failed"] + 1
+    with_tests = drill.ListFilters(failed_tests=True)
+    csv = data.drill_csv("pipelines", demo_url, SCOPE, with_tests).decode().splitlines()
+    assert len(csv) == build["pipelines_with_failed_tests"] + 1
+    # the Builds page's rows lead to their pipelines, with the view's filters
+    builds = open_page(dashboard_env, demo_url, "builds", {"team": ["payments"]})
+    branches = frame(builds, "branches")
+    assert all(
+        u.startswith("pipelines_list?") and "team=payments" in u and "ref=" in u
+        for u in branches["rows_url"]
+    )
+    row = branches.iloc[0]
+    followed = query_of(row["rows_url"])
+    assert followed["page"] == "pipelines_list"
+    at = open_page(dashboard_env, demo_url, "pipelines_list", followed["query"])
+    listed = frame(at, "pipelines-list")
+    assert set(listed["service"]) == {row["service"]} and set(listed["ref"]) == {row["branch"]}
+    assert at.text_input(key="ref").value == row["branch"]
+    suites = frame(builds, "tests")
+    assert all("suite=" in u for u in suites["rows_url"])
+    suite = suites.iloc[0]
+    at = open_page(dashboard_env, demo_url, "pipelines_list", query_of(suite["rows_url"])["query"])
+    listed = frame(at, "pipelines-list")
+    assert len(listed) == min(suite["failing_runs"], drill.PAGE_SIZE)
+    assert (listed["failed_tests"] > 0).all()
+
+
+PAGE = drill.Page(drill.PAGE_SIZE)
+
+
+def test_environment_and_policy_rows_lead_to_the_deployments_behind_them(
+    dashboard_env: pytest.MonkeyPatch, findings_url: str
+) -> None:
+    at = open_page(dashboard_env, findings_url, "environments", {"detail": "payments-api"})
+    current = frame(at, "current")
+    for row in current.to_dict("records"):
+        followed = query_of(row["rows_url"])
+        assert followed["page"] == "deployments_list"
+        assert followed["query"]["env"] == row["environment"]
+        listed = frame(
+            open_page(dashboard_env, findings_url, "deployments_list", followed["query"]),
+            "deployments-list",
+        )
+        # the list reaches the deployment running there, whenever it happened
+        assert row["commit"][:8] in set(listed["commit"]), row
+        assert set(listed["service"]) == {"payments-api"}
+        assert set(listed["environment"]) == {row["environment"]}
+    running = frame(at, "running")
+    cells = [c for c in running.drop(columns="service").to_numpy().ravel() if pd.notna(c)]
+    assert len(cells) > 0 and all(c.startswith("deployments_list?") and "#" in c for c in cells)
+    assert all("commit=" in c and "env=" in c for c in cells)
+    cell = cells[0]  # reads as the cell did; opens the deployments of that commit there
+    followed = query_of(cell)
+    shown_sha = cell.rsplit("#", 1)[1].split(" · ")[0]
+    listed = frame(
+        open_page(dashboard_env, findings_url, "deployments_list", followed["query"]),
+        "deployments-list",
+    )
+    assert set(listed["commit"]) == {shown_sha}
+    assert set(listed["environment"]) == {followed["query"]["env"]}
+    drift = frame(at, "drift-pairs")
+    assert len(drift) == len(view_rows(findings_url, "drift_matrix"))
+    assert all(u.startswith("deployments_list?") and "service=" in u for u in drift["rows_url"])
+    policies = open_page(dashboard_env, findings_url, "policies")
+    violations = frame(policies, "violations")
+    assert violations["rows_url"].notna().any()
+    for v in violations.to_dict("records"):
+        if v["rows_url"] is None:
+            assert pd.isna(v["service"])
+            continue
+        followed = query_of(v["rows_url"])
+        happened = datetime.fromisoformat(v["occurred_at"]).replace(tzinfo=UTC)  # shown in UTC
+        day = happened.astimezone(SCOPE.zone).date().isoformat()
+        assert followed["query"]["period"] == [day, day]
+        expected_page = "pipelines_list" if pd.isna(v["environment"]) else "deployments_list"
+        assert followed["page"] == expected_page
+        at = open_page(dashboard_env, findings_url, expected_page, followed["query"])
+        assert at.multiselect(key="service").value == [v["service"]]
+        if expected_page == "deployments_list":
+            assert at.selectbox(key="env").value == v["environment"]
+            # the list holds the deployments of that service and environment on that day
+            since, until = state.period_of(
+                date.fromisoformat(day), date.fromisoformat(day), SCOPE.timezone
+            )
+            scope = Scope(since, until, (), (v["service"],), v["environment"], SCOPE.timezone)
+            rows = data.drill_page("deployments", findings_url, scope, drill.ListFilters(), PAGE)
+            shown = frame(at, "deployments-list") if len(rows[0]) else pd.DataFrame()
+            assert len(shown) == len(rows[0])
+
+
+def test_the_pipelines_list_counts_what_the_builds_figures_count_on_both_backends(
+    engine: Engine,
+) -> None:
+    from analytics.views import drilldown
+
+    now = datetime(2026, 3, 2, tzinfo=UTC)
+    load_org(engine, generate(3, "small", now=now))
+    derive(engine)
+    scope = Scope(now - timedelta(days=42), now)
+
+    def listed(**filters: Any) -> list[dict[str, Any]]:
+        chosen = drilldown.ListFilters(**filters)
+        return [r for rows in drilldown.pages(conn, "pipelines", scope, chosen, 7) for r in rows]
+
+    with engine.connect() as conn:
+        build = metrics.metrics(conn, scope, by=None)["build"]
+        every = listed()
+        assert len(every) == build["pipelines"] > 7  # more than one page
+        assert len({r["id"] for r in every}) == len(every)
+        times = [(r["finished_at"], r["id"]) for r in every]
+        assert times == sorted(times, reverse=True)
+        assert len(listed(status="failed")) == build["failed"]
+        assert len(listed(failed_tests=True)) == build["pipelines_with_failed_tests"]
+        assert sum(r["failed_tests"] for r in every) == build["failed_tests"]
+        default = listed(default_branch=True)
+        assert default and all(r["default_branch"] for r in default)
+        ref = every[0]["ref"]
+        assert {r["ref"] for r in listed(ref=ref)} == {ref}
+        sha = every[0]["sha"]
+        assert {r["sha"] for r in listed(commit=sha[:9])} == {sha}
+        slow = listed(min_minutes=10)
+        assert all(r["duration_s"] >= 600 for r in slow)
+        assert len(slow) + len(listed(max_minutes=10)) == sum(
+            1 for r in every if r["duration_s"] is not None
+        )
+        [suite] = views.failing_tests(conn, scope, limit=1)
+        in_suite = [r for r in listed(suite=suite["suite"]) if r["service"] == suite["service"]]
+        assert len(in_suite) == suite["failing_runs"]

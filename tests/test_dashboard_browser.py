@@ -4,9 +4,9 @@ called) opens every page, waits until its Plotly charts have drawn their SVG, fi
 exception, and saves a screenshot of each under artifacts/screenshots/ (a CI artifact).
 
 The lead's walk (issue #16) runs on what `cdmetrics demo` itself stores: every page, drift and
-violations shown, a tile followed to the Deployments list and a chart bar to the Changes list
-with the filters kept in the URL; its screenshots go to a temporary folder (path printed) and
-artifacts/screenshots/lead-walk/.
+violations shown, a tile followed to the Deployments list, a chart bar to the Changes list and a
+Builds bar to the Pipelines list with the filters kept in the URL; its screenshots go to a
+temporary folder (path printed) and artifacts/screenshots/lead-walk/.
 
 Skips, saying why, when chromium or Playwright is missing, unless CDMETRICS_REQUIRE_BROWSER=1
 (set by CI), which turns the skip into a failure.
@@ -196,6 +196,7 @@ def test_the_lead_walks_from_figures_to_the_rows_behind_them(
         **PAGES,
         "deployments_list": ("Deployments list", 0),
         "changes_list": ("Changes list", 0),
+        "pipelines_list": ("Pipelines list", 0),
     }
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=ARGS)
@@ -227,6 +228,16 @@ def test_the_lead_walks_from_figures_to_the_rows_behind_them(
         assert f"team={team}" in page.url and "min_hours=" in page.url, page.url
         assert page.locator(".st-key-changes-list [data-testid='stDataFrame']").count() == 1
         picture("21-bar-to-changes-list")
+
+        # a week's bar of failed pipelines to the Pipelines list, the team filter kept
+        page.goto(f"{address}/builds?team={team}", wait_until="domcontentloaded")
+        settled(page, "Builds")
+        click_tallest(page, ".st-key-failure-rate .js-plotly-plot g.bars g.point path")
+        settled(page, "Pipelines list")
+        assert f"team={team}" in page.url and "status=failed" in page.url, page.url
+        assert re.search(r"bucket=\d{4}-W\d{2}(&|$)", page.url), page.url
+        assert page.locator(".st-key-pipelines-list [data-testid='stDataFrame']").count() == 1
+        picture("23-builds-bar-to-pipelines-list")
 
         # the month view: the tiles compare months, a month's bar opens that month's deployments
         page.goto(f"{address}/?team={team}", wait_until="domcontentloaded")

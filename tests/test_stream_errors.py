@@ -280,3 +280,29 @@ def test_tags_a_registry_collector_stored_first_are_still_read_from_gitlab(
             return int(conn.execute(query).scalar_one())
 
     assert gitlab_tags(engine) == gitlab_tags(twin_engine) > 0
+
+
+def stream_states(engine: Engine, stream: str) -> list[Any]:
+    with engine.connect() as conn:
+        query = select(SyncState.partition, SyncState.status, SyncState.rows, SyncState.rejected)
+        return list(conn.execute(query.where(SyncState.stream == stream)).all())
+
+
+def test_a_failed_partition_keeps_the_rows_it_stored_before_failing(
+    tiny: Sandbox, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Data sources page shows the rows each stream stored: a partition that stored batches
+    before a short page failed it records them (and the rejected payloads), so the stream's rows
+    in sync_state add up to what the sync wrote."""
+    monkeypatch.setattr("collectors.gitlab.BATCH_ITEMS", 2)  # a batch stored before page 2
+    rule = tiny.gitlab_app.faults.add(
+        FaultRule(path=r"/merge_requests$", kind="short", after=1, times=1)
+    )
+    broken = sync(tiny, engine, per_page=3)
+    assert rule.fired == 1 and not broken.ok
+    states = stream_states(engine, "merge_requests")
+    [failed] = [s for s in states if s.status == "failed"]
+    assert failed.rows > 0  # its first batch was stored
+    stats = broken.streams["merge_requests"]
+    assert sum(s.rows for s in states) == stats.rows
+    assert sum(s.rejected for s in states) == stats.rejected

@@ -1,5 +1,6 @@
-"""The drill-down lists behind the dashboard's tiles, chart bars and table rows: the deployments and
-the changes of a scope, narrowed by list filters, read a page at a time (DESIGN.md section 9).
+"""The drill-down lists behind the dashboard's tiles, chart bars and table rows: the deployments,
+the changes and the pipelines of a scope, narrowed by list filters, read a page at a time
+(DESIGN.md section 9).
 
 Both lists are newest first and paged by keyset on (finish time, id): a page is one indexed select
 of at most `Page.size` rows starting after the previous page's last row, so the thousandth page
@@ -8,7 +9,9 @@ page of a filter result (the dashboard's CSV download streams them). Decisions w
 silent: the deployments list holds every attempt (any status, any kind) in the scope's environment
 (production tier by default), so the tile's count is the list with `status=success, kind=app`; the
 changes list holds a change where it first reached the scope's environment, as lead time counts it
-(merge commits left out), with the merge request's stages measured from the change's own start.
+(merge commits left out), with the merge request's stages measured from the change's own start;
+the pipelines list holds every pipeline finished in the period of the scope's services (any status,
+any ref; pipelines have no environment), as the Builds page counts them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, func, or_, select
 
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
@@ -31,8 +34,11 @@ from warehouse.schema import (
     DeploymentChain,
     DeploymentChange,
     Environment,
+    Pipeline,
+    Repo,
     Service,
     Team,
+    TestRun,
 )
 
 Cursor = tuple[datetime, int]  # (finish time, id) of the last row of a page
@@ -41,8 +47,11 @@ Cursor = tuple[datetime, int]  # (finish time, id) of the last row of a page
 @dataclass(frozen=True)
 class ListFilters:
     """What narrows a list beyond the scope: a local ISO week or month of the period (`bucket`,
-    `2026-W05` or `2026-02`), and for deployments a status, a kind and only failed changes; for
-    changes a lead-time range in hours [min_hours, max_hours); for both a commit (sha prefix)."""
+    `2026-W05` or `2026-02`), and for deployments a status, a kind, only failed changes and an
+    image digest (prefix); for changes a lead-time range in hours [min_hours, max_hours); for
+    pipelines a status, a duration range in minutes [min_minutes, max_minutes), only those with
+    failed tests (of the test suite `suite`, if given) and only default-branch ones; for
+    deployments and pipelines a ref; for all a commit (sha prefix)."""
 
     bucket: str | None = None
     status: str | None = None
@@ -51,6 +60,13 @@ class ListFilters:
     commit: str | None = None
     min_hours: float | None = None
     max_hours: float | None = None
+    ref: str | None = None
+    digest: str | None = None
+    min_minutes: float | None = None
+    max_minutes: float | None = None
+    failed_tests: bool = False
+    suite: str | None = None
+    default_branch: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +171,10 @@ def deployments(conn: Connection, scope: Scope, filters: ListFilters, page: Page
         query = query.where(ChangeFailure.id.is_not(None))
     if filters.commit:
         query = query.where(Deployment.sha.startswith(filters.commit.lower(), autoescape=True))
+    if filters.ref:
+        query = query.where(Deployment.ref == filters.ref)
+    if filters.digest:
+        query = query.where(Deployment.image_digest.startswith(filters.digest, autoescape=True))
     rows = as_dicts(conn.execute(_keyset(query, Deployment.finished_at, Deployment.id, page)))
     for r in rows:
         r["reasons"] = failure_reasons(r)
@@ -222,14 +242,83 @@ def _stages(r: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def pipelines(conn: Connection, scope: Scope, filters: ListFilters, page: Page) -> ListPage:
+    """Pipelines of the scope's services (by their repository) finished in the period, newest
+    first: service, ref (and whether it is the default branch), Jenkins job, commit, status,
+    trigger, start and finish, duration and queue time in seconds, the tests that failed in it
+    (`failed_tests`) and the link to the pipeline (`web_url`). The Builds page's figures count
+    these rows: its failed pipelines are this list with `status=failed`."""
+    failed_tests = (
+        select(func.sum(TestRun.failed))
+        .where(
+            TestRun.source_id == Pipeline.source_id,
+            TestRun.pipeline_external_id == Pipeline.external_id,
+            TestRun.failed > 0,
+        )
+        .scalar_subquery()
+    )
+    query = scope.owned(
+        select(
+            Pipeline.id,
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Pipeline.ref,
+            (Pipeline.ref == Repo.default_branch).label("default_branch"),
+            Pipeline.job_name,
+            Pipeline.sha,
+            Pipeline.status,
+            Pipeline.trigger,
+            Pipeline.started_at,
+            Pipeline.finished_at,
+            Pipeline.duration_s,
+            Pipeline.queued_s,
+            func.coalesce(failed_tests, 0).label("failed_tests"),
+            Pipeline.web_url,
+            Pipeline.external_id,
+        )
+        .select_from(Pipeline)
+        .join(Repo, Repo.id == Pipeline.repo_id),
+        on=Service.repo_id == Pipeline.repo_id,
+    ).where(_period(scope, filters, Pipeline.finished_at))
+    if filters.status:
+        query = query.where(Pipeline.status == filters.status)
+    if filters.ref:
+        query = query.where(Pipeline.ref == filters.ref)
+    if filters.default_branch:
+        query = query.where(Pipeline.ref == Repo.default_branch)
+    if filters.commit:
+        query = query.where(Pipeline.sha.startswith(filters.commit.lower(), autoescape=True))
+    if filters.min_minutes is not None:
+        query = query.where(Pipeline.duration_s >= filters.min_minutes * 60)
+    if filters.max_minutes is not None:
+        query = query.where(Pipeline.duration_s < filters.max_minutes * 60)
+    if filters.failed_tests or filters.suite:
+        failing = and_(
+            TestRun.source_id == Pipeline.source_id,
+            TestRun.pipeline_external_id == Pipeline.external_id,
+            TestRun.failed > 0,
+        )
+        if filters.suite:
+            failing = and_(failing, TestRun.suite == filters.suite)
+        query = query.where(select(TestRun.id).where(failing).exists())
+    rows = as_dicts(conn.execute(_keyset(query, Pipeline.finished_at, Pipeline.id, page)))
+    for r in rows:
+        r["default_branch"] = bool(r["default_branch"])
+    return _paged(rows, page, "finished_at")
+
+
 ListView = Callable[[Connection, Scope, ListFilters, Page], ListPage]
-LISTS: dict[str, ListView] = {"deployments": deployments, "changes": changes}
+LISTS: dict[str, ListView] = {
+    "deployments": deployments,
+    "changes": changes,
+    "pipelines": pipelines,
+}
 
 
 def pages(
     conn: Connection, name: str, scope: Scope, filters: ListFilters, size: int = 500
 ) -> Iterator[list[dict[str, Any]]]:
-    """Every page of the list `name` (`deployments`, `changes`) under the filters, in order."""
+    """Every page of the list `name` (`deployments`, `changes`, `pipelines`) under the filters, in order."""
     page = Page(size)
     while True:
         listed = LISTS[name](conn, scope, filters, page)

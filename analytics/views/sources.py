@@ -50,7 +50,8 @@ def sync_overview(conn: Connection) -> list[dict[str, Any]]:
 
 
 def sync_errors(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
-    """Partitions whose last sync left an error, latest first."""
+    """Partitions whose last sync left an error, latest first, with the rows and rejected
+    payloads that sync stored before it failed."""
     query = (
         select(
             Source.name.label("source"),
@@ -58,6 +59,8 @@ def sync_errors(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
             SyncState.partition,
             SyncState.status,
             SyncState.finished_at,
+            SyncState.rows,
+            SyncState.rejected,
             SyncState.error,
         )
         .join(Source, Source.id == SyncState.source_id)

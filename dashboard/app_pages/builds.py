@@ -4,7 +4,7 @@ when) and the failing test suites."""
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -19,12 +19,14 @@ with columns[0]:
         caption=f"{build['failed']:,} failed of {build['pipelines']:,} finished pipelines "
         f"({build['canceled']} canceled, {build['skipped']} skipped: not in the rate)",
     )
+    drill.link("pipelines", "The failed pipelines", status="failed")
 with columns[1]:
     show.tile(
         "Median duration",
         show.seconds(build["median_duration_s"]),
         caption=f"p90 {show.seconds(build['p90_duration_s'])}",
     )
+    drill.link("pipelines", "The pipelines")
 with columns[2]:
     show.tile("Median queue time", show.seconds(build["median_queue_s"]))
 with columns[3]:
@@ -33,12 +35,14 @@ with columns[3]:
         show.percent(build["default_branch_red_share"]),
         caption="share of the time the latest default-branch pipeline was failed",
     )
+    drill.link("pipelines", "The default-branch pipelines", default_branch=1)
 with columns[4]:
     show.tile(
         "Failed tests",
         show.number(build["failed_tests"]),
         caption=f"in {build['pipelines_with_failed_tests']:,} pipelines",
     )
+    drill.link("pipelines", "Their pipelines", failed_tests=1)
 
 weeks = show.trend(
     metrics,
@@ -55,25 +59,46 @@ for seconds in ("p50", "p90", "queue"):  # minutes (a week without pipelines dra
 left, right = st.columns(2)
 with left:
     st.subheader(f"Failure rate per {view.by}")
-    show.chart(
+    drill.bars(
+        "pipelines",
         charts.bars_and_rate(weeks, view.by, "failed", "rate", "failed pipelines", "rate"),
         key="failure-rate",
+        status="failed",
     )
+    st.caption(f"Click a {view.by}'s bar for its failed pipelines.")
 with right:
     st.subheader(f"Duration and queue time per {view.by}")
     ys = {"p50": "median duration", "p90": "p90 duration", "queue": "median queue"}
-    show.chart(charts.lines(weeks, view.by, ys, "minutes"), key="durations")
+    drill.bars("pipelines", charts.lines(weeks, view.by, ys, "minutes"), key="durations")
+    st.caption(f"Click a {view.by}'s point for its pipelines.")
 left, right = st.columns(2)
 with left:
     st.subheader("Durations")
     histogram = data.duration_histogram(view.url, view.scope, view.rules)
     if build["pipelines"]:
-        show.chart(charts.histogram(histogram, "duration", "pipelines"), key="histogram")
+        event = show.chart(
+            charts.histogram(histogram, "duration", "pipelines"), key="histogram", select=True
+        )
+        st.caption("Click a bar for its pipelines.")
+        index = drill.clicked(event, "point_index")
+        if index is not None:
+            bucket = histogram.iloc[int(index)]
+            drill.go(
+                "pipelines",
+                min_minutes=bucket["low"] / 60,
+                max_minutes=None if pd.isna(bucket["high"]) else bucket["high"] / 60,
+            )
     else:
         show.nothing("pipelines")
 with right:
     st.subheader(f"Default-branch red time per {view.by}")
-    show.chart(charts.lines(weeks, view.by, {"red": "red share"}, "share"), key="red")
+    drill.bars(
+        "pipelines",
+        charts.lines(weeks, view.by, {"red": "red share"}, "share"),
+        key="red",
+        default_branch=1,
+    )
+    st.caption(f"Click a {view.by}'s point for its default-branch pipelines.")
 
 st.subheader("Default branches")
 branches = data.default_branches(view.url, view.scope)
@@ -82,9 +107,14 @@ if branches.empty:
 else:
     red = branches[branches["status"] == "failed"]
     st.caption(f"{len(red)} of {len(branches)} default branches are red at the end of the period.")
+    branches["rows_url"] = [
+        drill.row_link("pipelines", service=[r.service], ref=r.branch)
+        for r in branches.itertuples()
+    ]
     show.table(
         branches.sort_values(["status", "red_since"], ascending=[True, True]),
-        links={"web_url": "pipeline"},
+        links={"web_url": "pipeline", "rows_url": "pipelines"},
+        link_texts={"rows_url": "list"},
         columns={
             "service": "service",
             "branch": "branch",
@@ -100,8 +130,13 @@ tests = data.failing_tests(view.url, view.scope)
 if tests.empty:
     show.nothing("failed tests")
 else:
+    tests["rows_url"] = [
+        drill.row_link("pipelines", service=[r.service], suite=r.suite) for r in tests.itertuples()
+    ]
     show.table(
         tests,
+        links={"rows_url": "pipelines"},
+        link_texts={"rows_url": "list"},
         columns={
             "service": "service",
             "suite": "suite",

@@ -56,7 +56,21 @@ errors = data.sync_errors(view.url)
 if errors.empty:
     st.caption("No partition's last sync left an error.")
 else:
-    show.table(errors, key="errors")
+    st.caption("A failed partition keeps the rows and rejected payloads it stored before failing.")
+    show.table(
+        errors,
+        columns={
+            "source": "source",
+            "stream": "stream",
+            "partition": "partition",
+            "status": "status",
+            "finished_at": "finished",
+            "rows": "rows stored before failing",
+            "rejected": "rejected payloads",
+            "error": "error",
+        },
+        key="errors",
+    )
 
 st.subheader("Rejected payloads")
 rejected = data.rejected_payloads(view.url)

@@ -2,13 +2,38 @@
 latest drift snapshot) and by open violations, what runs where, and one service's detail:
 what runs in each environment, the commits a downstream environment lacks, its deployments."""
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
 st.title("Environments and drift")
+deployed = data.environment_state(view.url, view.scope)
+since = (
+    {}
+    if deployed.empty
+    else {(r.service, r.environment): r.finished_at for r in deployed.itertuples()}
+)
+
+
+def deployments_link(
+    service: str, environment: str, digest: str | None = None, commit: str | None = None
+) -> str:
+    """The Deployments list of a service in an environment (of a digest or commit), from the day
+    its current deployment finished (recorded ones: the drift snapshot's may be older) to the
+    end of the view's period."""
+    at = since.get((service, environment))
+    return drill.row_link(
+        "deployments",
+        service=[service],
+        env=environment,
+        digest=None if pd.isna(digest) else digest,
+        commit=commit,
+        period=None if at is None else drill.period_reaching(view.scope, at),
+    )
+
 
 st.subheader("Drift")
 drift = data.drift_matrix(view.url, view.scope)
@@ -18,7 +43,7 @@ if drift.empty:
         "the drift age and commits behind of each service and environment."
     )
 else:
-    drift["label"] = drift["commits_behind"].map(lambda n: "" if n is None else f"{n:g} behind")
+    drift["label"] = drift["commits_behind"].map(lambda n: "" if pd.isna(n) else f"{n:g} behind")
     show.chart(
         charts.matrix(
             drift, "service", "downstream", "drift_age_hours", "label", charts.LEVEL_SCALE
@@ -27,6 +52,27 @@ else:
     )
     st.caption(
         "Colour: drift age in hours (time since the downstream last ran the upstream's image)."
+    )
+    drift["rows_url"] = [
+        deployments_link(r.service, r.downstream, r.downstream_digest) for r in drift.itertuples()
+    ]
+    show.table(
+        drift.sort_values(["drift_age_hours", "service"], ascending=[False, True]).assign(
+            drift_age_hours=drift["drift_age_hours"].map(show.in_hours),
+            taken_at=drift["taken_at"].dt.strftime("%Y-%m-%d %H:%M"),
+        ),
+        links={"rows_url": "downstream's deployments"},
+        link_texts={"rows_url": "list"},
+        columns={
+            "service": "service",
+            "upstream": "upstream",
+            "downstream": "downstream",
+            "commits_behind": "commits behind",
+            "drift_age_hours": "drift age (h)",
+            "taken_at": "snapshot (UTC)",
+        },
+        height=300,
+        key="drift-pairs",
     )
 
 st.subheader("Open violations")
@@ -46,24 +92,49 @@ running = data.whats_running(view.url, view.scope)
 if running.empty:
     show.nothing("successful deployments")
     st.stop()
-st.caption("The commit of each environment's last successful deployment before the period's end.")
-show.table(running, key="running")
+st.caption(
+    "The commit of each environment's last successful deployment before the period's end; a "
+    "cell opens the Deployments list of that commit in that environment since it was deployed."
+)
+shas = {(r.service, r.environment): r.sha for r in deployed.itertuples()}
+environments = [c for c in running.columns if c != "service"]
+for environment in environments:  # each cell a link that reads as the cell did (after the #)
+    running[environment] = [
+        f"{deployments_link(service, environment, commit=shas[(service, environment)])}#{cell}"
+        if cell and shas.get((service, environment))
+        else None
+        for service, cell in zip(running["service"], running[environment], strict=True)
+    ]
+show.table(
+    running,
+    links={environment: environment for environment in environments},
+    columns={"service": "service"},
+    link_texts=dict.fromkeys(environments, "#(.+)$"),
+    key="running",
+)
 
 st.subheader("Service detail")
 service = st.selectbox("Service", running["service"].tolist(), key="detail", bind="query-params")
 detail = data.service_detail(view.url, view.scope, service, view.promotion_path)
 current = detail["current"].sort_values("position")
-current = current.assign(commit=current["sha"].str[:10])
+current = current.assign(
+    commit=current["sha"].str[:10], digest=current["image_digest"].str[: drill.DIGEST_SHOWN]
+)
+current["rows_url"] = [
+    deployments_link(service, r.environment, r.image_digest) for r in current.itertuples()
+]
 show.table(
     current,
-    links={"commit_url": "commit page", "deployment_url": "deployment"},
+    links={"commit_url": "commit page", "deployment_url": "deployment", "rows_url": "deployments"},
+    link_texts={"rows_url": "list"},
     columns={
         "environment": "environment",
         "commit": "commit",
-        "image_digest": "image digest",
+        "digest": "image digest",
         "ref": "ref",
         "finished_at": "deployed",
     },
+    helps={"digest": "Shortened; the full digest is in the Deployments list's CSV."},
     key="current",
 )
 if not detail["pairs"].empty:
@@ -76,16 +147,19 @@ if history.empty:
 else:
     show.chart(charts.timeline(history, list(view.promotion_path)), key="timeline")
     show.table(
-        history.sort_values("finished_at", ascending=False),
+        history.sort_values("finished_at", ascending=False).assign(
+            digest=history["image_digest"].str[: drill.DIGEST_SHOWN]
+        ),
         links={"deployment_url": "deployment"},
         columns={
             "finished_at": "deployed",
             "environment": "environment",
             "commit": "commit",
-            "image_digest": "image digest",
+            "digest": "image digest",
             "ref": "ref",
             "rollback": "rollback",
         },
+        helps={"digest": "Shortened; the full digest is in the Deployments list's CSV."},
         height=300,
         key="history",
     )

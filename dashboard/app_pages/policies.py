@@ -1,9 +1,10 @@
 """Policies: violations by policy and severity, what is new this week, filters, and the list as
 CSV; beside the branch policies, each repository's branch strategy and the signals behind it."""
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, show, state
+from dashboard import charts, data, drill, show, state
 
 view = state.current()
 state.require_data(view)
@@ -17,18 +18,21 @@ def branch_strategies() -> None:
     if strategies.empty:
         show.nothing("repositories")
         return
-    show.table(
-        strategies,
+    show.table(  # figures to a tenth and the long "decided by" last: every column fits 1440 px
+        strategies.assign(
+            median_branch_life_hours=strategies["median_branch_life_hours"].map(show.in_hours),
+            merges_per_day=pd.to_numeric(strategies["merges_per_day"]).round(1),
+        ),
         columns={
             "service": "service",
             "strategy": "strategy",
-            "decided_by": "decided by",
             "median_branch_life_hours": "median branch life (h)",
             "merges_per_day": "merges per working day",
             "active_branches": "active branches",
             "default_share": "feature work into default",
             "environment_branches": "environment branches",
             "release_branches": "release branches",
+            "decided_by": "decided by",
         },
         key="branch-strategies",
     )
@@ -73,23 +77,54 @@ if counts.empty:
 else:
     show.chart(charts.bars(counts, "policy", "violations", "severity"), key="by-policy")
 
+
+def rows_link(violation: pd.Series) -> str | None:
+    """The rows behind a violation, from its structured columns (never its subject's text): the
+    Deployments list of its service in its environment on the day it occurred, or, without an
+    environment (merges, pushes, branches), the Pipelines list of its service that day."""
+    if pd.isna(violation["service"]):
+        return None
+    day = drill.period_reaching(view.scope, violation["occurred_at"], violation["occurred_at"])
+    if pd.isna(violation["environment"]):
+        return drill.row_link("pipelines", service=[violation["service"]], period=day)
+    return drill.row_link(
+        "deployments", service=[violation["service"]], env=violation["environment"], period=day
+    )
+
+
 st.subheader("Violations")
-show.table(
-    shown,
-    links={"url": "object"},
-    columns={
-        "occurred_at": "happened",
-        "first_seen_at": "found",
-        "policy": "policy",
-        "severity": "severity",
-        "service": "service",
-        "environment": "environment",
-        "message": "what to do",
-        "resolved_at": "resolved",
-        "new": "new",
-    },
-    key="violations",
-)
+# the long "what to do" last, so that the short columns and the links fit at 1440 px
+COLUMNS = {
+    "occurred_at": "happened (UTC)",
+    "first_seen_at": "found (UTC)",
+    "policy": "policy",
+    "severity": "severity",
+    "service": "service",
+    "environment": "environment",
+    "rows_url": "rows",
+    "url": "object",
+    "resolved_at": "resolved (UTC)",
+    "new": "new",
+    "message": "what to do",
+}
+table = shown.assign(rows_url=[rows_link(v) for _, v in shown.iterrows()])
+for moment in ("occurred_at", "first_seen_at", "resolved_at"):
+    table[moment] = pd.to_datetime(table[moment], utc=True).dt.strftime("%Y-%m-%d %H:%M")
+with st.container(key="violations"):  # the key names the table (tests find it by the key)
+    st.dataframe(
+        table[list(COLUMNS)],
+        hide_index=True,
+        column_config={
+            **COLUMNS,
+            "rows_url": st.column_config.LinkColumn(
+                "rows",
+                display_text="list",
+                help="The deployments of its service and environment on the day it happened "
+                "(without an environment: its service's pipelines that day).",
+            ),
+            "url": st.column_config.LinkColumn("object", display_text="open"),
+        },
+    )
 st.download_button(
     "Download CSV",
     shown.to_csv(index=False).encode(),
