@@ -694,10 +694,13 @@ def test_environment_and_policy_rows_lead_to_the_deployments_behind_them(
         if expected_page == "deployments_list":
             assert at.selectbox(key="env").value == v["environment"]
             # the list holds the deployments of that service and environment on that day
-            since, until = state.period_of(
-                date.fromisoformat(day), date.fromisoformat(day), SCOPE.timezone
+            scope = state.period_of(
+                date.fromisoformat(day),
+                date.fromisoformat(day),
+                SCOPE.timezone,
+                services=(v["service"],),
+                environment=v["environment"],
             )
-            scope = Scope(since, until, (), (v["service"],), v["environment"], SCOPE.timezone)
             rows = data.drill_page("deployments", findings_url, scope, drill.ListFilters(), PAGE)
             shown = frame(at, "deployments-list") if len(rows[0]) else pd.DataFrame()
             assert len(shown) == len(rows[0])
