@@ -83,7 +83,8 @@ def _rows(result: Any, kind: type[R]) -> list[R]:
     return [kind(**row._mapping) for row in result]
 
 
-def _chain_in_scope(scope: Scope, query: Any) -> Any:
+def scoped_chain(scope: Scope, query: Any) -> Any:
+    """`query` over deployment_chain restricted to the scope (services, teams, environment, period)."""
     query = scope.owned(query, DeploymentChain.service_id)
     if scope.environment is not None:
         query = query.join(Environment, Environment.id == DeploymentChain.environment_id).where(
@@ -95,7 +96,7 @@ def _chain_in_scope(scope: Scope, query: Any) -> Any:
 
 
 def deployments(conn: Connection, scope: Scope, rules: FailureRules) -> list[DeploymentRow]:
-    query = _chain_in_scope(
+    query = scoped_chain(
         scope,
         select(
             Service.name.label("service"),
@@ -152,7 +153,7 @@ def _mark_rework(
 
 
 def changes(conn: Connection, scope: Scope) -> list[ChangeRow]:
-    query = _chain_in_scope(
+    query = scoped_chain(
         scope,
         select(
             Service.name.label("service"),
@@ -179,7 +180,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
         .scalar_subquery()
     )
     changes = (  # used three times, so materialised (SQLite and PostgreSQL do so by default)
-        _chain_in_scope(
+        scoped_chain(
             scope,
             select(
                 Service.name.label("service"),

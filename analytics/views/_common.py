@@ -1,4 +1,4 @@
-"""Helpers shared by the views: rows as dicts, the scope's deployment chain, GitLab links."""
+"""Helpers shared by the views: rows as dicts, GitLab links."""
 
 from __future__ import annotations
 
@@ -8,30 +8,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float
 from sqlalchemy.ext.compiler import compiles
 
-from analytics.scope import Scope
-from warehouse.schema import (
-    DeploymentChain,
-    Environment,
-)
-
 Window = tuple[datetime, datetime]
 
 
 def as_dicts(result: Any) -> list[dict[str, Any]]:
     """The rows of a result as dicts keyed by column label."""
     return [dict(r._mapping) for r in result]
-
-
-def scoped_chain(scope: Scope, query: Any) -> Any:
-    """`query` over deployment_chain restricted to the scope (services, teams, environment, period)."""
-    query = scope.owned(query, DeploymentChain.service_id)
-    if scope.environment is not None:
-        query = query.join(Environment, Environment.id == DeploymentChain.environment_id).where(
-            Environment.name == scope.environment
-        )
-    else:
-        query = query.where(DeploymentChain.is_production)
-    return query.where(scope.period(DeploymentChain.finished_at))
 
 
 FAILURE_REASONS = ("incident", "rollback", "hotfix")  # the columns of change_failure, in order

@@ -12,13 +12,13 @@ from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
 from analytics.rows import lead_time_hours
 from analytics.scope import Scope, UnknownName, unknown_names
+from analytics.selects import scoped_chain
 from analytics.views._common import (
     Seconds,
     Window,
     as_dicts,
     commit_url,
     failure_reasons,
-    scoped_chain,
 )
 from warehouse.schema import (
     ChangeFailure,

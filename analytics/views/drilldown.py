@@ -26,7 +26,8 @@ from sqlalchemy import Connection, and_, func, or_, select
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
 from analytics.scope import Scope
-from analytics.views._common import Seconds, as_dicts, failure_reasons, scoped_chain
+from analytics.selects import scoped_chain
+from analytics.views._common import Seconds, as_dicts, failure_reasons
 from analytics.views.delivery import describe_changes
 from warehouse.schema import (
     ChangeFailure,
