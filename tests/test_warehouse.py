@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,7 +18,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 from tests.conftest import postgres_url, require_postgres
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.engine import make_engine, normalise_url
-from warehouse.migrate import current_revision, head_revision, upgrade
+from warehouse.migrate import HEAD, current_revision, head_revision, upgrade
 from warehouse.raw import Raw, iter_raw, payload_hash, store_raw
 from warehouse.schema import (
     Branch,
@@ -81,6 +83,26 @@ def test_upgrade_twice_changes_nothing(empty_engine: Engine) -> None:
     assert set(inspect(empty_engine).get_table_names()) == tables
     assert current_revision(empty_engine) == head_revision()
     assert set(metadata.tables) <= tables
+
+
+def test_head_names_the_newest_migration() -> None:
+    """`warehouse.migrate.HEAD` (the fast path's answer) is the scripts' head: a new migration
+    moves it."""
+    assert head_revision() == HEAD
+
+
+def test_opening_a_warehouse_at_head_imports_no_alembic(tmp_path: Path) -> None:
+    """At head, opening reads the version row and nothing else; an empty one is migrated."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    program = (
+        "import sys; from warehouse.engine import open_warehouse; "
+        f"open_warehouse({url!r}); print('alembic' in sys.modules)"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert [r.stdout.strip() for r in runs] == ["True", "False"]  # migrated, then at head
 
 
 def test_every_table_has_a_natural_key() -> None:
