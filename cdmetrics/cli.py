@@ -40,11 +40,13 @@ from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
 from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
 
 GLOBAL_OPTIONS = ("--warehouse", "-w", "--config", "-c")
+GLOBAL_FLAGS = ("--verbose", "-v", "-vv")  # no subcommand has an option of these names
 
 
 def hoist_global_options(args: list[str]) -> list[str]:
-    """`args` with `--warehouse`/`--config` (and their values) moved before the subcommand, so
-    they work on either side of it (`cdmetrics demo --warehouse X`); `--` ends the search."""
+    """`args` with `--warehouse`/`--config` (and their values) and `-v`/`--verbose` moved before
+    the subcommand, so they work on either side of it (`cdmetrics demo --warehouse X -v`); `--`
+    ends the search."""
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -57,7 +59,8 @@ def hoist_global_options(args: list[str]) -> list[str]:
             front += args[i : i + 2]
             i += 2
             continue
-        (front if arg.startswith(("--warehouse=", "--config=")) else rest).append(arg)
+        global_option = arg in GLOBAL_FLAGS or arg.startswith(("--warehouse=", "--config="))
+        (front if global_option else rest).append(arg)
         i += 1
     return front + rest
 

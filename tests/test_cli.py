@@ -56,6 +56,17 @@ def test_db_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "w.db").read_bytes() == before
 
 
+def test_global_options_work_after_the_subcommand(tmp_path: Path) -> None:
+    """`-v` and `--warehouse` after the subcommand act as they do before it."""
+    quiet = run(tmp_path, "db", "upgrade", "--warehouse", "sqlite:///quiet.db")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "upgrading warehouse" not in quiet.stderr
+    told = run(tmp_path, "db", "upgrade", "--warehouse", "sqlite:///told.db", "-v")
+    assert told.returncode == 0, told.stderr
+    assert "upgrading warehouse from empty" in told.stderr
+    assert (tmp_path / "told.db").exists()
+
+
 @pytest.mark.parametrize(
     ("config", "env", "named"),
     [
