@@ -136,6 +136,11 @@ class GitLabStream:
         raise NotImplementedError
 
 
+def _is_id(value: Any) -> bool:
+    """Whether `value` can name an item in a detail call (GitLab's ids and iids are integers)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _stamp(value: Any) -> str | None:
     parsed = norm.parse_time(value, "version") if value else None
     return parsed.isoformat() if parsed else None
@@ -173,6 +178,8 @@ class MergeRequests(GitLabStream):
     version_table = MergeRequest.__table__
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects the item
+            return {"item": item, "commits": [], "approvals": {}, "notes": []}
         mr = project.mergerequests.get(item["iid"], lazy=True)
         notes: list[Payload] = []
         if (
@@ -216,6 +223,8 @@ class Pipelines(GitLabStream):
     version_table = Pipeline.__table__
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        if not _is_id(item.get("id")):  # a GET of /pipelines/None would read as "deleted since"
+            return {"item": item, "jobs": [], "test_report_summary": None}
         pipeline = project.pipelines.get(item["id"])
         detail = attrs(pipeline)
         jobs = [

@@ -315,24 +315,32 @@ def test_500_storm_is_retried_then_reported_with_the_url(tiny: Sandbox, tmp_path
 
 def test_malformed_items_are_kept_counted_and_the_sync_completes(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
     service = tiny.org.services[0]
-    mr = service.merge_requests[0]
+    mr, no_iid = service.merge_requests[:2]
     sha = next(iter(service.commits))
+    pipeline = service.pipelines[0]
     tiny.gitlab.corrupt("merge_request", mr.id, "created_at", "yesterday-ish")
+    tiny.gitlab.corrupt("merge_request", no_iid.id, "iid", DELETE)  # no detail call can name it
     tiny.gitlab.corrupt("commit", sha, "id", DELETE)
+    tiny.gitlab.corrupt("pipeline", pipeline.id, "id", DELETE)
     engine = fresh_sqlite(tmp_path, "w.db")
     summary = sync(tiny, engine)
     assert summary.ok
-    assert summary.rejected == 2
+    assert summary.rejected == 4
     with engine.connect() as conn:
         rejected = conn.execute(select(RawPayload).where(RawPayload.rejected)).all()
     reasons = sorted(r.error for r in rejected)
-    assert len(rejected) == 2
-    assert any("created_at" in r for r in reasons) and any("id" in r for r in reasons)
+    assert len(rejected) == 4
+    assert reasons == [
+        "commit: missing id",
+        "merge_request: bad timestamp in created_at: 'yesterday-ish'",
+        "merge_request: missing iid",
+        "pipeline: missing id",
+    ]
     expected = truth.counts(tiny.org)
     counts = table_counts(engine)
-    assert counts["merge_request"] == expected["merge_request"] - 1
+    assert counts["merge_request"] == expected["merge_request"] - 2
     assert counts["commit"] == expected["commit"] - 1
-    assert counts["pipeline"] == expected["pipeline"]
+    assert counts["pipeline"] == expected["pipeline"] - 1
 
 
 def test_simulator_timestamps_match_gitlab_form() -> None:
