@@ -41,7 +41,6 @@ from analytics.views.delivery import name_problems
 from config.settings import PoliciesSettings
 from warehouse.schema import (
     Environment,
-    ImageTag,
     Repo,
     Service,
 )
@@ -146,18 +145,11 @@ def evaluate(
 def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason]) -> str | None:
     """The digest of an image reference (a tag through its history), with unpinned-image and
     moved-tag warnings."""
-    if "@" in image:
-        return image.split("@", 1)[1]
-    if image.startswith("sha256:"):
-        return image
-    repository, _, tag = image.rpartition(":")
-    if not repository or "/" in tag:
-        repository, tag = image, "latest"
-    history = conn.execute(
-        select(ImageTag.digest, ImageTag.seen_at)
-        .where(ImageTag.repository == repository, ImageTag.tag == tag, ImageTag.seen_at <= now)
-        .order_by(ImageTag.seen_at)
-    ).all()
+    tag = moved_tag.tag_of(image)
+    if tag is None:
+        return image.split("@", 1)[1] if "@" in image else image
+    repository, name = tag
+    history = moved_tag.histories(conn, [tag], now).get(tag, [])
     if not history:
         reasons.append(
             Reason(
@@ -167,16 +159,17 @@ def _resolve(conn: Connection, image: str, now: datetime, reasons: list[Reason])
             )
         )
         return None
-    if len({d for d, _ in history}) > 1:
+    current = history[-1]
+    if moved_tag.moved(history):
         reasons.append(
             Reason(
                 moved_tag.ID,
                 moved_tag.SEVERITY,
-                f"tag {tag} of {repository} pointed to {len({d for d, _ in history})} digests over "
-                f"time; resolved to {history[-1][0]} — deploy by digest to be sure",
+                f"tag {name} of {repository} pointed to {len(set(history))} digests over "
+                f"time; resolved to {current} — deploy by digest to be sure",
             )
         )
-    return str(history[-1][0])
+    return current
 
 
 def _untested(

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from analytics.gate import CannotDecide, evaluate
-from analytics.policies import scan
+from analytics.policies import moved_tag, scan
 from config.settings import PoliciesSettings
 from tests.analytics_world import World, at
 from warehouse.schema import Image, ImageTag
@@ -95,6 +95,31 @@ def test_a_tag_is_resolved_and_a_moved_tag_is_warned(world: World) -> None:
     moved = gate(world, f"{REPO}:latest")
     assert moved.decision == "allow" and moved.digest == "sha256:b"
     assert [r.policy for r in moved.reasons] == ["moved-tag"]
+
+
+def test_the_gate_and_the_scan_read_a_tag_reference_alike() -> None:
+    """One parser of image references for moved-tag in the gate and in the scan."""
+    assert moved_tag.tag_of(f"{REPO}@sha256:a") is None
+    assert moved_tag.tag_of("sha256:a") is None
+    assert moved_tag.tag_of("registry:5000/team/app") == ("registry:5000/team/app", "latest")
+    assert moved_tag.tag_of("registry:5000/team/app:1.2") == ("registry:5000/team/app", "1.2")
+    assert moved_tag.moved(["sha256:a", "sha256:b", "sha256:a"])
+    assert not moved_tag.moved(["sha256:a", "sha256:a"])
+
+
+def test_a_tag_that_moves_after_the_decision_was_not_moved_then(world: World) -> None:
+    world.add(
+        ImageTag,
+        [
+            {"repository": REPO, "tag": "rc", "digest": "sha256:a", "seen_at": at(0)},
+            {"repository": REPO, "tag": "rc", "digest": "sha256:b", "seen_at": at(5)},
+        ],
+    )
+    with world.engine.connect() as conn:
+        before = moved_tag.histories(conn, [(REPO, "rc")], at(1))
+        after = moved_tag.histories(conn, [(REPO, "rc")], at(5))
+    assert before == {(REPO, "rc"): ["sha256:a"]}
+    assert after == {(REPO, "rc"): ["sha256:a", "sha256:b"]}
 
 
 def test_an_unknown_tag_cannot_be_shown_tested(world: World) -> None:
