@@ -35,11 +35,17 @@ from warehouse.schema import (
     DeploymentChange,
     DeriveState,
     Environment,
+    Image,
+    ImageRepository,
+    ImageTag,
     Incident,
     MergeRequest,
     MrCommit,
+    ObservedWorkload,
+    Pipeline,
     Service,
 )
+from warehouse.statistics import analyze
 from warehouse.upsert import upsert
 
 log = logging.getLogger(__name__)
@@ -168,6 +174,30 @@ class CommitGraph:
         return found, reached
 
 
+# what derive (and the image resolution it starts with) reads: their statistics are refreshed first
+DERIVE_READS = tuple(
+    t.__tablename__
+    for t in (
+        Commit,
+        CommitParent,
+        Deployment,
+        DeploymentChain,
+        DeploymentChange,
+        ChangeFailure,
+        Environment,
+        Image,
+        ImageRepository,
+        ImageTag,
+        Incident,
+        MergeRequest,
+        MrCommit,
+        ObservedWorkload,
+        Pipeline,
+        Service,
+    )
+)
+
+
 def derive(
     engine: Engine,
     rules: FailureRules | None = None,
@@ -181,6 +211,7 @@ def derive(
     summary = DeriveSummary()
     start = time.perf_counter()
     started_at = datetime.now(UTC)
+    analyze(engine, DERIVE_READS)  # fresh planner statistics for what a sync just wrote
     with engine.begin() as conn:
         if full:
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
