@@ -4,7 +4,7 @@ queue time, default-branch red time and failing tests (docs/METRICS.md#build-hea
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from analytics import stats
@@ -41,12 +41,15 @@ def _red_share(data: ScopeData) -> float | None:
     for r in data.pipelines:
         if r.default_branch and r.status in ("success", "failed"):
             by_repo[r.repo_id].append(r)
-    red = total = 0.0
+    # Spans add up as timedeltas (exact integers), so the share does not depend on the order the
+    # database returned rows in; of pipelines finishing at the same moment the failed one counts
+    # as the latest.
+    red = total = timedelta(0)
     for rows in by_repo.values():
-        rows.sort(key=lambda r: r.at)
+        rows.sort(key=lambda r: (r.at, r.status == "failed"))
         for current, following in zip(rows, [*rows[1:], None], strict=True):
             end: datetime = following.at if following else data.scope.until
-            span = (end - current.at).total_seconds()
+            span = end - current.at
             total += span
             if current.status == "failed":
                 red += span
