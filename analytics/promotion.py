@@ -11,7 +11,7 @@ manifests (`revisions`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
@@ -29,8 +29,30 @@ class Run(NamedTuple):
     revision: str | None
 
 
-# (service id, environment) -> the service's successful application deployments there
-Runs = Mapping[tuple[int, str], list[Run]]
+class Runs:
+    """The successful application deployments of some services to some environments, indexed so
+    that asking about one deployment costs a lookup, not a pass over every run of its service
+    (the scan asks once per deployment in its period)."""
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[int, str, str], datetime] = {}
+        self._by_revision: dict[tuple[int, str, str], list[Run]] = defaultdict(list)
+
+    def add(self, service_id: int, environment: str, run: Run) -> None:
+        key = (service_id, environment, run.image)
+        if key not in self._first or run.finished < self._first[key]:
+            self._first[key] = run.finished
+        if run.revision is not None:
+            self._by_revision[(service_id, environment, run.revision)].append(run)
+
+    def ran(self, service_id: int, environment: str, image: str, by: datetime) -> bool:
+        """Whether `image` had a successful deployment to `environment` finished by `by`."""
+        first = self._first.get((service_id, environment, image))
+        return first is not None and first <= by
+
+    def of_revision(self, service_id: int, environment: str, revision: str) -> list[Run]:
+        """The runs in `environment` of images built from `revision`."""
+        return self._by_revision.get((service_id, environment, revision), [])
 
 
 def stage_name(environment: str, position: int | None, path: Sequence[str]) -> str:
@@ -88,10 +110,10 @@ def revisions(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]
 
 def successful_runs(
     conn: Connection, service_ids: Iterable[int], environments: Iterable[str]
-) -> dict[tuple[int, str], list[Run]]:
-    """(service id, environment) -> the successful application deployments of those services to
-    those environments (image and commit as in the module docstring)."""
-    out: dict[tuple[int, str], list[Run]] = defaultdict(list)
+) -> Runs:
+    """The successful application deployments of those services to those environments (image and
+    commit as in the module docstring)."""
+    out = Runs()
     ids, envs = set(service_ids), list(environments)
     if not ids or not envs:
         return out
@@ -117,5 +139,5 @@ def successful_runs(
     for service_id, env, digest, sha, finished in rows:
         if service_id is not None and finished is not None:
             image = images[digest] if digest else f"commit:{sha}"
-            out[(service_id, env)].append(Run(image, finished, commits.get(digest or "")))
+            out.add(service_id, env, Run(image, finished, commits.get(digest or "")))
     return out

@@ -109,8 +109,9 @@ def of_merge_request(policy: str, severity: str, mr: Any, message: str) -> Viola
     )
 
 
-def merged(conn: Connection, scan: Scan) -> list[Any]:
-    """Merge requests merged in the scan's period, with their service."""
+def merged(conn: Connection, scan: Scan, *columns: Any) -> list[Any]:
+    """Merge requests merged in the scan's period, with their service (and `columns`, e.g. a
+    correlated subquery about each merge request, so a policy makes one query, not one per MR)."""
     return list(
         conn.execute(
             select(
@@ -121,6 +122,7 @@ def merged(conn: Connection, scan: Scan) -> list[Any]:
                 MergeRequest.approvals,
                 MergeRequest.web_url,
                 Service.name.label("service"),
+                *columns,
             )
             .join(Service, Service.repo_id == MergeRequest.repo_id)
             .where(

@@ -34,8 +34,8 @@ def rebuilt_from(
         return None
     others = sorted(
         r.image
-        for r in runs.get((service_id, upstream), [])
-        if r.revision == revision and r.image != image and r.finished <= before
+        for r in runs.of_revision(service_id, upstream, revision)
+        if r.image != image and r.finished <= before
     )
     return others[0] if others else None
 

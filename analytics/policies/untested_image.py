@@ -36,10 +36,7 @@ def skipped_environments(
     return [
         upstream
         for upstream in upstream_of(environment, path, params.require)
-        if not any(
-            r.image == image and r.finished <= start - soak
-            for r in runs.get((service_id, upstream), [])
-        )
+        if not runs.ran(service_id, upstream, image, start - soak)
     ]
 
 
