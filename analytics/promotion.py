@@ -15,10 +15,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, func, or_, select
+from sqlalchemy.orm import aliased
 
 from analytics.observed import canonical
 from warehouse.schema import Deployment, Environment, Image
+
+CHUNK = 2000  # values in one IN list (SQLite allows 32,766 variables in a statement)
 
 
 class Run(NamedTuple):
@@ -108,24 +111,48 @@ def revisions(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]
     return {d: c for d, image in images.items() if (c := commits[image])}
 
 
+def built_from(conn: Connection, commits: Iterable[str]) -> set[str]:
+    """The images (index digests, as `canonical` names them) with an index or a platform manifest
+    built from one of `commits`: every image `revisions` may give one of them, and maybe more."""
+    wanted, out = sorted(set(commits)), set[str]()
+    for start in range(0, len(wanted), CHUNK):
+        out.update(
+            conn.scalars(
+                select(func.coalesce(Image.index_digest, Image.digest)).where(
+                    Image.revision.in_(wanted[start : start + CHUNK])
+                )
+            )
+        )
+    return out
+
+
 def successful_runs(
-    conn: Connection, service_ids: Iterable[int], environments: Iterable[str]
+    conn: Connection,
+    service_ids: Iterable[int],
+    environments: Iterable[str],
+    images: Iterable[str] | None = None,
 ) -> Runs:
     """The successful application deployments of those services to those environments (image and
-    commit as in the module docstring)."""
+    commit as in the module docstring); only those of `images` (digests as `canonical` names
+    them, or `commit:<sha>`) when given, so a scan reads the runs that can answer it rather than
+    every run of its services."""
     out = Runs()
     ids, envs = set(service_ids), list(environments)
     if not ids or not envs:
         return out
-    rows = conn.execute(
+    platform = aliased(Image)
+    image = func.coalesce(platform.index_digest, Deployment.image_digest)  # `canonical`, joined
+    query = (
         select(
             Deployment.service_id,
             Environment.name,
             Deployment.image_digest,
+            image,
             Deployment.sha,
             Deployment.finished_at,
         )
         .join(Environment, Environment.id == Deployment.environment_id)
+        .outerjoin(platform, platform.digest == Deployment.image_digest)
         .where(
             Deployment.status == "success",
             Deployment.kind == "app",
@@ -133,11 +160,14 @@ def successful_runs(
             Environment.name.in_(envs),
             Deployment.service_id.in_(ids),
         )
-    ).all()
-    digests = {r.image_digest for r in rows if r.image_digest}
-    images, commits = canonical(conn, digests), revisions(conn, digests)
-    for service_id, env, digest, sha, finished in rows:
+    )
+    rows = conn.execute(query).all()
+    if images is not None:
+        wanted = set(images)
+        rows = [r for r in rows if (r[3] if r.image_digest else f"commit:{r.sha}") in wanted]
+    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest})
+    for service_id, env, digest, canonical_digest, sha, finished in rows:
         if service_id is not None and finished is not None:
-            image = images[digest] if digest else f"commit:{sha}"
-            out.add(service_id, env, Run(image, finished, commits.get(digest or "")))
+            name = canonical_digest if digest else f"commit:{sha}"
+            out.add(service_id, env, Run(name, finished, commits.get(digest or "")))
     return out

@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from analytics.observed import canonical
 from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
-from analytics.promotion import Runs, revisions, successful_runs, upstream_of
+from analytics.promotion import Runs, built_from, revisions, successful_runs, upstream_of
 from config.settings import PolicySettings
 
 ID = "rebuilt-image"
@@ -55,7 +55,8 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     found = [d for d in deployments(conn, scan, path[1:]) if d.image_digest]
     digests = {d.image_digest for d in found}
     images, commits = canonical(conn, digests), revisions(conn, digests)
-    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1])
+    candidates = built_from(conn, commits.values())
+    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1], candidates)
     violations = []
     for d in found:
         upstream, image = upstream_of(d.stage, path, "previous")[0], images[d.image_digest]

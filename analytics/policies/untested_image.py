@@ -56,10 +56,13 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     params, path = scan.params.untested_image, scan.promotion_path
     found = [d for d in deployments(conn, scan, path[1:]) if d.kind == "app"]
     images = canonical(conn, [d.image_digest for d in found if d.image_digest])
-    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1])
+    image_of = {
+        d.id: images[d.image_digest] if d.image_digest else f"commit:{d.sha}" for d in found
+    }
+    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1], image_of.values())
     violations = []
     for d in found:
-        image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
+        image = image_of[d.id]
         skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             violations.append(
