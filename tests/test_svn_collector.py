@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,11 +20,12 @@ from sqlalchemy import Engine, func, select
 
 import collectors.svn as svn_module
 from collectors.frame import SyncOptions
+from collectors.git import GitCollector
 from collectors.svn import SvnCollector
 from collectors.svn_log import new_ranges, parse_log, parse_mergeinfo
 from collectors.svn_normalize import History, locate
 from collectors.sync import SourceSummary
-from config.settings import Settings, SvnSource
+from config.settings import GitSource, Settings, SvnSource
 from sandbox.svn_repo import PASSWORD, USER, SvnRepository, SvnTruth, start_repository
 from warehouse.schema import Branch, Commit, CommitParent, RawPayload, Repo, Service, SyncState
 
@@ -293,3 +295,63 @@ def test_mergeinfo_ranges() -> None:
     assert merged == {"/branches/a": [(4, 5), (7, 7), (9, 12)]}
     assert new_ranges([(4, 12)], [(4, 5), (9, 10)]) == [(6, 8), (11, 12)]
     assert new_ranges([(4, 5)], [(1, 9)]) == []
+
+
+# --- the git-svn route: a `git svn clone` mirror read by the git collector --------------------
+
+
+@pytest.mark.skipif(
+    subprocess.run(["git", "svn", "--version"], capture_output=True).returncode != 0,
+    reason="needs Debian's git-svn (make install adds it)",
+)
+def test_a_git_svn_mirror_gives_revisions_branches_and_tags(
+    engine: Engine, served: SvnRepository, tmp_path: Path
+) -> None:
+    mirror = tmp_path / "mirror"
+    subprocess.run(
+        ["git", "svn", "clone", "-q", "--stdlayout", served.file_url, str(mirror)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    source = GitSource(name="mirror", path=str(mirror))
+    summary = GitCollector(source, SyncOptions(Settings(), engine)).sync()
+    assert summary.ok, summary.errors
+    truth = served.truth()
+    with engine.connect() as conn:
+        commits = {
+            sha: (revision, line, merge)
+            for sha, revision, line, merge in conn.execute(
+                select(Commit.sha, Commit.svn_revision, Commit.svn_line, Commit.is_merge)
+            )
+        }
+        revision_of = {sha: found[0] for sha, found in commits.items()}
+        parents = {
+            (revision_of[sha], revision_of[parent], position)
+            for sha, parent, position in conn.execute(
+                select(CommitParent.sha, CommitParent.parent_sha, CommitParent.position)
+            )
+        }
+        branches = {
+            name: (revision_of[head], default)
+            for name, head, default in conn.execute(
+                select(Branch.name, Branch.head_sha, Branch.is_default)
+            )
+        }
+        tags = {
+            p["name"]: revision_of[p["target"]]
+            for p in conn.execute(
+                select(RawPayload.payload).where(RawPayload.stream == "tags")
+            ).scalars()
+        }
+    # every revision but r15 (a branch deletion: git-svn makes no commit of it)
+    by_revision = {revision: (line, merge) for revision, line, merge in commits.values()}
+    assert set(by_revision) == set(range(1, 21)) - {15}
+    assert all(by_revision[r][0] == truth.commits[f"r{r}"]["line"] for r in by_revision)
+    assert parents == {(int(s[1:]), int(p[1:]), i) for s, p, i in truth.parents if s != "r15"}
+    assert [r for r, (_, merge) in by_revision.items() if merge] == [8]
+    # branches from refs/remotes/origin/*: trunk the default; feature-login's ref outlives it
+    assert branches == {
+        "trunk": (19, True), "hotfix-1.0.1": (13, False), "experiment": (17, False),
+        "feature-login": (6, False),
+    }  # fmt: skip
+    # tags from refs/remotes/origin/tags/*: git-svn's commit of each tag's copy
+    assert tags == {"release-1.0": 9, "release-1.0.1": 14, "release-1.1": 20}
