@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,35 @@ def test_an_svn_revision_parameter_names_the_deployed_commit() -> None:
         revision=revision, env_parameter="ENV", image_parameter="IMAGE", schema_jobs="migrat",
     )  # fmt: skip
     assert (row["sha"], row["ref"]) == ("r19", "trunk")
+
+
+# --- the branch policies on Subversion lines (the existing policies, no copies) ---------------
+
+
+def test_branch_policies_see_subversion_lines(
+    synced: tuple[str, Path, dict[str, Any]], world: tuple[SvnRepository, str]
+) -> None:
+    from analytics.policies.run import scan
+
+    repo = world[0]
+    path = ["test", "staging", "production"]
+    november = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    engine = open_warehouse(synced[0])
+    try:
+        with engine.connect() as conn:
+            found = scan(conn, *november, path, only=["direct-push", "long-lived-branch"])
+            later = scan(conn, november[0], datetime(2026, 12, 10, tzinfo=UTC), path,
+                         only=["stale-branch"])  # fmt: skip
+    finally:
+        engine.dispose()
+    # every commit on trunk's first-parent line but its root: Subversion has no merge requests
+    pushed = {v.subject.rsplit(":", 1)[1] for v in found if v.policy == "direct-push"}
+    assert pushed == {f"r{n}" for n in (2, 3, 7, 8, 10, 11, 18, 19)}
+    # unmerged branches, aged by their first commit not on trunk (the merged and the deleted
+    # feature-login is neither); hotfix-1.0.1's first is the tag's copy r9 it was copied from
+    long_lived = {
+        v.subject.rsplit(":", 1)[1]: v.occurred_at for v in found if v.policy == "long-lived-branch"
+    }
+    week = timedelta(days=7)
+    assert long_lived == {"experiment": repo.date(16) + week, "hotfix-1.0.1": repo.date(9) + week}
+    assert {v.subject.rsplit(":", 1)[1] for v in later} == {"experiment", "hotfix-1.0.1"}
