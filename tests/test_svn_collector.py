@@ -355,3 +355,119 @@ def test_a_git_svn_mirror_gives_revisions_branches_and_tags(
     }  # fmt: skip
     # tags from refs/remotes/origin/tags/*: git-svn's commit of each tag's copy
     assert tags == {"release-1.0": 9, "release-1.0.1": 14, "release-1.1": 20}
+
+
+# --- layouts: a multi-project root, and a standard layout below the repository root ----------
+
+
+def _svn(*args: str) -> None:
+    subprocess.run(["svn", *args, "-q", "--non-interactive"], check=True, capture_output=True)
+
+
+@pytest.fixture
+def projects_root(tmp_path: Path) -> str:
+    """A repository with two projects, `/billing/...` and `/ledger/...`: r1 their layouts, r2 a
+    billing commit, r3 a ledger branch, r4 a commit touching both trunks."""
+    subprocess.run(["svnadmin", "create", str(tmp_path / "multi")], check=True)
+    url = (tmp_path / "multi").as_uri()
+    folders = [
+        f"{url}/{p}/{f}" for p in ("billing", "ledger") for f in ("trunk", "branches", "tags")
+    ]
+    _svn("mkdir", "--parents", "-m", "layouts", *folders)
+    wc = tmp_path / "wc"
+    _svn("checkout", url, str(wc))
+    (wc / "billing" / "trunk" / "a.txt").write_text("a\n")
+    _svn("add", str(wc / "billing" / "trunk" / "a.txt"))
+    _svn("commit", "-m", "billing work", str(wc))
+    _svn("copy", "-m", "ledger branch", f"{url}/ledger/trunk", f"{url}/ledger/branches/x")
+    _svn("update", str(wc))
+    for project in ("billing", "ledger"):
+        (wc / project / "trunk" / "b.txt").write_text("b\n")
+        _svn("add", str(wc / project / "trunk" / "b.txt"))
+    _svn("commit", "-m", "both", str(wc))
+    return url
+
+
+def test_a_multi_project_root_is_one_repository_per_project(
+    engine: Engine, projects_root: str
+) -> None:
+    src = SvnSource(
+        name="multi", url=projects_root, layout="projects",
+        projects={"billing": "billing-api", "ledger": "ledger"},
+    )  # fmt: skip
+    summary, _ = sync(engine, src)
+    assert summary.ok, summary.errors
+    with engine.connect() as conn:
+        repos = dict(conn.execute(select(Repo.path, Repo.id)).all())
+        commits = set(conn.execute(select(Repo.path, Commit.sha, Commit.svn_line).join(Repo)))
+        parents = set(
+            conn.execute(
+                select(Repo.path, CommitParent.sha, CommitParent.parent_sha).join(
+                    Repo, Repo.id == CommitParent.repo_id
+                )
+            )
+        )
+        services = dict(conn.execute(select(Service.name, Service.repo_id)).all())
+        branches = set(conn.execute(select(Repo.path, Branch.name, Branch.head_sha).join(Repo)))
+    assert set(repos) == {"billing", "ledger"}
+    assert services == {"billing-api": repos["billing"], "ledger": repos["ledger"]}
+    assert commits == {
+        ("billing", "r1", "trunk"), ("billing", "r2", "trunk"), ("billing", "r4", "trunk"),
+        ("ledger", "r1", "trunk"), ("ledger", "r3", "branches/x"), ("ledger", "r4", "trunk"),
+    }  # fmt: skip
+    assert parents == {
+        ("billing", "r2", "r1"), ("billing", "r4", "r2"), ("ledger", "r3", "r1"),
+        ("ledger", "r4", "r1"),
+    }  # fmt: skip
+    assert branches == {
+        ("billing", "trunk", "r4"), ("ledger", "trunk", "r4"), ("ledger", "x", "r3"),
+    }  # fmt: skip
+
+
+def test_a_standard_layout_below_the_root(engine: Engine, projects_root: str) -> None:
+    summary, collector = sync(engine, SvnSource(name="ledger", url=f"{projects_root}/ledger"))
+    assert summary.ok, summary.errors
+    with engine.connect() as conn:
+        commits = set(conn.execute(select(Commit.sha, Commit.svn_line)))
+        branches = set(conn.execute(select(Branch.name, Branch.head_sha)))
+    assert commits == {("r1", "trunk"), ("r3", "branches/x"), ("r4", "trunk")}
+    assert branches == {("trunk", "r4"), ("x", "r3")}
+    # a second sync reads from the last revision of this folder's history
+    summary, collector = sync(engine, SvnSource(name="ledger", url=f"{projects_root}/ledger"))
+    assert [c[1] for c in collector.svn.commands] == ["log"] and summary.rows == 0
+
+
+def test_a_revision_that_cannot_be_read_is_kept_and_counted(engine: Engine, tmp_path: Path) -> None:
+    """A repository loaded with `--bypass-prop-validation` (a migrated legacy one) may hold a
+    date that is not a date: that revision is kept raw with the reason and counted as rejected;
+    the sync goes on (the revision after it is on its line, from the one before)."""
+    subprocess.run(["svnadmin", "create", str(tmp_path / "made")], check=True)
+    url = (tmp_path / "made").as_uri()
+    _svn("mkdir", "-m", "layout", f"{url}/trunk")
+    _svn("mkdir", "-m", "two", f"{url}/trunk/a")
+    _svn("mkdir", "-m", "three", f"{url}/trunk/b")
+    dump = subprocess.run(
+        ["svnadmin", "dump", "-q", str(tmp_path / "made")], check=True, capture_output=True
+    ).stdout
+    key = b"svn:date\nV 27\n"
+    at = dump.index(key)
+    for _ in range(2):  # r0, r1: the third date is r2's
+        at = dump.index(key, at + 1)
+    at += len(key)
+    dump = dump[:at] + b"yesterday at noon, roughly." + dump[at + 27 :]
+    subprocess.run(["svnadmin", "create", str(tmp_path / "bad")], check=True)
+    subprocess.run(
+        ["svnadmin", "load", "-q", "--bypass-prop-validation", str(tmp_path / "bad")],
+        input=dump, check=True, capture_output=True,
+    )  # fmt: skip
+    summary, _ = sync(engine, SvnSource(name="bad", url=(tmp_path / "bad").as_uri()))
+    assert summary.ok, summary.errors
+    assert summary.rejected == 1
+    with engine.connect() as conn:
+        commits = set(conn.execute(select(Commit.sha)).scalars())
+        parents = set(conn.execute(select(CommitParent.sha, CommitParent.parent_sha)))
+        kept = conn.execute(
+            select(RawPayload.external_id, RawPayload.error).where(RawPayload.error.is_not(None))
+        ).all()
+    assert commits == {"r1", "r3"} and parents == {("r3", "r1")}
+    assert [k for k, _ in kept] == ["2"] and "bad timestamp in date" in kept[0][1]
