@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint format docs clean report-deps
+.PHONY: install demo test bench lint format docs clean report-deps svn-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,28 +14,39 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The weekly report's PDF (WeasyPrint) needs Debian's pango and harfbuzz-subset, and a font; its
-# tests read the PDF with poppler-utils (pdftotext, pdftoppm). Installed when missing and apt-get
-# is usable (root on Debian); elsewhere a note, and the PDF tests say why they skip.
-REPORT_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
-
-report-deps:
-	@missing=$$(for p in $(REPORT_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Debian packages the tests need, each installed when missing and apt-get is usable (root on
+# Debian); elsewhere a note, and the tests that need them say why they skip.
+define debian-packages
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "note: PDF reports need these Debian packages: $$missing"; \
+	    echo "note: $(2) need these Debian packages: $$missing"; \
 	  fi; \
 	fi
+endef
+
+# The weekly report's PDF (WeasyPrint) needs Debian's pango and harfbuzz-subset, and a font; its
+# tests read the PDF with poppler-utils (pdftotext, pdftoppm).
+REPORT_DEBS := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
+# The Subversion collector runs Debian's `svn` client; its tests build a repository with svnadmin
+# and serve it with svnserve (package subversion) and read a `git svn` mirror (git-svn).
+SVN_DEBS := subversion git-svn
+
+report-deps:
+	$(call debian-packages,$(REPORT_DEBS),PDF reports)
+
+svn-deps:
+	$(call debian-packages,$(SVN_DEBS),Subversion sources)
 
 demo: $(STAMP)
 	$(BIN)/cdmetrics demo --size demo
 
-test: $(STAMP) report-deps
+test: $(STAMP) report-deps svn-deps
 	$(BIN)/pytest
 
-bench: $(STAMP) report-deps
+bench: $(STAMP) report-deps svn-deps
 	$(BIN)/pytest -m bench -s -q -p no:randomly -n 0 tests/benchmarks
 
 lint: $(STAMP)

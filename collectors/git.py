@@ -47,6 +47,7 @@ from rich.progress import TaskID
 from sqlalchemy import Connection, Engine, delete, select
 
 from collectors.frame import Collector, SyncOptions
+from collectors.git_svn import mirror_prefix, mirror_view, svn_id
 from collectors.payload import RejectedPayload, parse_time, rejects
 from collectors.refs import Refs, ServiceRef
 from collectors.sync import Batch, SourceSummary, SyncRun
@@ -206,6 +207,8 @@ def parse_log(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
     in_message = False
     for line in lines:
         if in_message:
+            if current is not None and line.startswith(b"git-svn-id: "):
+                current.update(svn_id(line.rstrip(b"\n").rstrip(b"\0")) or {})
             in_message = not line.rstrip(b"\n").endswith(b"\0")
         elif line.startswith(b"\0"):
             if current is not None:
@@ -225,6 +228,7 @@ def _header(line: bytes) -> dict[str, Any]:
     fields = line[1:].rstrip(b"\n").rstrip(b"\0").decode("utf-8", "replace").split("\0", 6)
     payload: dict[str, Any] = dict(zip(HEADER, fields + [""] * (7 - len(fields)), strict=True))
     payload.update(parents=payload["parents"].split(), additions=None, deletions=None)
+    payload.update(svn_revision=None, svn_line=None)
     return payload
 
 
@@ -248,6 +252,8 @@ def normalize_commit(payload: dict[str, Any], repo_id: int, numstat: bool) -> tu
         "committed_at": parse_time(payload["committed_at"], "committed_at"),
         "title": payload["title"],
         "is_merge": len(payload["parents"]) > 1,
+        "svn_revision": payload.get("svn_revision"),  # git-svn (collectors.git_svn)
+        "svn_line": payload.get("svn_line"),
     }
     if numstat:
         row["additions"] = payload["additions"] or 0
@@ -352,12 +358,14 @@ class GitCollector(Collector[str]):
         except GitError as exc:
             run.fail("commits", self.location, self._unreadable(exc))
             return
-        default = default_branch(refs, head or None)
+        prefix = mirror_prefix(self.git.git_dir)  # a git-svn mirror: its remote refs
+        view = refs if prefix is None else mirror_view(refs, prefix)
+        default = default_branch(view, (head or None) if prefix is None else "refs/heads/trunk")
         repo_id = self._register(run, default)
         old = self._cursor(run)
         try:
             self._commits(run, repo_id, old.get("heads", {}), refs)
-            self._refs(run, repo_id, refs, default, old)
+            self._refs(run, repo_id, view, default, old)
         except GitError as exc:
             run.fail("commits", self.location, f"git source {self.source.name}: {exc}")
 

@@ -62,6 +62,7 @@ from warehouse.schema import (
     Pipeline,
     Repo,
     Service,
+    Source,
     SyncState,
     TestRun,
 )
@@ -78,7 +79,8 @@ BUILD_FIELDS = (
     "causes[_class,shortDescription,userId,userName,upstreamProject,upstreamBuild],"
     "lastBuiltRevision[SHA1,branch[SHA1,name]],remoteUrls,"
     "failCount,skipCount,totalCount,urlName,queuingDurationMillis,buildableDurationMillis],"
-    "changeSets[kind,items[commitId,timestamp,authorEmail,msg,author[fullName]]]"
+    "changeSets[kind,items[commitId,revision,timestamp,authorEmail,msg,author[fullName]],"
+    "revisions[module,revision]]"
 )
 TEST_TREE = "duration,failCount,passCount,skipCount,suites[name,duration,cases[status]]"
 
@@ -447,6 +449,15 @@ class Dimensions:
                 self._index(repo_id, path, norm.repo_key(web_url)[0] if web_url else "")
                 if source_id == self.source_id:
                     self.own.add(repo_id)
+            # Subversion repositories by their URL: a build's module URL is a folder below one
+            self.svn = [
+                (repo_id, *norm.repo_key(url))
+                for repo_id, url in conn.execute(
+                    select(Repo.id, Repo.external_id)
+                    .join(Source, Source.id == Repo.source_id)
+                    .where(Source.kind == "svn")
+                )
+            ]
             self.services = {
                 name: (sid, repo) for name, sid, repo in conn.execute(
                     select(Service.name, Service.id, Service.repo_id)
@@ -467,7 +478,17 @@ class Dimensions:
         host, path = norm.repo_key(url)
         candidates = self.by_path.get(path) or []
         best = min(candidates, key=lambda c: (c[0] in self.own, c[1] != host), default=None)
-        return best[0] if best else None
+        return best[0] if best else self._svn_repo(host, path)
+
+    def _svn_repo(self, host: str, path: str) -> int | None:
+        """The Subversion repository whose URL holds module `path` (the longest; the same host
+        first)."""
+        holding = [
+            (len(repo_path), repo_host == host, repo_id)
+            for repo_id, repo_host, repo_path in self.svn
+            if path.startswith(repo_path + "/") or path == repo_path
+        ]
+        return max(holding)[2] if holding else None
 
     def is_own_repo(self, repo_id: int) -> bool:
         return repo_id in self.own

@@ -21,6 +21,12 @@ Decisions where DESIGN.md is silent:
 - Git revisions: every git BuildData action of the build (`lastBuiltRevision.SHA1` and its first
   branch, `remoteUrls`); which one is the service's is the collector's choice (it knows the
   repositories). A branch name loses `refs/remotes/origin/`, `origin/` or `refs/heads/`.
+- Subversion revisions: a Subversion changelog (`hudson.scm.SubversionChangeLogSet`, or `kind`
+  "svn") names each checked-out module and its revision (`revisions: [{module, revision}]`);
+  each is a checkout of commit `r<revision>` (the Subversion collector's ids) whose branch is
+  the module's line (`trunk`; `x` of `branches/x` or `tags/x`). Without a changelog, the
+  `SVN_REVISION` (and `SVN_URL`) parameters name it. Changelog items of such a set are commits
+  `r<revision>`.
 - Deployments: the environment is the `ENV` parameter (config `env_parameter`; a deploy build
   without it is rejected); the image is the `IMAGE` parameter: `repo@sha256:...` gives the digest,
   resolution `explicit`; a tag is kept as `image_ref` for tag resolution (`none` until then). The
@@ -59,10 +65,11 @@ from warehouse.vocabulary import (
 __all__ = ["RejectedPayload"]
 
 BUILD_DATA = "hudson.plugins.git.util.BuildData"
+SVN_CHANGELOG = "hudson.scm.SubversionChangeLogSet"
 SHA_PARAMETERS = ("GIT_COMMIT", "COMMIT", "SHA", "GIT_SHA")
 REF_PARAMETERS = ("BRANCH", "GIT_BRANCH", "REF", "BRANCH_NAME")
 SCHEMA_PARAMETERS = ("SCHEMA_VERSION", "MIGRATION_VERSION", "DB_VERSION")  # as the webhooks read
-_SHA = re.compile(r"[0-9a-f]{7,64}")
+_SHA = re.compile(r"[0-9a-f]{7,64}|r[1-9][0-9]*")  # git, or a Subversion revision `r<n>`
 _BRANCH_PREFIXES = ("refs/remotes/origin/", "origin/", "refs/heads/")
 _STAGE_STATUS = {
     "FAILED": FAILED,
@@ -140,7 +147,7 @@ def _actions(build: Fields) -> list[Fields]:
 
 @rejects("build")
 def revisions(build: Payload) -> list[Revision]:
-    """Every git checkout of a build, in the order of its actions."""
+    """Every git checkout of a build, in the order of its actions, then its Subversion ones."""
     found = []
     for action in _actions(Fields(build)):
         if action.raw("_class") != BUILD_DATA and not action.has("lastBuiltRevision"):
@@ -153,6 +160,46 @@ def revisions(build: Payload) -> list[Revision]:
         branch = branches[0].string("name") if branches else None
         urls = tuple(str(u) for u in action.array("remoteUrls") if isinstance(u, str))
         found.append(Revision(urls, sha, branch))
+    return found + _svn_revisions(build)
+
+
+def _change_sets(f: Fields) -> list[Fields]:
+    """A build's changelogs: `changeSets` (pipelines), else `changeSet` (freestyle)."""
+    return f.objects("changeSets") or ([f.obj("changeSet")] if f.raw("changeSet") else [])
+
+
+def _is_svn(change_set: Fields) -> bool:
+    return change_set.raw("_class") == SVN_CHANGELOG or change_set.raw("kind") == "svn"
+
+
+def svn_line(module: str) -> str | None:
+    """The branch name of a Subversion module URL's line: `trunk`, `x` for `branches/x` and
+    `tags/x`; None when the URL names no line."""
+    parts = urlsplit(module).path.strip("/").split("/")
+    for i, part in enumerate(parts):
+        if part == "trunk":
+            return "trunk"
+        if part in ("branches", "tags") and i + 1 < len(parts):
+            return parts[i + 1]
+    return None
+
+
+def _svn_revisions(build: Payload) -> list[Revision]:
+    """The Subversion checkouts of a build: its changelogs' module revisions, else the
+    `SVN_REVISION` parameter (with `SVN_URL`)."""
+    f = Fields(build)
+    found = []
+    for change_set in filter(_is_svn, _change_sets(f)):
+        for info in change_set.objects("revisions"):
+            module, number = info.required("module"), info.integer("revision")
+            if number:
+                found.append(Revision((module,), f"r{number}", svn_line(module)))
+    params = _parameters(build)
+    given, url = params.get("SVN_REVISION"), params.get("SVN_URL")
+    if not found and isinstance(given, str | int) and str(given).isdigit() and int(given):
+        where = url if isinstance(url, str) and url else None
+        urls = (where,) if where else ()
+        found.append(Revision(urls, f"r{int(given)}", svn_line(where) if where else None))
     return found
 
 
@@ -208,12 +255,13 @@ def deployer(build: Payload) -> str | None:
 
 def change_commits(build: Payload) -> list[Row]:
     """The commits of a build's changelog: sha, author email, time and title."""
-    f = Fields(build)
-    sets = f.objects("changeSets") or ([f.obj("changeSet")] if f.raw("changeSet") else [])
     out = []
-    for change_set in sets:
+    for change_set in _change_sets(Fields(build)):
+        svn = _is_svn(change_set)
         for item in change_set.objects("items"):
             sha = item.string("commitId") or item.required("id")
+            if svn and (item.raw("revision") is not None or sha.isdigit()):
+                sha = f"r{item.integer('revision') or int(sha)}"
             message = item.string("msg") or (item.string("comment") or "").split("\n")[0]
             out.append(
                 {

@@ -17,6 +17,7 @@ from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.kubernetes import KubernetesCollector
 from collectors.registry import RegistryCollector
+from collectors.svn import SvnCollector
 from collectors.sync import SourceSummary
 from config.settings import Settings
 from warehouse.locks import DERIVE_LOCK, try_advisory_lock
@@ -25,10 +26,12 @@ from warehouse.sync_state import derived_after_last_finish, mark_derived
 
 log = logging.getLogger(__name__)
 # every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
-# earlier one registered (Jenkins' builds GitLab's repos; Kubernetes after the sources that name
-# services; registries last, label trust compares with the services' repositories)
+# earlier one registered (Jenkins' builds GitLab's repos and Subversion's `r<n>` commits; Kubernetes
+# after the sources that name services; registries last, label trust compares with the services'
+# repositories)
 KINDS: dict[str, type[Collector[Any]]] = {
     "gitlab": GitLabCollector,
+    "svn": SvnCollector,
     "jenkins": JenkinsCollector,
     "git": GitCollector,
     "kubernetes": KubernetesCollector,

@@ -207,6 +207,35 @@ class GitSource(SourceSettings):
     """Service the repository belongs to."""
 
 
+class SvnSource(SourceSettings):
+    url: str
+    """Repository URL: `svn://`, `http://`, `https://` or `file://` (its root, or the folder
+    holding the layout)."""
+    username_env: EnvName = ""
+    """Environment variable holding the user name ("" for anonymous access)."""
+    password_env: EnvName = ""
+    """Environment variable holding the password (passed to `svn` on stdin, never as an argument)."""
+    layout: Literal["standard", "projects"] = "standard"
+    """`standard`: `trunk`, `branches/*`, `tags/*` under `url`; `projects`: a multi-project
+    root, `/<project>/trunk`, `/<project>/branches/*`, `/<project>/tags/*`."""
+    service: str | None = None
+    """Service the repository belongs to (layout `standard`)."""
+    projects: dict[str, str] = Field(default_factory=dict)
+    """Layout `projects`: project folder -> service (a project not listed is still read, without
+    a service)."""
+    timeout_s: float = Field(600, gt=0)
+    """Seconds one `svn` command may run before the sync of the source fails."""
+
+    @field_validator("url")
+    @classmethod
+    def _svn_url(cls, value: str) -> str:
+        if not re.match(r"^(svn|svn\+ssh|https?|file)://", value):
+            raise ValueError(
+                f"{value!r} is not a Subversion URL; write svn://, svn+ssh://, http(s):// or file://"
+            )
+        return value.rstrip("/")
+
+
 class RegistrySource(SourceSettings):
     name: str = "registry"
     """Name of the source in the warehouse."""
@@ -243,6 +272,10 @@ class KubernetesSource(SourceSettings):
     """Objects per list request (`limit`; the rest follows with `continue`)."""
 
 
+# every `[[sources.<kind>]]` table (Sources' fields)
+SOURCE_KINDS = ("gitlab", "jenkins", "git", "svn", "registry", "kubernetes")
+
+
 class Sources(Section):
     gitlab: list[GitLabSource] = Field(default_factory=list)
     """GitLab instances (`[[sources.gitlab]]`)."""
@@ -250,6 +283,8 @@ class Sources(Section):
     """Jenkins controllers (`[[sources.jenkins]]`)."""
     git: list[GitSource] = Field(default_factory=list)
     """Plain git repositories (`[[sources.git]]`)."""
+    svn: list[SvnSource] = Field(default_factory=list)
+    """Subversion repositories (`[[sources.svn]]`)."""
     registry: list[RegistrySource] = Field(default_factory=list)
     """Container registries (`[[sources.registry]]`)."""
     kubernetes: list[KubernetesSource] = Field(default_factory=list)
@@ -664,7 +699,7 @@ def check_source_names(settings: Settings, path: Path) -> None:
     name is the source's key in the warehouse, so two would be merged into one silently."""
     seen: dict[str, str] = {}
     problems = []
-    for kind in ("gitlab", "jenkins", "git", "registry", "kubernetes"):
+    for kind in SOURCE_KINDS:
         for i, source in enumerate(getattr(settings.sources, kind)):
             key = f"sources.{kind}[{i}].name"
             if source.name in seen:
@@ -695,7 +730,7 @@ def check_secrets(settings: Settings, path: Path | None = None) -> None:
     """Raise ConfigError naming every `*_env` key of a source whose variable is unset or empty."""
     where = path or settings.path
     problems = []
-    for kind in ("gitlab", "jenkins", "git", "registry", "kubernetes"):
+    for kind in SOURCE_KINDS:
         for i, source in enumerate(getattr(settings.sources, kind)):
             for field, value in source:
                 if field.endswith("_env") and value and not os.environ.get(value):

@@ -393,7 +393,10 @@ def _time_in_queue(r: Renderer, b: JenkinsBuild) -> Exported:
 
 
 def change_sets(r: Renderer, job: JenkinsJob, b: JenkinsBuild) -> list[Exported]:
-    """The git plugin's changelog of a build (empty when it has no changes)."""
+    """The git plugin's changelog of a build (empty when it has no changes); the Subversion
+    plugin's for a Subversion checkout."""
+    if b.svn_module:
+        return [svn_change_set(b.svn_module, b)]
     s = r.services.get(job.service or "")
     if s is None or not b.changes:
         return []
@@ -421,3 +424,38 @@ def change_sets(r: Renderer, job: JenkinsJob, b: JenkinsBuild) -> list[Exported]
             )
         )
     return [Exported("hudson.plugins.git.GitChangeSetList", {"items": items, "kind": "git"})]
+
+
+def svn_change_set(module: str, b: JenkinsBuild) -> Exported:
+    """The Subversion plugin's changelog (`hudson.scm.SubversionChangeLogSet`): the module's
+    revision built and the revisions since the previous build (`LogEntry`, `revision` an int,
+    `commitId` its string)."""
+    items = [
+        Exported(
+            "hudson.scm.SubversionChangeLogSet$LogEntry",
+            {
+                "affectedPaths": ["src/app.py"],
+                "author": {"absoluteUrl": f"/user/{author}", "fullName": author},
+                "commitId": str(revision),
+                "timestamp": millis(date),
+                "date": date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "msg": message,
+                "paths": [{"editType": "edit", "file": "/trunk/src/app.py"}],
+                "revision": revision,
+                "user": author,
+            },
+        )
+        for revision, author, date, message in b.svn_changes
+    ]
+    revision = int(b.sha.removeprefix("r"))
+    return Exported(
+        "hudson.scm.SubversionChangeLogSet",
+        {
+            "items": items,
+            "kind": "svn",
+            "revisions": [
+                Exported("hudson.scm.SubversionChangeLogSet$RevisionInfo",
+                         {"module": module, "revision": revision})
+            ],
+        },
+    )  # fmt: skip

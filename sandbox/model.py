@@ -308,6 +308,10 @@ class JenkinsBuild:
     # when a declarative pipeline set its result while still building (post steps run on until
     # its finish); None: its result shows at its finish
     result_at: datetime | None = None
+    # a Subversion checkout (sandbox.svn_jenkins): the module URL built at revision `sha` (`r<n>`),
+    # and the changelog's revisions since the previous build: (revision, author, date, message)
+    svn_module: str | None = None
+    svn_changes: list[tuple[int, str, datetime, str]] = field(default_factory=list)
 
     @property
     def started_at(self) -> datetime:

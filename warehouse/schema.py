@@ -147,7 +147,11 @@ class Environment(Base):
 
 class Commit(Base):
     __tablename__ = "commit"
-    __table_args__ = (natural_key("repo_id", "sha"), Index("ix_commit_changed", "changed_at"))
+    __table_args__ = (
+        natural_key("repo_id", "sha"),
+        Index("ix_commit_changed", "changed_at"),
+        Index("ix_commit_svn_line", "repo_id", "svn_line", "svn_revision"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
     sha: Mapped[str] = mapped_column(Sha)
@@ -159,6 +163,10 @@ class Commit(Base):
     additions: Mapped[int | None]
     deletions: Mapped[int | None]
     is_merge: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Subversion: the revision (an `r<n>` commit, or a git-svn commit's `git-svn-id:`) and its line
+    # (`trunk`, `branches/<name>`, `tags/<name>`)
+    svn_revision: Mapped[int | None]
+    svn_line: Mapped[str | None] = mapped_column(Name)
     changed_at: Mapped[datetime | None] = changed()
 
 
