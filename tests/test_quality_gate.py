@@ -5,6 +5,10 @@ the gate; the rule's edge cases by name."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,3 +225,38 @@ def test_policy_settings_are_typed(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match="max_analysis_age_days"):
         PoliciesSettings.model_validate({"quality-gate-failed": {"max_analysis_age_days": 0}})
+
+
+def test_cdmetrics_gate_reports_the_quality_gate(world: World, tmp_path: Path) -> None:
+    """The CLI on the synced warehouse, now: a red-gated commit's image is denied with the
+    `quality_gate` block in JSON and a failing JUnit testcase."""
+    org, sonar, engine = world
+
+    def latest(s: Any, d: Any) -> Any:
+        mine = [a for a in sonar.analyses() if a.revision == d.sha and a.branch == s.default_branch]
+        return max(mine, key=lambda a: a.date)
+
+    red = [(s, d) for s, d in production_deployments(org) if d.id in sonar.red_deployed]
+    # a seeded red commit still red now (a later green analysis of the same commit would pass)
+    s, d = next((s, d) for s, d in red if latest(s, d).status == "ERROR")
+    analysis = latest(s, d)
+    with engine.connect() as conn:
+        digest = conn.execute(
+            select(Image.digest).where(Image.revision == d.sha, Image.index_digest.is_(None))
+        ).scalar()
+    base = [sys.executable, "-m", "cdmetrics", "--warehouse", str(engine.url), "gate"]
+    base += ["--service", s.name, "--image", f"{s.image_repository}@{digest}", "--to", "production"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDMETRICS_")}
+    answer = subprocess.run(
+        [*base, "--format", "json"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    gate = json.loads(answer.stdout)["quality_gate"]
+    assert gate["commit"] == d.sha and gate["analysis"] == analysis.key
+    assert gate["status"] == "failed" and answer.returncode == 1, answer.stderr
+    assert gate["failing_conditions"] and gate["url"].endswith(f"branch={s.default_branch}")
+    junit = subprocess.run(
+        [*base, "--format", "junit"], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    case = ET.fromstring(junit.stdout).find("testcase[@name='quality-gate-failed']")
+    assert case is not None
+    assert case.find("failure") is not None

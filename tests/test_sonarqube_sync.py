@@ -23,6 +23,7 @@ from config.settings import Settings
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
+from sandbox.server import FaultRule
 from sandbox.sonarqube_org import SonarOrg
 from tests.conftest import SHARED
 from warehouse.schema import CodeAnalysis, RawPayload
@@ -202,3 +203,24 @@ def test_no_change_sync_writes_nothing_on_both_backends(sandbox: Sandbox, engine
         count = conn.execute(select(func.count()).select_from(CodeAnalysis)).scalar_one()
     summary = sync(sandbox, engine, projects=[p.key for p in sandbox.sonar.projects])  # type: ignore[union-attr]
     assert summary.rows == 0 and count == len(expected(sandbox.sonar))  # type: ignore[arg-type]
+
+
+def test_a_failing_project_fails_alone_and_the_next_sync_completes_it(
+    sandbox: Sandbox, engine: Engine
+) -> None:
+    assert sandbox.sonarqube_app is not None and sandbox.sonar is not None
+    rule = sandbox.sonarqube_app.faults.add(
+        FaultRule(path="/api/project_branches/list", kind="500", after=2, times=1)
+    )
+    s = settings(sandbox)
+    options = SyncOptions(s, engine, max_retries=0)
+    summary = SonarQubeCollector(s.sources.sonarqube[0], options).sync()
+    assert rule.fired == 1 and len(summary.errors) == 1, summary.errors
+    error = summary.errors[0]
+    assert "sonarqube: project " in error and "HTTP 500" in error and "resumes" in error
+    failed = error.split("project ", 1)[1].split(":", 1)[0]
+    stored = {r.project_key for r in rows(engine).values()}
+    assert failed not in stored and len(stored) == len(sandbox.sonar.projects) - 1
+    sandbox.sonarqube_app.faults.clear()
+    assert sync(sandbox, engine).ok
+    assert len(rows(engine)) == len(expected(sandbox.sonar))
