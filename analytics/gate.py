@@ -11,7 +11,12 @@ Pre-deployment policies, evaluated against the warehouse:
 - non-release-ref (error, when a ref is given and the target is production: its tier, or the
   last environment of the promotion path): the ref is not the default branch, a tag, or an
   allowed pattern (`allowed_refs`, default release/*, hotfix/*), analytics.policies.non_release_ref
-  as in the scan.
+  as in the scan;
+- quality-gate-failed (error, when the target is what non-release-ref guards): the image's commit's
+  latest SonarQube analysis on an allowed branch, made before now, failed the quality gate;
+  quality-gate-missing (warn, when enabled): there is no such analysis, or the image's commit is
+  unknown. analytics.policies.quality_gate decides, as in the scan; the JSON carries the analysis
+  in a `quality_gate` block (null when the quality gate was not evaluated).
 
 The digest is canonicalised first (a platform manifest is its index's image), as in the scan.
 
@@ -32,6 +37,9 @@ from analytics.observed import canonical
 from analytics.policies import (
     moved_tag,
     non_release_ref,
+    quality_gate,
+    quality_gate_failed,
+    quality_gate_missing,
     rebuilt_image,
     unpinned_image,
     untested_image,
@@ -53,6 +61,8 @@ GATE_POLICIES = (
     unpinned_image.ID,
     moved_tag.ID,
     non_release_ref.ID,
+    quality_gate_failed.ID,
+    quality_gate_missing.ID,
 )
 
 
@@ -73,6 +83,9 @@ class GateDecision:
     digest: str | None
     environment: str
     reasons: list[Reason] = field(default_factory=list)
+    # the SonarQube analysis that decided (analytics.policies.quality_gate.Verdict.as_json) and
+    # `checked`, the quality-gate policies evaluated; None when the target is not guarded
+    quality_gate: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +148,8 @@ def evaluate(
             _rebuilt(conn, service_row.id, digest, upstream, now, reasons)
     if ref is not None and non_release_ref.guards(tier, stage, promotion_path):
         _release_ref(conn, service_row.repo_id, ref, policy, reasons)
+    if non_release_ref.guards(tier, stage, promotion_path):
+        decision.quality_gate = _quality_gate(conn, digest, now, policy, reasons)
     for r in reasons:  # `[policies.<id>] severity` raises or lowers a policy, as in the scan
         r.severity = policy.of(r.policy).severity or r.severity
     if any(r.severity == "error" for r in reasons):
@@ -231,3 +246,29 @@ def _release_ref(
             f"({', '.join(allowed)}): release from {default or 'main'} or a release branch",
         )
     )
+
+
+def _quality_gate(
+    conn: Connection,
+    digest: str | None,
+    now: datetime,
+    policy: PoliciesSettings,
+    reasons: list[Reason],
+) -> dict[str, Any]:
+    """The `quality_gate` block of a decision on promoting `digest` now, adding the reasons of
+    quality-gate-failed and (when enabled) quality-gate-missing."""
+    commit = revisions(conn, [digest]).get(digest) if digest else None
+    failed, missing = policy.quality_gate_failed, policy.quality_gate_missing
+    analyses = quality_gate.analyses_of(conn, [commit]) if commit else {}
+    verdict = quality_gate.verdict(analyses.get(commit or "", []), now, failed)
+    if commit and verdict.status == quality_gate.FAILED:
+        message = quality_gate.failed_message(commit, verdict)
+        reasons.append(Reason(quality_gate_failed.ID, quality_gate_failed.SEVERITY, message))
+    checked = [quality_gate_failed.ID]
+    if missing.enabled:
+        checked.append(quality_gate_missing.ID)
+        seen = quality_gate.verdict(analyses.get(commit or "", []), now, missing)
+        if seen.status == quality_gate.MISSING:
+            message = quality_gate.missing_message(commit)
+            reasons.append(Reason(quality_gate_missing.ID, quality_gate_missing.SEVERITY, message))
+    return {**verdict.as_json(commit), "checked": checked}

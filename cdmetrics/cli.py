@@ -487,12 +487,18 @@ def sandbox_serve(
 ) -> None:
     """Serve the organisation through every API simulator until interrupted.
 
-    GitLab, Jenkins, Harbor and OCI registries, Kubernetes; prints how to sync them."""
+    GitLab, Jenkins, Harbor and OCI registries, Kubernetes, SonarQube; prints how to sync them."""
     from sandbox.serve import Sandbox
 
     with (
         Sandbox.start(
-            size=size, seed=seed, host=host, port=port, token=token, kubernetes=True
+            size=size,
+            seed=seed,
+            host=host,
+            port=port,
+            token=token,
+            kubernetes=True,
+            sonarqube=True,
         ) as sandbox,
         tempfile.TemporaryDirectory() as tmp,
     ):

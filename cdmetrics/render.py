@@ -163,13 +163,30 @@ def _short(digest: str | None) -> str:
     return digest.removeprefix("sha256:")[:8] if digest else "-"
 
 
+def quality_gate_line(gate: dict[str, Any]) -> str:
+    """The text output's line on the SonarQube quality gate of the image's commit."""
+    commit = (gate.get("commit") or "unknown")[:12]
+    if gate.get("status") == "missing":
+        return f"  quality gate: commit {commit}: no analysis before now"
+    return (
+        f"  quality gate: commit {commit}: {gate.get('status')} at analysis {gate.get('analysis')} "
+        f"of {gate.get('project')} ({gate.get('branch')}, {gate.get('analysed_at')})"
+    )
+
+
 def gate_junit(decision: dict[str, Any], with_ref: bool) -> str:
     """JUnit XML: one testcase per policy evaluated; errors fail, warnings are reported in
     system-out."""
     from xml.sax.saxutils import escape as xml
     from xml.sax.saxutils import quoteattr
 
-    policies = [p for p in GATE_POLICIES if with_ref or p != "non-release-ref"]
+    checked = (decision.get("quality_gate") or {}).get("checked") or []
+    policies = [
+        p
+        for p in GATE_POLICIES
+        if (with_ref or p != "non-release-ref")
+        and (not p.startswith("quality-gate-") or p in checked)
+    ]
     by_policy: dict[str, list[dict[str, Any]]] = {}
     for reason in decision["reasons"]:
         by_policy.setdefault(reason["policy"], []).append(reason)
@@ -227,6 +244,8 @@ def render_gate(
                 soft_wrap=True,
                 markup=False,
             )
+        if gate := decision.get("quality_gate"):
+            console.print(quality_gate_line(gate), highlight=False, soft_wrap=True, markup=False)
 
 
 SARIF_LEVELS = {"error": "error", "warn": "warning", "info": "note"}

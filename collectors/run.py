@@ -17,6 +17,7 @@ from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
 from collectors.kubernetes import KubernetesCollector
 from collectors.registry import RegistryCollector
+from collectors.sonarqube import SonarQubeCollector
 from collectors.svn import SvnCollector
 from collectors.sync import SourceSummary
 from config.settings import Settings
@@ -27,8 +28,9 @@ from warehouse.sync_state import derived_after_last_finish, mark_derived
 log = logging.getLogger(__name__)
 # every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
 # earlier one registered (Jenkins' builds GitLab's repos and Subversion's `r<n>` commits; Kubernetes
-# after the sources that name services; registries last, label trust compares with the services'
-# repositories)
+# after the sources that name services; registries after them, label trust compares with the
+# services' repositories; SonarQube last, its analyses find the repositories the code sources
+# registered)
 KINDS: dict[str, type[Collector[Any]]] = {
     "gitlab": GitLabCollector,
     "svn": SvnCollector,
@@ -36,6 +38,7 @@ KINDS: dict[str, type[Collector[Any]]] = {
     "git": GitCollector,
     "kubernetes": KubernetesCollector,
     "registry": RegistryCollector,
+    "sonarqube": SonarQubeCollector,
 }
 
 

@@ -272,8 +272,21 @@ class KubernetesSource(SourceSettings):
     """Objects per list request (`limit`; the rest follows with `continue`)."""
 
 
-# every `[[sources.<kind>]]` table (Sources' fields)
-SOURCE_KINDS = ("gitlab", "jenkins", "git", "svn", "registry", "kubernetes")
+class SonarQubeSource(SourceSettings):
+    url: str
+    """Base URL of the SonarQube server, e.g. https://sonarqube.example.com."""
+    token_env: EnvName = "SONAR_TOKEN"
+    """Environment variable holding a user token with Browse on the projects ("" for anonymous)."""
+    version: Literal["10", "9.9"] = "10"
+    """Server generation: `10` (10.x and 2025.x: `Authorization: Bearer <token>`) or `9.9` (9.9
+    LTS: the token as the basic-auth user name, empty password)."""
+    projects: list[str] = Field(default_factory=list)
+    """Project keys to read (empty: every project the token may browse)."""
+    repositories: dict[str, str] = Field(default_factory=dict)
+    """Project key -> repository path (`group/project`); a project not listed is the repository
+    whose path equals its key (or its key with `:` read as `/`)."""
+    page_size: int = Field(100, ge=1, le=500)
+    """Page size of list requests (`ps`; SonarQube allows at most 500)."""
 
 
 class Sources(Section):
@@ -289,6 +302,11 @@ class Sources(Section):
     """Container registries (`[[sources.registry]]`)."""
     kubernetes: list[KubernetesSource] = Field(default_factory=list)
     """Kubernetes clusters (`[[sources.kubernetes]]`)."""
+    sonarqube: list[SonarQubeSource] = Field(default_factory=list)
+    """SonarQube servers (`[[sources.sonarqube]]`): quality gates of analysed commits."""
+
+
+SOURCE_KINDS = tuple(Sources.model_fields)  # every `[[sources.<kind>]]` table
 
 
 class EnvironmentSettings(Section):
@@ -357,6 +375,21 @@ class StaleBranchPolicy(PolicySettings):
     """An unmerged branch with no commit for this many days is stale."""
 
 
+class QualityGatePolicy(PolicySettings):
+    branches: list[str] = Field(default_factory=lambda: ["main", "master", "release/*"])
+    """Glob patterns of the branches whose analyses count (a pull request's never do)."""
+    max_analysis_age_days: float | None = Field(default=None, gt=0)
+    """An analysis older than this many days at the deployment's start does not count (unset: any age)."""
+    ignored_conditions: list[str] = Field(default_factory=list)
+    """Metric keys (`new_coverage`) whose failing conditions do not deny: a gate that failed only
+    on them counts as passed."""
+
+
+class QualityGateMissingPolicy(QualityGatePolicy):
+    enabled: bool = False
+    """Whether the policy runs (off by default: turn it on once every service is analysed)."""
+
+
 def _policy(model: type[PolicySettings], policy_id: str) -> Any:
     return Field(default_factory=model, alias=policy_id)
 
@@ -394,6 +427,12 @@ class PoliciesSettings(Section):
     """`[policies.stale-branch]`."""
     unrecorded_change: PolicySettings = _policy(PolicySettings, "unrecorded-change")
     """`[policies.unrecorded-change]`."""
+    quality_gate_failed: QualityGatePolicy = _policy(QualityGatePolicy, "quality-gate-failed")
+    """`[policies.quality-gate-failed]`."""
+    quality_gate_missing: QualityGateMissingPolicy = _policy(
+        QualityGateMissingPolicy, "quality-gate-missing"
+    )
+    """`[policies.quality-gate-missing]`."""
 
     def of(self, policy_id: str) -> PolicySettings:
         """The parameters of the policy `policy_id` (e.g. `untested-image`)."""
@@ -553,6 +592,9 @@ class ServiceSettings(Section):
     """Environment variable holding the bearer token for POST /events/* and /api/v1/gate."""
     gitlab_webhook_secret_env: EnvName = "GITLAB_WEBHOOK_SECRET"
     """Environment variable holding GitLab's webhook secret; unset: GitLab webhooks are refused."""
+    sonarqube_webhook_secret_env: EnvName = "SONAR_WEBHOOK_SECRET"
+    """Environment variable holding the secret SonarQube signs its webhooks with (HMAC-SHA256 in
+    `X-Sonar-Webhook-HMAC-SHA256`); unset: SonarQube webhooks are refused."""
 
 
 class Settings(BaseSettings):
@@ -616,7 +658,7 @@ class Settings(BaseSettings):
     def all_sources(self) -> list[SourceSettings]:
         """Every configured source, in config order by kind."""
         s = self.sources
-        return [*s.gitlab, *s.jenkins, *s.git, *s.registry, *s.kubernetes]
+        return [*s.gitlab, *s.jenkins, *s.git, *s.registry, *s.kubernetes, *s.sonarqube]
 
 
 def owning_team(teams: Iterable[TeamSettings], service: str) -> str | None:

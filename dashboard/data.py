@@ -172,6 +172,20 @@ def branch_strategies(url: str, scope: Scope) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def quality_gates(
+    url: str, scope: Scope, promotion_path: tuple[str, ...]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The SonarQube gate of production deployments: (per service, the red ones, the totals)."""
+    with engine(url).connect() as conn:
+        found = views.quality_gates(conn, scope, promotion_path)
+    return (
+        pd.DataFrame.from_records(found["services"]),
+        pd.DataFrame.from_records(found["red"]),
+        found["total"],
+    )
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def drift_matrix(url: str, scope: Scope) -> pd.DataFrame:
     """The latest drift snapshot per service and adjacent environments."""
     with engine(url).connect() as conn:

@@ -7,7 +7,7 @@ The scope's rows for the twelve weeks ending with the report's week are selected
 slicing of every surface; each week's metrics are `analytics.metrics.compute` over that week's
 rows with that week's scope, which is exactly what `analytics.metrics.metrics` computes for the
 week (the tests hold them equal). The lists (failed changes,
-incidents, drift, violations, notable items) are the dashboard's views for the week's scope.
+incidents, drift, violations, quality gates, notable items) are the dashboard's views for the week's scope.
 
 `period` is the headline every surface shows (`period_metrics`, as `cdmetrics metrics` computes it
 without --since/--until): for the last complete week (the default report) the default period of
@@ -82,6 +82,8 @@ class WeeklyReport:
     drift: list[dict[str, Any]]
     violations: list[dict[str, Any]]
     notable: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # per service, the SonarQube gate of the week's production deployments (views.quality_gates)
+    quality_gates: list[dict[str, Any]] = field(default_factory=list)
     warehouse_empty: bool = False
     period: Scope | None = None
     period_metrics: dict[str, Any] = field(default_factory=dict)
@@ -225,6 +227,7 @@ def build_report(
                 "longest_lived_branches": notable.longest_lived_branches(conn, scope, limit),
                 "most_failing_pipelines": notable.failing_pipelines(conn, scope, limit),
             },
+            quality_gates=views.quality_gates(conn, scope)["services"],
             warehouse_empty=not any(views.presence(conn).values()),
             period=period,
             period_metrics=compute(span),

@@ -174,6 +174,20 @@ def tables(report: WeeklyReport) -> list[Table]:
             "No new policy violation this week (`cdmetrics policy scan` records them).",
         ),
         Table(
+            "quality_gates",
+            "Quality gate of production deployments (SonarQube, before they started)",
+            (
+                ("service", "Service", "text"),
+                ("deployments", "Deployments", "count"),
+                ("green", "Green gate", "count"),
+                ("red", "Went out red", "count"),
+                ("missing", "No analysis", "count"),
+                ("share_green", "Share green", "ratio"),
+            ),
+            report.quality_gates,
+            "No production deployment this week.",
+        ),
+        Table(
             "slowest_merge_requests",
             "Slowest merge requests (lead time of their slowest change)",
             (

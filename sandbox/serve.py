@@ -16,6 +16,8 @@ from sandbox.model import Organisation
 from sandbox.registry_api import HarborSimulator, OCISimulator
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
+from sandbox.sonarqube_api import SonarQubeSimulator
+from sandbox.sonarqube_org import SonarOrg, build_sonar
 
 
 @dataclass
@@ -48,6 +50,12 @@ class Sandbox:
     oci_app: SimulatorApp | None = None
     oci_server: SimulatorServer | None = None
     registry_user: str = "robot$cdmetrics"
+    # SonarQube (`sonarqube=True`): analyses of the organisation's builds (sandbox.sonarqube_org),
+    # the sandbox's token as the user token
+    sonar: SonarOrg | None = None
+    sonarqube: SonarQubeSimulator | None = None
+    sonarqube_app: SimulatorApp | None = None
+    sonarqube_server: SimulatorServer | None = None
 
     @classmethod
     def start(
@@ -69,6 +77,8 @@ class Sandbox:
         jenkins_user: str = "sandbox",
         registry: bool = True,
         registry_auth: str = "token",
+        sonarqube: bool = False,
+        sonarqube_version: str = "10",
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
@@ -104,7 +114,48 @@ class Sandbox:
             except Exception:
                 sandbox.stop()
                 raise
+        if sonarqube:
+            try:
+                sandbox.start_sonarqube(host, at, keep_log, sonarqube_version)
+            except Exception:
+                sandbox.stop()
+                raise
         return sandbox
+
+    def start_sonarqube(
+        self,
+        host: str = "127.0.0.1",
+        at: datetime | None = None,
+        keep_log: bool = False,
+        version: str = "10",
+    ) -> None:
+        """Serve the organisation's SonarQube analyses (`version` "10" or "9.9" auth)."""
+        self.sonar = build_sonar(self.org)
+        self.sonarqube = SonarQubeSimulator(self.sonar, self.token, at=at, version=version)
+        self.sonarqube_app = SimulatorApp(
+            self.sonarqube.router,
+            auth=self.sonarqube.authorised,
+            faults=Faults(),
+            keep_log=keep_log,
+        )
+        self.sonarqube_server = SimulatorServer(self.sonarqube_app, host=host)
+        self.sonarqube_server.start()
+
+    @property
+    def sonarqube_url(self) -> str:
+        """The SonarQube simulator's URL ("" when it is not running)."""
+        return self.sonarqube_server.url if self.sonarqube_server else ""
+
+    def sonarqube_source(self, token_env: str = "SANDBOX_SONAR_TOKEN") -> dict[str, Any]:
+        """The `[[sources.sonarqube]]` entry of the running simulator (the legacy project mapped)."""
+        assert self.sonar is not None and self.sonarqube is not None
+        return {
+            "name": "sonarqube",
+            "url": self.sonarqube_url,
+            "token_env": token_env,
+            "version": self.sonarqube.version,
+            "repositories": dict(self.sonar.repositories),
+        }
 
     def start_kubernetes(
         self,
@@ -203,6 +254,8 @@ class Sandbox:
         for registry in (self.harbor, self.oci):
             if registry is not None:
                 registry.advance(at)
+        if self.sonarqube is not None:
+            self.sonarqube.advance(at)
 
     def history_days(self) -> int:
         """A `[sync] history_days` that reaches the organisation's first commit from today: a
@@ -289,6 +342,9 @@ class Sandbox:
                     "token_env": "SANDBOX_REGISTRY_TOKEN",
                 }
             ]
+        if self.sonarqube_server is not None:
+            environ["SANDBOX_SONAR_TOKEN"] = self.token
+            sources["sonarqube"] = [self.sonarqube_source()]
         if self.kubernetes_server is not None and kubeconfig is not None:
             from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 
@@ -336,6 +392,12 @@ class Sandbox:
                 f"export SANDBOX_REGISTRY_USER='{self.registry_user}'\n"
                 f"export SANDBOX_REGISTRY_TOKEN={self.token}\n"
             )
+        if self.sonarqube_server and self.sonar is not None:
+            text += (
+                f"SonarQube API simulator: {self.sonarqube_url}/api (token: {self.token}; "
+                f"projects keyed by repository path, {len(self.sonar.repositories)} mapped)\n"
+            )
+            exports += f"export SANDBOX_SONAR_TOKEN={self.token}\n"
         if self.kubernetes_server:
             text += (
                 f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
@@ -348,6 +410,12 @@ class Sandbox:
             "SANDBOX_REGISTRY_USER",
             "SANDBOX_REGISTRY_TOKEN",
         )
+        if self.sonarqube_server and self.sonar is not None:
+            config += (
+                f'\n[[sources.sonarqube]]\nname = "sonarqube"\nurl = "{self.sonarqube_url}"\n'
+                'token_env = "SANDBOX_SONAR_TOKEN"\n[sources.sonarqube.repositories]\n'
+                + "".join(f'"{k}" = "{v}"\n' for k, v in self.sonar.repositories.items())
+            )
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
     def stop(self) -> None:
@@ -356,7 +424,7 @@ class Sandbox:
             self.jenkins_server.stop()
         if self.kubernetes_server:
             self.kubernetes_server.stop()
-        for server in (self.harbor_server, self.oci_server):
+        for server in (self.harbor_server, self.oci_server, self.sonarqube_server):
             if server is not None:
                 server.stop()
 

@@ -1,7 +1,8 @@
 """Who may call what: bearer tokens with a read and a write scope, GitLab's webhook secret.
 
 Secrets come from the environment variables the configuration names (`[service]`
-`read_token_env`, `write_token_env`, `gitlab_webhook_secret_env`), read once when the app is built.
+`read_token_env`, `write_token_env`, `gitlab_webhook_secret_env`, `sonarqube_webhook_secret_env`),
+read once when the app is built.
 Every comparison is constant-time (`hmac.compare_digest`).
 
 | scope | endpoints | credential |
@@ -10,6 +11,7 @@ Every comparison is constant-time (`hmac.compare_digest`).
 | write | POST /events/cdevents, POST /api/v1/gate | `Authorization: Bearer <write token>` |
 | write | POST /webhooks/jenkins | bearer, or Basic with the write token as password (*) |
 | gitlab | POST /webhooks/gitlab | `X-Gitlab-Token: <secret>` |
+| sonarqube | POST /webhooks/sonarqube | `X-Sonar-Webhook-HMAC-SHA256: <hex HMAC-SHA256 of the body>` |
 
 (*) Jenkins' Notification plugin sends the user info of its URL as Basic credentials.
 
@@ -22,6 +24,7 @@ need no credential and reveal nothing.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from collections.abc import Mapping
@@ -37,6 +40,11 @@ bearer = HTTPBearer(auto_error=False, description="A read or write token, by end
 basic = HTTPBasic(auto_error=False, description="Jenkins: any user, the write token as password.")
 gitlab_token = APIKeyHeader(
     name="X-Gitlab-Token", auto_error=False, description="The GitLab webhook's secret token."
+)
+sonar_signature = APIKeyHeader(
+    name="X-Sonar-Webhook-HMAC-SHA256",
+    auto_error=False,
+    description="SonarQube's signature: the hex HMAC-SHA256 of the body under the webhook secret.",
 )
 
 
@@ -64,6 +72,18 @@ class Scope:
             return False
         return hmac.compare_digest(presented.encode(), self.value.encode())
 
+    def signed(self, body: bytes, presented: str | None) -> str | None:
+        """`presented` when it is the HMAC-SHA256 of `body` under the secret (open scope: any),
+        else the expected value's opposite: something `accepts` refuses."""
+        if self.open or not self.value or presented is None:
+            return presented
+        expected = hmac.new(self.value.encode(), body, hashlib.sha256).hexdigest()
+        return (
+            self.value
+            if hmac.compare_digest(presented.lower().encode(), expected.encode())
+            else None
+        )
+
     def check(self, presented: str | None, scheme: str = "Bearer") -> None:
         """Raise 403 when the scope has no secret configured, 401 when `presented` is not it."""
         if not self.configured:
@@ -84,6 +104,7 @@ class Secrets:
     read: Scope
     write: Scope
     gitlab: Scope
+    sonarqube: Scope
 
     @classmethod
     def from_settings(
@@ -99,11 +120,13 @@ class Secrets:
             scope("read", settings.read_token_env),
             scope("write", settings.write_token_env),
             scope("gitlab", settings.gitlab_webhook_secret_env),
+            scope("sonarqube", settings.sonarqube_webhook_secret_env),
         )
 
     def refused(self) -> list[Scope]:
         """Scopes whose variable is named but unset (their endpoints answer 403)."""
-        return [s for s in (self.read, self.write, self.gitlab) if not s.configured]
+        scopes = (self.read, self.write, self.gitlab, self.sonarqube)
+        return [s for s in scopes if not s.configured]
 
 
 def _guard(request: Request, name: str, presented: str | None, scheme: str = "Bearer") -> None:
@@ -150,4 +173,21 @@ async def require_gitlab(request: Request, token: str | None = Security(gitlab_t
     _guard(request, "gitlab", token, scheme="")
 
 
-__all__ = ["Scope", "Secrets", "require_gitlab", "require_jenkins", "require_read", "require_write"]
+async def require_sonarqube(
+    request: Request, signature: str | None = Security(sonar_signature)
+) -> None:
+    """Dependency: SonarQube's HMAC signature of the body, under the webhook secret."""
+    body = await request.body()
+    scope = request.app.state.service.secrets.sonarqube
+    _guard(request, "sonarqube", scope.signed(body, signature), scheme="")
+
+
+__all__ = [
+    "Scope",
+    "Secrets",
+    "require_gitlab",
+    "require_jenkins",
+    "require_read",
+    "require_sonarqube",
+    "require_write",
+]

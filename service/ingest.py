@@ -1,4 +1,5 @@
-"""Events in: `POST /events/cdevents`, `POST /webhooks/gitlab`, `POST /webhooks/jenkins`.
+"""Events in: `POST /events/cdevents`, `POST /webhooks/gitlab`, `POST /webhooks/jenkins`,
+`POST /webhooks/sonarqube`.
 
 Routes are thin: read the body (size-limited), parse JSON, hand it to the same normalisers and
 write path as the importers (`collectors.cdevents`, `collectors.webhooks`, `collectors.events`)
@@ -22,8 +23,9 @@ from collectors.events import Event, WriteResult
 from collectors.payload import RejectedPayload
 from collectors.webhooks import GITLAB_WEBHOOKS, gitlab_event
 from collectors.webhooks_jenkins import jenkins_event
+from collectors.webhooks_sonarqube import webhook_event as sonarqube_event
 from service.answers import BAD_REQUEST, SERVER
-from service.auth import require_gitlab, require_jenkins, require_write
+from service.auth import require_gitlab, require_jenkins, require_sonarqube, require_write
 from service.state import ServiceState, state_of
 from warehouse.schema import Deployment, Image, Incident
 
@@ -210,6 +212,16 @@ def ingest_jenkins(state: ServiceState, payload: Any) -> dict[str, Any]:
     return write_webhook(state, source, event)
 
 
+def ingest_sonarqube(state: ServiceState, payload: Any) -> dict[str, Any]:
+    """Normalise and store one SonarQube webhook payload (reading the analysis it reports from
+    the configured server for its key: collectors.webhooks_sonarqube)."""
+    try:
+        source, event = sonarqube_event(payload, state.settings.sources.sonarqube, state.engine)
+    except RejectedPayload as exc:
+        raise Malformed(str(exc), [Rejection(1, None, str(exc))]) from None
+    return write_webhook(state, source, event)
+
+
 async def _webhook(request: Request, endpoint: str, ingest: Any) -> JSONResponse:
     state = state_of(request)
     try:
@@ -240,6 +252,17 @@ async def post_gitlab(request: Request) -> JSONResponse:
 )
 async def post_jenkins(request: Request) -> JSONResponse:
     return await _webhook(request, "jenkins", ingest_jenkins)
+
+
+@router.post(
+    "/webhooks/sonarqube",
+    dependencies=[Depends(require_sonarqube)],
+    responses=_ANSWERS,
+    openapi_extra={"requestBody": _JSON_BODY},
+    summary="Receive a SonarQube webhook (an analysis and its quality gate), HMAC-signed",
+)
+async def post_sonarqube(request: Request) -> JSONResponse:
+    return await _webhook(request, "sonarqube", ingest_sonarqube)
 
 
 __all__ = ["IngestResult", "Malformed", "Refused", "json_body", "refuse", "router"]

@@ -19,7 +19,7 @@ from service.freshness import Freshness
 from service.telemetry import Counters, DoraExport
 
 MiB = 1024 * 1024
-ENDPOINTS = ("cdevents", "gitlab", "jenkins")
+ENDPOINTS = ("cdevents", "gitlab", "jenkins", "sonarqube")
 
 
 @dataclass(frozen=True)

@@ -744,3 +744,16 @@ def test_the_pipelines_list_counts_what_the_builds_figures_count_on_both_backend
         [suite] = views.failing_tests(conn, scope, limit=1)
         in_suite = [r for r in listed(suite=suite["suite"]) if r["service"] == suite["service"]]
         assert len(in_suite) == suite["failing_runs"]
+
+
+def test_policies_page_shows_the_quality_gate_of_production_deployments(
+    dashboard_env: pytest.MonkeyPatch, demo_url: str
+) -> None:
+    at = open_page(dashboard_env, demo_url, "policies")
+    shown = frame(at, "quality-gates")
+    found = view_rows(demo_url, "quality_gates")
+    assert list(shown["service"]) == [r["service"] for r in found["services"]]  # type: ignore[call-overload]
+    assert list(shown["deployments"]) == [r["deployments"] for r in found["services"]]  # type: ignore[call-overload]
+    total = found["total"]  # type: ignore[call-overload]
+    assert total["deployments"] > 0
+    assert any(f"of {total['deployments']} production deployments" in c.value for c in at.caption)

@@ -59,6 +59,7 @@ def test_gate_exit_codes_and_formats(tmp_path: Path) -> None:
         "unpinned-image",
         "moved-tag",
         "non-release-ref",
+        "quality-gate-failed",  # production: the SonarQube gate of the image's commit
     }
     assert suite.get("failures") == "2"
     assert cases["untested-image"].find("failure") is not None

@@ -272,7 +272,7 @@ def test_junit_and_sarif_outputs(world: tuple[Organisation, Engine]) -> None:
     with engine.connect() as conn:
         rows = [v.as_json() for v in scan(conn, org.start, org.now, PATH)]
     suite = ET.fromstring(violations_junit(rows, sorted(POLICIES)))
-    assert len(list(suite.iter("testcase"))) == len(POLICIES) == 12
+    assert len(list(suite.iter("testcase"))) == len(POLICIES) == 14
     assert int(suite.get("failures") or 0) == len({r["policy"] for r in rows})
     sarif = json.loads(violations_sarif(rows))
     assert sarif["version"] == "2.1.0"

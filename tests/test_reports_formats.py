@@ -184,6 +184,7 @@ def test_json_follows_the_contract(report: WeeklyReport) -> None:
         "incidents",
         "drift",
         "violations",
+        "quality_gates",
     ):
         assert isinstance(data[key], list), key
     assert (

@@ -469,7 +469,7 @@ def test_fuzzing_the_openapi_spec_finds_no_server_error(fuzzed: Running) -> None
     the documented status codes, content types and schemas."""
     schema = schemathesis.openapi.from_url(f"{fuzzed.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 9
+    assert len(operations) == 10
     with httpx.Client(base_url=fuzzed.url, timeout=30) as client:
         for operation in operations:
             method = operation.method.upper()

@@ -445,6 +445,34 @@ class Incident(Base):
     url: Mapped[str | None] = mapped_column(Url)
 
 
+class CodeAnalysis(Base):
+    """One SonarQube analysis of a commit (collectors/sonarqube.py, or its webhook) with the
+    quality gate as it was computed then. Keyed by project and analysis time, which the poller
+    and the webhook both know (a webhook does not carry the analysis key)."""
+
+    __tablename__ = "code_analysis"
+    __table_args__ = (
+        natural_key("source_id", "project_key", "analysed_at"),
+        Index("ix_code_analysis_revision", "revision"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    project_key: Mapped[str] = mapped_column(Name)
+    analysed_at: Mapped[datetime]
+    analysis_key: Mapped[str | None] = mapped_column(Name)
+    repo_id: Mapped[int | None] = ref("repo")
+    repo_path: Mapped[str | None] = mapped_column(Name)  # from config, else the project key
+    branch: Mapped[str | None] = mapped_column(Name)  # None for a pull request's analysis
+    pull_request: Mapped[str | None] = mapped_column(Name)
+    revision: Mapped[str | None] = mapped_column(Sha)
+    gate_status: Mapped[str] = mapped_column(String(16))  # passed | failed | none
+    raw_gate_status: Mapped[str | None] = mapped_column(String(16))  # OK | WARN | ERROR | NONE
+    failing_conditions: Mapped[list[Any]] = mapped_column(default=list)
+    project_version: Mapped[str | None] = mapped_column(Name)
+    ce_task_id: Mapped[str | None] = mapped_column(Name)
+    url: Mapped[str | None] = mapped_column(Url)
+
+
 # --- bookkeeping --------------------------------------------------------------------------
 
 

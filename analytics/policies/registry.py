@@ -15,6 +15,8 @@ import analytics.policies.merge_without_approval as merge_without_approval
 import analytics.policies.merge_without_green_pipeline as merge_without_green_pipeline
 import analytics.policies.moved_tag as moved_tag
 import analytics.policies.non_release_ref as non_release_ref
+import analytics.policies.quality_gate_failed as quality_gate_failed
+import analytics.policies.quality_gate_missing as quality_gate_missing
 import analytics.policies.rebuilt_image as rebuilt_image
 import analytics.policies.schema_skipped_env as schema_skipped_env
 import analytics.policies.stale_branch as stale_branch
@@ -46,6 +48,8 @@ POLICIES: dict[str, Policy] = {
         unpinned_image,
         moved_tag,
         non_release_ref,
+        quality_gate_failed,
+        quality_gate_missing,
         schema_skipped_env,
         merge_without_green_pipeline,
         merge_without_approval,

@@ -31,6 +31,7 @@ from analytics.views.environments import (
     environment_state,
     promotion_history,
 )
+from analytics.views.quality_gates import quality_gates
 from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
 from analytics.views.violations import new_since, select_violations
 
@@ -53,6 +54,7 @@ __all__ = [
     "new_since",
     "presence",
     "promotion_history",
+    "quality_gates",
     "rejected_payloads",
     "select_violations",
     "services_needing_attention",

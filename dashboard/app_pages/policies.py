@@ -1,5 +1,7 @@
 """Policies: violations by policy and severity, what is new this week, filters, and the list as
-CSV; beside the branch policies, each repository's branch strategy and the signals behind it."""
+CSV; the SonarQube quality gate of what went to production (share green per service, the
+deployments that went out red); beside the branch policies, each repository's branch strategy
+and the signals behind it."""
 
 import pandas as pd
 import streamlit as st
@@ -38,12 +40,54 @@ def branch_strategies() -> None:
     )
 
 
+def quality_gate() -> None:
+    st.subheader("Quality gate of production deployments")
+    services, red, total = data.quality_gates(view.url, view.scope, view.promotion_path)
+    if services.empty:
+        show.nothing("production deployments")
+        return
+    share = total["share_green"]
+    st.caption(
+        f"{total['green']} of {total['deployments']} production deployments had a green "
+        f"SonarQube gate on their commit before they started"
+        + (f" ({share:.0%})" if share is not None else "")
+        + f"; {total['red']} went out red, {total['missing']} had no analysis."
+    )
+    show.table(
+        services.assign(share_green=services["share_green"].map(show.percent)),
+        columns={
+            "service": "service",
+            "deployments": "production deployments",
+            "green": "green gate",
+            "red": "red gate",
+            "missing": "no analysis",
+            "share_green": "share green",
+        },
+        key="quality-gates",
+    )
+    if not red.empty:
+        moments = pd.to_datetime(red["finished_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M")
+        show.table(
+            red.assign(finished_at=moments),
+            links={"analysis_url": "analysis"},
+            columns={
+                "finished_at": "deployed (UTC)",
+                "service": "service",
+                "environment": "environment",
+                "commit": "commit",
+                "conditions": "failing conditions",
+            },
+            key="red-deployments",
+        )
+
+
 if found.empty:
     st.info(
         "No violations recorded yet — they arrive with `cdmetrics policy scan`, which evaluates "
         "every policy (untested images, merges on a red pipeline, direct pushes, ...) and "
         "stores what it finds."
     )
+    quality_gate()
     branch_strategies()
     st.stop()
 
@@ -132,4 +176,5 @@ st.download_button(
     mime="text/csv",
     icon=":material/download:",
 )
+quality_gate()
 branch_strategies()
