@@ -15,9 +15,12 @@ from collectors.frame import Collector, SyncOptions
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
+from collectors.jira import JiraCollector
 from collectors.kubernetes import KubernetesCollector
+from collectors.pagerduty import PagerDutyCollector
 from collectors.registry import RegistryCollector
 from collectors.sync import SourceSummary
+from collectors.zentao import ZentaoCollector
 from config.settings import Settings
 from warehouse.locks import DERIVE_LOCK, try_advisory_lock
 from warehouse.schema import Source
@@ -26,13 +29,17 @@ from warehouse.sync_state import derived_after_last_finish, mark_derived
 log = logging.getLogger(__name__)
 # every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
 # earlier one registered (Jenkins' builds GitLab's repos; Kubernetes after the sources that name
-# services; registries last, label trust compares with the services' repositories)
+# services; registries after them, label trust compares with the services' repositories;
+# trackers last: their mappings name services the code sources registered)
 KINDS: dict[str, type[Collector[Any]]] = {
     "gitlab": GitLabCollector,
     "jenkins": JenkinsCollector,
     "git": GitCollector,
     "kubernetes": KubernetesCollector,
     "registry": RegistryCollector,
+    "jira": JiraCollector,
+    "zentao": ZentaoCollector,
+    "pagerduty": PagerDutyCollector,
 }
 
 

@@ -1,0 +1,25 @@
+"""The PagerDuty collector: NOT BUILT YET (issue 18 part B). A placeholder so that `[[sources.pagerduty]]` is
+a known kind in collectors/run.py KINDS: a configured PagerDuty source fails its sync with an error
+saying so (the summary is not ok, `cdmetrics sync` exits non-zero), never silently."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collectors.frame import Collector
+from collectors.sync import SourceSummary
+
+
+class PagerDutyCollector(Collector[Any]):
+    """Placeholder: every sync of a PagerDuty source ends in an error naming the missing collector."""
+
+    kind = "pagerduty"
+
+    def sync(self) -> SourceSummary:
+        """A summary with one error: this collector is not built yet."""
+        summary = SourceSummary(self.source.name, self.kind)
+        summary.errors.append(
+            f"{self.source.name}: the PagerDuty collector is not built yet (issue 18 part B); "
+            "remove the source from the config until it is"
+        )
+        return summary
