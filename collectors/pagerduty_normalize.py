@@ -9,9 +9,10 @@ Decisions where DESIGN.md is silent:
   its service is the mapping's, by the PagerDuty service id (the raw `service.id`, with its
   `summary` kept as the raw service field for the Data sources page).
 - Opened at `created_at`. Acknowledged at the first `acknowledge_log_entry`, resolved at the last
-  `resolve_log_entry` (an incident re-triggered after a resolution — a `trigger_log_entry` later
-  than the last resolve — is open again); without log entries, `resolved_at` of the incident
-  payload, and `acknowledgements[0].at` for the acknowledgement.
+  `resolve_log_entry` while the incident's status is resolved (PagerDuty does not reopen a resolved
+  incident; a resolution logged before the trigger — clock skew between integrations — is kept as
+  logged, and analytics flag it); without log entries, `resolved_at` of the incident payload, and
+  `acknowledgements[0].at` for the acknowledgement.
 - Severity is the incident's `urgency` (high, low); priority the `priority.summary` (P1..P5) when
   the account uses priorities. Status is `triggered`, `acknowledged` or `resolved`, kept raw.
 - Explicit deployment links: a related change event carrying a deployment, a pipeline or a commit,
@@ -88,8 +89,8 @@ def normalize_incident(incident: Payload) -> Row:
 @rejects("log_entries")
 def incident_times(entries: Iterable[Any]) -> dict[str, datetime | None]:
     """{acknowledged_at, resolved_at} from an incident's log entries: the first acknowledgement,
-    the last resolution unless a trigger came after it (then None: open again)."""
-    acknowledged = resolved = triggered = None
+    the last resolution."""
+    acknowledged = resolved = None
     for i, entry in enumerate(entries):
         f = Fields(entry, f"log_entries[{i}]")
         kind = f.required("type")
@@ -98,10 +99,6 @@ def incident_times(entries: Iterable[Any]) -> dict[str, datetime | None]:
             acknowledged = at
         elif kind == "resolve_log_entry" and (resolved is None or at > resolved):
             resolved = at
-        elif kind == "trigger_log_entry" and (triggered is None or at > triggered):
-            triggered = at
-    if resolved is not None and triggered is not None and triggered > resolved:
-        resolved = None
     return {"acknowledged_at": acknowledged, "resolved_at": resolved}
 
 

@@ -170,7 +170,7 @@ class TrackerWriter:
     ) -> Batch:
         """`batch` (or a new one) with the rows of `incidents` and `items`: incident, work_item,
         work_item_transition and work_item_link rows."""
-        batch = batch or Batch()
+        batch = batch if batch is not None else Batch()  # an empty Batch is falsy (len 0)
         for incident in incidents:
             batch.add(Incident, [self.incident_row(incident)])
             batch.add(WorkItemTransition, self.transition_rows(incident.external_id, incident))

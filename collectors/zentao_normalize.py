@@ -1,79 +1,110 @@
-"""Zentao (禅道) REST payloads into tracker rows: pure functions, no I/O.
+"""Zentao (禅道) REST payloads into tracker work items and incidents: pure functions, no I/O.
 
 Each function takes a payload as Zentao's REST API gives it — v1 (`/api.php/v1`, 16.0 and later)
-or the v2 shapes where they differ — and returns rows keyed by warehouse column names, times as
-aware UTC datetimes. A payload that cannot become a row raises `RejectedPayload` naming the field.
+or the v2 shapes where they differ — and returns the `collectors.trackers` objects the one tracker
+writer turns into rows, times as aware UTC datetimes. A payload that cannot become one raises
+`RejectedPayload` naming the field.
 
 Decisions where DESIGN.md is silent:
+- Keys: a story is `story-<id>`, a bug `bug-<id>`, a task `task-<id>` (how `story #12` / `bug #45`
+  references in MR titles, branches and commit messages name them: `warehouse.references`); the
+  key is also the external id.
 - Times: v1 answers ISO 8601 with a zone (`2021-11-29T06:41:34Z`); v2 answers the server's local
-  time without one (`2026-08-19 17:38:05`), read in the source's `timezone` (default
+  time without one (`2026-08-19 17:38:05`), read in the source's time zone (default
   Asia/Shanghai, where most Zentao servers run). "" and Zentao's zero dates (`0000-00-00`,
   `0000-00-00 00:00:00`) mean "never".
-- People: v1 gives `openedBy` etc. as an object (`{"account": ..., "realname": ...}`), v2 as the
-  account string; both become the account.
-- Titles, names and statuses are kept exactly as the server wrote them (Chinese included); the
-  raw status is kept beside its category.
-- Bug status: `active` is open (todo), `resolved` done, `closed` done. A reopened bug
-  (`activatedCount` > 0, status active) is open again: its `resolved_at` and `closed_at` are
-  cleared even when the payload still carries the old dates (Zentao keeps `resolvedDate` until the
-  next resolution in some versions).
-- Story status (`draft`, `reviewing`, `active`, `changing`, `closed`) gives the category; its
-  `stage` (`wait` ... `developing`, `developed`, `testing`, `released`) says whether work started:
-  a story is in progress from stage `developing` on, done when closed or its stage is `released`
-  or later. `started_at` is the first action that moved the stage to developing (history of
-  `stage`), else the first linked execution's start is not guessed: None.
-- Transitions come from the object's `actions` (v1 detail payloads): every history entry of
-  `field == "status"` (and `stage` for stories) is one transition at the action's date; an
-  `activated` action without history is a transition to active (v1 omits the history of some).
-- Builds: `openedBuild` is a comma list of build ids or the word `trunk` (`主干` in Chinese
-  installs); a build id that a release of the product names, whose release name looks like a tag
-  (the product's release naming, `v1.2.3` or the configured pattern), is the incident's explicit
-  deployment reference: the collector resolves the tag to the deployment of the service's
-  production environment from that ref.
+- Titles, names and statuses are kept exactly as the server wrote them (Chinese included).
+- Status categories. A bug: `active` is todo until confirmed (`confirmed` 1: in progress),
+  `resolved` and `closed` are done. A story: `closed` is done; else its `stage` decides —
+  `developing` ... `verified` in progress, `released` (and later) done, earlier stages todo. A
+  task: `wait` todo, `doing`/`pause` in progress, `done`/`cancel`/`closed` done. An unknown status
+  is todo (a workflow's custom status must not read as finished).
+- Transitions come from the object's `actions` (detail answers): the history entries of `status`,
+  `stage` and `confirmed` move the object's state; every action that changes its status or
+  category is one transition (its id is the action's). An `activated` action without history
+  is a move to active and unconfirmed; a `bugconfirmed` one without history confirms. A reopened
+  bug (activated after a resolution) is open again: the writer's `item_times` gives it no
+  resolution until it is done again.
+- Incidents: a bug is an incident when it matches the source's rule (`is_incident`); its status is
+  open (active), acknowledged (active and confirmed), resolved or closed, opened at `openedDate`,
+  acknowledged at its first move out of todo, resolved at its last move into done while done.
+- Links: a bug's or story's steps/spec text naming commits and merge requests (GitLab URLs, `!12`,
+  `commit abc1234`) are the tracker's own links; an incident's also names deployments and
+  pipelines. `openedBuild` (build ids, or `trunk`/`主干`) naming a build a release ships whose
+  release name looks like a version tag (`v1.2.3`, `1.4`) is an explicit link to the
+  deployment from that tag (`ChangeRef("tag", ...)`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from collectors.payload import Fields, Payload, RejectedPayload, Row, rejects, short
+from collectors.payload import Fields, Payload, RejectedPayload, rejects, short
+from collectors.trackers import (
+    DONE,
+    IN_PROGRESS,
+    TODO,
+    TrackerIncident,
+    TrackerWorkItem,
+    Transition,
+)
+from warehouse.references import ChangeRef, change_refs
 
 __all__ = ["RejectedPayload"]
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
+TAG_PATTERN = r"v?\d+(\.\d+)+([-+.][\w.\-]+)?"
 TRUNK = frozenset({"trunk", "主干", "0", ""})
+KINDS = {"story": "requirement", "bug": "bug", "task": "task"}
 _ZONED = re.compile(r".*(Z|[+-]\d{2}:?\d{2})$")
 _LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?")
 _ZERO = re.compile(r"0000-00-00( 00:00:00)?")
 
-TODO, IN_PROGRESS, DONE = "todo", "in_progress", "done"
-BUG_CATEGORY = {"active": TODO, "resolved": DONE, "closed": DONE}
-STORY_CATEGORY = {
-    "draft": TODO,
-    "reviewing": TODO,
-    "active": TODO,
-    "changing": TODO,
+STARTED_STAGES = frozenset({"developing", "developed", "testing", "tested", "verified"})
+DONE_STAGES = frozenset({"released", "delivering", "delivered", "closed"})
+TASK_CATEGORY = {
+    "wait": TODO,
+    "doing": IN_PROGRESS,
+    "pause": IN_PROGRESS,
+    "done": DONE,
+    "cancel": DONE,
     "closed": DONE,
 }
-STARTED_STAGES = frozenset(
-    {"developing", "developed", "testing", "tested", "verified", "rejected", "delivering"}
-)
-DONE_STAGES = frozenset({"released", "delivered", "closed"})
+INCIDENT_STATUS = {"resolved": "resolved", "closed": "closed"}
 
 
 @dataclass(frozen=True)
-class Transition:
-    """One status (or stage) change of a work item."""
+class State:
+    """What decides a Zentao object's category: its status and, for bugs, `confirmed`, for
+    stories, `stage`."""
 
-    at: datetime
-    field: str
-    from_status: str | None
-    to_status: str
+    kind: str  # bug | story | task
+    status: str
+    detail: str = ""  # bug: "1" when confirmed; story: the stage
+
+    @property
+    def category(self) -> str:
+        if self.kind == "bug":
+            if self.status in ("resolved", "closed"):
+                return DONE
+            return IN_PROGRESS if self.status == "active" and self.detail == "1" else TODO
+        if self.kind == "story":
+            if self.status == "closed" or self.detail in DONE_STAGES:
+                return DONE
+            return IN_PROGRESS if self.detail in STARTED_STAGES else TODO
+        return TASK_CATEGORY.get(self.status, TODO)
+
+    @property
+    def label(self) -> str:
+        """The status a person reads: a story's stage while its status says nothing more."""
+        if self.kind == "story" and self.status not in ("closed", "draft", "reviewing", "changing"):
+            return self.detail or self.status
+        return self.status
 
 
 def zentao_time(value: Any, field: str, tz: ZoneInfo) -> datetime | None:
@@ -107,158 +138,204 @@ def account(value: Any, field: str) -> str | None:
     raise RejectedPayload(f"{field} is not an account: {short(value)}")
 
 
-class _Reader:
-    """Field reads of one Zentao object with its time zone."""
-
-    def __init__(self, payload: Any, tz: ZoneInfo, path: str = "") -> None:
-        self.f = Fields(payload, path)
-        self.tz = tz
-
-    def time(self, key: str) -> datetime | None:
-        return zentao_time(self.f.raw(key), self.f.name(key), self.tz)
-
-    def required_time(self, key: str) -> datetime:
-        value = self.time(key)
-        if value is None:
-            raise RejectedPayload(f"missing {self.f.name(key)}")
-        return value
-
-    def count(self, key: str) -> int:
-        value = self.f.raw(key)
-        if value in (None, ""):
-            return 0
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise RejectedPayload(f"{self.f.name(key)} is not a number: {short(value)}")
-
-    def label(self, key: str) -> str | None:
-        """A priority or severity (Zentao sends numbers or numeric strings) as text."""
-        value = self.f.raw(key)
-        if value in (None, "", 0, "0"):
-            return None
-        return str(value)
-
-
-def _zone(tz: ZoneInfo | str | None) -> ZoneInfo:
+def zone(tz: ZoneInfo | str | None) -> ZoneInfo:
+    """The time zone local (v2) times are read in."""
     return tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz or DEFAULT_TIMEZONE)
 
 
-def _common(r: _Reader, kind: str, base_url: str | None) -> Row:
-    f = r.f
+def _text(value: Any) -> str:
+    return str(value) if value not in (None, 0) else ""
+
+
+def state_of(kind: str, payload: Payload) -> State:
+    """The object's current state, from its own fields."""
+    f = Fields(payload, kind)
+    status = f.required("status")
+    if kind == "bug":
+        return State(kind, status, _text(f.raw("confirmed")))
+    if kind == "story":
+        return State(kind, status, f.string("stage") or "")
+    return State(kind, status)
+
+
+def initial_state(kind: str) -> State:
+    """The state an object is created in."""
+    return {"bug": State("bug", "active", "0"), "story": State("story", "active", "wait")}.get(
+        kind, State(kind, "wait")
+    )
+
+
+@rejects("actions")
+def transitions(
+    kind: str, actions: Iterable[Any], tz: ZoneInfo | str | None = None
+) -> list[Transition]:
+    """The status and category changes in an object's actions, oldest first."""
+    tzone = zone(tz)
+    read = []
+    for i, action in enumerate(actions):
+        f = Fields(action, f"actions[{i}]")
+        at = zentao_time(f.raw("date"), f.name("date"), tzone)
+        if at is None:
+            raise RejectedPayload(f"missing {f.name('date')}")
+        read.append((at, f.ident("id"), f))
+    read.sort(key=lambda r: (r[0], int(r[1]) if r[1].isdigit() else 0))
+    state = initial_state(kind)
+    found: list[Transition] = []
+    for at, ident, f in read:
+        new = _apply(state, f)
+        if (new.label, new.category) != (state.label, state.category):
+            found.append(
+                Transition(
+                    ident,
+                    at,
+                    state.label,
+                    new.label,
+                    state.category,
+                    new.category,
+                    account(f.raw("actor"), f.name("actor")),
+                )
+            )
+        state = new
+    return found
+
+
+def _apply(state: State, action: Fields) -> State:
+    verb = (action.string("action") or "").lower()
+    status, detail = state.status, state.detail
+    seen = set()
+    for h in action.objects("history"):
+        field, new = h.string("field"), h.raw("new")
+        if field == "status" and new not in (None, ""):
+            status = str(new)
+        elif field in ("stage", "confirmed") and new is not None:
+            detail = str(new)
+        seen.add(field)
+    if verb == "activated" and "status" not in seen:
+        status = "active"
+        detail = "0" if state.kind == "bug" else detail
+    if verb == "bugconfirmed" and "confirmed" not in seen:
+        detail = "1"
+    return State(state.kind, status, detail)
+
+
+def _common(f: Fields, kind: str, tz: ZoneInfo, base_url: str | None) -> dict[str, Any]:
     ident = f.ident("id")
+    opened = zentao_time(f.raw("openedDate"), f.name("openedDate"), tz)
+    if opened is None:
+        raise RejectedPayload(f"missing {f.name('openedDate')}")
+    edited = zentao_time(f.raw("lastEditedDate"), f.name("lastEditedDate"), tz)
+    pri = f.raw("pri")
     return {
-        "external_id": f"{kind}-{ident}",
-        "key": f"{kind} #{ident}",
-        "title": f.required("title"),
-        "created_at": r.required_time("openedDate"),
-        "updated_at": r.time("lastEditedDate") or r.required_time("openedDate"),
-        "closed_at": r.time("closedDate"),
+        "key": f"{kind}-{ident}",
+        "title": f.required("title" if kind != "task" else "name"),
+        "created_at": opened,
+        "updated_at": edited or opened,
+        "closed_at": zentao_time(f.raw("closedDate"), f.name("closedDate"), tz),
+        "priority": None if pri in (None, "", 0, "0") else str(pri),
         "url": f"{base_url.rstrip('/')}/{kind}-view-{ident}.html" if base_url else None,
     }
 
 
-def is_reopened(bug: Payload) -> bool:
-    """Whether an active bug was activated again after a resolution."""
-    f = Fields(bug, "bug")
-    count = f.raw("activatedCount")
-    reopened = (isinstance(count, int) and count > 0) or (isinstance(count, str) and count > "0")
-    return f.raw("status") == "active" and reopened
+def _description(f: Fields, kind: str) -> str:
+    key = {"bug": "steps", "story": "spec"}.get(kind, "desc")
+    value = f.raw(key)
+    return value if isinstance(value, str) else ""
 
 
-@rejects("bug")
-def normalize_bug(
-    bug: Payload, tz: ZoneInfo | str | None = None, base_url: str | None = None
-) -> Row:
-    """The work item row of a bug (kind `bug`): status category, severity, priority, created /
-    resolved / closed; a reopened bug is open with no resolution."""
-    r = _Reader(bug, _zone(tz), "bug")
-    f = r.f
-    raw = f.required("status")
-    row = _common(r, "bug", base_url)
-    row |= {
-        "kind": "bug",
-        "status": BUG_CATEGORY.get(raw, TODO),
-        "raw_status": raw,
-        "priority": r.label("pri"),
-        "severity": r.label("severity"),
-        "started_at": None,
-        "resolved_at": r.time("resolvedDate"),
-        "product": f.ident("product"),
-        "module": _ident_or_none(f, "module"),
-        "bug_type": f.string("type"),
-    }
-    if raw == "active":
-        row["resolved_at"] = row["closed_at"] = None
-    return row
-
-
-@rejects("story")
-def normalize_story(
-    story: Payload,
+@rejects("work item")
+def normalize_work_item(
+    kind: str,
+    payload: Payload,
     tz: ZoneInfo | str | None = None,
     base_url: str | None = None,
-    transitions: Sequence[Transition] = (),
-) -> Row:
-    """The work item row of a story (kind `requirement`); `started_at` from the first stage
-    transition into development when `transitions` (from its actions) are given."""
-    r = _Reader(story, _zone(tz), "story")
-    f = r.f
-    raw = f.required("status")
-    stage = f.string("stage") or ""
-    category = STORY_CATEGORY.get(raw, TODO)
-    if category != DONE and stage in DONE_STAGES:
-        category = DONE
-    elif category == TODO and stage in STARTED_STAGES:
-        category = IN_PROGRESS
-    started = next(
-        (t.at for t in transitions if t.field == "stage" and t.to_status in STARTED_STAGES),
-        None,
+) -> TrackerWorkItem:
+    """The work item of a story, bug or task (with its transitions when the payload carries its
+    `actions`); no service yet (the collector maps it)."""
+    f = Fields(payload, kind)
+    tzone = zone(tz)
+    common = _common(f, kind, tzone, base_url)
+    state = state_of(kind, payload)
+    moves = transitions(kind, f.array("actions"), tzone) if f.has("actions") else []
+    links = tuple(
+        r for r in change_refs(_description(f, kind)) if r.kind in ("commit", "merge_request")
     )
-    row = _common(r, "story", base_url)
-    row |= {
-        "kind": "requirement",
-        "status": category,
-        "raw_status": raw,
-        "stage": stage or None,
-        "priority": r.label("pri"),
-        "severity": None,
-        "started_at": started,
-        "resolved_at": r.time("releasedDate") if stage in DONE_STAGES else None,
-        "product": f.ident("product"),
-        "module": _ident_or_none(f, "module"),
-    }
-    return row
+    return TrackerWorkItem(
+        external_id=common["key"],
+        raw_kind=f.string("type") if kind == "bug" else kind,
+        kind=KINDS[kind],
+        status=state.label,
+        status_category=state.category,
+        transitions=tuple(moves),
+        links=links,
+        **common,
+    )
 
 
-def _ident_or_none(f: Fields, key: str) -> str | None:
-    value = f.raw(key)
-    if value in (None, "", 0, "0"):
-        return None
-    return f.ident(key)
+@rejects("incident")
+def normalize_incident(
+    bug: Payload,
+    releases: Iterable[Payload] = (),
+    tz: ZoneInfo | str | None = None,
+    base_url: str | None = None,
+    tag_pattern: str = TAG_PATTERN,
+) -> TrackerIncident:
+    """The incident of a bug the source's rule says is one; explicit links from its steps and
+    from `openedBuild` naming a release tag."""
+    item = normalize_work_item("bug", bug, tz, base_url)
+    f = Fields(bug, "bug")
+    state = state_of("bug", bug)
+    status = INCIDENT_STATUS.get(state.status) or (
+        "acknowledged" if state.category == IN_PROGRESS else "open"
+    )
+    moves = sorted(item.transitions, key=lambda t: t.at)
+    acknowledged = next((t.at for t in moves if t.to_category != TODO), None)
+    into_done = [t.at for t in moves if t.to_category == DONE]
+    resolved = (into_done[-1] if into_done else item.created_at) if state.category == DONE else None
+    links = [r for r in change_refs(_description(f, "bug")) if r.kind != "tag"]
+    tag = release_tag(bug, releases, tag_pattern)
+    if tag is not None:
+        links.append(ChangeRef("tag", tag))
+    severity = f.raw("severity")
+    return TrackerIncident(
+        external_id=item.external_id,
+        key=item.key,
+        title=item.title,
+        status=status,
+        raw_status=state.status,
+        opened_at=item.created_at,
+        resolved_at=resolved,
+        acknowledged_at=acknowledged,
+        closed_at=item.closed_at if state.status == "closed" else None,
+        updated_at=item.updated_at,
+        severity=None if severity in (None, "", 0, "0") else str(severity),
+        priority=item.priority,
+        url=item.url,
+        transitions=item.transitions,
+        links=tuple(dict.fromkeys(links)),
+    )
 
 
-@rejects("actions")
-def transitions(actions: Iterable[Any], tz: ZoneInfo | str | None = None) -> list[Transition]:
-    """The status and stage changes in an object's actions, oldest first."""
-    zone = _zone(tz)
-    found: list[Transition] = []
-    for i, action in enumerate(actions):
-        r = _Reader(action, zone, f"actions[{i}]")
-        at = r.required_time("date")
-        verb = r.f.string("action") or ""
-        changed = False
-        for h in r.f.objects("history"):
-            field = h.string("field")
-            if field in ("status", "stage") and h.raw("new") not in (None, ""):
-                new, old = str(h.raw("new")), h.raw("old")
-                found.append(Transition(at, field, str(old) if old else None, new))
-                changed = changed or field == "status"
-        if verb == "activated" and not changed:
-            found.append(Transition(at, "status", None, "active"))
-    found.sort(key=lambda t: t.at)
-    return found
+def is_incident(
+    bug: Payload,
+    types: Iterable[str] = (),
+    severity: int | None = None,
+    modules: Iterable[str] = (),
+    module_name: str | None = None,
+) -> bool:
+    """Whether a bug is an incident by the source's rule: every criterion given must hold (its
+    type among `types`, its severity at least as severe as `severity` — 1 is the most severe —,
+    its module, by id or name, among `modules`); no criterion: no bug is an incident."""
+    f = Fields(bug, "bug")
+    types, modules = set(types), set(modules)
+    if not types and severity is None and not modules:
+        return False
+    if types and f.raw("type") not in types:
+        return False
+    level = f.raw("severity")
+    if severity is not None and not (str(level).isdigit() and 0 < int(str(level)) <= severity):
+        return False
+    names = {_text(f.raw("module")), module_name or ""} - {""}
+    return not modules or bool(names & modules)
 
 
 def opened_builds(bug: Payload) -> list[str]:
@@ -293,10 +370,10 @@ def release_builds(release: Payload) -> tuple[str, list[str]]:
 
 
 def release_tag(
-    bug: Payload, releases: Iterable[Payload], tag_pattern: str = r"v?\d+(\.\d+)+.*"
+    bug: Payload, releases: Iterable[Payload], tag_pattern: str = TAG_PATTERN
 ) -> str | None:
     """The release tag `openedBuild` names: the name of a release shipping one of the bug's
-    builds, when it matches `tag_pattern`; the newest such release (highest build id) wins."""
+    builds, when it matches `tag_pattern`; the release of the newest such build wins."""
     builds = set(opened_builds(bug))
     if not builds:
         return None
@@ -310,6 +387,16 @@ def release_tag(
     return best[1] if best else None
 
 
+def edited_at(payload: Any, tz: ZoneInfo) -> datetime | None:
+    """When a listed object was last edited (None: never edited, or unreadable)."""
+    if not isinstance(payload, Mapping):
+        return None
+    try:
+        return zentao_time(payload.get("lastEditedDate"), "lastEditedDate", tz)
+    except RejectedPayload:
+        return None
+
+
 def page_of(answer: Payload, key: str) -> tuple[list[Any], int | None]:
     """(items, total) of a list answer: v1 `{page, total, limit, <key>: [...]}`, v2 `{status,
     <key>: [...], pager: {recTotal, recPerPage, pageID}}`."""
@@ -319,3 +406,8 @@ def page_of(answer: Payload, key: str) -> tuple[list[Any], int | None]:
     if total is None:
         total = f.obj("pager").raw("recTotal")
     return items, int(total) if isinstance(total, int | str) and str(total).isdigit() else None
+
+
+def with_service(item: Any, service: str | None, raw: str | None) -> Any:
+    """`item` (a work item or an incident) with the service its mapping chose."""
+    return replace(item, service=service, raw_service=raw)

@@ -332,6 +332,17 @@ class ZentaoSource(SourceSettings):
     """Modules (id or name) whose bugs are incidents."""
     services: list[ZentaoServiceRule] = Field(default_factory=list)
     """Service mapping (`[[sources.zentao.services]]`): product and/or module."""
+    timezone: str = "Asia/Shanghai"
+    """The server's time zone: REST v2 answers local times without a zone, read in it (v1 answers
+    UTC)."""
+    release_tags: Regex = r"v?\d+(\.\d+)+([-+.][\w.\-]+)?"
+    """A release whose name matches this pattern is named by its tag: a bug whose `openedBuild` is
+    a build of that release is explicitly linked to the deployment of that tag."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
 
 
 class PagerDutySource(SourceSettings):

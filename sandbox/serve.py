@@ -13,9 +13,13 @@ from sandbox.jenkins_api import JenkinsSimulator
 from sandbox.jenkins_org import gitlab_view
 from sandbox.kubernetes_api import KubernetesSimulator
 from sandbox.model import Organisation
+from sandbox.pagerduty_api import PagerDutySimulator
+from sandbox.pagerduty_api import from_trackers as pagerduty_data
 from sandbox.registry_api import HarborSimulator, OCISimulator
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
+from sandbox.zentao_api import INCIDENT_SEVERITY, ZentaoSimulator
+from sandbox.zentao_api import from_trackers as zentao_data
 
 
 @dataclass
@@ -48,6 +52,15 @@ class Sandbox:
     oci_app: SimulatorApp | None = None
     oci_server: SimulatorServer | None = None
     registry_user: str = "robot$cdmetrics"
+    # the trackers (`trackers=True` or `start_trackers`): Zentao (account and password in
+    # `zentao.data`) and PagerDuty (API key: the sandbox's token)
+    zentao: ZentaoSimulator | None = None
+    zentao_app: SimulatorApp | None = None
+    zentao_server: SimulatorServer | None = None
+    zentao_modules: dict[str, int] | None = None  # service -> Zentao module id
+    pagerduty: PagerDutySimulator | None = None
+    pagerduty_app: SimulatorApp | None = None
+    pagerduty_server: SimulatorServer | None = None
 
     @classmethod
     def start(
@@ -69,6 +82,7 @@ class Sandbox:
         jenkins_user: str = "sandbox",
         registry: bool = True,
         registry_auth: str = "token",
+        trackers: bool = False,
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
@@ -104,7 +118,77 @@ class Sandbox:
             except Exception:
                 sandbox.stop()
                 raise
+        if trackers:
+            try:
+                sandbox.start_trackers(host, at, keep_log)
+            except Exception:
+                sandbox.stop()
+                raise
         return sandbox
+
+    def start_trackers(
+        self, host: str = "127.0.0.1", at: datetime | None = None, keep_log: bool = False
+    ) -> None:
+        """Serve the organisation's trackers (`sandbox.trackers`): the Zentao teams' products
+        through the Zentao simulator, the paged incidents through the PagerDuty simulator."""
+        data, self.zentao_modules = zentao_data(self.org)
+        self.zentao = ZentaoSimulator(data, at=at or self.org.now)
+        self.zentao_app = SimulatorApp(self.zentao.router, faults=Faults(), keep_log=keep_log)
+        self.zentao_server = SimulatorServer(self.zentao_app, host=host)
+        self.zentao_server.start()
+        self.pagerduty = PagerDutySimulator(
+            pagerduty_data(self.org), self.token, at=at or self.org.now
+        )
+        self.pagerduty_app = SimulatorApp(
+            self.pagerduty.router,
+            auth=self.pagerduty.authorised,
+            faults=Faults(),
+            keep_log=keep_log,
+        )
+        self.pagerduty_server = SimulatorServer(self.pagerduty_app, host=host)
+        self.pagerduty_server.start()
+
+    def tracker_sources(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The running tracker simulators as `[sources]` settings, with the environment variables
+        their secrets are read from (Zentao's account and password, PagerDuty's API key)."""
+        if self.zentao is None or self.pagerduty is None or self.zentao_server is None:
+            return {}, {}
+        assert self.pagerduty_server is not None and self.zentao_modules is not None
+        products = {team: name for name, team in self.zentao.data.products.values()}
+        teams = {s.name: s.team for s in self.org.services}
+        environ = {
+            "SANDBOX_ZENTAO_ACCOUNT": self.zentao.data.account,
+            "SANDBOX_ZENTAO_PASSWORD": self.zentao.data.password,
+            "SANDBOX_PAGERDUTY_TOKEN": self.token,
+        }
+        sources: dict[str, Any] = {
+            "zentao": [
+                {
+                    "name": "zentao",
+                    "url": self.zentao_server.url,
+                    "account_env": "SANDBOX_ZENTAO_ACCOUNT",
+                    "password_env": "SANDBOX_ZENTAO_PASSWORD",
+                    "incident_severity": INCIDENT_SEVERITY,
+                    "services": [
+                        {
+                            "product": products[f"team-{teams[service]}"],
+                            "module": str(module),
+                            "service": service,
+                        }
+                        for service, module in sorted(self.zentao_modules.items())
+                    ],
+                }
+            ],
+            "pagerduty": [
+                {
+                    "name": "pagerduty",
+                    "url": self.pagerduty_server.url,
+                    "token_env": "SANDBOX_PAGERDUTY_TOKEN",
+                    "services": dict(sorted(self.pagerduty.data.services.items())),
+                }
+            ],
+        }
+        return sources, environ
 
     def start_kubernetes(
         self,
@@ -203,6 +287,9 @@ class Sandbox:
         for registry in (self.harbor, self.oci):
             if registry is not None:
                 registry.advance(at)
+        for tracker in (self.zentao, self.pagerduty):
+            if tracker is not None:
+                tracker.advance(at)
 
     def history_days(self) -> int:
         """A `[sync] history_days` that reaches the organisation's first commit from today: a
@@ -356,7 +443,12 @@ class Sandbox:
             self.jenkins_server.stop()
         if self.kubernetes_server:
             self.kubernetes_server.stop()
-        for server in (self.harbor_server, self.oci_server):
+        for server in (
+            self.harbor_server,
+            self.oci_server,
+            self.zentao_server,
+            self.pagerduty_server,
+        ):
             if server is not None:
                 server.stop()
 

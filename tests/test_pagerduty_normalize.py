@@ -81,9 +81,9 @@ def test_log_entries_give_first_acknowledge_and_last_resolve() -> None:
     }
 
 
-def test_retriggered_after_resolve_is_open_again() -> None:
-    entries = [entry("trigger", 0), entry("resolve", 30), entry("trigger", 40)]
-    assert norm.incident_times(entries)["resolved_at"] is None
+def test_resolution_logged_before_the_trigger_is_kept_as_logged() -> None:
+    entries = [entry("trigger", 0), entry("resolve", -12)]
+    assert norm.incident_times(entries)["resolved_at"] == T0 - timedelta(minutes=12)
 
 
 @pytest.mark.parametrize(
