@@ -71,6 +71,7 @@ class PagerDutyCollector(TrackerCollector):
     kind = "pagerduty"
     unit = "services"
     offset_cap = OFFSET_CAP
+    page = PAGE
 
     def __init__(self, source: PagerDutySource, options: Any) -> None:
         super().__init__(source, options)
@@ -96,7 +97,7 @@ class PagerDutyCollector(TrackerCollector):
         batch = Batch()
         offset = 0
         while True:
-            answer = self.get("/services", {"limit": PAGE, "offset": offset})
+            answer = self.get("/services", {"limit": self.page, "offset": offset})
             items, more = norm.page_of(answer, "services")
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
@@ -183,7 +184,7 @@ class PagerDutyCollector(TrackerCollector):
             "since": since.isoformat(),
             "until": until.isoformat(),
             "sort_by": "created_at:asc",
-            "limit": PAGE,
+            "limit": self.page,
             "total": "true",
         }
         first = self.get("/incidents", params | {"offset": 0})
@@ -208,7 +209,7 @@ class PagerDutyCollector(TrackerCollector):
                     opened.append(open_at)
             run.write(STREAM, batch)
             offset += len(items)
-            if not more or not items or offset + PAGE > self.offset_cap:
+            if not more or not items or offset + self.page > self.offset_cap:
                 break
             answer = self.get("/incidents", params | {"offset": offset, "total": "false"})
         return opened
@@ -268,7 +269,7 @@ class PagerDutyCollector(TrackerCollector):
         offset = 0
         while True:
             answer = self.get(
-                f"/incidents/{incident_id}/log_entries", {"limit": PAGE, "offset": offset}
+                f"/incidents/{incident_id}/log_entries", {"limit": self.page, "offset": offset}
             )
             items, more = norm.page_of(answer, "log_entries")
             entries.extend(items)

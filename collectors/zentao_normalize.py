@@ -21,10 +21,11 @@ Decisions where DESIGN.md is silent:
   is todo (a workflow's custom status must not read as finished).
 - Transitions come from the object's `actions` (detail answers): the history entries of `status`,
   `stage` and `confirmed` move the object's state; every action that changes its status or
-  category is one transition (its id is the action's). An `activated` action without history
-  is a move to active and unconfirmed; a `bugconfirmed` one without history confirms. A reopened
-  bug (activated after a resolution) is open again: the writer's `item_times` gives it no
-  resolution until it is done again.
+  category is one transition (its id is the action's), in the order the actions were recorded
+  (their ids; a back-filled action may be dated before the previous one). An `activated` action
+  without history is a move to active and unconfirmed; a `bugconfirmed` one without history
+  confirms. A reopened bug (activated after a resolution) is open again: the writer's
+  `item_times` gives it no resolution until it is done again.
 - Incidents: a bug is an incident when it matches the source's rule (`is_incident`); its status is
   open (active), acknowledged (active and confirmed), resolved or closed, opened at `openedDate`,
   acknowledged at its first move out of todo, resolved at its last move into done while done.
@@ -178,7 +179,9 @@ def transitions(
         if at is None:
             raise RejectedPayload(f"missing {f.name('date')}")
         read.append((at, f.ident("id"), f))
-    read.sort(key=lambda r: (r[0], int(r[1]) if r[1].isdigit() else 0))
+    # in the order Zentao recorded them (action ids grow): a back-filled action may carry an
+    # earlier date than the one before it
+    read.sort(key=lambda r: (int(r[1]) if r[1].isdigit() else 0, r[0]))
     state = initial_state(kind)
     found: list[Transition] = []
     for at, ident, f in read:

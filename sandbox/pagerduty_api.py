@@ -4,11 +4,11 @@ trackers (`PagerDutyData`, built from the tracker model by `sandbox.trackers`' c
 Routes (GET): `/services`, `/incidents` (`service_ids[]`, `since`/`until` on `created_at`, at most
 6 months apart, `statuses[]`, `sort_by=created_at:asc|desc`), `/incidents/{id}/log_entries`,
 `/incidents/{id}/related_change_events`. Classic pagination (`limit` up to 100, `offset`,
-`more`, `total` with `total=true`); `offset + limit` over `offset_cap` (10,000 as PagerDuty)
-answers 400 as PagerDuty does. Auth: `Authorization: Token token=<key>`, else 401. What an
-incident shows depends on the simulator's instant (`advance`): an incident not yet created is
-absent, an acknowledgement or resolution not yet made is not shown. `corrupt(id)` serves a
-malformed incident in the lists.
+`more`, `total` with `total=true`); `offset + limit` over 10,000 answers 400 as PagerDuty does
+(for `/incidents`, over `offset_cap`, which a test may lower). Auth: `Authorization: Token
+token=<key>`, else 401. What an incident shows depends on the simulator's instant (`advance`): an
+incident not yet created is absent, an acknowledgement or resolution not yet made is not shown.
+`corrupt(id)` serves a malformed incident in the lists.
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ class PagerDutySimulator:
 
     # -- routes -------------------------------------------------------------------------------
 
-    def _page(self, request: Request, key: str, items: Sequence[Any]) -> Response:
+    def _page(
+        self, request: Request, key: str, items: Sequence[Any], cap: int = OFFSET_CAP
+    ) -> Response:
         try:
             limit = min(int(request.query.get("limit", "25")), 100)
             offset = int(request.query.get("offset", "0"))
@@ -142,8 +144,8 @@ class PagerDutySimulator:
             return _bad("limit and offset must be integers")
         if limit < 1 or offset < 0:
             return _bad("limit and offset must be positive")
-        if offset + limit > self.offset_cap:
-            return _bad(f"Offset+limit exceeds maximum allowed value of {self.offset_cap}")
+        if offset + limit > cap:
+            return _bad(f"Offset+limit exceeds maximum allowed value of {cap}")
         total = len(items) if request.query.get("total") == "true" else None
         page = list(items[offset : offset + limit])
         return Response(pd.page(key, page, limit, offset, offset + limit < len(items), total))
@@ -178,7 +180,7 @@ class PagerDutySimulator:
         items = [self.payload(i) for i in chosen]
         if statuses:
             items = [p for p in items if p.get("status") in statuses]
-        return self._page(request, "incidents", items)
+        return self._page(request, "incidents", items, self.offset_cap)
 
     def log_entries(self, request: Request) -> Response:
         i = self._incident(request)
