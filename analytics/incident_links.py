@@ -9,7 +9,9 @@ names a change that never reached production), as an unresolved GitLab/CDEvents
 `deployment_external_id` is.
 
 Resolution, in this order (the first kind the incident names decides):
-1. deployment: a production deployment of the incident's service with that external id;
+1. deployment: a production deployment of the incident's service with that external id; a
+   `tag:<name>` link (a Zentao bug found in a build of the release tagged <name>) names the
+   production deployments from that ref;
 2. pipeline: the production deployments of the service made by that pipeline;
 3. merge request: its merge, squash or head commit, then as a commit;
 4. commit: the production deployments of the service that brought the commit (deployment_change)
@@ -37,6 +39,7 @@ from warehouse.schema import (
     Service,
 )
 
+TAG_LINK = "tag:"  # `linked_deployment` naming the deployments from a release tag
 LINK_COLUMNS = (
     Incident.linked_deployment,
     Incident.linked_pipeline,
@@ -61,7 +64,7 @@ def linked_incidents(conn: Connection) -> dict[int, int | None]:
 
 
 def _production(conn: Connection, services: Iterable[int]) -> dict[int, list[Any]]:
-    """Production deployments of `services`: (id, external_id, pipeline, sha, finished_at)."""
+    """Production deployments of `services`: (id, external_id, pipeline, sha, ref, finished_at)."""
     found: dict[int, list[Any]] = defaultdict(list)
     for row in conn.execute(
         select(
@@ -70,6 +73,7 @@ def _production(conn: Connection, services: Iterable[int]) -> dict[int, list[Any
             Deployment.external_id,
             Deployment.pipeline_external_id,
             Deployment.sha,
+            Deployment.ref,
             DeploymentChain.finished_at,
         )
         .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
@@ -82,8 +86,10 @@ def _production(conn: Connection, services: Iterable[int]) -> dict[int, list[Any
 
 def _resolve(conn: Connection, incident: Any, production: list[Any]) -> int | None:
     if incident.linked_deployment:
+        link = incident.linked_deployment
+        tag = link[len(TAG_LINK) :] if link.startswith(TAG_LINK) else None
         return _pick(
-            [d for d in production if d.external_id == incident.linked_deployment],
+            [d for d in production if (d.ref == tag if tag else d.external_id == link)],
             incident.opened_at,
         )
     if incident.linked_pipeline:

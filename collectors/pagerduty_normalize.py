@@ -17,8 +17,10 @@ Decisions where DESIGN.md is silent:
   the account uses priorities. Status is `triggered`, `acknowledged` or `resolved`, kept raw.
 - Explicit deployment links: a related change event carrying a deployment, a pipeline or a commit,
   read from its `custom_details` (`deployment_id`/`deployment`, `pipeline_id`/`pipeline`,
-  `commit`/`sha`/`revision`, `source` naming the system when given) or a link whose URL is a
-  GitLab `/-/environments/.../deployments/<id>`, `/-/pipelines/<id>` or `/-/commit/<sha>` page.
+  `commit`/`sha`/`revision`, `project` naming the GitLab project when given), else from its
+  links' URLs as `warehouse.references.change_refs` reads them (GitLab's API deployment URL,
+  `/-/pipelines/<id>`, `/-/commit/<sha>`, `/-/merge_requests/<iid>`; not the web UI's
+  per-environment deployment numbers).
   PagerDuty's correlation is a guess (`most_recent`, `related_service`); the link is explicit only
   because the change event itself names the deployment. When several do, the latest change event
   at or before the incident was opened wins (the deployment the incident followed); with none at
@@ -27,20 +29,17 @@ Decisions where DESIGN.md is silent:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from collectors.payload import Fields, Payload, RejectedPayload, Row, rejects
+from warehouse.references import change_refs, is_sha
 
 __all__ = ["RejectedPayload"]
 
-_DEPLOYMENT_URL = re.compile(r"/deployments/(\d+)(?:[/?#]|$)")
-_PIPELINE_URL = re.compile(r"/pipelines/(\d+)(?:[/?#]|$)")
-_COMMIT_URL = re.compile(r"/commits?/([0-9a-f]{7,64})(?:[/?#]|$)")
-_SHA = re.compile(r"[0-9a-f]{7,64}")
+KINDS = ("deployment", "pipeline", "merge_request", "commit")
 DETAIL_KEYS = {
     "deployment": ("deployment_id", "deployment"),
     "pipeline": ("pipeline_id", "pipeline"),
@@ -112,11 +111,6 @@ def _detail(details: Fields, kind: str) -> str | None:
     return None
 
 
-def _project_of(url: str) -> str | None:
-    path = re.sub(r"^https?://[^/]+/", "", url)
-    return path.split("/-/", 1)[0] if "/-/" in path else None
-
-
 @rejects("change_event")
 def change_reference(event: Payload) -> ChangeReference | None:
     """What a change event names — a deployment, else a pipeline, else a commit — or None."""
@@ -126,18 +120,12 @@ def change_reference(event: Payload) -> ChangeReference | None:
     project = details.string("project") if isinstance(details.raw("project"), str) else None
     for kind in ("deployment", "pipeline", "commit"):
         value = _detail(details, kind)
-        if value and (kind != "commit" or _SHA.fullmatch(value)):
+        if value and (kind != "commit" or is_sha(value)):
             return ChangeReference(kind, value, at, event_id, project)
     for link in f.objects("links"):
-        href = link.string("href") or ""
-        for kind, pattern in (
-            ("deployment", _DEPLOYMENT_URL),
-            ("pipeline", _PIPELINE_URL),
-            ("commit", _COMMIT_URL),
-        ):
-            m = pattern.search(href)
-            if m:
-                return ChangeReference(kind, m.group(1), at, event_id, _project_of(href))
+        for ref in change_refs(link.string("href")):
+            if ref.kind in KINDS:
+                return ChangeReference(ref.kind, ref.value, at, event_id, ref.repo or None)
     return None
 
 

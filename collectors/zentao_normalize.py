@@ -33,7 +33,9 @@ Decisions where DESIGN.md is silent:
   `commit abc1234`) are the tracker's own links; an incident's also names deployments and
   pipelines. `openedBuild` (build ids, or `trunk`/`主干`) naming a build a release ships whose
   release name looks like a version tag (`v1.2.3`, `1.4`) is an explicit link to the
-  deployment from that tag (`ChangeRef("tag", ...)`).
+  production deployment from that tag (`ChangeRef("deployment", "tag:<name>")`, which
+  `analytics.incident_links` resolves by the deployments' ref), after any deployment the steps
+  name.
 """
 
 from __future__ import annotations
@@ -296,8 +298,8 @@ def normalize_incident(
     resolved = (into_done[-1] if into_done else item.created_at) if state.category == DONE else None
     links = [r for r in change_refs(_description(f, "bug")) if r.kind != "tag"]
     tag = release_tag(bug, releases, tag_pattern)
-    if tag is not None:
-        links.append(ChangeRef("tag", tag))
+    if tag is not None:  # the deployments from that tag (`analytics.incident_links`)
+        links.append(ChangeRef("deployment", f"tag:{tag}"))
     severity = f.raw("severity")
     return TrackerIncident(
         external_id=item.external_id,

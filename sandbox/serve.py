@@ -11,6 +11,7 @@ from sandbox.generate import generate
 from sandbox.gitlab_api import GitLabSimulator
 from sandbox.jenkins_api import JenkinsSimulator
 from sandbox.jenkins_org import gitlab_view
+from sandbox.jira_api import JiraSimulator
 from sandbox.kubernetes_api import KubernetesSimulator
 from sandbox.model import Organisation
 from sandbox.pagerduty_api import PagerDutySimulator
@@ -61,6 +62,12 @@ class Sandbox:
     pagerduty: PagerDutySimulator | None = None
     pagerduty_app: SimulatorApp | None = None
     pagerduty_server: SimulatorServer | None = None
+    # Jira (`jira=True`): the Jira teams' projects, as Cloud (`jira_flavour`) or Server/DC; Cloud
+    # logs in with `jira_user` and the sandbox's token, Server/DC with the token as a bearer
+    jira: JiraSimulator | None = None
+    jira_app: SimulatorApp | None = None
+    jira_server: SimulatorServer | None = None
+    jira_user: str = "sandbox@acme.test"
 
     @classmethod
     def start(
@@ -83,6 +90,8 @@ class Sandbox:
         registry: bool = True,
         registry_auth: str = "token",
         trackers: bool = False,
+        jira: bool = True,
+        jira_flavour: str = "cloud",
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
@@ -115,6 +124,12 @@ class Sandbox:
         if kubernetes:
             try:
                 sandbox.start_kubernetes(host, kubernetes_port, at, keep_log)
+            except Exception:
+                sandbox.stop()
+                raise
+        if jira:
+            try:
+                sandbox.start_jira(host, at, keep_log, jira_flavour)
             except Exception:
                 sandbox.stop()
                 raise
@@ -189,6 +204,60 @@ class Sandbox:
             ],
         }
         return sources, environ
+
+    def start_jira(
+        self,
+        host: str = "127.0.0.1",
+        at: datetime | None = None,
+        keep_log: bool = False,
+        flavour: str = "cloud",
+    ) -> None:
+        """Serve the Jira simulator (Cloud or Server/DC); a running one is stopped first."""
+        if self.jira_server is not None:
+            self.jira_server.stop()
+        self.jira = JiraSimulator(
+            self.org,
+            self.jira_user,
+            self.token,
+            flavour=flavour,
+            at=at,
+            gitlab_url=self.gitlab_url,
+        )
+        self.jira_app = SimulatorApp(
+            self.jira.router, auth=self.jira.authorised, faults=Faults(), keep_log=keep_log
+        )
+        self.jira_server = SimulatorServer(self.jira_app, host=host)
+        self.jira_server.start()
+
+    @property
+    def jira_url(self) -> str:
+        """The Jira simulator's URL ("" when it is not running)."""
+        return self.jira_server.url if self.jira_server else ""
+
+    def jira_source(self, token_env: str, user_env: str = "") -> dict[str, Any]:
+        """`[[sources.jira]]` settings for the Jira simulator: every Jira team's project, each
+        service mapped by its component (issues filed without one stay unmapped)."""
+        assert self.jira is not None
+        projects = sorted(
+            {p for tracker, p in self.org.trackers.projects.values() if tracker == "jira"}
+        )
+        rules = [
+            {"service": service, "project": project, "component": service}
+            for team in self.org.teams
+            for tracker, project in [self.org.trackers.projects[team.name]]
+            if tracker == "jira"
+            for service in team.services
+        ]
+        return {
+            "name": "jira",
+            "url": self.jira_url,
+            "flavour": self.jira.flavour,
+            "user_env": user_env if self.jira.flavour == "cloud" else "",
+            "token_env": token_env,
+            "projects": projects,
+            "timezone": str(self.jira.zone),
+            "services": rules,
+        }
 
     def start_kubernetes(
         self,
@@ -290,6 +359,8 @@ class Sandbox:
         for tracker in (self.zentao, self.pagerduty):
             if tracker is not None:
                 tracker.advance(at)
+        if self.jira is not None:
+            self.jira.advance(at)
 
     def history_days(self) -> int:
         """A `[sync] history_days` that reaches the organisation's first commit from today: a
@@ -376,6 +447,9 @@ class Sandbox:
                     "token_env": "SANDBOX_REGISTRY_TOKEN",
                 }
             ]
+        if self.jira_server is not None:
+            environ |= {"SANDBOX_JIRA_USER": self.jira_user, "SANDBOX_JIRA_TOKEN": self.token}
+            sources["jira"] = [self.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]
         if self.kubernetes_server is not None and kubeconfig is not None:
             from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 
@@ -423,6 +497,12 @@ class Sandbox:
                 f"export SANDBOX_REGISTRY_USER='{self.registry_user}'\n"
                 f"export SANDBOX_REGISTRY_TOKEN={self.token}\n"
             )
+        if self.jira_server and self.jira:
+            text += (
+                f"Jira {self.jira.flavour} API simulator: {self.jira_url}/rest/api/"
+                f"{'3' if self.jira.flavour == 'cloud' else '2'} (user: {self.jira_user}, API "
+                f"token: {self.token})\n"
+            )
         if self.kubernetes_server:
             text += (
                 f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
@@ -446,6 +526,7 @@ class Sandbox:
         for server in (
             self.harbor_server,
             self.oci_server,
+            self.jira_server,
             self.zentao_server,
             self.pagerduty_server,
         ):

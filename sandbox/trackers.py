@@ -167,6 +167,8 @@ class _Filer:
         self, item: TrackerItem, at: datetime, category: str, status: str | None = None
     ) -> None:
         names = STATUSES[item.tracker]
+        if max(at, item.updated_at) >= self.org.now:
+            return  # has not happened yet
         item.transitions.append(
             TrackerTransition(
                 self.ident(),

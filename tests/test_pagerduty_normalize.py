@@ -98,13 +98,13 @@ def test_resolution_logged_before_the_trigger_is_kept_as_logged() -> None:
         ),
         (
             {},
-            (("https://gitlab.example.com/pay/api/-/environments/3/deployments/17", "deploy"),),
-            ("deployment", "17", "pay/api"),
+            (("https://gitlab.example.com/api/v4/projects/12/deployments/17", "deploy"),),
+            ("deployment", "17", None),
         ),
         (
             {},
             (("https://gitlab.example.com/pay/api/-/pipelines/901", "pipeline"),),
-            ("pipeline", "901", "pay/api"),
+            ("pipeline", "901", None),
         ),
         (
             {"build_state": "passed", "build_number": "2"},
@@ -112,6 +112,16 @@ def test_resolution_logged_before_the_trigger_is_kept_as_logged() -> None:
             None,
         ),
         ({"commit": "not-a-sha"}, (), None),
+        (
+            {},
+            (("https://gitlab.example.com/pay/api/-/environments/3/deployments/17", "web UI"),),
+            None,  # the web UI numbers deployments per environment: not a deployment id
+        ),
+        (
+            {},
+            (("https://gitlab.example.com/pay/api/-/merge_requests/5", "MR"),),
+            ("merge_request", "5", "pay/api"),
+        ),
     ],
 )
 def test_change_event_references(details: dict[str, Any], links: Any, expected: Any) -> None:

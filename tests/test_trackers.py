@@ -55,7 +55,7 @@ def test_work_item_keys(text: str | None, branch: bool, keys: list[str]) -> None
 def test_change_refs_read_gitlab_urls_short_forms_and_words() -> None:
     text = (
         "Caused by https://gitlab.example/acme/pay/api/-/merge_requests/42 "
-        "(deployed by https://gitlab.example/acme/pay/api/-/environments/3/deployments/917, "
+        "(deployed by https://gitlab.example/api/v4/projects/7/deployments/917, "
         "pipeline #555), see acme/pay/api!43 and !44, commit 3f2a9c1d, release v1.4.2"
     )
     assert change_refs(text) == [

@@ -179,7 +179,10 @@ def test_incident_bug_with_links_statuses_and_times() -> None:
     assert incident.opened_at == datetime(2026, 8, 19, 9, 38, 5, tzinfo=UTC)
     assert incident.acknowledged_at == datetime(2026, 8, 19, 10, tzinfo=UTC)
     assert incident.resolved_at == datetime(2026, 8, 19, 12, tzinfo=UTC)
-    assert incident.links == (ChangeRef("deployment", "4711"), ChangeRef("tag", "v1.0"))
+    assert incident.links == (
+        ChangeRef("deployment", "4711"),
+        ChangeRef("deployment", "tag:v1.0"),
+    )
 
 
 def test_reopened_incident_is_open_again() -> None:

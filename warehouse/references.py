@@ -13,7 +13,9 @@ Decisions where DESIGN.md is silent:
   is not one: the `#` is required), giving the work item keys `story-12`, `bug-45`, `task-7`,
   which is how the Zentao collector keys its work items.
 - Changes are read from GitLab URLs (`/-/merge_requests/12`, `/-/pipelines/34`,
-  `/-/environments/.../deployments/56` or `/deployments/56`, `/-/commit/<sha>`, `/-/tags/v1.2`),
+  `/api/v4/projects/<id>/deployments/56`, `/-/commit/<sha>`, `/-/tags/v1.2`; not the web UI's
+  `/-/environments/<n>/deployments/<iid>`, which counts per environment, while a deployment is
+  known by its id),
   GitLab short forms (`!12`, `group/project!12`) and words (`deployment 56`, `pipeline #34`,
   `commit abc1234`, `release v1.2.3`); a bare hex word is a commit only with 7 to 40 characters
   and at least one letter and one digit (so `deadbeef` words and numbers are not shas).
@@ -31,7 +33,9 @@ ZENTAO_WORDS = {"需求": "story", "缺陷": "bug", "任务": "task"}
 _MR_URL = re.compile(r"(?:https?://\S+?/)?([\w.\-]+(?:/[\w.\-]+)+)/-/merge_requests/(\d+)")
 _MR_SHORT = re.compile(r"(?<![\w/])((?:[\w.\-]+/)+[\w.\-]+)?!(\d+)\b")
 _PIPELINE = re.compile(r"(?i)(?:/-/pipelines/|\bpipeline\s*#?\s*)(\d+)\b")
-_DEPLOYMENT = re.compile(r"(?i)(?:/deployments/|\bdeployment\s*#?\s*)([\w.:\-]*\d[\w.:\-]*)")
+_DEPLOYMENT = re.compile(
+    r"(?i)(?:/api/v4/projects/[^/\s]+/deployments/|\bdeployment\s*#?\s*)([\w.:\-]*\d[\w.:\-]*)"
+)
 _COMMIT_URL = re.compile(r"/-/commits?/([0-9a-f]{7,40})\b")
 _COMMIT_WORD = re.compile(r"(?i)\bcommit\s+([0-9a-f]{7,40})\b")
 _TAG = re.compile(r"(?i)(?:/-/tags/|\b(?:release|tag)\s+)(v?\d+(?:\.\d+)+[\w.\-]*)")
