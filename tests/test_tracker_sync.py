@@ -28,7 +28,14 @@ from sandbox.pagerduty_api import MAX_RANGE
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule
 from tests.sandbox_helpers import record_waits
-from warehouse.schema import Incident, RawPayload, Service, WorkItem, WorkItemTransition
+from warehouse.schema import (
+    Incident,
+    RawPayload,
+    Service,
+    WorkItem,
+    WorkItemLink,
+    WorkItemTransition,
+)
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 
@@ -389,3 +396,39 @@ def test_pagerduty_rereads_from_the_oldest_open_incident(
     key = pagerduty_keys(org)[incident.id]
     stored = stored_incidents(sqlite_engine, "pagerduty", pagerduty_keys(org))
     assert stored[key] == expected_incidents(org, "pagerduty")[key]
+
+
+def test_zentao_v2_local_times_equal_the_truth(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation
+) -> None:
+    """REST v2: login at /users/login, detail answers wrapped, local Asia/Shanghai times."""
+    settings = settings_for(sandbox)
+    source = settings.sources.zentao[0].model_copy(update={"api": "v2"})
+    summary = ZentaoCollector(source, SyncOptions(settings, sqlite_engine)).sync()
+    assert summary.ok, summary.errors
+    assert_zentao_equals_truth(sqlite_engine, org)
+    assert sandbox.zentao_app is not None
+    assert sandbox.zentao_app.stats.by_route["/api.php/v2/users/login"] == 1
+
+
+def test_zentao_bugs_filed_against_an_mr_link_it(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation
+) -> None:
+    assert sync(sandbox, sqlite_engine, "zentao").ok
+    with sqlite_engine.connect() as conn:
+        links = set(
+            conn.execute(
+                select(
+                    WorkItemLink.item,
+                    WorkItemLink.kind,
+                    WorkItemLink.repo_path,
+                    WorkItemLink.target,
+                ).where(WorkItemLink.origin == "tracker")
+            ).all()
+        )
+    expected = {
+        (i.key, "merge_request", i.caused_by[0], str(i.caused_by[1]))
+        for i in org.trackers.of("zentao")
+        if i.caused_by is not None and i.kind == "bug"
+    }
+    assert expected and links == expected
