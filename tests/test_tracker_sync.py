@@ -14,13 +14,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
+from analytics.derive import derive
 from collectors.frame import SyncOptions
+from collectors.jira import JiraCollector
 from collectors.pagerduty import PagerDutyCollector
 from collectors.sync import SourceSummary
 from collectors.zentao import ZentaoCollector
 from config.settings import Settings
+from sandbox import reference as ref
 from sandbox import tracker_truth
 from sandbox.generate import generate
 from sandbox.model import Organisation
@@ -28,7 +31,10 @@ from sandbox.pagerduty_api import MAX_RANGE
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule
 from tests.sandbox_helpers import record_waits
+from tests.sandbox_load import load_org
 from warehouse.schema import (
+    ChangeFailure,
+    Deployment,
     Incident,
     RawPayload,
     Service,
@@ -432,3 +438,46 @@ def test_zentao_bugs_filed_against_an_mr_link_it(
         if i.caused_by is not None and i.kind == "bug"
     }
     assert expected and links == expected
+
+
+def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_truth(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab's data loaded without its incidents, then Jira, Zentao and PagerDuty over HTTP, then
+    derive: the trackers' incidents alone (their explicit links included) give the change
+    failures and recoveries the reference computes."""
+    load_org(sqlite_engine, org)
+    with sqlite_engine.begin() as conn:
+        assert conn.execute(delete(Incident)).rowcount > 0  # GitLab's own incidents: gone
+    monkeypatch.setenv("SANDBOX_JIRA_USER", sandbox.jira_user)
+    monkeypatch.setenv("SANDBOX_JIRA_TOKEN", sandbox.token)
+    settings = Settings(
+        sources={"jira": [sandbox.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]},
+        sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
+    )
+    jira = JiraCollector(settings.sources.jira[0], SyncOptions(settings, sqlite_engine)).sync()
+    assert jira.ok, jira.errors
+    assert sync(sandbox, sqlite_engine, "zentao").ok
+    assert sync(sandbox, sqlite_engine, "pagerduty").ok
+    with sqlite_engine.connect() as conn:
+        linked = conn.execute(
+            select(Incident.external_id).where(Incident.linked_deployment.is_not(None))
+        ).all()
+    assert linked  # explicit links are there to win
+    derive(sqlite_engine)
+    truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
+    recoveries = ref.recoveries(org)
+    with sqlite_engine.connect() as conn:
+        found = {
+            int(ext): (incident, recovered)
+            for ext, incident, recovered in conn.execute(
+                select(
+                    Deployment.external_id, ChangeFailure.incident, ChangeFailure.recovered_at
+                ).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+            )
+        }
+    assert set(found) == set(truth)
+    assert any(incident for incident, _ in found.values())
+    for i, (incident, recovered) in found.items():
+        assert bool(incident) == ("incident" in truth[i].reasons), i
+        assert sec(recovered) == sec(recoveries[i].recovered_at), i

@@ -166,7 +166,7 @@ def test_incident_bug_with_links_statuses_and_times() -> None:
         status="resolved",
         severity=1,
         openedBuild="1",
-        steps="Caused by deployment 4711",
+        steps="Caused by deployment 4711.",  # the full stop is not part of the id
         actions=actions,
     )
     assert norm.is_incident(bug, severity=1)

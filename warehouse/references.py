@@ -83,6 +83,8 @@ def change_refs(text: str | None) -> list[ChangeRef]:
     ):
         for m in pattern.finditer(text):
             value = m.group(1)
+            if kind == "deployment":  # "deployment 656." ends a sentence: not part of the id
+                value = value.rstrip(".:-")
             if kind == "commit" and not is_sha(value):
                 continue
             found.append((m.start(), ChangeRef(kind, value)))
