@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents
+from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
 from warehouse.schema import (
@@ -81,6 +82,7 @@ class DeriveSummary:
     deployments: int = 0
     changes: int = 0
     failures: int = 0
+    work_item_links: int = 0  # work item <-> change links found in titles and branches
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -232,6 +234,7 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
+        summary.work_item_links = derive_work_item_links(conn)
         upsert(
             conn,
             DeriveState,

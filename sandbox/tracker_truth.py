@@ -6,7 +6,8 @@ Readings where DESIGN.md is silent (docs/METRICS.md says the same):
 - A work item's `started_at` is its first move out of todo; `resolved_at` its last move into done
   while it is done now (None once reopened).
 - Requirement lead time: the requirement's creation -> the finish of the first production
-  deployment carrying any MR that references it (`reference.merge_requests`' `deployed_at`);
+  deployment carrying any MR that references it (`reference.merge_requests`' `deployed_at`; an
+  MR a baseline deployment carried has none: no change is recorded before a chain's first);
   stages: waiting (created -> started) and delivery (started -> production). A requirement none of
   whose MRs reached production has no lead time yet.
 - Bug escape: a bug filed against an MR (the tracker's own link) that was already in production
@@ -104,12 +105,19 @@ def reference_links(org: Organisation, tracker: str) -> set[tuple[str, str, int]
     }
 
 
+def _deployed(org: Organisation) -> dict[tuple[str, int], datetime | None]:
+    """(service, iid) -> when the MR first reached production; None when not yet, or when a
+    baseline deployment carried it (the warehouse knows no change before a chain's first
+    deployment, `reference.MergeRequestTruth.baseline`)."""
+    return {(m.service, m.iid): None if m.baseline else m.deployed_at for m in merge_requests(org)}
+
+
 def requirement_lead_times(
     org: Organisation, tracker: str | None = None
 ) -> list[RequirementLeadTime]:
     """The lead time of every requirement (of `tracker`, or every tracker) that reached
     production, by key."""
-    deployed = {(m.service, m.iid): m.deployed_at for m in merge_requests(org)}
+    deployed = _deployed(org)
     rows = []
     for item in org.trackers.items:
         if item.kind != "requirement" or (tracker and item.tracker != tracker):
@@ -137,7 +145,7 @@ def requirement_lead_times(
 
 def bug_escapes(org: Organisation, tracker: str | None = None) -> tuple[int, int]:
     """(escaped, filed against an MR) bugs of `tracker` (or every tracker)."""
-    deployed = {(m.service, m.iid): m.deployed_at for m in merge_requests(org)}
+    deployed = _deployed(org)
     by_path = {s.path: s.name for s in org.services}
     escaped = linked = 0
     for item in org.trackers.items:

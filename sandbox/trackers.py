@@ -11,8 +11,9 @@ per team):
 - requirements: about 40% of merged MRs reference one (an MR in four references the previous
   MR's requirement instead: two MRs for one requirement); created before the MR's first commit,
   started with it, done after it merged;
-- bugs: a few per service, some filed against an MR that caused them (their description links it:
-  the tracker's own link), one reopened bug per project (done, then open again);
+- bugs: a few per service, filed against the MR that caused them (their description links it:
+  the tracker's own link), about 40% while it was in review (caught before production), the
+  others after it merged; one reopened bug per project (done, then open again);
 - tasks: a few, linked to nothing;
 - incidents: every incident of the organisation is also filed in its team's tracker (the same
   times), half of them paged through PagerDuty too; about 30% of those of GitLab-built services
@@ -242,7 +243,12 @@ def _bugs_and_tasks(filer: _Filer, service: Service) -> None:
             break
         cause = rng.choice(merged)
         assert cause.merged_at is not None
-        at = cause.merged_at + timedelta(hours=rng.uniform(1, 24 * 10))
+        caught = rng.random() < 0.4  # found in review or test, before the MR shipped
+        at = (
+            cause.created_at + (cause.merged_at - cause.created_at) * rng.uniform(0.1, 0.9)
+            if caught
+            else cause.merged_at + timedelta(hours=rng.uniform(1, 24 * 10))
+        )
         if at >= filer.org.now:
             continue
         bug = filer.item(
