@@ -7,6 +7,7 @@ Zentao and PagerDuty write times to the second: the truth is compared truncated 
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,12 +15,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from rich.console import Console
 from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
 from collectors.frame import SyncOptions
 from collectors.jira import JiraCollector
 from collectors.pagerduty import PagerDutyCollector
+from collectors.run import run_sync
 from collectors.sync import SourceSummary
 from collectors.zentao import ZentaoCollector
 from config.settings import Settings
@@ -481,3 +484,26 @@ def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_tr
     for i, (incident, recovered) in found.items():
         assert bool(incident) == ("incident" in truth[i].reasons), i
         assert sec(recovered) == sec(recoveries[i].recovered_at), i
+
+
+def test_cdmetrics_sync_runs_both_trackers_by_their_kinds(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation
+) -> None:
+    summaries = run_sync(settings_for(sandbox), sqlite_engine, console=Console(file=io.StringIO()))
+    assert {(s.name, s.kind, s.ok) for s in summaries} == {
+        ("zentao", "zentao", True),
+        ("pagerduty", "pagerduty", True),
+    }
+    assert_zentao_equals_truth(sqlite_engine, org)
+    assert_pagerduty_equals_truth(sqlite_engine, org)
+
+
+def test_a_pagerduty_service_it_does_not_know_is_an_error_naming_it(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation
+) -> None:
+    settings = settings_for(sandbox)
+    source = settings.sources.pagerduty[0]
+    source = source.model_copy(update={"services": {**source.services, "PNOSUCH": "ghost"}})
+    summary = PagerDutyCollector(source, SyncOptions(settings, sqlite_engine)).sync()
+    assert [e for e in summary.errors if "PNOSUCH" in e]
+    assert_pagerduty_equals_truth(sqlite_engine, org)  # the known services synced
