@@ -216,53 +216,26 @@ class PagerDutyCollector(TrackerCollector):
 
     def _incident(self, service: MappedService, item: Any, batch: Batch) -> datetime | None:
         """Add an incident's rows to `batch` (or keep it as rejected); returns its opening time
-        when it is still open."""
+        when it is still open. An incident the warehouse holds unchanged costs no request."""
         try:
             row = norm.normalize_incident(item)
             ext = row["external_id"]
-            still_open = row["status"] != "resolved"
-            if self.known.get(ext) == (row["updated_at"], row["raw_status"]):
-                return row["opened_at"] if still_open else None
-            entries = self._log_entries(ext)
-            times = norm.incident_times(entries)
-            events = self.get(f"/incidents/{ext}/related_change_events").get("change_events") or []
-            ref = norm.deployment_reference(events, row["opened_at"])
+            if self.known.get(ext) != (row["updated_at"], row["raw_status"]):
+                entries = self._log_entries(ext)
+                answer = self.get(f"/incidents/{ext}/related_change_events")
+                events = answer.get("change_events") or []
+                incident = _tracked(service, row, entries, events)
+                assert self.writer is not None
+                self.writer.batch(incidents=[incident], batch=batch)
+                detail = {"incident": item, "log_entries": entries, "related_change_events": events}
+                batch.raws.append(Raw(STREAM, ext, detail))
         except RejectedPayload as exc:
             key = external_id_of(item)
             batch.raws.append(Raw(STREAM, key, item, error=str(exc)))
             batch.rejected += 1
             log.warning("%s: rejected incident %s: %s", self.source.name, key, exc)
             return None
-        resolved = times["resolved_at"] if entries else row["resolved_at"]
-        incident = TrackerIncident(
-            external_id=ext,
-            key=row["key"],
-            title=row["title"],
-            status=STATUSES.get(row["raw_status"], "open")
-            if resolved or row["raw_status"] != "resolved"
-            else "open",
-            raw_status=row["raw_status"],
-            opened_at=row["opened_at"],
-            resolved_at=resolved,
-            acknowledged_at=times["acknowledged_at"] or row["acknowledged_at"],
-            updated_at=row["updated_at"],
-            severity=row["severity"],
-            priority=row["priority"],
-            url=row["url"],
-            service=service.service,
-            raw_service=f"service={service.id}",
-            links=() if ref is None else (ChangeRef(ref.kind, ref.value, ref.project or ""),),
-        )
-        assert self.writer is not None
-        self.writer.batch(incidents=[incident], batch=batch)
-        batch.raws.append(
-            Raw(
-                STREAM,
-                ext,
-                {"incident": item, "log_entries": entries, "related_change_events": events},
-            )
-        )
-        return row["opened_at"] if still_open else None
+        return row["opened_at"] if row["status"] != "resolved" else None
 
     def _log_entries(self, incident_id: str) -> list[Any]:
         entries: list[Any] = []
@@ -276,3 +249,30 @@ class PagerDutyCollector(TrackerCollector):
             offset += len(items)
             if not more or not items:
                 return entries
+
+
+def _tracked(
+    service: MappedService, row: dict[str, Any], entries: list[Any], events: list[Any]
+) -> TrackerIncident:
+    """The tracker incident of a listed incident, its times from the log entries and its explicit
+    link from the related change events."""
+    times = norm.incident_times(entries)
+    ref = norm.deployment_reference(events, row["opened_at"])
+    resolved = row["raw_status"] == "resolved"
+    return TrackerIncident(
+        external_id=row["external_id"],
+        key=row["key"],
+        title=row["title"],
+        status=STATUSES.get(row["raw_status"], "open"),
+        raw_status=row["raw_status"],
+        opened_at=row["opened_at"],
+        resolved_at=(times["resolved_at"] or row["resolved_at"]) if resolved else None,
+        acknowledged_at=times["acknowledged_at"] or row["acknowledged_at"],
+        updated_at=row["updated_at"],
+        severity=row["severity"],
+        priority=row["priority"],
+        url=row["url"],
+        service=service.service,
+        raw_service=f"service={service.id}",
+        links=() if ref is None else (ChangeRef(ref.kind, ref.value, ref.project or ""),),
+    )

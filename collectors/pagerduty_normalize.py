@@ -13,6 +13,7 @@ Decisions where DESIGN.md is silent:
   incident; a resolution logged before the trigger — clock skew between integrations — is kept as
   logged, and analytics flag it); without log entries, `resolved_at` of the incident payload, and
   `acknowledgements[0].at` for the acknowledgement.
+- Key: `#<incident_number>`, as PagerDuty shows it (the external id is the incident's id).
 - Severity is the incident's `urgency` (high, low); priority the `priority.summary` (P1..P5) when
   the account uses priorities. Status is `triggered`, `acknowledged` or `resolved`, kept raw.
 - Explicit deployment links: a related change event carrying a deployment, a pipeline or a commit,
