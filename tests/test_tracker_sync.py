@@ -19,6 +19,9 @@ from rich.console import Console
 from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
+from analytics.metrics import metrics
+from analytics.scope import Scope
+from analytics.stats import percentile
 from collectors.frame import SyncOptions
 from collectors.jira import JiraCollector
 from collectors.pagerduty import PagerDutyCollector
@@ -507,3 +510,25 @@ def test_a_pagerduty_service_it_does_not_know_is_an_error_naming_it(
     summary = PagerDutyCollector(source, SyncOptions(settings, sqlite_engine)).sync()
     assert [e for e in summary.errors if "PNOSUCH" in e]
     assert_pagerduty_equals_truth(sqlite_engine, org)  # the known services synced
+
+
+def test_requirement_lead_time_and_bug_escapes_from_zentao_equal_the_truth(
+    sandbox: Sandbox, engine: Engine, org: Organisation
+) -> None:
+    """GitLab's data (loaded) and a Zentao sync over HTTP, derived: requirement lead time and the
+    bug escape rate of the Zentao teams equal the sandbox's truth (Zentao's whole seconds apart)."""
+    load_org(engine, org)
+    assert sync(sandbox, engine, "zentao").ok
+    derive(engine)
+    truth = tracker_truth.requirement_lead_times(org, "zentao")
+    assert truth
+    scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+    with engine.connect() as conn:
+        got = metrics(conn, scope)
+    hours = [r.hours for r in truth]
+    lead = got["requirement_lead_time"]
+    assert lead["items"] == len(truth)
+    assert lead["median_hours"] == pytest.approx(percentile(hours, 0.5), abs=1e-3)
+    assert lead["p90_hours"] == pytest.approx(percentile(hours, 0.9), abs=1e-3)
+    escaped, linked = tracker_truth.bug_escapes(org, "zentao")
+    assert (got["bug_escape_rate"]["escaped"], got["bug_escape_rate"]["bugs"]) == (escaped, linked)
