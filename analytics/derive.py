@@ -24,6 +24,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import resolve_images
+from analytics.incident_links import linked_incidents
+from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
 from warehouse.schema import (
@@ -80,6 +82,7 @@ class DeriveSummary:
     deployments: int = 0
     changes: int = 0
     failures: int = 0
+    work_item_links: int = 0  # work item <-> change links found in titles and branches
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -231,6 +234,7 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
+        summary.work_item_links = derive_work_item_links(conn)
         upsert(
             conn,
             DeriveState,
@@ -551,12 +555,20 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
         .order_by(DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id)
     ).all()
     by_key: dict[tuple[int, str], _Prod] = {}
+    by_id: dict[int, _Prod] = {}
     for service_id, env_id, dep_id, finished, ref, rollback, source_id, external_id in rows:
         prod = _Prod(dep_id, finished, ref, bool(rollback))
         production[service_id][env_id].append(prod)
         by_key[(source_id, external_id)] = prod
+        by_id[dep_id] = prod
+    # incidents with a tracker's explicit link -> the production deployment it resolves to
+    explicit = {
+        incident_id: by_id.get(deployment_id) if deployment_id is not None else None
+        for incident_id, deployment_id in linked_incidents(conn).items()
+    }
     incidents = conn.execute(
         select(
+            Incident.id,
             Incident.service_id,
             Incident.opened_at,
             Incident.resolved_at,
@@ -570,7 +582,9 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
     failures = []
     for service_id, chains in production.items():
         failures.extend(
-            _service_failures(list(chains.values()), by_service.get(service_id, []), by_key, rules)
+            _service_failures(
+                list(chains.values()), by_service.get(service_id, []), by_key, explicit, rules
+            )
         )
     stale = set(conn.execute(select(ChangeFailure.deployment_id)).scalars()) - {
         f["deployment_id"] for f in failures
@@ -588,10 +602,13 @@ def _service_failures(
     chains: list[list[_Prod]],
     incidents: Iterable[Any],
     by_key: dict[tuple[int, str], _Prod],
+    explicit: dict[int, _Prod | None],
     rules: FailureRules,
 ) -> list[dict[str, Any]]:
     """Failed changes of one service's production chains (one per production environment:
-    N, rollbacks and recovery follow each environment's own chain)."""
+    N, rollbacks and recovery follow each environment's own chain). An incident goes to its
+    explicit link when it has one (`explicit`: a tracker link resolved, None when it resolved to
+    nothing; `by_key`: a linked deployment's key), else to the deployment the window gives."""
     for deployments in chains:
         for d, n in zip(deployments, [*deployments[1:], None], strict=True):
             if (
@@ -607,13 +624,18 @@ def _service_failures(
             ):
                 d.reasons.add("hotfix")
     for incident in incidents:
-        linked = by_key.get((incident.deployment_source_id, incident.deployment_external_id))
+        has_link = incident.id in explicit
+        linked = (
+            explicit[incident.id]
+            if has_link
+            else by_key.get((incident.deployment_source_id, incident.deployment_external_id))
+        )
         target = (
             linked
             if linked and any(linked in deployments for deployments in chains)
             else (
                 None
-                if incident.deployment_external_id
+                if incident.deployment_external_id or has_link
                 else _by_window(chains, incident.opened_at, rules)
             )
         )

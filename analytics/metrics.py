@@ -23,6 +23,7 @@ from analytics.dora import (
     recovery_time,
     rework_rate,
 )
+from analytics.requirements import bug_escape_rate, requirement_lead_time
 from analytics.rows import ScopeData
 from analytics.scope import Scope
 from analytics.selects import load
@@ -37,6 +38,8 @@ NEEDS = {
     "rework_rate": ("deployments",),
     "deployment_failure_rate": ("attempts",),
     "build": ("pipelines",),
+    "requirement_lead_time": ("requirements",),
+    "bug_escape_rate": ("bugs",),
 }
 
 
@@ -54,6 +57,8 @@ def compute(data: ScopeData, weeks: list[str] | None = None) -> dict[str, Any]:
         "rework_rate": rework_rate(data),
         "deployment_failure_rate": deployment_failure_rate(data),
         "build": build_health(data),
+        "requirement_lead_time": requirement_lead_time(data),
+        "bug_escape_rate": bug_escape_rate(data),
     }
 
 

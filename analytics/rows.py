@@ -110,6 +110,27 @@ class UnreleasedRow(Row):
     released_at: datetime | None
 
 
+@dataclass(slots=True)
+class RequirementRow(Row):
+    """A requirement whose first linked change reached production at `at`."""
+
+    created_at: datetime
+    started_at: datetime | None
+
+
+@dataclass(slots=True)
+class BugRow(Row):
+    """A bug linked to a change, opened at `at`, with when its first change reached production
+    (None: not yet)."""
+
+    deployed_at: datetime | None
+
+    @property
+    def escaped(self) -> bool:
+        """Whether the change was already in production when the bug was opened."""
+        return self.deployed_at is not None and self.deployed_at <= self.at
+
+
 @dataclass
 class ScopeData:
     """The scope's rows, selected once; metrics are computed from any subset of them. A part not
@@ -123,6 +144,8 @@ class ScopeData:
     pipelines: list[PipelineRow] = field(default_factory=list)
     incidents: list[IncidentRow] = field(default_factory=list)
     unreleased: list[UnreleasedRow] = field(default_factory=list)  # merged, not yet released
+    requirements: list[RequirementRow] = field(default_factory=list)  # from trackers
+    bugs: list[BugRow] = field(default_factory=list)  # linked to a change
 
     def parts(self) -> dict[str, list[Row]]:
         """The parts by name, in field order."""
@@ -140,11 +163,13 @@ PARTS = tuple(f.name for f in fields(ScopeData) if f.name != "scope")
 __all__ = [
     "PARTS",
     "AttemptRow",
+    "BugRow",
     "ChangeRow",
     "DeploymentRow",
     "IncidentRow",
     "MergeRequestRow",
     "PipelineRow",
+    "RequirementRow",
     "Row",
     "ScopeData",
     "UnreleasedRow",

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, and_, func, or_, select, union_all
 from sqlalchemy.orm import aliased
 
+from analytics import requirements
 from analytics.derive import DEPLOYMENT_REPO, FailureRules
 from analytics.rows import (
     PARTS,
@@ -74,6 +75,8 @@ def load(
         "pipelines": lambda: pipelines(conn, scope),
         "incidents": lambda: incidents(conn, scope),
         "unreleased": lambda: unreleased(conn, scope),
+        "requirements": lambda: requirements.requirements(conn, scope),
+        "bugs": lambda: requirements.bugs(conn, scope),
     }
     return ScopeData(scope, **{name: selects[name]() for name in PARTS if name in wanted})
 

@@ -15,11 +15,14 @@ from collectors.frame import Collector, SyncOptions
 from collectors.git import GitCollector
 from collectors.gitlab import GitLabCollector
 from collectors.jenkins import JenkinsCollector
+from collectors.jira import JiraCollector
 from collectors.kubernetes import KubernetesCollector
+from collectors.pagerduty import PagerDutyCollector
 from collectors.registry import RegistryCollector
 from collectors.sonarqube import SonarQubeCollector
 from collectors.svn import SvnCollector
 from collectors.sync import SourceSummary
+from collectors.zentao import ZentaoCollector
 from config.settings import Settings
 from warehouse.locks import DERIVE_LOCK, try_advisory_lock
 from warehouse.schema import Source
@@ -29,8 +32,8 @@ log = logging.getLogger(__name__)
 # every pull collector by its `[[sources.<kind>]]` table, in the order they run: each finds what an
 # earlier one registered (Jenkins' builds GitLab's repos and Subversion's `r<n>` commits; Kubernetes
 # after the sources that name services; registries after them, label trust compares with the
-# services' repositories; SonarQube last, its analyses find the repositories the code sources
-# registered)
+# services' repositories; SonarQube and the trackers last: their analyses and mappings name the
+# repositories and services the code sources registered)
 KINDS: dict[str, type[Collector[Any]]] = {
     "gitlab": GitLabCollector,
     "svn": SvnCollector,
@@ -39,6 +42,9 @@ KINDS: dict[str, type[Collector[Any]]] = {
     "kubernetes": KubernetesCollector,
     "registry": RegistryCollector,
     "sonarqube": SonarQubeCollector,
+    "jira": JiraCollector,
+    "zentao": ZentaoCollector,
+    "pagerduty": PagerDutyCollector,
 }
 
 

@@ -67,6 +67,17 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def check_zone(value: str) -> str:
+    """`value` when it is an IANA time zone; else ValueError saying what to write."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name like Europe/Berlin"
+        ) from None
+    return value
+
+
 def _check_regex(pattern: str) -> str:
     try:
         re.compile(pattern)
@@ -154,13 +165,7 @@ class SyncSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name like Europe/Berlin"
-            ) from None
-        return value
+        return check_zone(value)
 
 
 class SourceSettings(Section):
@@ -289,6 +294,111 @@ class SonarQubeSource(SourceSettings):
     """Page size of list requests (`ps`; SonarQube allows at most 500)."""
 
 
+class TrackerServiceRule(Section):
+    """One rule of a tracker's service mapping; the first rule (in config order) whose every given
+    key matches a row names its service. A row no rule matches is kept with no service and counted
+    on the Data sources page, never guessed."""
+
+    service: str
+    """The service (as in the warehouse: GitLab's project name, or `[[services]]`) it maps to."""
+
+
+class JiraServiceRule(TrackerServiceRule):
+    project: str | None = None
+    """Jira project key (`PAY`)."""
+    component: str | None = None
+    """A component the issue has."""
+    label: str | None = None
+    """A label the issue has."""
+    field: str | None = None
+    """A field id (`customfield_10042`) whose value (text, option or one of a list) is `value`."""
+    value: str | None = None
+    """The value `field` must have."""
+
+
+class ZentaoServiceRule(TrackerServiceRule):
+    product: str | None = None
+    """Zentao product, by id or name."""
+    module: str | None = None
+    """Zentao module, by id or name."""
+
+
+class JiraSource(SourceSettings):
+    url: str
+    """Base URL of the Jira site (`https://acme.atlassian.net`, or a Server/Data Center URL)."""
+    flavour: Literal["cloud", "server"] = "cloud"
+    """`cloud` (REST v3 `search/jql` with `nextPageToken`) or `server` (Server/Data Center: REST v2
+    `search` with `startAt`)."""
+    user_env: EnvName = "JIRA_USER"
+    """Environment variable holding the account's e-mail (Cloud basic auth with an API token);
+    "" for a Server/Data Center personal access token (sent as a bearer token)."""
+    token_env: EnvName = "JIRA_TOKEN"
+    """Environment variable holding the API token (Cloud) or personal access token (Server/DC)."""
+    projects: list[str] = Field(default_factory=list)
+    """Project keys whose issues are synced (empty: every project the account can browse)."""
+    incidents: str = "issuetype = Incident"
+    """JQL selecting the issues that are incidents (they fill `incident`; every other issue is a
+    work item)."""
+    requirement_types: list[str] = Field(default_factory=lambda: ["Story", "Epic", "Requirement"])
+    """Issue types that are requirements; `bug_types` are bugs; every other type is a task."""
+    bug_types: list[str] = Field(default_factory=lambda: ["Bug", "Defect"])
+    """Issue types that are bugs."""
+    services: list[JiraServiceRule] = Field(default_factory=list)
+    """Service mapping (`[[sources.jira.services]]`): project, component, label or field."""
+    timezone: str = "UTC"
+    """The account's time zone: JQL dates (`updated >= "2026-12-01 10:00"`) are read in it, to the
+    minute."""
+    page_size: int = Field(100, ge=1, le=100)
+    """Issues per search request (`maxResults`; Jira caps it at 100 with changelogs)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
+
+
+class ZentaoSource(SourceSettings):
+    url: str
+    """Base URL of the Zentao server (the API is under `/api.php/v1`)."""
+    api: Literal["v1", "v2"] = "v1"
+    """REST API version: `v1` (16.0 and later) or `v2` (where its shapes differ)."""
+    account_env: EnvName = "ZENTAO_ACCOUNT"
+    """Environment variable holding the account that logs in (`POST /tokens`)."""
+    password_env: EnvName = "ZENTAO_PASSWORD"
+    """Environment variable holding the account's password."""
+    products: list[str] = Field(default_factory=list)
+    """Products (id or name) whose bugs and stories are synced (empty: every product)."""
+    incident_types: list[str] = Field(default_factory=list)
+    """Bug types (`codeerror`, `config`, `security`, ...) that are incidents."""
+    incident_severity: int | None = Field(None, ge=1, le=4)
+    """Bugs of this severity or more severe (1 is the most severe) are incidents."""
+    incident_modules: list[str] = Field(default_factory=list)
+    """Modules (id or name) whose bugs are incidents."""
+    services: list[ZentaoServiceRule] = Field(default_factory=list)
+    """Service mapping (`[[sources.zentao.services]]`): product and/or module."""
+    timezone: str = "Asia/Shanghai"
+    """The server's time zone: REST v2 answers local times without a zone, read in it (v1 answers
+    UTC)."""
+    release_tags: Regex = r"v?\d+(\.\d+)+([-+.][\w.\-]+)?"
+    """A release whose name matches this pattern is named by its tag: a bug whose `openedBuild` is
+    a build of that release is explicitly linked to the deployment of that tag."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
+
+
+class PagerDutySource(SourceSettings):
+    url: str = "https://api.pagerduty.com"
+    """Base URL of the PagerDuty REST API."""
+    token_env: EnvName = "PAGERDUTY_TOKEN"
+    """Environment variable holding a read-only REST API key."""
+    services: dict[str, str] = Field(default_factory=dict)
+    """PagerDuty service (id or name) -> our service; every incident of a mapped service is an
+    incident (of the other services' incidents, none are read)."""
+
+
 class Sources(Section):
     gitlab: list[GitLabSource] = Field(default_factory=list)
     """GitLab instances (`[[sources.gitlab]]`)."""
@@ -304,6 +414,12 @@ class Sources(Section):
     """Kubernetes clusters (`[[sources.kubernetes]]`)."""
     sonarqube: list[SonarQubeSource] = Field(default_factory=list)
     """SonarQube servers (`[[sources.sonarqube]]`): quality gates of analysed commits."""
+    jira: list[JiraSource] = Field(default_factory=list)
+    """Jira Cloud sites and Server/Data Center instances (`[[sources.jira]]`)."""
+    zentao: list[ZentaoSource] = Field(default_factory=list)
+    """Zentao (禅道) servers (`[[sources.zentao]]`)."""
+    pagerduty: list[PagerDutySource] = Field(default_factory=list)
+    """PagerDuty accounts (`[[sources.pagerduty]]`)."""
 
 
 SOURCE_KINDS = tuple(Sources.model_fields)  # every `[[sources.<kind>]]` table
@@ -657,8 +773,7 @@ class Settings(BaseSettings):
 
     def all_sources(self) -> list[SourceSettings]:
         """Every configured source, in config order by kind."""
-        s = self.sources
-        return [*s.gitlab, *s.jenkins, *s.git, *s.registry, *s.kubernetes, *s.sonarqube]
+        return [source for kind in SOURCE_KINDS for source in getattr(self.sources, kind)]
 
 
 def owning_team(teams: Iterable[TeamSettings], service: str) -> str | None:

@@ -28,6 +28,7 @@ from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
 from sandbox.regions import add_region
+from sandbox.trackers import add_trackers
 from sandbox.unmerged import add_unmerged_branches
 
 ROOT_GROUP = "acme"
@@ -251,6 +252,7 @@ def generate(
     skew_incidents(org)
     add_unmerged_branches(org, seed)
     delete_merged_branches(org, deleted_branches)
+    org.trackers = add_trackers(org)  # last: it reads the final deployments and incidents
     return org
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -359,6 +360,7 @@ class Organisation:
     services: list[Service]
     developers: list[Developer]
     jenkins: list[JenkinsJob] = field(default_factory=list)  # the Jenkins controller's top items
+    trackers: Any = None  # sandbox.trackers.Trackers: Jira, Zentao and PagerDuty (add_trackers)
 
     def service(self, name: str) -> Service:
         """The service named `name` (its own name, or the one its deployments give it)."""

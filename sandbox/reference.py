@@ -24,7 +24,8 @@ Readings of the definitions, where DESIGN.md leaves room:
   be the baseline: `MergeRequestTruth.baseline` says so, so a test can leave those out.
 - An MR's first commit is its earliest authored commit (`MergeRequest.commits` is oldest first).
 - Incidents have no environment in the model: every incident is a production incident. They are
-  attributed to a deployment by the window only; `Incident.deployment_id` (the generator's intent,
+  attributed to a deployment by the window (an explicit link from a tracker, given to
+  `attribute_incidents`, wins over it); `Incident.deployment_id` (the generator's intent,
   which GitLab cannot carry) is only reported beside the attribution.
 - "The resolution of the last incident attributed to D": when every incident attributed to D is
   resolved, the latest resolution; while one is open, incidents do not recover D. An incident
@@ -37,7 +38,7 @@ Readings of the definitions, where DESIGN.md leaves room:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -481,13 +482,22 @@ def attribute_incidents(
     production: Sequence[DeploymentTruth],
     incidents: Iterable[Incident],
     failure_window: timedelta = FAILURE_WINDOW,
+    links: Mapping[int, int | None] | None = None,
 ) -> dict[int, int | None]:
     """incident id -> the production deployment D (of the incident's service) with
     D.finished_at <= opened < N.finished_at and opened < D.finished_at + failure_window, N the next
     deployment in D's environment; with several production environments (regions) each may have
-    such a D, and the incident goes to the one that finished last (the newest change before it)."""
+    such a D, and the incident goes to the one that finished last (the newest change before it).
+    An incident in `links` (an explicit link from a tracker: incident id -> the deployment it
+    names) goes to that deployment instead, whatever the window says, when it is one of
+    `production`; to none when it is not (DESIGN.md §4: an explicit link wins)."""
     attributed: dict[int, int | None] = {}
+    known = {t.id for t in production}
     for incident in incidents:
+        if links is not None and incident.id in links:
+            linked = links[incident.id]
+            attributed[incident.id] = linked if linked in known else None
+            continue
         candidates = []
         for chain in production_chains(production):
             before = [t for t in chain if t.finished_at <= incident.created_at]

@@ -11,13 +11,18 @@ from sandbox.generate import generate
 from sandbox.gitlab_api import GitLabSimulator
 from sandbox.jenkins_api import JenkinsSimulator
 from sandbox.jenkins_org import gitlab_view
+from sandbox.jira_api import JiraSimulator
 from sandbox.kubernetes_api import KubernetesSimulator
 from sandbox.model import Organisation
+from sandbox.pagerduty_api import PagerDutySimulator
+from sandbox.pagerduty_api import from_trackers as pagerduty_data
 from sandbox.registry_api import HarborSimulator, OCISimulator
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
 from sandbox.sonarqube_api import SonarQubeSimulator
 from sandbox.sonarqube_org import SonarOrg, build_sonar
+from sandbox.zentao_api import INCIDENT_SEVERITY, ZentaoSimulator
+from sandbox.zentao_api import from_trackers as zentao_data
 
 
 @dataclass
@@ -56,6 +61,21 @@ class Sandbox:
     sonarqube: SonarQubeSimulator | None = None
     sonarqube_app: SimulatorApp | None = None
     sonarqube_server: SimulatorServer | None = None
+    # the trackers (`trackers=True` or `start_trackers`): Zentao (account and password in
+    # `zentao.data`) and PagerDuty (API key: the sandbox's token)
+    zentao: ZentaoSimulator | None = None
+    zentao_app: SimulatorApp | None = None
+    zentao_server: SimulatorServer | None = None
+    zentao_modules: dict[str, int] | None = None  # service -> Zentao module id
+    pagerduty: PagerDutySimulator | None = None
+    pagerduty_app: SimulatorApp | None = None
+    pagerduty_server: SimulatorServer | None = None
+    # Jira (`jira=True`): the Jira teams' projects, as Cloud (`jira_flavour`) or Server/DC; Cloud
+    # logs in with `jira_user` and the sandbox's token, Server/DC with the token as a bearer
+    jira: JiraSimulator | None = None
+    jira_app: SimulatorApp | None = None
+    jira_server: SimulatorServer | None = None
+    jira_user: str = "sandbox@acme.test"
 
     @classmethod
     def start(
@@ -79,6 +99,9 @@ class Sandbox:
         registry_auth: str = "token",
         sonarqube: bool = False,
         sonarqube_version: str = "10",
+        trackers: bool = False,
+        jira: bool = True,
+        jira_flavour: str = "cloud",
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
@@ -120,6 +143,18 @@ class Sandbox:
             except Exception:
                 sandbox.stop()
                 raise
+        if jira:
+            try:
+                sandbox.start_jira(host, at, keep_log, jira_flavour)
+            except Exception:
+                sandbox.stop()
+                raise
+        if trackers:
+            try:
+                sandbox.start_trackers(host, at, keep_log)
+            except Exception:
+                sandbox.stop()
+                raise
         return sandbox
 
     def start_sonarqube(
@@ -155,6 +190,124 @@ class Sandbox:
             "token_env": token_env,
             "version": self.sonarqube.version,
             "repositories": dict(self.sonar.repositories),
+        }
+
+    def start_trackers(
+        self, host: str = "127.0.0.1", at: datetime | None = None, keep_log: bool = False
+    ) -> None:
+        """Serve the organisation's trackers (`sandbox.trackers`): the Zentao teams' products
+        through the Zentao simulator, the paged incidents through the PagerDuty simulator."""
+        data, self.zentao_modules = zentao_data(self.org)
+        self.zentao = ZentaoSimulator(data, at=at or self.org.now)
+        self.zentao_app = SimulatorApp(self.zentao.router, faults=Faults(), keep_log=keep_log)
+        self.zentao_server = SimulatorServer(self.zentao_app, host=host)
+        self.zentao_server.start()
+        self.pagerduty = PagerDutySimulator(
+            pagerduty_data(self.org), self.token, at=at or self.org.now
+        )
+        self.pagerduty_app = SimulatorApp(
+            self.pagerduty.router,
+            auth=self.pagerduty.authorised,
+            faults=Faults(),
+            keep_log=keep_log,
+        )
+        self.pagerduty_server = SimulatorServer(self.pagerduty_app, host=host)
+        self.pagerduty_server.start()
+
+    def tracker_sources(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The running tracker simulators as `[sources]` settings, with the environment variables
+        their secrets are read from (Zentao's account and password, PagerDuty's API key)."""
+        if self.zentao is None or self.pagerduty is None or self.zentao_server is None:
+            return {}, {}
+        assert self.pagerduty_server is not None and self.zentao_modules is not None
+        products = {team: name for name, team in self.zentao.data.products.values()}
+        teams = {s.name: s.team for s in self.org.services}
+        environ = {
+            "SANDBOX_ZENTAO_ACCOUNT": self.zentao.data.account,
+            "SANDBOX_ZENTAO_PASSWORD": self.zentao.data.password,
+            "SANDBOX_PAGERDUTY_TOKEN": self.token,
+        }
+        sources: dict[str, Any] = {
+            "zentao": [
+                {
+                    "name": "zentao",
+                    "url": self.zentao_server.url,
+                    "account_env": "SANDBOX_ZENTAO_ACCOUNT",
+                    "password_env": "SANDBOX_ZENTAO_PASSWORD",
+                    "incident_severity": INCIDENT_SEVERITY,
+                    "services": [
+                        {
+                            "product": products[f"team-{teams[service]}"],
+                            "module": str(module),
+                            "service": service,
+                        }
+                        for service, module in sorted(self.zentao_modules.items())
+                    ],
+                }
+            ],
+            "pagerduty": [
+                {
+                    "name": "pagerduty",
+                    "url": self.pagerduty_server.url,
+                    "token_env": "SANDBOX_PAGERDUTY_TOKEN",
+                    "services": dict(sorted(self.pagerduty.data.services.items())),
+                }
+            ],
+        }
+        return sources, environ
+
+    def start_jira(
+        self,
+        host: str = "127.0.0.1",
+        at: datetime | None = None,
+        keep_log: bool = False,
+        flavour: str = "cloud",
+    ) -> None:
+        """Serve the Jira simulator (Cloud or Server/DC); a running one is stopped first."""
+        if self.jira_server is not None:
+            self.jira_server.stop()
+        self.jira = JiraSimulator(
+            self.org,
+            self.jira_user,
+            self.token,
+            flavour=flavour,
+            at=at,
+            gitlab_url=self.gitlab_url,
+        )
+        self.jira_app = SimulatorApp(
+            self.jira.router, auth=self.jira.authorised, faults=Faults(), keep_log=keep_log
+        )
+        self.jira_server = SimulatorServer(self.jira_app, host=host)
+        self.jira_server.start()
+
+    @property
+    def jira_url(self) -> str:
+        """The Jira simulator's URL ("" when it is not running)."""
+        return self.jira_server.url if self.jira_server else ""
+
+    def jira_source(self, token_env: str, user_env: str = "") -> dict[str, Any]:
+        """`[[sources.jira]]` settings for the Jira simulator: every Jira team's project, each
+        service mapped by its component (issues filed without one stay unmapped)."""
+        assert self.jira is not None
+        projects = sorted(
+            {p for tracker, p in self.org.trackers.projects.values() if tracker == "jira"}
+        )
+        rules = [
+            {"service": service, "project": project, "component": service}
+            for team in self.org.teams
+            for tracker, project in [self.org.trackers.projects[team.name]]
+            if tracker == "jira"
+            for service in team.services
+        ]
+        return {
+            "name": "jira",
+            "url": self.jira_url,
+            "flavour": self.jira.flavour,
+            "user_env": user_env if self.jira.flavour == "cloud" else "",
+            "token_env": token_env,
+            "projects": projects,
+            "timezone": str(self.jira.zone),
+            "services": rules,
         }
 
     def start_kubernetes(
@@ -256,6 +409,11 @@ class Sandbox:
                 registry.advance(at)
         if self.sonarqube is not None:
             self.sonarqube.advance(at)
+        for tracker in (self.zentao, self.pagerduty):
+            if tracker is not None:
+                tracker.advance(at)
+        if self.jira is not None:
+            self.jira.advance(at)
 
     def history_days(self) -> int:
         """A `[sync] history_days` that reaches the organisation's first commit from today: a
@@ -345,6 +503,9 @@ class Sandbox:
         if self.sonarqube_server is not None:
             environ["SANDBOX_SONAR_TOKEN"] = self.token
             sources["sonarqube"] = [self.sonarqube_source()]
+        if self.jira_server is not None:
+            environ |= {"SANDBOX_JIRA_USER": self.jira_user, "SANDBOX_JIRA_TOKEN": self.token}
+            sources["jira"] = [self.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]
         if self.kubernetes_server is not None and kubeconfig is not None:
             from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 
@@ -398,6 +559,12 @@ class Sandbox:
                 f"projects keyed by repository path, {len(self.sonar.repositories)} mapped)\n"
             )
             exports += f"export SANDBOX_SONAR_TOKEN={self.token}\n"
+        if self.jira_server and self.jira:
+            text += (
+                f"Jira {self.jira.flavour} API simulator: {self.jira_url}/rest/api/"
+                f"{'3' if self.jira.flavour == 'cloud' else '2'} (user: {self.jira_user}, API "
+                f"token: {self.token})\n"
+            )
         if self.kubernetes_server:
             text += (
                 f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
@@ -424,7 +591,14 @@ class Sandbox:
             self.jenkins_server.stop()
         if self.kubernetes_server:
             self.kubernetes_server.stop()
-        for server in (self.harbor_server, self.oci_server, self.sonarqube_server):
+        for server in (
+            self.harbor_server,
+            self.oci_server,
+            self.sonarqube_server,
+            self.jira_server,
+            self.zentao_server,
+            self.pagerduty_server,
+        ):
             if server is not None:
                 server.stop()
 

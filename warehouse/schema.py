@@ -96,7 +96,7 @@ class Source(Base):
     name: Mapped[str] = mapped_column(Name)
     kind: Mapped[str] = mapped_column(
         String(32)
-    )  # gitlab, jenkins, harbor, oci, kubernetes, git, cdevents
+    )  # gitlab, jenkins, harbor, oci, kubernetes, git, cdevents, jira, zentao, pagerduty
     base_url: Mapped[str | None] = mapped_column(Url)
 
 
@@ -443,6 +443,92 @@ class Incident(Base):
     deployment_source_id: Mapped[int | None] = mapped_column(ForeignKey("source.id"))
     deployment_external_id: Mapped[str | None] = mapped_column(Name)
     url: Mapped[str | None] = mapped_column(Url)
+    # from trackers (Jira, Zentao, PagerDuty; collectors/trackers.py)
+    key: Mapped[str | None] = mapped_column(Name)  # PAY-12, bug-45, Q1W2E3
+    status: Mapped[str | None] = mapped_column(
+        String(16)
+    )  # open | acknowledged | resolved | closed
+    raw_status: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[str | None] = mapped_column(String(32))
+    acknowledged_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    raw_service: Mapped[str | None] = mapped_column(Name)  # the value the service mapping read
+    # explicit links as the tracker gives them; derive resolves them to a production deployment
+    # of the incident's service, and a resolved one wins over the time window
+    linked_deployment: Mapped[str | None] = mapped_column(Name)
+    linked_pipeline: Mapped[str | None] = mapped_column(Name)
+    linked_sha: Mapped[str | None] = mapped_column(Sha)
+    linked_merge_request: Mapped[str | None] = mapped_column(Name)  # iid, or path!iid
+
+
+# --- work items (Jira, Zentao) ------------------------------------------------------------
+
+
+class WorkItem(Base):
+    """A requirement, bug or task from a tracker (not an incident: those are `incident` rows)."""
+
+    __tablename__ = "work_item"
+    __table_args__ = (
+        natural_key("source_id", "external_id"),
+        Index("ix_work_item_key", "key"),
+        Index("ix_work_item_service_created", "service_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    external_id: Mapped[str] = mapped_column(Name)
+    key: Mapped[str] = mapped_column(Name)  # PAY-12 (Jira), story-12 / bug-45 / task-7 (Zentao)
+    kind: Mapped[str] = mapped_column(String(16))  # requirement | bug | task
+    raw_kind: Mapped[str | None] = mapped_column(Name)
+    title: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Name)  # the tracker's status, as it names it
+    status_category: Mapped[str] = mapped_column(String(16))  # todo | in_progress | done
+    priority: Mapped[str | None] = mapped_column(String(32))
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"))
+    team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"))
+    raw_service: Mapped[str | None] = mapped_column(Name)  # the value the service mapping read
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]  # first move out of the todo category
+    resolved_at: Mapped[datetime | None]  # last move into done (None while open: reopened)
+    closed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None]
+    url: Mapped[str | None] = mapped_column(Url)
+
+
+class WorkItemTransition(Base):
+    """One status change of a work item (or a tracker incident), from its history."""
+
+    __tablename__ = "work_item_transition"
+    __table_args__ = (natural_key("source_id", "item", "external_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
+    item: Mapped[str] = mapped_column(Name)  # the work item's external id (its natural key)
+    external_id: Mapped[str] = mapped_column(Name)  # the history entry's id
+    at: Mapped[datetime]
+    from_status: Mapped[str | None] = mapped_column(Name)
+    to_status: Mapped[str | None] = mapped_column(Name)
+    from_category: Mapped[str | None] = mapped_column(String(16))
+    to_category: Mapped[str | None] = mapped_column(String(16))
+    author: Mapped[str | None] = mapped_column(Name)
+
+
+class WorkItemLink(Base):
+    """A work item <-> change link: from the tracker itself (`origin` tracker) or from references
+    in our own data (`origin` reference: keys in MR titles, source branches, commit messages;
+    written by derive)."""
+
+    __tablename__ = "work_item_link"
+    __table_args__ = (
+        natural_key("source_id", "item", "kind", "repo_path", "target"),
+        Index("ix_work_item_link_target", "kind", "target"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))  # the work item's source
+    item: Mapped[str] = mapped_column(Name)  # the work item's external id (its natural key)
+    kind: Mapped[str] = mapped_column(String(16))  # commit | merge_request
+    repo_path: Mapped[str] = mapped_column(Name, default="")  # "" when the tracker names none
+    target: Mapped[str] = mapped_column(Name)  # a sha, or an MR's iid
+    origin: Mapped[str] = mapped_column(String(16))  # tracker | reference
 
 
 class CodeAnalysis(Base):

@@ -8,10 +8,14 @@ from sqlalchemy import Connection, and_, case, func, or_, select
 
 from analytics.views._common import as_dicts
 from warehouse.schema import (
+    Incident,
     RawPayload,
     Source,
     SyncState,
+    WorkItem,
 )
+
+TRACKER_KINDS = ("jira", "zentao", "pagerduty")
 
 
 def sync_overview(conn: Connection) -> list[dict[str, Any]]:
@@ -87,3 +91,36 @@ def rejected_payloads(conn: Connection, limit: int = 50) -> list[dict[str, Any]]
         .limit(limit)
     )
     return as_dicts(conn.execute(query))
+
+
+def unmapped_tracker_rows(conn: Connection) -> list[dict[str, Any]]:
+    """Per tracker source (Jira, Zentao, PagerDuty): the incidents and work items its service
+    mapping matched to no service (kept, left out of every metric), with a few of the raw values
+    the mapping read, so a missing `[[sources.<kind>.services]]` rule shows."""
+    rows: dict[str, dict[str, Any]] = {}
+    for table, column in ((Incident, "incidents"), (WorkItem, "work_items")):
+        query = (
+            select(
+                Source.name.label("source"),
+                Source.kind,
+                func.count().label("n"),
+                func.min(table.raw_service).label("example"),
+            )
+            .join(Source, Source.id == table.source_id)
+            .where(table.service_id.is_(None), Source.kind.in_(TRACKER_KINDS))
+            .group_by(Source.name, Source.kind)
+        )
+        for r in conn.execute(query):
+            row = rows.setdefault(
+                r.source,
+                {
+                    "source": r.source,
+                    "kind": r.kind,
+                    "incidents": 0,
+                    "work_items": 0,
+                    "example": None,
+                },
+            )
+            row[column] = int(r.n)
+            row["example"] = row["example"] or r.example
+    return [rows[name] for name in sorted(rows)]

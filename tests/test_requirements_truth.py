@@ -1,0 +1,116 @@
+"""Requirement lead time and bug escape rate from a real Jira sync (over HTTP) beside the
+organisation's delivery history, on SQLite and PostgreSQL, equal the sandbox's truth; derive links
+work items to the merge requests whose titles name them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from analytics.derive import derive
+from analytics.metrics import metrics
+from analytics.requirements import requirement_lead_time
+from analytics.rows import RequirementRow, ScopeData
+from analytics.scope import Scope
+from analytics.stats import percentile
+from collectors.frame import SyncOptions
+from collectors.jira import JiraCollector
+from config.settings import Settings
+from sandbox.generate import generate
+from sandbox.model import Organisation
+from sandbox.serve import Sandbox
+from sandbox.tracker_truth import bug_escapes, reference_links, requirement_lead_times
+from tests.analytics_world import T0, at
+from tests.sandbox_helpers import HISTORY_END
+from tests.sandbox_load import load_org
+from warehouse.schema import WorkItem, WorkItemLink
+
+TOKEN_ENV, USER_ENV = "CDM_TEST_JIRA_TOKEN", "CDM_TEST_JIRA_USER"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    org = generate(1, "small", HISTORY_END)
+    with Sandbox.start(org=org, jenkins=False, registry=False) as running:
+        yield running
+
+
+@pytest.fixture
+def synced(
+    sandbox: Sandbox, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Organisation, Engine]:
+    monkeypatch.setenv(TOKEN_ENV, sandbox.token)
+    monkeypatch.setenv(USER_ENV, sandbox.jira_user)
+    load_org(engine, sandbox.org)
+    settings = Settings(
+        sources={"jira": [sandbox.jira_source(TOKEN_ENV, USER_ENV)]},
+        sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
+    )
+    summary = JiraCollector(settings.sources.jira[0], SyncOptions(settings, engine)).sync()
+    assert summary.ok, summary.errors
+    derive(engine)
+    return sandbox.org, engine
+
+
+def whole(org: Organisation) -> Scope:
+    return Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+
+
+def test_derive_links_work_items_to_the_merge_requests_naming_them(
+    synced: tuple[Organisation, Engine],
+) -> None:
+    org, engine = synced
+    query = (
+        select(WorkItem.key, WorkItemLink.repo_path, WorkItemLink.target)
+        .join(
+            WorkItem,
+            (WorkItem.source_id == WorkItemLink.source_id)
+            & (WorkItem.external_id == WorkItemLink.item),
+        )
+        .where(WorkItemLink.origin == "reference")
+    )
+    with engine.connect() as conn:
+        found = {(k, p, int(t)) for k, p, t in conn.execute(query)}
+    assert found == reference_links(org, "jira")
+    assert found
+
+
+def test_requirement_lead_time_and_bug_escape_rate_equal_the_truth(
+    synced: tuple[Organisation, Engine],
+) -> None:
+    org, engine = synced
+    truth = requirement_lead_times(org, "jira")
+    assert truth
+    with engine.connect() as conn:
+        got = metrics(conn, whole(org))
+    hours = [r.hours for r in truth]
+    lead = got["requirement_lead_time"]
+    assert lead["items"] == len(truth)
+    assert lead["median_hours"] == pytest.approx(percentile(hours, 0.5))
+    assert lead["p90_hours"] == pytest.approx(percentile(hours, 0.9))
+    delivery = [
+        r.delivery_hours for r in truth if r.delivery_hours is not None and r.delivery_hours >= 0
+    ]
+    assert lead["stages"]["delivery"] == pytest.approx(percentile(delivery, 0.5))
+    escaped, linked = bug_escapes(org, "jira")
+    assert got["bug_escape_rate"] == {
+        "escaped": escaped,
+        "bugs": linked,
+        "rate": pytest.approx(escaped / linked) if linked else None,
+    }
+    assert derive(engine).work_item_links == len(reference_links(org, "jira"))
+
+
+def test_stages_leave_out_a_requirement_started_after_it_shipped() -> None:
+    rows = [
+        RequirementRow("shop", None, at(48), T0, at(10)),  # waiting 10 h, delivery 38 h
+        RequirementRow("shop", None, at(20), T0, at(30)),  # started after it shipped
+        RequirementRow("shop", None, at(30), T0, None),  # never marked started
+    ]
+    lead = requirement_lead_time(ScopeData(Scope(T0, at(100)), requirements=rows))
+    assert lead["items"] == 3
+    assert lead["median_hours"] == pytest.approx(30.0)
+    assert lead["stages"] == {"waiting": pytest.approx(20.0), "delivery": pytest.approx(38.0)}
