@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -273,8 +272,3 @@ def signature(body: bytes, secret: str) -> str:
 def webhook_body(payload: dict[str, Any]) -> bytes:
     """The bytes SonarQube sends (compact JSON)."""
     return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def pages(total: int, size: int) -> int:
-    """Pages of `size` a listing of `total` takes (at least one)."""
-    return max(1, math.ceil(total / size))
