@@ -48,6 +48,7 @@ class SonarQubeSimulator:
     ) -> None:
         self.sonar, self.token, self.version = sonar, token, version
         self.at = at or datetime.now(UTC)
+        self.administer = True  # whether the token may read api/ce/activity (Administer)
         self.router = Router()
         r = self.router
         r.add("/api/components/search_projects", self.search_projects)
@@ -206,6 +207,8 @@ class SonarQubeSimulator:
         }
 
     def activity(self, request: Request) -> Any:
+        if not self.administer:
+            raise HTTPError(403, "Insufficient privileges")
         project = self._project(request, "component")
         since = request.query.get("minSubmittedAt")
         floor = parse_sonar_time(since) if since else None
