@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +48,7 @@ class SonarQubeSimulator:
     ) -> None:
         self.sonar, self.token, self.version = sonar, token, version
         self.at = at or datetime.now(UTC)
+        self.administer = True  # whether the token may read api/ce/activity (Administer)
         self.router = Router()
         r = self.router
         r.add("/api/components/search_projects", self.search_projects)
@@ -207,6 +207,8 @@ class SonarQubeSimulator:
         }
 
     def activity(self, request: Request) -> Any:
+        if not self.administer:
+            raise HTTPError(403, "Insufficient privileges")
         project = self._project(request, "component")
         since = request.query.get("minSubmittedAt")
         floor = parse_sonar_time(since) if since else None
@@ -273,8 +275,3 @@ def signature(body: bytes, secret: str) -> str:
 def webhook_body(payload: dict[str, Any]) -> bytes:
     """The bytes SonarQube sends (compact JSON)."""
     return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def pages(total: int, size: int) -> int:
-    """Pages of `size` a listing of `total` takes (at least one)."""
-    return max(1, math.ceil(total / size))

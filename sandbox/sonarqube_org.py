@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -133,14 +133,14 @@ def _add(
     at: datetime,
     status: str,
     rnd: random.Random,
-    counter: Iterable[int],
+    counter: Iterator[int],
     taken: set[datetime],
 ) -> Analysis:
     date = _seconds(at)
     while date in taken:  # one analysis of a project per second
         date += timedelta(seconds=1)
     taken.add(date)
-    n = next(iter(counter))
+    n = next(counter)
     analysis = Analysis(
         f"AY{n:08d}", project.key, branch, sha, date, f"1.{n % 50}", status,
         conditions(status, rnd), f"AT{n:08d}",
@@ -166,7 +166,7 @@ def start_of(d: Deployment) -> datetime:
 
 
 def _seed_red(
-    sonar: SonarOrg, org: Organisation, rnd: random.Random, counter: Iterable[int]
+    sonar: SonarOrg, org: Organisation, rnd: random.Random, counter: Iterator[int]
 ) -> None:
     deployed = production_deployments(org)
     if not deployed:
@@ -199,7 +199,7 @@ def _seed_red(
         sonar.red_deployed.add(d.id)
 
 
-def _seed_unrevisioned(sonar: SonarOrg, rnd: random.Random, counter: Iterable[int]) -> None:
+def _seed_unrevisioned(sonar: SonarOrg, rnd: random.Random, counter: Iterator[int]) -> None:
     project = sonar.projects[0] if sonar.projects else None
     if project is None or not project.analyses:
         return

@@ -224,3 +224,18 @@ def test_a_failing_project_fails_alone_and_the_next_sync_completes_it(
     sandbox.sonarqube_app.faults.clear()
     assert sync(sandbox, engine).ok
     assert len(rows(engine)) == len(expected(sandbox.sonar))
+
+
+def test_without_administer_the_ci_tasks_stay_unknown(
+    sandbox: Sandbox, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token with Browse only: api/ce/activity answers 403 once, the sync goes on without
+    task ids and says so."""
+    assert sandbox.sonarqube is not None and sandbox.sonar is not None
+    sandbox.sonarqube.administer = False
+    summary = sync(sandbox, engine)
+    assert summary.ok, summary.errors
+    stored = rows(engine)
+    assert len(stored) == len(expected(sandbox.sonar))
+    assert all(r.ce_task_id is None for r in stored.values())
+    assert "may not read api/ce/activity" in caplog.text
