@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,13 @@ from sandbox.model import Organisation
 from sandbox.registry_api import HarborSimulator, OCISimulator
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
+from sandbox.svn_jenkins import SERVICE as SVN_SERVICE
+from sandbox.svn_jenkins import jenkins_organisation
+from sandbox.svn_repo import PASSWORD as SVN_PASSWORD
+from sandbox.svn_repo import USER as SVN_USER
+from sandbox.svn_repo import SvnRepository, start_repository
+
+SVN_BEFORE = timedelta(days=6)  # the Subversion history starts this long before the org's `now`
 
 
 @dataclass
@@ -48,6 +58,8 @@ class Sandbox:
     oci_app: SimulatorApp | None = None
     oci_server: SimulatorServer | None = None
     registry_user: str = "robot$cdmetrics"
+    # the Subversion repository (`svn=True`): svnserve with its user and password, built by Jenkins
+    svn_repo: SvnRepository | None = None
 
     @classmethod
     def start(
@@ -69,12 +81,24 @@ class Sandbox:
         jenkins_user: str = "sandbox",
         registry: bool = True,
         registry_auth: str = "token",
+        svn: bool = False,
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
         `jenkins=False` serves GitLab alone (the Jenkins-built services then have no builds).
+        `svn=True` also builds and serves a Subversion repository (sandbox/svn_repo.py, its
+        history ending six days before the organisation's `now`), whose service Jenkins builds and
+        deploys (sandbox/svn_jenkins.py); it needs Debian's subversion.
         """
         org = org or generate(seed, size)
+        repo = None
+        if svn:
+            repo = start_repository(
+                Path(tempfile.mkdtemp(prefix="cdmetrics-svn-")), start=org.now - SVN_BEFORE
+            )
+            org = dataclasses.replace(
+                org, jenkins=[*org.jenkins, *jenkins_organisation(repo, org.now).jenkins]
+            )
         gitlab = GitLabSimulator(gitlab_view(org), token=token, at=at)
         app = SimulatorApp(
             gitlab.router,
@@ -85,12 +109,12 @@ class Sandbox:
         )
         server = SimulatorServer(app, host=host, port=port)
         server.start()
-        sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user)
+        sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user, svn_repo=repo)
         if jenkins:
             try:
                 sandbox._start_jenkins(host, jenkins_port, at, keep_log)
             except Exception:
-                server.stop()
+                sandbox.stop()
                 raise
         if registry:
             try:
@@ -289,6 +313,17 @@ class Sandbox:
                     "token_env": "SANDBOX_REGISTRY_TOKEN",
                 }
             ]
+        if self.svn_repo is not None:
+            environ |= {"SANDBOX_SVN_USER": SVN_USER, "SANDBOX_SVN_PASSWORD": SVN_PASSWORD}
+            sources["svn"] = [
+                {
+                    "name": "svn",
+                    "url": self.svn_repo.url,
+                    "username_env": "SANDBOX_SVN_USER",
+                    "password_env": "SANDBOX_SVN_PASSWORD",
+                    "service": SVN_SERVICE,
+                }
+            ]
         if self.kubernetes_server is not None and kubeconfig is not None:
             from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 
@@ -336,6 +371,14 @@ class Sandbox:
                 f"export SANDBOX_REGISTRY_USER='{self.registry_user}'\n"
                 f"export SANDBOX_REGISTRY_TOKEN={self.token}\n"
             )
+        if self.svn_repo is not None:
+            text += (
+                f"Subversion repository (svnserve): {self.svn_repo.url} (user: {SVN_USER}, "
+                f"password: {SVN_PASSWORD}; service {SVN_SERVICE}, built and deployed by Jenkins)\n"
+            )
+            exports += (
+                f"export SANDBOX_SVN_USER={SVN_USER}\nexport SANDBOX_SVN_PASSWORD={SVN_PASSWORD}\n"
+            )
         if self.kubernetes_server:
             text += (
                 f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
@@ -348,6 +391,12 @@ class Sandbox:
             "SANDBOX_REGISTRY_USER",
             "SANDBOX_REGISTRY_TOKEN",
         )
+        if self.svn_repo is not None:
+            config += (
+                f'\n[[sources.svn]]\nname = "svn"\nurl = "{self.svn_repo.url}"\n'
+                f'username_env = "SANDBOX_SVN_USER"\npassword_env = "SANDBOX_SVN_PASSWORD"\n'
+                f'service = "{SVN_SERVICE}"\n'
+            )
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
     def stop(self) -> None:
@@ -359,6 +408,9 @@ class Sandbox:
         for server in (self.harbor_server, self.oci_server):
             if server is not None:
                 server.stop()
+        if self.svn_repo is not None:
+            self.svn_repo.stop()
+            shutil.rmtree(self.svn_repo.path.parent, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self
