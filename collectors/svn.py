@@ -119,7 +119,13 @@ class Svn:
                     f"cannot run svn ({exc.strerror}); install Debian's subversion"
                 ) from None
             assert proc.stdin is not None and proc.stdout is not None
-            timer = threading.Timer(self.timeout_s, proc.kill)
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                proc.kill()
+
+            timer = threading.Timer(self.timeout_s, expire)
             timer.start()
             finished = False
             try:
@@ -134,6 +140,8 @@ class Svn:
                     proc.kill()
                 proc.stdout.close()
                 proc.wait()
+            if expired.is_set():
+                raise SvnError(f"svn {name} ran longer than {self.timeout_s:.0f}s")
             if proc.returncode:
                 err.seek(0)
                 raise SvnError(f"svn {name} failed: {_said(err.read())}")
@@ -168,6 +176,8 @@ class SvnCollector(Collector[str]):
         self.svn = Svn(user, password, source.timeout_s)
         self.refs = Refs.from_settings(self.settings)
         self._repos: dict[str, int] = {}
+        self._source_id = 0
+        self._saved = False  # a checkpoint recorded this sync's finish
 
     def base_url(self) -> str | None:
         return self.location
@@ -200,6 +210,7 @@ class SvnCollector(Collector[str]):
     # -- the sync ----------------------------------------------------------------------------
 
     def _sync_repository(self, run: SyncRun) -> None:
+        self._source_id, self._saved = run.source_id, False
         cursor = self._cursor(run)
         if not cursor:
             info = parse_info(self.svn.run("info", self.source.url))
@@ -214,6 +225,10 @@ class SvnCollector(Collector[str]):
             chunks = self.svn.stream("log", "-v", "-r", f"{first}:HEAD", self.source.url)
             self._read_log(run, history, cursor, parse_log(chunks))
         self._merges(run, history, cursor)
+        if not self._saved:  # nothing new: no row, only the partition's finish (its lease row)
+            text = json.dumps({**cursor, "history": history.as_json()}, sort_keys=True)
+            save = run.save_cursor(STREAM, self.location, text, self.svn.calls)
+            run.write(STREAM, Batch(), after=save)
         run.count(STREAM, partitions=1, requests=self.svn.calls)
 
     def _read_log(
@@ -266,6 +281,7 @@ class SvnCollector(Collector[str]):
         cursor, in one transaction."""
         for project in history.projects:
             batch.add(Branch, branch_rows(history, project, self._repo(project), run.started_at))
+        self._saved = True
         cursor = {**cursor, "history": history.as_json()}
         text = json.dumps(cursor, sort_keys=True, ensure_ascii=False)
         save = run.save_cursor(STREAM, self.location, text, self.svn.calls)
@@ -359,7 +375,6 @@ class SvnCollector(Collector[str]):
             ).scalar()
 
     def _cursor(self, run: SyncRun) -> dict[str, Any]:
-        self._source_id = run.source_id
         if self.full:
             return {}
         with self.engine.connect() as conn:
