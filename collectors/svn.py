@@ -303,10 +303,12 @@ class SvnCollector(Collector[str]):
         run.write(STREAM, batch, after=prune_and_save)
 
     def _merges(self, run: SyncRun, history: History, cursor: dict[str, Any]) -> None:
-        """Second parents from the `svn:mergeinfo` of the pending merge candidates."""
-        candidates = [e for e in history.events if e[1] == "merge?"]
-        if not candidates:
+        """Second parents from the `svn:mergeinfo` of the pending merge candidates; the pending
+        copies (a copied line inherits its source's mergeinfo) are replayed with them, and the
+        cursor saved without them (no events pending: nothing to do, nothing written)."""
+        if not history.events:
             return
+        candidates = [e for e in history.events if e[1] == "merge?"]
         rounds: list[dict[tuple[str, str], int]] = []
         for revision, _, project, line in candidates:
             free = next((r for r in rounds if (project, line) not in r), None)

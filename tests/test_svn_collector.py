@@ -151,6 +151,7 @@ def test_a_sync_with_no_new_revision_runs_one_log_and_writes_nothing(
     before = warehouse_state(engine)
     with engine.connect() as conn:
         first = conn.execute(select(SyncState.finished_at, SyncState.cursor)).one()
+    assert json.loads(first.cursor)["history"]["events"] == []  # copies and merges replayed
     summary, collector = sync(engine, source(served.url))
     assert summary.ok, summary.errors
     assert [c[1] for c in collector.svn.commands] == ["log"]
