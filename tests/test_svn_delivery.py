@@ -289,3 +289,17 @@ def test_the_sandbox_serves_the_repository_on_request(tmp_path: Path) -> None:
             ).scalars()
             assert sorted(shas) == sorted(f"r{d.revision}" for d in truth.deployments)
         engine.dispose()
+
+
+def test_a_deployment_from_a_subversion_tag_is_from_a_tag() -> None:
+    from analytics.policies.non_release_ref import allowed
+
+    assert (
+        norm.svn_line("https://svn.example/repos/pay/tags/release-1.1") == "refs/tags/release-1.1"
+    )
+    assert norm.svn_line("https://svn.example/repos/pay/tags/release-1.1/sub") == (
+        "refs/tags/release-1.1"
+    )
+    assert norm.svn_line("https://svn.example/repos/pay") is None
+    assert allowed("refs/tags/release-1.1", "trunk", ["release/*"])
+    assert allowed("trunk", "trunk", []) and not allowed("experiment", "trunk", ["release/*"])
