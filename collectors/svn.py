@@ -212,10 +212,10 @@ class SvnCollector(Collector[str]):
     def _sync_repository(self, run: SyncRun) -> None:
         self._source_id, self._saved = run.source_id, False
         cursor = self._cursor(run)
-        if not cursor:
+        if not cursor.get("history", {}).get("revision"):  # first sync (or an empty repository)
             info = parse_info(self.svn.run("info", self.source.url))
             prefix = unquote((info["relative_url"] or "^/")[1:]).rstrip("/")
-            cursor = {"root": info["root"], "uuid": info["uuid"], "prefix": prefix}
+            cursor = {**cursor, "root": info["root"], "uuid": info["uuid"], "prefix": prefix}
             head = int(info["revision"])
         else:
             head = -1  # unknown: the log says

@@ -497,3 +497,17 @@ def test_a_bad_svn_source_fails_naming_the_key(tmp_path: Path, line: str, named:
     config.write_text(f'[[sources.svn]]\nname = "svn"\n{line}\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(named)):
         load_settings(config)
+
+
+def test_an_empty_repository_syncs_and_syncs_again(engine: Engine, tmp_path: Path) -> None:
+    subprocess.run(["svnadmin", "create", str(tmp_path / "empty")], check=True)
+    src = SvnSource(name="empty", url=(tmp_path / "empty").as_uri())
+    for _ in range(2):  # no revision: `svn info` says HEAD is 0, and no `svn log` runs
+        summary, collector = sync(engine, src)
+        assert summary.ok, summary.errors
+        assert [c[1] for c in collector.svn.commands] == ["info"] and summary.rows == 0
+    _svn("mkdir", "-m", "layout", f"{src.url}/trunk")
+    summary, collector = sync(engine, src)
+    assert summary.ok and [c[1] for c in collector.svn.commands] == ["info", "log"]
+    with engine.connect() as conn:
+        assert conn.execute(select(Branch.name, Branch.head_sha)).all() == [("trunk", "r1")]
