@@ -147,6 +147,11 @@ class Svn:
                 raise SvnError(f"svn {name} failed: {_said(err.read())}")
 
 
+def _text(cursor: dict[str, Any], history: History) -> str:
+    """The cursor as saved: where the repository is, and the lines after the last revision."""
+    return json.dumps({**cursor, "history": history.as_json()}, sort_keys=True, ensure_ascii=False)
+
+
 def _env() -> dict[str, str]:
     return dict(os.environ, LC_ALL="C.UTF-8")
 
@@ -226,8 +231,7 @@ class SvnCollector(Collector[str]):
             self._read_log(run, history, cursor, parse_log(chunks))
         self._merges(run, history, cursor)
         if not self._saved:  # nothing new: no row, only the partition's finish (its lease row)
-            text = json.dumps({**cursor, "history": history.as_json()}, sort_keys=True)
-            save = run.save_cursor(STREAM, self.location, text, self.svn.calls)
+            save = run.save_cursor(STREAM, self.location, _text(cursor, history), self.svn.calls)
             run.write(STREAM, Batch(), after=save)
         run.count(STREAM, partitions=1, requests=self.svn.calls)
 
@@ -282,9 +286,7 @@ class SvnCollector(Collector[str]):
         for project in history.projects:
             batch.add(Branch, branch_rows(history, project, self._repo(project), run.started_at))
         self._saved = True
-        cursor = {**cursor, "history": history.as_json()}
-        text = json.dumps(cursor, sort_keys=True, ensure_ascii=False)
-        save = run.save_cursor(STREAM, self.location, text, self.svn.calls)
+        save = run.save_cursor(STREAM, self.location, _text(cursor, history), self.svn.calls)
         names = {(row["repo_id"], row["name"]) for row in batch.rows.get(Branch, [])}
         repos = [self._repo(p) for p in history.projects]
 
