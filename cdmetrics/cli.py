@@ -541,6 +541,9 @@ def demo(
         False, "--headless", help="Sync and summarise only (no dashboard)."
     ),
     port: int = typer.Option(8501, help="Port of the dashboard."),
+    svn: bool = typer.Option(
+        False, "--svn", help="Also a Subversion repository (svnserve) that Jenkins builds."
+    ),
 ) -> None:
     """Sandbox -> real collectors over HTTP -> warehouse -> metrics; the last line is a JSON summary."""
     from sandbox.serve import Sandbox
@@ -549,7 +552,7 @@ def demo(
     check_warehouse_flag(g.warehouse)
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
     with (
-        Sandbox.start(size, seed=seed, kubernetes=True) as sandbox,
+        Sandbox.start(size, seed=seed, kubernetes=True, svn=svn) as sandbox,
         tempfile.TemporaryDirectory() as tmp,
     ):
         sources, environ = sandbox.sources(Path(tmp) / "kubeconfig")

@@ -24,7 +24,8 @@ Decisions where DESIGN.md is silent:
 - Subversion revisions: a Subversion changelog (`hudson.scm.SubversionChangeLogSet`, or `kind`
   "svn") names each checked-out module and its revision (`revisions: [{module, revision}]`);
   each is a checkout of commit `r<revision>` (the Subversion collector's ids) whose branch is
-  the module's line (`trunk`; `x` of `branches/x` or `tags/x`). Without a changelog, the
+  the module's line (`trunk`; `x` of `branches/x`; `refs/tags/x` of `tags/x`, which the
+  non-release-ref policy reads as a tag). Without a changelog, the
   `SVN_REVISION` (and `SVN_URL`) parameters name it. Changelog items of such a set are commits
   `r<revision>`.
 - Deployments: the environment is the `ENV` parameter (config `env_parameter`; a deploy build
@@ -173,14 +174,14 @@ def _is_svn(change_set: Fields) -> bool:
 
 
 def svn_line(module: str) -> str | None:
-    """The branch name of a Subversion module URL's line: `trunk`, `x` for `branches/x` and
-    `tags/x`; None when the URL names no line."""
+    """The ref of a Subversion module URL's line: `trunk`, `x` for `branches/x`, `refs/tags/x`
+    for `tags/x` (so a deployment from a tag reads as one); None when the URL names no line."""
     parts = urlsplit(module).path.strip("/").split("/")
     for i, part in enumerate(parts):
         if part == "trunk":
             return "trunk"
         if part in ("branches", "tags") and i + 1 < len(parts):
-            return parts[i + 1]
+            return parts[i + 1] if part == "branches" else f"refs/tags/{parts[i + 1]}"
     return None
 
 

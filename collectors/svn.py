@@ -119,7 +119,13 @@ class Svn:
                     f"cannot run svn ({exc.strerror}); install Debian's subversion"
                 ) from None
             assert proc.stdin is not None and proc.stdout is not None
-            timer = threading.Timer(self.timeout_s, proc.kill)
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                proc.kill()
+
+            timer = threading.Timer(self.timeout_s, expire)
             timer.start()
             finished = False
             try:
@@ -134,9 +140,16 @@ class Svn:
                     proc.kill()
                 proc.stdout.close()
                 proc.wait()
+            if expired.is_set():
+                raise SvnError(f"svn {name} ran longer than {self.timeout_s:.0f}s")
             if proc.returncode:
                 err.seek(0)
                 raise SvnError(f"svn {name} failed: {_said(err.read())}")
+
+
+def _text(cursor: dict[str, Any], history: History) -> str:
+    """The cursor as saved: where the repository is, and the lines after the last revision."""
+    return json.dumps({**cursor, "history": history.as_json()}, sort_keys=True, ensure_ascii=False)
 
 
 def _env() -> dict[str, str]:
@@ -168,6 +181,8 @@ class SvnCollector(Collector[str]):
         self.svn = Svn(user, password, source.timeout_s)
         self.refs = Refs.from_settings(self.settings)
         self._repos: dict[str, int] = {}
+        self._source_id = 0
+        self._saved = False  # a checkpoint recorded this sync's finish
 
     def base_url(self) -> str | None:
         return self.location
@@ -200,11 +215,12 @@ class SvnCollector(Collector[str]):
     # -- the sync ----------------------------------------------------------------------------
 
     def _sync_repository(self, run: SyncRun) -> None:
+        self._source_id, self._saved = run.source_id, False
         cursor = self._cursor(run)
-        if not cursor:
+        if not cursor.get("history", {}).get("revision"):  # first sync (or an empty repository)
             info = parse_info(self.svn.run("info", self.source.url))
             prefix = unquote((info["relative_url"] or "^/")[1:]).rstrip("/")
-            cursor = {"root": info["root"], "uuid": info["uuid"], "prefix": prefix}
+            cursor = {**cursor, "root": info["root"], "uuid": info["uuid"], "prefix": prefix}
             head = int(info["revision"])
         else:
             head = -1  # unknown: the log says
@@ -214,6 +230,9 @@ class SvnCollector(Collector[str]):
             chunks = self.svn.stream("log", "-v", "-r", f"{first}:HEAD", self.source.url)
             self._read_log(run, history, cursor, parse_log(chunks))
         self._merges(run, history, cursor)
+        if not self._saved:  # nothing new: no row, only the partition's finish (its lease row)
+            save = run.save_cursor(STREAM, self.location, _text(cursor, history), self.svn.calls)
+            run.write(STREAM, Batch(), after=save)
         run.count(STREAM, partitions=1, requests=self.svn.calls)
 
     def _read_log(
@@ -266,9 +285,8 @@ class SvnCollector(Collector[str]):
         cursor, in one transaction."""
         for project in history.projects:
             batch.add(Branch, branch_rows(history, project, self._repo(project), run.started_at))
-        cursor = {**cursor, "history": history.as_json()}
-        text = json.dumps(cursor, sort_keys=True, ensure_ascii=False)
-        save = run.save_cursor(STREAM, self.location, text, self.svn.calls)
+        self._saved = True
+        save = run.save_cursor(STREAM, self.location, _text(cursor, history), self.svn.calls)
         names = {(row["repo_id"], row["name"]) for row in batch.rows.get(Branch, [])}
         repos = [self._repo(p) for p in history.projects]
 
@@ -287,10 +305,12 @@ class SvnCollector(Collector[str]):
         run.write(STREAM, batch, after=prune_and_save)
 
     def _merges(self, run: SyncRun, history: History, cursor: dict[str, Any]) -> None:
-        """Second parents from the `svn:mergeinfo` of the pending merge candidates."""
-        candidates = [e for e in history.events if e[1] == "merge?"]
-        if not candidates:
+        """Second parents from the `svn:mergeinfo` of the pending merge candidates; the pending
+        copies (a copied line inherits its source's mergeinfo) are replayed with them, and the
+        cursor saved without them (no events pending: nothing to do, nothing written)."""
+        if not history.events:
             return
+        candidates = [e for e in history.events if e[1] == "merge?"]
         rounds: list[dict[tuple[str, str], int]] = []
         for revision, _, project, line in candidates:
             free = next((r for r in rounds if (project, line) not in r), None)
@@ -359,7 +379,6 @@ class SvnCollector(Collector[str]):
             ).scalar()
 
     def _cursor(self, run: SyncRun) -> dict[str, Any]:
-        self._source_id = run.source_id
         if self.full:
             return {}
         with self.engine.connect() as conn:

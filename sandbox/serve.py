@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,15 @@ from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.server import Faults, RateLimit, SimulatorApp, SimulatorServer
 from sandbox.sonarqube_api import SonarQubeSimulator
 from sandbox.sonarqube_org import SonarOrg, build_sonar
+from sandbox.svn_jenkins import SERVICE as SVN_SERVICE
+from sandbox.svn_jenkins import jenkins_organisation
+from sandbox.svn_repo import PASSWORD as SVN_PASSWORD
+from sandbox.svn_repo import USER as SVN_USER
+from sandbox.svn_repo import SvnRepository, start_repository
 from sandbox.zentao_api import INCIDENT_SEVERITY, ZentaoSimulator
 from sandbox.zentao_api import from_trackers as zentao_data
+
+SVN_BEFORE = timedelta(days=6)  # the Subversion history starts this long before the org's `now`
 
 
 @dataclass
@@ -76,6 +86,8 @@ class Sandbox:
     jira_app: SimulatorApp | None = None
     jira_server: SimulatorServer | None = None
     jira_user: str = "sandbox@acme.test"
+    # the Subversion repository (`svn=True`): svnserve with its user and password, built by Jenkins
+    svn_repo: SvnRepository | None = None
 
     @classmethod
     def start(
@@ -102,12 +114,24 @@ class Sandbox:
         trackers: bool = False,
         jira: bool = True,
         jira_flavour: str = "cloud",
+        svn: bool = False,
     ) -> Sandbox:
         """Generate (unless `org` is given) and serve; stop it with `stop()` or a `with` block.
 
         `jenkins=False` serves GitLab alone (the Jenkins-built services then have no builds).
+        `svn=True` also builds and serves a Subversion repository (sandbox/svn_repo.py, its
+        history ending six days before the organisation's `now`), whose service Jenkins builds and
+        deploys (sandbox/svn_jenkins.py); it needs Debian's subversion.
         """
         org = org or generate(seed, size)
+        repo = None
+        if svn:
+            repo = start_repository(
+                Path(tempfile.mkdtemp(prefix="cdmetrics-svn-")), start=org.now - SVN_BEFORE
+            )
+            org = dataclasses.replace(
+                org, jenkins=[*org.jenkins, *jenkins_organisation(repo, org.now).jenkins]
+            )
         gitlab = GitLabSimulator(gitlab_view(org), token=token, at=at)
         app = SimulatorApp(
             gitlab.router,
@@ -118,12 +142,12 @@ class Sandbox:
         )
         server = SimulatorServer(app, host=host, port=port)
         server.start()
-        sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user)
+        sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user, svn_repo=repo)
         if jenkins:
             try:
                 sandbox._start_jenkins(host, jenkins_port, at, keep_log)
             except Exception:
-                server.stop()
+                sandbox.stop()
                 raise
         if registry:
             try:
@@ -506,6 +530,17 @@ class Sandbox:
         if self.jira_server is not None:
             environ |= {"SANDBOX_JIRA_USER": self.jira_user, "SANDBOX_JIRA_TOKEN": self.token}
             sources["jira"] = [self.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]
+        if self.svn_repo is not None:
+            environ |= {"SANDBOX_SVN_USER": SVN_USER, "SANDBOX_SVN_PASSWORD": SVN_PASSWORD}
+            sources["svn"] = [
+                {
+                    "name": "svn",
+                    "url": self.svn_repo.url,
+                    "username_env": "SANDBOX_SVN_USER",
+                    "password_env": "SANDBOX_SVN_PASSWORD",
+                    "service": SVN_SERVICE,
+                }
+            ]
         if self.kubernetes_server is not None and kubeconfig is not None:
             from sandbox.kubernetes_org import ENVIRONMENTS, namespace_of
 
@@ -565,6 +600,14 @@ class Sandbox:
                 f"{'3' if self.jira.flavour == 'cloud' else '2'} (user: {self.jira_user}, API "
                 f"token: {self.token})\n"
             )
+        if self.svn_repo is not None:
+            text += (
+                f"Subversion repository (svnserve): {self.svn_repo.url} (user: {SVN_USER}, "
+                f"password: {SVN_PASSWORD}; service {SVN_SERVICE}, built and deployed by Jenkins)\n"
+            )
+            exports += (
+                f"export SANDBOX_SVN_USER={SVN_USER}\nexport SANDBOX_SVN_PASSWORD={SVN_PASSWORD}\n"
+            )
         if self.kubernetes_server:
             text += (
                 f"Kubernetes API simulator: {self.kubernetes_url} (cluster sandbox, bearer token: "
@@ -582,6 +625,12 @@ class Sandbox:
                 f'\n[[sources.sonarqube]]\nname = "sonarqube"\nurl = "{self.sonarqube_url}"\n'
                 'token_env = "SANDBOX_SONAR_TOKEN"\n[sources.sonarqube.repositories]\n'
                 + "".join(f'"{k}" = "{v}"\n' for k, v in self.sonar.repositories.items())
+            )
+        if self.svn_repo is not None:
+            config += (
+                f'\n[[sources.svn]]\nname = "svn"\nurl = "{self.svn_repo.url}"\n'
+                f'username_env = "SANDBOX_SVN_USER"\npassword_env = "SANDBOX_SVN_PASSWORD"\n'
+                f'service = "{SVN_SERVICE}"\n'
             )
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
@@ -601,6 +650,9 @@ class Sandbox:
         ):
             if server is not None:
                 server.stop()
+        if self.svn_repo is not None:
+            self.svn_repo.stop()
+            shutil.rmtree(self.svn_repo.path.parent, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self

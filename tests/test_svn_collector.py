@@ -25,7 +25,7 @@ from collectors.svn import SvnCollector
 from collectors.svn_log import new_ranges, parse_log, parse_mergeinfo
 from collectors.svn_normalize import History, locate
 from collectors.sync import SourceSummary
-from config.settings import GitSource, Settings, SvnSource
+from config.settings import ConfigError, GitSource, Settings, SvnSource, load_settings
 from sandbox.svn_repo import PASSWORD, USER, SvnRepository, SvnTruth, start_repository
 from warehouse.schema import Branch, Commit, CommitParent, RawPayload, Repo, Service, SyncState
 
@@ -149,12 +149,18 @@ def test_a_sync_with_no_new_revision_runs_one_log_and_writes_nothing(
 ) -> None:
     sync(engine, source(served.url))
     before = warehouse_state(engine)
+    with engine.connect() as conn:
+        first = conn.execute(select(SyncState.finished_at, SyncState.cursor)).one()
+    assert json.loads(first.cursor)["history"]["events"] == []  # copies and merges replayed
     summary, collector = sync(engine, source(served.url))
     assert summary.ok, summary.errors
     assert [c[1] for c in collector.svn.commands] == ["log"]
     assert summary.requests == 1
     assert summary.rows == 0
     assert warehouse_state(engine) == before
+    with engine.connect() as conn:  # only the partition's finish is recorded (its lease row)
+        second = conn.execute(select(SyncState.finished_at, SyncState.cursor)).one()
+    assert second.cursor == first.cursor and second.finished_at > first.finished_at
 
 
 def test_an_incremental_sync_adds_the_new_revisions(engine: Engine, tmp_path: Path) -> None:
@@ -471,3 +477,37 @@ def test_a_revision_that_cannot_be_read_is_kept_and_counted(engine: Engine, tmp_
         ).all()
     assert commits == {"r1", "r3"} and parents == {("r3", "r1")}
     assert [k for k, _ in kept] == ["2"] and "bad timestamp in date" in kept[0][1]
+
+
+def test_a_command_running_too_long_fails_the_source(engine: Engine, served: SvnRepository) -> None:
+    summary, _ = sync(engine, source(served.url, timeout_s=0.001))
+    assert len(summary.errors) == 1 and "ran longer than" in summary.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('url = "ftp://svn.example.com/repo"', "sources.svn[0].url"),
+        ('url = "svn://h/r"\nlayout = "flat"', "sources.svn[0].layout"),
+        ('url = "svn://h/r"\npassword_env = "not a name"', "sources.svn[0].password_env"),
+    ],
+)
+def test_a_bad_svn_source_fails_naming_the_key(tmp_path: Path, line: str, named: str) -> None:
+    config = tmp_path / "cdmetrics.toml"
+    config.write_text(f'[[sources.svn]]\nname = "svn"\n{line}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(config)
+
+
+def test_an_empty_repository_syncs_and_syncs_again(engine: Engine, tmp_path: Path) -> None:
+    subprocess.run(["svnadmin", "create", str(tmp_path / "empty")], check=True)
+    src = SvnSource(name="empty", url=(tmp_path / "empty").as_uri())
+    for _ in range(2):  # no revision: `svn info` says HEAD is 0, and no `svn log` runs
+        summary, collector = sync(engine, src)
+        assert summary.ok, summary.errors
+        assert [c[1] for c in collector.svn.commands] == ["info"] and summary.rows == 0
+    _svn("mkdir", "-m", "layout", f"{src.url}/trunk")
+    summary, collector = sync(engine, src)
+    assert summary.ok and [c[1] for c in collector.svn.commands] == ["info", "log"]
+    with engine.connect() as conn:
+        assert conn.execute(select(Branch.name, Branch.head_sha)).all() == [("trunk", "r1")]

@@ -256,3 +256,50 @@ def test_branch_policies_see_subversion_lines(
     week = timedelta(days=7)
     assert long_lived == {"experiment": repo.date(16) + week, "hotfix-1.0.1": repo.date(9) + week}
     assert {v.subject.rsplit(":", 1)[1] for v in later} == {"experiment", "hotfix-1.0.1"}
+
+
+def test_the_sandbox_serves_the_repository_on_request(tmp_path: Path) -> None:
+    """`Sandbox.start(svn=True)` (`cdmetrics demo --svn`): the repository and its Jenkins jobs
+    beside the organisation, with the sources to sync them; the svn service's deployments are
+    linked to its revisions."""
+    from collectors.run import run_sync
+    from sandbox.serve import Sandbox
+
+    with Sandbox.start("small", registry=False, svn=True) as sandbox:
+        assert sandbox.svn_repo is not None
+        sources, environ = sandbox.sources()
+        assert sources["svn"][0]["url"] == sandbox.svn_repo.url
+        assert "[[sources.svn]]" in sandbox.describe()
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in environ.items():
+                patch.setenv(name, value)
+            settings = Settings(
+                warehouse={"url": f"sqlite:///{tmp_path / 'w.db'}"},
+                sources={k: v for k, v in sources.items() if k in ("svn", "jenkins")},
+                sync={"requests_per_second": 0},
+            )
+            engine = open_warehouse(settings.warehouse.url)
+            summaries = {s.name: s for s in run_sync(settings, engine)}
+        assert summaries["svn"].ok and summaries["svn"].requests == 3
+        assert summaries["jenkins"].ok, summaries["jenkins"].errors
+        truth = delivery_truth(sandbox.svn_repo)
+        with engine.connect() as conn:
+            shas = conn.execute(
+                select(Deployment.sha).where(Deployment.external_id.like("deploy-svn-payments#%"))
+            ).scalars()
+            assert sorted(shas) == sorted(f"r{d.revision}" for d in truth.deployments)
+        engine.dispose()
+
+
+def test_a_deployment_from_a_subversion_tag_is_from_a_tag() -> None:
+    from analytics.policies.non_release_ref import allowed
+
+    assert (
+        norm.svn_line("https://svn.example/repos/pay/tags/release-1.1") == "refs/tags/release-1.1"
+    )
+    assert norm.svn_line("https://svn.example/repos/pay/tags/release-1.1/sub") == (
+        "refs/tags/release-1.1"
+    )
+    assert norm.svn_line("https://svn.example/repos/pay") is None
+    assert allowed("refs/tags/release-1.1", "trunk", ["release/*"])
+    assert allowed("trunk", "trunk", []) and not allowed("experiment", "trunk", ["release/*"])
