@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import httpx
 from rich.progress import Progress
 from sqlalchemy import Engine
 
-from collectors.http import MAX_RETRIES, RateLimiter, RequestCounter, RetryPolicy
+from collectors.http import MAX_RETRIES, PolicyTransport, RateLimiter, RequestCounter, RetryPolicy
 from collectors.sync import SourceSummary, SyncRun, timed
 from config.redaction import redact_url
 from config.settings import Settings
@@ -180,4 +181,61 @@ class Collector(Generic[P]):
         """Release the clients (connection pools); called however the sync ended."""
 
 
-__all__ = ["Collector", "SyncOptions"]
+class HttpCollector(Collector[P]):
+    """A collector over httpx (registries, SonarQube, the trackers): one client per thread on
+    `base()` with `auth()` and `headers()`, under the shared policy (`collectors.http.
+    PolicyTransport`: rate limiter, retries honouring Retry-After, timeouts, counting)."""
+
+    follow_redirects = False
+
+    def __init__(self, source: Any, options: SyncOptions) -> None:
+        super().__init__(source, options)
+        self._clients: list[httpx.Client] = []
+
+    def base(self) -> str:
+        """The URL requests are relative to."""
+        return str(self.source.url).rstrip("/")
+
+    def auth(self) -> httpx.Auth | None:
+        """The clients' auth flow, shared by the threads."""
+        return None
+
+    def headers(self) -> dict[str, str]:
+        """Headers of every request (credentials included)."""
+        return {}
+
+    def make_client(self, counter: RequestCounter) -> httpx.Client:
+        transport = PolicyTransport(self.limiter, counter, self.retry)
+        client = httpx.Client(
+            base_url=self.base(),
+            transport=transport,
+            auth=self.auth(),
+            timeout=self.settings.sync.timeout_s,
+            follow_redirects=self.follow_redirects,
+            headers={"User-Agent": "cdmetrics", **self.headers()},
+        )
+        self._local.transport = transport
+        with self._counters_lock:
+            self._clients.append(client)
+        return client
+
+    def client(self) -> httpx.Client:
+        """This thread's client."""
+        client: httpx.Client = super().client()
+        return client
+
+    def last_url(self, fallback: str) -> str:
+        """This thread's last requested URL (else `fallback`), secrets masked, without its query:
+        where a request that failed before an answer was going."""
+        return redact_url(str(self._local.transport.last_url or fallback).split("?")[0])
+
+    def close(self) -> None:
+        """Close every thread's client (their connection pools)."""
+        with self._counters_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+        self._local = threading.local()
+
+
+__all__ = ["Collector", "HttpCollector", "SyncOptions"]

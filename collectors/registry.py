@@ -44,11 +44,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from sqlalchemy import bindparam, select, update
 
-from collectors.frame import Collector, SyncOptions
+from collectors.frame import HttpCollector, SyncOptions
 from collectors.http import (
     MalformedBody,
-    PolicyTransport,
-    RequestCounter,
     promised_items,
     redact_url,
 )
@@ -161,12 +159,13 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-class RegistryCollector(Collector[Any]):
+class RegistryCollector(HttpCollector[Any]):
     """Syncs one `[[sources.registry]]` (Harbor or OCI) into the warehouse; a partition is what
     the kind's reader syncs at once (a repository)."""
 
     unit = "repositories"
     listing_errors = (RegistryError, MalformedBody)
+    follow_redirects = True  # blobs answer with a redirect to storage
 
     def __init__(self, source: RegistrySource, options: SyncOptions) -> None:
         super().__init__(source, options)
@@ -175,45 +174,18 @@ class RegistryCollector(Collector[Any]):
         self.tag_revision = re.compile(self.settings.metrics.tag_revision_pattern)
         user = os.environ.get(source.user_env) if source.user_env else None
         password = os.environ.get(source.token_env) if source.token_env else None
-        self.auth: httpx.Auth | None
+        self._auth: httpx.Auth | None
         if source.kind == "harbor":
-            self.auth = httpx.BasicAuth(user, password or "") if user else None
+            self._auth = httpx.BasicAuth(user, password or "") if user else None
         else:
-            self.auth = TokenAuth(user, password)
-        self._clients: list[httpx.Client] = []
+            self._auth = TokenAuth(user, password)
         self.reader: Any = None  # the kind's reader, made by `partitions`
         self.failed: set[str] = set()  # groups (Harbor projects) with a failed repository
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
-    def make_client(self, counter: RequestCounter) -> httpx.Client:
-        """An httpx client with its own connection pool, under the shared policy."""
-        transport = PolicyTransport(self.limiter, counter, self.retry)
-        client = httpx.Client(
-            base_url=self.source.url.rstrip("/"),
-            transport=transport,
-            auth=self.auth,
-            timeout=self.settings.sync.timeout_s,
-            follow_redirects=True,
-            headers={"User-Agent": "cdmetrics"},
-        )
-        self._local.transport = transport
-        with self._counters_lock:
-            self._clients.append(client)
-        return client
-
-    def client(self) -> httpx.Client:
-        """This thread's client."""
-        client: httpx.Client = super().client()
-        return client
-
-    def close(self) -> None:
-        """Close every thread's client (their connection pools)."""
-        with self._counters_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
-        self._local = threading.local()
+    def auth(self) -> httpx.Auth | None:
+        return self._auth
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A request that raises `RegistryError` on a failed connection or a non-2xx answer."""
@@ -221,7 +193,7 @@ class RegistryCollector(Collector[Any]):
         try:
             response = client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
-            where = redact_url(str(self._local.transport.last_url or url).split("?")[0])
+            where = self.last_url(url)
             raise RegistryError(f"{type(exc).__name__}: {exc} (request: {where})") from None
         if response.status_code >= 400:
             where = redact_url(str(response.request.url).split("?")[0])

@@ -34,8 +34,7 @@ import httpx
 from sqlalchemy import select
 
 from collectors import sonarqube_normalize as norm
-from collectors.frame import Collector, SyncOptions
-from collectors.http import PolicyTransport, RequestCounter
+from collectors.frame import HttpCollector, SyncOptions
 from collectors.payload import RejectedPayload, parse_time
 from collectors.sync import Batch, SyncRun
 from config.redaction import redact_url
@@ -57,17 +56,23 @@ def sonar_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def credentials(source: SonarQubeSource) -> tuple[dict[str, str], httpx.Auth | None]:
+    """The headers and auth of requests to `source`: Bearer (10) or the token as basic-auth user
+    (9.9); neither without a token."""
+    token = os.environ.get(source.token_env, "") if source.token_env else ""
+    headers: dict[str, str] = {"Accept": "application/json"}
+    if token and source.version == "9.9":
+        return headers, httpx.BasicAuth(token, "")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers, None
+
+
 def client_for(
     source: SonarQubeSource, transport: httpx.BaseTransport, timeout: float
 ) -> httpx.Client:
-    """An httpx client on `source` with its auth: Bearer (10) or the token as basic-auth user (9.9)."""
-    token = os.environ.get(source.token_env, "") if source.token_env else ""
-    headers: dict[str, str] = {"Accept": "application/json"}
-    auth: httpx.BasicAuth | None = None
-    if token and source.version == "9.9":
-        auth = httpx.BasicAuth(token, "")
-    elif token:
-        headers["Authorization"] = f"Bearer {token}"
+    """An httpx client on `source` with its credentials (the webhook's one-off reads)."""
+    headers, auth = credentials(source)
     return httpx.Client(
         base_url=source.url.rstrip("/"),
         transport=transport,
@@ -103,7 +108,7 @@ def pages(client: httpx.Client, path: str, params: dict[str, Any], items: str) -
         page += 1
 
 
-class SonarQubeCollector(Collector[str]):
+class SonarQubeCollector(HttpCollector[str]):
     """Syncs one `[[sources.sonarqube]]`; a partition is a project key."""
 
     kind = "sonarqube"
@@ -115,18 +120,12 @@ class SonarQubeCollector(Collector[str]):
         self.cursors: dict[str, dict[str, str]] = {}
         self.repos: dict[str, int] = {}
         self.tasks_readable = True
-        self._clients: list[httpx.Client] = []
 
-    def make_client(self, counter: RequestCounter) -> httpx.Client:
-        transport = PolicyTransport(self.limiter, counter, self.retry)
-        client = client_for(self.source, transport, self.settings.sync.timeout_s)
-        self._clients.append(client)
-        return client
+    def headers(self) -> dict[str, str]:
+        return credentials(self.source)[0]
 
-    def client(self) -> httpx.Client:
-        """This thread's httpx client."""
-        client: httpx.Client = super().client()
-        return client
+    def auth(self) -> httpx.Auth | None:
+        return credentials(self.source)[1]
 
     def describe(self, exc: Exception) -> str:
         """An HTTP error as status and URL (secrets masked), anything else as its text."""
@@ -312,10 +311,6 @@ class SonarQubeCollector(Collector[str]):
     def repo_of(self, path: str) -> int | None:
         """The warehouse repo at `path` (or at the key's `:` read as `/`), if known."""
         return self.repos.get(path) or self.repos.get(path.replace(":", "/"))
-
-    def close(self) -> None:
-        for client in self._clients:
-            client.close()
 
 
 def _when(text: str) -> datetime:

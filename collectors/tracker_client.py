@@ -6,13 +6,12 @@ source and the URL (redacted, without its query), and JSON objects checked to be
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import httpx
 
-from collectors.frame import Collector
-from collectors.http import MalformedBody, PolicyTransport, RequestCounter, redact_url
+from collectors.frame import HttpCollector
+from collectors.http import MalformedBody, redact_url
 
 
 class TrackerError(Exception):
@@ -23,52 +22,10 @@ class TrackerError(Exception):
         self.status = status
 
 
-class TrackerCollector(Collector[Any]):
-    """A collector over httpx: subclasses give `headers()` and `auth()`."""
+class TrackerCollector(HttpCollector[Any]):
+    """A tracker's collector: subclasses give `headers()` and `auth()` (collectors.frame)."""
 
     listing_errors = (TrackerError, MalformedBody)
-
-    def __init__(self, source: Any, options: Any) -> None:
-        super().__init__(source, options)
-        self._clients: list[httpx.Client] = []
-
-    def headers(self) -> dict[str, str]:
-        """Headers of every request (credentials included)."""
-        return {}
-
-    def auth(self) -> httpx.Auth | None:
-        """The client's auth flow, shared by the threads."""
-        return None
-
-    def base(self) -> str:
-        """The URL requests are relative to."""
-        return str(self.source.url).rstrip("/")
-
-    def make_client(self, counter: RequestCounter) -> httpx.Client:
-        transport = PolicyTransport(self.limiter, counter, self.retry)
-        client = httpx.Client(
-            base_url=self.base(),
-            transport=transport,
-            auth=self.auth(),
-            timeout=self.settings.sync.timeout_s,
-            headers={"User-Agent": "cdmetrics", **self.headers()},
-        )
-        self._local.transport = transport
-        with self._counters_lock:
-            self._clients.append(client)
-        return client
-
-    def client(self) -> httpx.Client:
-        """This thread's client."""
-        client: httpx.Client = super().client()
-        return client
-
-    def close(self) -> None:
-        with self._counters_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
-        self._local = threading.local()
 
     def get(self, path: str, params: Any = None) -> dict[str, Any]:
         """The JSON object a GET answers; `TrackerError` otherwise."""
@@ -81,7 +38,7 @@ class TrackerCollector(Collector[Any]):
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            where = redact_url(str(self._local.transport.last_url or path).split("?")[0])
+            where = self.last_url(path)
             raise TrackerError(f"{type(exc).__name__}: {exc} (request: {where})") from None
         where = redact_url(str(response.request.url).split("?")[0])
         if response.status_code >= 400:
