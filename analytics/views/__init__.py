@@ -31,7 +31,12 @@ from analytics.views.environments import (
     environment_state,
     promotion_history,
 )
-from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
+from analytics.views.sources import (
+    rejected_payloads,
+    sync_errors,
+    sync_overview,
+    unmapped_tracker_rows,
+)
 from analytics.views.violations import new_since, select_violations
 
 __all__ = [
@@ -59,4 +64,5 @@ __all__ = [
     "slowest_changes",
     "sync_errors",
     "sync_overview",
+    "unmapped_tracker_rows",
 ]
