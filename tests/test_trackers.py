@@ -52,6 +52,18 @@ def test_work_item_keys(text: str | None, branch: bool, keys: list[str]) -> None
     assert work_item_keys(text, branch=branch) == keys
 
 
+@pytest.mark.parametrize(
+    ("text", "ident"),
+    [
+        ("Caused by deployment 124.", "124"),
+        ("deployment #deploy-pay-api:57, then", "deploy-pay-api:57"),
+        ("deployment v1.2.3-eu", "v1.2.3-eu"),
+    ],
+)
+def test_a_deployment_id_ends_before_a_full_stop(text: str, ident: str) -> None:
+    assert change_refs(text) == [ChangeRef("deployment", ident)]
+
+
 def test_change_refs_read_gitlab_urls_short_forms_and_words() -> None:
     text = (
         "Caused by https://gitlab.example/acme/pay/api/-/merge_requests/42 "
