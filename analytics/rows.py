@@ -142,10 +142,10 @@ class ScopeData:
     merge_requests: list[MergeRequestRow] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
     pipelines: list[PipelineRow] = field(default_factory=list)
-    incidents: list[IncidentRow] = field(default_factory=list)
-    unreleased: list[UnreleasedRow] = field(default_factory=list)  # merged, not yet released
     requirements: list[RequirementRow] = field(default_factory=list)  # from trackers
     bugs: list[BugRow] = field(default_factory=list)  # linked to a change
+    incidents: list[IncidentRow] = field(default_factory=list)
+    unreleased: list[UnreleasedRow] = field(default_factory=list)  # merged, not yet released
 
     def parts(self) -> dict[str, list[Row]]:
         """The parts by name, in field order."""

@@ -487,7 +487,7 @@ def sandbox_serve(
 ) -> None:
     """Serve the organisation through every API simulator until interrupted.
 
-    GitLab, Jenkins, Harbor and OCI registries, Kubernetes, SonarQube; prints how to sync them."""
+    GitLab, Jenkins, Harbor and OCI registries, Kubernetes, SonarQube, Jira; prints how to sync them."""
     from sandbox.serve import Sandbox
 
     with (

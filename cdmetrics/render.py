@@ -28,6 +28,8 @@ HEADLINE = (
     ("deployment_failure_rate", "rate", "deployment failure rate"),
     ("build", "failure_rate", "pipeline failure rate"),
     ("build", "median_duration_s", "pipeline p50 (s)"),
+    ("requirement_lead_time", "median_hours", "requirement lead time p50"),
+    ("bug_escape_rate", "rate", "bug escape rate"),
 )
 
 

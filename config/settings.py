@@ -27,6 +27,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -301,6 +302,17 @@ class TrackerServiceRule(Section):
 
     service: str
     """The service (as in the warehouse: GitLab's project name, or `[[services]]`) it maps to."""
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> TrackerServiceRule:
+        keys = [k for k in type(self).model_fields if k not in ("service", "value")]
+        if not any(getattr(self, k) is not None for k in keys):
+            raise ValueError(f"a rule needs one of {', '.join(keys)} to match rows by")
+        if "field" in keys and (getattr(self, "field", None) is None) != (
+            getattr(self, "value", None) is None
+        ):
+            raise ValueError("`field` and `value` go together: the field's id and the value")
+        return self
 
 
 class JiraServiceRule(TrackerServiceRule):

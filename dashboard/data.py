@@ -262,6 +262,13 @@ def sync_errors(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
+def unmapped_tracker_rows(url: str) -> pd.DataFrame:
+    """Per tracker source, the incidents and work items mapped to no service."""
+    with engine(url).connect() as conn:
+        return pd.DataFrame.from_records(views.unmapped_tracker_rows(conn))
+
+
+@st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
 def rejected_payloads(url: str) -> pd.DataFrame:
     """The payloads the normalisers rejected."""
     with engine(url).connect() as conn:

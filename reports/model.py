@@ -57,6 +57,10 @@ HEADLINE: tuple[tuple[str, str, tuple[str, ...], str, str, tuple[str, str] | Non
      "count", "down", None),
     ("merged_not_in_production_oldest", "Oldest of them, age", ("lead_time", WAITING, "oldest_age_hours"),
      "hours", "down", None),
+    ("requirement_lead_time_median", "Requirement lead time, median",
+     ("requirement_lead_time", "median_hours"), "hours", "down", None),
+    ("bug_escape_rate", "Bug escape rate", ("bug_escape_rate", "rate"), "ratio", "down",
+     ("escaped", "bugs")),
 )  # fmt: skip
 LEVELS = {"deployment_days": "deployment_frequency", "lead_time_median": "lead_time"}
 LEVELS |= {"change_failure_rate": "change_failure_rate", "recovery_median": "recovery_time"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -632,7 +633,23 @@ class Sandbox:
                 f'username_env = "SANDBOX_SVN_USER"\npassword_env = "SANDBOX_SVN_PASSWORD"\n'
                 f'service = "{SVN_SERVICE}"\n'
             )
+        if self.jira_server:
+            exports += f"export SANDBOX_JIRA_USER={self.jira_user}\nexport SANDBOX_JIRA_TOKEN={self.token}\n"
+            config += self.jira_config("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
+
+    def jira_config(self, token_env: str, user_env: str = "") -> str:
+        """A cdmetrics.toml fragment of `jira_source`: the source and its service rules."""
+        source = self.jira_source(token_env, user_env)
+        rules = source.pop("services")
+        text = "\n[[sources.jira]]\n" + "".join(
+            f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in source.items()
+        )
+        for rule in rules:
+            text += "[[sources.jira.services]]\n" + "".join(
+                f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in rule.items()
+            )
+        return text
 
     def stop(self) -> None:
         self.gitlab_server.stop()

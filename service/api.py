@@ -62,6 +62,8 @@ class MetricsAnswer(BaseModel):
     rework_rate: dict[str, Any]
     deployment_failure_rate: dict[str, Any]
     build: dict[str, Any]
+    requirement_lead_time: dict[str, Any] | None = None  # with trackers (Jira, Zentao)
+    bug_escape_rate: dict[str, Any] | None = None
     rows: list[dict[str, Any]] | None = None
 
 

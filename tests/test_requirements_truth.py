@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
 from analytics.metrics import metrics
@@ -19,6 +19,7 @@ from analytics.stats import percentile
 from collectors.frame import SyncOptions
 from collectors.jira import JiraCollector
 from config.settings import Settings
+from sandbox import reference as ref
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
@@ -26,7 +27,15 @@ from sandbox.tracker_truth import bug_escapes, reference_links, requirement_lead
 from tests.analytics_world import T0, at
 from tests.sandbox_helpers import HISTORY_END
 from tests.sandbox_load import load_org
-from warehouse.schema import WorkItem, WorkItemLink
+from warehouse.schema import (
+    ChangeFailure,
+    Deployment,
+    Incident,
+    Service,
+    Source,
+    WorkItem,
+    WorkItemLink,
+)
 
 TOKEN_ENV, USER_ENV = "CDM_TEST_JIRA_TOKEN", "CDM_TEST_JIRA_USER"
 
@@ -114,3 +123,37 @@ def test_stages_leave_out_a_requirement_started_after_it_shipped() -> None:
     assert lead["items"] == 3
     assert lead["median_hours"] == pytest.approx(30.0)
     assert lead["stages"] == {"waiting": pytest.approx(20.0), "delivery": pytest.approx(38.0)}
+
+
+def test_change_failures_from_jira_incidents_alone_equal_the_truth(
+    synced: tuple[Organisation, Engine],
+) -> None:
+    """With GitLab's copies of the incidents gone, the Jira incidents (some with an explicit link
+    to the deployment or pipeline) fail the same changes, recovered at the same times, as the
+    reference says, for the services of the Jira teams."""
+    org, engine = synced
+    with engine.begin() as conn:
+        gitlab = conn.execute(select(Source.id).where(Source.name == "gitlab")).scalar_one()
+        conn.execute(delete(Incident).where(Incident.source_id == gitlab))
+    derive(engine, full=True)
+    jira_services = {
+        s for t in org.teams if org.trackers.projects[t.name][0] == "jira" for s in t.services
+    }
+    recoveries = ref.recoveries(org)
+    truth = {
+        d: ("incident" in f.reasons, recoveries[d].recovered_at)
+        for d, f in ref.change_failures(org).items()
+        if f.service in jira_services and f.failed
+    }
+    query = (
+        select(Deployment.external_id, ChangeFailure.incident, ChangeFailure.recovered_at)
+        .join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+        .join(Service, Service.id == Deployment.service_id)
+        .where(Service.name.in_(jira_services))
+    )
+    with engine.connect() as conn:
+        got = {int(d): (bool(i), r) for d, i, r in conn.execute(query)}
+    assert got == truth
+    assert any(incident for incident, _ in truth.values())
+    linked = [i for i in org.trackers.of("jira") if i.link is not None]
+    assert linked  # the explicit links were exercised

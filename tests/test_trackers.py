@@ -4,6 +4,7 @@ into a real warehouse (SQLite and PostgreSQL), and the sandbox's trackers agains
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -19,7 +20,7 @@ from collectors.trackers import (
     item_times,
     map_service,
 )
-from config.settings import JiraServiceRule, ZentaoServiceRule
+from config.settings import ConfigError, JiraServiceRule, ZentaoServiceRule, load_settings
 from sandbox.generate import generate
 from sandbox.reference import CommitGraph, attribute_incidents, service_production, tracked
 from sandbox.tracker_truth import incidents, reference_links, work_items
@@ -50,6 +51,18 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 )
 def test_work_item_keys(text: str | None, branch: bool, keys: list[str]) -> None:
     assert work_item_keys(text, branch=branch) == keys
+
+
+@pytest.mark.parametrize(
+    ("text", "ident"),
+    [
+        ("Caused by deployment 124.", "124"),
+        ("deployment #deploy-pay-api:57, then", "deploy-pay-api:57"),
+        ("deployment v1.2.3-eu", "v1.2.3-eu"),
+    ],
+)
+def test_a_deployment_id_ends_before_a_full_stop(text: str, ident: str) -> None:
+    assert change_refs(text) == [ChangeRef("deployment", ident)]
 
 
 def test_change_refs_read_gitlab_urls_short_forms_and_words() -> None:
@@ -103,6 +116,30 @@ def test_the_first_matching_rule_names_the_service_and_an_unmapped_row_keeps_its
         None,
         "product=1,支付",
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"service": "pay-api"}, "a rule needs one of project, component, label, field"),
+        ({"service": "pay-api", "field": "customfield_1"}, "`field` and `value` go together"),
+        ({"service": "pay-api", "project": "PAY", "module": "7"}, "module"),
+    ],
+)
+def test_a_service_rule_that_cannot_match_fails_naming_the_key(
+    tmp_path: Path, rule: dict[str, str], message: str
+) -> None:
+    lines = "\n".join(f'{k} = "{v}"' for k, v in rule.items())
+    config = tmp_path / "cdmetrics.toml"
+    config.write_text(
+        '[[sources.jira]]\nname = "jira"\nurl = "https://x.atlassian.net"\n'
+        f"[[sources.jira.services]]\n{lines}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as failed:
+        load_settings(config)
+    assert "sources.jira[0].services[0]" in str(failed.value)
+    assert message in str(failed.value)
 
 
 def _t(n: int, hours: float, to: str, category: str) -> Transition:

@@ -34,7 +34,9 @@ _MR_URL = re.compile(r"(?:https?://\S+?/)?([\w.\-]+(?:/[\w.\-]+)+)/-/merge_reque
 _MR_SHORT = re.compile(r"(?<![\w/])((?:[\w.\-]+/)+[\w.\-]+)?!(\d+)\b")
 _PIPELINE = re.compile(r"(?i)(?:/-/pipelines/|\bpipeline\s*#?\s*)(\d+)\b")
 _DEPLOYMENT = re.compile(
-    r"(?i)(?:/api/v4/projects/[^/\s]+/deployments/|\bdeployment\s*#?\s*)([\w.:\-]*\d[\w.:\-]*)"
+    # an id of word characters, `:` and `-`, with dots inside it only (not a sentence's full stop)
+    r"(?i)(?:/api/v4/projects/[^/\s]+/deployments/|\bdeployment\s*#?\s*)"
+    r"((?:[\w:\-]|\.(?=\w))*\d(?:[\w:\-]|\.(?=\w))*)"
 )
 _COMMIT_URL = re.compile(r"/-/commits?/([0-9a-f]{7,40})\b")
 _COMMIT_WORD = re.compile(r"(?i)\bcommit\s+([0-9a-f]{7,40})\b")

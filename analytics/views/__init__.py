@@ -32,7 +32,12 @@ from analytics.views.environments import (
     promotion_history,
 )
 from analytics.views.quality_gates import quality_gates
-from analytics.views.sources import rejected_payloads, sync_errors, sync_overview
+from analytics.views.sources import (
+    rejected_payloads,
+    sync_errors,
+    sync_overview,
+    unmapped_tracker_rows,
+)
 from analytics.views.violations import new_since, select_violations
 
 __all__ = [
@@ -61,4 +66,5 @@ __all__ = [
     "slowest_changes",
     "sync_errors",
     "sync_overview",
+    "unmapped_tracker_rows",
 ]

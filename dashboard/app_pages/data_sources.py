@@ -72,6 +72,17 @@ else:
         key="errors",
     )
 
+st.subheader("Unmapped tracker rows")
+unmapped = data.unmapped_tracker_rows(view.url)
+if unmapped.empty:
+    st.caption("Every incident and work item from a tracker maps to a service.")
+else:
+    st.caption(
+        "Incidents and work items no `[[sources.<tracker>.services]]` rule maps to a service: "
+        "kept, but in no metric. `example` is a value the mapping read; add a rule for it."
+    )
+    show.table(unmapped, key="unmapped")
+
 st.subheader("Rejected payloads")
 rejected = data.rejected_payloads(view.url)
 if rejected.empty:

@@ -1,4 +1,5 @@
-"""Lead time for changes: the distribution, p50/p90 per week, the merge-request stages, the merged
+"""Lead time for changes: the distribution, p50/p90 per week, the requirement and merge-request
+stages, the merged
 MRs not yet in production, and the slowest changes with links to their commit and merge request."""
 
 import pandas as pd
@@ -9,8 +10,11 @@ from dashboard import charts, data, drill, show, state
 view = state.current()
 state.require_data(view)
 st.title("Lead time for changes")
-metrics = data.metrics(view.url, view.scope, view.rules, ("lead_time",), by=view.by)
+metrics = data.metrics(
+    view.url, view.scope, view.rules, ("lead_time", "requirement_lead_time"), by=view.by
+)
 lead = metrics["total"]["lead_time"]
+requirements = metrics["total"]["requirement_lead_time"]
 columns = st.columns(4)
 with columns[0]:
     show.tile("Median lead time", show.hours(lead["median_hours"]), level_name=lead["level"])
@@ -57,6 +61,25 @@ with right:
         metrics, view.by, p50=("lead_time", "median_hours"), p90=("lead_time", "p90_hours")
     )
     show.chart(charts.lines(weeks, view.by, {"p50": "median", "p90": "p90"}, "hours"))
+
+st.subheader("From requirement to production")
+if requirements["items"]:
+    bar = pd.DataFrame(
+        [
+            {"label": "requirements", "stage": name, "hours": requirements["stages"][name]}
+            for name in ("waiting", "delivery")
+        ]
+    )
+    show.chart(charts.stages(bar), key="requirement-stages")
+    st.caption(
+        f"{show.number(requirements['items'])} requirements (Jira, Zentao) reached production in "
+        f"the period: median {show.hours(requirements['median_hours'])}, p90 "
+        f"{show.hours(requirements['p90_hours'])} from creation. Median hours of each stage: "
+        "waiting (created → started), delivery (→ first production deployment of a linked "
+        "change); links come from the trackers and from keys in MR titles, branches and commits."
+    )
+else:
+    show.nothing("requirements linked to changes in production (no tracker, or no links)")
 
 st.subheader("Merge-request stages")
 stage_names = ("coding", "pickup", "review", "deploy")
