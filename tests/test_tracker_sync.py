@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +39,8 @@ from sandbox.serve import Sandbox
 from sandbox.server import FaultRule
 from tests.sandbox_helpers import record_waits
 from tests.sandbox_load import load_org
+from warehouse.engine import make_engine
+from warehouse.migrate import upgrade
 from warehouse.schema import (
     ChangeFailure,
     Deployment,
@@ -239,10 +242,12 @@ def test_pagerduty_sync_equals_truth_and_a_second_sync_changes_nothing(
 
 
 @pytest.fixture
-def sqlite_engine(engine: Engine) -> Engine:
-    if engine.dialect.name != "sqlite":
-        pytest.skip("failure paths are the same on both databases: SQLite only")
-    return engine
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    """A warehouse at head on SQLite: the failure paths are the same on both databases."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'failures.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
 
 
 def test_zentao_token_expiry_logs_in_again(
