@@ -28,7 +28,6 @@ from warehouse.migrate import upgrade
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # more workers than this mostly wait on the one PostgreSQL server and the simulators' threads
 MAX_WORKERS = 4
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

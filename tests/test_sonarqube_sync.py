@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +26,12 @@ from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule
 from sandbox.sonarqube_org import SonarOrg
-from tests.conftest import SHARED
 from warehouse.schema import CodeAnalysis, RawPayload
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 TOKEN_ENV = "CDM_TEST_SONAR_TOKEN"
 SECRET = "sonar-secret-51c2"
-FIXTURES = SHARED / "fixtures" / "sonarqube"
-API = FIXTURES / "SonarSource-sonarqube/server/sonar-webserver-webapi/src/main/resources/org"
-ZULIP = FIXTURES / "zulip/zerver/webhooks/sonarqube/fixtures"
+FIXTURES = Path(__file__).parent / "fixtures" / "sonarqube"  # provenance: fixtures/SOURCES.md
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +154,8 @@ def test_version_9_9_reads_with_basic_auth(
 
 
 def test_normaliser_reads_the_documented_payloads() -> None:
-    search = json.loads((API / "sonar/server/projectanalysis/ws/search-example.json").read_text())
-    status = json.loads(
-        (API / "sonar/server/qualitygate/ws/project_status-example.json").read_text()
-    )
+    search = json.loads((FIXTURES / "project_analyses-search-example.json").read_text())
+    status = json.loads((FIXTURES / "qualitygates-project_status-example.json").read_text())
     common = {"source_id": 1, "project": "p", "branch": "main", "repositories": {},
               "server": "https://sq.example"}  # fmt: skip
     row = normalize_analysis(search["analyses"][0], status, **common)
@@ -180,7 +176,7 @@ def test_normaliser_reads_the_documented_payloads() -> None:
 
 
 def test_webhook_normaliser_reads_real_payloads() -> None:
-    error = json.loads((ZULIP / "error.json").read_text())
+    error = json.loads((FIXTURES / "zulip-webhook-error.json").read_text())
     common = {"source_id": 1, "repositories": {"test-sonar": "acme/x"}, "server": "http://s"}
     with pytest.raises(ValueError, match="no revision"):  # SonarQube 8/9 without SCM data
         normalize_webhook(error, **common)
