@@ -39,13 +39,9 @@ def lead_time(data: ScopeData) -> dict[str, Any]:
     Definition: docs/METRICS.md#lead-time-for-changes"""
     hours = [h for r in data.changes if (h := r.lead_time_hours) is not None]
     stages, dropped = _stages(data.merge_requests)
-    median = stats.percentile(hours, 0.5)
     return {
         "changes": len(hours),
-        "median_hours": median,
-        "p90_hours": stats.percentile(hours, 0.9),
-        "level": stats.lead_time_level(median),
-        "stages": {name: stats.percentile(values, 0.5) for name, values in stages.items()},
+        **stats.lead_time_figures(hours, stages),
         "merge_requests": len(data.merge_requests),
         "negative_spans_dropped": dropped,
         "merged_not_in_production": merged_not_in_production(data),

@@ -134,14 +134,7 @@ def requirement_lead_time(data: ScopeData) -> dict[str, Any]:
             ):
                 if span.total_seconds() >= 0:
                     stages[name].append(stats.hours(span))
-    median = stats.percentile(hours, 0.5)
-    return {
-        "items": len(hours),
-        "median_hours": median,
-        "p90_hours": stats.percentile(hours, 0.9),
-        "level": stats.lead_time_level(median),
-        "stages": {name: stats.percentile(values, 0.5) for name, values in stages.items()},
-    }
+    return {"items": len(hours), **stats.lead_time_figures(hours, stages)}
 
 
 def bug_escape_rate(data: ScopeData) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 BUCKET = re.compile(r"(?P<year>\d{4})-(?:W(?P<week>\d{2})|(?P<month>\d{2}))")
@@ -99,6 +100,18 @@ def lead_time_level(median_hours: float | None) -> str | None:
         if median_hours < 720
         else "low"
     )
+
+
+def lead_time_figures(hours: list[float], stages: dict[str, list[float]]) -> dict[str, Any]:
+    """{median_hours, p90_hours, level, stages}: a lead time's figures, each stage its median (the
+    lead time for changes and the requirement lead time)."""
+    median = percentile(hours, 0.5)
+    return {
+        "median_hours": median,
+        "p90_hours": percentile(hours, 0.9),
+        "level": lead_time_level(median),
+        "stages": {name: percentile(values, 0.5) for name, values in stages.items()},
+    }
 
 
 def frequency_level(

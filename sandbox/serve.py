@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,42 +145,21 @@ class Sandbox:
         server = SimulatorServer(app, host=host, port=port)
         server.start()
         sandbox = cls(org, gitlab, app, server, token, jenkins_user=jenkins_user, svn_repo=repo)
-        if jenkins:
-            try:
-                sandbox._start_jenkins(host, jenkins_port, at, keep_log)
-            except Exception:
-                sandbox.stop()
-                raise
-        if registry:
-            try:
-                sandbox._start_registry(host, at, keep_log, registry_auth)
-            except Exception:
-                sandbox.stop()
-                raise
-        if kubernetes:
-            try:
-                sandbox.start_kubernetes(host, kubernetes_port, at, keep_log)
-            except Exception:
-                sandbox.stop()
-                raise
-        if sonarqube:
-            try:
-                sandbox.start_sonarqube(host, at, keep_log, sonarqube_version)
-            except Exception:
-                sandbox.stop()
-                raise
-        if jira:
-            try:
-                sandbox.start_jira(host, at, keep_log, jira_flavour)
-            except Exception:
-                sandbox.stop()
-                raise
-        if trackers:
-            try:
-                sandbox.start_trackers(host, at, keep_log)
-            except Exception:
-                sandbox.stop()
-                raise
+        starts: list[tuple[bool, Callable[[], None]]] = [
+            (jenkins, lambda: sandbox._start_jenkins(host, jenkins_port, at, keep_log)),
+            (registry, lambda: sandbox._start_registry(host, at, keep_log, registry_auth)),
+            (kubernetes, lambda: sandbox.start_kubernetes(host, kubernetes_port, at, keep_log)),
+            (sonarqube, lambda: sandbox.start_sonarqube(host, at, keep_log, sonarqube_version)),
+            (jira, lambda: sandbox.start_jira(host, at, keep_log, jira_flavour)),
+            (trackers, lambda: sandbox.start_trackers(host, at, keep_log)),
+        ]
+        for wanted, start in starts:
+            if wanted:
+                try:
+                    start()
+                except Exception:  # whatever started is stopped, then the error goes on
+                    sandbox.stop()
+                    raise
         return sandbox
 
     def start_sonarqube(
