@@ -15,13 +15,14 @@ import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from config.settings import ConfigError, check_secrets, load_settings
+from config.settings import ConfigError, Sources, check_secrets, load_settings
 from tests.deploy_helpers import (
     BIN,
     DEPLOY,
@@ -197,8 +198,24 @@ def test_tokens_come_from_the_secret_the_config_names(monkeypatch: pytest.Monkey
     check_secrets(settings)  # every *_env of every source is filled from the Secret
     serve = WORKLOADS["Deployment/cdmetrics-serve"]["spec"]["containers"][0]
     service = settings.service
-    wanted = {service.read_token_env, service.write_token_env, service.gitlab_webhook_secret_env}
+    wanted = {
+        service.read_token_env,
+        service.write_token_env,
+        service.gitlab_webhook_secret_env,
+        service.sonarqube_webhook_secret_env,
+    }
     assert wanted <= set(secret_env(serve))
+    # every source kind's default variables can come from the Secret, so adding a source with its
+    # defaults to cdmetrics.toml needs a Secret key, not a manifest edit
+    defaults = {
+        field.default
+        for kind in Sources.model_fields.values()
+        for model in get_args(kind.annotation)
+        if isinstance(model, type) and issubclass(model, BaseModel)
+        for name, field in model.model_fields.items()
+        if name.endswith("_env") and field.default
+    }
+    assert defaults and defaults <= set(secret_env(sync)), defaults - set(secret_env(sync))
 
 
 def test_checkov_fails_only_the_checks_the_docs_justify() -> None:
