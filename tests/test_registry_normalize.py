@@ -1,6 +1,6 @@
 """Registry normalisers: Harbor artifacts shaped on Harbor's API definition (swagger `Artifact`,
 `Tag`, `Reference`, `Platform`, `AuditLog`), OCI manifests and indexes, label trust, and the
-GitLab-registry samples Harbor's GitLab adapter is tested with (../shared/fixtures)."""
+GitLab-registry samples Harbor's GitLab adapter is tested with (tests/fixtures/gitlab/harbor)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ D2 = "sha256:" + "b" * 64
 AMD = "sha256:" + "c" * 64
 ARM = "sha256:" + "d" * 64
 SHA = "0123456789abcdef0123456789abcdef01234567"
-FIXTURES = Path("/work/shared/fixtures/harbor/src/pkg/reg/adapter/gitlab/testdata")
+# goharbor/harbor src/pkg/reg/adapter/gitlab/testdata (Apache-2.0; tests/fixtures/SOURCES.md)
+FIXTURES = Path(__file__).parent / "fixtures" / "gitlab" / "harbor"
 
 
 def labels(source: str, revision: str = SHA) -> dict[str, str]:
