@@ -124,6 +124,41 @@ def db_current(ctx: typer.Context) -> None:
     out.print(f"revision {current_revision(engine)} (head {head_revision()})")
 
 
+@db_app.command("prune-raw")
+def db_prune_raw(
+    ctx: typer.Context,
+    days: int | None = typer.Option(
+        None, min=1, help="Keep bodies this many days (default: [warehouse] raw_retention_days)."
+    ),
+    vacuum: bool = typer.Option(
+        False, "--vacuum", help="Then VACUUM an SQLite file to return the freed space to the disk."
+    ),
+) -> None:
+    """Drop the bodies of accepted raw payloads older than the retention; --vacuum compacts SQLite.
+
+    Rows, hashes and rejected payloads stay. --vacuum alone returns the space freed by an upgrade
+    to compressed payloads (migration 0022) to the file system."""
+    from warehouse.raw import prune_raw
+
+    settings = _globals(ctx).settings()
+    engine = _open(settings)
+    keep = days or settings.warehouse.raw_retention_days
+    if keep is None and not vacuum:
+        raise ConfigError(
+            "no retention to apply: set [warehouse] raw_retention_days or pass --days N "
+            "(or --vacuum alone to compact the file)"
+        )
+    result: dict[str, object] = {"pruned": prune_raw(engine, keep) if keep else 0, "days": keep}
+    if vacuum and engine.dialect.name == "sqlite":
+        path = Path(engine.url.database or "")
+        before = path.stat().st_size
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # into the file, in WAL mode
+        result |= {"bytes_before": before, "bytes_after": path.stat().st_size}
+    out.print_json(data=result, indent=None)
+
+
 @config_app.command("check")
 def config_check(ctx: typer.Context) -> None:
     """Validate the configuration and that every secret variable it names is set."""

@@ -115,6 +115,11 @@ class WarehouseSettings(Section):
     """Seconds one PostgreSQL statement may run before the server cancels it; 0: no limit."""
     lock_timeout_s: float = Field(LOCK_TIMEOUT_S, ge=0)
     """Seconds to wait for a lock (PostgreSQL `lock_timeout`, SQLite busy timeout); 0: no limit."""
+    raw_retention_days: int | None = Field(None, ge=1)
+    """Days the body of an accepted raw payload (kept compressed, one version per object) is kept
+    after it was last written: older bodies are dropped at the end of each sync and by `cdmetrics db
+    prune-raw`, their key and hash kept for change detection; rejected payloads are kept whole.
+    Unset: kept forever."""
 
     def timeouts(self) -> dict[str, float]:
         """The keyword arguments of `warehouse.engine.make_engine` / `open_warehouse` for these."""
