@@ -207,6 +207,7 @@ class MergeRequest(Base):
         Index("ix_merge_request_repo_squash_sha", "repo_id", "squash_commit_sha"),
         Index("ix_merge_request_repo_merged_at", "repo_id", "merged_at"),
         Index("ix_merge_request_repo_head_sha", "repo_id", "head_sha"),
+        Index("ix_merge_request_repo_source_branch", "repo_id", "source_branch"),
         Index("ix_merge_request_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)

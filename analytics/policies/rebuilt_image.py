@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, of_deployment
+from analytics.policies.period import Scan, deployments, of_deployment, upstream_runs
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, built_from, revisions, successful_runs, upstream_of
 from config.settings import PolicySettings
@@ -56,7 +56,8 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     digests = {d.image_digest for d in found}
     images, commits = canonical(conn, digests), revisions(conn, digests)
     candidates = built_from(conn, commits.values())
-    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1], candidates)
+    ids = {d.service_id for d in found}
+    runs = successful_runs(conn, ids, path[:-1], candidates, rows=upstream_runs(conn, scan))
     violations = []
     for d in found:
         upstream, image = upstream_of(d.stage, path, "previous")[0], images[d.image_digest]

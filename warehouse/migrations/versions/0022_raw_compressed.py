@@ -1,5 +1,5 @@
 """raw_payload.payload kept zlib-compressed (BLOB/bytea, nullable: `[warehouse]
-raw_retention_days` drops old bodies); indexes for the policy scan
+raw_retention_days` drops old bodies); merge_request (repo_id, source_branch) for the policy scan
 
 Every existing payload is compressed in keyset batches (the JSON text as stored on SQLite, the
 document on PostgreSQL), written to a new column that then replaces the old one. SQLite returns
@@ -54,6 +54,10 @@ def _copy(convert: object, source: str, target: str, value: str = ':value') -> N
 
 
 def upgrade() -> None:
+    # the policy scan's "has a merge request" lookup per branch (long-lived-branch, stale-branch)
+    op.create_index(
+        'ix_merge_request_repo_source_branch', 'merge_request', ['repo_id', 'source_branch'], unique=False
+    )
     op.add_column('raw_payload', sa.Column('payload_z', sa.LargeBinary(), nullable=True))
     _copy(_packed, 'payload', 'payload_z')
     op.execute('alter table raw_payload drop column payload')
@@ -61,6 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_merge_request_repo_source_branch', table_name='merge_request')
     # a body retention dropped comes back as JSON null (the column was NOT NULL)
     dialect = op.get_bind().dialect.name
     kind = 'jsonb' if dialect == 'postgresql' else 'JSON'
