@@ -84,11 +84,20 @@ def upstream_of(environment: str, path: Sequence[str], require: str = "all") -> 
     return before if require == "all" else before[-1:]
 
 
-def revisions(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]:
+def revisions(
+    conn: Connection, digests: Iterable[str | None], memo: dict[str, str | None] | None = None
+) -> dict[str, str]:
     """digest -> the source commit of its image, one for an index and its platform manifests:
     the index's own revision, else the first of its platform manifests' (a platform manifest's
     labels may name the commit while the index does not, or the other way round); digests whose
-    image has no known commit are left out."""
+    image has no known commit are left out. `memo`: the answers (None: no commit) already read in
+    this unit of work (a policy scan); each digest's answer depends on its image alone."""
+    if memo is not None:
+        asked = {d for d in digests if d}
+        missing = asked - memo.keys()
+        found = revisions(conn, missing)
+        memo.update({d: found.get(d) for d in missing})
+        return {d: c for d in asked if (c := memo[d])}
     images = canonical(conn, digests)  # a platform manifest -> its index
     wanted = sorted(set(images.values()))
     canonical_images = set(wanted)
@@ -163,12 +172,13 @@ def successful_runs(
     environments: Iterable[str],
     images: Iterable[str] | None = None,
     rows: list[Any] | None = None,
+    memo: dict[str, str | None] | None = None,
 ) -> Runs:
     """The successful application deployments of those services to those environments (image and
     commit as in the module docstring); only those of `images` (digests as `canonical` names
     them, or `commit:<sha>`) when given, so a scan reads the runs that can answer it rather than
     every run of its services. `rows`: `run_rows` of these environments already read for more
-    services (a policy scan reads them once for two policies)."""
+    services (a policy scan reads them once for two policies); `memo`: `revisions`'."""
     out = Runs()
     ids, envs = set(service_ids), list(environments)
     if not ids or not envs:
@@ -177,7 +187,7 @@ def successful_runs(
     if images is not None:
         wanted = set(images)
         rows = [r for r in rows if (r[3] if r.image_digest else f"commit:{r.sha}") in wanted]
-    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest})
+    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest}, memo)
     for service_id, env, digest, canonical_digest, sha, finished in rows:
         if service_id is not None and finished is not None:
             name = canonical_digest if digest else f"commit:{sha}"

@@ -100,6 +100,12 @@ def upstream_runs(conn: Connection, scan: Scan) -> list[Any]:
     return list(scan.shared[key])
 
 
+def memo(scan: Scan, name: str) -> dict[Any, Any]:
+    """A dict of answers shared by the policies of one scan (`canonical`'s and `revisions`')."""
+    found: dict[Any, Any] = scan.shared.setdefault(("memo", name), {})
+    return found
+
+
 def deployment_subject(d: Any) -> str:
     """The subject of a deployment's violation."""
     return f"deployment {d.source_id}:{d.external_id}"

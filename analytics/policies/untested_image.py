@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, of_deployment, upstream_runs
+from analytics.policies.period import Scan, deployments, memo, of_deployment, upstream_runs
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -55,7 +55,9 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     skipped an environment before it."""
     params, path = scan.params.untested_image, scan.promotion_path
     found = deployments(conn, scan, path[1:], kind="app")
-    images = canonical(conn, [d.image_digest for d in found if d.image_digest])
+    images = canonical(
+        conn, [d.image_digest for d in found if d.image_digest], memo(scan, "canonical")
+    )
     image_of = {
         d.id: images[d.image_digest] if d.image_digest else f"commit:{d.sha}" for d in found
     }
@@ -64,7 +66,8 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         {d.service_id for d in found},
         path[:-1],
         image_of.values(),
-        rows=upstream_runs(conn, scan),
+        upstream_runs(conn, scan),
+        memo(scan, "revisions"),
     )
     violations = []
     for d in found:
