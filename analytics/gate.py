@@ -45,7 +45,7 @@ from analytics.policies import (
     untested_image,
 )
 from analytics.promotion import revisions, stage_of, successful_runs, upstream_of
-from analytics.views.delivery import name_problems
+from analytics.scope import name_problems
 from config.settings import PoliciesSettings
 from warehouse.schema import (
     Environment,

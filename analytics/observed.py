@@ -46,9 +46,15 @@ class Rollout:
     digest: str | None  # the image it ran (an index digest where the registry knows one)
 
 
-def canonical(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]:
-    """digest -> the image's digest: platform manifests map to their index; others to themselves."""
+def canonical(
+    conn: Connection, digests: Iterable[str | None], memo: dict[str, str] | None = None
+) -> dict[str, str]:
+    """digest -> the image's digest: platform manifests map to their index; others to themselves.
+    `memo`: the answers already read in this unit of work (a policy scan), read only once."""
     wanted = sorted({d for d in digests if d})
+    if memo is not None:
+        memo.update(canonical(conn, [d for d in wanted if d not in memo]))
+        return {d: memo[d] for d in wanted}
     out = {d: d for d in wanted}
     for start in range(0, len(wanted), 500):
         part = wanted[start : start + 500]

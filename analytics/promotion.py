@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, func, or_, select
 from sqlalchemy.orm import aliased
@@ -84,11 +84,20 @@ def upstream_of(environment: str, path: Sequence[str], require: str = "all") -> 
     return before if require == "all" else before[-1:]
 
 
-def revisions(conn: Connection, digests: Iterable[str | None]) -> dict[str, str]:
+def revisions(
+    conn: Connection, digests: Iterable[str | None], memo: dict[str, str | None] | None = None
+) -> dict[str, str]:
     """digest -> the source commit of its image, one for an index and its platform manifests:
     the index's own revision, else the first of its platform manifests' (a platform manifest's
     labels may name the commit while the index does not, or the other way round); digests whose
-    image has no known commit are left out."""
+    image has no known commit are left out. `memo`: the answers (None: no commit) already read in
+    this unit of work (a policy scan); each digest's answer depends on its image alone."""
+    if memo is not None:
+        asked = {d for d in digests if d}
+        missing = asked - memo.keys()
+        found = revisions(conn, missing)
+        memo.update({d: found.get(d) for d in missing})
+        return {d: c for d in asked if (c := memo[d])}
     images = canonical(conn, digests)  # a platform manifest -> its index
     wanted = sorted(set(images.values()))
     canonical_images = set(wanted)
@@ -126,20 +135,12 @@ def built_from(conn: Connection, commits: Iterable[str]) -> set[str]:
     return out
 
 
-def successful_runs(
-    conn: Connection,
-    service_ids: Iterable[int],
-    environments: Iterable[str],
-    images: Iterable[str] | None = None,
-) -> Runs:
-    """The successful application deployments of those services to those environments (image and
-    commit as in the module docstring); only those of `images` (digests as `canonical` names
-    them, or `commit:<sha>`) when given, so a scan reads the runs that can answer it rather than
-    every run of its services."""
-    out = Runs()
-    ids, envs = set(service_ids), list(environments)
-    if not ids or not envs:
-        return out
+def run_rows(
+    conn: Connection, service_ids: Iterable[int] | None, environments: Iterable[str]
+) -> list[Any]:
+    """The rows behind `successful_runs`: (service_id, environment, digest, canonical digest, sha,
+    finished) of the successful application deployments of those services (None: every service)
+    to those environments."""
     platform = aliased(Image)
     image = func.coalesce(platform.index_digest, Deployment.image_digest)  # `canonical`, joined
     query = (
@@ -157,15 +158,36 @@ def successful_runs(
             Deployment.status == "success",
             Deployment.kind == "app",
             Deployment.finished_at.is_not(None),
-            Environment.name.in_(envs),
-            Deployment.service_id.in_(ids),
+            Environment.name.in_(list(environments)),
         )
     )
-    rows = conn.execute(query).all()
+    if service_ids is not None:
+        query = query.where(Deployment.service_id.in_(sorted(set(service_ids))))
+    return list(conn.execute(query).all())
+
+
+def successful_runs(
+    conn: Connection,
+    service_ids: Iterable[int],
+    environments: Iterable[str],
+    images: Iterable[str] | None = None,
+    rows: list[Any] | None = None,
+    memo: dict[str, str | None] | None = None,
+) -> Runs:
+    """The successful application deployments of those services to those environments (image and
+    commit as in the module docstring); only those of `images` (digests as `canonical` names
+    them, or `commit:<sha>`) when given, so a scan reads the runs that can answer it rather than
+    every run of its services. `rows`: `run_rows` of these environments already read for more
+    services (a policy scan reads them once for two policies); `memo`: `revisions`'."""
+    out = Runs()
+    ids, envs = set(service_ids), list(environments)
+    if not ids or not envs:
+        return out
+    rows = run_rows(conn, ids, envs) if rows is None else [r for r in rows if r.service_id in ids]
     if images is not None:
         wanted = set(images)
         rows = [r for r in rows if (r[3] if r.image_digest else f"commit:{r.sha}") in wanted]
-    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest})
+    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest}, memo)
     for service_id, env, digest, canonical_digest, sha, finished in rows:
         if service_id is not None and finished is not None:
             name = canonical_digest if digest else f"commit:{sha}"

@@ -16,10 +16,10 @@ from difflib import get_close_matches
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_
+from sqlalchemy import Connection, and_, select
 
 from analytics import stats
-from warehouse.schema import DeploymentChange, Service, Team
+from warehouse.schema import DeploymentChange, Environment, Service, Team
 
 DEFAULT_WEEKS = 12  # complete ISO weeks before the current, partial one
 # periods lie within these bounds: wider than any delivery history, narrow enough that date
@@ -232,3 +232,53 @@ __all__ = [
     "parse_period",
     "unknown_names",
 ]
+
+
+# -- the names a command asks for (the gate, the CLI, reports and dashboard filters) --------
+
+
+def filter_options(conn: Connection) -> dict[str, list[Any]]:
+    """Team names, service names and canonical environment names (promotion path order)."""
+    return {
+        "teams": list(conn.execute(select(Team.name).order_by(Team.name)).scalars()),
+        "services": list(conn.execute(select(Service.name).order_by(Service.name)).scalars()),
+        "environments": list(
+            conn.execute(
+                select(Environment.name).order_by(
+                    Environment.position.is_(None), Environment.position, Environment.name
+                )
+            ).scalars()
+        ),
+    }
+
+
+def check_names(
+    conn: Connection,
+    teams: Sequence[str] = (),
+    services: Sequence[str] = (),
+    environments: Sequence[str] = (),
+    promotion_path: Sequence[str] = (),
+) -> None:
+    """Raise UnknownName naming every team, service or environment the warehouse does not know,
+    with the closest known ones (an environment of `promotion_path` is known even before its
+    first deployment)."""
+    problem = name_problems(conn, teams, services, environments, promotion_path)
+    if problem:
+        raise UnknownName(problem)
+
+
+def name_problems(
+    conn: Connection,
+    teams: Sequence[str] = (),
+    services: Sequence[str] = (),
+    environments: Sequence[str] = (),
+    promotion_path: Sequence[str] = (),
+) -> str | None:
+    """The message of `check_names`, or None when every name is known."""
+    options = filter_options(conn)
+    options["environments"] += [e for e in promotion_path if e not in options["environments"]]
+    problems = [
+        unknown_names(kind, asked, options[f"{kind}s"])
+        for kind, asked in (("team", teams), ("service", services), ("environment", environments))
+    ]
+    return "\n".join(p for p in problems if p) or None

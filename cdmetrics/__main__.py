@@ -1,3 +1,3 @@
-from cdmetrics.cli import main
+from cdmetrics.entry import main
 
 main()

@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
-from typer.core import TyperGroup
+from sqlalchemy.exc import OperationalError
 
 from analytics import drift as drift_analytics
 from analytics import policies as policy_analytics
@@ -29,55 +23,20 @@ from analytics import views
 from analytics.derive import FailureRules, derive
 from analytics.metrics import SLICES, metrics
 from analytics.scope import PeriodError, Scope, UnknownName
-from cdmetrics.cli_gate import CannotDecide
 from cdmetrics.cli_gate import register as register_gate_command
+from cdmetrics.cli_globals import Globals, check_warehouse_flag, new_app, run
+from cdmetrics.cli_globals import cannot_open as _cannot_open
+from cdmetrics.cli_globals import global_options as _main  # noqa: F401  (tests build apps on it)
+from cdmetrics.cli_globals import open_settings_warehouse as _open
 from cdmetrics.cli_report import register as register_report_commands
 from cdmetrics.cli_service import register as register_service_commands
 from cdmetrics.render import render_drift, render_metrics, render_violations
-from config.redaction import install_log_redaction
 from config.settings import DEFAULT_CONFIG, ConfigError, Settings, check_secrets, load_settings
-from warehouse.engine import WarehouseURLError, normalise_url, open_warehouse
-from warehouse.migrate import NewerWarehouseError, current_revision, head_revision, upgrade
+from warehouse.engine import normalise_url
+from warehouse.migrate import current_revision, head_revision, upgrade
 
-GLOBAL_OPTIONS = ("--warehouse", "-w", "--config", "-c")
-GLOBAL_FLAGS = ("--verbose", "-v", "-vv")  # no subcommand has an option of these names
-
-
-def hoist_global_options(args: list[str]) -> list[str]:
-    """`args` with `--warehouse`/`--config` (and their values) and `-v`/`--verbose` moved before
-    the subcommand, so they work on either side of it (`cdmetrics demo --warehouse X -v`); `--`
-    ends the search."""
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            rest += args[i:]
-            break
-        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
-            front += args[i : i + 2]
-            i += 2
-            continue
-        global_option = arg in GLOBAL_FLAGS or arg.startswith(("--warehouse=", "--config="))
-        (front if global_option else rest).append(arg)
-        i += 1
-    return front + rest
-
-
-class GlobalOptionsAnywhere(TyperGroup):
-    """The main command group, taking its global options after a subcommand as well."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's vendored Context
-        return super().parse_args(ctx, hoist_global_options(args))
-
-
-app = typer.Typer(
-    cls=GlobalOptionsAnywhere,
-    help="Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: no `<bool>` after flags, fits 80 columns
+app = new_app(
+    "Delivery metrics and branch-policy analytics over GitLab, Jenkins, registries and Kubernetes."
 )
 db_app = typer.Typer(help="Warehouse maintenance.", no_args_is_help=True, rich_markup_mode=None)
 config_app = typer.Typer(
@@ -104,114 +63,14 @@ out = Console()
 log = logging.getLogger("cdmetrics")
 
 
-@dataclass
-class Globals:
-    config: Path | None
-    warehouse: str | None
-
-    def settings(self) -> Settings:
-        """The settings of a command that opens the warehouse; raises ConfigError rather than
-        create an empty `cdmetrics.db` nobody asked for (no config file, no `--warehouse`, no
-        CDMETRICS_WAREHOUSE__URL) or a folder a mistyped `--warehouse` names."""
-        check_warehouse_flag(self.warehouse)
-        settings = load_settings(self.config, self.warehouse)
-        if not (self.warehouse or settings.path.exists() or WAREHOUSE_URL_VARIABLE in os.environ):
-            default = normalise_url(settings.warehouse.url).database or ""
-            if not Path(default).exists():
-                raise ConfigError(
-                    f"no configuration file {settings.path} here and no --warehouse, so there is "
-                    f"no warehouse to read (not creating an empty {default}); start with "
-                    "`cdmetrics init` (writes cdmetrics.toml and its warehouse) or `cdmetrics "
-                    "demo` (a generated organisation), or name one with --config FILE or "
-                    "--warehouse URL"
-                )
-        return settings
-
-    def open(self, settings: Settings) -> Engine:
-        """The warehouse of `settings` at head; raises CannotDecide when it cannot be opened."""
-        return _open(settings)
-
-
-WAREHOUSE_URL_VARIABLE = "CDMETRICS_WAREHOUSE__URL"
-
-
-def check_warehouse_flag(url: str | None) -> None:
-    """Raise ConfigError when `--warehouse` names an SQLite file in a folder that does not exist
-    (a typo must not create folders); other URLs are checked when opened."""
-    if not url:
-        return
-    parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).expanduser().parent
-        if not folder.is_dir():
-            raise ConfigError(
-                f"--warehouse {url}: the folder {folder} does not exist; create it first or "
-                "check the path"
-            )
-
-
 def _globals(ctx: typer.Context) -> Globals:
     return ctx.find_root().obj  # type: ignore[no-any-return]
 
 
-def _open(settings: Settings) -> Engine:
-    """The warehouse at head with the configured timeouts; raises CannotDecide, naming the URL,
-    when the database cannot be reached or read (unreachable, timed out, not a database)."""
-    url = normalise_url(settings.warehouse.url)
-    try:
-        return open_warehouse(url, **settings.warehouse.timeouts())
-    except DBAPIError as exc:
-        raise _cannot_open(url, exc) from None
-
-
-# what SQLite says when another process writes or migrates the same file at the same moment
-SQLITE_BUSY_WORDS = ("locked", "busy", "already exists")
 SINCE_HELP = (
     "Start (date or ISO timestamp; default: Monday of the week 12 whole weeks before --until's)."
 )
 UNTIL_HELP = "End, exclusive (default: tomorrow 00:00 in [sync] timezone)."
-
-
-def _cannot_open(url: URL, exc: DBAPIError) -> CannotDecide:
-    """The error for a warehouse that failed to open: a connection problem names the URL; an
-    SQLite file that is busy or was being created by another process at the same moment says so
-    (the URL is fine then)."""
-    reason = str(exc.orig).strip().splitlines()[0]
-    where = url.render_as_string(hide_password=True)
-    if url.get_backend_name() == "sqlite" and any(w in reason for w in SQLITE_BUSY_WORDS):
-        return CannotDecide(
-            f"the SQLite warehouse {where} is in use by another cdmetrics process ({reason}); "
-            "SQLite has one writer: run one sync at a time on it, or try again when the other "
-            "process ends (several workers at once need PostgreSQL)"
-        )
-    return CannotDecide(
-        f"cannot open the warehouse {where}: {reason}; check [warehouse] url and that the "
-        "database is running"
-    )
-
-
-@app.callback()
-def _main(
-    ctx: typer.Context,
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default ./cdmetrics.toml or $CDMETRICS_CONFIG)."
-    ),
-    warehouse: str | None = typer.Option(
-        None,
-        "--warehouse",
-        "-w",
-        help="Warehouse URL, overriding the url in the config's warehouse section.",
-    ),
-    verbose: int = typer.Option(
-        0, "--verbose", "-v", count=True, help="More log output (-vv: debug)."
-    ),
-) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
-    )
-    install_log_redaction()
-    ctx.obj = Globals(config, warehouse)
 
 
 @app.command()
@@ -263,6 +122,41 @@ def db_current(ctx: typer.Context) -> None:
     settings = _globals(ctx).settings()
     engine = _open(settings)
     out.print(f"revision {current_revision(engine)} (head {head_revision()})")
+
+
+@db_app.command("prune-raw")
+def db_prune_raw(
+    ctx: typer.Context,
+    days: int | None = typer.Option(
+        None, min=1, help="Keep bodies this many days (default: [warehouse] raw_retention_days)."
+    ),
+    vacuum: bool = typer.Option(
+        False, "--vacuum", help="Then VACUUM an SQLite file to return the freed space to the disk."
+    ),
+) -> None:
+    """Drop the bodies of accepted raw payloads older than the retention; --vacuum compacts SQLite.
+
+    Rows, hashes and rejected payloads stay. --vacuum alone returns the space freed by an upgrade
+    to compressed payloads (migration 0022) to the file system."""
+    from warehouse.raw import prune_raw
+
+    settings = _globals(ctx).settings()
+    engine = _open(settings)
+    keep = days or settings.warehouse.raw_retention_days
+    if keep is None and not vacuum:
+        raise ConfigError(
+            "no retention to apply: set [warehouse] raw_retention_days or pass --days N "
+            "(or --vacuum alone to compact the file)"
+        )
+    result: dict[str, object] = {"pruned": prune_raw(engine, keep) if keep else 0, "days": keep}
+    if vacuum and engine.dialect.name == "sqlite":
+        path = Path(engine.url.database or "")
+        before = path.stat().st_size
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # into the file, in WAL mode
+        result |= {"bytes_before": before, "bytes_after": path.stat().st_size}
+    out.print_json(data=result, indent=None)
 
 
 @config_app.command("check")
@@ -590,9 +484,5 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry: run the CLI, turning known errors into a message and exit code 2."""
-    try:
-        app()
-    except (ConfigError, WarehouseURLError, CannotDecide, NewerWarehouseError, UnknownName) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+    """Console-script entry of the full CLI (cdmetrics/entry.py runs `gate` without it)."""
+    run(app, (UnknownName,))

@@ -1,5 +1,5 @@
 """CLI command of the promotion gate: `cdmetrics gate`. `register(app)` adds it to the main
-Typer app (cdmetrics/cli.py calls it). The decision is
+Typer app (cdmetrics/cli.py calls it); `main` runs it alone (cdmetrics/entry.py). The decision is
 `analytics.gate.evaluate`; its output `cdmetrics.render.render_gate`.
 
 The contract (docs/POLICIES.md): exit 0 allow, 1 deny, 2 cannot decide, for *every* failure; the
@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from analytics import gate as gate_analytics
+from cdmetrics.cli_globals import CannotDecide, new_app, run
 from cdmetrics.render import render_gate
 from config.settings import ConfigError, Settings
 from warehouse.engine import WarehouseURLError
@@ -27,10 +28,6 @@ from warehouse.migrate import NewerWarehouseError
 err = Console(stderr=True)
 out = Console()
 log = logging.getLogger("cdmetrics")
-
-
-class CannotDecide(Exception):
-    """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
 
 
 def gate(
@@ -97,7 +94,7 @@ def _decide(
     ctx: typer.Context, service: str, image: str, to: str, ref: str | None
 ) -> dict[str, Any]:
     """The gate decision as JSON; raises whatever keeps it from deciding."""
-    g = ctx.find_root().obj  # cdmetrics.cli.Globals
+    g = ctx.find_root().obj  # cdmetrics.cli_globals.Globals
     settings: Settings = g.settings()
     engine: Engine = g.open(settings)
     try:
@@ -130,4 +127,13 @@ def register(app: typer.Typer) -> None:
     app.command()(gate)
 
 
-__all__ = ["CannotDecide", "cannot_decide_message", "register"]
+def main() -> None:
+    """`cdmetrics gate` alone (cdmetrics/entry.py): the global options and this one command, so a
+    pipeline step's gate imports what the decision needs and not the whole CLI. The command is
+    the same function with the same options, so its exit codes and output are the full CLI's."""
+    app = new_app("The promotion gate of cdmetrics.")
+    register(app)
+    run(app)
+
+
+__all__ = ["CannotDecide", "cannot_decide_message", "main", "register"]

@@ -25,6 +25,7 @@ from collectors.sync import SourceSummary
 from collectors.zentao import ZentaoCollector
 from config.settings import Settings
 from warehouse.locks import DERIVE_LOCK, try_advisory_lock
+from warehouse.raw import prune_raw
 from warehouse.schema import Source
 from warehouse.sync_state import derived_after_last_finish, mark_derived
 
@@ -57,7 +58,7 @@ def run_sync(
     console: Console | None = None,
 ) -> list[SourceSummary]:
     """Sync every configured source (or those named), one summary each, kind by kind in the
-    order of `KINDS`."""
+    order of `KINDS`; then apply `[warehouse] raw_retention_days` to the raw payloads."""
     wanted = set(names or [])
     console = console or Console(stderr=True)
     progress = Progress(
@@ -76,6 +77,10 @@ def run_sync(
             for source in getattr(settings.sources, kind):
                 if not wanted or source.name in wanted:
                     summaries.append(collector(source, options).sync())
+    keep_days = settings.warehouse.raw_retention_days
+    if keep_days is not None:
+        pruned = prune_raw(engine, keep_days)
+        log.info("raw payloads: dropped %d bodies older than %d days", pruned, keep_days)
     return summaries
 
 

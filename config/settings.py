@@ -103,7 +103,7 @@ EnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
 class Section(BaseModel):
     """A config table: unknown keys are errors (a typo must not be silently ignored)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class WarehouseSettings(Section):
@@ -115,6 +115,11 @@ class WarehouseSettings(Section):
     """Seconds one PostgreSQL statement may run before the server cancels it; 0: no limit."""
     lock_timeout_s: float = Field(LOCK_TIMEOUT_S, ge=0)
     """Seconds to wait for a lock (PostgreSQL `lock_timeout`, SQLite busy timeout); 0: no limit."""
+    raw_retention_days: int | None = Field(None, ge=1)
+    """Days the body of an accepted raw payload (kept compressed, one version per object) is kept
+    after it was last written: older bodies are dropped at the end of each sync and by `cdmetrics db
+    prune-raw`, their key and hash kept for change detection; rejected payloads are kept whole.
+    Unset: kept forever."""
 
     def timeouts(self) -> dict[str, float]:
         """The keyword arguments of `warehouse.engine.make_engine` / `open_warehouse` for these."""
@@ -525,7 +530,7 @@ def _policy(model: type[PolicySettings], policy_id: str) -> Any:
 class PoliciesSettings(Section):
     """Parameters per policy id; an unknown id or key is an error (docs/POLICIES.md)."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     untested_image: UntestedImagePolicy = _policy(UntestedImagePolicy, "untested-image")
     """`[policies.untested-image]`."""
@@ -732,7 +737,6 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
-        use_attribute_docstrings=True,
     )
 
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
@@ -933,6 +937,35 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value)}`"
 
 
+def attribute_docs(model: type) -> dict[str, str]:
+    """The docstring under each field of `model` and its bases (the string literal after
+    `key: type = default`), read from this module's source when the reference is generated:
+    pydantic's `use_attribute_docstrings` would parse the source for every model at import, a
+    sixth of the gate's process time (cdmetrics/entry.py)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    by_class: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            docs = by_class.setdefault(node.name, {})
+            for field, after in zip(node.body, node.body[1:], strict=False):
+                if (
+                    isinstance(field, ast.AnnAssign)
+                    and isinstance(field.target, ast.Name)
+                    and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)
+                ):
+                    docs[field.target.id] = inspect.cleandoc(after.value.value)
+    merged: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if cls.__module__ == __name__:
+            merged.update(by_class.get(cls.__name__, {}))
+    return merged
+
+
 def config_reference() -> str:
     """docs/CONFIG.md: every key of every table, generated from the models (a test keeps it current)."""
     lines = [
@@ -958,12 +991,13 @@ def config_reference() -> str:
 
     def table(path: str, many: bool, model: type[BaseModel], env: str | None) -> None:
         rows, nested = [], []
+        docs = attribute_docs(model)
         for key, field in model.model_fields.items():
             sub, sub_many = section_of(field.annotation)
             if sub is not None:
                 nested.append((f"{path}.{field.alias or key}", sub_many, sub))
                 continue
-            meaning = field.description or ""
+            meaning = field.description or docs.get(key, "")
             if env:
                 meaning += f" Env: `{env}{key.upper()}`."
             kind = _type_name(field.annotation)
@@ -981,10 +1015,11 @@ def config_reference() -> str:
         for sub_path, sub_many, sub in nested:
             table(sub_path, sub_many, sub, None)
 
+    settings_docs = attribute_docs(Settings)
     for key, field in Settings.model_fields.items():
         model, many = section_of(field.annotation)
         if model is not None:
             table(key, many, model, None if many else f"{ENV_PREFIX}{key.upper()}__")
         else:
-            lines.extend(["", f"## `[{key}]`", "", field.description or ""])
+            lines.extend(["", f"## `[{key}]`", "", field.description or settings_docs.get(key, "")])
     return "\n".join(lines) + "\n"

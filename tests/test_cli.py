@@ -56,6 +56,33 @@ def test_db_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
     assert (tmp_path / "w.db").read_bytes() == before
 
 
+def test_db_prune_raw_drops_old_bodies_and_vacuums(tmp_path: Path) -> None:
+    """`db prune-raw` needs a retention (config or --days); it drops old accepted bodies and,
+    with --vacuum, gives the space back to the file system."""
+    from datetime import UTC, datetime, timedelta
+
+    from warehouse.dimensions import ensure_source
+    from warehouse.engine import open_warehouse
+    from warehouse.raw import Raw, store_raw
+
+    engine = open_warehouse(f"sqlite:///{tmp_path / 'w.db'}")
+    with engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab")
+        big = [
+            Raw("pipelines", str(i), {"i": i, "log": os.urandom(2000).hex()}) for i in range(300)
+        ]
+        store_raw(conn, source_id, big, fetched_at=datetime.now(UTC) - timedelta(days=10))
+    engine.dispose()
+    none = run(tmp_path, "--warehouse", "sqlite:///w.db", "db", "prune-raw")
+    assert none.returncode == 2 and "raw_retention_days" in none.stderr
+    pruned = run(
+        tmp_path, "--warehouse", "sqlite:///w.db", "db", "prune-raw", "--days", "7", "--vacuum"
+    )
+    assert pruned.returncode == 0, pruned.stderr
+    result = json.loads(pruned.stdout)
+    assert result["pruned"] == 300 and result["bytes_after"] < result["bytes_before"] / 2
+
+
 def test_global_options_work_after_the_subcommand(tmp_path: Path) -> None:
     """`-v` and `--warehouse` after the subcommand act as they do before it."""
     quiet = run(tmp_path, "db", "upgrade", "--warehouse", "sqlite:///quiet.db")

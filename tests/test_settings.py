@@ -73,6 +73,7 @@ namespaces = { "payments-prod" = "production" }
         ("[sync]\ntimezon = 'UTC'\n", "sync.timezon", "Extra inputs"),
         ("colour = 'red'\n", "colour", "Extra inputs"),
         ("[sync]\nhistory_days = 'a year'\n", "sync.history_days", "valid integer"),
+        ("[warehouse]\nraw_retention_days = 0\n", "warehouse.raw_retention_days", "greater than"),
         ("[sync]\ntimezone = 'Mars/Olympus'\n", "sync.timezone", "unknown time zone"),
         ("[metrics]\nfailure_window = 'a week'\n", "metrics.failure_window", "duration"),
         ("[metrics]\nschema_jobs = '(unclosed'\n", "metrics.schema_jobs", "regular expression"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -10,16 +11,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, insert, inspect, select, text
 from sqlalchemy.exc import OperationalError, StatementError
 
+from collectors.run import run_sync
+from config.settings import Settings
 from tests.conftest import postgres_url, require_postgres
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.engine import make_engine, normalise_url
-from warehouse.migrate import HEAD, current_revision, head_revision, upgrade
-from warehouse.raw import Raw, iter_raw, payload_hash, store_raw
+from warehouse.migrate import HEAD, alembic_config, current_revision, head_revision, upgrade
+from warehouse.raw import Raw, iter_raw, payload_hash, prune_raw, store_raw
 from warehouse.schema import (
     Branch,
     Commit,
@@ -31,7 +35,7 @@ from warehouse.schema import (
     metadata,
 )
 from warehouse.sync_state import claim, get_state, release, save_state
-from warehouse.types import NaiveDatetimeError
+from warehouse.types import Json, NaiveDatetimeError, UTCDateTime, unpack_json
 from warehouse.upsert import natural_key_columns, upsert
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -254,6 +258,69 @@ def test_raw_payloads_are_kept_and_rejections_flagged(engine: Engine) -> None:
         one = conn.execute(select(RawPayload).where(RawPayload.external_id == "1")).one()
     assert one.payload == {"id": 1, "new": True}
     assert one.hash == payload_hash({"new": True, "id": 1})
+
+
+def test_raw_payloads_0021_are_compressed_by_0022_and_retention_drops_old_accepted_bodies(
+    empty_engine: Engine,
+) -> None:
+    """Migration 0022 turns the JSON bodies written before it into compressed ones that read back
+    equal; `prune_raw` then drops the body of an accepted payload older than the retention and
+    keeps its row and hash (an unchanged re-fetch still writes nothing), a rejected one whole."""
+    from alembic import command
+
+    with empty_engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0021")
+    columns = {"source_id": sa.Integer(), "stream": sa.String(), "external_id": sa.String()}
+    columns |= {"payload": Json, "hash": sa.String(), "fetched_at": UTCDateTime()}
+    columns |= {"rejected": sa.Boolean(), "error": sa.Text()}
+    # raw_payload as 0021 left it
+    old = sa.Table("raw_payload", sa.MetaData(), *(sa.Column(n, t) for n, t in columns.items()))
+    bodies = {
+        "old": {"id": 1, "title": "é" * 300, "jobs": [{"n": i} for i in range(50)]},
+        "new": {"id": 2},
+        "bad": ["not", "an", "object"],
+    }
+    with empty_engine.begin() as conn:
+        source_id = ensure_source(conn, "gitlab", "gitlab")
+        conn.execute(
+            insert(old),
+            [
+                {
+                    "source_id": source_id,
+                    "stream": "commits",
+                    "external_id": key,
+                    "payload": body,
+                    "hash": payload_hash(body),
+                    "fetched_at": T0 - timedelta(days=0 if key == "new" else 40),
+                    "rejected": key == "bad",
+                    "error": "not an object" if key == "bad" else None,
+                }
+                for key, body in bodies.items()
+            ],
+        )
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        stored = dict(conn.execute(text("select external_id, payload from raw_payload")).all())
+        read = dict(conn.execute(select(RawPayload.external_id, RawPayload.payload)).all())
+    assert read == bodies
+    assert {k: unpack_json(v) for k, v in stored.items()} == bodies  # zlib bytes on disk
+    assert len(bytes(stored["old"])) < len(json.dumps(bodies["old"]).encode()) / 5
+
+    assert prune_raw(empty_engine, 30, now=T0) == 1
+    assert prune_raw(empty_engine, 30, now=T0) == 0
+    with empty_engine.begin() as conn:
+        rows = {r.external_id: r for r in conn.execute(select(RawPayload))}
+        assert store_raw(conn, source_id, [Raw("commits", "old", bodies["old"])]) == 0
+    assert rows["old"].payload is None and rows["old"].hash == payload_hash(bodies["old"])
+    assert rows["new"].payload == bodies["new"] and rows["bad"].payload == bodies["bad"]
+    # every sync ends by applying `[warehouse] raw_retention_days` (T0 is days before today)
+    settings = Settings(warehouse={"url": "sqlite://", "raw_retention_days": 1})
+    assert run_sync(settings, empty_engine) == []
+    with empty_engine.connect() as conn:
+        left = dict(conn.execute(select(RawPayload.external_id, RawPayload.payload)).all())
+    assert left == {"old": None, "new": None, "bad": bodies["bad"]}
 
 
 def test_sync_state_round_trip(engine: Engine) -> None:

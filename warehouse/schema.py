@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from warehouse.types import Json, UTCDateTime
+from warehouse.types import CompressedJson, Json, UTCDateTime
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -207,6 +207,7 @@ class MergeRequest(Base):
         Index("ix_merge_request_repo_squash_sha", "repo_id", "squash_commit_sha"),
         Index("ix_merge_request_repo_merged_at", "repo_id", "merged_at"),
         Index("ix_merge_request_repo_head_sha", "repo_id", "head_sha"),
+        Index("ix_merge_request_repo_source_branch", "repo_id", "source_branch"),
         Index("ix_merge_request_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -569,7 +570,9 @@ class RawPayload(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
     stream: Mapped[str] = mapped_column(String(64))
     external_id: Mapped[str] = mapped_column(Name)
-    payload: Mapped[Any] = volatile(type_=Json)  # compared through its hash
+    # zlib-compressed JSON, compared through its hash; None once `[warehouse]
+    # raw_retention_days` dropped the body of an accepted payload (warehouse.raw.prune_raw)
+    payload: Mapped[Any | None] = volatile(type_=CompressedJson)
     hash: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON
     fetched_at: Mapped[datetime] = volatile()
     rejected: Mapped[bool] = mapped_column(default=False)

@@ -1,5 +1,9 @@
 """Column types shared by the warehouse schema.
 
+`CompressedJson` keeps a JSON document zlib-compressed (the raw payloads, `warehouse.raw`):
+`pack_json` and `unpack_json` are the only encoder and decoder, so whatever reads the column through
+SQLAlchemy gets the document back, and a reader of the bare bytes (a migration) uses `unpack_json`.
+
 `UTCDateTime` is the only datetime type the warehouse uses. It refuses naive datetimes (a naive
 value is ambiguous: normalisers must say which zone a timestamp is in), stores the instant in UTC and
 always returns a timezone-aware UTC datetime, on SQLite (which keeps text) and on PostgreSQL
@@ -8,10 +12,12 @@ always returns a timezone-aware UTC datetime, on SQLite (which keeps text) and o
 
 from __future__ import annotations
 
+import json
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, LargeBinary
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -55,3 +61,34 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSON everywhere; JSONB on PostgreSQL, whose json type has no equality (upserts compare rows).
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+# zlib's default level: level 9 saves under 1 % more on API payloads for 60 % more time
+ZLIB_LEVEL = 6
+
+
+def pack_json(value: Any) -> bytes:
+    """`value` as compact JSON text (UTF-8), zlib-compressed."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return zlib.compress(text.encode("utf-8"), ZLIB_LEVEL)
+
+
+def unpack_json(blob: bytes | memoryview | None) -> Any:
+    """The document `pack_json` stored; None for None (a payload whose body retention dropped)."""
+    if blob is None:
+        return None
+    return json.loads(zlib.decompress(bytes(blob)).decode("utf-8"))
+
+
+class CompressedJson(TypeDecorator[Any]):
+    """A JSON document stored zlib-compressed (BLOB on SQLite, bytea on PostgreSQL). Not
+    comparable in SQL: a table keeps a hash beside it for change detection (raw_payload.hash)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        return None if value is None else pack_json(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return unpack_json(value)

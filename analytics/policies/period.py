@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from analytics.policies.violation import Violation
-from analytics.promotion import stage_name
+from analytics.promotion import run_rows, stage_name
 from config.settings import PoliciesSettings
 from warehouse.schema import Deployment, Environment, MergeRequest, Service
 
@@ -24,6 +24,8 @@ class Scan:
     until: datetime
     promotion_path: list[str]
     params: PoliciesSettings = field(default_factory=PoliciesSettings)
+    # what several policies of one scan read alike (`deployments`), by connection: read once
+    shared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Staged:
@@ -37,9 +39,23 @@ class Staged:
         return getattr(self._row, name)
 
 
-def deployments(conn: Connection, scan: Scan, environments: list[str] | None = None) -> list[Any]:
-    """Successful deployments finished in the scan's period (to the stages `environments`, when
-    given), oldest first, each `Staged`."""
+def deployments(
+    conn: Connection, scan: Scan, environments: list[str] | None = None, kind: str | None = None
+) -> list[Any]:
+    """Successful deployments finished in the scan's period (to the stages `environments`, of the
+    `kind` app, schema or config, when given), oldest first, each `Staged`. Read once per scan
+    and connection: seven policies ask for them."""
+    key = ("deployments", conn)
+    if key not in scan.shared:
+        scan.shared[key] = _deployments(conn, scan)
+    return [
+        d
+        for d in scan.shared[key]
+        if (environments is None or d.stage in environments) and (kind is None or d.kind == kind)
+    ]
+
+
+def _deployments(conn: Connection, scan: Scan) -> list[Staged]:
     query = (
         select(
             Deployment.id,
@@ -72,8 +88,22 @@ def deployments(conn: Connection, scan: Scan, environments: list[str] | None = N
     )
     rows = conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all()
     path = scan.promotion_path
-    staged = [Staged(r, stage_name(r.environment, r.position, path)) for r in rows]
-    return [d for d in staged if environments is None or d.stage in environments]
+    return [Staged(r, stage_name(r.environment, r.position, path)) for r in rows]
+
+
+def upstream_runs(conn: Connection, scan: Scan) -> list[Any]:
+    """`analytics.promotion.run_rows` of every service in the environments before the last of the
+    promotion path, read once per scan and connection (untested-image and rebuilt-image)."""
+    key = ("upstream_runs", conn)
+    if key not in scan.shared:
+        scan.shared[key] = run_rows(conn, None, scan.promotion_path[:-1])
+    return list(scan.shared[key])
+
+
+def memo(scan: Scan, name: str) -> dict[Any, Any]:
+    """A dict of answers shared by the policies of one scan (`canonical`'s and `revisions`')."""
+    found: dict[Any, Any] = scan.shared.setdefault(("memo", name), {})
+    return found
 
 
 def deployment_subject(d: Any) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from analytics.policies.non_release_ref import guards
-from analytics.policies.period import Scan, deployments
+from analytics.policies.period import Scan, deployments, memo
 from analytics.promotion import revisions
 from config.settings import QualityGatePolicy
 from warehouse.schema import CodeAnalysis, table_of
@@ -139,5 +139,7 @@ def guarded(conn: Connection, scan: Scan) -> list[tuple[Any, str | None]]:
         for d in deployments(conn, scan)
         if d.kind == "app" and guards(d.tier, d.stage, scan.promotion_path)
     ]
-    commits = revisions(conn, {d.image_digest for d in found if d.image_digest})
+    commits = revisions(
+        conn, {d.image_digest for d in found if d.image_digest}, memo(scan, "revisions")
+    )
     return [(d, commits.get(d.image_digest or "") or d.sha) for d in found]

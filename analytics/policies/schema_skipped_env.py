@@ -3,6 +3,8 @@ environment before E on the promotion path."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from sqlalchemy import Connection, func, select
 
 from analytics.policies.period import Scan, deployment_subject, deployments
@@ -16,25 +18,36 @@ Params = PolicySettings  # `[policies.schema-skipped-env]`: the severity only
 
 
 def check(conn: Connection, scan: Scan) -> list[Violation]:
-    """Schema deployments in the period whose version had not run upstream by their start."""
+    """Schema deployments in the period whose version had not run upstream by their start: one
+    select for the period's schema deployments, one for when each version first ran upstream."""
+    path = scan.promotion_path
+    schema = deployments(conn, scan, path[1:], kind="schema")
+    first_ran = {
+        (service_id, env, version): finished
+        for service_id, env, version, finished in conn.execute(
+            select(
+                Deployment.service_id,
+                Environment.name,
+                Deployment.schema_version,
+                func.min(Deployment.finished_at),
+            )
+            .join(Environment, Environment.id == Deployment.environment_id)
+            .where(
+                Deployment.service_id.in_(sorted({d.service_id for d in schema}) or [-1]),
+                Deployment.kind == "schema",
+                Deployment.status == "success",
+                Environment.name.in_(path[:-1]),
+            )
+            .group_by(Deployment.service_id, Environment.name, Deployment.schema_version)
+        )
+    }
     violations = []
-    for upstream, env in zip(scan.promotion_path, scan.promotion_path[1:], strict=False):
-        schema = [d for d in deployments(conn, scan, [env]) if d.kind == "schema"]
-        for d in schema:
-            ran = conn.execute(
-                select(func.count())
-                .select_from(Deployment)
-                .join(Environment, Environment.id == Deployment.environment_id)
-                .where(
-                    Deployment.service_id == d.service_id,
-                    Deployment.kind == "schema",
-                    Deployment.status == "success",
-                    Environment.name == upstream,
-                    Deployment.schema_version == d.schema_version,
-                    Deployment.finished_at <= d.start,
-                )
-            ).scalar_one()
-            if not ran:
+    for upstream, env in pairwise(path):
+        for d in (d for d in schema if d.stage == env):
+            ran = None  # a deployment without a version matches none (SQL's = NULL)
+            if d.schema_version is not None:
+                ran = first_ran.get((d.service_id, upstream, d.schema_version))
+            if ran is None or d.start is None or ran > d.start:
                 violations.append(
                     Violation(
                         ID,

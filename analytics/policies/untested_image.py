@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, of_deployment
+from analytics.policies.period import Scan, deployments, memo, of_deployment, upstream_runs
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -54,12 +54,21 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     """Application deployments to an environment after the first of the promotion path whose image
     skipped an environment before it."""
     params, path = scan.params.untested_image, scan.promotion_path
-    found = [d for d in deployments(conn, scan, path[1:]) if d.kind == "app"]
-    images = canonical(conn, [d.image_digest for d in found if d.image_digest])
+    found = deployments(conn, scan, path[1:], kind="app")
+    images = canonical(
+        conn, [d.image_digest for d in found if d.image_digest], memo(scan, "canonical")
+    )
     image_of = {
         d.id: images[d.image_digest] if d.image_digest else f"commit:{d.sha}" for d in found
     }
-    runs = successful_runs(conn, {d.service_id for d in found}, path[:-1], image_of.values())
+    runs = successful_runs(
+        conn,
+        {d.service_id for d in found},
+        path[:-1],
+        image_of.values(),
+        upstream_runs(conn, scan),
+        memo(scan, "revisions"),
+    )
     violations = []
     for d in found:
         image = image_of[d.id]

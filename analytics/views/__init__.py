@@ -8,6 +8,7 @@ cannot subtract its timestamps) ranks the scope's rows in Python. Links point in
 their web URLs.
 """
 
+from analytics.scope import check_names, filter_options
 from analytics.views._common import commit_url, compare_url
 from analytics.views.attention import (
     comparison_buckets,
@@ -17,11 +18,9 @@ from analytics.views.attention import (
 from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
-    check_names,
     deployments_by_service_environment,
     failed_changes,
     failure_counts,
-    filter_options,
     incidents,
     presence,
     slowest_changes,

@@ -3,7 +3,6 @@ per service and environment, failed changes, incidents, failure counts per servi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
@@ -11,7 +10,7 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 from analytics import stats
 from analytics.derive import DEPLOYMENT_REPO
 from analytics.rows import lead_time_hours
-from analytics.scope import Scope, UnknownName, unknown_names
+from analytics.scope import Scope
 from analytics.selects import scoped_chain
 from analytics.views._common import (
     Seconds,
@@ -50,53 +49,6 @@ def presence(conn: Connection) -> dict[str, bool]:
         name: conn.execute(select(literal(1)).select_from(model).limit(1)).first() is not None
         for name, model in tables.items()
     }
-
-
-def filter_options(conn: Connection) -> dict[str, list[Any]]:
-    """Team names, service names and canonical environment names (promotion path order)."""
-    return {
-        "teams": list(conn.execute(select(Team.name).order_by(Team.name)).scalars()),
-        "services": list(conn.execute(select(Service.name).order_by(Service.name)).scalars()),
-        "environments": list(
-            conn.execute(
-                select(Environment.name).order_by(
-                    Environment.position.is_(None), Environment.position, Environment.name
-                )
-            ).scalars()
-        ),
-    }
-
-
-def check_names(
-    conn: Connection,
-    teams: Sequence[str] = (),
-    services: Sequence[str] = (),
-    environments: Sequence[str] = (),
-    promotion_path: Sequence[str] = (),
-) -> None:
-    """Raise UnknownName naming every team, service or environment the warehouse does not know,
-    with the closest known ones (an environment of `promotion_path` is known even before its
-    first deployment)."""
-    problem = name_problems(conn, teams, services, environments, promotion_path)
-    if problem:
-        raise UnknownName(problem)
-
-
-def name_problems(
-    conn: Connection,
-    teams: Sequence[str] = (),
-    services: Sequence[str] = (),
-    environments: Sequence[str] = (),
-    promotion_path: Sequence[str] = (),
-) -> str | None:
-    """The message of `check_names`, or None when every name is known."""
-    options = filter_options(conn)
-    options["environments"] += [e for e in promotion_path if e not in options["environments"]]
-    problems = [
-        unknown_names(kind, asked, options[f"{kind}s"])
-        for kind, asked in (("team", teams), ("service", services), ("environment", environments))
-    ]
-    return "\n".join(p for p in problems if p) or None
 
 
 # -- lead time -------------------------------------------------------------------------------
