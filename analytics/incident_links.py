@@ -11,7 +11,8 @@ names a change that never reached production), as an unresolved GitLab/CDEvents
 Resolution, in this order (the first kind the incident names decides):
 1. deployment: a production deployment of the incident's service with that external id; a
    `tag:<name>` link (a Zentao bug found in a build of the release tagged <name>) names the
-   production deployments from that ref;
+   production deployments from that ref, and when none ran from it (a team deploying from a
+   branch) the next kinds decide (the build's commit);
 2. pipeline: the production deployments of the service made by that pipeline;
 3. merge request: its merge, squash or head commit, then as a commit;
 4. commit: the production deployments of the service that brought the commit (deployment_change)
@@ -88,10 +89,13 @@ def _resolve(conn: Connection, incident: Any, production: list[Any]) -> int | No
     if incident.linked_deployment:
         link = incident.linked_deployment
         tag = link[len(TAG_LINK) :] if link.startswith(TAG_LINK) else None
-        return _pick(
+        found = _pick(
             [d for d in production if (d.ref == tag if tag else d.external_id == link)],
             incident.opened_at,
         )
+        if found is not None or not (tag and (incident.linked_pipeline or incident.linked_sha)):
+            return found
+        # no deployment ran from the tag's ref: the tag's commit (a Zentao build's) decides
     if incident.linked_pipeline:
         return _pick(
             [d for d in production if d.pipeline_external_id == incident.linked_pipeline],

@@ -20,6 +20,7 @@ from rich.console import Console
 from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
+from analytics.incident_links import linked_incidents
 from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
@@ -47,6 +48,7 @@ from warehouse.schema import (
     Incident,
     RawPayload,
     Service,
+    Source,
     WorkItem,
     WorkItemLink,
     WorkItemTransition,
@@ -475,7 +477,23 @@ def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_tr
             select(Incident.external_id).where(Incident.linked_deployment.is_not(None))
         ).all()
     assert linked  # explicit links are there to win
-    derive(sqlite_engine)
+    built = {i.key: i for i in org.trackers.of("zentao") if i.build is not None}
+    assert built  # a Zentao incident found in a build of a tagged release
+    derive(sqlite_engine)  # production chains, which links resolve against
+    with sqlite_engine.connect() as conn:
+        resolved = linked_incidents(conn)
+        rows = conn.execute(
+            select(Incident.id, Incident.key, Incident.linked_deployment, Incident.linked_sha)
+            .join(Source, Source.id == Incident.source_id)
+            .where(Source.kind == "zentao", Incident.key.in_(list(built)))
+        ).all()
+        external = dict(conn.execute(select(Deployment.id, Deployment.external_id)).all())
+    assert {r.key: (r.linked_deployment, r.linked_sha) for r in rows} == {
+        k: (f"tag:{i.build.tag}", i.build.sha) for k, i in built.items() if i.build
+    }
+    assert {r.key: external[resolved[r.id]] for r in rows} == {
+        k: str(i.linked_deployment) for k, i in built.items()
+    }
     truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
     recoveries = ref.recoveries(org)
     with sqlite_engine.connect() as conn:
