@@ -24,6 +24,9 @@ per team):
   other production deployment ran are found in a build (`openedBuild`) of a release named by a
   version tag, whose scm path names that deployment's commit (their own random stream: nothing
   else changes); the deployment is the incident's ground truth;
+- Jira remote links: about 30% of the Jira requirements carry a remote link (the development
+  panel's kind: `object.url` a GitLab commit URL) to the commit their first MR merged (its own
+  random stream), which reaches production with that MR: the tracker's own link;
 - unmapped rows: per project, two incidents and two tasks filed with no component/module, which
   no mapping rule matches.
 """
@@ -42,6 +45,7 @@ FIRST_ID = 700_000  # tracker ids: apart from the organisation's own
 REQUIREMENT_SHARE = 0.4
 LINKED_INCIDENTS = 0.3
 PAGED_SHARE = 0.5
+REMOTE_LINKED = 0.3  # Jira requirements with a remote link to their MR's commit (own stream)
 BUILD_LINKED = 0.5  # Zentao incidents without a link named by their build (own random stream)
 FIRST_BUILD = 1  # Zentao build and release ids
 UNMAPPED = 2  # incidents and tasks per project with no service
@@ -99,6 +103,7 @@ class TrackerItem:
     linked_deployment: int | None = None  # the deployment that link names (ground truth)
     paged: bool = False  # also paged through PagerDuty
     build: ZentaoBuild | None = None  # Zentao: the build its `openedBuild` names (an explicit link)
+    remote_commits: list[tuple[str, str]] = field(default_factory=list)  # Jira: (path, sha)
 
     @property
     def key(self) -> str:
@@ -216,6 +221,8 @@ def add_trackers(org: Organisation) -> Trackers:
     for service in org.services:
         filer.rng = random.Random(f"{org.seed}/trackers/builds/{service.name}")
         _builds(filer, service)
+        filer.rng = random.Random(f"{org.seed}/trackers/remote/{service.name}")
+        _remote_links(filer, service)
     filer.rng = random.Random(f"{org.seed}/trackers/{org.size}/unmapped")
     for team in org.teams:
         _unmapped(filer, team.name)
@@ -398,6 +405,19 @@ def _builds(filer: _Filer, service: Service) -> None:
             deployment.finished_at,
         )
         item.linked_deployment = target
+
+
+def _remote_links(filer: _Filer, service: Service) -> None:
+    """Jira requirements' remote links to the commit their first MR merged (module docstring)."""
+    by_iid = {m.iid: m for m in service.merge_requests}
+    for item in filer.trackers.items:
+        if item.tracker != "jira" or item.kind != "requirement" or item.service != service.name:
+            continue
+        mr = by_iid.get(item.merge_requests[0][1]) if item.merge_requests else None
+        if mr is None or filer.rng.random() >= REMOTE_LINKED:
+            continue
+        sha = mr.squash_commit_sha or mr.merge_commit_sha or mr.head_sha
+        item.remote_commits.append((service.path, sha))
 
 
 def _unmapped(filer: _Filer, team: str) -> None:

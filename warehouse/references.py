@@ -16,6 +16,7 @@ Decisions where DESIGN.md is silent:
   `/api/v4/projects/<id>/deployments/56`, `/-/commit/<sha>`, `/-/tags/v1.2`; not the web UI's
   `/-/environments/<n>/deployments/<iid>`, which counts per environment, while a deployment is
   known by its id),
+  an MR or commit URL names its project (the path before `/-/`),
   GitLab short forms (`!12`, `group/project!12`) and words (`deployment 56`, `pipeline #34`,
   `commit abc1234`, `release v1.2.3`); a bare hex word is a commit only with 7 to 40 characters
   and at least one letter and one digit (so `deadbeef` words and numbers are not shas).
@@ -38,7 +39,9 @@ _DEPLOYMENT = re.compile(
     r"(?i)(?:/api/v4/projects/[^/\s]+/deployments/|\bdeployment\s*#?\s*)"
     r"((?:[\w:\-]|\.(?=\w))*\d(?:[\w:\-]|\.(?=\w))*)"
 )
-_COMMIT_URL = re.compile(r"/-/commits?/([0-9a-f]{7,40})\b")
+_COMMIT_URL = re.compile(
+    r"(?:https?://[^/\s]+/)?((?:[\w.\-]+/)*[\w.\-]+)?/-/commits?/([0-9a-f]{7,40})\b"
+)
 _COMMIT_WORD = re.compile(r"(?i)\bcommit\s+([0-9a-f]{7,40})\b")
 _TAG = re.compile(r"(?i)(?:/-/tags/|\b(?:release|tag)\s+)(v?\d+(?:\.\d+)+[\w.\-]*)")
 
@@ -87,9 +90,12 @@ def change_refs(text: str | None) -> list[ChangeRef]:
             value = m.group(1)
             if kind == "deployment":  # "deployment 656." ends a sentence: not part of the id
                 value = value.rstrip(".:-")
+            repo = ""
+            if pattern is _COMMIT_URL:  # names its project: the path before `/-/`
+                repo, value = m.group(1) or "", m.group(2)
             if kind == "commit" and not is_sha(value):
                 continue
-            found.append((m.start(), ChangeRef(kind, value)))
+            found.append((m.start(), ChangeRef(kind, value, repo)))
     found.sort(key=lambda item: item[0])
     return list(dict.fromkeys(ref for _, ref in found))
 
