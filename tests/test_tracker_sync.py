@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -555,3 +556,16 @@ def test_requirement_lead_time_and_bug_escapes_from_zentao_equal_the_truth(
     assert lead["p90_hours"] == pytest.approx(percentile(hours, 0.9), abs=1e-3)
     escaped, linked = tracker_truth.bug_escapes(org, "zentao")
     assert (got["bug_escape_rate"]["escaped"], got["bug_escape_rate"]["bugs"]) == (escaped, linked)
+
+
+def test_sandbox_describe_names_the_trackers_in_a_config_that_loads(sandbox: Sandbox) -> None:
+    """`cdmetrics sandbox serve` prints this: the Zentao and PagerDuty sources, their variables."""
+    text = sandbox.describe()
+    config = tomllib.loads(text.split("# cdmetrics.toml\n", 1)[1])
+    settings = Settings(**config)
+    assert settings.sources.zentao[0].url == sandbox.tracker_sources()[0]["zentao"][0]["url"]
+    assert (
+        settings.sources.pagerduty[0].services
+        == sandbox.tracker_sources()[0]["pagerduty"][0]["services"]
+    )
+    assert "export SANDBOX_ZENTAO_PASSWORD=" in text and "export SANDBOX_PAGERDUTY_TOKEN=" in text
