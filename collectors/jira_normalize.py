@@ -40,7 +40,7 @@ from collectors.trackers import (
     map_service,
 )
 from config.settings import JiraServiceRule
-from warehouse.references import ChangeRef, change_refs
+from warehouse.references import ChangeRef, change_refs, incident_mentions
 
 CATEGORIES = {"new": TODO, "indeterminate": IN_PROGRESS, "done": DONE}
 INCIDENT_STATUS = {TODO: "open", IN_PROGRESS: "acknowledged", DONE: "resolved"}
@@ -119,6 +119,11 @@ def normalize_issue(
             closed_at=resolved,
             updated_at=fields.time("updated"),
             severity=fields.obj("priority").string("name"),
+            mentions=tuple(
+                incident_mentions(
+                    fields.string("summary"), description_text(fields.raw("description"))
+                )
+            ),
             **common,
         )
     raw_kind = fields.obj("issuetype").string("name")

@@ -58,7 +58,7 @@ from collectors.trackers import (
     TrackerWorkItem,
     Transition,
 )
-from warehouse.references import ChangeRef, change_refs
+from warehouse.references import ChangeRef, change_refs, incident_mentions
 
 __all__ = ["RejectedPayload"]
 
@@ -324,6 +324,7 @@ def normalize_incident(
         url=item.url,
         transitions=item.transitions,
         links=tuple(dict.fromkeys(links)),
+        mentions=tuple(incident_mentions(item.title, _description(f, "bug"))),
     )
 
 

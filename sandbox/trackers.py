@@ -27,6 +27,8 @@ per team):
 - Jira remote links: about 30% of the Jira requirements carry a remote link (the development
   panel's kind: `object.url` a GitLab commit URL) to the commit their first MR merged (its own
   random stream), which reaches production with that MR: the tracker's own link;
+- every GitLab incident's description names its tracker records (the Jira key or Zentao
+  `bug #n`, the PagerDuty incident URL when paged): one incident, several records;
 - unmapped rows: per project, two incidents and two tasks filed with no component/module, which
   no mapping rule matches.
 """
@@ -39,6 +41,7 @@ from datetime import datetime, timedelta
 
 from sandbox.clock import ms
 from sandbox.model import Incident, MergeRequest, Organisation, Service
+from sandbox.pagerduty_payloads import WEB as PAGERDUTY_WEB
 from sandbox.reference import CommitGraph, attribute_incidents, service_production, tracked
 
 FIRST_ID = 700_000  # tracker ids: apart from the organisation's own
@@ -223,6 +226,7 @@ def add_trackers(org: Organisation) -> Trackers:
         _builds(filer, service)
         filer.rng = random.Random(f"{org.seed}/trackers/remote/{service.name}")
         _remote_links(filer, service)
+    _name_records(filer.trackers)
     filer.rng = random.Random(f"{org.seed}/trackers/{org.size}/unmapped")
     for team in org.teams:
         _unmapped(filer, team.name)
@@ -418,6 +422,18 @@ def _remote_links(filer: _Filer, service: Service) -> None:
             continue
         sha = mr.squash_commit_sha or mr.merge_commit_sha or mr.head_sha
         item.remote_commits.append((service.path, sha))
+
+
+def _name_records(trackers: Trackers) -> None:
+    """Every GitLab incident filed in a tracker names its records there, as teams do: the Jira
+    key or Zentao `bug #n`, and the PagerDuty incident's URL when it was paged (one incident,
+    several records: counted once, docs/METRICS.md)."""
+    for item in trackers.items:
+        if item.incident is None:
+            continue
+        named = item.key if item.tracker == "jira" else f"Zentao bug #{item.number}"
+        paged = f"; paged: {PAGERDUTY_WEB}/incidents/PI{item.id}" if item.paged else ""
+        item.incident.tracked_in = f"Tracked in {named}{paged}."
 
 
 def _unmapped(filer: _Filer, team: str) -> None:

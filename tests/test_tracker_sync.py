@@ -454,6 +454,39 @@ def test_zentao_bugs_filed_against_an_mr_link_it(
     assert expected and links == expected
 
 
+def sync_every_tracker(sandbox: Sandbox, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jira, Zentao and PagerDuty over HTTP into `engine`."""
+    monkeypatch.setenv("SANDBOX_JIRA_USER", sandbox.jira_user)
+    monkeypatch.setenv("SANDBOX_JIRA_TOKEN", sandbox.token)
+    settings = Settings(
+        sources={"jira": [sandbox.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]},
+        sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
+    )
+    jira = JiraCollector(settings.sources.jira[0], SyncOptions(settings, engine)).sync()
+    assert jira.ok, jira.errors
+    assert sync(sandbox, engine, "zentao").ok
+    assert sync(sandbox, engine, "pagerduty").ok
+
+
+def assert_failures_equal_the_truth(engine: Engine, org: Organisation) -> None:
+    truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
+    recoveries = ref.recoveries(org)
+    with engine.connect() as conn:
+        found = {
+            int(ext): (incident, recovered)
+            for ext, incident, recovered in conn.execute(
+                select(
+                    Deployment.external_id, ChangeFailure.incident, ChangeFailure.recovered_at
+                ).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+            )
+        }
+    assert set(found) == set(truth)
+    assert any(incident for incident, _ in found.values())
+    for i, (incident, recovered) in found.items():
+        assert bool(incident) == ("incident" in truth[i].reasons), i
+        assert sec(recovered) == sec(recoveries[i].recovered_at), i
+
+
 def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_truth(
     sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,16 +496,7 @@ def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_tr
     load_org(sqlite_engine, org)
     with sqlite_engine.begin() as conn:
         assert conn.execute(delete(Incident)).rowcount > 0  # GitLab's own incidents: gone
-    monkeypatch.setenv("SANDBOX_JIRA_USER", sandbox.jira_user)
-    monkeypatch.setenv("SANDBOX_JIRA_TOKEN", sandbox.token)
-    settings = Settings(
-        sources={"jira": [sandbox.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]},
-        sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
-    )
-    jira = JiraCollector(settings.sources.jira[0], SyncOptions(settings, sqlite_engine)).sync()
-    assert jira.ok, jira.errors
-    assert sync(sandbox, sqlite_engine, "zentao").ok
-    assert sync(sandbox, sqlite_engine, "pagerduty").ok
+    sync_every_tracker(sandbox, sqlite_engine, monkeypatch)
     with sqlite_engine.connect() as conn:
         linked = conn.execute(
             select(Incident.external_id).where(Incident.linked_deployment.is_not(None))
@@ -495,22 +519,56 @@ def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_tr
     assert {r.key: external[resolved[r.id]] for r in rows} == {
         k: str(i.linked_deployment) for k, i in built.items()
     }
-    truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
-    recoveries = ref.recoveries(org)
+    assert_failures_equal_the_truth(sqlite_engine, org)
+
+
+def test_one_incident_recorded_by_gitlab_and_the_trackers_counts_once(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab's incidents (their descriptions name the tracker key and the PagerDuty URL) and the
+    trackers' records of them: derive counts each incident once, the one with an explicit link
+    when a record has one; failures, recoveries and the incidents recovery time counts equal the
+    truth."""
+    load_org(sqlite_engine, org)
+    sync_every_tracker(sandbox, sqlite_engine, monkeypatch)
+    derive(sqlite_engine)
+    assert_failures_equal_the_truth(sqlite_engine, org)
+    records: dict[tuple[str, str], int] = {}  # (source kind, external id or key) -> incident
+    for item in org.trackers.items:
+        if item.incident is None:
+            continue
+        records[("gitlab", str(item.incident.id))] = item.incident.id
+        records[(item.tracker, item.key)] = item.incident.id
+        if item.paged:
+            records[("pagerduty", f"PI{item.id}")] = item.incident.id
     with sqlite_engine.connect() as conn:
-        found = {
-            int(ext): (incident, recovered)
-            for ext, incident, recovered in conn.execute(
-                select(
-                    Deployment.external_id, ChangeFailure.incident, ChangeFailure.recovered_at
-                ).join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+        rows = conn.execute(
+            select(
+                Source.kind,
+                Incident.external_id,
+                Incident.key,
+                Incident.duplicate_of,
+                Incident.linked_deployment,
+                Incident.linked_pipeline,
             )
-        }
-    assert set(found) == set(truth)
-    assert any(incident for incident, _ in found.values())
-    for i, (incident, recovered) in found.items():
-        assert bool(incident) == ("incident" in truth[i].reasons), i
-        assert sec(recovered) == sec(recoveries[i].recovered_at), i
+            .join(Source, Source.id == Incident.source_id)
+            .where(Incident.service_id.is_not(None))
+        ).all()
+        scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+        counted_by_metrics = metrics(conn, scope)["recovery_time"]["incidents"]
+    counted: dict[int, list[Any]] = {}
+    for r in rows:
+        name = r.external_id if r.kind in ("gitlab", "pagerduty") else r.key
+        incident = records[(r.kind, name)]
+        if r.duplicate_of is None:
+            counted.setdefault(incident, []).append(r)
+    assert sorted(counted) == sorted({i.id for s in org.services for i in s.incidents})
+    assert all(len(found) == 1 for found in counted.values())  # once each
+    linked = {records[(i.tracker, i.key)] for i in org.trackers.items if i.link or i.build}
+    assert linked and all(
+        counted[i][0].linked_deployment or counted[i][0].linked_pipeline for i in linked
+    )  # the record with the explicit link is the one counted
+    assert counted_by_metrics == len(counted)
 
 
 def test_cdmetrics_sync_runs_both_trackers_by_their_kinds(

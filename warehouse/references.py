@@ -46,6 +46,34 @@ _COMMIT_WORD = re.compile(r"(?i)\bcommit\s+([0-9a-f]{7,40})\b")
 _TAG = re.compile(r"(?i)(?:/-/tags/|\b(?:release|tag)\s+)(v?\d+(?:\.\d+)+[\w.\-]*)")
 
 
+_INCIDENT_URL = re.compile(
+    r"https?://[^/\s]+(/(?:[\w.\-]+/)*(?:-/issues/\d+|incidents/[\w\-]+|browse/[A-Z][A-Z0-9_]+-\d+))"
+)
+
+
+def incident_mentions(*texts: str | None) -> list[str]:
+    """What an incident's own text names of other records of an incident, in order, without
+    repeats: work item keys (`PAY-12`, `bug-45`: `work_item_keys`) and the paths of incident URLs
+    (a GitLab issue `/group/app/-/issues/12`, a PagerDuty incident `/incidents/Q1W2E3`, a Jira
+    issue `/browse/PAY-12`; the host is left out: teams paste URLs by names the API may not use)."""
+    found: list[str] = []
+    for text in texts:
+        if text:
+            found.extend(work_item_keys(text))
+            found.extend(m.group(1) for m in _INCIDENT_URL.finditer(text))
+    return list(dict.fromkeys(found))
+
+
+def incident_names(key: str | None, url: str | None) -> list[str]:
+    """The names another incident's text may use for this one: its key and its URL's path."""
+    names = [key] if key else []
+    if url:
+        path = re.sub(r"^https?://[^/\s]+", "", url).split("?")[0].rstrip("/")
+        if path:
+            names.append(path)
+    return names
+
+
 @dataclass(frozen=True)
 class ChangeRef:
     """A change named in text: `kind` commit | merge_request | pipeline | deployment | tag;

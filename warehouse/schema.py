@@ -460,6 +460,11 @@ class Incident(Base):
     linked_pipeline: Mapped[str | None] = mapped_column(Name)
     linked_sha: Mapped[str | None] = mapped_column(Sha)
     linked_merge_request: Mapped[str | None] = mapped_column(Name)  # iid, or path!iid
+    # the incident keys and URL paths its own text names (title, description; space-separated,
+    # `warehouse.references.incident_mentions`); derive counts incidents naming each other once:
+    # `duplicate_of` is the incident of the group that is counted (docs/METRICS.md)
+    mentions: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None]
 
 
 # --- work items (Jira, Zentao) ------------------------------------------------------------
