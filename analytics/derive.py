@@ -234,7 +234,7 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
-        summary.work_item_links = derive_work_item_links(conn)
+        summary.work_item_links = derive_work_item_links(conn, changed_after)
         upsert(
             conn,
             DeriveState,

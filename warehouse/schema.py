@@ -478,6 +478,7 @@ class WorkItem(Base):
         natural_key("source_id", "external_id"),
         Index("ix_work_item_key", "key"),
         Index("ix_work_item_service_created", "service_id", "created_at"),
+        Index("ix_work_item_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -498,6 +499,7 @@ class WorkItem(Base):
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
     url: Mapped[str | None] = mapped_column(Url)
+    changed_at: Mapped[datetime | None] = changed()  # new items' keys are matched incrementally
 
 
 class WorkItemTransition(Base):
