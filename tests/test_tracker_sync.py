@@ -25,6 +25,7 @@ from analytics.incident_links import linked_incidents
 from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
+from analytics.views import delivery
 from collectors.frame import SyncOptions
 from collectors.jira import JiraCollector
 from collectors.pagerduty import PagerDutyCollector
@@ -556,6 +557,7 @@ def test_one_incident_recorded_by_gitlab_and_the_trackers_counts_once(
         ).all()
         scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
         counted_by_metrics = metrics(conn, scope)["recovery_time"]["incidents"]
+        listed = len(delivery.incidents(conn, scope))  # the dashboard's list of them
     counted: dict[int, list[Any]] = {}
     for r in rows:
         name = r.external_id if r.kind in ("gitlab", "pagerduty") else r.key
@@ -568,7 +570,7 @@ def test_one_incident_recorded_by_gitlab_and_the_trackers_counts_once(
     assert linked and all(
         counted[i][0].linked_deployment or counted[i][0].linked_pipeline for i in linked
     )  # the record with the explicit link is the one counted
-    assert counted_by_metrics == len(counted)
+    assert counted_by_metrics == listed == len(counted)
 
 
 def test_cdmetrics_sync_runs_both_trackers_by_their_kinds(
