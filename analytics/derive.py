@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import resolve_images
-from analytics.incident_links import linked_incidents
+from analytics.incident_links import linked_incidents, mark_duplicates
 from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
@@ -234,7 +234,7 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         summary.failures = derive_failures(conn, rules)
-        summary.work_item_links = derive_work_item_links(conn)
+        summary.work_item_links = derive_work_item_links(conn, changed_after)
         upsert(
             conn,
             DeriveState,
@@ -561,6 +561,8 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
         production[service_id][env_id].append(prod)
         by_key[(source_id, external_id)] = prod
         by_id[dep_id] = prod
+    # an incident several sources recorded counts once: the group's counted one (METRICS.md)
+    mark_duplicates(conn)
     # incidents with a tracker's explicit link -> the production deployment it resolves to
     explicit = {
         incident_id: by_id.get(deployment_id) if deployment_id is not None else None
@@ -574,7 +576,7 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
             Incident.resolved_at,
             Incident.deployment_source_id,
             Incident.deployment_external_id,
-        ).where(Incident.service_id.is_not(None))
+        ).where(Incident.service_id.is_not(None), Incident.duplicate_of.is_(None))
     ).all()
     by_service: dict[int, list[Any]] = defaultdict(list)
     for incident in incidents:

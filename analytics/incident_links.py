@@ -11,7 +11,8 @@ names a change that never reached production), as an unresolved GitLab/CDEvents
 Resolution, in this order (the first kind the incident names decides):
 1. deployment: a production deployment of the incident's service with that external id; a
    `tag:<name>` link (a Zentao bug found in a build of the release tagged <name>) names the
-   production deployments from that ref;
+   production deployments from that ref, and when none ran from it (a team deploying from a
+   branch) the next kinds decide (the build's commit);
 2. pipeline: the production deployments of the service made by that pipeline;
 3. merge request: its merge, squash or head commit, then as a commit;
 4. commit: the production deployments of the service that brought the commit (deployment_change)
@@ -27,8 +28,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, or_, select, update
 
+from warehouse.references import incident_names
 from warehouse.schema import (
     Deployment,
     DeploymentChain,
@@ -88,10 +90,13 @@ def _resolve(conn: Connection, incident: Any, production: list[Any]) -> int | No
     if incident.linked_deployment:
         link = incident.linked_deployment
         tag = link[len(TAG_LINK) :] if link.startswith(TAG_LINK) else None
-        return _pick(
+        found = _pick(
             [d for d in production if (d.ref == tag if tag else d.external_id == link)],
             incident.opened_at,
         )
+        if found is not None or not (tag and (incident.linked_pipeline or incident.linked_sha)):
+            return found
+        # no deployment ran from the tag's ref: the tag's commit (a Zentao build's) decides
     if incident.linked_pipeline:
         return _pick(
             [d for d in production if d.pipeline_external_id == incident.linked_pipeline],
@@ -143,3 +148,71 @@ def _merge_request_sha(conn: Connection, service_id: int, link: str) -> str | No
     if row is None:
         return None
     return row.squash_commit_sha or row.merge_commit_sha or row.head_sha
+
+
+def mark_duplicates(conn: Connection) -> dict[int, int]:
+    """Count an incident recorded by several sources once (docs/METRICS.md#one-incident-many-
+    records): incidents of the same service are one when the text of one names another
+    (`incident.mentions`: a tracker key, a GitLab issue or PagerDuty incident URL, against the
+    other's key and URL path), transitively. Of each group the counted one is the one with an
+    explicit link (a tracker's or a deployment key), else the first opened, then the lowest id;
+    the others get `duplicate_of` = its id (cleared when they are no longer named). Returns
+    duplicate id -> counted id."""
+    rows = conn.execute(
+        select(
+            Incident.id,
+            Incident.service_id,
+            Incident.key,
+            Incident.url,
+            Incident.mentions,
+            Incident.opened_at,
+            Incident.duplicate_of,
+            Incident.deployment_external_id,
+            *LINK_COLUMNS,
+        ).where(Incident.service_id.is_not(None))
+    ).all()
+    named: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for r in rows:
+        for name in incident_names(r.key, r.url):
+            named[(r.service_id, name)].append(r.id)
+    parent = {r.id: r.id for r in rows}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for r in rows:
+        for mention in (r.mentions or "").split():
+            for other in named.get((r.service_id, mention), []):
+                if other != r.id:
+                    parent[root(other)] = root(r.id)
+    groups: dict[int, list[Any]] = defaultdict(list)
+    for r in rows:
+        groups[root(r.id)].append(r)
+    found: dict[int, int] = {}
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        counted = min(
+            members,
+            key=lambda r: (
+                not (r.deployment_external_id or any(getattr(r, c.key) for c in LINK_COLUMNS)),
+                r.opened_at,
+                r.id,
+            ),
+        )
+        found.update({r.id: counted.id for r in members if r.id != counted.id})
+    changed: dict[int | None, list[int]] = defaultdict(list)
+    for r in rows:
+        if r.duplicate_of != found.get(r.id):
+            changed[found.get(r.id)].append(r.id)
+    for duplicate_of, ids in changed.items():
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                update(Incident)
+                .where(Incident.id.in_(ids[start : start + 500]))
+                .values(duplicate_of=duplicate_of)
+            )
+    return found

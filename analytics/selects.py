@@ -295,7 +295,8 @@ def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
 
 
 def incidents(conn: Connection, scope: Scope) -> list[IncidentRow]:
-    """Incidents opened in the period, for time to restore (opened -> resolved)."""
+    """Incidents opened in the period, for time to restore (opened -> resolved); one recorded by
+    several sources counts once (`duplicate_of`, set by derive)."""
     query = scope.owned(
         select(
             Service.name.label("service"),
@@ -304,7 +305,7 @@ def incidents(conn: Connection, scope: Scope) -> list[IncidentRow]:
             Incident.resolved_at,
         ).select_from(Incident),
         Incident.service_id,
-    ).where(scope.period(Incident.opened_at))
+    ).where(scope.period(Incident.opened_at), Incident.duplicate_of.is_(None))
     return _rows(conn.execute(query), IncidentRow)
 
 

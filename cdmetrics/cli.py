@@ -381,7 +381,8 @@ def sandbox_serve(
 ) -> None:
     """Serve the organisation through every API simulator until interrupted.
 
-    GitLab, Jenkins, Harbor and OCI registries, Kubernetes, SonarQube, Jira; prints how to sync them."""
+    GitLab, Jenkins, Harbor and OCI registries, Kubernetes, SonarQube, Jira, Zentao, PagerDuty;
+    prints how to sync them."""
     from sandbox.serve import Sandbox
 
     with (
@@ -393,6 +394,7 @@ def sandbox_serve(
             token=token,
             kubernetes=True,
             sonarqube=True,
+            trackers=True,
         ) as sandbox,
         tempfile.TemporaryDirectory() as tmp,
     ):
@@ -446,7 +448,7 @@ def demo(
     check_warehouse_flag(g.warehouse)
     url = g.warehouse or "sqlite:///cdmetrics-demo.db"
     with (
-        Sandbox.start(size, seed=seed, kubernetes=True, svn=svn) as sandbox,
+        Sandbox.start(size, seed=seed, kubernetes=True, svn=svn, trackers=True) as sandbox,
         tempfile.TemporaryDirectory() as tmp,
     ):
         sources, environ = sandbox.sources(Path(tmp) / "kubeconfig")

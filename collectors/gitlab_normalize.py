@@ -47,6 +47,7 @@ from collectors.payload import (
     require,
     short,
 )
+from warehouse.references import incident_mentions
 from warehouse.vocabulary import (
     CANCELED,
     FAILED,
@@ -446,6 +447,7 @@ def normalize_incident(i: Payload, source_id: int, service_id: int | None) -> Ro
         "opened_at": f.required_time("created_at"),
         "resolved_at": f.time("closed_at") if closed else None,
         "url": f.string("web_url"),
+        "mentions": " ".join(incident_mentions(f.string("title"), f.string("description"))) or None,
     }
 
 

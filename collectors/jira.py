@@ -8,6 +8,8 @@ Cloud pages it with `GET /rest/api/3/search/jql` and `nextPageToken` (no total) 
 page's status histories with one `POST /rest/api/3/changelog/bulkfetch` (paged by its own
 `nextPageToken`); Server/DC pages `GET /rest/api/2/search` by `startAt` with `expand=changelog`.
 One `GET /status` a sync reads every status's category (history entries name statuses only).
+Each new or changed issue's remote links: `GET /rest/api/{2,3}/issue/{key}/remotelink` (one
+request an issue, `remote_links = false` skips them).
 
 Decisions where DESIGN.md is silent:
 - The client is `requests` on the shared `PolicySession` (rate limiter, counting, timeout, the
@@ -19,6 +21,11 @@ Decisions where DESIGN.md is silent:
   the overlap covers the lost seconds. A first (or `--full`) sync reaches `history_days` back.
 - A search answering 410 Gone is the removed Cloud search API: the error says to set
   `flavour = "cloud"`. A repeated `nextPageToken` ends the stream with an error (a loop).
+- Remote links are read only for the issues a page shows new or changed (`updated` differs from
+  the stored payload's), so a sync with no change reads none; they are stored in the issue's raw
+  payload (`remotelinks`). A link added without touching the issue (Jira does not move `updated`
+  for remote links) is read at the issue's next change, or by a `--full` sync. An issue whose
+  remote links answer 404 (deleted meanwhile) has none.
 - Auth: Cloud basic auth (`user_env`: the account's e-mail, `token_env`: its API token);
   Server/DC bearer (`user_env = ""`, `token_env`: a personal access token).
 """
@@ -177,7 +184,10 @@ class JiraCollector(Collector[str]):
             else:
                 histories = {str(i.get("id")): _histories(i) for i in changed}
             for issue in changed:
-                self._collect(stream, issue, histories.get(str(issue.get("id")), []), pending)
+                remote = self._remote_links(issue)
+                self._collect(
+                    stream, issue, histories.get(str(issue.get("id")), []), remote, pending
+                )
         cursor = min(newest, run.started_at).isoformat() if newest else None
         requests_made = self.thread_requests() - before
         run.write(
@@ -192,10 +202,27 @@ class JiraCollector(Collector[str]):
                 writer.unmapped - unmapped,
             )
 
-    def _collect(self, stream: str, issue: Any, histories: list[Any], batch: Batch) -> None:
+    def _remote_links(self, issue: Any) -> list[Any]:
+        """The issue's remote links (module docstring); [] when not read or gone (404)."""
+        key = issue.get("key") if isinstance(issue, dict) else None
+        if not self.source.remote_links or not isinstance(key, str) or not key:
+            return []
+        response = self.client().request("GET", self.url(f"issue/{key}/remotelink"))
+        if response.status_code == 404:
+            return []
+        if response.status_code != 200:
+            raise JiraError(self.explain(response))
+        body = response.json()
+        return body if isinstance(body, list) else []
+
+    def _collect(
+        self, stream: str, issue: Any, histories: list[Any], remote: list[Any], batch: Batch
+    ) -> None:
         assert self.writer is not None
         payload = (
-            {**issue, "changelog": {"histories": histories}} if isinstance(issue, dict) else issue
+            {**issue, "changelog": {"histories": histories}, "remotelinks": remote}
+            if isinstance(issue, dict)
+            else issue
         )
         external_id = external_id_of(issue)
         try:
@@ -208,6 +235,7 @@ class JiraCollector(Collector[str]):
                 requirement_types=self.source.requirement_types,
                 bug_types=self.source.bug_types,
                 base_url=self.source.url,
+                remote_links=remote,
             )
         except RejectedPayload as exc:
             batch.raws.append(Raw(stream, external_id, payload, str(exc)))

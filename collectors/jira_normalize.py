@@ -14,7 +14,9 @@ Decisions where DESIGN.md is silent:
   closed then too. Reopened: open again, without a resolution.
 - Explicit links (an incident's cause, a work item's commits and MRs) are read from the
   description (Cloud's Atlassian Document Format: its text and link URLs; Server's wiki text)
-  by `warehouse.references.change_refs`.
+  and from the issue's remote links (`object.url` of `/issue/{key}/remotelink`: a GitLab MR,
+  commit, pipeline or deployment URL) by `warehouse.references.change_refs`, the description's
+  first.
 - A history entry's `created` is an ISO time, or epoch seconds (as the bulk changelog example in
   Atlassian's OpenAPI document has it); any other value rejects the issue.
 - Service mapping values: `project` (key), `component` (names), `label`, and each rule's
@@ -38,7 +40,7 @@ from collectors.trackers import (
     map_service,
 )
 from config.settings import JiraServiceRule
-from warehouse.references import change_refs
+from warehouse.references import ChangeRef, change_refs, incident_mentions
 
 CATEGORIES = {"new": TODO, "indeterminate": IN_PROGRESS, "done": DONE}
 INCIDENT_STATUS = {TODO: "open", IN_PROGRESS: "acknowledged", DONE: "resolved"}
@@ -68,8 +70,10 @@ def normalize_issue(
     requirement_types: Collection[str],
     bug_types: Collection[str],
     base_url: str,
+    remote_links: Sequence[Any] = (),
 ) -> TrackerIncident | TrackerWorkItem:
-    """The incident or work item of one issue and its history entries (module docstring)."""
+    """The incident or work item of one issue, its history entries and its remote links
+    (`/issue/{key}/remotelink` answers; module docstring)."""
     f = Fields(payload)
     key = f.required("key")
     fields = f.obj("fields")
@@ -83,7 +87,12 @@ def normalize_issue(
     status = fields.obj("status")
     category = CATEGORIES.get(status.obj("statusCategory").string("key") or "", TODO)
     service, raw_service = map_service(rules, _mapping_values(fields, rules))
-    links = tuple(change_refs(description_text(fields.raw("description"))))
+    links = tuple(
+        dict.fromkeys(
+            change_refs(description_text(fields.raw("description")))
+            + remote_link_refs(remote_links)
+        )
+    )
     common: dict[str, Any] = {
         "title": fields.string("summary"),
         "priority": fields.obj("priority").string("name"),
@@ -110,6 +119,11 @@ def normalize_issue(
             closed_at=resolved,
             updated_at=fields.time("updated"),
             severity=fields.obj("priority").string("name"),
+            mentions=tuple(
+                incident_mentions(
+                    fields.string("summary"), description_text(fields.raw("description"))
+                )
+            ),
             **common,
         )
     raw_kind = fields.obj("issuetype").string("name")
@@ -132,6 +146,18 @@ def normalize_issue(
         closed_at=fields.time("resolutiondate") if category == DONE else None,
         **common,
     )
+
+
+def remote_link_refs(remote_links: Sequence[Any]) -> list[ChangeRef]:
+    """The changes an issue's remote links name: each link's `object.url` (a GitLab MR, commit,
+    pipeline or deployment URL; any other URL names none), in order."""
+    found: list[ChangeRef] = []
+    for link in remote_links:
+        target = link.get("object") if isinstance(link, Mapping) else None
+        url = target.get("url") if isinstance(target, Mapping) else None
+        if isinstance(url, str):
+            found.extend(change_refs(url))
+    return found
 
 
 def _transitions(history: Any, categories: Mapping[str, str]) -> list[Transition]:

@@ -272,6 +272,7 @@ def _tracked(
         severity=row["severity"],
         priority=row["priority"],
         url=row["url"],
+        mentions=tuple(row["mentions"]),
         service=service.service,
         raw_service=f"service={service.id}",
         links=() if ref is None else (ChangeRef(ref.kind, ref.value, ref.project or ""),),

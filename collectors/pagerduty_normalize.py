@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from collectors.payload import Fields, Payload, RejectedPayload, Row, rejects
-from warehouse.references import change_refs, is_sha
+from warehouse.references import change_refs, incident_mentions, is_sha
 
 __all__ = ["RejectedPayload"]
 
@@ -83,6 +83,7 @@ def normalize_incident(incident: Payload) -> Row:
         "service_ref": service.required("id"),
         "raw_service": service.string("summary") or service.required("id"),
         "url": f.string("html_url"),
+        "mentions": incident_mentions(f.string("title"), f.string("description")),
     }
 
 

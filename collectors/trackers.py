@@ -101,6 +101,7 @@ class TrackerIncident:
     raw_service: str | None = None
     transitions: tuple[Transition, ...] = ()
     links: tuple[ChangeRef, ...] = ()  # explicit links to the change that caused it
+    mentions: tuple[str, ...] = ()  # other records of it its text names (`incident_mentions`)
 
 
 def map_service(
@@ -203,6 +204,7 @@ class TrackerWriter:
             "closed_at": i.closed_at,
             "updated_at": i.updated_at,
             "raw_service": i.raw_service,
+            "mentions": " ".join(i.mentions) or None,
             "linked_deployment": _value(first_of(refs, "deployment")),
             "linked_pipeline": _value(first_of(refs, "pipeline")),
             "linked_sha": _value(first_of(refs, "commit")),

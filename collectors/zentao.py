@@ -9,6 +9,8 @@ items and incidents (REST API v1 `/api.php/v1`, 16.0 and later, or v2; over http
       GET /products/{id}/stories      the same
       GET /bugs/{id}, /stories/{id}   new or changed objects only: their actions (history)
       GET /products/{id}/releases     every sync: the builds a release ships (openedBuild tags)
+      GET /builds/{id}                the builds a new or changed incident bug names (openedBuild),
+                                      once a sync: their scm path names the tag's commit
 
 Decisions where DESIGN.md is silent:
 - v1 has no updated-since filter. A first (or `--full`) sync reads every bug and story. An
@@ -27,8 +29,14 @@ Decisions where DESIGN.md is silent:
   bug is an incident row and not a work item.
 - Service mapping: rules on product (id or name) and module (id, or name when the payload names
   it); unmatched rows are kept with no service (`collectors.trackers`).
-- Executions, builds and tasks are not read: builds are named by the releases that ship them, and
-  no metric reads tasks yet.
+- Explicit links: an incident bug's `openedBuild` naming a build of a release named by a version
+  tag links it to the production deployment from that tag, or, when none ran from that ref, of
+  the commit the build's `scmPath` names (`zentao_normalize.normalize_incident`). Builds are read
+  by id (`/builds/{id}`) only for the new or changed incident bugs that name one, once a sync
+  (kept as raw `builds` rows): a no-change sync reads none.
+- Executions and tasks are not read: a build is read by its id (no need to list executions and
+  their builds), and v1 has no updated-since filter for an execution's tasks (every sync would
+  re-read every task of every execution), which no metric reads.
 """
 
 from __future__ import annotations
@@ -163,6 +171,8 @@ class ZentaoCollector(TrackerCollector):
             f"check the account in ${source.account_env} and its password in ${source.password_env}"
         )
         self._auth = auth
+        self.builds: dict[str, Any] = {}  # build id -> its answer (None: cannot be read), a sync
+        self.builds_lock = threading.Lock()
 
     def base(self) -> str:
         return f"{self.source.url.rstrip('/')}/api.php/{self.source.api}"
@@ -285,6 +295,33 @@ class ZentaoCollector(TrackerCollector):
             return
         batch.raws.append(Raw(STREAM, key, payload))
 
+    def _builds(self, ids: list[str], batch: Batch) -> dict[str, Any]:
+        """The answers of builds `ids` (read once a sync; a build that answers 404 names
+        nothing), new ones kept as raw `builds` rows in `batch`."""
+        found = {}
+        for ident in ids:
+            if not ident.isdigit():
+                continue
+            with self.builds_lock:
+                known = ident in self.builds
+                answer = self.builds.get(ident)
+            if not known:
+                try:
+                    answer = self.get(f"/builds/{ident}")
+                except TrackerError as exc:
+                    if exc.status != 404:
+                        raise
+                    answer = None
+                if isinstance(answer, dict) and self.source.api == "v2":
+                    answer = answer.get("build", answer)
+                with self.builds_lock:
+                    self.builds[ident] = answer
+                if answer is not None:
+                    batch.raws.append(Raw("builds", ident, answer))
+            if answer is not None:
+                found[ident] = answer
+        return found
+
     def _rows(
         self, product: Product, kind: str, payload: Any, releases: list[Any], batch: Batch
     ) -> None:
@@ -300,8 +337,9 @@ class ZentaoCollector(TrackerCollector):
         if kind == "bug" and norm.is_incident(
             payload, s.incident_types, s.incident_severity, s.incident_modules, module_name
         ):
+            builds = self._builds(norm.opened_builds(payload), batch)
             incident = norm.normalize_incident(
-                payload, releases, self.tz, self.web, self.source.release_tags
+                payload, releases, self.tz, self.web, self.source.release_tags, builds
             )
             self.writer.batch(incidents=[norm.with_service(incident, service, raw)], batch=batch)
         else:

@@ -35,7 +35,9 @@ Decisions where DESIGN.md is silent:
   release name looks like a version tag (`v1.2.3`, `1.4`) is an explicit link to the
   production deployment from that tag (`ChangeRef("deployment", "tag:<name>")`, which
   `analytics.incident_links` resolves by the deployments' ref), after any deployment the steps
-  name.
+  name; the build's `scmPath` naming a commit (`.../-/commit/<sha>`) is the tag's commit
+  (`ChangeRef("commit", sha)`): when no production deployment ran from the tag's ref (teams
+  deploying from a branch), the production deployment of that commit.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from collectors.trackers import (
     TrackerWorkItem,
     Transition,
 )
-from warehouse.references import ChangeRef, change_refs
+from warehouse.references import ChangeRef, change_refs, incident_mentions
 
 __all__ = ["RejectedPayload"]
 
@@ -283,9 +285,11 @@ def normalize_incident(
     tz: ZoneInfo | str | None = None,
     base_url: str | None = None,
     tag_pattern: str = TAG_PATTERN,
+    builds: Mapping[str, Payload] | None = None,
 ) -> TrackerIncident:
-    """The incident of a bug the source's rule says is one; explicit links from its steps and
-    from `openedBuild` naming a release tag."""
+    """The incident of a bug the source's rule says is one; explicit links from its steps, from
+    `openedBuild` naming a release tag, and from the scm path of the builds it names (`builds`:
+    build id -> `/builds/{id}` answer; `build_commits`)."""
     item = normalize_work_item("bug", bug, tz, base_url)
     f = Fields(bug, "bug")
     state = state_of("bug", bug)
@@ -300,6 +304,9 @@ def normalize_incident(
     tag = release_tag(bug, releases, tag_pattern)
     if tag is not None:  # the deployments from that tag (`analytics.incident_links`)
         links.append(ChangeRef("deployment", f"tag:{tag}"))
+    for build in opened_builds(bug):
+        if builds and build in builds:
+            links.extend(build_commits(builds[build]))
     severity = f.raw("severity")
     return TrackerIncident(
         external_id=item.external_id,
@@ -317,6 +324,7 @@ def normalize_incident(
         url=item.url,
         transitions=item.transitions,
         links=tuple(dict.fromkeys(links)),
+        mentions=tuple(incident_mentions(item.title, _description(f, "bug"))),
     )
 
 
@@ -372,6 +380,14 @@ def release_builds(release: Payload) -> tuple[str, list[str]]:
     elif isinstance(build, int | str):
         ids.extend(p.strip() for p in str(build).split(",") if p.strip())
     return name, sorted(set(ids))
+
+
+def build_commits(build: Payload) -> list[ChangeRef]:
+    """The commits a build's `scmPath` names (a GitLab `/-/commit/<sha>` URL, `commit <sha>`);
+    a repository URL alone names none."""
+    if not isinstance(build, Mapping):
+        return []
+    return [r for r in change_refs(_text(build.get("scmPath"))) if r.kind == "commit"]
 
 
 def release_tag(

@@ -367,6 +367,10 @@ class JiraSource(SourceSettings):
     minute."""
     page_size: int = Field(100, ge=1, le=100)
     """Issues per search request (`maxResults`; Jira caps it at 100 with changelogs)."""
+    remote_links: bool = True
+    """Read each new or changed issue's remote links (`/issue/{key}/remotelink`, one request an
+    issue): GitLab MR and commit URLs become the tracker's own work item links, deployment,
+    pipeline and MR URLs an incident's explicit links."""
 
     @field_validator("timezone")
     @classmethod

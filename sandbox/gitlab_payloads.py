@@ -558,7 +558,8 @@ def incident(s: Service, i: Incident, base: str, at: datetime) -> dict[str, Any]
         "iid": i.iid,
         "project_id": s.project_id,
         "title": i.title,
-        "description": "Error rate above the SLO after the last production deployment.",
+        "description": "Error rate above the SLO after the last production deployment."
+        + (f" {i.tracked_in}" if i.tracked_in else ""),
         "state": "closed" if closed else "opened",
         "created_at": ts(i.created_at),
         "updated_at": ts(incident_updated_at(i, at)),

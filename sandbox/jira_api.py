@@ -5,6 +5,8 @@ Cloud (`flavour="cloud"`): `GET|POST /rest/api/3/search/jql` (enhanced search: `
 `isLast`, no `total`), `POST /rest/api/3/changelog/bulkfetch` (status histories of up to 1000
 issues, paged by `nextPageToken`), `GET /rest/api/3/status`; the old `/rest/api/{2,3}/search`
 answers 410 Gone, as Cloud does since 2025. Basic auth: the account's e-mail and API token.
+Both: `GET /rest/api/{2,3}/issue/{key}/remotelink` (an issue's remote links: a Jira
+requirement's link to its MR's commit, `object.url` a GitLab commit URL).
 Server/DC (`flavour="server"`): `GET /rest/api/2/search` (`startAt`, `maxResults`, `total`,
 `expand=changelog` embeds each issue's history), `GET /rest/api/2/status`. Bearer auth: a
 personal access token.
@@ -119,6 +121,8 @@ class JiraSimulator:
         self.paths = {s.name: s.path for s in org.services}
         self.corrupted: set[str] = set()
         self.router = Router()
+        for version in ("2", "3") if flavour == "cloud" else ("2",):
+            self.router.add(f"/rest/api/{version}/issue/{{key}}/remotelink", self.remote_links)
         if flavour == "cloud":
             self.router.add("/rest/api/3/search/jql", self.search_jql, ("GET", "POST"))
             self.router.add("/rest/api/3/changelog/bulkfetch", self.bulk_changelog, ("POST",))
@@ -327,6 +331,26 @@ class JiraSimulator:
             "total": len(issues),
             "issues": [self.issue(request, i, expand) for i in issues[start : start + size]],
         }
+
+    def remote_links(self, request: Request) -> Any:
+        """An issue's remote links, as Jira documents them (`object.url`, `object.title`)."""
+        key = request.params["key"]
+        item = next((i for i in self.items if i.key == key and i.created_at <= self.at), None)
+        if item is None:
+            raise HTTPError(404, f"Issue Does Not Exist: {key}")
+        return [
+            {
+                "id": 10000 + n,
+                "self": f"/rest/api/2/issue/{key}/remotelink/{10000 + n}",
+                "application": {"type": "com.gitlab", "name": "GitLab"},
+                "relationship": "mentioned in",
+                "object": {
+                    "url": f"{self.gitlab_url}/{path}/-/commit/{sha}",
+                    "title": f"{path}@{sha[:8]}",
+                },
+            }
+            for n, (path, sha) in enumerate(item.remote_commits, start=1)
+        ]
 
     def statuses(self, request: Request) -> Any:
         """Every status with its category (what changelog entries name)."""

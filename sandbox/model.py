@@ -245,6 +245,7 @@ class Incident:
     closed_at: datetime | None
     severity: str
     deployment_id: int | None  # the deployment that caused it (ground truth)
+    tracked_in: str = ""  # its description's line naming its tracker records (`sandbox.trackers`)
 
     @property
     def updated_at(self) -> datetime:

@@ -511,6 +511,9 @@ class Sandbox:
         if self.jira_server is not None:
             environ |= {"SANDBOX_JIRA_USER": self.jira_user, "SANDBOX_JIRA_TOKEN": self.token}
             sources["jira"] = [self.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]
+        trackers, tracker_environ = self.tracker_sources()  # Zentao and PagerDuty, when served
+        sources |= trackers
+        environ |= tracker_environ
         if self.svn_repo is not None:
             environ |= {"SANDBOX_SVN_USER": SVN_USER, "SANDBOX_SVN_PASSWORD": SVN_PASSWORD}
             sources["svn"] = [
@@ -581,6 +584,16 @@ class Sandbox:
                 f"{'3' if self.jira.flavour == 'cloud' else '2'} (user: {self.jira_user}, API "
                 f"token: {self.token})\n"
             )
+        trackers, tracker_environ = self.tracker_sources()
+        if trackers:
+            text += (
+                f"Zentao REST API simulator: {trackers['zentao'][0]['url']}/api.php/v1 (account: "
+                f"{tracker_environ['SANDBOX_ZENTAO_ACCOUNT']}, password: "
+                f"{tracker_environ['SANDBOX_ZENTAO_PASSWORD']})\n"
+                f"PagerDuty REST API simulator: {trackers['pagerduty'][0]['url']} (API key: "
+                f"{self.token})\n"
+            )
+            exports += "".join(f"export {k}={v}\n" for k, v in tracker_environ.items())
         if self.svn_repo is not None:
             text += (
                 f"Subversion repository (svnserve): {self.svn_repo.url} (user: {SVN_USER}, "
@@ -616,20 +629,13 @@ class Sandbox:
         if self.jira_server:
             exports += f"export SANDBOX_JIRA_USER={self.jira_user}\nexport SANDBOX_JIRA_TOKEN={self.token}\n"
             config += self.jira_config("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")
+        for kind, found in trackers.items():
+            config += source_config(kind, found[0])
         return f"{text}\n{exports}# cdmetrics.toml\n{config}"
 
     def jira_config(self, token_env: str, user_env: str = "") -> str:
         """A cdmetrics.toml fragment of `jira_source`: the source and its service rules."""
-        source = self.jira_source(token_env, user_env)
-        rules = source.pop("services")
-        text = "\n[[sources.jira]]\n" + "".join(
-            f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in source.items()
-        )
-        for rule in rules:
-            text += "[[sources.jira.services]]\n" + "".join(
-                f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in rule.items()
-            )
-        return text
+        return source_config("jira", self.jira_source(token_env, user_env))
 
     def stop(self) -> None:
         self.gitlab_server.stop()
@@ -656,3 +662,23 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def source_config(kind: str, source: dict[str, Any]) -> str:
+    """A cdmetrics.toml fragment of one `[[sources.<kind>]]`: its keys, then its service rules
+    (a list: `[[sources.<kind>.services]]` tables; a mapping: one `[sources.<kind>.services]`)."""
+    fields = dict(source)
+    rules = fields.pop("services", None)
+    text = f"\n[[sources.{kind}]]\n" + "".join(
+        f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in fields.items()
+    )
+    if isinstance(rules, dict):
+        text += f"[sources.{kind}.services]\n" + "".join(
+            f"{json.dumps(key, ensure_ascii=False)} = {json.dumps(value, ensure_ascii=False)}\n"
+            for key, value in rules.items()
+        )
+    for rule in rules if isinstance(rules, list) else []:
+        text += f"[[sources.{kind}.services]]\n" + "".join(
+            f"{key} = {json.dumps(value, ensure_ascii=False)}\n" for key, value in rule.items()
+        )
+    return text

@@ -88,8 +88,16 @@ def incidents(org: Organisation, tracker: str) -> dict[str, TrackerIncidentTruth
         ):
             continue
         resolved = item.incident.closed_at if item.incident else item.closed_at
+        link = item.link
+        if tracker == "zentao" and item.build is not None:  # found in a build of a tagged release
+            link = ("deployment", f"tag:{item.build.tag}")
         found[item.key] = TrackerIncidentTruth(
-            item.key, item.service, item.created_at, resolved, item.link, item.linked_deployment
+            item.key,
+            item.service,
+            item.created_at,
+            resolved,
+            link,
+            item.linked_deployment if link is not None else None,
         )
     return found
 

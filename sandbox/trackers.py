@@ -19,6 +19,16 @@ per team):
   times), half of them paged through PagerDuty too; about 30% of those of GitLab-built services
   carry an explicit link to the deployment (or pipeline) the window attributes them to, so the
   organisation's ground truth holds whichever source a sync reads;
+- Zentao builds and releases: about half of the Zentao incidents of GitLab-built services that
+  carry no other link and that the window attributes to a production deployment whose commit no
+  other production deployment ran are found in a build (`openedBuild`) of a release named by a
+  version tag, whose scm path names that deployment's commit (their own random stream: nothing
+  else changes); the deployment is the incident's ground truth;
+- Jira remote links: about 30% of the Jira requirements carry a remote link (the development
+  panel's kind: `object.url` a GitLab commit URL) to the commit their first MR merged (its own
+  random stream), which reaches production with that MR: the tracker's own link;
+- every GitLab incident's description names its tracker records (the Jira key or Zentao
+  `bug #n`, the PagerDuty incident URL when paged): one incident, several records;
 - unmapped rows: per project, two incidents and two tasks filed with no component/module, which
   no mapping rule matches.
 """
@@ -31,12 +41,16 @@ from datetime import datetime, timedelta
 
 from sandbox.clock import ms
 from sandbox.model import Incident, MergeRequest, Organisation, Service
+from sandbox.pagerduty_payloads import WEB as PAGERDUTY_WEB
 from sandbox.reference import CommitGraph, attribute_incidents, service_production, tracked
 
 FIRST_ID = 700_000  # tracker ids: apart from the organisation's own
 REQUIREMENT_SHARE = 0.4
 LINKED_INCIDENTS = 0.3
 PAGED_SHARE = 0.5
+REMOTE_LINKED = 0.3  # Jira requirements with a remote link to their MR's commit (own stream)
+BUILD_LINKED = 0.5  # Zentao incidents without a link named by their build (own random stream)
+FIRST_BUILD = 1  # Zentao build and release ids
 UNMAPPED = 2  # incidents and tasks per project with no service
 
 # (category, status name) per tracker: the workflow each tracker's simulator serves
@@ -55,6 +69,19 @@ class TrackerTransition:
     to_category: str
     from_status: str | None
     to_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ZentaoBuild:
+    """A Zentao build (版本) of a release: the release's name is a version tag, the build's scm
+    path names the commit the tag points at (the commit of the production deployment it names)."""
+
+    id: int
+    release_id: int
+    tag: str
+    sha: str
+    path: str  # the service's project path
+    at: datetime  # when it was built and released: the deployment's finish
 
 
 @dataclass(slots=True)
@@ -78,6 +105,8 @@ class TrackerItem:
     link: tuple[str, str] | None = None  # an incident's explicit link: (deployment|pipeline, id)
     linked_deployment: int | None = None  # the deployment that link names (ground truth)
     paged: bool = False  # also paged through PagerDuty
+    build: ZentaoBuild | None = None  # Zentao: the build its `openedBuild` names (an explicit link)
+    remote_commits: list[tuple[str, str]] = field(default_factory=list)  # Jira: (path, sha)
 
     @property
     def key(self) -> str:
@@ -130,6 +159,7 @@ class _Filer:
         self.org, self.rng = org, rng
         self.next_id = FIRST_ID
         self.numbers: dict[str, int] = {}
+        self.builds = 0
         self.trackers = Trackers(
             {
                 t.name: (
@@ -191,6 +221,12 @@ def add_trackers(org: Organisation) -> Trackers:
         for service in org.services:
             filer.rng = random.Random(f"{org.seed}/trackers/{phase.__name__}/{service.name}")
             phase(filer, service)
+    for service in org.services:
+        filer.rng = random.Random(f"{org.seed}/trackers/builds/{service.name}")
+        _builds(filer, service)
+        filer.rng = random.Random(f"{org.seed}/trackers/remote/{service.name}")
+        _remote_links(filer, service)
+    _name_records(filer.trackers)
     filer.rng = random.Random(f"{org.seed}/trackers/{org.size}/unmapped")
     for team in org.teams:
         _unmapped(filer, team.name)
@@ -334,6 +370,70 @@ def _incidents(filer: _Filer, service: Service) -> None:
                     STATUSES[item.tracker]["done"],
                 )
             )
+
+
+def _builds(filer: _Filer, service: Service) -> None:
+    """Zentao builds and releases naming the deployments some incidents are found in (module
+    docstring); ids of their own, no other random stream touched."""
+    rng = filer.rng
+    items = [
+        i
+        for i in filer.trackers.items
+        if i.tracker == "zentao"
+        and i.kind == "incident"
+        and i.service == service.name
+        and i.link is None
+        and i.incident is not None
+    ]
+    if service.builder != "gitlab" or not items:
+        return
+    production = service_production(service, CommitGraph(service))
+    attributed = attribute_incidents(production, tracked(service))
+    ran: dict[str, list[int]] = {}
+    for d in production:
+        ran.setdefault(d.sha, []).append(d.id)
+    by_id = {d.id: d for d in production}
+    for item in items:
+        assert item.incident is not None
+        target = attributed.get(item.incident.id)
+        if target is None or len(ran[by_id[target].sha]) != 1 or rng.random() >= BUILD_LINKED:
+            continue
+        deployment = by_id[target]
+        filer.builds += 1
+        item.build = ZentaoBuild(
+            FIRST_BUILD + filer.builds,
+            FIRST_BUILD + filer.builds,
+            f"v1.{filer.builds}.{rng.randint(0, 9)}",
+            deployment.sha,
+            service.path,
+            deployment.finished_at,
+        )
+        item.linked_deployment = target
+
+
+def _remote_links(filer: _Filer, service: Service) -> None:
+    """Jira requirements' remote links to the commit their first MR merged (module docstring)."""
+    by_iid = {m.iid: m for m in service.merge_requests}
+    for item in filer.trackers.items:
+        if item.tracker != "jira" or item.kind != "requirement" or item.service != service.name:
+            continue
+        mr = by_iid.get(item.merge_requests[0][1]) if item.merge_requests else None
+        if mr is None or filer.rng.random() >= REMOTE_LINKED:
+            continue
+        sha = mr.squash_commit_sha or mr.merge_commit_sha or mr.head_sha
+        item.remote_commits.append((service.path, sha))
+
+
+def _name_records(trackers: Trackers) -> None:
+    """Every GitLab incident filed in a tracker names its records there, as teams do: the Jira
+    key or Zentao `bug #n`, and the PagerDuty incident's URL when it was paged (one incident,
+    several records: counted once, docs/METRICS.md)."""
+    for item in trackers.items:
+        if item.incident is None:
+            continue
+        named = item.key if item.tracker == "jira" else f"Zentao bug #{item.number}"
+        paged = f"; paged: {PAGERDUTY_WEB}/incidents/PI{item.id}" if item.paged else ""
+        item.incident.tracked_in = f"Tracked in {named}{paged}."
 
 
 def _unmapped(filer: _Filer, team: str) -> None:

@@ -4,10 +4,11 @@ releases of the sandbox's trackers (`ZentaoData`, built from the tracker model).
 Routes under `/api.php/v1` (16.0 and later; v1 shapes) and `/api.php/v2` (v2 shapes: local times,
 people as accounts): `POST /tokens` (v2: `POST /users/login`) with `{account, password}` answers
 a token, sent back as header `Token`; `GET /products`, `/products/{id}/bugs`,
-`/products/{id}/stories`, `/products/{id}/releases`, `/bugs/{id}` and `/stories/{id}` (the detail
-answers carry `actions` with their history). Lists are paged (`page`, `limit` up to 1000) and
-ordered by `order`: `id_desc` (default) or `lastEditedDate_desc` (never-edited objects, whose
-lastEditedDate is empty, last, as MySQL sorts ''); there is no updated-since filter, as in Zentao.
+`/products/{id}/stories`, `/products/{id}/releases`, `/builds/{id}`, `/bugs/{id}` and
+`/stories/{id}` (the detail answers carry `actions` with their history). Lists are paged
+(`page`, `limit` up to 1000) and ordered by `order`: `id_desc` (default) or `lastEditedDate_desc`
+(never-edited objects, whose lastEditedDate is empty, last, as MySQL sorts ''); there is no
+updated-since filter, as in Zentao.
 
 A token expires after `token_requests` authenticated requests (None: never) or when
 `expire_tokens()` is called: the request then answers 401 `{"error": "Unauthorized"}` and the
@@ -74,6 +75,15 @@ class ZentaoRelease:
 
 
 @dataclass
+class ZentaoBuildData:
+    id: int
+    product: int
+    name: str
+    scm_path: str
+    at: datetime
+
+
+@dataclass
 class ZentaoData:
     """The server: products (id -> (name, code)), modules (id -> name), bugs and stories,
     releases, the account that logs in."""
@@ -81,6 +91,7 @@ class ZentaoData:
     products: dict[int, tuple[str, str]]
     objects: list[ZentaoObject]
     releases: list[ZentaoRelease] = field(default_factory=list)
+    builds: list[ZentaoBuildData] = field(default_factory=list)
     modules: dict[int, str] = field(default_factory=dict)
     account: str = "cdmetrics"
     password: str = "sandbox-password"
@@ -122,6 +133,7 @@ class ZentaoSimulator:
             r.add(prefix + "/products/{id}/bugs", bind(lambda q, v: self.listing(q, v, "bug")))
             r.add(prefix + "/products/{id}/stories", bind(lambda q, v: self.listing(q, v, "story")))
             r.add(prefix + "/products/{id}/releases", bind(self.releases))
+            r.add(prefix + "/builds/{id}", bind(self.build))
             r.add(prefix + "/bugs/{id}", bind(lambda q, v: self.detail(q, v, "bug")))
             r.add(prefix + "/stories/{id}", bind(lambda q, v: self.detail(q, v, "story")))
 
@@ -323,7 +335,19 @@ class ZentaoSimulator:
         ]
         return self._paged(request, version, "releases", items)
 
+    def build(self, request: Request, version: str) -> dict[str, Any]:
+        try:
+            bid = int(request.params["id"])
+        except ValueError:
+            raise HTTPError(404, "Not Found") from None
+        found = next((b for b in self.data.builds if b.id == bid and b.at <= self.at), None)
+        if found is None:
+            raise HTTPError(404, "Not Found")
+        body = zp.build(found.id, found.product, 0, found.name, found.at, found.scm_path, version)
+        return body if version == zp.V1 else {"status": "success", "build": body}
 
+
+GITLAB = "https://gitlab.example.com"  # the host builds' scm paths name (any host reads the same)
 INCIDENT_SEVERITY = (
     1  # the sandbox files incidents as severity-1 bugs (`[sources.zentao] incident_severity`)
 )
@@ -373,15 +397,23 @@ def from_trackers(org: Any) -> tuple[ZentaoData, dict[str, int]]:
     """The Zentao server of the organisation's Zentao teams: a product per team, a module per
     service (unmapped items have none), requirements as stories, bugs as bugs, incidents as
     severity-1 bugs whose steps name the deployment or pipeline they are explicitly linked to; a
-    bug filed against an MR names it in its steps. Returns the data and each service's module id
-    (for the source's service mapping). Tasks are not served (the simulator has no executions)."""
+    bug filed against an MR names it in its steps; an incident found in a build (`item.build`)
+    names it in `openedBuild`, the build's scm path names its commit and a release named by its
+    tag ships it. Returns the data and each service's module id (for the source's service
+    mapping). Tasks are not served (the simulator has no executions)."""
     teams = [team for team, (tracker, _) in org.trackers.projects.items() if tracker == "zentao"]
     products = {n: (org.trackers.projects[team][1], team) for n, team in enumerate(teams, start=1)}
     product_of = {team: n for n, (_, team) in products.items()}
     services = sorted(s.name for s in org.services if s.team in product_of)
     modules = {name: n for n, name in enumerate(services, start=1)}
     objects = []
+    builds, releases = [], []
     for item in org.trackers.of("zentao"):
+        if item.build is not None:
+            b = item.build
+            url = f"{GITLAB}/{b.path}/-/commit/{b.sha}"
+            builds.append(ZentaoBuildData(b.id, product_of[item.team], f"build-{b.id}", url, b.at))
+            releases.append(ZentaoRelease(b.release_id, product_of[item.team], b.tag, [b.id], b.at))
         if item.kind == "task":
             continue
         kind = "story" if item.kind == "requirement" else "bug"
@@ -400,6 +432,7 @@ def from_trackers(org: Any) -> tuple[ZentaoData, dict[str, int]]:
                 created_at=item.created_at,
                 module=modules.get(item.service or "", 0),
                 severity=INCIDENT_SEVERITY if item.kind == "incident" else 3,
+                opened_build=str(item.build.id) if item.build is not None else "trunk",
                 text=text,
                 events=_events(item, kind),
             )
@@ -407,6 +440,8 @@ def from_trackers(org: Any) -> tuple[ZentaoData, dict[str, int]]:
     data = ZentaoData(
         {n: (name, f"team-{team}") for n, (name, team) in products.items()},
         objects,
+        releases=releases,
+        builds=builds,
         modules={n: name for name, n in modules.items()},
     )
     return data, modules

@@ -229,6 +229,7 @@ def test_demo_headless_syncs_the_sandbox_and_prints_metrics(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["sources"]["gitlab"]["ok"] and summary["sources"]["gitlab"]["rows"] > 0
+    assert all(summary["sources"][k]["ok"] for k in ("jira", "zentao", "pagerduty"))
     assert "lead time p50" in result.stderr
     figures = run(
         tmp_path,

@@ -786,8 +786,13 @@ def test_closed_issue_as_incident() -> None:
         "opened_at": at("2016-01-04T15:31:46.176Z"),
         "resolved_at": at("2016-01-05T15:31:46.176Z"),
         "url": "http://example.com/example/example/-/issues/1",
+        "mentions": None,
     }
     check_rows("incident", [row])
+    paged = load("gitlab4j/issue.json") | {
+        "description": "Tracked in PAY-12; paged https://acme.pagerduty.com/incidents/Q1W2E3."
+    }
+    assert normalize_incident(paged, SOURCE, 3)["mentions"] == "PAY-12 /incidents/Q1W2E3"
 
 
 def test_reopened_incident_is_not_resolved() -> None:

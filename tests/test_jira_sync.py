@@ -25,7 +25,8 @@ from warehouse.schema import Incident, RawPayload, Service, WorkItem, WorkItemLi
 
 TOKEN_ENV, USER_ENV = "CDM_TEST_JIRA_TOKEN", "CDM_TEST_JIRA_USER"
 # requests of a sync of the small organisation (page size 100): the statuses, then per stream
-# one search and (Cloud) one bulk changelog; with nothing changed, no changelog is fetched
+# one search and (Cloud) one bulk changelog, and each issue's remote links; with nothing
+# changed, no changelog and no remote link is fetched
 FIRST = {"cloud": 5, "server": 3}
 AGAIN = {"cloud": 3, "server": 3}
 
@@ -109,7 +110,8 @@ def assert_equals_truth(sandbox: Sandbox, engine: Engine) -> None:
         if i.caused_by
         for path, iid in [i.caused_by]
         if path in paths
-    }
+    } | {(i.key, path, sha) for i in org.trackers.of("jira") for path, sha in i.remote_commits}
+    assert any(i.remote_commits for i in org.trackers.of("jira"))
     with engine.connect() as conn:
         links = set(
             conn.execute(
@@ -131,7 +133,8 @@ def test_first_sync_equals_the_truth_and_a_second_is_cheap_and_writes_nothing(
     first = sync(sandbox, engine)
     assert first.ok, first.errors
     assert first.rejected == 0
-    assert first.requests == FIRST[flavour]
+    issues = len([i for i in sandbox.org.trackers.of("jira") if i.created_at <= sandbox.jira.at])
+    assert first.requests == FIRST[flavour] + issues
     assert_equals_truth(sandbox, engine)
     unmapped = [k for k, i in incidents(sandbox.org, "jira").items() if i.service is None]
     assert unmapped  # kept without a service

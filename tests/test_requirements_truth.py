@@ -5,10 +5,11 @@ work items to the merge requests whose titles name them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, String, cast, delete, select, update
 
 from analytics.derive import derive
 from analytics.metrics import metrics
@@ -30,7 +31,10 @@ from tests.sandbox_load import load_org
 from warehouse.schema import (
     ChangeFailure,
     Deployment,
+    DeriveState,
     Incident,
+    MergeRequest,
+    Repo,
     Service,
     Source,
     WorkItem,
@@ -157,3 +161,80 @@ def test_change_failures_from_jira_incidents_alone_equal_the_truth(
     assert any(incident for incident, _ in truth.values())
     linked = [i for i in org.trackers.of("jira") if i.link is not None]
     assert linked  # the explicit links were exercised
+
+
+def all_links(engine: Engine) -> set[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                select(
+                    WorkItemLink.source_id,
+                    WorkItemLink.item,
+                    WorkItemLink.kind,
+                    WorkItemLink.repo_path,
+                    WorkItemLink.target,
+                    WorkItemLink.origin,
+                )
+            ).all()
+        )
+
+
+def test_incremental_reference_links_equal_a_full_derive(
+    sandbox: Sandbox, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab's data and Jira as of 20 days before the end, derived; then the rest, a work item
+    that arrives late (named by an MR that did not change) and an MR title edited to drop its key,
+    derived incrementally (only what changed since is read): the links equal those a full derive
+    rebuilds."""
+    org, jira = sandbox.org, sandbox.jira
+    assert jira is not None
+    monkeypatch.setenv(TOKEN_ENV, sandbox.token)
+    monkeypatch.setenv(USER_ENV, sandbox.jira_user)
+    settings = Settings(
+        sources={"jira": [sandbox.jira_source(TOKEN_ENV, USER_ENV)]},
+        sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
+    )
+    mid = org.now - timedelta(days=20)
+    load_org(engine, org, mid)
+    jira.advance(mid)
+    try:
+        assert JiraCollector(settings.sources.jira[0], SyncOptions(settings, engine)).sync().ok
+        derive(engine)
+        first = all_links(engine)
+        load_org(engine, org)
+        with engine.begin() as conn:  # a work item named only by MRs unchanged since: it goes
+            derived = conn.execute(select(DeriveState.started_at)).scalar_one()
+            old = (
+                select(Repo.path, cast(MergeRequest.iid, String))
+                .join(MergeRequest, MergeRequest.repo_id == Repo.id)
+                .where(MergeRequest.changed_at < derived)
+            )
+            unchanged = {tuple(r) for r in conn.execute(old)}
+            late = next(
+                k for k in sorted(first) if k[2] == "merge_request" and (k[3], k[4]) in unchanged
+            )
+            conn.execute(delete(WorkItemLink).where(WorkItemLink.item == late[1]))
+            conn.execute(delete(WorkItem).where(WorkItem.external_id == late[1]))
+        jira.advance(org.now)
+        options = SyncOptions(settings, engine, full=True)  # brings the late work item back
+        assert JiraCollector(settings.sources.jira[0], options).sync().ok
+    finally:
+        jira.advance(org.now)
+    edited = next(
+        k for k in sorted(first) if k[2] == "merge_request" and k[5] == "reference" and k != late
+    )
+    with engine.begin() as conn:
+        repo = conn.execute(select(Repo.id).where(Repo.path == edited[3])).scalar_one()
+        conn.execute(
+            update(MergeRequest)
+            .where(MergeRequest.repo_id == repo, MergeRequest.iid == int(edited[4]))
+            .values(title="a title naming nothing", changed_at=datetime.now(UTC))
+        )
+    summary = derive(engine)
+    incremental = all_links(engine)
+    assert incremental - first  # new work items and MRs linked incrementally
+    assert late in incremental  # the late work item linked to the unchanged MR naming it
+    assert edited not in incremental  # the edited title's link dropped
+    assert summary.work_item_links == sum(1 for k in incremental if k[5] == "reference")
+    derive(engine, full=True)
+    assert all_links(engine) == incremental

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +21,11 @@ from rich.console import Console
 from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
+from analytics.incident_links import linked_incidents
 from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
+from analytics.views import delivery
 from collectors.frame import SyncOptions
 from collectors.jira import JiraCollector
 from collectors.pagerduty import PagerDutyCollector
@@ -47,6 +50,7 @@ from warehouse.schema import (
     Incident,
     RawPayload,
     Service,
+    Source,
     WorkItem,
     WorkItemLink,
     WorkItemTransition,
@@ -451,34 +455,24 @@ def test_zentao_bugs_filed_against_an_mr_link_it(
     assert expected and links == expected
 
 
-def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_truth(
-    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GitLab's data loaded without its incidents, then Jira, Zentao and PagerDuty over HTTP, then
-    derive: the trackers' incidents alone (their explicit links included) give the change
-    failures and recoveries the reference computes."""
-    load_org(sqlite_engine, org)
-    with sqlite_engine.begin() as conn:
-        assert conn.execute(delete(Incident)).rowcount > 0  # GitLab's own incidents: gone
+def sync_every_tracker(sandbox: Sandbox, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jira, Zentao and PagerDuty over HTTP into `engine`."""
     monkeypatch.setenv("SANDBOX_JIRA_USER", sandbox.jira_user)
     monkeypatch.setenv("SANDBOX_JIRA_TOKEN", sandbox.token)
     settings = Settings(
         sources={"jira": [sandbox.jira_source("SANDBOX_JIRA_TOKEN", "SANDBOX_JIRA_USER")]},
         sync={"requests_per_second": 0, "history_days": sandbox.history_days()},
     )
-    jira = JiraCollector(settings.sources.jira[0], SyncOptions(settings, sqlite_engine)).sync()
+    jira = JiraCollector(settings.sources.jira[0], SyncOptions(settings, engine)).sync()
     assert jira.ok, jira.errors
-    assert sync(sandbox, sqlite_engine, "zentao").ok
-    assert sync(sandbox, sqlite_engine, "pagerduty").ok
-    with sqlite_engine.connect() as conn:
-        linked = conn.execute(
-            select(Incident.external_id).where(Incident.linked_deployment.is_not(None))
-        ).all()
-    assert linked  # explicit links are there to win
-    derive(sqlite_engine)
+    assert sync(sandbox, engine, "zentao").ok
+    assert sync(sandbox, engine, "pagerduty").ok
+
+
+def assert_failures_equal_the_truth(engine: Engine, org: Organisation) -> None:
     truth = {i: f for i, f in ref.change_failures(org).items() if f.failed}
     recoveries = ref.recoveries(org)
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         found = {
             int(ext): (incident, recovered)
             for ext, incident, recovered in conn.execute(
@@ -492,6 +486,91 @@ def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_tr
     for i, (incident, recovered) in found.items():
         assert bool(incident) == ("incident" in truth[i].reasons), i
         assert sec(recovered) == sec(recoveries[i].recovered_at), i
+
+
+def test_change_failures_and_recoveries_from_the_trackers_incidents_equal_the_truth(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab's data loaded without its incidents, then Jira, Zentao and PagerDuty over HTTP, then
+    derive: the trackers' incidents alone (their explicit links included) give the change
+    failures and recoveries the reference computes."""
+    load_org(sqlite_engine, org)
+    with sqlite_engine.begin() as conn:
+        assert conn.execute(delete(Incident)).rowcount > 0  # GitLab's own incidents: gone
+    sync_every_tracker(sandbox, sqlite_engine, monkeypatch)
+    with sqlite_engine.connect() as conn:
+        linked = conn.execute(
+            select(Incident.external_id).where(Incident.linked_deployment.is_not(None))
+        ).all()
+    assert linked  # explicit links are there to win
+    built = {i.key: i for i in org.trackers.of("zentao") if i.build is not None}
+    assert built  # a Zentao incident found in a build of a tagged release
+    derive(sqlite_engine)  # production chains, which links resolve against
+    with sqlite_engine.connect() as conn:
+        resolved = linked_incidents(conn)
+        rows = conn.execute(
+            select(Incident.id, Incident.key, Incident.linked_deployment, Incident.linked_sha)
+            .join(Source, Source.id == Incident.source_id)
+            .where(Source.kind == "zentao", Incident.key.in_(list(built)))
+        ).all()
+        external = dict(conn.execute(select(Deployment.id, Deployment.external_id)).all())
+    assert {r.key: (r.linked_deployment, r.linked_sha) for r in rows} == {
+        k: (f"tag:{i.build.tag}", i.build.sha) for k, i in built.items() if i.build
+    }
+    assert {r.key: external.get(resolved[r.id] or 0) for r in rows} == {
+        k: str(i.linked_deployment) for k, i in built.items()
+    }
+    assert_failures_equal_the_truth(sqlite_engine, org)
+
+
+def test_one_incident_recorded_by_gitlab_and_the_trackers_counts_once(
+    sandbox: Sandbox, sqlite_engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab's incidents (their descriptions name the tracker key and the PagerDuty URL) and the
+    trackers' records of them: derive counts each incident once, the one with an explicit link
+    when a record has one; failures, recoveries and the incidents recovery time counts equal the
+    truth."""
+    load_org(sqlite_engine, org)
+    sync_every_tracker(sandbox, sqlite_engine, monkeypatch)
+    derive(sqlite_engine)
+    assert_failures_equal_the_truth(sqlite_engine, org)
+    records: dict[tuple[str, str], int] = {}  # (source kind, external id or key) -> incident
+    for item in org.trackers.items:
+        if item.incident is None:
+            continue
+        records[("gitlab", str(item.incident.id))] = item.incident.id
+        records[(item.tracker, item.key)] = item.incident.id
+        if item.paged:
+            records[("pagerduty", f"PI{item.id}")] = item.incident.id
+    with sqlite_engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Source.kind,
+                Incident.external_id,
+                Incident.key,
+                Incident.duplicate_of,
+                Incident.linked_deployment,
+                Incident.linked_pipeline,
+            )
+            .join(Source, Source.id == Incident.source_id)
+            .where(Incident.service_id.is_not(None))
+        ).all()
+        scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+        counted_by_metrics = metrics(conn, scope)["recovery_time"]["incidents"]
+        listed = len(delivery.incidents(conn, scope))  # the dashboard's list of them
+    counted: dict[int, list[Any]] = {}
+    for r in rows:
+        name = r.external_id if r.kind in ("gitlab", "pagerduty") else r.key
+        incident = records[(r.kind, name)]
+        if r.duplicate_of is None:
+            counted.setdefault(incident, []).append(r)
+    assert sorted(counted) == sorted({i.id for s in org.services for i in s.incidents})
+    assert all(len(found) == 1 for found in counted.values())  # once each
+    linked = {records[(i.tracker, i.key)] for i in org.trackers.items if i.link or i.build}
+    assert linked and all(
+        counted[i][0].linked_deployment or counted[i][0].linked_pipeline for i in linked
+    )  # the record with the explicit link is the one counted
+    assert counted_by_metrics == listed == len(counted)
 
 
 def test_cdmetrics_sync_runs_both_trackers_by_their_kinds(
@@ -537,3 +616,16 @@ def test_requirement_lead_time_and_bug_escapes_from_zentao_equal_the_truth(
     assert lead["p90_hours"] == pytest.approx(percentile(hours, 0.9), abs=1e-3)
     escaped, linked = tracker_truth.bug_escapes(org, "zentao")
     assert (got["bug_escape_rate"]["escaped"], got["bug_escape_rate"]["bugs"]) == (escaped, linked)
+
+
+def test_sandbox_describe_names_the_trackers_in_a_config_that_loads(sandbox: Sandbox) -> None:
+    """`cdmetrics sandbox serve` prints this: the Zentao and PagerDuty sources, their variables."""
+    text = sandbox.describe()
+    config = tomllib.loads(text.split("# cdmetrics.toml\n", 1)[1])
+    settings = Settings(**config)
+    assert settings.sources.zentao[0].url == sandbox.tracker_sources()[0]["zentao"][0]["url"]
+    assert (
+        settings.sources.pagerduty[0].services
+        == sandbox.tracker_sources()[0]["pagerduty"][0]["services"]
+    )
+    assert "export SANDBOX_ZENTAO_PASSWORD=" in text and "export SANDBOX_PAGERDUTY_TOKEN=" in text

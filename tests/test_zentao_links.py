@@ -4,6 +4,8 @@ PostgreSQL: the link wins over the time window."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import Engine, select
 
@@ -23,7 +25,9 @@ def world(engine: Engine) -> World:
     return w
 
 
-def zentao_incident(world: World, opened_h: float, build: str) -> None:
+def zentao_incident(
+    world: World, opened_h: float, build: str, builds: dict[str, Any] | None = None
+) -> None:
     bug = {
         "id": 45,
         "title": "支付失败",
@@ -35,8 +39,9 @@ def zentao_incident(world: World, opened_h: float, build: str) -> None:
     releases = [
         {"name": f"v1.{n}.0", "builds": [{"id": n + 10, "name": f"build {n}"}]} for n in range(4)
     ]
-    incident = norm.normalize_incident(bug, releases)
+    incident = norm.normalize_incident(bug, releases, builds=builds)
     link = next((r.value for r in incident.links if r.kind == "deployment"), None)
+    sha = next((r.value for r in incident.links if r.kind == "commit"), None)
     with world.engine.begin() as conn:
         source = ensure_source(conn, "zentao", "zentao")
     world.add(
@@ -49,6 +54,7 @@ def zentao_incident(world: World, opened_h: float, build: str) -> None:
                 "service_id": world.service,
                 "opened_at": incident.opened_at,
                 "linked_deployment": link,
+                "linked_sha": sha,
             }
         ],
     )
@@ -80,3 +86,18 @@ def test_a_tag_no_production_deployment_ran_fails_nothing(world: World) -> None:
     world.deploy("c", at(19), env="staging", ref="v1.3.0")
     zentao_incident(world, 22, "13")  # v1.3.0 ran in staging only: the link names no change
     assert failed(world) == {}
+
+
+def test_a_tag_deployed_from_a_branch_links_the_deployment_of_the_builds_commit(
+    engine: Engine,
+) -> None:
+    """The team deploys from main: no deployment ran from the tag's ref, the build's scm path
+    names the tag's commit, whose production deployment the incident is linked to."""
+    w = World(engine)
+    w.line("aaaa111", "bbbb222", "cccc333")
+    for n, sha in enumerate(("aaaa111", "bbbb222", "cccc333")):
+        w.deploy(sha, at(n * 10), ref="main")
+    build = {"id": 11, "scmPath": "https://gitlab.example.com/g/p/-/commit/bbbb222"}
+    zentao_incident(w, 22, "11", {"11": build})  # the window says d3, the build's commit d2
+    assert failed(w) == {"d2": True}
+    assert norm.build_commits({"scmPath": "https://gitlab.example.com/g/p"}) == []  # a repo only

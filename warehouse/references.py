@@ -16,6 +16,7 @@ Decisions where DESIGN.md is silent:
   `/api/v4/projects/<id>/deployments/56`, `/-/commit/<sha>`, `/-/tags/v1.2`; not the web UI's
   `/-/environments/<n>/deployments/<iid>`, which counts per environment, while a deployment is
   known by its id),
+  an MR or commit URL names its project (the path before `/-/`),
   GitLab short forms (`!12`, `group/project!12`) and words (`deployment 56`, `pipeline #34`,
   `commit abc1234`, `release v1.2.3`); a bare hex word is a commit only with 7 to 40 characters
   and at least one letter and one digit (so `deadbeef` words and numbers are not shas).
@@ -38,9 +39,39 @@ _DEPLOYMENT = re.compile(
     r"(?i)(?:/api/v4/projects/[^/\s]+/deployments/|\bdeployment\s*#?\s*)"
     r"((?:[\w:\-]|\.(?=\w))*\d(?:[\w:\-]|\.(?=\w))*)"
 )
-_COMMIT_URL = re.compile(r"/-/commits?/([0-9a-f]{7,40})\b")
+_COMMIT_URL = re.compile(
+    r"(?:https?://[^/\s]+/)?((?:[\w.\-]+/)*[\w.\-]+)?/-/commits?/([0-9a-f]{7,40})\b"
+)
 _COMMIT_WORD = re.compile(r"(?i)\bcommit\s+([0-9a-f]{7,40})\b")
 _TAG = re.compile(r"(?i)(?:/-/tags/|\b(?:release|tag)\s+)(v?\d+(?:\.\d+)+[\w.\-]*)")
+
+
+_INCIDENT_URL = re.compile(
+    r"https?://[^/\s]+(/(?:[\w.\-]+/)*(?:-/issues/\d+|incidents/[\w\-]+|browse/[A-Z][A-Z0-9_]+-\d+))"
+)
+
+
+def incident_mentions(*texts: str | None) -> list[str]:
+    """What an incident's own text names of other records of an incident, in order, without
+    repeats: work item keys (`PAY-12`, `bug-45`: `work_item_keys`) and the paths of incident URLs
+    (a GitLab issue `/group/app/-/issues/12`, a PagerDuty incident `/incidents/Q1W2E3`, a Jira
+    issue `/browse/PAY-12`; the host is left out: teams paste URLs by names the API may not use)."""
+    found: list[str] = []
+    for text in texts:
+        if text:
+            found.extend(work_item_keys(text))
+            found.extend(m.group(1) for m in _INCIDENT_URL.finditer(text))
+    return list(dict.fromkeys(found))
+
+
+def incident_names(key: str | None, url: str | None) -> list[str]:
+    """The names another incident's text may use for this one: its key and its URL's path."""
+    names = [key] if key else []
+    if url:
+        path = re.sub(r"^https?://[^/\s]+", "", url).split("?")[0].rstrip("/")
+        if path:
+            names.append(path)
+    return names
 
 
 @dataclass(frozen=True)
@@ -87,9 +118,12 @@ def change_refs(text: str | None) -> list[ChangeRef]:
             value = m.group(1)
             if kind == "deployment":  # "deployment 656." ends a sentence: not part of the id
                 value = value.rstrip(".:-")
+            repo = ""
+            if pattern is _COMMIT_URL:  # names its project: the path before `/-/`
+                repo, value = m.group(1) or "", m.group(2)
             if kind == "commit" and not is_sha(value):
                 continue
-            found.append((m.start(), ChangeRef(kind, value)))
+            found.append((m.start(), ChangeRef(kind, value, repo)))
     found.sort(key=lambda item: item[0])
     return list(dict.fromkeys(ref for _, ref in found))
 

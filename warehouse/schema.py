@@ -461,6 +461,11 @@ class Incident(Base):
     linked_pipeline: Mapped[str | None] = mapped_column(Name)
     linked_sha: Mapped[str | None] = mapped_column(Sha)
     linked_merge_request: Mapped[str | None] = mapped_column(Name)  # iid, or path!iid
+    # the incident keys and URL paths its own text names (title, description; space-separated,
+    # `warehouse.references.incident_mentions`); derive counts incidents naming each other once:
+    # `duplicate_of` is the incident of the group that is counted (docs/METRICS.md)
+    mentions: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None]
 
 
 # --- work items (Jira, Zentao) ------------------------------------------------------------
@@ -474,6 +479,7 @@ class WorkItem(Base):
         natural_key("source_id", "external_id"),
         Index("ix_work_item_key", "key"),
         Index("ix_work_item_service_created", "service_id", "created_at"),
+        Index("ix_work_item_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -494,6 +500,7 @@ class WorkItem(Base):
     closed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime | None]
     url: Mapped[str | None] = mapped_column(Url)
+    changed_at: Mapped[datetime | None] = changed()  # new items' keys are matched incrementally
 
 
 class WorkItemTransition(Base):

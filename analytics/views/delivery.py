@@ -255,7 +255,8 @@ def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
 def incidents(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """Incidents opened in the period (the scope's teams and services), newest first, with their
     time to restore; one resolved before it was opened has none and is flagged
-    `resolved_before_opened`."""
+    `resolved_before_opened`. An incident several sources recorded is listed once (the record
+    `recovery_time.incidents` counts: `duplicate_of` is None)."""
     query = scope.owned(
         select(
             Service.name.label("service"),
@@ -267,7 +268,7 @@ def incidents(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             Incident.deployment_external_id.label("linked_deployment"),
         ).select_from(Incident),
         Incident.service_id,
-    ).where(scope.period(Incident.opened_at))
+    ).where(scope.period(Incident.opened_at), Incident.duplicate_of.is_(None))
     rows = as_dicts(conn.execute(query.order_by(Incident.opened_at.desc())))
     for r in rows:
         resolved = r["resolved_at"]
