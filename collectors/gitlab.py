@@ -295,6 +295,11 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         with self.engine.connect() as conn:
             state = None if self.full else get_state(conn, run.source_id, stream.name, partition)
             known = {} if self.full else stream.known_versions(conn, ctx)
+        mark = str(ctx.project.get(stream.change_field) or "") if stream.change_field else ""
+        if mark and state and state.cursor == mark:  # nothing moved since the last listing
+            run.write(stream.name, Batch(), after=run.save_cursor(stream.name, partition, mark, 0))
+            run.count(stream.name, partitions=1, requests=0)
+            return
         since = None
         if stream.cursor_param and state and state.cursor:
             since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
@@ -303,6 +308,14 @@ class GitLabCollector(Collector[streams.ProjectContext]):
             since = self.options.since(run.started_at).isoformat()
         newest: datetime | None = None
         batch = Batch()
+        pending: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            payloads = self._details_batch(stream, ctx, pending)
+            for item in pending:
+                self._collect(stream, project, ctx, item, batch, payloads)
+            pending.clear()
+
         for item in self._items(stream, project, ctx, since):
             if stream.cursor_field and item.get(stream.cursor_field):
                 try:
@@ -312,13 +325,19 @@ class GitLabCollector(Collector[streams.ProjectContext]):
                     pass
             if stream.unchanged(item, known, ctx):
                 continue
-            self._collect(stream, project, ctx, item, batch)
+            if stream.graphql_details and self.graphql_ok is not False:
+                pending.append(item)  # their details in one GraphQL request a page
+                if len(pending) >= self.source.per_page:
+                    flush()
+            else:
+                self._collect(stream, project, ctx, item, batch)
             if len(batch.raws) >= BATCH_ITEMS:
                 run.write(stream.name, batch)
                 batch = Batch()
+        flush()
         # saved only now, after every promised item was listed (a short page raised `ShortPage`):
         # a failed listing keeps the old cursor, so newest-first commits cannot be skipped
-        cursor = min(newest, run.started_at).isoformat() if newest else None
+        cursor = min(newest, run.started_at).isoformat() if newest else (mark or None)
         requests_made = counter.value - before
         run.write(
             stream.name, batch, after=run.save_cursor(stream.name, partition, cursor, requests_made)
@@ -347,6 +366,24 @@ class GitLabCollector(Collector[streams.ProjectContext]):
                     raise
         yield from stream.items(project, since, self.source.per_page)
 
+    def _details_batch(
+        self, stream: streams.GitLabStream, ctx: streams.ProjectContext, items: list[Any]
+    ) -> dict[str, Any] | None:
+        """The GraphQL details of a page of items (None: the source has no usable GraphQL, the
+        items' details come from REST, one item at a time)."""
+        if not items or self.graphql_ok is False:
+            return None
+        try:
+            payloads = stream.details_batch(self.graphql(), ctx, items)
+        except gql.Unavailable as exc:
+            if self.graphql_ok is True:
+                raise
+            log.info("%s: REST instead of GraphQL: %s", self.source.name, exc)
+            self.graphql_ok = False
+            return None
+        self.graphql_ok = True
+        return payloads
+
     def _collect(
         self,
         stream: streams.GitLabStream,
@@ -354,15 +391,21 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         ctx: streams.ProjectContext,
         item: dict[str, Any],
         batch: Batch,
+        payloads: dict[str, Any] | None = None,
     ) -> None:
         item_id = stream.item_id(item)
         try:
-            payload = stream.details(project, item, ctx)
+            payload = (
+                stream.details(project, item, ctx) if payloads is None else payloads.get(item_id)
+            )
         except gitlab.exceptions.GitlabGetError as exc:
             if exc.response_code == 404:  # deleted between the listing and the detail call
-                log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
-                return
-            raise
+                payload = None
+            else:
+                raise
+        if payload is None:  # deleted between the listing and the detail call
+            log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
+            return
         key = partitioned(str(ctx.project_id), item_id)
         try:
             rows = stream.normalize(payload, ctx)

@@ -31,7 +31,7 @@ from collectors.payload import RejectedPayload, parse_time
 
 Payload = dict[str, Any]
 
-MIN_VERSION = "16.2"  # the schema dump the queries are validated against (tests/fixtures)
+MIN_VERSION = "16.3"  # the schema dump the queries are validated against (tests/fixtures)
 MAX_PAGE = 100  # GitLab's max_page_size
 UNAVAILABLE_STATUSES = frozenset({404, 405, 501})
 _TOO_COMPLEX = re.compile(r"exceeds max complexity", re.I)
@@ -81,7 +81,53 @@ query pipelineJobs($path: ID!, $iid: ID!, $after: String) {
 }
 """
 
-QUERIES = {"pipelines": PIPELINES, "pipelineJobs": PIPELINE_JOBS}
+MR_COMMITS = """commits(first: 100, after: $commitsAfter) {
+  pageInfo { hasNextPage endCursor }
+  nodes { sha authoredDate authorName authorEmail title }
+}"""
+MR_NOTES = """notes(first: 100, after: $notesAfter) {
+  pageInfo { hasNextPage endCursor }
+  nodes { createdAt system body author { username } }
+}"""
+
+# the commits, approvers and notes of up to 100 merge requests (listed by REST: GitLab 16.3's
+# MergeRequest has no closedAt or squashCommitSha), named by iid
+MERGE_REQUESTS = f"""
+query mergeRequests(
+  $path: ID!, $iids: [String!], $first: Int, $after: String, $commitsAfter: String, $notesAfter: String
+) {{
+  project(fullPath: $path) {{
+    mergeRequests(iids: $iids, first: $first, after: $after) {{
+      pageInfo {{ hasNextPage endCursor }}
+      nodes {{
+        iid
+        {MR_COMMITS}
+        approvedBy(first: 100) {{ nodes {{ username }} }}
+        {MR_NOTES}
+      }}
+    }}
+  }}
+}}
+"""
+
+# the rest of one merge request's commits or notes when it has more than a page of them
+MERGE_REQUEST_MORE = f"""
+query mergeRequestMore($path: ID!, $iid: String!, $commitsAfter: String, $notesAfter: String) {{
+  project(fullPath: $path) {{
+    mergeRequest(iid: $iid) {{
+      {MR_COMMITS}
+      {MR_NOTES}
+    }}
+  }}
+}}
+"""
+
+QUERIES = {
+    "pipelines": PIPELINES,
+    "pipelineJobs": PIPELINE_JOBS,
+    "mergeRequests": MERGE_REQUESTS,
+    "mergeRequestMore": MERGE_REQUEST_MORE,
+}
 
 
 class Unavailable(GitlabError):
@@ -181,7 +227,7 @@ FINISHED = ("success", "failed", "canceled")
 def pipeline_payload(node: Payload, base: str) -> Payload:
     """{"item", "jobs", "test_report_summary"} of a pipeline node, as the REST detail, jobs and
     test report summary calls give them (the summary only for a finished pipeline with a test
-    job, as the REST stream asks for it). GitLab 16.2's Pipeline has no `source`: no trigger."""
+    job, as the REST stream asks for it). GitLab 16.3's Pipeline has no `source`: no trigger."""
     pipeline_id = number_of(node.get("id"))
     item = {
         "id": pipeline_id,
@@ -230,6 +276,49 @@ def job_payload(node: Payload, pipeline_id: int | None, base: str) -> Payload:
         "web_url": _url(base, node.get("webPath")),
         "pipeline": {"id": pipeline_id},
     }
+
+
+def merge_request_details(node: Payload) -> Payload:
+    """{"commits", "approvals", "notes"} of a merge request node, as REST's commits, approvals
+    and notes calls give them (commits without `committed_date`: GraphQL has none)."""
+    commits = [
+        {
+            "id": c.get("sha"),
+            "title": c.get("title"),
+            "author_name": c.get("authorName"),
+            "author_email": c.get("authorEmail"),
+            "authored_date": c.get("authoredDate"),
+        }
+        for c in dig(node, ("commits", "nodes")) or []
+        if c
+    ]
+    approvers = [{"user": u} for u in dig(node, ("approvedBy", "nodes")) or [] if u]
+    notes = [
+        {
+            "created_at": n.get("createdAt"),
+            "system": n.get("system"),
+            "body": n.get("body"),
+            "author": n.get("author") or {},
+        }
+        for n in dig(node, ("notes", "nodes")) or []
+        if n
+    ]
+    return {"commits": commits, "approvals": {"approved_by": approvers}, "notes": notes}
+
+
+def complete_merge_request(client: gitlab.GraphQL, path: str, node: Payload) -> Payload:
+    """`node` with every page of its commits and notes (a request for each further page)."""
+    for field, cursor in (("commits", "commitsAfter"), ("notes", "notesAfter")):
+        listed = node.get(field) or {}
+        info = listed.get("pageInfo") or {}
+        while info.get("hasNextPage"):
+            variables = {"path": path, "iid": node.get("iid"), cursor: info.get("endCursor")}
+            data = execute(client, MERGE_REQUEST_MORE, variables)
+            more = dig(data, ("project", "mergeRequest", field)) or {}
+            listed["nodes"] = [*(listed.get("nodes") or []), *(more.get("nodes") or [])]
+            info = listed["pageInfo"] = more.get("pageInfo") or {}
+        node[field] = listed
+    return node
 
 
 def suite_payload(node: Payload) -> Payload:

@@ -91,7 +91,11 @@ class GitLabStream:
     - `graphql_query` / `graphql_connection`: the GraphQL query listing the stream's items with
       their details in one request a page, and the path of its connection in the answer (None:
       REST only). A GraphQL item is the REST item the converter makes of the node, carrying the
-      node (`_graphql`), whose verbatim copy is the raw payload (`{"graphql": node}`).
+      node (`_graphql`), whose verbatim copy is the raw payload (`{"graphql": node}`);
+    - `change_field`: for a stream listed whole (no cursor), the project field whose value is
+      kept as the stream's cursor: while it has not moved, the stream is not listed at all;
+    - `graphql_details`: the GraphQL query reading the per-item details of a page of REST-listed
+      items in one request (`details_batch`; raw payload `{"item": item, "graphql": node}`).
     """
 
     name: ClassVar[str]
@@ -104,6 +108,8 @@ class GitLabStream:
     key_field: ClassVar[str | None] = None
     graphql_query: ClassVar[str | None] = None
     graphql_connection: ClassVar[tuple[str, ...]] = ()
+    graphql_details: ClassVar[str | None] = None
+    change_field: ClassVar[str | None] = None
 
     def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
         """The listed items (their payloads), page by page, from `cursor` on when given."""
@@ -137,6 +143,13 @@ class GitLabStream:
 
     def from_graphql(self, client: Any, ctx: ProjectContext, node: Payload) -> Payload:
         """The REST item a GraphQL node stands for (completing the node's nested pages)."""
+        raise NotImplementedError
+
+    def details_batch(
+        self, client: Any, ctx: ProjectContext, items: list[Payload]
+    ) -> dict[str, Payload]:
+        """item id -> raw payload, for a page of listed items, through `graphql_details`; an
+        item left out is gone since it was listed. Raises `gql.Unavailable` like `graphql_items`."""
         raise NotImplementedError
 
     def item_id(self, item: Payload) -> str:
@@ -194,9 +207,13 @@ class Commits(GitLabStream):
 
 
 class Branches(GitLabStream):
+    """Every branch, listed whole (GitLab has no filter on them), and only when the project's
+    `last_activity_at` moved since the last listing: a push, a new or a deleted branch moves it."""
+
     name = "branches"
     manager = "branches"
     key_field = "name"
+    change_field = "last_activity_at"
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         return {Branch: [norm.normalize_branch(payload, ctx.repo_id)]}
@@ -210,6 +227,27 @@ class MergeRequests(GitLabStream):
     cursor_field = "updated_at"
     version_field = "updated_at"
     version_table = MergeRequest.__table__
+    graphql_details = gql.MERGE_REQUESTS
+
+    def details_batch(
+        self, client: Any, ctx: ProjectContext, items: list[Payload]
+    ) -> dict[str, Payload]:
+        path = str(ctx.project.get("path_with_namespace"))
+        iids = [str(item["iid"]) for item in items if _is_id(item.get("iid"))]
+        nodes: dict[str, Payload] = {}
+        if iids:
+            variables = {"path": path, "iids": iids}
+            connection = ("project", "mergeRequests")
+            for page in gql.pages(client, gql.MERGE_REQUESTS, variables, connection, len(iids)):
+                for node in page:
+                    nodes[str(node.get("iid"))] = gql.complete_merge_request(client, path, node)
+        found: dict[str, Payload] = {}
+        for item in items:
+            if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects it
+                found[self.item_id(item)] = self.details(None, item, ctx)
+            elif str(item["iid"]) in nodes:
+                found[self.item_id(item)] = {"item": item, "graphql": nodes[str(item["iid"])]}
+        return found
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects the item
@@ -233,6 +271,8 @@ class MergeRequests(GitLabStream):
         }
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        if "graphql" in payload:
+            payload = {"item": payload["item"], **gql.merge_request_details(payload["graphql"])}
         row, commits = norm.normalize_merge_request(
             payload["item"],
             ctx.repo_id,

@@ -167,12 +167,61 @@ class GitLabGraphQL:
             return {
                 "path": index.service.path.rsplit("/", 1)[-1],
                 "pipelines": lambda info, **args: self._pipelines(index, base, args),
+                "mergeRequests": lambda info, **args: self._merge_requests(index, base, args),
+                "mergeRequest": lambda info, iid: self._one_merge_request(index, base, iid),
                 "pipeline": lambda info, iid=None, sha=None: self._one_pipeline(
                     index, base, iid, sha
                 ),
             }
 
         return resolve
+
+    def _visible_merge_requests(self, index: ProjectIndex) -> list[Any]:
+        return [mr for mr in index.service.merge_requests if mr.created_at <= self.sim.at]
+
+    def _merge_requests(self, index: ProjectIndex, base: str, args: dict[str, Any]) -> Node:
+        rows = [
+            (render.mr_state(mr, self.sim.at)[1], mr) for mr in self._visible_merge_requests(index)
+        ]
+        if args.get("iids") is not None:
+            wanted = set(args["iids"])
+            rows = [r for r in rows if str(r[1].iid) in wanted]
+        if args.get("updatedAfter"):
+            rows = [r for r in rows if r[0] >= _time(args["updatedAfter"], "updatedAfter")]
+        if args.get("updatedBefore"):
+            rows = [r for r in rows if r[0] <= _time(args["updatedBefore"], "updatedBefore")]
+        rows.sort(key=lambda r: (r[1].created_at, r[1].id), reverse=True)  # created_desc
+        return connection(
+            [mr for _, mr in rows], lambda mr: self._merge_request(index, mr, base), args
+        )
+
+    def _one_merge_request(self, index: ProjectIndex, base: str, iid: str) -> Node | None:
+        found = [mr for mr in self._visible_merge_requests(index) if str(mr.iid) == str(iid)]
+        return self._merge_request(index, found[0], base) if found else None
+
+    def _merge_request(self, index: ProjectIndex, mr: Any, base: str) -> Node:
+        s, at = index.service, self.sim.at
+        body = self.sim._patched("merge_request", mr.id, render.merge_request(s, mr, base, at))
+        shas = [sha for sha in reversed(mr.commits) if s.commits[sha].committed_at <= at]
+        approved = render.approvals(s, mr, base, at)["approved_by"]
+        notes = sorted(
+            (n for n in mr.notes if n.created_at <= at), key=lambda n: (n.created_at, n.id)
+        )
+        return {
+            "id": gid("MergeRequest", body.get("id")),
+            "iid": None if body.get("iid") is None else str(body["iid"]),
+            "createdAt": body.get("created_at"),
+            "updatedAt": body.get("updated_at"),
+            "commits": lambda info, **args: connection(
+                shas, lambda sha: _commit(render.mr_commit(s, s.commits[sha], base)), args
+            ),
+            "approvedBy": lambda info, **args: connection(
+                approved, lambda a: _user(a["user"]), args
+            ),
+            "notes": lambda info, **args: connection(
+                notes, lambda n: _note(render.note(s, mr, n, base)), args
+            ),
+        }
 
     def _visible_pipelines(self, index: ProjectIndex) -> list[tuple[datetime, Any]]:
         return [
@@ -278,6 +327,40 @@ class GitLabGraphQL:
             },
             "testSuites": lambda info, **args: connection(suites, lambda t: t, args),
         }
+
+
+def _user(body: dict[str, Any]) -> Node:
+    return {
+        "username": body.get("username"),
+        "webUrl": body.get("web_url"),
+        "webPath": "/" + str(body.get("username")),
+    }
+
+
+def _commit(body: dict[str, Any]) -> Node:
+    return {
+        "id": gid("Commit", body.get("id")),
+        "sha": body.get("id"),
+        "shortId": body.get("short_id"),
+        "title": body.get("title"),
+        "message": body.get("message"),
+        "authorName": body.get("author_name"),
+        "authorEmail": body.get("author_email"),
+        "authoredDate": body.get("authored_date"),
+        "webUrl": body.get("web_url"),
+        "webPath": "/" + str(body.get("web_url") or "").split("//", 1)[-1].partition("/")[2],
+    }
+
+
+def _note(body: dict[str, Any]) -> Node:
+    return {
+        "id": gid("Note", body.get("id")),
+        "body": body.get("body"),
+        "system": body.get("system"),
+        "createdAt": body.get("created_at"),
+        "updatedAt": body.get("updated_at"),
+        "author": _user(body.get("author") or {}),
+    }
 
 
 def _time(value: str, name: str) -> datetime:
