@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import gitlab
+import httpx
 import requests
 from gitlab.exceptions import GitlabError
 
+from collectors import gitlab_graphql as gql
 from collectors import gitlab_normalize as norm
 from collectors import gitlab_streams as streams
 from collectors.frame import Collector, SyncOptions
-from collectors.http import PolicySession, RequestCounter
+from collectors.http import PolicySession, PolicyTransport, RequestCounter
 from collectors.payload import partitioned
 from collectors.refs import EnvironmentRef, Refs, ServiceRef
 from collectors.sync import RESUMES, Batch, SyncRun
@@ -62,7 +66,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
 
     kind = "gitlab"
     unit = "projects"
-    listing_errors = (GitlabError, requests.RequestException)
+    listing_errors = (GitlabError, requests.RequestException, httpx.HTTPError)
     # the grain of a lease is the project: its streams share the project's context and one
     # worker's client, so one claim covers them all (row `project`, partition = project id)
     mark_leases = True
@@ -70,6 +74,10 @@ class GitLabCollector(Collector[streams.ProjectContext]):
     def __init__(self, source: GitLabSource, options: SyncOptions) -> None:
         super().__init__(source, options)
         self.refs = Refs.from_settings(self.settings)
+        # GraphQL: None until the first GraphQL page answers (True) or shows it unusable (False)
+        self.graphql_ok: bool | None = None if source.graphql else False
+        self._graphql_clients: list[httpx.Client] = []
+        self._graphql_lock = threading.Lock()
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -78,6 +86,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         session = PolicySession(self.limiter, counter, self.settings.sync.timeout_s, self.retry)
         token = os.environ.get(self.source.token_env) if self.source.token_env else None
         self._local.session = session
+        self._local.graphql = self._make_graphql(counter, token)
         return PolicyGitlab(
             self.source.url,
             private_token=token,
@@ -87,10 +96,46 @@ class GitLabCollector(Collector[streams.ProjectContext]):
             per_page=self.source.per_page,
         )
 
+    def _make_graphql(self, counter: RequestCounter, token: str | None) -> gitlab.GraphQL:
+        """python-gitlab's GraphQL client on an httpx client under the same policy and counter
+        as the REST session (python-gitlab's own retries off: the transport retries)."""
+        transport = PolicyTransport(
+            self.limiter, counter, self.retry, httpx.HTTPTransport(verify=self.source.ssl_verify)
+        )
+        headers = {"User-Agent": "cdmetrics"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        http = httpx.Client(
+            transport=transport, headers=headers, timeout=self.settings.sync.timeout_s
+        )
+        with self._graphql_lock:
+            self._graphql_clients.append(http)
+        parts = urlsplit(self.source.url)  # user info in the URL is not GraphQL's credentials
+        return gitlab.GraphQL(
+            parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl(),
+            token=token,
+            client=http,
+            max_retries=0,
+            obey_rate_limit=False,
+            retry_transient_errors=False,
+        )
+
     def client(self) -> gitlab.Gitlab:
         """This thread's python-gitlab client."""
         client: gitlab.Gitlab = super().client()
         return client
+
+    def graphql(self) -> gitlab.GraphQL:
+        """This thread's GraphQL client."""
+        self.client()
+        graphql: gitlab.GraphQL = self._local.graphql
+        return graphql
+
+    def close(self) -> None:
+        with self._graphql_lock:
+            clients, self._graphql_clients = self._graphql_clients, []
+        for http in clients:
+            http.close()
 
     def _where(self) -> str:
         session = getattr(self._local, "session", None)
@@ -201,7 +246,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
             str(ctx.project_id),
             f"project {path}",
             work,
-            known=(GitlabError, requests.RequestException),
+            known=(GitlabError, requests.RequestException, httpx.HTTPError),
             describe=lambda exc: self._error(ctx, stream, exc),
         )
 
@@ -250,6 +295,11 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         with self.engine.connect() as conn:
             state = None if self.full else get_state(conn, run.source_id, stream.name, partition)
             known = {} if self.full else stream.known_versions(conn, ctx)
+        mark = str(ctx.project.get(stream.change_field) or "") if stream.change_field else ""
+        if mark and state and state.cursor == mark:  # nothing moved since the last listing
+            run.write(stream.name, Batch(), after=run.save_cursor(stream.name, partition, mark, 0))
+            run.count(stream.name, partitions=1, requests=0)
+            return
         since = None
         if stream.cursor_param and state and state.cursor:
             since = (datetime.fromisoformat(state.cursor) - self.settings.sync.overlap).isoformat()
@@ -258,7 +308,15 @@ class GitLabCollector(Collector[streams.ProjectContext]):
             since = self.options.since(run.started_at).isoformat()
         newest: datetime | None = None
         batch = Batch()
-        for item in stream.items(project, since, self.source.per_page):
+        pending: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            payloads = self._details_batch(stream, ctx, pending)
+            for item in pending:
+                self._collect(stream, project, ctx, item, batch, payloads)
+            pending.clear()
+
+        for item in self._items(stream, project, ctx, since):
             if stream.cursor_field and item.get(stream.cursor_field):
                 try:
                     moment = norm.parse_time(item[stream.cursor_field], stream.cursor_field)
@@ -267,18 +325,64 @@ class GitLabCollector(Collector[streams.ProjectContext]):
                     pass
             if stream.unchanged(item, known, ctx):
                 continue
-            self._collect(stream, project, ctx, item, batch)
+            if stream.graphql_details and self.graphql_ok is not False:
+                pending.append(item)  # their details in one GraphQL request a page
+                if len(pending) >= self.source.per_page:
+                    flush()
+            else:
+                self._collect(stream, project, ctx, item, batch)
             if len(batch.raws) >= BATCH_ITEMS:
                 run.write(stream.name, batch)
                 batch = Batch()
+        flush()
         # saved only now, after every promised item was listed (a short page raised `ShortPage`):
         # a failed listing keeps the old cursor, so newest-first commits cannot be skipped
-        cursor = min(newest, run.started_at).isoformat() if newest else None
+        cursor = min(newest, run.started_at).isoformat() if newest else (mark or None)
         requests_made = counter.value - before
         run.write(
             stream.name, batch, after=run.save_cursor(stream.name, partition, cursor, requests_made)
         )
         run.count(stream.name, partitions=1, requests=requests_made)
+
+    def _items(
+        self,
+        stream: streams.GitLabStream,
+        project: Any,
+        ctx: streams.ProjectContext,
+        since: str | None,
+    ) -> Iterator[dict[str, Any]]:
+        """The stream's items: through GraphQL when the stream declares a query and the source
+        answers GraphQL (found out on the first GraphQL page of the sync), else REST."""
+        if stream.graphql_query and self.graphql_ok is not False:
+            try:
+                yield from stream.graphql_items(self.graphql(), ctx, since, self.source.per_page)
+                self.graphql_ok = True
+                return
+            except gql.Unavailable as exc:
+                if self.graphql_ok is not True:  # a source that answered before stays on it
+                    log.info("%s: REST instead of GraphQL: %s", self.source.name, exc)
+                    self.graphql_ok = False
+                else:
+                    raise
+        yield from stream.items(project, since, self.source.per_page)
+
+    def _details_batch(
+        self, stream: streams.GitLabStream, ctx: streams.ProjectContext, items: list[Any]
+    ) -> dict[str, Any] | None:
+        """The GraphQL details of a page of items (None: the source has no usable GraphQL, the
+        items' details come from REST, one item at a time)."""
+        if not items or self.graphql_ok is False:
+            return None
+        try:
+            payloads = stream.details_batch(self.graphql(), ctx, items)
+        except gql.Unavailable as exc:
+            if self.graphql_ok is True:
+                raise
+            log.info("%s: REST instead of GraphQL: %s", self.source.name, exc)
+            self.graphql_ok = False
+            return None
+        self.graphql_ok = True
+        return payloads
 
     def _collect(
         self,
@@ -287,15 +391,21 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         ctx: streams.ProjectContext,
         item: dict[str, Any],
         batch: Batch,
+        payloads: dict[str, Any] | None = None,
     ) -> None:
         item_id = stream.item_id(item)
         try:
-            payload = stream.details(project, item, ctx)
+            payload = (
+                stream.details(project, item, ctx) if payloads is None else payloads.get(item_id)
+            )
         except gitlab.exceptions.GitlabGetError as exc:
             if exc.response_code == 404:  # deleted between the listing and the detail call
-                log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
-                return
-            raise
+                payload = None
+            else:
+                raise
+        if payload is None:  # deleted between the listing and the detail call
+            log.info("%s: %s %s is gone", self.source.name, stream.name, item_id)
+            return
         key = partitioned(str(ctx.project_id), item_id)
         try:
             rows = stream.normalize(payload, ctx)

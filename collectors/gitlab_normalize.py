@@ -114,17 +114,17 @@ def normalize_mr_commits(commits: Sequence[Payload], repo_id: int) -> list[Row]:
     first of them). A commit also listed by the commits stream gets its parents and stats there."""
     rows = []
     for c in _listed(commits, "commits"):
-        rows.append(
-            {
-                "repo_id": repo_id,
-                "sha": c.required("id"),
-                "author_name": c.string("author_name"),
-                "author_email": c.string("author_email"),
-                "authored_at": c.time("authored_date"),
-                "committed_at": c.time("committed_date"),
-                "title": c.string("title"),
-            }
-        )
+        row = {
+            "repo_id": repo_id,
+            "sha": c.required("id"),
+            "author_name": c.string("author_name"),
+            "author_email": c.string("author_email"),
+            "authored_at": c.time("authored_date"),
+            "title": c.string("title"),
+        }
+        if c.has("committed_date"):  # GraphQL's merge request commits have none
+            row["committed_at"] = c.time("committed_date")
+        rows.append(row)
     return rows
 
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, FromClause, select
 
+from collectors import gitlab_graphql as gql
 from collectors import gitlab_normalize as norm
 from collectors.payload import partitioned
 from config.settings import SCHEMA_JOBS, TAG_REVISION_PATTERN
@@ -59,6 +60,14 @@ class ProjectContext:
     def project_id(self) -> int:
         return int(self.project["id"])
 
+    @property
+    def instance_url(self) -> str:
+        """The instance's web address (the project's web_url less its path): GraphQL's paths
+        are relative to it."""
+        web_url = str(self.project.get("web_url") or "")
+        path = str(self.project.get("path_with_namespace") or "")
+        return web_url[: -len(path) - 1] if path and web_url.endswith("/" + path) else web_url
+
 
 def attrs(obj: Any) -> Payload:
     """The payload of a python-gitlab object (or a dict as it is)."""
@@ -78,7 +87,15 @@ class GitLabStream:
     - `version_field` / `version_table`: the item field whose unchanged value skips the per-item
       calls, and the warehouse table whose column of that name holds it (read by `external_id`,
       for the project's repo and, where the table has one, the source);
-    - `key_field`: the item field naming an item (None: its `id`, else `iid`, else `name`).
+    - `key_field`: the item field naming an item (None: its `id`, else `iid`, else `name`);
+    - `graphql_query` / `graphql_connection`: the GraphQL query listing the stream's items with
+      their details in one request a page, and the path of its connection in the answer (None:
+      REST only). A GraphQL item is the REST item the converter makes of the node, carrying the
+      node (`_graphql`), whose verbatim copy is the raw payload (`{"graphql": node}`);
+    - `change_field`: for a stream listed whole (no cursor), the project field whose value is
+      kept as the stream's cursor: while it has not moved, the stream is not listed at all;
+    - `graphql_details`: the GraphQL query reading the per-item details of a page of REST-listed
+      items in one request (`details_batch`; raw payload `{"item": item, "graphql": node}`).
     """
 
     name: ClassVar[str]
@@ -89,6 +106,10 @@ class GitLabStream:
     version_field: ClassVar[str | None] = None
     version_table: ClassVar[FromClause | None] = None
     key_field: ClassVar[str | None] = None
+    graphql_query: ClassVar[str | None] = None
+    graphql_connection: ClassVar[tuple[str, ...]] = ()
+    graphql_details: ClassVar[str | None] = None
+    change_field: ClassVar[str | None] = None
 
     def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
         """The listed items (their payloads), page by page, from `cursor` on when given."""
@@ -104,6 +125,32 @@ class GitLabStream:
     def expand(self, obj: Any) -> Iterator[Payload]:
         """The items one listed object stands for: itself (a leaf may yield several)."""
         yield attrs(obj)
+
+    def graphql_items(
+        self, client: Any, ctx: ProjectContext, cursor: str | None, per_page: int
+    ) -> Iterator[Payload]:
+        """The items listed through GraphQL, page by page, updated from `cursor` on when given;
+        raises `gql.Unavailable` before the first page when the instance has no usable GraphQL."""
+        assert self.graphql_query is not None
+        variables: dict[str, Any] = {"path": ctx.project.get("path_with_namespace")}
+        if self.cursor_param and cursor:
+            variables["updatedAfter"] = cursor
+        for nodes in gql.pages(
+            client, self.graphql_query, variables, self.graphql_connection, per_page
+        ):
+            for node in nodes:
+                yield {**self.from_graphql(client, ctx, node), "_graphql": node}
+
+    def from_graphql(self, client: Any, ctx: ProjectContext, node: Payload) -> Payload:
+        """The REST item a GraphQL node stands for (completing the node's nested pages)."""
+        raise NotImplementedError
+
+    def details_batch(
+        self, client: Any, ctx: ProjectContext, items: list[Payload]
+    ) -> dict[str, Payload]:
+        """item id -> raw payload, for a page of listed items, through `graphql_details`; an
+        item left out is gone since it was listed. Raises `gql.Unavailable` like `graphql_items`."""
+        raise NotImplementedError
 
     def item_id(self, item: Payload) -> str:
         if self.key_field:
@@ -160,9 +207,13 @@ class Commits(GitLabStream):
 
 
 class Branches(GitLabStream):
+    """Every branch, listed whole (GitLab has no filter on them), and only when the project's
+    `last_activity_at` moved since the last listing: a push, a new or a deleted branch moves it."""
+
     name = "branches"
     manager = "branches"
     key_field = "name"
+    change_field = "last_activity_at"
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         return {Branch: [norm.normalize_branch(payload, ctx.repo_id)]}
@@ -176,6 +227,27 @@ class MergeRequests(GitLabStream):
     cursor_field = "updated_at"
     version_field = "updated_at"
     version_table = MergeRequest.__table__
+    graphql_details = gql.MERGE_REQUESTS
+
+    def details_batch(
+        self, client: Any, ctx: ProjectContext, items: list[Payload]
+    ) -> dict[str, Payload]:
+        path = str(ctx.project.get("path_with_namespace"))
+        iids = [str(item["iid"]) for item in items if _is_id(item.get("iid"))]
+        nodes: dict[str, Payload] = {}
+        if iids:
+            variables = {"path": path, "iids": iids}
+            connection = ("project", "mergeRequests")
+            for page in gql.pages(client, gql.MERGE_REQUESTS, variables, connection, len(iids)):
+                for node in page:
+                    nodes[str(node.get("iid"))] = gql.complete_merge_request(client, path, node)
+        found: dict[str, Payload] = {}
+        for item in items:
+            if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects it
+                found[self.item_id(item)] = self.details(None, item, ctx)
+            elif str(item["iid"]) in nodes:
+                found[self.item_id(item)] = {"item": item, "graphql": nodes[str(item["iid"])]}
+        return found
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects the item
@@ -199,6 +271,8 @@ class MergeRequests(GitLabStream):
         }
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        if "graphql" in payload:
+            payload = {"item": payload["item"], **gql.merge_request_details(payload["graphql"])}
         row, commits = norm.normalize_merge_request(
             payload["item"],
             ctx.repo_id,
@@ -222,7 +296,23 @@ class Pipelines(GitLabStream):
     version_field = "updated_at"
     version_table = Pipeline.__table__
 
+    graphql_query = gql.PIPELINES
+    graphql_connection = ("project", "pipelines")
+
+    def from_graphql(self, client: Any, ctx: ProjectContext, node: Payload) -> Payload:
+        jobs = node.get("jobs") or {}
+        info = jobs.get("pageInfo") or {}
+        while info.get("hasNextPage"):  # over 100 jobs: the rest, a page a request
+            variables = {"path": ctx.project.get("path_with_namespace"), "iid": node.get("iid")}
+            data = gql.execute(client, gql.PIPELINE_JOBS, {**variables, "after": info["endCursor"]})
+            more = gql.dig(data, ("project", "pipeline", "jobs")) or {}
+            jobs["nodes"] = [*(jobs.get("nodes") or []), *(more.get("nodes") or [])]
+            info = jobs["pageInfo"] = more.get("pageInfo") or {}
+        return dict(gql.pipeline_payload(node, ctx.instance_url)["item"])
+
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        if "_graphql" in item:  # the node has it all
+            return {"graphql": item["_graphql"]}
         if not _is_id(item.get("id")):  # a GET of /pipelines/None would read as "deleted since"
             return {"item": item, "jobs": [], "test_report_summary": None}
         pipeline = project.pipelines.get(item["id"])
@@ -237,6 +327,8 @@ class Pipelines(GitLabStream):
         return {"item": detail, "jobs": jobs, "test_report_summary": summary}
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
+        if "graphql" in payload:
+            payload = gql.pipeline_payload(payload["graphql"], ctx.instance_url)
         pipeline = norm.normalize_pipeline(payload["item"], ctx.source_id, ctx.repo_id)
         rows: Rows = {
             Pipeline: [pipeline],

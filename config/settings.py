@@ -194,6 +194,10 @@ class GitLabSource(SourceSettings):
     """Page size of list requests (GitLab allows at most 100)."""
     ssl_verify: bool = True
     """Verify the server's TLS certificate."""
+    graphql: bool = True
+    """Read pipelines and merge requests' commits, approvals and notes through GitLab's GraphQL API
+    when the instance offers it (GitLab 16.3 or later; REST otherwise, detected once per sync);
+    false: REST only."""
 
 
 class JenkinsSource(SourceSettings):

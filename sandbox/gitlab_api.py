@@ -1,4 +1,5 @@
-"""A GitLab REST v4 simulator serving a generated organisation over real HTTP.
+"""A GitLab REST v4 simulator serving a generated organisation over real HTTP (with GitLab's
+GraphQL endpoint beside it: `sandbox.gitlab_graphql`).
 
 Real pagination (offset with Link/X-* headers, keyset for project listings), `updated_after`
 filtering with GitLab's on-or-after semantics, tokens checked, and faults, rate limits and
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox import gitlab_payloads as render
+from sandbox.gitlab_graphql import GitLabGraphQL
 from sandbox.image_repos import ImageRepo, repositories
 from sandbox.model import Deployment, Incident, MergeRequest, Organisation, Pipeline, Service
 from sandbox.server import HTTPError, Request, Response, Router, paginate_keyset, paginate_offset
@@ -67,6 +69,7 @@ class GitLabSimulator:
         self.by_path = {s.path: s.project_id for s in org.services}
         self.corruptions: dict[tuple[str, int | str], tuple[str, Any]] = {}
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self.graphql = GitLabGraphQL(self)  # POST /api/graphql; `graphql.enabled = False`: 404
         self.router = Router()
         self._routes()
 
@@ -151,6 +154,7 @@ class GitLabSimulator:
     def _routes(self) -> None:
         r = self.router
         r.add("/api/v4/version", lambda req: {"version": "17.5.0", "revision": "sandbox"})
+        r.add("/api/graphql", self.graphql.answer, methods=("POST",))
         r.add("/api/v4/groups/{id}/projects", self.group_projects)
         r.add("/api/v4/projects/{id}", self.project)
         p = "/api/v4/projects/{id}"

@@ -215,6 +215,8 @@ def test_a_short_page_fails_its_stream_and_a_resume_recovers_it(
         engines.append(make_engine(f"sqlite:///{tmp_path / name}"))
         upgrade(engines[-1])
     reference, engine = engines
+    # REST's per-item detail calls are the fallback of an instance without GraphQL
+    tiny.gitlab.graphql.enabled = "/pipelines/" not in path and "/notes" not in path
     assert sync(tiny, reference, per_page=3).ok
     rule = tiny.gitlab_app.faults.add(FaultRule(path=path, kind="short", after=after, times=1))
     broken = sync(tiny, engine, per_page=3)

@@ -110,6 +110,62 @@ def minimum_requests(engine: Engine, projects: int) -> dict[str, int]:
     }
 
 
+def devlake_requests(engine: Engine) -> int:
+    """The requests Apache DevLake's GitLab collector pattern needs for the same data, per project:
+    the merge request list, each merge request's commits and notes, the pipeline list and each
+    pipeline's detail, and the project's job list (100 a page)."""
+    with engine.connect() as conn:
+
+        def per_repo(model, column):  # type: ignore[no-untyped-def]
+            return dict(
+                conn.execute(select(column, func.count()).select_from(model).group_by(column)).all()
+            )
+
+        mrs = per_repo(MergeRequest, MergeRequest.repo_id)
+        pipelines = per_repo(Pipeline, Pipeline.repo_id)
+        jobs = dict(
+            conn.execute(
+                select(Pipeline.repo_id, func.count())
+                .select_from(Job)
+                .join(Pipeline, Pipeline.external_id == Job.pipeline_external_id)
+                .group_by(Pipeline.repo_id)
+            ).all()
+        )
+    repos = set(mrs) | set(pipelines)
+    return sum(
+        pages(mrs.get(r, 0))
+        + 2 * mrs.get(r, 0)
+        + pages(pipelines.get(r, 0))
+        + pipelines.get(r, 0)
+        + pages(jobs.get(r, 0))
+        for r in repos
+    )
+
+
+def print_rates(summary, engine: Engine, scale: float, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    """Requests per merge request and per pipeline, the total, the projected wall time at
+    GitLab.com's 2,000 requests a minute, beside DevLake's pattern, all scaled by `scale` (the
+    whole organisation over the synced part)."""
+    with engine.connect() as conn:
+        mrs = conn.execute(select(func.count()).select_from(MergeRequest)).scalar_one()
+        pipelines = conn.execute(select(func.count()).select_from(Pipeline)).scalar_one()
+    streams = summary.streams
+    per_mr = streams["merge_requests"].requests / max(mrs, 1)
+    per_pipeline = streams["pipelines"].requests / max(pipelines, 1)
+    total = summary.requests * scale
+    devlake = devlake_requests(engine) * scale
+    print(
+        f"requests per merge request {per_mr:.3f} ({mrs:,} merge requests), per pipeline "
+        f"{per_pipeline:.3f} ({pipelines:,} pipelines)"
+    )
+    print(
+        f"whole organisation: ~{total:,.0f} requests = {total / 2000:,.0f} min at 2,000/min "
+        f"(GitLab.com's limit); DevLake's pattern ~{devlake:,.0f} requests = "
+        f"{devlake / 2000:,.0f} min; ours / DevLake's = {total / max(devlake, 1):.3f}; "
+        f"sync wall time here {seconds * scale / 60:.1f} min"
+    )
+
+
 def test_gitlab_full_sync_large(tmp_path: Path) -> None:
     step = int(os.environ.get("CDMETRICS_BENCH_SLICE", "10"))
     port = free_port()
@@ -189,6 +245,7 @@ def test_gitlab_full_sync_large(tmp_path: Path) -> None:
         )
         for what, n in minimum.items():
             print(f"  minimum {what}: {n:,}")
+        print_rates(summary, engine, len(paths) / len(chosen), seconds)
         for name, stats in sorted(summary.streams.items()):
             print(f"  stream {name:<15} requests {stats.requests:>9,}  rows {stats.rows:>10,}")
         if step > 1:
