@@ -52,6 +52,7 @@ STAGES = ("coding", "pickup", "review", "deploy", "cycle")  # of an MR's lead ti
 ROLLED = ("deployments", "changes", "merge_requests", "attempts")  # parts rolled up per day
 ROWS = ("requirements", "bugs", "incidents", "unreleased")  # parts always read as rows
 STATE = "rollup"
+SCALARS = ("scope", "stored")  # Rollup's fields that are not parts
 BATCH = 500  # ids per IN list
 
 
@@ -122,9 +123,10 @@ class Rollup:
     bugs: list[BugRow] = field(default_factory=list)
     incidents: list[IncidentRow] = field(default_factory=list)
     unreleased: list[UnreleasedRow] = field(default_factory=list)
+    stored: int = 0  # days read from the rollup tables (the rest rolled up from rows)
 
     def parts(self) -> dict[str, list[Any]]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scope"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SCALARS}
 
 
 def _us(delta: timedelta) -> int:
@@ -313,8 +315,11 @@ def load(conn: Connection, scope: Scope, rules: Any = None) -> Rollup:
             )
             found.days.extend(edge.days)
             found.pipelines.extend(edge.pipelines)
-    found.days.extend(_stored_days(conn, scope, first, after))
-    found.pipelines.extend(_stored_pipeline_days(conn, scope, first, after))
+    days = _stored_days(conn, scope, first, after)
+    pipelines = _stored_pipeline_days(conn, scope, first, after)
+    found.days.extend(days)
+    found.pipelines.extend(pipelines)
+    found.stored = len(days) + len(pipelines)
     return found
 
 
