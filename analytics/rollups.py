@@ -123,7 +123,7 @@ class Rollup:
     bugs: list[BugRow] = field(default_factory=list)
     incidents: list[IncidentRow] = field(default_factory=list)
     unreleased: list[UnreleasedRow] = field(default_factory=list)
-    stored: int = 0  # days read from the rollup tables (the rest rolled up from rows)
+    stored: int = field(default=0, init=False)  # days read from the rollup tables
 
     def parts(self) -> dict[str, list[Any]]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SCALARS}
@@ -273,11 +273,12 @@ def _whole_days(scope: Scope) -> tuple[date, date]:
     return first, after
 
 
-def load(conn: Connection, scope: Scope, rules: Any = None) -> Rollup:
+def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] = ROWS) -> Rollup:
     """The scope's days: the stored rollups for the local days wholly inside the period, the rows
     of its partial first and last day rolled up here; every day from rows when the rollups cannot
     answer the scope (a named environment, another time zone or other failure rules than the
-    last derive's, or no derive yet)."""
+    last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
+    the others empty)."""
     from analytics.derive import FailureRules
     from analytics.selects import load as load_rows
 
@@ -293,15 +294,15 @@ def load(conn: Connection, scope: Scope, rules: Any = None) -> Rollup:
         or state.rules != fingerprint(rules)
         or first >= after
     ):
-        return of_rows(load_rows(conn, scope, rules))
+        return of_rows(load_rows(conn, scope, rules, (*ROLLED, "pipelines", *rows)))
     zone = scope.zone
-    rows = load_rows(conn, scope, rules, ROWS)
+    kept = load_rows(conn, scope, rules, rows)
     found = Rollup(
         scope,
-        requirements=rows.requirements,
-        bugs=rows.bugs,
-        incidents=rows.incidents,
-        unreleased=rows.unreleased,
+        requirements=kept.requirements,
+        bugs=kept.bugs,
+        incidents=kept.incidents,
+        unreleased=kept.unreleased,
     )
     for since, until in (
         (scope.since, midnight(first, zone)),
