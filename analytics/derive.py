@@ -107,14 +107,23 @@ class CommitGraph:
     def __init__(self, conn: Connection, repo_id: int | None) -> None:
         self.conn = conn
         self.repo_id = repo_id  # None: a service without a repository (events pushed to us)
-        self.parents: dict[str, list[str]] = defaultdict(list)
-        if repo_id is None:
-            return
-        rows = conn.execute(
-            select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
-        )
-        for sha, parent in rows:
-            self.parents[sha].append(parent)
+        self._parents: dict[str, list[str]] | None = None
+
+    @property
+    def parents(self) -> dict[str, list[str]]:
+        """sha -> parent shas, read on first use: a chain that late data touched but that has
+        nothing to re-derive never reads its repository's graph."""
+        if self._parents is None:
+            self._parents = defaultdict(list)
+            if self.repo_id is not None:
+                rows = self.conn.execute(
+                    select(CommitParent.sha, CommitParent.parent_sha).where(
+                        CommitParent.repo_id == self.repo_id
+                    )
+                )
+                for sha, parent in rows:
+                    self._parents[sha].append(parent)
+        return self._parents
 
     def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
         """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
@@ -237,9 +246,9 @@ def derive(
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
-            _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary)
-            touched[service_id] = graphs[repo_id]
-            _earliest(dirty, service_id, since)
+            if _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary):
+                touched[service_id] = graphs[repo_id]
+                _earliest(dirty, service_id, since)
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         failures_before = _failures(conn)
@@ -455,8 +464,19 @@ def _derive_chain(
     graph: CommitGraph,
     since: datetime,
     summary: DeriveSummary,
-) -> None:
-    """Re-derive one chain from its first new deployment on (earlier links are kept)."""
+) -> bool:
+    """Re-derive one chain from its first new deployment on (earlier links are kept); whether
+    there was anything to re-derive."""
+    chain = and_(
+        _successful(),
+        Deployment.service_id == service_id,
+        Deployment.environment_id == environment_id,
+    )
+    if (
+        conn.execute(select(Deployment.id).where(chain, Deployment.finished_at >= since)).first()
+        is None
+    ):
+        return False  # late data newer than every deployment of the chain: nothing to redo
     rows = conn.execute(
         select(
             Deployment.id,
@@ -474,8 +494,8 @@ def _derive_chain(
     ).all()
     steps = [_Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref) for row in rows]  # type: ignore[arg-type]
     first_new = next((i for i, s in enumerate(steps) if s.finished_at >= since), None)
-    if first_new is None:  # late data newer than every deployment of the chain: nothing to redo
-        return
+    if first_new is None:  # cannot be: a deployment finished at or after `since` exists
+        return False
     redo = [s.id for s in steps[first_new:]]
     for start in range(0, len(redo), 500):
         part = redo[start : start + 500]
@@ -534,6 +554,7 @@ def _derive_chain(
     upsert(conn, DeploymentChange, change_rows)
     summary.deployments += len(chain_rows)
     summary.changes += len(change_rows)
+    return True
 
 
 def _image(step: _Step) -> str:
