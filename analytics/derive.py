@@ -46,6 +46,7 @@ from warehouse.schema import (
     ObservedWorkload,
     Pipeline,
     Service,
+    TestRun,
 )
 from warehouse.statistics import analyze
 from warehouse.upsert import upsert
@@ -83,6 +84,7 @@ class DeriveSummary:
     changes: int = 0
     failures: int = 0
     work_item_links: int = 0  # work item <-> change links found in titles and branches
+    rollup_days: int = 0  # (service, environment, day) and (repo, branch flag, day) rows written
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
@@ -105,14 +107,23 @@ class CommitGraph:
     def __init__(self, conn: Connection, repo_id: int | None) -> None:
         self.conn = conn
         self.repo_id = repo_id  # None: a service without a repository (events pushed to us)
-        self.parents: dict[str, list[str]] = defaultdict(list)
-        if repo_id is None:
-            return
-        rows = conn.execute(
-            select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
-        )
-        for sha, parent in rows:
-            self.parents[sha].append(parent)
+        self._parents: dict[str, list[str]] | None = None
+
+    @property
+    def parents(self) -> dict[str, list[str]]:
+        """sha -> parent shas, read on first use: a chain that late data touched but that has
+        nothing to re-derive never reads its repository's graph."""
+        if self._parents is None:
+            self._parents = defaultdict(list)
+            if self.repo_id is not None:
+                rows = self.conn.execute(
+                    select(CommitParent.sha, CommitParent.parent_sha).where(
+                        CommitParent.repo_id == self.repo_id
+                    )
+                )
+                for sha, parent in rows:
+                    self._parents[sha].append(parent)
+        return self._parents
 
     def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
         """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
@@ -197,6 +208,7 @@ DERIVE_READS = tuple(
         ObservedWorkload,
         Pipeline,
         Service,
+        TestRun,
     )
 )
 
@@ -207,9 +219,13 @@ def derive(
     full: bool = False,
     tag_revision_pattern: str = TAG_REVISION_PATTERN,
     image_repositories: Configured | None = None,
+    timezone: str = "UTC",
 ) -> DeriveSummary:
     """Bring the derived tables up to date (everything when `full`; `image_repositories`: service
-    name -> its configured image repositories); returns what it did."""
+    name -> its configured image repositories), then the rollups of the days new data touched, in
+    `timezone` (`[sync] timezone`); returns what it did."""
+    from analytics import rollups  # reads rows through analytics.selects, which imports derive
+
     rules = rules or FailureRules()
     summary = DeriveSummary()
     start = time.perf_counter()
@@ -224,17 +240,30 @@ def derive(
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
         touched: dict[int, CommitGraph] = {}
+        dirty: dict[int, datetime] = {}  # service -> earliest moment whose day to roll up again
         late = late_chains(conn, changed_after)
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
-            _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary)
-            touched[service_id] = graphs[repo_id]
+            if _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary):
+                touched[service_id] = graphs[repo_id]
+                _earliest(dirty, service_id, since)
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
+        failures_before = _failures(conn)
         summary.failures = derive_failures(conn, rules)
         summary.work_item_links = derive_work_item_links(conn, changed_after)
+        if full or changed_after is None:
+            summary.rollup_days = rollups.refresh(conn, timezone, rules, None, None)
+        else:
+            for service_id, moment in _failures_changed(conn, failures_before):
+                _earliest(dirty, service_id, moment)
+            for service_id, moment in _attempts_changed(conn, changed_after):
+                _earliest(dirty, service_id, moment)
+            summary.rollup_days = rollups.refresh(
+                conn, timezone, rules, dirty, _pipelines_changed(conn, changed_after)
+            )
         upsert(
             conn,
             DeriveState,
@@ -243,6 +272,85 @@ def derive(
     summary.seconds = time.perf_counter() - start
     log.info("derive: %s", summary.as_json())
     return summary
+
+
+def _earliest(moments: dict[int, datetime], key: int, moment: datetime) -> None:
+    moments[key] = min(moment, moments.get(key, moment))
+
+
+def _failures(conn: Connection) -> dict[int, tuple[Any, ...]]:
+    """change_failure as deployment -> (reasons, recovery), to see what a derive changed."""
+    return {
+        row[0]: tuple(row[1:])
+        for row in conn.execute(
+            select(
+                ChangeFailure.deployment_id,
+                ChangeFailure.incident,
+                ChangeFailure.rollback,
+                ChangeFailure.hotfix,
+                ChangeFailure.recovered_at,
+            )
+        )
+    }
+
+
+def _failures_changed(
+    conn: Connection, before: dict[int, tuple[Any, ...]]
+) -> list[tuple[int, datetime]]:
+    """(service, finish) of the deployments whose change failure this derive added, removed or
+    changed: their days (and the rework of the days after them) are rolled up again."""
+    after = _failures(conn)
+    ids = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    found: list[tuple[int, datetime]] = []
+    for start in range(0, len(ids), 500):
+        found.extend(
+            conn.execute(
+                select(Deployment.service_id, Deployment.finished_at).where(
+                    Deployment.id.in_(ids[start : start + 500]),
+                    Deployment.service_id.is_not(None),
+                    Deployment.finished_at.is_not(None),
+                )
+            )  # type: ignore[arg-type]
+        )
+    return found
+
+
+def _attempts_changed(conn: Connection, after: datetime) -> list[tuple[int, datetime]]:
+    """(service, earliest finish) of deployments written since the last derive (attempts)."""
+    return conn.execute(  # type: ignore[return-value]
+        select(Deployment.service_id, func.min(Deployment.finished_at))
+        .where(
+            Deployment.changed_at >= after,
+            Deployment.service_id.is_not(None),
+            Deployment.finished_at.is_not(None),
+        )
+        .group_by(Deployment.service_id)
+    ).all()
+
+
+def _pipelines_changed(conn: Connection, after: datetime) -> dict[int, datetime]:
+    """repo -> earliest finish of the pipelines written since the last derive, or whose tests
+    were."""
+    repos: dict[int, datetime] = {}
+    finished = and_(Pipeline.repo_id.is_not(None), Pipeline.finished_at.is_not(None))
+    for query in (
+        select(Pipeline.repo_id, func.min(Pipeline.finished_at))
+        .where(Pipeline.changed_at >= after, finished)
+        .group_by(Pipeline.repo_id),
+        select(Pipeline.repo_id, func.min(Pipeline.finished_at))
+        .join(
+            TestRun,
+            and_(
+                Pipeline.source_id == TestRun.source_id,
+                Pipeline.external_id == TestRun.pipeline_external_id,
+            ),
+        )
+        .where(TestRun.changed_at >= after, finished)
+        .group_by(Pipeline.repo_id),
+    ):
+        for repo_id, moment in conn.execute(query):
+            _earliest(repos, repo_id, moment)  # type: ignore[arg-type]  # non-null by `finished`
+    return repos
 
 
 def _successful() -> Any:
@@ -356,8 +464,19 @@ def _derive_chain(
     graph: CommitGraph,
     since: datetime,
     summary: DeriveSummary,
-) -> None:
-    """Re-derive one chain from its first new deployment on (earlier links are kept)."""
+) -> bool:
+    """Re-derive one chain from its first new deployment on (earlier links are kept); whether
+    there was anything to re-derive."""
+    chain = and_(
+        _successful(),
+        Deployment.service_id == service_id,
+        Deployment.environment_id == environment_id,
+    )
+    if (
+        conn.execute(select(Deployment.id).where(chain, Deployment.finished_at >= since)).first()
+        is None
+    ):
+        return False  # late data newer than every deployment of the chain: nothing to redo
     rows = conn.execute(
         select(
             Deployment.id,
@@ -375,8 +494,8 @@ def _derive_chain(
     ).all()
     steps = [_Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref) for row in rows]  # type: ignore[arg-type]
     first_new = next((i for i, s in enumerate(steps) if s.finished_at >= since), None)
-    if first_new is None:  # late data newer than every deployment of the chain: nothing to redo
-        return
+    if first_new is None:  # cannot be: a deployment finished at or after `since` exists
+        return False
     redo = [s.id for s in steps[first_new:]]
     for start in range(0, len(redo), 500):
         part = redo[start : start + 500]
@@ -435,6 +554,7 @@ def _derive_chain(
     upsert(conn, DeploymentChange, change_rows)
     summary.deployments += len(chain_rows)
     summary.changes += len(change_rows)
+    return True
 
 
 def _image(step: _Step) -> str:

@@ -1,4 +1,4 @@
-"""The DORA metrics of a scope's rows (`analytics.rows.ScopeData`): deployment frequency, lead
+"""The DORA metrics of a scope's days (`analytics.rollups.Rollup`): deployment frequency, lead
 time for changes, change failure rate, failed deployment recovery time, deployment rework rate and
 deployment failure rate. Each function computes one metric object of the metrics JSON
 (DESIGN.md section 6) and links to its definition in docs/METRICS.md."""
@@ -7,48 +7,48 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from analytics import stats
-from analytics.rows import IncidentRow, MergeRequestRow, ScopeData
+from analytics.rollups import STAGES, Rollup
+from analytics.rows import IncidentRow
 
-STAGES = ("coding", "pickup", "review", "deploy", "cycle")  # of an MR's lead time
 
-
-def deployment_frequency(data: ScopeData, weeks: list[str]) -> dict[str, Any]:
+def deployment_frequency(data: Rollup, weeks: list[str]) -> dict[str, Any]:
     """Production deployments, distinct deployment days, and the median of days per week over
     `weeks` (weeks without a deployment count as zero).
     Definition: docs/METRICS.md#deployment-frequency"""
     zone = data.scope.zone
-    days = {stats.local_day(r.at, zone) for r in data.deployments}
+    deployments = sum(d.deployments for d in data.days)
+    days = {stats.local_day(d.at, zone) for d in data.days if d.deployments}
     per_week = Counter(stats.week_key(d) for d in days)
     median = stats.percentile([per_week.get(w, 0) for w in weeks], 0.5) if weeks else None
     return {
-        "deployments": len(data.deployments),
+        "deployments": deployments,
         "deployment_days": len(days),
         "median_days_per_week": median,
-        "level": stats.frequency_level(median, len(days), data.scope.days)
-        if data.deployments
-        else None,
+        "level": stats.frequency_level(median, len(days), data.scope.days) if deployments else None,
     }
 
 
-def lead_time(data: ScopeData) -> dict[str, Any]:
+def lead_time(data: Rollup) -> dict[str, Any]:
     """Median and p90 hours from change start to its first production deployment, with the
     merge-request stage breakdown (median hours) and the negative spans dropped per stage.
     Definition: docs/METRICS.md#lead-time-for-changes"""
-    hours = [h for r in data.changes if (h := r.lead_time_hours) is not None]
-    stages, dropped = _stages(data.merge_requests)
+    hours = list(chain.from_iterable(d.lead_hours for d in data.days))
+    stages = {name: list(chain.from_iterable(d.stages[name] for d in data.days)) for name in STAGES}
+    dropped = {name: sum(d.dropped[name] for d in data.days) for name in STAGES}
     return {
         "changes": len(hours),
         **stats.lead_time_figures(hours, stages),
-        "merge_requests": len(data.merge_requests),
+        "merge_requests": sum(d.merge_requests for d in data.days),
         "negative_spans_dropped": dropped,
         "merged_not_in_production": merged_not_in_production(data),
     }
 
 
-def merged_not_in_production(data: ScopeData, until: datetime | None = None) -> dict[str, Any]:
+def merged_not_in_production(data: Rollup, until: datetime | None = None) -> dict[str, Any]:
     """{count, median_age_hours, oldest_age_hours} of the merged MRs not in production at `until`
     (default: the scope's end) among `data.unreleased` (`selects.unreleased`); ages from the merge
     to `until`, or to now when `until` is still to come.
@@ -67,58 +67,36 @@ def merged_not_in_production(data: ScopeData, until: datetime | None = None) -> 
     }
 
 
-def _stages(rows: list[MergeRequestRow]) -> tuple[dict[str, list[float]], dict[str, int]]:
-    spans: dict[str, list[float]] = {name: [] for name in STAGES}
-    dropped: dict[str, int] = dict.fromkeys(STAGES, 0)
-    for r in rows:
-        points = {
-            "coding": (r.first_commit_at, r.created_at),
-            "pickup": (r.created_at, r.first_review_at),
-            "review": (r.first_review_at, r.merged_at),
-            "deploy": (r.merged_at, r.at),
-            "cycle": (r.first_commit_at, r.at),
-        }
-        for name, (start, end) in points.items():
-            if start is None or end is None:
-                continue
-            span = stats.hours(end - start)
-            if span < 0:
-                dropped[name] += 1
-            else:
-                spans[name].append(span)
-    return spans, dropped
-
-
-def change_failure_rate(data: ScopeData) -> dict[str, Any]:
+def change_failure_rate(data: Rollup) -> dict[str, Any]:
     """Failed changes over production deployments, with the failed changes per reason.
     Definition: docs/METRICS.md#change-failure-rate"""
-    failed = [r for r in data.deployments if r.failed]
-    rate = stats.ratio(len(failed), len(data.deployments))
+    failed = sum(d.failed for d in data.days)
+    deployments = sum(d.deployments for d in data.days)
+    rate = stats.ratio(failed, deployments)
     return {
-        "failed": len(failed),
-        "deployments": len(data.deployments),
+        "failed": failed,
+        "deployments": deployments,
         "rate": rate,
         "level": stats.failure_level(rate),
         "reasons": {
-            "incident": sum(1 for r in failed if r.incident),
-            "rollback": sum(1 for r in failed if r.failed_rollback),
-            "hotfix": sum(1 for r in failed if r.hotfix),
+            "incident": sum(d.incident for d in data.days),
+            "rollback": sum(d.failed_rollback for d in data.days),
+            "hotfix": sum(d.hotfix for d in data.days),
         },
     }
 
 
-def recovery_time(data: ScopeData) -> dict[str, Any]:
+def recovery_time(data: Rollup) -> dict[str, Any]:
     """Hours from a failed change to its recovery; unrecovered ones counted, not in the median.
     Incidents' time to restore (median hours) leaves out, and counts, those resolved before they
     were opened (clock skew, back-filled tickets).
     Definition: docs/METRICS.md#failed-deployment-recovery-time"""
-    failed = [r for r in data.deployments if r.failed]
-    hours = [stats.hours(r.recovered_at - r.at) for r in failed if r.recovered_at]
+    hours = list(chain.from_iterable(d.recovery_hours for d in data.days))
     median = stats.percentile(hours, 0.5)
     restore, backwards = _restore_hours(data.incidents)
     return {
         "failures": len(hours),
-        "unrecovered": len(failed) - len(hours),
+        "unrecovered": sum(d.failed for d in data.days) - len(hours),
         "incidents": len(data.incidents),
         "incidents_open": len(data.incidents) - len(restore) - backwards,
         "incidents_resolved_before_opened": backwards,
@@ -144,30 +122,32 @@ def _restore_hours(incidents: list[IncidentRow]) -> tuple[list[float], int]:
     return restore, backwards
 
 
-def rework_rate(data: ScopeData) -> dict[str, Any]:
+def rework_rate(data: Rollup) -> dict[str, Any]:
     """Rework deployments (rollbacks, hotfixes, deployments inside a failure's recovery) over
     production deployments. Definition: docs/METRICS.md#deployment-rework-rate"""
-    rework = sum(1 for r in data.deployments if r.rework)
+    rework = sum(d.rework for d in data.days)
+    deployments = sum(d.deployments for d in data.days)
     return {
         "rework": rework,
-        "deployments": len(data.deployments),
-        "rate": stats.ratio(rework, len(data.deployments)),
+        "deployments": deployments,
+        "rate": stats.ratio(rework, deployments),
     }
 
 
-def deployment_failure_rate(data: ScopeData) -> dict[str, Any]:
+def deployment_failure_rate(data: Rollup) -> dict[str, Any]:
     """Failed attempts over finished attempts in the scope's environment (the production tier when
     none is named, like every other metric), and per environment (all of them).
     Definition: docs/METRICS.md#deployment-failure-rate"""
     per_env: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in data.attempts:
-        per_env[r.environment][r.status] += 1
+    in_scope: Counter[str] = Counter()
     named = data.scope.environment
-    in_scope = Counter(
-        r.status
-        for r in data.attempts
-        if (r.environment == named if named else r.tier == "production")
-    )
+    for d in data.days:
+        if not (d.attempts_success or d.attempts_failed):
+            continue
+        counts = {"failed": d.attempts_failed, "success": d.attempts_success}
+        per_env[d.environment or ""].update(counts)
+        if d.environment == named if named else d.tier == "production":
+            in_scope.update(counts)
     failed, attempts = in_scope["failed"], in_scope["failed"] + in_scope["success"]
     return {
         "failed": failed,
@@ -185,7 +165,7 @@ def deployment_failure_rate(data: ScopeData) -> dict[str, Any]:
 
 
 __all__ = [
-    "STAGES",
+    "STAGES",  # re-exported from analytics.rollups
     "change_failure_rate",
     "deployment_failure_rate",
     "deployment_frequency",

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine
 
-from analytics import branching
+from analytics import branching, rollups
 from analytics.derive import FailureRules
 from analytics.metrics import HEADLINE, compute
 from analytics.metrics import headline as headline_of
@@ -33,7 +33,8 @@ def default_scope(
 def headline(engine: Engine, scope: Scope, rules: FailureRules | None = None) -> pd.DataFrame:
     """One row: the headline figures (`analytics.metrics.headline`: deployments, deploy days per week, change
     failure rate, lead time and recovery p50 hours) of the scope, as every surface shows them."""
-    figures = compute(_data(engine, scope, rules))
+    with engine.connect() as conn:
+        figures = compute(rollups.load(conn, scope, rules))
     return pd.DataFrame([headline_of(figures)], columns=list(HEADLINE))
 
 
@@ -159,7 +160,8 @@ def scorecard(
 ) -> pd.DataFrame:
     """The DORA scorecard: one row per team (or service, week, month) with each key figure and its
     performance level."""
-    data = _data(engine, scope, rules)
+    with engine.connect() as conn:
+        data = rollups.load(conn, scope, rules)
     records = []
     for key, m in sliced_metrics(data, by):
         records.append(

@@ -1,9 +1,11 @@
 """The metrics JSON of DESIGN.md section 6 (`cdmetrics metrics --format json`): every metric
-family (`analytics.dora`, `analytics.build_health`) over a scope's rows (`analytics.selects.load`),
-whole or per slice (`analytics.slices`).
+family (`analytics.dora`, `analytics.build_health`) over a scope's days (`analytics.rollups`:
+stored per service, environment and local day by derive), whole or per slice
+(`analytics.slices`).
 
-    selects.load -> rows.ScopeData -> slices.slices -> figures (compute) -> CLI, dashboard,
+    rollups.load -> rollups.Rollup -> slices.slices -> figures (compute) -> CLI, dashboard,
     weekly report, HTTP API
+    selects.load -> rows.ScopeData -> rollups.of_rows -> the same figures (drill-downs, notebooks)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from analytics import stats
+from analytics import rollups, stats
 from analytics.build_health import build_health
 from analytics.derive import FailureRules
 from analytics.dora import (
@@ -24,9 +26,9 @@ from analytics.dora import (
     rework_rate,
 )
 from analytics.requirements import bug_escape_rate, requirement_lead_time
+from analytics.rollups import Rollup
 from analytics.rows import ScopeData
 from analytics.scope import Scope
-from analytics.selects import load
 from analytics.slices import SLICES, slices
 
 # the parts of the scope's rows each metric of the JSON contract reads
@@ -43,9 +45,11 @@ NEEDS = {
 }
 
 
-def compute(data: ScopeData, weeks: list[str] | None = None) -> dict[str, Any]:
-    """Every metric object of the JSON contract for `data`; the deployment-frequency median
-    runs over `weeks` (default: every ISO week of the scope)."""
+def compute(data: ScopeData | Rollup, weeks: list[str] | None = None) -> dict[str, Any]:
+    """Every metric object of the JSON contract for `data` (rows are rolled up into days first);
+    the deployment-frequency median runs over `weeks` (default: every ISO week of the scope)."""
+    if isinstance(data, ScopeData):
+        data = rollups.of_rows(data)
     scope = data.scope
     if weeks is None:
         weeks = stats.weeks_between(scope.since, scope.until, scope.zone)
@@ -62,9 +66,11 @@ def compute(data: ScopeData, weeks: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def sliced(data: ScopeData, by: str) -> list[tuple[str, dict[str, Any]]]:
+def sliced(data: ScopeData | Rollup, by: str) -> list[tuple[str, dict[str, Any]]]:
     """The metrics per week, month, team or service (`analytics.slices.slices`: every week or
     month of the period, each over its own scope)."""
+    if isinstance(data, ScopeData):
+        data = rollups.of_rows(data)
     return [(s.key, compute(s.data, s.weeks)) for s in slices(data, by)]
 
 
@@ -73,7 +79,7 @@ def metrics(
 ) -> dict[str, Any]:
     """`cdmetrics metrics` as JSON: the scope, every metric, and with `by` one row per slice
     (by week: with `partial`, the week cut by the period or the clock)."""
-    data = load(conn, scope, rules)
+    data = rollups.load(conn, scope, rules)
     result: dict[str, Any] = {"scope": scope.as_json(), **compute(data)}
     if by is not None:
         result["rows"] = [{by: key, **values} for key, values in sliced(data, by)]

@@ -10,13 +10,16 @@ change reaches production with the first production-tier deployment that brought
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, String, and_, cast, func, literal, select, union_all
 
 from analytics import stats
 from analytics.rows import BugRow, RequirementRow, ScopeData
 from analytics.scope import Scope
+
+if TYPE_CHECKING:  # rollups read requirements' rows through analytics.selects
+    from analytics.rollups import Rollup
 from warehouse.schema import (
     DeploymentChain,
     DeploymentChange,
@@ -119,7 +122,7 @@ def bugs(conn: Connection, scope: Scope) -> list[BugRow]:
     ]
 
 
-def requirement_lead_time(data: ScopeData) -> dict[str, Any]:
+def requirement_lead_time(data: ScopeData | Rollup) -> dict[str, Any]:
     """{items, median_hours, p90_hours, level, stages {waiting, delivery}}: hours from a
     requirement's creation to the finish of the first production deployment of a linked change;
     stages in median hours (a negative span, a requirement started after it shipped, is left out
@@ -137,7 +140,7 @@ def requirement_lead_time(data: ScopeData) -> dict[str, Any]:
     return {"items": len(hours), **stats.lead_time_figures(hours, stages)}
 
 
-def bug_escape_rate(data: ScopeData) -> dict[str, Any]:
+def bug_escape_rate(data: ScopeData | Rollup) -> dict[str, Any]:
     """{escaped, bugs, rate}: of the bugs linked to a change, those opened after it was already
     in production. Definition: docs/METRICS.md#bug-escape-rate"""
     escaped = sum(1 for b in data.bugs if b.escaped)

@@ -57,6 +57,7 @@ class ChangeRow(Row):
     """A commit's first deployment to the scope's environment, `at` its finish."""
 
     started_at: datetime | None
+    environment_id: int | None = None  # of the deployment (its rollup's environment)
 
     @property
     def lead_time_hours(self) -> float | None:
@@ -72,6 +73,7 @@ class MergeRequestRow(Row):
     created_at: datetime | None
     first_review_at: datetime | None
     merged_at: datetime | None
+    environment_id: int | None = None  # of the deployment (its rollup's environment)
 
 
 @dataclass(slots=True)
@@ -81,6 +83,7 @@ class AttemptRow(Row):
     environment: str
     tier: str | None
     status: str
+    environment_id: int | None = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, func, or_, select, union_all
+from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from analytics import requirements
@@ -163,6 +163,7 @@ def changes(conn: Connection, scope: Scope) -> list[ChangeRow]:
             Team.name.label("team"),
             DeploymentChain.finished_at.label("at"),
             DeploymentChange.started_at,
+            DeploymentChain.environment_id,
         )
         .select_from(DeploymentChange)
         .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
@@ -189,6 +190,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
                 Service.name.label("service"),
                 Team.name.label("team"),
                 DeploymentChain.finished_at.label("at"),
+                DeploymentChain.environment_id,
                 DEPLOYMENT_REPO.label("repo_id"),
                 DeploymentChange.sha,
             )
@@ -217,6 +219,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
             MergeRequest.created_at,
             MergeRequest.first_review_at,
             MergeRequest.merged_at,
+            changes.c.environment_id,
         ).join(
             MergeRequest,
             and_(
@@ -238,6 +241,7 @@ def attempts(conn: Connection, scope: Scope) -> list[AttemptRow]:
             Environment.name.label("environment"),
             Environment.tier,
             Deployment.status,
+            Deployment.environment_id,
         )
         .select_from(Deployment)
         .join(Environment, Environment.id == Deployment.environment_id),
@@ -255,9 +259,30 @@ def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
     """Pipelines finished in the period, with whether they ran on the default branch and how many
     tests failed in them (two selects: joining the test aggregate costs more than both)."""
     query = scope.owned(
+        _pipeline_select(Service.name.label("service"), Team.name.label("team")),
+        on=Service.repo_id == Pipeline.repo_id,
+    )
+    return _pipeline_rows(conn, query, scope.period(Pipeline.finished_at))
+
+
+def repo_pipelines(
+    conn: Connection, since: datetime, repo_ids: Iterable[int] | None = None
+) -> list[PipelineRow]:
+    """Every repository's (or `repo_ids`') pipelines finished at or after `since`, without their
+    services (service "", team None): what derive rolls up per repository
+    (`analytics.rollups`)."""
+    period = and_(Pipeline.finished_at >= since, Pipeline.repo_id.is_not(None))
+    if repo_ids is not None:
+        period = and_(period, Pipeline.repo_id.in_(list(repo_ids)))
+    query = _pipeline_select(literal("").label("service"), literal(None).label("team"))
+    return _pipeline_rows(conn, query, period)
+
+
+def _pipeline_select(service: Any, team: Any) -> Any:
+    return (
         select(
-            Service.name.label("service"),
-            Team.name.label("team"),
+            service,
+            team,
             Pipeline.finished_at.label("at"),
             Pipeline.id,
             Pipeline.repo_id,
@@ -267,10 +292,12 @@ def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
             (Pipeline.ref == Repo.default_branch).label("default_branch"),
         )
         .select_from(Pipeline)
-        .join(Repo, Repo.id == Pipeline.repo_id),
-        on=Service.repo_id == Pipeline.repo_id,
+        .join(Repo, Repo.id == Pipeline.repo_id)
     )
-    found = conn.execute(query.where(scope.period(Pipeline.finished_at))).all()
+
+
+def _pipeline_rows(conn: Connection, query: Any, period: Any) -> list[PipelineRow]:
+    found = conn.execute(query.where(period)).all()
     failed_tests = dict(
         conn.execute(
             select(Pipeline.id, func.sum(TestRun.failed))
@@ -281,7 +308,7 @@ def pipelines(conn: Connection, scope: Scope) -> list[PipelineRow]:
                     Pipeline.external_id == TestRun.pipeline_external_id,
                 ),
             )
-            .where(scope.period(Pipeline.finished_at), TestRun.failed > 0)
+            .where(period, TestRun.failed > 0)
             .group_by(Pipeline.id)
         ).all()
     )
@@ -381,5 +408,6 @@ __all__ = [
     "load",
     "merge_requests",
     "pipelines",
+    "repo_pipelines",
     "unreleased",
 ]

@@ -17,25 +17,29 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from analytics import stats
-from analytics.rows import PARTS, Row, ScopeData
+from analytics.rollups import Rollup
+from analytics.rows import Row, ScopeData
+
+D = TypeVar("D", ScopeData, Rollup)  # rows, or their days (`analytics.rollups`)
 
 SLICES = ("week", "month", "team", "service")
 NO_TEAM = "(no team)"  # the slice of the rows of services without a team
 
 
 @dataclass(frozen=True)
-class Slice:
+class Slice(Generic[D]):
     """One slice: its key (`2026-W47`, `2026-11`, a team or service name), its rows over its own
     scope, and the ISO weeks its deployment-frequency median runs over."""
 
     key: str
-    data: ScopeData
+    data: D
     weeks: list[str]
 
 
-def slices(data: ScopeData, by: str) -> list[Slice]:
+def slices(data: D, by: str) -> list[Slice[D]]:
     """`data` cut by `by` (week, month, team or service). Every week or month of the period
     appears (an empty one with empty parts); a team or service appears when it owns a row of any
     part but the incidents and the unreleased MRs. The unreleased MRs of a time slice are the
@@ -56,7 +60,8 @@ def slices(data: ScopeData, by: str) -> list[Slice]:
         def key_of(r: Row) -> str:
             return getattr(r, by) or NO_TEAM
 
-    buckets: dict[str, dict[str, list[Row]]] = defaultdict(lambda: {p: [] for p in PARTS})
+    names = list(data.parts())
+    buckets: dict[str, dict[str, list[Any]]] = defaultdict(lambda: {p: [] for p in names})
     for name, rows in data.parts().items():
         if by in ("week", "month") and name == "unreleased":
             continue
@@ -71,17 +76,17 @@ def slices(data: ScopeData, by: str) -> list[Slice]:
             )
             for key in stats.months_between(scope.since, scope.until, zone)
         ]
-    owners = PARTS[: PARTS.index("incidents")]  # names owning anything but an incident
+    owners = [p for p in names if p not in ("incidents", "unreleased")]
     keys = sorted({key for key, parts in buckets.items() if any(parts[p] for p in owners)})
-    return [Slice(key, ScopeData(scope, **buckets[key]), weeks) for key in keys]  # type: ignore[arg-type]
+    return [Slice(key, type(data)(scope, **buckets[key]), weeks) for key in keys]
 
 
-def _within(data: ScopeData, key: str, parts: dict[str, list[Row]]) -> ScopeData:
+def _within(data: D, key: str, parts: dict[str, list[Any]]) -> D:
     """The rows of the week or month `key` over its own scope (the bucket cut by the period),
     with every unreleased MR of `data`."""
     start, end = stats.bucket_bounds(key, data.scope.zone)
     own = replace(data.scope, since=max(start, data.scope.since), until=min(end, data.scope.until))
-    return ScopeData(own, **{**parts, "unreleased": data.unreleased})  # type: ignore[arg-type]
+    return type(data)(own, **{**parts, "unreleased": data.unreleased})
 
 
 def _week_in_month(week: str, month: str) -> bool:

@@ -222,6 +222,7 @@ def derive_all(engine: Engine, settings: Settings, full: bool = False) -> dict[s
         full=full,
         tag_revision_pattern=settings.metrics.tag_revision_pattern,
         image_repositories=settings.image_repositories(),
+        timezone=settings.sync.timezone,
     )
     snapshot_rows = drift_analytics.record(engine, settings.environments.promotion_path)
     return {**derived.as_json(), "drift_rows": snapshot_rows}

@@ -107,6 +107,7 @@ def import_cdevents(
             FailureRules.from_settings(settings),
             tag_revision_pattern=pattern,
             image_repositories=settings.image_repositories(),
+            timezone=settings.sync.timezone,
         )
         result["derive"] = derived.as_json()
     out.print_json(data=result, indent=None)

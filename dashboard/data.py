@@ -1,9 +1,11 @@
 """What the pages show, fetched through `analytics/` and cached.
 
 - The engine is one per warehouse URL (`st.cache_resource`).
-- The scope's rows (`analytics.selects.load`), one part at a time, are held as a resource for `TTL`
-  seconds: they can be large (a quarter of a large organisation is ~250,000 rows) and are only
-  read, so they are shared rather than copied on every read.
+- The metrics read the scope's days (`analytics.rollups.load`: the rollups derive maintains per
+  service, environment and local day), held as a resource for `TTL` seconds per scope: they are
+  only read, so they are shared rather than copied on every read.
+  The distributions (per day, per bucket, histograms) read the same days. Drill-down lists read
+  rows a page at a time (`analytics.views.drilldown`).
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team
   figures, the views' tables, shaped into small dicts and DataFrames.
 
@@ -21,10 +23,9 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from analytics import selects, views
+from analytics import rollups, views
 from analytics.derive import FailureRules
 from analytics.metrics import NEEDS, compute, sliced
-from analytics.rows import Row, ScopeData
 from analytics.scope import Scope
 from analytics.views import distributions, drilldown, running
 from analytics.warehouse import open_warehouse
@@ -40,24 +41,9 @@ def engine(url: str) -> Engine:
 
 
 @st.cache_resource(ttl=TTL, max_entries=12, show_spinner=False)
-def _part(url: str, scope: Scope, rules: FailureRules, part: str) -> list[Row]:
+def _days(url: str, scope: Scope, rules: FailureRules, rows: tuple[str, ...]) -> rollups.Rollup:
     with engine(url).connect() as conn:
-        rows: list[Row] = getattr(selects.load(conn, scope, rules, (part,)), part)
-        return rows
-
-
-def scope_data(
-    url: str,
-    scope: Scope,
-    rules: FailureRules,
-    metrics: tuple[str, ...],
-    parts: tuple[str, ...] | None = None,
-) -> ScopeData:
-    """The scope's rows that `metrics` (keys of the metrics JSON) need, or just `parts`; the
-    other parts empty."""
-    wanted = set(parts or (part for name in metrics for part in NEEDS[name]))
-    loaded = {part: _part(url, scope, rules, part) for part in sorted(wanted)}
-    return ScopeData(scope, **loaded)  # type: ignore[arg-type]
+        return rollups.load(conn, scope, rules, rows)
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
@@ -88,9 +74,11 @@ def metrics(
     period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
     bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
     `analytics.metrics` computes them.
-    `parts` narrows the rows read (the overview's lead time needs the changes, not the merge
-    requests behind the stage breakdown); by default, every part the metrics need."""
-    data = scope_data(url, scope, rules, names, parts)
+    The days come from the rollups (`analytics.rollups.load`); of the parts kept as rows
+    (incidents, merged MRs waiting, requirements, bugs) only those `names` need, or `parts`, are
+    read."""
+    wanted = set(parts or (part for name in names for part in NEEDS[name]))
+    data = _days(url, scope, rules, tuple(p for p in rollups.ROWS if p in wanted))
     total = compute(data)
     trend = sliced(data, by)
     teams = sliced(data, "team") if by_team else []
@@ -209,7 +197,7 @@ def promotion_history(url: str, scope: Scope, service: str) -> pd.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Production deployments per local day (`distributions.deployments_per_day_of`)."""
-    data = scope_data(url, scope, rules, ("deployment_frequency",))
+    data = _days(url, scope, rules, ())
     return pd.DataFrame.from_records(
         distributions.deployments_per_day_of(data),
         columns=["day", "week", "weekday", "deployments"],
@@ -222,7 +210,7 @@ def deployments_per_bucket(
 ) -> pd.DataFrame:
     """Production deployments and failed changes per week or month and team
     (`distributions.deployments_per_bucket_of`)."""
-    data = scope_data(url, scope, rules, ("deployment_frequency",))
+    data = _days(url, scope, rules, ())
     return pd.DataFrame.from_records(
         distributions.deployments_per_bucket_of(data, by),
         columns=[by, *distributions.BUCKET_COLUMNS],
@@ -232,7 +220,7 @@ def deployments_per_bucket(
 @st.cache_data(ttl=TTL, show_spinner=False)
 def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Changes per lead-time bucket (`distributions.lead_time_histogram_of`)."""
-    data = scope_data(url, scope, rules, ("lead_time",))
+    data = _days(url, scope, rules, ())
     return pd.DataFrame.from_records(
         distributions.lead_time_histogram_of(data), columns=distributions.BIN_COLUMNS
     )
@@ -241,7 +229,7 @@ def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 @st.cache_data(ttl=TTL, show_spinner=False)
 def duration_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Finished pipelines per duration bucket (`distributions.duration_histogram_of`)."""
-    data = scope_data(url, scope, rules, ("build",))
+    data = _days(url, scope, rules, ())
     return pd.DataFrame.from_records(
         distributions.duration_histogram_of(data), columns=distributions.BIN_COLUMNS
     )

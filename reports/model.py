@@ -2,17 +2,17 @@
 or a service, computed only through the analytics API, so every number equals what
 `analytics.metrics.metrics` and `analytics.views` give for the same week and scope.
 
-The scope's rows for the twelve weeks ending with the report's week are selected once
-(`analytics.selects.load`) and cut into local ISO weeks by `analytics.slices.slices`, the one
-slicing of every surface; each week's metrics are `analytics.metrics.compute` over that week's
-rows with that week's scope, which is exactly what `analytics.metrics.metrics` computes for the
+The scope's days for the twelve weeks ending with the report's week are read once from the
+rollups (`analytics.rollups.load`) and cut into local ISO weeks by `analytics.slices.slices`, the
+one slicing of every surface; each week's metrics are `analytics.metrics.compute` over that week's
+days with that week's scope, which is exactly what `analytics.metrics.metrics` computes for the
 week (the tests hold them equal). The lists (failed changes,
 incidents, drift, violations, quality gates, notable items) are the dashboard's views for the week's scope.
 
 `period` is the headline every surface shows (`period_metrics`, as `cdmetrics metrics` computes it
 without --since/--until): for the last complete week (the default report) the default period of
 `analytics.scope`, its twelve trend weeks plus the current partial week; for an earlier week, its
-twelve trend weeks. Its rows are the same single select, reaching to the period's end.
+twelve trend weeks. Its days are the same single read, reaching to the period's end.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from analytics import views
+from analytics import rollups, views
 from analytics.derive import FailureRules
 from analytics.dora import STAGES
 from analytics.metrics import compute, sliced
-from analytics.rows import ScopeData
+from analytics.rollups import Rollup
 from analytics.scope import Scope, UnknownName, default_until
-from analytics.selects import load
 from analytics.slices import slices
 from analytics.views import notable
 from config.settings import Target
@@ -160,13 +159,13 @@ def weekly_metrics(
     rules: FailureRules,
     weeks: int = TREND_WEEKS,
     span: Scope | None = None,
-) -> tuple[list[tuple[Week, ScopeData, dict[str, Any]]], ScopeData]:
-    """For each of the `weeks` weeks ending with `week`: the week, its rows (its slice,
+) -> tuple[list[tuple[Week, Rollup, dict[str, Any]]], Rollup]:
+    """For each of the `weeks` weeks ending with `week`: the week, its days (its slice,
     `analytics.slices`, over the week's own scope) and `analytics.metrics.compute` of them; and
-    the rows of the whole `span` (default: those weeks), selected once."""
+    the days of the whole `span` (default: those weeks), read once (`analytics.rollups.load`)."""
     first = week.shifted(-(weeks - 1))
     span = span or Scope(first.since, week.until, teams, services, None, week.timezone)
-    data = load(conn, span, rules)
+    data = rollups.load(conn, span, rules)
     by_key = {s.key: s for s in slices(data, "week")}
     out = []
     for offset in range(-(weeks - 1), 1):
@@ -250,7 +249,7 @@ def _trend_row(week: Week, metrics: dict[str, Any], partial: bool) -> dict[str, 
     return row
 
 
-def _services(data: ScopeData) -> list[dict[str, Any]]:
+def _services(data: Rollup) -> list[dict[str, Any]]:
     """Per service of the scope: its production figures this week (`analytics.metrics.sliced`
     by service)."""
     teams = {

@@ -36,6 +36,7 @@ class Freshness:
         *,
         tag_revision_pattern: str,
         image_repositories: Configured | None = None,
+        timezone: str = "UTC",
         writer_lock: Callable[[], AbstractContextManager[Any]],
         interval: float = 5.0,
     ) -> None:
@@ -43,6 +44,7 @@ class Freshness:
         self.rules = rules
         self.tag_revision_pattern = tag_revision_pattern
         self.image_repositories = image_repositories
+        self.timezone = timezone  # of the rollups' days ([sync] timezone)
         self.writer_lock = writer_lock
         self.interval = interval
         self.generation = 0  # bumped by every derive: caches of derived figures key on it
@@ -81,6 +83,7 @@ class Freshness:
                         self.rules,
                         tag_revision_pattern=self.tag_revision_pattern,
                         image_repositories=self.image_repositories,
+                        timezone=self.timezone,
                     )
             except Exception:
                 self._dirty = True

@@ -60,6 +60,7 @@ class ServiceState:
             self.rules,
             tag_revision_pattern=settings.metrics.tag_revision_pattern,
             image_repositories=settings.image_repositories(),
+            timezone=settings.sync.timezone,
             writer_lock=self.writer.writing,
             interval=options.derive_interval_s,
         )

@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 
 from analytics.derive import FailureRules
 from analytics.metrics import sliced
+from analytics.rollups import load
 from analytics.scope import Scope
-from analytics.selects import load
 
 Labels = tuple[tuple[str, str], ...]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -228,7 +228,7 @@ class DoraExport:
         scope = Scope(until - self.window, until, timezone=self.timezone)
         with self.engine.connect() as conn:
             data = load(conn, scope, self.rules)
-        teams = {r.service: r.team for rows in (data.deployments, data.pipelines) for r in rows}
+        teams = {r.service: r.team for rows in (data.days, data.pipelines) for r in rows}
         by_service = [
             ((("service", name), ("team", teams.get(name) or "")), values)
             for name, values in sliced(data, "service")

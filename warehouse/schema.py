@@ -15,10 +15,11 @@ Conventions:
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -259,6 +260,7 @@ class Pipeline(Base):
         Index("ix_pipeline_repo_ref_finished", "repo_id", "ref", "finished_at"),
         Index("ix_pipeline_repo_sha", "repo_id", "sha"),
         Index("ix_pipeline_finished", "finished_at"),
+        Index("ix_pipeline_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -279,6 +281,7 @@ class Pipeline(Base):
     duration_s: Mapped[float | None] = mapped_column(Float)
     queued_s: Mapped[float | None] = mapped_column(Float)
     web_url: Mapped[str | None] = mapped_column(Url)
+    changed_at: Mapped[datetime | None] = changed()  # derive re-rolls up the pipeline's day
 
 
 class Job(Base):
@@ -307,7 +310,10 @@ class Job(Base):
 class TestRun(Base):
     __tablename__ = "test_run"
     __test__ = False  # not a pytest class
-    __table_args__ = (natural_key("source_id", "pipeline_external_id", "suite"),)
+    __table_args__ = (
+        natural_key("source_id", "pipeline_external_id", "suite"),
+        Index("ix_test_run_changed", "changed_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
     pipeline_external_id: Mapped[str] = mapped_column(Name)
@@ -317,6 +323,7 @@ class TestRun(Base):
     skipped: Mapped[int] = mapped_column(default=0)
     errors: Mapped[int] = mapped_column(default=0)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    changed_at: Mapped[datetime | None] = changed()  # derive re-rolls up its pipeline's day
 
 
 # --- images and deployments ---------------------------------------------------------------
@@ -379,6 +386,7 @@ class Deployment(Base):
         Index("ix_deployment_service_env_finished", "service_id", "environment_id", "finished_at"),
         Index("ix_deployment_digest", "image_digest"),
         Index("ix_deployment_finished", "finished_at"),
+        Index("ix_deployment_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -403,6 +411,7 @@ class Deployment(Base):
     schema_version: Mapped[str | None] = mapped_column(Name)
     deployer: Mapped[str | None] = mapped_column(Name)
     url: Mapped[str | None] = mapped_column(Url)
+    changed_at: Mapped[datetime | None] = changed()  # derive re-rolls up the attempt's day
 
 
 class ObservedWorkload(Base):
@@ -654,6 +663,79 @@ class DeriveState(Base):
     name: Mapped[str] = mapped_column(Name)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class RollupDay(Base):
+    """One (service, environment, local day in `[sync] timezone`) of the metrics, maintained by
+    derive (`analytics.rollups`): production deployments and their failures, the changes and merge
+    requests that first reached production there, finished attempts. Value lists are sorted, so
+    medians and p90s over any set of days are exact (docs/ARCHITECTURE.md#rollups)."""
+
+    __tablename__ = "rollup_day"
+    __table_args__ = (
+        natural_key("service_id", "environment_id", "day"),
+        Index("ix_rollup_day_day", "day"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("service.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    day: Mapped[date]
+    deployments: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    incident: Mapped[int] = mapped_column(default=0)
+    failed_rollback: Mapped[int] = mapped_column(default=0)
+    hotfix: Mapped[int] = mapped_column(default=0)
+    rework: Mapped[int] = mapped_column(default=0)
+    recovery_hours: Mapped[list[Any]] = mapped_column(default=list)
+    changes: Mapped[int] = mapped_column(default=0)  # counted in lead time, started or not
+    lead_hours: Mapped[list[Any]] = mapped_column(default=list)
+    merge_requests: Mapped[int] = mapped_column(default=0)
+    stages: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stage -> sorted hours
+    dropped: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stage -> negative spans
+    attempts_success: Mapped[int] = mapped_column(default=0)
+    attempts_failed: Mapped[int] = mapped_column(default=0)
+
+
+class RollupPipelineDay(Base):
+    """One (repository, default-branch flag, local day) of build health, maintained by derive:
+    counts per status, sorted durations and queue times, failed tests, and for the default branch
+    the day's first and last decided pipeline with the red and total time between them."""
+
+    __tablename__ = "rollup_pipeline_day"
+    __table_args__ = (
+        natural_key("repo_id", "default_branch", "day"),
+        Index("ix_rollup_pipeline_day_day", "day"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    default_branch: Mapped[bool]
+    day: Mapped[date]
+    pipelines: Mapped[int] = mapped_column(default=0)
+    statuses: Mapped[dict[str, Any]] = mapped_column(default=dict)  # status -> pipelines
+    durations: Mapped[list[Any]] = mapped_column(default=list)
+    queued: Mapped[list[Any]] = mapped_column(default=list)
+    failed_tests: Mapped[int] = mapped_column(default=0)
+    with_failed_tests: Mapped[int] = mapped_column(default=0)
+    first_at: Mapped[datetime | None]  # decided default-branch pipelines only
+    first_failed: Mapped[bool | None]
+    last_at: Mapped[datetime | None]
+    last_failed: Mapped[bool | None]
+    red_us: Mapped[int] = mapped_column(BigInteger, default=0)
+    span_us: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RollupState(Base):
+    """What the rollups were built with (`name` "rollup"): the time zone of their days and the
+    change-failure rules of their rework; metrics asked in another zone or with other rules read
+    rows instead."""
+
+    __tablename__ = "rollup_state"
+    __table_args__ = (natural_key("name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Name)
+    timezone: Mapped[str] = mapped_column(Name)
+    rules: Mapped[str] = mapped_column(Text)
+    built_at: Mapped[datetime | None]
 
 
 class ChangeFailure(Base):

@@ -1,8 +1,9 @@
-"""Counts and distributions of the scope's rows the dashboard charts: production deployments per
+"""Counts and distributions of the scope's days the dashboard charts: production deployments per
 local day and per week or month and team, and the lead-time and pipeline-duration histograms.
 
-Each figure is a function of the scope's rows (`..._of(data)`, for a caller holding them, as
-the dashboard does) and a `(conn, scope) -> rows` view selecting just the part it needs.
+Each figure is a function of the scope's days (`..._of(data)`: `analytics.rollups.Rollup`, or
+rows rolled up first, for a caller holding them, as the dashboard does) and a `(conn, scope)`
+view reading the days from the rollups (`analytics.rollups.load`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from analytics import selects, stats
+from analytics import rollups, stats
 from analytics.derive import FailureRules
+from analytics.rollups import Rollup
 from analytics.rows import ScopeData
 from analytics.scope import Scope
 from analytics.slices import NO_TEAM
@@ -27,11 +29,19 @@ BUCKET_COLUMNS = ("team", "deployments", "failed", "partial")  # after the week/
 BIN_COLUMNS = ("bucket", "count", "low", "high")
 
 
-def deployments_per_day_of(data: ScopeData) -> list[dict[str, Any]]:
+def _days(data: ScopeData | Rollup) -> Rollup:
+    return rollups.of_rows(data) if isinstance(data, ScopeData) else data
+
+
+def deployments_per_day_of(data: ScopeData | Rollup) -> list[dict[str, Any]]:
     """Production deployments per local day of the period (days without any included), with
     their ISO week and weekday, for the calendar heatmap."""
+    data = _days(data)
     scope, zone = data.scope, data.scope.zone
-    counts = Counter(stats.local_day(r.at, zone) for r in data.deployments)
+    counts: Counter[Any] = Counter()
+    for d in data.days:
+        if d.deployments:
+            counts[stats.local_day(d.at, zone)] += d.deployments
     first = stats.local_day(scope.since, zone)
     last = stats.local_day(scope.until - timedelta(microseconds=1), zone)
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
@@ -50,23 +60,25 @@ def deployments_per_day(
     conn: Connection, scope: Scope, rules: FailureRules | None = None
 ) -> list[dict[str, Any]]:
     """`deployments_per_day_of` the scope's production deployments."""
-    return deployments_per_day_of(selects.load(conn, scope, rules, ("deployments",)))
+    return deployments_per_day_of(rollups.load(conn, scope, rules, ()))
 
 
-def deployments_per_bucket_of(data: ScopeData, by: str = "week") -> list[dict[str, Any]]:
+def deployments_per_bucket_of(data: ScopeData | Rollup, by: str = "week") -> list[dict[str, Any]]:
     """Production deployments and failed changes per local ISO week or month (`by`, also the
     key's name) and team: every bucket of the period and every team deploying in it (zero rows
     included: a code freeze stays on the axis), each flagged `partial` when the period or the
     clock cuts it."""
+    data = _days(data)
     scope, zone = data.scope, data.scope.zone
     key_of = stats.week_key if by == "week" else stats.month_key
     buckets = stats.weeks_between if by == "week" else stats.months_between
     counts: Counter[tuple[str, str]] = Counter()
     failed: Counter[tuple[str, str]] = Counter()
-    for r in data.deployments:
-        key = (key_of(stats.local_day(r.at, zone)), r.team or NO_TEAM)
-        counts[key] += 1
-        failed[key] += int(r.failed)
+    for d in data.days:
+        if d.deployments:
+            key = (key_of(stats.local_day(d.at, zone)), d.team or NO_TEAM)
+            counts[key] += d.deployments
+            failed[key] += d.failed
     teams = sorted({team for _, team in counts})
     return [
         {
@@ -85,7 +97,7 @@ def deployments_per_bucket(
     conn: Connection, scope: Scope, by: str = "week", rules: FailureRules | None = None
 ) -> list[dict[str, Any]]:
     """`deployments_per_bucket_of` the scope's production deployments."""
-    return deployments_per_bucket_of(selects.load(conn, scope, rules, ("deployments",)), by)
+    return deployments_per_bucket_of(rollups.load(conn, scope, rules, ()), by)
 
 
 def binned(
@@ -116,27 +128,27 @@ def seconds_label(low: float, high: float) -> str:
     return f"≥ {low / 60:g} min" if high == float("inf") else f"{low / 60:g} to {high / 60:g} min"
 
 
-def lead_time_histogram_of(data: ScopeData) -> list[dict[str, Any]]:
+def lead_time_histogram_of(data: ScopeData | Rollup) -> list[dict[str, Any]]:
     """Changes per lead-time bucket (hours: under 1, 1 to 4, ..., 3 months and more;
     docs/METRICS.md#lead-time-for-changes)."""
-    hours = [h for r in data.changes if (h := r.lead_time_hours) is not None]
+    hours = [h for d in _days(data).days for h in d.lead_hours]
     return binned(hours, LEAD_TIME_BINS, hours_label)
 
 
 def lead_time_histogram(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """`lead_time_histogram_of` the scope's changes."""
-    return lead_time_histogram_of(selects.load(conn, scope, parts=("changes",)))
+    return lead_time_histogram_of(rollups.load(conn, scope, rows=()))
 
 
-def duration_histogram_of(data: ScopeData) -> list[dict[str, Any]]:
+def duration_histogram_of(data: ScopeData | Rollup) -> list[dict[str, Any]]:
     """Finished pipelines per duration bucket (minutes)."""
-    durations = [r.duration_s for r in data.pipelines if r.duration_s is not None]
+    durations = [v for p in _days(data).pipelines for v in p.durations]
     return binned(durations, DURATION_BINS, seconds_label)
 
 
 def duration_histogram(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """`duration_histogram_of` the scope's pipelines."""
-    return duration_histogram_of(selects.load(conn, scope, parts=("pipelines",)))
+    return duration_histogram_of(rollups.load(conn, scope, rows=()))
 
 
 __all__ = [

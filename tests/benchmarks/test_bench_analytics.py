@@ -1,6 +1,7 @@
 """Analytics on the large organisation: full derive, incremental derive after one more day of data,
-each metric's query for 90 days over all services, and its ratio to a plain scan of the rows it
-reads. The warehouse is built by a separate process (generation takes ~1.2 GB), so the peak memory
+every metric for 90 days over all services read from the rollups, and its ratio to a plain count
+and a plain scan of the rows it covers (and the growth small -> demo -> large). The warehouse is
+built by a separate process (generation takes ~1.2 GB), so the peak memory
 printed is the analytics' own. Prints figures; asserts only correctness.
 """
 
@@ -20,10 +21,10 @@ import pytest
 from sqlalchemy import select
 
 from analytics import metrics
-from analytics.derive import FailureRules, derive
+from analytics.derive import derive
 from analytics.scope import Scope
+from tests.benchmarks.scans import plain_count, plain_scan
 from warehouse.engine import open_warehouse
-from warehouse.schema import DeploymentChain, Pipeline
 
 pytestmark = pytest.mark.bench
 SIZE = os.environ.get("CDMETRICS_BENCH_SIZE", "large")
@@ -78,55 +79,54 @@ def test_analytics_on_the_large_org(tmp_path: Path) -> None:
     from datetime import datetime
 
     end = datetime.fromisoformat(end_iso)
-    scope = Scope(end - timedelta(days=90), end)
-    with engine.connect() as conn:
-        scans = {
-            "deployments": lambda: conn.execute(
-                select(DeploymentChain).where(
-                    DeploymentChain.is_production, scope.period(DeploymentChain.finished_at)
-                )
-            ).all(),
-            "pipelines": lambda: conn.execute(
-                select(Pipeline).where(scope.period(Pipeline.finished_at))
-            ).all(),
-        }
-        scan_times = {name: min(timed(f)[1] for _ in range(3)) for name, f in scans.items()}
-        selects = {
-            "deployment frequency, change failure, recovery, rework (deployments)": (
-                lambda: selects.deployments(conn, scope, FailureRules()),
-                "deployments",
-            ),
-            "lead time (changes)": (lambda: selects.changes(conn, scope), "deployments"),
-            "lead-time stages (merge requests)": (
-                lambda: selects.merge_requests(conn, scope),
-                "deployments",
-            ),
-            "deployment failure rate (attempts)": (
-                lambda: selects.attempts(conn, scope),
-                "deployments",
-            ),
-            "build health (pipelines)": (lambda: selects.pipelines(conn, scope), "pipelines"),
-        }
-        for name, (query, scan) in selects.items():
-            rows, seconds = min((timed(query) for _ in range(3)), key=lambda r: r[1])
-            print(
-                f"  {name}: {seconds:.3f} s for {len(rows):,} rows; ratio to a plain scan of "
-                f"{scan} in the period: {seconds / scan_times[scan]:.1f}"
-            )
-        data = selects.load(conn, scope)
-        result, t_compute = timed(lambda: metrics.compute(data))
-        all_metrics, t_all = timed(lambda: metrics.metrics(conn, scope))
-    print(
-        f"  computing every metric from the selected rows: {t_compute:.3f} s; "
-        f"`cdmetrics metrics` end to end for 90 days: {t_all:.2f} s"
-    )
-    print(f"  plain scans: {', '.join(f'{k} {v:.3f} s' for k, v in scan_times.items())}")
-    assert (
-        result["deployment_frequency"]["deployments"]
-        == all_metrics["deployment_frequency"]["deployments"]
-        > 0
-    )
+    scope = Scope(end - timedelta(days=90), end)  # the org ends at a midnight: whole days
+    rolled_up_metrics(engine, scope, SIZE)
     gate_and_policies(engine, db, scope)
+
+
+def rolled_up_metrics(engine: Any, scope: Scope, label: str) -> float:
+    """Every metric of `scope` read from the rollups (`analytics.metrics.metrics`), beside a plain
+    count and a plain scan of the rows they cover (production deployment chains and pipelines
+    finished in the period) and the row-based path (`selects.load` + `compute`), whose figures
+    must be equal. Returns the seconds of the rollup-based metrics."""
+    from analytics import rollups, selects
+
+    with engine.connect() as conn:
+        rows, t_count = plain_count(conn, scope)
+        _, t_scan = plain_scan(conn, scope)
+        found, t_metrics = min(
+            (timed(lambda: metrics.metrics(conn, scope)) for _ in range(3)), key=lambda r: r[1]
+        )
+        days = rollups.load(conn, scope)
+        data, t_rows = timed(lambda: selects.load(conn, scope))
+        by_rows, t_compute = timed(lambda: metrics.compute(data))
+    assert {k: v for k, v in found.items() if k != "scope"} == by_rows
+    print(
+        f"  {label}: every metric for {scope.days:.0f} days from the rollups {t_metrics:.3f} s "
+        f"({days.stored:,} stored days, {rows:,} rows in the period); plain count {t_count:.3f} s "
+        f"(ratio {t_metrics / t_count:.2f}, aim <= 1.5), plain scan {t_scan:.3f} s (ratio "
+        f"{t_metrics / t_scan:.2f}); from the rows {t_rows + t_compute:.3f} s (ratio "
+        f"{(t_rows + t_compute) / t_scan:.2f} to the scan); identical figures"
+    )
+    return t_metrics
+
+
+def test_rolled_up_metrics_grow_with_days_not_rows(tmp_path: Path) -> None:
+    """Every metric from the rollups on the small and the demo organisations (the large one:
+    `test_analytics_on_the_large_org`), for the growth small -> demo -> large."""
+    from datetime import datetime
+
+    from sandbox.generate import generate
+    from tests.sandbox_load import load_org
+
+    for size in ("small", "demo"):
+        engine = open_warehouse(f"sqlite:///{tmp_path / size}.db")
+        org = generate(1, size)
+        load_org(engine, org)
+        derive(engine)
+        end = datetime.combine(org.now.date(), datetime.min.time(), org.now.tzinfo)
+        rolled_up_metrics(engine, Scope(end - timedelta(days=90), end), size)
+        engine.dispose()
 
 
 def gate_and_policies(engine: Any, db: Path, scope: Scope) -> None:

@@ -1,0 +1,548 @@
+"""Rollups: the metrics' facts per (service, environment, local day) and per (repository,
+default-branch flag, local day), in `[sync] timezone` (DESIGN.md section 9).
+
+Derive maintains them (`refresh`, the days new data touched); metrics, the dashboard and the
+weekly report read them (`load`), so their cost grows with days x services in scope, not with
+rows. A day keeps counts and, for the medians and p90s, its *sorted value list* (lead times, MR
+stages, recovery times, pipeline durations and queue times): the quantiles of any set of days are
+computed from the union of their lists, the very values the rows give, so every figure is exactly
+the row-based one (docs/ARCHITECTURE.md#rollups).
+
+One aggregation, `of_rows`, turns rows (`analytics.selects`) into days: derive stores what it
+returns, and `load` uses it for what rollups cannot answer (a period's partial first and last day,
+a named environment, another time zone or other failure rules than derive's), so there is one
+definition of every figure (`analytics.dora`, `analytics.build_health` read days only).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime, time, timedelta
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, delete, insert, select
+
+from analytics import stats
+from analytics.rows import (
+    BugRow,
+    IncidentRow,
+    MergeRequestRow,
+    RequirementRow,
+    Row,
+    ScopeData,
+    UnreleasedRow,
+)
+from analytics.scope import EARLIEST, LATEST, Scope
+from warehouse.schema import (
+    Environment,
+    RollupDay,
+    RollupPipelineDay,
+    RollupState,
+    Service,
+    Team,
+    table_of,
+)
+from warehouse.upsert import upsert
+
+STAGES = ("coding", "pickup", "review", "deploy", "cycle")  # of an MR's lead time
+ROLLED = ("deployments", "changes", "merge_requests", "attempts")  # parts rolled up per day
+ROWS = ("requirements", "bugs", "incidents", "unreleased")  # parts always read as rows
+STATE = "rollup"
+SCALARS = ("scope", "stored")  # Rollup's fields that are not parts
+BATCH = 500  # ids per IN list
+
+
+def midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=zone)
+
+
+def _stage_lists() -> dict[str, list[float]]:
+    return {name: [] for name in STAGES}
+
+
+@dataclass(slots=True)
+class Day(Row):
+    """One (service, environment, local day): `at` is the day's local midnight. Deployments,
+    changes and MRs are the scope's environment's (production tier in the stored rollups);
+    attempts are every environment's."""
+
+    environment_id: int | None
+    environment: str | None = None  # name and tier: known where the day has attempts
+    tier: str | None = None
+    deployments: int = 0
+    failed: int = 0
+    incident: int = 0
+    failed_rollback: int = 0
+    hotfix: int = 0
+    rework: int = 0
+    recovery_hours: list[float] = field(default_factory=list)
+    changes: int = 0
+    lead_hours: list[float] = field(default_factory=list)
+    merge_requests: int = 0
+    stages: dict[str, list[float]] = field(default_factory=_stage_lists)
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    attempts_success: int = 0
+    attempts_failed: int = 0
+
+
+@dataclass(slots=True)
+class PipelineDay(Row):
+    """One (repository, default-branch flag, local day) of pipelines, seen from a service."""
+
+    repo_id: int
+    default_branch: bool
+    pipelines: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    durations: list[float] = field(default_factory=list)
+    queued: list[float] = field(default_factory=list)
+    failed_tests: int = 0
+    with_failed_tests: int = 0
+    # the decided (success, failed) default-branch pipelines: the day's first and last, and the
+    # red and total time between consecutive ones within the day, in microseconds
+    first_at: datetime | None = None
+    first_failed: bool | None = None
+    last_at: datetime | None = None
+    last_failed: bool | None = None
+    red_us: int = 0
+    span_us: int = 0
+
+
+@dataclass
+class Rollup:
+    """A scope's days, and the parts that stay rows; sliced like `ScopeData` (same part names
+    for the rows)."""
+
+    scope: Scope
+    days: list[Day] = field(default_factory=list)
+    pipelines: list[PipelineDay] = field(default_factory=list)
+    requirements: list[RequirementRow] = field(default_factory=list)
+    bugs: list[BugRow] = field(default_factory=list)
+    incidents: list[IncidentRow] = field(default_factory=list)
+    unreleased: list[UnreleasedRow] = field(default_factory=list)
+    stored: int = field(default=0, init=False)  # days read from the rollup tables
+
+    def parts(self) -> dict[str, list[Any]]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SCALARS}
+
+
+def _us(delta: timedelta) -> int:
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def stage_spans(rows: Iterable[MergeRequestRow]) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Each MR's stage spans in hours (coding, pickup, review, deploy, cycle), and per stage the
+    negative spans dropped."""
+    spans = _stage_lists()
+    dropped: dict[str, int] = dict.fromkeys(STAGES, 0)
+    for r in rows:
+        points = {
+            "coding": (r.first_commit_at, r.created_at),
+            "pickup": (r.created_at, r.first_review_at),
+            "review": (r.first_review_at, r.merged_at),
+            "deploy": (r.merged_at, r.at),
+            "cycle": (r.first_commit_at, r.at),
+        }
+        for name, (start, end) in points.items():
+            if start is None or end is None:
+                continue
+            span = stats.hours(end - start)
+            if span < 0:
+                dropped[name] += 1
+            else:
+                spans[name].append(span)
+    return spans, dropped
+
+
+def of_rows(data: ScopeData) -> Rollup:
+    """The days of a scope's rows (the one aggregation: derive stores it, `load` completes
+    stored days with it)."""
+    zone = data.scope.zone
+    days: dict[tuple[str, str | None, int | None, date], Day] = {}
+
+    def day_of(r: Row, environment_id: int | None) -> Day:
+        local = stats.local_day(r.at, zone)
+        key = (r.service, r.team, environment_id, local)
+        found = days.get(key)
+        if found is None:
+            found = days[key] = Day(r.service, r.team, midnight(local, zone), environment_id)
+        return found
+
+    for d in data.deployments:
+        day = day_of(d, d.environment_id)
+        day.deployments += 1
+        day.rework += bool(d.rework)
+        if d.failed:
+            day.failed += 1
+            day.incident += bool(d.incident)
+            day.failed_rollback += bool(d.failed_rollback)
+            day.hotfix += bool(d.hotfix)
+            if d.recovered_at:
+                day.recovery_hours.append(stats.hours(d.recovered_at - d.at))
+    for c in data.changes:
+        day = day_of(c, c.environment_id)
+        day.changes += 1
+        if (hours := c.lead_time_hours) is not None:
+            day.lead_hours.append(hours)
+    merge_requests: dict[int, list[MergeRequestRow]] = defaultdict(list)
+    for m in data.merge_requests:
+        day = day_of(m, m.environment_id)
+        day.merge_requests += 1
+        merge_requests[id(day)].append(m)
+    for a in data.attempts:
+        day = day_of(a, a.environment_id)
+        day.environment, day.tier = a.environment, a.tier
+        if a.status == "failed":
+            day.attempts_failed += 1
+        elif a.status == "success":
+            day.attempts_success += 1
+    for day in days.values():
+        if id(day) in merge_requests:
+            day.stages, day.dropped = stage_spans(merge_requests[id(day)])
+        day.recovery_hours.sort()
+        day.lead_hours.sort()
+        for values in day.stages.values():
+            values.sort()
+    return Rollup(
+        data.scope,
+        days=list(days.values()),
+        pipelines=_pipeline_days(data),
+        requirements=data.requirements,
+        bugs=data.bugs,
+        incidents=data.incidents,
+        unreleased=data.unreleased,
+    )
+
+
+def _pipeline_days(data: ScopeData) -> list[PipelineDay]:
+    zone = data.scope.zone
+    days: dict[tuple[str, str | None, int, bool, date], PipelineDay] = {}
+    decided: dict[int, list[Any]] = defaultdict(list)
+    for p in data.pipelines:
+        local = stats.local_day(p.at, zone)
+        flag = bool(p.default_branch)
+        key = (p.service, p.team, p.repo_id, flag, local)
+        day = days.get(key)
+        if day is None:
+            day = days[key] = PipelineDay(p.service, p.team, midnight(local, zone), p.repo_id, flag)
+        day.pipelines += 1
+        day.statuses[p.status] = day.statuses.get(p.status, 0) + 1
+        if p.duration_s is not None:
+            day.durations.append(p.duration_s)
+        if p.queued_s is not None:
+            day.queued.append(p.queued_s)
+        day.failed_tests += int(p.failed_tests or 0)
+        day.with_failed_tests += bool(p.failed_tests)
+        if flag and p.status in ("success", "failed"):
+            decided[id(day)].append(p)
+    for day in days.values():
+        day.durations.sort()
+        day.queued.sort()
+        rows = decided.get(id(day))
+        if not rows:
+            continue
+        # of pipelines finishing at the same moment the failed one counts as the latest
+        rows.sort(key=lambda r: (r.at, r.status == "failed"))
+        for current, following in pairwise(rows):
+            span = _us(following.at - current.at)
+            day.span_us += span
+            day.red_us += span if current.status == "failed" else 0
+        day.first_at, day.first_failed = rows[0].at, rows[0].status == "failed"
+        day.last_at, day.last_failed = rows[-1].at, rows[-1].status == "failed"
+    return list(days.values())
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def fingerprint(rules: Any) -> str:
+    """The failure rules' identity stored beside the rollups (their rework depends on them)."""
+    return repr(rules)
+
+
+def _whole_days(scope: Scope) -> tuple[date, date]:
+    """[first, after): the local days wholly inside the scope's period."""
+    zone = scope.zone
+    first = stats.local_day(scope.since, zone)
+    if midnight(first, zone) < scope.since:
+        first += timedelta(days=1)
+    after = stats.local_day(scope.until, zone)
+    return first, after
+
+
+def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] = ROWS) -> Rollup:
+    """The scope's days: the stored rollups for the local days wholly inside the period, the rows
+    of its partial first and last day rolled up here; every day from rows when the rollups cannot
+    answer the scope (a named environment, another time zone or other failure rules than the
+    last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
+    the others empty)."""
+    from analytics.derive import FailureRules
+    from analytics.selects import load as load_rows
+
+    rules = rules or FailureRules()
+    state = conn.execute(
+        select(RollupState.timezone, RollupState.rules).where(RollupState.name == STATE)
+    ).first()
+    first, after = _whole_days(scope)
+    if (
+        state is None
+        or scope.environment is not None
+        or state.timezone != scope.timezone
+        or state.rules != fingerprint(rules)
+        or first >= after
+    ):
+        return of_rows(load_rows(conn, scope, rules, (*ROLLED, "pipelines", *rows)))
+    zone = scope.zone
+    kept = load_rows(conn, scope, rules, rows)
+    found = Rollup(
+        scope,
+        requirements=kept.requirements,
+        bugs=kept.bugs,
+        incidents=kept.incidents,
+        unreleased=kept.unreleased,
+    )
+    for since, until in (
+        (scope.since, midnight(first, zone)),
+        (midnight(after, zone), scope.until),
+    ):
+        if since < until:
+            edge = of_rows(
+                load_rows(
+                    conn, replace(scope, since=since, until=until), rules, (*ROLLED, "pipelines")
+                )
+            )
+            found.days.extend(edge.days)
+            found.pipelines.extend(edge.pipelines)
+    days = _stored_days(conn, scope, first, after)
+    pipelines = _stored_pipeline_days(conn, scope, first, after)
+    found.days.extend(days)
+    found.pipelines.extend(pipelines)
+    found.stored = len(days) + len(pipelines)
+    return found
+
+
+def _values(model: Any) -> list[Any]:
+    """A rollup table's columns but its id and dimension ids' names (joined in by the reader)."""
+    return [c for c in table_of(model).columns if c.name != "id"]
+
+
+def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> list[Day]:
+    zone = scope.zone
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            Environment.name.label("environment"),
+            Environment.tier,
+            *_values(RollupDay),
+        )
+        .select_from(RollupDay)
+        .join(Environment, Environment.id == RollupDay.environment_id),
+        RollupDay.service_id,
+    ).where(RollupDay.day >= first, RollupDay.day < after)
+    days = []
+    for r in conn.execute(query):
+        days.append(
+            Day(
+                r.service,
+                r.team,
+                midnight(r.day, zone),
+                r.environment_id,
+                r.environment,
+                r.tier,
+                r.deployments,
+                r.failed,
+                r.incident,
+                r.failed_rollback,
+                r.hotfix,
+                r.rework,
+                r.recovery_hours,
+                r.changes,
+                r.lead_hours,
+                r.merge_requests,
+                {**_stage_lists(), **r.stages},
+                {**dict.fromkeys(STAGES, 0), **r.dropped},
+                r.attempts_success,
+                r.attempts_failed,
+            )
+        )
+    return days
+
+
+def _stored_pipeline_days(
+    conn: Connection, scope: Scope, first: date, after: date
+) -> list[PipelineDay]:
+    zone = scope.zone
+    query = scope.owned(
+        select(Service.name.label("service"), Team.name.label("team"), *_values(RollupPipelineDay)),
+        on=Service.repo_id == RollupPipelineDay.repo_id,
+    ).where(RollupPipelineDay.day >= first, RollupPipelineDay.day < after)
+    return [
+        PipelineDay(
+            r.service,
+            r.team,
+            midnight(r.day, zone),
+            r.repo_id,
+            r.default_branch,
+            r.pipelines,
+            r.statuses,
+            r.durations,
+            r.queued,
+            r.failed_tests,
+            r.with_failed_tests,
+            r.first_at,
+            r.first_failed,
+            r.last_at,
+            r.last_failed,
+            r.red_us,
+            r.span_us,
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# --- maintenance (derive) -----------------------------------------------------------------------
+
+
+def refresh(
+    conn: Connection,
+    timezone: str,
+    rules: Any,
+    services: dict[int, datetime] | None,
+    repos: dict[int, datetime] | None,
+) -> int:
+    """Re-roll up the days new data touched: each service in `services` from the local day of
+    its moment on, each repository in `repos` likewise; everything when both are None, or when
+    the stored rollups were built in another time zone or with other rules. Returns the days
+    written."""
+    from analytics.selects import load as load_rows
+    from analytics.selects import repo_pipelines
+
+    zone = ZoneInfo(timezone)
+    state = conn.execute(
+        select(RollupState.timezone, RollupState.rules).where(RollupState.name == STATE)
+    ).first()
+    if (
+        services is None
+        or repos is None
+        or state is None
+        or (state.timezone, state.rules) != (timezone, fingerprint(rules))
+    ):
+        conn.execute(delete(RollupDay))
+        conn.execute(delete(RollupPipelineDay))
+        services = {sid: EARLIEST for sid in conn.execute(select(Service.id)).scalars()}
+        repos = None
+    written = 0
+    ids = dict(conn.execute(select(Service.name, Service.id)).all())
+    by_day: dict[date, list[int]] = defaultdict(list)
+    for service_id, moment in services.items():
+        by_day[stats.local_day(max(moment, EARLIEST), zone)].append(service_id)
+    names = {v: k for k, v in ids.items()}
+    for day, service_ids in sorted(by_day.items()):
+        for start in range(0, len(service_ids), BATCH):
+            chunk = service_ids[start : start + BATCH]
+            conn.execute(
+                delete(RollupDay).where(RollupDay.service_id.in_(chunk), RollupDay.day >= day)
+            )
+            scope = Scope(
+                midnight(day, zone),
+                LATEST,
+                services=tuple(names[s] for s in chunk),
+                timezone=timezone,
+            )
+            rolled = of_rows(load_rows(conn, scope, rules, ROLLED))
+            written += _write_days(conn, rolled.days, ids)
+    written += _refresh_pipelines(conn, zone, repos, repo_pipelines)
+    upsert(
+        conn,
+        RollupState,
+        [{"name": STATE, "timezone": timezone, "rules": fingerprint(rules), "built_at": None}],
+    )
+    return written
+
+
+def _write_days(conn: Connection, days: list[Day], ids: dict[str, int]) -> int:
+    rows = [
+        {
+            "service_id": ids[d.service],
+            "environment_id": d.environment_id,
+            "day": d.at.date(),  # the local midnight's date
+            "deployments": d.deployments,
+            "failed": d.failed,
+            "incident": d.incident,
+            "failed_rollback": d.failed_rollback,
+            "hotfix": d.hotfix,
+            "rework": d.rework,
+            "recovery_hours": d.recovery_hours,
+            "changes": d.changes,
+            "lead_hours": d.lead_hours,
+            "merge_requests": d.merge_requests,
+            "stages": d.stages,
+            "dropped": d.dropped,
+            "attempts_success": d.attempts_success,
+            "attempts_failed": d.attempts_failed,
+        }
+        for d in days
+        if d.environment_id is not None
+    ]
+    for start in range(0, len(rows), BATCH):
+        conn.execute(insert(RollupDay), rows[start : start + BATCH])
+    return len(rows)
+
+
+def _refresh_pipelines(
+    conn: Connection, zone: ZoneInfo, repos: dict[int, datetime] | None, select_rows: Any
+) -> int:
+    if repos is None:  # everything (the caller emptied the table)
+        starts: dict[date, list[int] | None] = {stats.local_day(EARLIEST, zone): None}
+    else:
+        starts = defaultdict(list)
+        for repo_id, moment in repos.items():
+            starts[stats.local_day(max(moment, EARLIEST), zone)].append(repo_id)  # type: ignore[union-attr]
+    written = 0
+    for day, repo_ids in sorted(starts.items(), key=lambda kv: kv[0]):
+        if repo_ids is not None:
+            conn.execute(
+                delete(RollupPipelineDay).where(
+                    and_(RollupPipelineDay.repo_id.in_(repo_ids), RollupPipelineDay.day >= day)
+                )
+            )
+        scope = Scope(midnight(day, zone), LATEST, timezone=str(zone))
+        rows = select_rows(conn, scope.since, repo_ids)
+        days = _pipeline_days(ScopeData(scope, pipelines=rows))
+        values = [
+            {
+                "repo_id": p.repo_id,
+                "default_branch": p.default_branch,
+                "day": p.at.date(),
+                **{
+                    f.name: getattr(p, f.name)
+                    for f in fields(PipelineDay)
+                    if f.name not in ("service", "team", "at", "repo_id", "default_branch")
+                },
+            }
+            for p in days
+        ]
+        for start in range(0, len(values), BATCH):
+            conn.execute(insert(RollupPipelineDay), values[start : start + BATCH])
+        written += len(values)
+    return written
+
+
+__all__ = [
+    "ROLLED",
+    "ROWS",
+    "STAGES",
+    "Day",
+    "PipelineDay",
+    "Rollup",
+    "fingerprint",
+    "load",
+    "midnight",
+    "of_rows",
+    "refresh",
+    "stage_spans",
+]
