@@ -12,7 +12,6 @@ aggregation); everything else is selected in SQL.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from collections import defaultdict
@@ -25,6 +24,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
+from analytics.rules import DEPLOYMENT_REPO, FailureRules
 from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
@@ -52,27 +52,6 @@ from warehouse.statistics import analyze
 from warehouse.upsert import upsert
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FailureRules:
-    """The parameters of the change-failure definition (config `[metrics]`)."""
-
-    failure_window: timedelta = timedelta(days=7)
-    hotfix_window: timedelta = timedelta(hours=24)
-    hotfix_refs: tuple[str, ...] = ("hotfix/*",)
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> FailureRules:
-        """The change-failure parameters of the configuration's `[metrics]` section (a
-        `config.settings.Settings`)."""
-        m = settings.metrics
-        return cls(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
-
-    def is_hotfix(self, ref: str | None) -> bool:
-        return bool(ref) and any(
-            fnmatch.fnmatch(ref or "", pattern) for pattern in self.hotfix_refs
-        )
 
 
 @dataclass
@@ -224,7 +203,7 @@ def derive(
     """Bring the derived tables up to date (everything when `full`; `image_repositories`: service
     name -> its configured image repositories), then the rollups of the days new data touched, in
     `timezone` (`[sync] timezone`); returns what it did."""
-    from analytics import rollups  # reads rows through analytics.selects, which imports derive
+    from analytics import rollups  # reads rows through analytics.selects
 
     rules = rules or FailureRules()
     summary = DeriveSummary()
@@ -366,11 +345,9 @@ def _successful() -> Any:
 
 Chain = tuple[int, int, int | None]  # service, environment, repository
 
+
 # A deployment's repository: its own (a deploy job naming a service no code source knows checks
 # out its code), else its service's. Chains, changes and the MR breakdown all read it.
-DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
-
-
 def _stale_chains(
     conn: Connection, late: dict[Chain, datetime]
 ) -> list[tuple[int, int, int | None, datetime]]:

@@ -14,11 +14,11 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from analytics import branching, rollups
-from analytics.derive import FailureRules
 from analytics.metrics import HEADLINE, compute
 from analytics.metrics import headline as headline_of
 from analytics.metrics import sliced as sliced_metrics
 from analytics.rows import ScopeData
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from analytics.selects import load
 

@@ -16,7 +16,6 @@ from sqlalchemy import Connection
 
 from analytics import rollups, stats
 from analytics.build_health import build_health
-from analytics.derive import FailureRules
 from analytics.dora import (
     change_failure_rate,
     deployment_failure_rate,
@@ -28,6 +27,7 @@ from analytics.dora import (
 from analytics.requirements import bug_escape_rate, requirement_lead_time
 from analytics.rollups import Rollup
 from analytics.rows import ScopeData
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from analytics.slices import SLICES, slices
 

@@ -279,7 +279,7 @@ def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] 
     answer the scope (a named environment, another time zone or other failure rules than the
     last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
     the others empty)."""
-    from analytics.derive import FailureRules
+    from analytics.rules import FailureRules
     from analytics.selects import load as load_rows
 
     rules = rules or FailureRules()

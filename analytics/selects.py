@@ -18,7 +18,6 @@ from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
 from sqlalchemy.orm import aliased
 
 from analytics import requirements
-from analytics.derive import DEPLOYMENT_REPO, FailureRules
 from analytics.rows import (
     PARTS,
     AttemptRow,
@@ -31,6 +30,7 @@ from analytics.rows import (
     ScopeData,
     UnreleasedRow,
 )
+from analytics.rules import DEPLOYMENT_REPO, FailureRules
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,

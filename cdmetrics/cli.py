@@ -20,8 +20,9 @@ from sqlalchemy.exc import OperationalError
 from analytics import drift as drift_analytics
 from analytics import policies as policy_analytics
 from analytics import views
-from analytics.derive import FailureRules, derive
+from analytics.derive import derive
 from analytics.metrics import SLICES, metrics
+from analytics.rules import FailureRules
 from analytics.scope import PeriodError, Scope, UnknownName
 from cdmetrics.cli_gate import register as register_gate_command
 from cdmetrics.cli_globals import Globals, check_warehouse_flag, new_app, run

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
-from analytics.derive import FailureRules
+from analytics.rules import FailureRules
 from config.settings import Settings
 from reports.week import ReportError, last_complete_week, parse_week
 from warehouse.engine import normalise_url, open_warehouse

@@ -85,7 +85,8 @@ def import_cdevents(
     file: str = typer.Argument(..., help="A JSON or JSON Lines file of CDEvents; - reads stdin."),
 ) -> None:
     """Import CDEvents from a JSON or JSON Lines file (- reads stdin); the last line is a JSON summary."""
-    from analytics.derive import FailureRules, derive
+    from analytics.derive import derive
+    from analytics.rules import FailureRules
     from collectors.cdevents import import_events, read_events
 
     settings = _settings(ctx)

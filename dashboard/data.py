@@ -24,8 +24,8 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from analytics import rollups, views
-from analytics.derive import FailureRules
 from analytics.metrics import NEEDS, compute, sliced
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from analytics.views import distributions, drilldown, running
 from analytics.warehouse import open_warehouse

@@ -16,7 +16,7 @@ from typing import NoReturn
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
-from analytics.derive import FailureRules
+from analytics.rules import FailureRules
 from analytics.scope import PeriodError, Scope, unknown_names
 from analytics.warehouse import WarehouseURLError, normalise_url
 from config.settings import ConfigError, Settings, Target, load_settings

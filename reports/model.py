@@ -24,10 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from analytics import rollups, views
-from analytics.derive import FailureRules
 from analytics.dora import STAGES
 from analytics.metrics import compute, sliced
 from analytics.rollups import Rollup
+from analytics.rules import FailureRules
 from analytics.scope import Scope, UnknownName, default_until
 from analytics.slices import slices
 from analytics.views import notable

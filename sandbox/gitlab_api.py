@@ -12,25 +12,24 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sandbox import gitlab_payloads as render
 from sandbox.gitlab_graphql import GitLabGraphQL
 from sandbox.image_repos import ImageRepo, repositories
 from sandbox.model import Deployment, Incident, MergeRequest, Organisation, Pipeline, Service
-from sandbox.server import HTTPError, Request, Response, Router, paginate_keyset, paginate_offset
+from sandbox.server import (
+    HTTPError,
+    Request,
+    Response,
+    Router,
+    paginate_keyset,
+    paginate_offset,
+    parse_param_time,
+)
 
 DELETE = object()  # a corruption that removes the field
-
-
-def parse_param_time(value: str, name: str) -> datetime:
-    """An ISO 8601 query parameter as GitLab accepts it; 400 otherwise."""
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise HTTPError(400, f"{name} is invalid") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def flag(request: Request, name: str) -> bool:

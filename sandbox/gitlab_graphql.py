@@ -33,7 +33,7 @@ from graphql import (
 from graphql.error import GraphQLError
 
 from sandbox import gitlab_payloads as render
-from sandbox.server import HTTPError, Request
+from sandbox.server import HTTPError, Request, parse_param_time
 
 if TYPE_CHECKING:
     from sandbox.gitlab_api import GitLabSimulator, ProjectIndex
@@ -364,8 +364,6 @@ def _note(body: dict[str, Any]) -> Node:
 
 
 def _time(value: str, name: str) -> datetime:
-    from sandbox.gitlab_api import parse_param_time
-
     try:
         return parse_param_time(value, name)
     except HTTPError as exc:

@@ -76,6 +76,15 @@ class HTTPError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+def parse_param_time(value: str, name: str) -> datetime:
+    """An ISO 8601 query parameter as GitLab accepts it; 400 otherwise."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise HTTPError(400, f"{name} is invalid") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 Handler = Callable[[Request], Any]
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
 

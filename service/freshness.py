@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from analytics.derive import FailureRules, derive
+from analytics.derive import derive
+from analytics.rules import FailureRules
 from warehouse.image_repositories import Configured
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi import Request
 from sqlalchemy import Engine
 
-from analytics.derive import FailureRules
+from analytics.rules import FailureRules
 from collectors.events import EventWriter, writer_for
 from collectors.refs import SourceRef
 from collectors.webhooks_jenkins import JENKINS_WEBHOOKS

@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Engine
 
-from analytics.derive import FailureRules
 from analytics.metrics import sliced
 from analytics.rollups import load
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 
 Labels = tuple[tuple[str, str], ...]

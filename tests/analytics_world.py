@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from analytics.derive import DeriveSummary, FailureRules, derive
+from analytics.derive import DeriveSummary, derive
 from analytics.metrics import metrics
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from warehouse.dimensions import ensure_id, ensure_source
 from warehouse.schema import (

@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import Engine
 
 from analytics import frames, metrics, stats, units
-from analytics.derive import FailureRules, derive
+from analytics.derive import derive
+from analytics.rules import FailureRules
 from analytics.scope import PeriodError, Scope, parse_period
 from config.settings import Settings
 from reports.model import build_report

@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Engine, select
 
 from analytics import drift, policies, views
-from analytics.derive import FailureRules, derive
+from analytics.derive import derive
 from analytics.metrics import metrics
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from reports.model import HEADLINE, build_report, value_at
 from reports.render import render

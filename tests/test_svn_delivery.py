@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from analytics.derive import FailureRules
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from collectors import jenkins_normalize as norm
 from config.settings import Settings

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
-from analytics.derive import DEPLOYMENT_REPO
 from analytics.rows import lead_time_hours
+from analytics.rules import DEPLOYMENT_REPO
 from analytics.scope import Scope
 from analytics.selects import scoped_chain
 from analytics.views._common import (

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from analytics import rollups, stats
-from analytics.derive import FailureRules
 from analytics.rollups import Rollup
 from analytics.rows import ScopeData
+from analytics.rules import FailureRules
 from analytics.scope import Scope
 from analytics.slices import NO_TEAM
 

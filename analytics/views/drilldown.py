@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 
 from analytics import stats
-from analytics.derive import DEPLOYMENT_REPO
+from analytics.rules import DEPLOYMENT_REPO
 from analytics.scope import Scope
 from analytics.selects import scoped_chain
 from analytics.views._common import Seconds, as_dicts, failure_reasons

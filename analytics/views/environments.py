@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
-from analytics.derive import DEPLOYMENT_REPO
+from analytics.rules import DEPLOYMENT_REPO
 from analytics.scope import Scope
 from analytics.views._common import as_dicts, commit_url
 from warehouse.schema import (
