@@ -16,7 +16,9 @@ per team):
   others after it merged; one reopened bug per project (done, then open again);
 - tasks: a few, linked to nothing;
 - incidents: every incident of the organisation is also filed in its team's tracker (the same
-  times), half of them paged through PagerDuty too; about 30% of those of GitLab-built services
+  times), half of them paged through PagerDuty too (and at least one service pages twice:
+  when the draws page none twice, the two closest incidents of the service with the most are
+  paged); about 30% of those of GitLab-built services
   carry an explicit link to the deployment (or pipeline) the window attributes them to, so the
   organisation's ground truth holds whichever source a sync reads;
 - Zentao builds and releases: about half of the Zentao incidents of GitLab-built services that
@@ -221,6 +223,7 @@ def add_trackers(org: Organisation) -> Trackers:
         for service in org.services:
             filer.rng = random.Random(f"{org.seed}/trackers/{phase.__name__}/{service.name}")
             phase(filer, service)
+    _page_twice(filer.trackers)
     for service in org.services:
         filer.rng = random.Random(f"{org.seed}/trackers/builds/{service.name}")
         _builds(filer, service)
@@ -347,17 +350,20 @@ def _incidents(filer: _Filer, service: Service) -> None:
             incident.author.username,
         )
         item.incident = incident
-        item.paged = rng.random() < PAGED_SHARE
+        # the same draws for every incident, so the stream does not shift with what else the
+        # service has (a migration sharing the pipeline, an unattributed incident)
+        paged, linked, by_pipeline = rng.random(), rng.random(), rng.random()
+        acknowledged = incident.created_at + timedelta(minutes=rng.uniform(2, 30))
+        item.paged = paged < PAGED_SHARE
         target = attributed.get(incident.id)
-        if target is not None and rng.random() < LINKED_INCIDENTS:
+        if target is not None and linked < LINKED_INCIDENTS:
             deployment = by_id[target]
             shared = [d for d in service.deployments if d.pipeline.id == deployment.pipeline.id]
-            if len(shared) == 1 and rng.random() < 0.3:
+            if len(shared) == 1 and by_pipeline < 0.3:
                 item.link = ("pipeline", str(deployment.pipeline.id))
             else:
                 item.link = ("deployment", str(deployment.id))
             item.linked_deployment = target
-        acknowledged = incident.created_at + timedelta(minutes=rng.uniform(2, 30))
         filer.move(item, acknowledged, "in_progress")
         if incident.closed_at is not None:
             item.transitions.append(
@@ -370,6 +376,22 @@ def _incidents(filer: _Filer, service: Service) -> None:
                     STATUSES[item.tracker]["done"],
                 )
             )
+
+
+def _page_twice(trackers: Trackers) -> None:
+    """Make sure one service pages twice (module docstring): no random draw, so nothing else
+    moves."""
+    by_service: dict[str, list[TrackerItem]] = {}
+    for item in trackers.items:
+        if item.incident is not None and item.service is not None:
+            by_service.setdefault(item.service, []).append(item)
+    if not by_service or any(sum(i.paged for i in v) >= 2 for v in by_service.values()):
+        return
+    busiest = sorted(max(by_service.values(), key=len), key=lambda i: i.created_at)
+    if len(busiest) < 2:
+        return
+    first, second = min(zip(busiest, busiest[1:]), key=lambda p: p[1].created_at - p[0].created_at)
+    first.paged = second.paged = True
 
 
 def _builds(filer: _Filer, service: Service) -> None:
