@@ -40,6 +40,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from sandbox.clock import ms
 from sandbox.model import Incident, MergeRequest, Organisation, Service
@@ -387,10 +388,10 @@ def _page_twice(trackers: Trackers) -> None:
             by_service.setdefault(item.service, []).append(item)
     if not by_service or any(sum(i.paged for i in v) >= 2 for v in by_service.values()):
         return
-    busiest = sorted(max(by_service.values(), key=len), key=lambda i: i.created_at)
+    busiest = sorted(max(by_service.values(), key=lambda v: len(v)), key=lambda i: i.created_at)
     if len(busiest) < 2:
         return
-    first, second = min(zip(busiest, busiest[1:]), key=lambda p: p[1].created_at - p[0].created_at)
+    first, second = min(pairwise(busiest), key=lambda p: p[1].created_at - p[0].created_at)
     first.paged = second.paged = True
 
 
