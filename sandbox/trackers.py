@@ -388,7 +388,8 @@ def _page_twice(trackers: Trackers) -> None:
             by_service.setdefault(item.service, []).append(item)
     if not by_service or any(sum(i.paged for i in v) >= 2 for v in by_service.values()):
         return
-    busiest = sorted(max(by_service.values(), key=lambda v: len(v)), key=lambda i: i.created_at)
+    most = max(by_service.values(), key=len)
+    busiest = sorted(most, key=lambda i: i.created_at)
     if len(busiest) < 2:
         return
     first, second = min(pairwise(busiest), key=lambda p: p[1].created_at - p[0].created_at)
