@@ -210,6 +210,7 @@ class MergeRequest(Base):
         Index("ix_merge_request_repo_head_sha", "repo_id", "head_sha"),
         Index("ix_merge_request_repo_source_branch", "repo_id", "source_branch"),
         Index("ix_merge_request_changed", "changed_at"),
+        Index("ix_merge_request_state_released", "state", "released_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
@@ -234,6 +235,9 @@ class MergeRequest(Base):
     first_review_at: Mapped[datetime | None]
     web_url: Mapped[str | None] = mapped_column(Url)
     changed_at: Mapped[datetime | None] = changed()
+    # derived (analytics/releases.py): the first finish of a production-tier deployment that
+    # brought the merge or squash commit (fast-forward: the head); None while none has
+    released_at: Mapped[datetime | None]
 
 
 class MrCommit(Base):
