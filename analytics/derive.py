@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
+from analytics import releases
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
 from analytics.rules import DEPLOYMENT_REPO, FailureRules
@@ -63,6 +64,7 @@ class DeriveSummary:
     changes: int = 0
     failures: int = 0
     work_item_links: int = 0  # work item <-> change links found in titles and branches
+    released: int = 0  # merged MRs whose production release time (released_at) changed
     rollup_days: int = 0  # (service, environment, day) and (repo, branch flag, day) rows written
     seconds: float = 0.0
 
@@ -220,9 +222,12 @@ def derive(
         graphs: dict[int | None, CommitGraph] = {}
         touched: dict[int, CommitGraph] = {}
         dirty: dict[int, datetime] = {}  # service -> earliest moment whose day to roll up again
+        rederived: dict[int, datetime] = {}  # repository -> earliest finish re-derived
         late = late_chains(conn, changed_after)
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
+            if repo_id is not None:
+                _earliest(rederived, repo_id, since)
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
             if _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary):
@@ -233,6 +238,12 @@ def derive(
         failures_before = _failures(conn)
         summary.failures = derive_failures(conn, rules)
         summary.work_item_links = derive_work_item_links(conn, changed_after)
+        summary.released = releases.refresh(
+            conn,
+            started_at,
+            None if full or changed_after is None else rederived,
+            CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0),
+        )
         if full or changed_after is None:
             summary.rollup_days = rollups.refresh(conn, timezone, rules, None, None)
         else:

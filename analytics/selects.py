@@ -15,9 +15,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, func, literal, or_, select, union_all
-from sqlalchemy.orm import aliased
 
-from analytics import requirements
+from analytics import releases, requirements
 from analytics.rows import (
     PARTS,
     AttemptRow,
@@ -342,62 +341,45 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     (the production tier by default) that brought their merge or squash commit (a fast-forward
     merge: their head), None while none has. The warehouse knows no history before a chain's first
     deployment: an MR merged before its repository's first one is taken as carried by it. `at` is
-    the merge."""
-    owner = aliased(Service)
-    deployed = (
-        select(func.min(DeploymentChain.finished_at))
-        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
-        .join(Environment, Environment.id == DeploymentChain.environment_id)
-        .join(owner, owner.id == DeploymentChain.service_id)
-        .where(
-            func.coalesce(Deployment.repo_id, owner.repo_id) == MergeRequest.repo_id,
-            Environment.name == scope.environment
-            if scope.environment is not None
-            else DeploymentChain.is_production,
-        )
-    )
-    sha = DeploymentChange.sha
-    brought = deployed.join(
-        DeploymentChange, DeploymentChange.deployment_id == DeploymentChain.deployment_id
-    ).where(
-        or_(
-            sha == MergeRequest.squash_commit_sha,
-            sha == MergeRequest.merge_commit_sha,
-            and_(
-                sha == MergeRequest.head_sha,
-                MergeRequest.merge_commit_sha.is_(None),
-                MergeRequest.squash_commit_sha.is_(None),
-            ),
-        )
-    )
-    history = deployed.where(
-        DeploymentChain.baseline, DeploymentChain.finished_at >= MergeRequest.merged_at
-    )
-    brought_at, history_at = brought.scalar_subquery(), history.scalar_subquery()
+    the merge.
+
+    The production tier reads `merge_request.released_at`, maintained by derive
+    (`analytics.releases`), with two indexed range reads on (state, released_at): not released, or
+    released after the scope's start. A named environment computes its release times in one
+    set-based query (`releases.release_times`) over the scope's repositories."""
+    merged = (MergeRequest.state == "merged", MergeRequest.merged_at < scope.until)
+    columns = (Service.name.label("service"), Team.name.label("team"))
+    if scope.environment is None:
+        released = MergeRequest.released_at
+        reads = [
+            scope.owned(
+                select(*columns, MergeRequest.merged_at.label("at"), released).select_from(
+                    MergeRequest
+                ),
+                on=Service.repo_id == MergeRequest.repo_id,
+            ).where(*merged, waiting)
+            for waiting in (released.is_(None), released > scope.since)
+        ]
+        return [UnreleasedRow(**r._mapping) for read in reads for r in conn.execute(read)]
+    repos = select(Service.repo_id).outerjoin(Team, Team.id == Service.team_id)
+    if scope.services:
+        repos = repos.where(Service.name.in_(scope.services))
+    if scope.teams:
+        repos = repos.where(Team.name.in_(scope.teams))
+    times = releases.release_times(
+        scope.environment, and_(*merged, MergeRequest.repo_id.in_(repos))
+    ).subquery("times")
     query = scope.owned(
         select(
-            Service.name.label("service"),
-            Team.name.label("team"),
+            *columns,
             MergeRequest.merged_at.label("at"),
-            brought_at.label("brought_at"),
-            history_at.label("history_at"),
-        ).select_from(MergeRequest),
-        on=Service.repo_id == MergeRequest.repo_id,
-    ).where(
-        MergeRequest.state == "merged",
-        MergeRequest.merged_at < scope.until,
-        or_(brought_at.is_(None), brought_at > scope.since),
-        or_(history_at.is_(None), history_at > scope.since),
-    )
-    return [
-        UnreleasedRow(
-            r.service,
-            r.team,
-            r.at,
-            min((t for t in (r.brought_at, r.history_at) if t), default=None),
+            times.c.released_at,
         )
-        for r in conn.execute(query)
-    ]
+        .select_from(MergeRequest)
+        .outerjoin(times, times.c.merge_request_id == MergeRequest.id),
+        on=Service.repo_id == MergeRequest.repo_id,
+    ).where(*merged, or_(times.c.released_at.is_(None), times.c.released_at > scope.since))
+    return _rows(conn.execute(query), UnreleasedRow)
 
 
 __all__ = [

@@ -203,7 +203,9 @@ def test_incremental_reference_links_equal_a_full_derive(
         first = all_links(engine)
         load_org(engine, org)
         with engine.begin() as conn:  # a work item named only by MRs unchanged since: it goes
-            derived = conn.execute(select(DeriveState.started_at)).scalar_one()
+            derived = conn.execute(
+                select(DeriveState.started_at).where(DeriveState.name == "derive")
+            ).scalar_one()
             old = (
                 select(Repo.path, cast(MergeRequest.iid, String))
                 .join(MergeRequest, MergeRequest.repo_id == Repo.id)
