@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, union_all, update
+from sqlalchemy import Connection, and_, bindparam, false, func, or_, select, union_all, update
 from sqlalchemy.orm import aliased
 
 from analytics.rules import DEPLOYMENT_REPO
@@ -112,7 +112,9 @@ def _deployed(query: Any, environment: str | None) -> Any:
         Service, Service.id == DeploymentChain.service_id
     )
     if environment is None:
-        return query.where(DeploymentChain.is_production)
+        # not `is_production` bare: SQLite would drive the join from its index on
+        # (is_production, finished_at), every production chain row times every MR
+        return query.where(func.coalesce(DeploymentChain.is_production, false()))
     owner = aliased(Environment)
     return query.join(owner, owner.id == DeploymentChain.environment_id).where(
         owner.name == environment

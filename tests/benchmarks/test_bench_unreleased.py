@@ -1,0 +1,173 @@
+"""Merged MRs not yet in production (`selects.unreleased`, issue #21): what derive pays to maintain
+`merge_request.released_at` (a full derive, an incremental one after one more day of data) and
+what the reads cost per scope, against the old per-MR computation (`reference_unreleased` in
+tests/test_unreleased_select.py) and a plain scan of the rows they choose from (every column of
+the MRs merged before the scope's end). Prints figures; asserts only that the reads equal the
+old computation.
+
+The organisation is the demo one by default (`CDMETRICS_BENCH_SIZE`; the large one takes long to
+build here), loaded as of three days before its end (`CDMETRICS_BENCH_DAYS`) in a child process.
+`CDMETRICS_BENCH_WAREHOUSE` names a prebuilt SQLite warehouse (e.g. the large organisation) to
+measure instead: it is upgraded and derived (a warehouse from before migration 0025 fills every
+MR's released_at then), and the incremental step is skipped. `CDMETRICS_BENCH_OLD=0` skips the
+old computation (minutes per scope on the large organisation).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, func, select
+
+from analytics import releases, selects
+from analytics.derive import derive
+from analytics.scope import Scope
+from tests.test_unreleased_select import reference_unreleased
+from warehouse.engine import open_warehouse
+from warehouse.schema import Environment, MergeRequest
+
+pytestmark = pytest.mark.bench
+SIZE = os.environ.get("CDMETRICS_BENCH_SIZE", "demo")
+OLD = os.environ.get("CDMETRICS_BENCH_OLD", "1") != "0"
+# the incremental step: the demo organisation ends on a Monday 00:00, so its last day alone (a
+# Sunday) brings almost nothing; the last three days bring Friday's deployments
+DAYS = float(os.environ.get("CDMETRICS_BENCH_DAYS", "3"))
+
+
+def build(db: Path, days_before_end: float) -> datetime:
+    """Load the generated org as of `days_before_end` before its end, in a child process;
+    returns the org's end."""
+    code = (
+        "import time; from datetime import timedelta; from sandbox.generate import generate; "
+        "from tests.sandbox_load import load_org; from warehouse.engine import open_warehouse; "
+        f"org = generate(1, {SIZE!r}); t = time.perf_counter(); "
+        f"n = load_org(open_warehouse('sqlite:///{db}'), org, org.now - timedelta(days={days_before_end})); "
+        "print(org.now.isoformat(), n, round(time.perf_counter() - t, 1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout.split()
+    print(
+        f"  loaded {SIZE} org as of end - {days_before_end} d: {int(out[1]):,} rows in {out[2]} s"
+    )
+    return datetime.fromisoformat(out[0])
+
+
+def best(work: Callable[[], Any], runs: int = 3) -> tuple[Any, float]:
+    timed = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = work()
+        timed.append((result, time.perf_counter() - start))
+    return min(timed, key=lambda r: r[1])
+
+
+def plain_scan(conn: Connection, scope: Scope) -> tuple[int, float]:
+    """(rows, best seconds) of reading every column of the MRs merged before the scope's end."""
+    return best(
+        lambda: len(
+            conn.execute(
+                select(MergeRequest).where(
+                    MergeRequest.state == "merged", MergeRequest.merged_at < scope.until
+                )
+            ).all()
+        )
+    )
+
+
+def _key(rows: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted(((r.service, r.team, r.at, r.released_at) for r in rows), key=repr)
+
+
+def test_unreleased_reads_and_their_maintenance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refreshes: list[float] = []
+    refresh = releases.refresh
+
+    def timed_refresh(*args: Any, **kwargs: Any) -> int:
+        start = time.perf_counter()
+        changed = refresh(*args, **kwargs)
+        refreshes.append(time.perf_counter() - start)
+        return changed
+
+    monkeypatch.setattr(releases, "refresh", timed_refresh)
+    reused = os.environ.get("CDMETRICS_BENCH_WAREHOUSE")
+    print()
+    if reused:
+        engine = open_warehouse(f"sqlite:///{reused}")
+        start = time.perf_counter()
+        summary = derive(engine)
+        print(
+            f"  derive of {reused}: {time.perf_counter() - start:.2f} s, of which released_at "
+            f"{refreshes[-1]:.2f} s ({summary.released:,} MRs changed)"
+        )
+        with engine.connect() as conn:
+            end = conn.execute(select(func.max(MergeRequest.merged_at))).scalar_one()
+    else:
+        db = tmp_path / "unreleased.db"
+        build(db, DAYS)
+        engine = open_warehouse(f"sqlite:///{db}")
+        start = time.perf_counter()
+        full = derive(engine, full=True)
+        print(
+            f"  full derive: {time.perf_counter() - start:.2f} s, of which released_at "
+            f"{refreshes[-1]:.2f} s ({full.released:,} MRs released)"
+        )
+        end = build(db, 0)
+        start = time.perf_counter()
+        incremental = derive(engine)
+        print(
+            f"  incremental derive after {DAYS:g} more days: {time.perf_counter() - start:.2f} s, of "
+            f"which released_at {refreshes[-1]:.2f} s ({incremental.released:,} MRs changed)"
+        )
+    with engine.connect() as conn:
+        merged = conn.execute(
+            select(func.count()).where(MergeRequest.state == "merged")
+        ).scalar_one()
+        environments = dict(conn.execute(select(Environment.name, Environment.tier)).all())
+        named = [n for n, tier in sorted(environments.items()) if tier == "production"][:1] + [
+            n for n, tier in sorted(environments.items()) if tier == "staging"
+        ][:1]
+        default = Scope.default(now=end)
+        scopes = {
+            "production, default period": default,
+            "production, last week": Scope(end - timedelta(weeks=1), end),
+            "production, whole history": Scope(datetime(1970, 1, 1, tzinfo=end.tzinfo), end),
+            **{
+                f"{environments[n]} {n!r}, default period": Scope(
+                    default.since, default.until, environment=n
+                )
+                for n in named
+            },
+        }
+        print(f"  {merged:,} merged MRs")
+        print(
+            f"  {'scope':<38} {'rows':>6} {'new s':>8} {'old s':>9} {'old/new':>8} "
+            f"{'scan rows':>9} {'scan s':>7} {'new/scan':>8}"
+        )
+        for name, scope in scopes.items():
+            rows, t_new = best(lambda s=scope: selects.unreleased(conn, s))
+            scanned, t_scan = plain_scan(conn, scope)
+            old, speedup = "skipped", ""
+            if OLD:
+                want, t_old = best(lambda s=scope: reference_unreleased(conn, s), runs=1)
+                assert _key(rows) == _key(want), name
+                old, speedup = f"{t_old:9.2f}", f"{t_old / t_new:7.0f}x"
+            print(
+                f"  {name:<38} {len(rows):>6} {t_new:8.4f} {old:>9} {speedup:>8} "
+                f"{scanned:>9,} {t_scan:7.4f} {t_new / t_scan:7.2f}x"
+            )
+    engine.dispose()
