@@ -1,5 +1,5 @@
 """Merged MRs not yet in production (`selects.unreleased`, issue #21): what derive pays to maintain
-`merge_request.released_at` (a full derive, an incremental one after one more day of data) and
+`merge_request.released_at` (a full derive, an incremental one after more days of data) and
 what the reads cost per scope, against the old per-MR computation (`reference_unreleased` in
 tests/test_unreleased_select.py) and a plain scan of the rows they choose from (every column of
 the MRs merged before the scope's end). Prints figures; asserts only that the reads equal the
