@@ -4,7 +4,8 @@
   service and environment, marked baseline (the first) or rollback;
 - `deployment_change`: the commits a deployment brought (reachable from its commit, not from the
   previous one's), with where lead time starts;
-- `change_failure`: production deployments that failed, with every reason, and their recovery.
+- `change_failure`: production deployments that failed, with every reason, and their recovery;
+- `merge_request.released_at`: when each merged MR reached production (`analytics.releases`).
 
 The commit graph is walked in Python, a repository at a time (it is a graph walk, not an
 aggregation); everything else is selected in SQL.

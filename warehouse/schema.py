@@ -659,7 +659,8 @@ class DeploymentChange(Base):
 
 class DeriveState(Base):
     """When a derive last ran (`name` "derive"): data changed after its start may have arrived after
-    the deployments it derived (late commits, merge requests), so the next derive re-derives them."""
+    the deployments it derived (late commits, merge requests), so the next derive re-derives them.
+    `name` "released": the start of the derive that last refreshed `merge_request.released_at`."""
 
     __tablename__ = "derive_state"
     __table_args__ = (natural_key("name"),)
