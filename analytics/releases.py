@@ -65,19 +65,7 @@ def release_times(environment: str | None, merge_requests: Any) -> Any:
         .where(MergeRequest.state == "merged", merge_requests)
         .cte("released_mr")
     )
-    landed = union_all(
-        select(mr.c.id, mr.c.repo_id, mr.c.squash_commit_sha.label("sha")).where(
-            mr.c.squash_commit_sha.is_not(None)
-        ),
-        select(mr.c.id, mr.c.repo_id, mr.c.merge_commit_sha).where(
-            mr.c.merge_commit_sha.is_not(None)
-        ),
-        select(mr.c.id, mr.c.repo_id, mr.c.head_sha).where(
-            mr.c.merge_commit_sha.is_(None),
-            mr.c.squash_commit_sha.is_(None),
-            mr.c.head_sha.is_not(None),
-        ),
-    ).subquery("landed")
+    landed = _landed(mr)
     brought = _deployed(
         select(landed.c.id, DeploymentChain.finished_at)
         .select_from(landed)
@@ -103,6 +91,25 @@ def release_times(environment: str | None, merge_requests: Any) -> Any:
     return select(
         found.c.id.label("merge_request_id"), func.min(found.c.finished_at).label("released_at")
     ).group_by(found.c.id)
+
+
+def _landed(mr: Any) -> Any:
+    """(id, repo_id, sha) of each commit an MR of `mr` landed as: its squash commit, its merge
+    commit, or, merged by fast-forward (neither), its head. One row per commit, not an OR over
+    three columns, so each is matched through deployment_change's index on sha."""
+    return union_all(
+        select(mr.c.id, mr.c.repo_id, mr.c.squash_commit_sha.label("sha")).where(
+            mr.c.squash_commit_sha.is_not(None)
+        ),
+        select(mr.c.id, mr.c.repo_id, mr.c.merge_commit_sha).where(
+            mr.c.merge_commit_sha.is_not(None)
+        ),
+        select(mr.c.id, mr.c.repo_id, mr.c.head_sha).where(
+            mr.c.merge_commit_sha.is_(None),
+            mr.c.squash_commit_sha.is_(None),
+            mr.c.head_sha.is_not(None),
+        ),
+    ).subquery("landed")
 
 
 def _deployed(query: Any, environment: str | None) -> Any:

@@ -13,7 +13,8 @@ from analytics.scope import Scope
 from warehouse.schema import DeploymentChain, Pipeline
 
 
-def _best(work: Any) -> tuple[Any, float]:
+def best(work: Any) -> tuple[Any, float]:
+    """(result, best seconds) of three runs of `work`."""
     runs = []
     for _ in range(3):
         start = time.perf_counter()
@@ -34,7 +35,7 @@ def _filters(scope: Scope) -> tuple[tuple[Any, tuple[Any, ...]], ...]:
 
 def plain_count(conn: Connection, scope: Scope) -> tuple[int, float]:
     """(rows, best seconds) of counting the scope's production chains and pipelines."""
-    return _best(
+    return best(
         lambda: sum(
             conn.execute(select(func.count()).select_from(t).where(*w)).scalar() or 0
             for t, w in _filters(scope)
@@ -44,6 +45,6 @@ def plain_count(conn: Connection, scope: Scope) -> tuple[int, float]:
 
 def plain_scan(conn: Connection, scope: Scope) -> tuple[int, float]:
     """(rows, best seconds) of reading every column of those rows."""
-    return _best(
+    return best(
         lambda: sum(len(conn.execute(select(t).where(*w)).all()) for t, w in _filters(scope))
     )

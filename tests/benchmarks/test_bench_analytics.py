@@ -30,12 +30,13 @@ pytestmark = pytest.mark.bench
 SIZE = os.environ.get("CDMETRICS_BENCH_SIZE", "large")
 
 
-def build(db: Path, days_before_end: float) -> tuple[str, float]:
-    """Load the generated org as of `days_before_end` before its end, in a child process."""
+def build(db: Path, days_before_end: float, size: str = SIZE) -> tuple[str, float]:
+    """Load the generated org of `size` as of `days_before_end` before its end, in a child
+    process; returns its end (ISO and POSIX time)."""
     code = (
         "import sys, time; from datetime import timedelta; from sandbox.generate import generate; "
         "from tests.sandbox_load import load_org; from warehouse.engine import open_warehouse; "
-        f"org = generate(1, {SIZE!r}); t = time.perf_counter(); "
+        f"org = generate(1, {size!r}); t = time.perf_counter(); "
         f"n = load_org(open_warehouse('sqlite:///{db}'), org, org.now - timedelta(days={days_before_end})); "
         "print(org.now.isoformat(), n, round(time.perf_counter() - t, 1))"
     )
@@ -47,7 +48,7 @@ def build(db: Path, days_before_end: float) -> tuple[str, float]:
         cwd=Path(__file__).resolve().parents[2],
     ).stdout.split()
     print(
-        f"  loaded {SIZE} org as of end - {days_before_end} d: {int(out[1]):,} rows in {out[2]} s"
+        f"  loaded {size} org as of end - {days_before_end} d: {int(out[1]):,} rows in {out[2]} s"
     )
     from datetime import datetime
 
