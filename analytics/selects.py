@@ -360,12 +360,8 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
             ).where(*merged, waiting)
             for waiting in (released.is_(None), released > scope.since)
         ]
-        return [UnreleasedRow(**r._mapping) for read in reads for r in conn.execute(read)]
-    repos = select(Service.repo_id).outerjoin(Team, Team.id == Service.team_id)
-    if scope.services:
-        repos = repos.where(Service.name.in_(scope.services))
-    if scope.teams:
-        repos = repos.where(Team.name.in_(scope.teams))
+        return [row for read in reads for row in _rows(conn.execute(read), UnreleasedRow)]
+    repos = scope.owned(select(Repo.id), on=Service.repo_id == Repo.id)
     times = releases.release_times(
         scope.environment, and_(*merged, MergeRequest.repo_id.in_(repos))
     ).subquery("times")
