@@ -20,6 +20,7 @@ from analytics.derive import derive
 from analytics.rows import UnreleasedRow
 from analytics.scope import Scope
 from sandbox.generate import generate
+from tests.analytics_world import World, at
 from tests.conftest import migrated_warehouse
 from tests.sandbox_load import load_org
 from warehouse.schema import (
@@ -208,3 +209,44 @@ def test_a_warehouse_without_released_progress_recomputes_every_mr(
     assert summary.released == sum(at is not None for _, at in before)
     assert _stored(engine) == before
     assert _assert_equal_to_the_reference(engine, org) > 0
+
+
+def _released(world: World) -> dict[int, datetime | None]:
+    with world.engine.connect() as conn:
+        return dict(conn.execute(select(MergeRequest.iid, MergeRequest.released_at)).all())
+
+
+def _equal_to_the_reference(world: World) -> None:
+    with world.engine.connect() as conn:
+        for environment in (None, "production", "staging"):
+            scope = Scope(at(-100), at(100), environment=environment)
+            got = selects.unreleased(conn, scope)
+            assert _sorted(got) == _sorted(reference_unreleased(conn, scope)), environment
+
+
+def test_late_merge_requests_and_deployments_move_released_at_incrementally(
+    engine: Engine,
+) -> None:
+    """a (baseline) <- b <- c <- d; production runs a, then c. Later derives see: an MR of b
+    arriving late (released by c's deployment), a deployment of d (releases MR 4), and a late
+    deployment of c slotted in before the one derived (MR 3's release moves earlier)."""
+    w = World(engine)
+    w.line("a", "b", "c", "d")
+    w.merge_request(1, ["a"], created=at(-2), merged=at(-1), merge_sha="a")  # before history
+    w.merge_request(3, ["c"], created=at(1), merged=at(2.5), squash_sha="c")
+    w.merge_request(4, ["d"], created=at(2), merged=at(3.5), head="d")  # fast-forward
+    w.deploy("a", at(1))
+    w.deploy("c", at(10))
+    w.deploy("d", at(5), "staging")
+    w.derive()
+    assert _released(w) == {1: at(1), 3: at(10), 4: None}
+    w.merge_request(2, ["b"], created=at(0), merged=at(1.5), merge_sha="b")  # late
+    w.deploy("d", at(20))
+    assert w.derive().released == 2
+    assert _released(w) == {1: at(1), 2: at(10), 3: at(10), 4: at(20)}
+    _equal_to_the_reference(w)
+    w.deploy("c", at(6))  # a deployment collected late, finished before the one derived
+    assert w.derive().released == 2
+    assert _released(w) == {1: at(1), 2: at(6), 3: at(6), 4: at(20)}
+    _equal_to_the_reference(w)
+    assert derive(engine, full=True).released == 0
