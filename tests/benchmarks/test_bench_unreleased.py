@@ -98,7 +98,7 @@ def test_unreleased_reads_and_their_maintenance(
         start = time.perf_counter()
         incremental = derive(engine)
         print(
-            f"  incremental derive after {DAYS:g} more days: {time.perf_counter() - start:.2f} s, of "
+            f"  incremental derive after {DAYS:g} more day(s): {time.perf_counter() - start:.2f} s, of "
             f"which released_at {refreshes[-1]:.2f} s ({incremental.released:,} MRs changed)"
         )
     with engine.connect() as conn:
