@@ -33,6 +33,7 @@ from graphql import (
 from graphql.error import GraphQLError
 
 from sandbox import gitlab_payloads as render
+from sandbox.image_repos import ImageRepo, repositories
 from sandbox.server import HTTPError, Request, parse_param_time
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "tests/fixtures/gitlab_graphql/schema.graphql"
 MAX_PAGE_SIZE = 100  # GitLab's max_page_size
+# fields with a smaller one of their own: ContainerRepositoryDetails.tags (max_page_size: 20)
+FIELD_MAX_PAGE_SIZE = {"tags": 20}
 MAX_COMPLEXITY = 250  # GitLab's limit for an authenticated request
 
 Node = dict[str, Any]
@@ -61,11 +64,15 @@ def upper(value: Any) -> Any:
 
 
 def connection(
-    items: Sequence[Any], node: Callable[[Any], Node | None], args: dict[str, Any]
+    items: Sequence[Any],
+    node: Callable[[Any], Node | None],
+    args: dict[str, Any],
+    max_page: int = MAX_PAGE_SIZE,
 ) -> Node:
-    """A page of a cursor connection: `first` items (at most 100) after the `after` cursor."""
+    """A page of a cursor connection: `first` items (at most `max_page`, as GitLab caps it
+    silently) after the `after` cursor."""
     start = int(base64.b64decode(args["after"]).decode()) if args.get("after") else 0
-    size = min(args.get("first") or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = min(args.get("first") or max_page, max_page)
     page = items[start : start + size]
     end = start + len(page)
     return {
@@ -87,12 +94,13 @@ def complexity(document: Any, variables: dict[str, Any]) -> int:
     def field(node: FieldNode, variables: dict[str, Any]) -> float:
         children = sum(field(c, variables) for c in _fields(node))
         limit = None
+        largest = FIELD_MAX_PAGE_SIZE.get(node.name.value, MAX_PAGE_SIZE)
         for arg in node.arguments or ():
             if arg.name.value in ("first", "last"):
                 value = getattr(arg.value, "value", None)
                 if value is None and hasattr(arg.value, "name"):
                     value = variables.get(arg.value.name.value)
-                limit = min(int(value or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+                limit = min(int(value or largest), largest)
         return 1 + children * (1 + limit / 100 if limit is not None else 1)
 
     total = 0.0
@@ -143,7 +151,10 @@ class GitLabGraphQL:
         result = execute_sync(
             served,
             document,
-            root_value={"project": self._project(request.base_url)},
+            root_value={
+                "project": self._project(request.base_url),
+                "containerRepository": self._container_repository,
+            },
             variable_values=variables,
             operation_name=body.get("operationName"),
         )
@@ -175,6 +186,60 @@ class GitLabGraphQL:
             }
 
         return resolve
+
+    def _container_repository(self, info: Any, id: str) -> Node | None:
+        """A registry repository by global id (`gid://gitlab/ContainerRepository/<id>`), with the
+        tags the REST registry endpoints serve (the single-tag payload's corruptions included)."""
+        found = self._repositories().get(id)
+        if found is None or not found.service.created_at or found.service.created_at > self.sim.at:
+            return None
+        r = found
+        return {
+            "id": gid("ContainerRepository", r.id),
+            "name": r.name,
+            "path": r.path,
+            "location": r.location,
+            "tagsCount": len(render.current_tags(r, self.sim.at)),
+            "tags": lambda info, **args: self._tags(r, args),
+        }
+
+    def _repositories(self) -> dict[str, ImageRepo]:
+        return self.sim._cached(
+            ("graphql", "repositories"),
+            lambda: {
+                str(gid("ContainerRepository", r.id)): r
+                for index in self.sim.projects.values()
+                for r in repositories(index.service)
+            },
+        )
+
+    def _tags(self, r: ImageRepo, args: dict[str, Any]) -> Node:
+        current = render.current_tags(r, self.sim.at)
+        names = sorted(current, reverse=args.get("sort") == "NAME_DESC")
+        if args.get("name"):  # GitLab's search by name: a part of it
+            names = [n for n in names if args["name"] in n]
+
+        def node(name: str) -> Node:
+            digest, pushed = current[name]
+            image = next((i for i in r.images if i.digest == digest), None)
+            body = self.sim._patched(
+                "registry_tag",
+                f"{r.id}:{name}",
+                render.registry_tag(r, name, digest, pushed, image),
+            )
+            return {
+                "name": body.get("name"),
+                "path": body.get("path"),
+                "location": body.get("location"),
+                "digest": body.get("digest"),
+                "revision": body.get("revision"),
+                "shortRevision": body.get("short_revision"),
+                "createdAt": body.get("created_at"),
+                "totalSize": None if body.get("total_size") is None else str(body["total_size"]),
+                "canDelete": False,
+            }
+
+        return connection(names, node, args, FIELD_MAX_PAGE_SIZE["tags"])
 
     def _visible_merge_requests(self, index: ProjectIndex) -> list[Any]:
         return [mr for mr in index.service.merge_requests if mr.created_at <= self.sim.at]

@@ -21,7 +21,8 @@ from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
 from sandbox.gitlab_api import DELETE
-from sandbox.gitlab_payloads import ts, unlisted_commits
+from sandbox.gitlab_payloads import current_tags, ts, unlisted_commits
+from sandbox.image_repos import repositories
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
@@ -140,17 +141,21 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
     assert ("/api/v4/projects/{id}/pipelines/{pid}/jobs" in routes) == (api == "rest")
     if api == "rest":  # refused once per source (by each worker that asked at once, at most)
         assert 1 <= routes["/api/graphql"] <= sandbox_settings(sandbox).sync.parallelism
-    else:  # a page of 100 pipelines with their jobs and test summaries a request, and the
-        # commits, approvers and notes of 100 merge requests a request
+    else:  # a page of 100 pipelines with their jobs and test summaries a request, the
+        # commits, approvers and notes of 100 merge requests a request, and a page of 20 registry
+        # tags with their digests of each of a project's repositories a request
         assert (
             len(sandbox.org.services)
             <= routes["/api/graphql"]
             <= sum(
-                max(1, -(-len(s.pipelines) // 100)) + max(1, -(-len(s.merge_requests) // 100))
+                max(1, -(-len(s.pipelines) // 100))
+                + max(1, -(-len(s.merge_requests) // 100))
+                + max(-(-len(current_tags(r, sandbox.org.now)) // 20) for r in repositories(s))
                 for s in sandbox.org.services
             )
         )
         assert "/api/v4/projects/{id}/merge_requests/{iid}/notes" not in routes
+        assert "/api/v4/projects/{id}/registry/repositories/{rid}/tags/{tag}" not in routes
     assert summary.rejected == 0
     assert table_counts(engine) == truth.counts(sandbox.org)
     org = sandbox.org
