@@ -121,7 +121,9 @@ def test_a_second_sync_with_nothing_new_reads_no_tag(sandbox: Sandbox, engine: E
     assert snapshot(engine, IMAGES) == before
 
 
-def test_a_malformed_tag_node_is_rejected_kept_and_counted(sandbox: Sandbox, engine: Engine) -> None:
+def test_a_malformed_tag_node_is_rejected_kept_and_counted(
+    sandbox: Sandbox, engine: Engine
+) -> None:
     """A tag whose digest is not a digest: its node is kept as a rejected raw payload naming it,
     counted, and every other tag is synced."""
     org = sandbox.org
