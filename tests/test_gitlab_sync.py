@@ -291,8 +291,9 @@ def test_interrupted_sync_resumes_without_gaps_or_duplicates(tiny: Sandbox, tmp_
 
 
 def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # a burst below the sync's requests (GraphQL reads the tiny organisation's pipelines in a few)
-    tiny.gitlab_app.rate_limit = RateLimit(per_second=100, burst=10, retry_after=1)
+    # a burst below the sync's requests and a rate below their pace (GraphQL reads the tiny
+    # organisation's pipelines, and its registry tags with their digests, in a few requests)
+    tiny.gitlab_app.rate_limit = RateLimit(per_second=2, burst=4, retry_after=1)
     engine = fresh_sqlite(tmp_path, "w.db")
     settings = sandbox_settings(tiny, parallelism=1)
     summary = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()
