@@ -1,18 +1,21 @@
 """GitLab's GraphQL API for the collector: batched pages through python-gitlab's `gitlab.GraphQL`.
 
 One request answers a page of up to 100 pipelines with their timings, jobs and test report summary,
-where REST needs a list page and three calls per pipeline. The client shares the REST client's
-policy and request counter (a `PolicyTransport` under its httpx client): GraphQL requests are
-rate limited, retried and counted like REST ones.
+where REST needs a list page and three calls per pipeline; one answers a page of 20 registry tags
+with their digests of each of up to 9 repositories, where REST needs a call per tag. The client
+shares the REST client's policy and request counter (a `PolicyTransport` under its httpx client):
+GraphQL requests are rate limited, retried and counted like REST ones.
 
 - Pages: `first` items (at most 100, GitLab's page limit); a page GitLab refuses as too complex
   ("Query has complexity of N, which exceeds max complexity of M") is asked again at half the
-  size, down to one item, and the smaller size is kept for the rest of that listing.
+  size, down to one item, and the smaller size is kept for the rest of that listing (registry
+  tags: for half the repositories, down to one, then half the page).
 - Availability: an instance whose GraphQL endpoint is missing or disabled (HTTP 404/405/501) or
   too old for the fields asked (GitLab refuses the query: "Field 'x' doesn't exist on type 'Y'")
   raises `Unavailable` on the first page; the collector then uses REST for the whole source.
   MIN_VERSION is the GitLab version whose schema the queries were checked against.
-- Payloads: the raw payload kept is the GraphQL node verbatim (`{"graphql": node}`); the
+- Payloads: the raw payload kept is the GraphQL node verbatim (`{"graphql": node}`, with the
+  REST-listed item beside it where the listing is REST's: `{"item": item, "graphql": node}`); the
   converters here turn it into the REST shapes the normalisers read (pure functions, no I/O).
 """
 
