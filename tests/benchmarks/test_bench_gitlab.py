@@ -163,7 +163,8 @@ def print_rates(summary, engine: Engine, scale: float, seconds: float) -> None: 
     print(
         f"registry stream: {registry:,} requests = {registry / max(summary.requests, 1):.1%} of "
         f"the sync, for {tags:,} tags in {tag_pages:,} GraphQL pages of 20 (REST: a request a "
-        f"tag, {tags:,}); whole organisation ~{registry * scale:,.0f} (REST ~{tags * scale:,.0f})"
+        f"tag, {tags:,}); whole organisation ~{registry * scale:,.0f} (REST's digest requests "
+        f"alone ~{tags * scale:,.0f})"
     )
     per_mr = streams["merge_requests"].requests / max(mrs, 1)
     per_pipeline = streams["pipelines"].requests / max(pipelines, 1)
