@@ -7,6 +7,7 @@ node is kept and counted."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +25,13 @@ from sandbox.gitlab_payloads import current_tags
 from sandbox.image_repos import repositories
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
-from tests.sandbox_helpers import TOKEN_ENV, sandbox_settings, snapshot, table_counts
+from tests.sandbox_helpers import (
+    HISTORY_END,
+    TOKEN_ENV,
+    sandbox_settings,
+    snapshot,
+    table_counts,
+)
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
 from warehouse.schema import RawPayload
@@ -203,3 +210,51 @@ def test_rest_reads_a_repository_whose_wanted_tags_are_fewer_than_its_graphql_pa
     assert stream.batched(three, ctx) == three
     both = last_page + [item(8, names, n) for n in names]  # per repository
     assert stream.batched(both, ctx) == both[1:]
+
+
+def test_an_incremental_sync_reads_a_few_new_tags_by_rest(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Synced two days before, then now: a repository with fewer new tags (and its mutable ones,
+    which new tags move) than the GraphQL pages that reach them is read by REST, a request a tag;
+    the others through GraphQL; the rows are those of a warehouse synced through REST alone. (Pages
+    of 5 tags, so that the small organisation's repositories take many.)"""
+    monkeypatch.setenv(TOKEN_ENV, "glpat-sandbox-secret")
+    monkeypatch.setattr(gql, "TAGS_PAGE", 5)
+    org = generate(7, "small", HISTORY_END)
+    earlier = org.now - timedelta(days=2)
+    ctx = ProjectContext(1, {"id": 1}, 1, 1)
+    over_rest, graphql_requests = 0, 0
+    for service in org.services:
+        pages = [0]
+        for r in repositories(service):
+            before, now = set(current_tags(r, earlier)), sorted(current_tags(r, org.now))
+            if not set(now) - before:
+                continue
+            wanted = (set(now) - before) | {n for n in before if RegistryTags.is_mutable(n, ctx)}
+            last = max(i for i, n in enumerate(now) if n in wanted)
+            needed = -(-(last + 1) // gql.TAGS_PAGE)
+            if len(wanted) < needed:
+                over_rest += len(wanted)
+            else:
+                pages.append(needed)
+        graphql_requests += max(pages)  # a project's repositories share requests
+    assert over_rest > 0 and graphql_requests > 0, "the organisation lacks one of the two cases"
+    engines = []
+    for name in ("incremental.db", "rest.db"):
+        engines.append(make_engine(f"sqlite:///{tmp_path / name}"))
+        upgrade(engines[-1])
+    incremental, reference = engines
+    with Sandbox.start(org=org, token="glpat-sandbox-secret") as sandbox:
+        sandbox.gitlab.advance(earlier)
+        assert sync(sandbox, incremental).ok
+        assert sync(sandbox, reference, graphql=False).ok
+        sandbox.gitlab.advance(org.now)
+        sandbox.gitlab_app.stats.reset()
+        summary = sync(sandbox, incremental)
+        assert summary.ok, summary.errors
+        assert sandbox.gitlab_app.stats.by_route[SINGLE_TAG] == over_rest
+        listings = len(org.services)
+        assert summary.streams["registry"].requests == listings + over_rest + graphql_requests
+        assert sync(sandbox, reference, graphql=False).ok
+    assert snapshot(incremental, IMAGES) == snapshot(reference, IMAGES)
