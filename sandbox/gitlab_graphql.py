@@ -1,15 +1,16 @@
 """GitLab's GraphQL API (`POST /api/graphql`) for the GitLab simulator, serving the same world.
 
-Queries are parsed, validated and executed by graphql-core against an excerpt of GitLab's own
-schema (tests/fixtures/gitlab_graphql/schema.graphql, from a GitLab introspection dump), so a
-query naming a field GitLab does not have is refused as GitLab refuses it, and every answer has
-the schema's shape. The nodes are built from the REST payloads the simulator renders (corruptions
-included), so both APIs tell the same story. GitLab's limits are enforced: at most 100 items a
-page, and a query's complexity (GitLab's rule: one per field, a connection's selection counted
-once more for each 100 items it asks for) at most `max_complexity` (250 for an authenticated
-request on GitLab.com), answered like GitLab with "Query has complexity of N, which exceeds max
-complexity of M". Without the schema file (an installed package without the tests) the endpoint
-answers 404, as an instance with GraphQL disabled does.
+Queries are parsed, validated and executed by graphql-core against an excerpt of GitLab's own schema
+(tests/fixtures/gitlab_graphql/schema.graphql, from a GitLab introspection dump), so a query naming
+a field GitLab does not have is refused as GitLab refuses it, and every answer has the schema's
+shape. The nodes are built from the REST payloads the simulator renders (corruptions included), so
+both APIs tell the same story: pipelines and merge requests under `project`, registry repositories
+and their tags under `containerRepository`. GitLab's limits are enforced: at most 100 items a page
+(20 tags), and a query's complexity (GitLab's rule: one per field, a connection's selection counted
+once more for each 100 items it asks for) at most `max_complexity` (250 for an authenticated request
+on GitLab.com), answered like GitLab with "Query has complexity of N, which exceeds max complexity
+of M". Without the schema file (an installed package without the tests) the endpoint answers 404, as
+an instance with GraphQL disabled does.
 """
 
 from __future__ import annotations
@@ -190,10 +191,9 @@ class GitLabGraphQL:
     def _container_repository(self, info: Any, id: str) -> Node | None:
         """A registry repository by global id (`gid://gitlab/ContainerRepository/<id>`), with the
         tags the REST registry endpoints serve (the single-tag payload's corruptions included)."""
-        found = self._repositories().get(id)
-        if found is None or not found.service.created_at or found.service.created_at > self.sim.at:
+        r = self._repositories().get(id)
+        if r is None or not r.service.created_at or r.service.created_at > self.sim.at:
             return None
-        r = found
         return {
             "id": gid("ContainerRepository", r.id),
             "name": r.name,
