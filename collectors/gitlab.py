@@ -310,10 +310,15 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         batch = Batch()
         pending: list[dict[str, Any]] = []
 
+        page = self.source.per_page if stream.details_page == 0 else stream.details_page
+
         def flush() -> None:
-            payloads = self._details_batch(stream, ctx, pending)
-            for item in pending:
-                self._collect(stream, project, ctx, item, batch, payloads)
+            chosen = stream.batched(pending, ctx) if self.graphql_ok is not False else []
+            payloads = self._details_batch(stream, ctx, chosen)
+            through = {stream.item_id(item) for item in chosen} if payloads is not None else set()
+            for item in pending:  # the others by REST, one at a time
+                found = payloads if stream.item_id(item) in through else None
+                self._collect(stream, project, ctx, item, batch, found)
             pending.clear()
 
         for item in self._items(stream, project, ctx, since):
@@ -327,7 +332,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
                 continue
             if stream.graphql_details and self.graphql_ok is not False:
                 pending.append(item)  # their details in one GraphQL request a page
-                if len(pending) >= self.source.per_page:
+                if page is not None and len(pending) >= page:
                     flush()
             else:
                 self._collect(stream, project, ctx, item, batch)
@@ -369,8 +374,8 @@ class GitLabCollector(Collector[streams.ProjectContext]):
     def _details_batch(
         self, stream: streams.GitLabStream, ctx: streams.ProjectContext, items: list[Any]
     ) -> dict[str, Any] | None:
-        """The GraphQL details of a page of items (None: the source has no usable GraphQL, the
-        items' details come from REST, one item at a time)."""
+        """The GraphQL details of a page of items (None: none asked, or the source has no usable
+        GraphQL: the items' details come from REST, one item at a time)."""
         if not items or self.graphql_ok is False:
             return None
         try:

@@ -1,18 +1,21 @@
 """GitLab's GraphQL API for the collector: batched pages through python-gitlab's `gitlab.GraphQL`.
 
 One request answers a page of up to 100 pipelines with their timings, jobs and test report summary,
-where REST needs a list page and three calls per pipeline. The client shares the REST client's
-policy and request counter (a `PolicyTransport` under its httpx client): GraphQL requests are
-rate limited, retried and counted like REST ones.
+where REST needs a list page and three calls per pipeline; one answers a page of 20 registry tags
+with their digests of each of up to 9 repositories, where REST needs a call per tag. The client
+shares the REST client's policy and request counter (a `PolicyTransport` under its httpx client):
+GraphQL requests are rate limited, retried and counted like REST ones.
 
 - Pages: `first` items (at most 100, GitLab's page limit); a page GitLab refuses as too complex
   ("Query has complexity of N, which exceeds max complexity of M") is asked again at half the
-  size, down to one item, and the smaller size is kept for the rest of that listing.
+  size, down to one item, and the smaller size is kept for the rest of that listing (registry
+  tags: for half the repositories, down to one, then half the page).
 - Availability: an instance whose GraphQL endpoint is missing or disabled (HTTP 404/405/501) or
   too old for the fields asked (GitLab refuses the query: "Field 'x' doesn't exist on type 'Y'")
   raises `Unavailable` on the first page; the collector then uses REST for the whole source.
   MIN_VERSION is the GitLab version whose schema the queries were checked against.
-- Payloads: the raw payload kept is the GraphQL node verbatim (`{"graphql": node}`); the
+- Payloads: the raw payload kept is the GraphQL node verbatim (`{"graphql": node}`, with the
+  REST-listed item beside it where the listing is REST's: `{"item": item, "graphql": node}`); the
   converters here turn it into the REST shapes the normalisers read (pure functions, no I/O).
 """
 
@@ -122,11 +125,41 @@ query mergeRequestMore($path: ID!, $iid: String!, $commitsAfter: String, $notesA
 }}
 """
 
+# registry tags: GitLab serves at most 20 a page (`ContainerRepositoryDetails.tags` has
+# `max_page_size: 20`, app/graphql/types/container_repository_details_type.rb), a page of each of
+# up to MAX_REPOSITORIES repositories a request (aliases r0, r1, ...), sorted by name
+TAGS_PAGE = 20
+MAX_REPOSITORIES = 9
+TAG_FIELDS = "name digest location createdAt"
+
+
+def registry_tags_query(repositories: int) -> str:
+    """A page of tags of each of `repositories` repositories: variables `r<i>` (the repository's
+    global id) and `a<i>` (its cursor), and `first`."""
+    variables = ", ".join(
+        f"$r{i}: ContainerRepositoryID!, $a{i}: String" for i in range(repositories)
+    )
+    aliases = "\n".join(
+        f"""  r{i}: containerRepository(id: $r{i}) {{
+    id
+    tags(first: $first, after: $a{i}, sort: NAME_ASC) {{
+      pageInfo {{ hasNextPage endCursor }}
+      nodes {{ {TAG_FIELDS} }}
+    }}
+  }}"""
+        for i in range(repositories)
+    )
+    return f"query registryTags($first: Int, {variables}) {{\n{aliases}\n}}\n"
+
+
+REGISTRY_TAGS = registry_tags_query(1)
+
 QUERIES = {
     "pipelines": PIPELINES,
     "pipelineJobs": PIPELINE_JOBS,
     "mergeRequests": MERGE_REQUESTS,
     "mergeRequestMore": MERGE_REQUEST_MORE,
+    "registryTags": REGISTRY_TAGS,
 }
 
 
@@ -194,6 +227,58 @@ def pages(
         if not info.get("hasNextPage"):
             return
         after = info.get("endCursor")
+
+
+def repository_gid(repository_id: Any) -> str:
+    return f"gid://gitlab/ContainerRepository/{repository_id}"
+
+
+def registry_tags(
+    client: gitlab.GraphQL,
+    wanted: Mapping[int, set[str]],
+    batch: int = MAX_REPOSITORIES,
+    first: int = TAGS_PAGE,
+) -> dict[tuple[int, str], Payload]:
+    """(repository id, tag name) -> tag node, for the `wanted` tags of each repository: its
+    pages of tags, by name, until every wanted one is seen (or the last page), a page of each of
+    up to `batch` repositories a request. A request GitLab finds too complex is asked again for
+    half the repositories, then half the page. A repository gone since it was listed (null) or a
+    wanted tag not found is left out. `Unavailable` only before the first answer."""
+    left = {rid: set(names) for rid, names in wanted.items() if names}
+    cursors: dict[int, str | None] = dict.fromkeys(left)
+    found: dict[tuple[int, str], Payload] = {}
+    batch, first = max(1, batch), max(1, min(first, TAGS_PAGE))
+    served = False
+    while cursors:
+        chosen = list(cursors)[:batch]
+        variables: dict[str, Any] = {"first": first}
+        for i, rid in enumerate(chosen):
+            variables[f"r{i}"], variables[f"a{i}"] = repository_gid(rid), cursors[rid]
+        try:
+            data = execute(client, registry_tags_query(len(chosen)), variables)
+        except TooComplex:
+            if batch == 1 and first == 1:
+                raise
+            batch, first = (batch // 2, first) if batch > 1 else (1, first // 2)
+            continue
+        except Unavailable as exc:
+            if served:  # after tags were read a REST fallback would read them again
+                raise GitlabError(str(exc)) from exc
+            raise
+        served = True
+        for i, rid in enumerate(chosen):
+            tags = dig(data, (f"r{i}", "tags"))
+            for node in (tags or {}).get("nodes") or []:
+                name = node.get("name") if isinstance(node, Mapping) else None
+                if isinstance(name, str) and name in left[rid]:
+                    found[(rid, name)] = node
+                    left[rid].discard(name)
+            info = (tags or {}).get("pageInfo") or {}
+            if tags is None or not left[rid] or not info.get("hasNextPage"):
+                del cursors[rid]
+            else:
+                cursors[rid] = info.get("endCursor")
+    return found
 
 
 def dig(data: Any, path: tuple[str, ...]) -> Any:
@@ -319,6 +404,16 @@ def complete_merge_request(client: gitlab.GraphQL, path: str, node: Payload) -> 
             info = listed["pageInfo"] = more.get("pageInfo") or {}
         node[field] = listed
     return node
+
+
+def registry_tag_payload(node: Payload) -> Payload:
+    """A tag node as the REST single-tag call gives it (the fields asked: TAG_FIELDS)."""
+    return {
+        "name": node.get("name"),
+        "digest": node.get("digest"),
+        "location": node.get("location"),
+        "created_at": node.get("createdAt"),
+    }
 
 
 def suite_payload(node: Payload) -> Payload:

@@ -95,7 +95,10 @@ class GitLabStream:
     - `change_field`: for a stream listed whole (no cursor), the project field whose value is
       kept as the stream's cursor: while it has not moved, the stream is not listed at all;
     - `graphql_details`: the GraphQL query reading the per-item details of a page of REST-listed
-      items in one request (`details_batch`; raw payload `{"item": item, "graphql": node}`).
+      items in one request (`details_batch`; raw payload `{"item": item, "graphql": node}`);
+      `details_page`: how many items such a page holds (None: the project's listed items at once;
+      0: the source's `per_page`); `batched` picks the items whose details are cheaper through
+      GraphQL (the others are read by REST, one at a time).
     """
 
     name: ClassVar[str]
@@ -109,6 +112,7 @@ class GitLabStream:
     graphql_query: ClassVar[str | None] = None
     graphql_connection: ClassVar[tuple[str, ...]] = ()
     graphql_details: ClassVar[str | None] = None
+    details_page: ClassVar[int | None] = 0
     change_field: ClassVar[str | None] = None
 
     def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
@@ -144,6 +148,11 @@ class GitLabStream:
     def from_graphql(self, client: Any, ctx: ProjectContext, node: Payload) -> Payload:
         """The REST item a GraphQL node stands for (completing the node's nested pages)."""
         raise NotImplementedError
+
+    def batched(self, items: list[Payload], ctx: ProjectContext) -> list[Payload]:
+        """The items whose details `details_batch` reads (all of them); the others' come from
+        REST, one item at a time (`details`)."""
+        return items
 
     def details_batch(
         self, client: Any, ctx: ProjectContext, items: list[Payload]
@@ -378,13 +387,18 @@ class Incidents(GitLabStream):
 
 
 class RegistryTags(GitLabStream):
-    """Container images: the repository listing with its tag names in one request, then the single-tag
-    endpoint (the only one with digests) for tags not seen before — and for mutable tags (`latest`)
-    whenever new tags appeared, since a push that adds tags is what moves them."""
+    """Container images: the repository listing with its tag names in one request, then the digests
+    of tags not seen before — and of mutable tags (`latest`) whenever new tags appeared, since a
+    push that adds tags is what moves them. Digests come through GraphQL, a page of 20 tags (by
+    name) of each of up to 9 repositories a request, until a repository's wanted tags are all seen;
+    a repository with fewer wanted tags than the pages that takes is read by REST's single-tag
+    endpoint (the only one with digests), a request a tag, as is everything without GraphQL."""
 
     name = "registry"
     manager = "repositories"
     filters: ClassVar[Mapping[str, Any]] = {"tags": True}
+    graphql_details = gql.REGISTRY_TAGS
+    details_page = None  # the project's wanted tags at once: a repository's pages are read once
 
     def expand(self, obj: Any) -> Iterator[Payload]:
         repo = attrs(obj)
@@ -423,11 +437,50 @@ class RegistryTags(GitLabStream):
         """Tags naming a commit or a version are taken as immutable; others (latest, prod) move."""
         return not re.match(ctx.tag_revision_pattern, tag) and not fnmatch.fnmatch(tag, "v[0-9]*")
 
+    @staticmethod
+    def graphql_pages(item: Payload, wanted: set[str]) -> int:
+        """The GraphQL pages (by name, TAGS_PAGE a page) that reach the last of the `wanted` tags
+        of the item's repository, as its listing names them."""
+        names = sorted(str(t.get("name")) for t in item["repository"].get("tags") or [])
+        last = max((i for i, n in enumerate(names) if n in wanted), default=len(names) - 1)
+        return -(-(last + 1) // gql.TAGS_PAGE)
+
+    def batched(self, items: list[Payload], ctx: ProjectContext) -> list[Payload]:
+        """The tags of repositories with at least as many wanted tags as GraphQL pages to read
+        (a repository's pages may share requests with others'); REST reads the others."""
+        by_repository: dict[Any, list[Payload]] = {}
+        for item in items:
+            by_repository.setdefault(item["repository"].get("id"), []).append(item)
+        chosen = []
+        for repository, wanted in by_repository.items():
+            names = {str(i["tag"].get("name")) for i in wanted}
+            if _is_id(repository) and len(wanted) >= self.graphql_pages(wanted[0], names):
+                chosen.extend(wanted)
+        return chosen
+
+    def details_batch(
+        self, client: Any, ctx: ProjectContext, items: list[Payload]
+    ) -> dict[str, Payload]:
+        wanted: dict[int, set[str]] = {}
+        for item in items:
+            wanted.setdefault(item["repository"]["id"], set()).add(str(item["tag"].get("name")))
+        nodes = gql.registry_tags(client, wanted)
+        found: dict[str, Payload] = {}
+        for item in items:
+            node = nodes.get((item["repository"]["id"], str(item["tag"].get("name"))))
+            if node is not None:
+                listed = {"repository": item["repository"], "tag": item["tag"]}
+                found[self.item_id(item)] = {"item": listed, "graphql": node}
+        return found
+
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         tag = item["_manager"].get(item["tag"]["name"])
         return {"item": {"repository": item["repository"], "tag": item["tag"]}, "tag": attrs(tag)}
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         location = payload["item"]["repository"].get("location") or ""
-        image, tag = norm.normalize_registry_tag(payload["tag"], location)
+        tag_payload = (
+            gql.registry_tag_payload(payload["graphql"]) if "graphql" in payload else payload["tag"]
+        )
+        image, tag = norm.normalize_registry_tag(tag_payload, location)
         return {Image: [image], ImageTag: [tag]}

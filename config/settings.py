@@ -195,9 +195,9 @@ class GitLabSource(SourceSettings):
     ssl_verify: bool = True
     """Verify the server's TLS certificate."""
     graphql: bool = True
-    """Read pipelines and merge requests' commits, approvals and notes through GitLab's GraphQL API
-    when the instance offers it (GitLab 16.3 or later; REST otherwise, detected once per sync);
-    false: REST only."""
+    """Read pipelines, merge requests' commits, approvals and notes, and registry tags' digests
+    through GitLab's GraphQL API when the instance offers it (GitLab 16.3 or later; REST otherwise,
+    detected once per sync); false: REST only."""
 
 
 class JenkinsSource(SourceSettings):

@@ -1,15 +1,16 @@
 """GitLab's GraphQL API (`POST /api/graphql`) for the GitLab simulator, serving the same world.
 
-Queries are parsed, validated and executed by graphql-core against an excerpt of GitLab's own
-schema (tests/fixtures/gitlab_graphql/schema.graphql, from a GitLab introspection dump), so a
-query naming a field GitLab does not have is refused as GitLab refuses it, and every answer has
-the schema's shape. The nodes are built from the REST payloads the simulator renders (corruptions
-included), so both APIs tell the same story. GitLab's limits are enforced: at most 100 items a
-page, and a query's complexity (GitLab's rule: one per field, a connection's selection counted
-once more for each 100 items it asks for) at most `max_complexity` (250 for an authenticated
-request on GitLab.com), answered like GitLab with "Query has complexity of N, which exceeds max
-complexity of M". Without the schema file (an installed package without the tests) the endpoint
-answers 404, as an instance with GraphQL disabled does.
+Queries are parsed, validated and executed by graphql-core against an excerpt of GitLab's own schema
+(tests/fixtures/gitlab_graphql/schema.graphql, from a GitLab introspection dump), so a query naming
+a field GitLab does not have is refused as GitLab refuses it, and every answer has the schema's
+shape. The nodes are built from the REST payloads the simulator renders (corruptions included), so
+both APIs tell the same story: pipelines and merge requests under `project`, registry repositories
+and their tags under `containerRepository`. GitLab's limits are enforced: at most 100 items a page
+(20 tags), and a query's complexity (GitLab's rule: one per field, a connection's selection counted
+once more for each 100 items it asks for) at most `max_complexity` (250 for an authenticated request
+on GitLab.com), answered like GitLab with "Query has complexity of N, which exceeds max complexity
+of M". Without the schema file (an installed package without the tests) the endpoint answers 404, as
+an instance with GraphQL disabled does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from graphql import (
 from graphql.error import GraphQLError
 
 from sandbox import gitlab_payloads as render
+from sandbox.image_repos import ImageRepo, repositories
 from sandbox.server import HTTPError, Request, parse_param_time
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "tests/fixtures/gitlab_graphql/schema.graphql"
 MAX_PAGE_SIZE = 100  # GitLab's max_page_size
+# fields with a smaller one of their own: ContainerRepositoryDetails.tags (max_page_size: 20)
+FIELD_MAX_PAGE_SIZE = {"tags": 20}
 MAX_COMPLEXITY = 250  # GitLab's limit for an authenticated request
 
 Node = dict[str, Any]
@@ -61,11 +65,15 @@ def upper(value: Any) -> Any:
 
 
 def connection(
-    items: Sequence[Any], node: Callable[[Any], Node | None], args: dict[str, Any]
+    items: Sequence[Any],
+    node: Callable[[Any], Node | None],
+    args: dict[str, Any],
+    max_page: int = MAX_PAGE_SIZE,
 ) -> Node:
-    """A page of a cursor connection: `first` items (at most 100) after the `after` cursor."""
+    """A page of a cursor connection: `first` items (at most `max_page`, as GitLab caps it
+    silently) after the `after` cursor."""
     start = int(base64.b64decode(args["after"]).decode()) if args.get("after") else 0
-    size = min(args.get("first") or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = min(args.get("first") or max_page, max_page)
     page = items[start : start + size]
     end = start + len(page)
     return {
@@ -87,12 +95,13 @@ def complexity(document: Any, variables: dict[str, Any]) -> int:
     def field(node: FieldNode, variables: dict[str, Any]) -> float:
         children = sum(field(c, variables) for c in _fields(node))
         limit = None
+        largest = FIELD_MAX_PAGE_SIZE.get(node.name.value, MAX_PAGE_SIZE)
         for arg in node.arguments or ():
             if arg.name.value in ("first", "last"):
                 value = getattr(arg.value, "value", None)
                 if value is None and hasattr(arg.value, "name"):
                     value = variables.get(arg.value.name.value)
-                limit = min(int(value or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+                limit = min(int(value or largest), largest)
         return 1 + children * (1 + limit / 100 if limit is not None else 1)
 
     total = 0.0
@@ -143,7 +152,10 @@ class GitLabGraphQL:
         result = execute_sync(
             served,
             document,
-            root_value={"project": self._project(request.base_url)},
+            root_value={
+                "project": self._project(request.base_url),
+                "containerRepository": self._container_repository,
+            },
             variable_values=variables,
             operation_name=body.get("operationName"),
         )
@@ -175,6 +187,59 @@ class GitLabGraphQL:
             }
 
         return resolve
+
+    def _container_repository(self, info: Any, id: str) -> Node | None:
+        """A registry repository by global id (`gid://gitlab/ContainerRepository/<id>`), with the
+        tags the REST registry endpoints serve (the single-tag payload's corruptions included)."""
+        r = self._repositories().get(id)
+        if r is None or not r.service.created_at or r.service.created_at > self.sim.at:
+            return None
+        return {
+            "id": gid("ContainerRepository", r.id),
+            "name": r.name,
+            "path": r.path,
+            "location": r.location,
+            "tagsCount": len(render.current_tags(r, self.sim.at)),
+            "tags": lambda info, **args: self._tags(r, args),
+        }
+
+    def _repositories(self) -> dict[str, ImageRepo]:
+        return self.sim._cached(
+            ("graphql", "repositories"),
+            lambda: {
+                str(gid("ContainerRepository", r.id)): r
+                for index in self.sim.projects.values()
+                for r in repositories(index.service)
+            },
+        )
+
+    def _tags(self, r: ImageRepo, args: dict[str, Any]) -> Node:
+        current = render.current_tags(r, self.sim.at)
+        names = sorted(current, reverse=args.get("sort") == "NAME_DESC")
+        if args.get("name"):  # GitLab's search by name: a part of it
+            names = [n for n in names if args["name"] in n]
+
+        def node(name: str) -> Node:
+            digest, pushed = current[name]
+            image = next((i for i in r.images if i.digest == digest), None)
+            body = self.sim._patched(
+                "registry_tag",
+                f"{r.id}:{name}",
+                render.registry_tag(r, name, digest, pushed, image),
+            )
+            return {
+                "name": body.get("name"),
+                "path": body.get("path"),
+                "location": body.get("location"),
+                "digest": body.get("digest"),
+                "revision": body.get("revision"),
+                "shortRevision": body.get("short_revision"),
+                "createdAt": body.get("created_at"),
+                "totalSize": None if body.get("total_size") is None else str(body["total_size"]),
+                "canDelete": False,
+            }
+
+        return connection(names, node, args, FIELD_MAX_PAGE_SIZE["tags"])
 
     def _visible_merge_requests(self, index: ProjectIndex) -> list[Any]:
         return [mr for mr in index.service.merge_requests if mr.created_at <= self.sim.at]

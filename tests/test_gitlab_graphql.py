@@ -32,6 +32,8 @@ from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
+from sandbox.gitlab_payloads import current_tags, ts
+from sandbox.image_repos import repositories
 from sandbox.serve import Sandbox
 from tests.sandbox_helpers import HISTORY_END, TOKEN_ENV, sandbox_settings, table_counts
 from warehouse.engine import make_engine
@@ -77,6 +79,7 @@ def conforms(schema: GraphQLSchema, query: str, data: Any) -> list[str]:
             "Time": lambda v: isinstance(v, str) and bool(datetime.fromisoformat(v)),
             "Duration": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
             "JobID": lambda v: isinstance(v, str) and bool(GID.fullmatch(v)),
+            "BigInt": lambda v: isinstance(v, str) and v.lstrip("-").isdigit(),  # as GitLab
         }[kind.name]
         if not ok(value):
             problems.append(f"{where}: {value!r} is not a {kind.name}")
@@ -122,16 +125,42 @@ def test_the_collectors_queries_and_the_simulators_answers_follow_gitlabs_schema
     client = made.graphql()
     service = max(sandbox.org.services, key=lambda s: len(s.pipelines))
     pipeline = max(service.pipelines, key=lambda p: len(p.test_suites))
+    repository = repositories(service)[0]
     answered = 0
     for name, query in gql.QUERIES.items():
         assert validate(schema, parse(query)) == [], name
         merge_request = max(service.merge_requests, key=lambda m: len(m.notes))
         iid = merge_request.iid if name.startswith("mergeRequest") else pipeline.iid
         variables = {"path": service.path, "iid": str(iid), "first": 3, "after": None}
+        if name == "registryTags":
+            variables = {"first": 3, "r0": gql.repository_gid(repository.id), "a0": None}
         data = gql.execute(client, query, variables)
         assert conforms(schema, query, data) == [], name
         answered += 1
     assert answered == len(gql.QUERIES)
+    # the registry query for as many repositories as a request asks (aliases), a gone one null
+    batch = gql.registry_tags_query(gql.MAX_REPOSITORIES)
+    assert validate(schema, parse(batch)) == []
+    variables = {"first": gql.TAGS_PAGE}
+    for i in range(gql.MAX_REPOSITORIES):
+        variables[f"r{i}"] = gql.repository_gid(repository.id if i else 999_999_999)
+    data = gql.execute(client, batch, variables)
+    assert conforms(schema, batch, data) == []
+    assert data["r0"] is None and len(data["r1"]["tags"]["nodes"]) == min(
+        gql.TAGS_PAGE, len(current_tags(repository, sandbox.org.now))
+    )
+    # the tags GraphQL tells are those REST tells, digests included, 20 a page at most
+    wanted = {repository.id: set(current_tags(repository, sandbox.org.now))}
+    nodes = gql.registry_tags(client, wanted)
+    assert {name for _, name in nodes} == wanted[repository.id]
+    for (_, name), node in nodes.items():
+        digest, pushed = current_tags(repository, sandbox.org.now)[name]
+        assert gql.registry_tag_payload(node) == {
+            "name": name,
+            "digest": digest,
+            "location": f"{repository.location}:{name}",
+            "created_at": ts(pushed),
+        }
     # a pipeline's answer tells what REST's detail, jobs and test report summary do
     data = gql.execute(client, gql.PIPELINES, {"path": service.path, "first": 100})
     nodes = {n["id"]: n for n in data["project"]["pipelines"]["nodes"]}

@@ -21,7 +21,8 @@ from collectors.gitlab import GitLabCollector
 from sandbox import truth
 from sandbox.generate import generate
 from sandbox.gitlab_api import DELETE
-from sandbox.gitlab_payloads import ts, unlisted_commits
+from sandbox.gitlab_payloads import current_tags, ts, unlisted_commits
+from sandbox.image_repos import repositories
 from sandbox.model import Organisation
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
@@ -140,17 +141,21 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
     assert ("/api/v4/projects/{id}/pipelines/{pid}/jobs" in routes) == (api == "rest")
     if api == "rest":  # refused once per source (by each worker that asked at once, at most)
         assert 1 <= routes["/api/graphql"] <= sandbox_settings(sandbox).sync.parallelism
-    else:  # a page of 100 pipelines with their jobs and test summaries a request, and the
-        # commits, approvers and notes of 100 merge requests a request
+    else:  # a page of 100 pipelines with their jobs and test summaries a request, the
+        # commits, approvers and notes of 100 merge requests a request, and a page of 20 registry
+        # tags with their digests of each of a project's repositories a request
         assert (
             len(sandbox.org.services)
             <= routes["/api/graphql"]
             <= sum(
-                max(1, -(-len(s.pipelines) // 100)) + max(1, -(-len(s.merge_requests) // 100))
+                max(1, -(-len(s.pipelines) // 100))
+                + max(1, -(-len(s.merge_requests) // 100))
+                + max(-(-len(current_tags(r, sandbox.org.now)) // 20) for r in repositories(s))
                 for s in sandbox.org.services
             )
         )
         assert "/api/v4/projects/{id}/merge_requests/{iid}/notes" not in routes
+        assert "/api/v4/projects/{id}/registry/repositories/{rid}/tags/{tag}" not in routes
     assert summary.rejected == 0
     assert table_counts(engine) == truth.counts(sandbox.org)
     org = sandbox.org
@@ -286,8 +291,9 @@ def test_interrupted_sync_resumes_without_gaps_or_duplicates(tiny: Sandbox, tmp_
 
 
 def test_rate_limit_429_with_retry_after_is_obeyed(tiny: Sandbox, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # a burst below the sync's requests (GraphQL reads the tiny organisation's pipelines in a few)
-    tiny.gitlab_app.rate_limit = RateLimit(per_second=100, burst=10, retry_after=1)
+    # a burst below the sync's requests and a rate below their pace (GraphQL reads the tiny
+    # organisation's pipelines, and its registry tags with their digests, in a few requests)
+    tiny.gitlab_app.rate_limit = RateLimit(per_second=2, burst=4, retry_after=1)
     engine = fresh_sqlite(tmp_path, "w.db")
     settings = sandbox_settings(tiny, parallelism=1)
     summary = GitLabCollector(settings.sources.gitlab[0], SyncOptions(settings, engine)).sync()

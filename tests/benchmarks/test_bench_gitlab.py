@@ -4,7 +4,8 @@ requests made to the minimum needed for the same data.
 The simulator runs in its own process (`cdmetrics sandbox serve --size large`), the collector in
 this one, as in production. A full large sync is about 2.5 million requests (~40 min on 2 cores),
 so by default the benchmark syncs every 10th project of the large org (CDMETRICS_BENCH_SLICE=10);
-CDMETRICS_BENCH_SLICE=1 syncs all of it. Prints figures; asserts only correctness.
+CDMETRICS_BENCH_SLICE=1 syncs all of it; CDMETRICS_BENCH_GRAPHQL=0 syncs with `graphql = false`
+(REST only, GitLab's fallback without GraphQL). Prints figures; asserts only correctness.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from warehouse.schema import (
 
 pytestmark = pytest.mark.bench
 PER_PAGE = 100
+TAGS_PAGE = 20  # GitLab's GraphQL page of registry tags
 TOKEN = "sandbox-token"
 
 
@@ -48,8 +50,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pages(n: int) -> int:
-    return max(1, math.ceil(n / PER_PAGE))
+def pages(n: int, per_page: int = PER_PAGE) -> int:
+    return max(1, math.ceil(n / per_page))
 
 
 def minimum_requests(engine: Engine, projects: int) -> dict[str, int]:
@@ -149,7 +151,21 @@ def print_rates(summary, engine: Engine, scale: float, seconds: float) -> None: 
     with engine.connect() as conn:
         mrs = conn.execute(select(func.count()).select_from(MergeRequest)).scalar_one()
         pipelines = conn.execute(select(func.count()).select_from(Pipeline)).scalar_one()
+        tags = conn.execute(select(func.count()).select_from(ImageTag)).scalar_one()
+        tag_pages = sum(  # GraphQL's least: a page of 20 tags of each repository a request
+            pages(n, TAGS_PAGE)
+            for n in conn.execute(
+                select(func.count()).select_from(ImageTag).group_by(ImageTag.repository)
+            ).scalars()
+        )
     streams = summary.streams
+    registry = streams["registry"].requests
+    print(
+        f"registry stream: {registry:,} requests = {registry / max(summary.requests, 1):.1%} of "
+        f"the sync, for {tags:,} tags in {tag_pages:,} GraphQL pages of 20 (REST: a request a "
+        f"tag, {tags:,}); whole organisation ~{registry * scale:,.0f} (REST's digest requests "
+        f"alone ~{tags * scale:,.0f})"
+    )
     per_mr = streams["merge_requests"].requests / max(mrs, 1)
     per_pipeline = streams["pipelines"].requests / max(pipelines, 1)
     total = summary.requests * scale
@@ -220,6 +236,7 @@ def test_gitlab_full_sync_large(tmp_path: Path) -> None:
                         "url": f"http://127.0.0.1:{port}",
                         "token_env": "CDM_BENCH_TOKEN",
                         "projects": chosen,
+                        "graphql": os.environ.get("CDMETRICS_BENCH_GRAPHQL", "1") != "0",
                     }
                 ]
             },
