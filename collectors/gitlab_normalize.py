@@ -14,7 +14,10 @@ Decisions where DESIGN.md is silent:
 - First review: user notes, and the system notes "approved this merge request" and "requested
   changes", by someone other than the author, at or after the MR's creation.
 - Approvals count distinct approvers, from `/approvals` (`approved_by[].user`) or from
-  `/approval_state` (`rules[].approved_by[]`; one person approving for two rules counts once).
+  `/approval_state` (`rules[].approved_by[]`; one person approving for two rules counts once), or
+  (the REST fallback, `approvals_from_notes`) from the system notes GitLab writes on each approval
+  ("approved this merge request") and withdrawal ("unapproved this merge request"), replayed in
+  order: an author's approval stands when their last such note approves.
 - Deployment status comes from `status`, else (older GitLab) the deployable job's status. A
   deployment "finishes" at its job's finish; without one, at its last update when its status is
   success, failed or canceled (never for skipped: a skipped deployment did not run).
@@ -214,6 +217,30 @@ def _approval_count(approvals: Fields) -> int:
     else:
         raise RejectedPayload("missing approvals.approved_by (or approvals.rules[].approved_by)")
     return len({_user_key(user) for user in users})
+
+
+_APPROVED_NOTE = "approved this merge request"
+_UNAPPROVED_NOTE = "unapproved this merge request"
+
+
+def approvals_from_notes(notes: Sequence[Payload]) -> Payload:
+    """The approvals a merge request's notes record, shaped as `/approvals` (`approved_by[].user`):
+    each approval and withdrawal leaves a system note, replayed in (created_at, id) order."""
+    listed = _listed(notes, "notes")
+    acts = []
+    for i, note in enumerate(listed):
+        body = (note.string("body") or "").strip()
+        if note.flag("system") and body in (_APPROVED_NOTE, _UNAPPROVED_NOTE):
+            acts.append((note.required_time("created_at"), i, body == _APPROVED_NOTE, note))
+    approvers: dict[str, Payload] = {}
+    for _, _, approved, note in sorted(acts, key=lambda act: act[:2]):
+        user = note.obj("author")
+        key = _user_key(user)
+        if approved:
+            approvers[key] = dict(note.raw("author"))
+        else:
+            approvers.pop(key, None)
+    return {"approved_by": [{"user": user} for user in approvers.values()]}
 
 
 def _user_key(user: Fields) -> str:

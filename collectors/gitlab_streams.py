@@ -259,34 +259,30 @@ class MergeRequests(GitLabStream):
         return found
 
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
+        """Its commits and notes: the approvals are the notes' (`norm.approvals_from_notes`), so
+        the notes are read for every changed merge request (an approval leaves a system note,
+        which `user_notes_count` does not count) and `/approvals` is not asked."""
         if not _is_id(item.get("iid")):  # no detail to ask for: the normaliser rejects the item
-            return {"item": item, "commits": [], "approvals": {}, "notes": []}
+            return {"item": item, "commits": [], "notes": []}
         mr = project.mergerequests.get(item["iid"], lazy=True)
-        notes: list[Payload] = []
-        if (
-            item.get("user_notes_count") or item.get("state") == "merged"
-        ):  # approvals leave system notes
-            notes = [
-                attrs(n)
-                for n in mr.notes.list(
-                    iterator=True, per_page=100, sort="asc", order_by="created_at"
-                )
-            ]
+        notes = mr.notes.list(iterator=True, per_page=100, sort="asc", order_by="created_at")
         return {
             "item": item,
             "commits": [attrs(c) for c in mr.commits(per_page=100)],  # an iterator already
-            "approvals": attrs(mr.approvals.get()),
-            "notes": notes,
+            "notes": [attrs(n) for n in notes],
         }
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         if "graphql" in payload:
             payload = {"item": payload["item"], **gql.merge_request_details(payload["graphql"])}
+        approvals = payload.get("approvals")  # kept by syncs before approvals came from notes
+        if approvals is None:
+            approvals = norm.approvals_from_notes(payload["notes"])
         row, commits = norm.normalize_merge_request(
             payload["item"],
             ctx.repo_id,
             commits=payload["commits"],
-            approvals=payload["approvals"],
+            approvals=approvals,
             notes=payload["notes"],
         )
         return {

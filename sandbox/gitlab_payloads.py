@@ -235,12 +235,15 @@ def merge_request(s: Service, mr: MergeRequest, base: str, at: datetime) -> dict
 
 
 def approvals(s: Service, mr: MergeRequest, base: str, at: datetime) -> dict[str, Any]:
+    """`/approvals` as of `at`: the approvals its system notes record by then (GitLab writes one
+    on each approval and withdrawal), so the endpoint and the notes always agree."""
     state, updated = mr_state(mr, at)
-    approved = (
-        [a for a in mr.approvers if mr.merged_at and mr.merged_at <= at]
-        if state == "merged"
-        else []
-    )
+    approved: dict[str, Developer] = {}
+    for n in sorted(mr.notes, key=lambda n: (n.created_at, n.id)):
+        if n.system and n.created_at <= at and n.body == "approved this merge request":
+            approved[n.author.username] = n.author
+        elif n.system and n.created_at <= at and n.body == "unapproved this merge request":
+            approved.pop(n.author.username, None)
     return {
         "id": mr.id,
         "iid": mr.iid,
@@ -255,7 +258,7 @@ def approvals(s: Service, mr: MergeRequest, base: str, at: datetime) -> dict[str
         "approvals_required": 1,
         "approvals_left": 0 if approved else 1,
         "require_password_to_approve": False,
-        "approved_by": [{"user": user(a, base)} for a in approved],
+        "approved_by": [{"user": user(a, base)} for a in approved.values()],
         "suggested_approvers": [],
         "approvers": [],
         "approver_groups": [],

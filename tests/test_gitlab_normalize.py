@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from collectors.gitlab_normalize import (
     RejectedPayload,
+    approvals_from_notes,
     deployment_kind,
     external_id_of,
     normalize_branch,
@@ -367,6 +368,39 @@ def note(author: str, created_at: str, body: str = "looks good", system: bool = 
         "created_at": created_at,
         "system": system,
     }
+
+
+APPROVED, UNAPPROVED = "approved this merge request", "unapproved this merge request"
+
+
+def test_approvals_from_notes_replay_approvals_and_withdrawals() -> None:
+    notes = [
+        note("tkuah", "2019-07-12T09:00:00Z", APPROVED, system=True),
+        note("ben", "2019-07-12T10:00:00Z", APPROVED, system=True),
+        note("tkuah", "2019-07-12T11:00:00Z", UNAPPROVED, system=True),
+        note("cleo", "2019-07-12T12:00:00Z", APPROVED),  # a comment quoting it is no approval
+        note("ben", "2019-07-12T13:00:00Z", APPROVED, system=True),  # approving twice: once
+    ]
+    approvals = approvals_from_notes(notes)
+    assert [a["user"]["username"] for a in approvals["approved_by"]] == ["ben"]
+    row, _ = normalize_merge_request(merged_mr(), REPO, approvals=approvals, notes=notes)
+    assert row["approvals"] == 1
+
+
+def test_approvals_from_notes_in_time_order_whatever_the_listing_order() -> None:
+    notes = [
+        note("tkuah", "2019-07-12T11:00:00Z", APPROVED, system=True),
+        note("tkuah", "2019-07-12T09:00:00Z", UNAPPROVED, system=True),
+    ]
+    assert len(approvals_from_notes(notes)["approved_by"]) == 1
+    assert approvals_from_notes([]) == {"approved_by": []}
+
+
+def test_approvals_from_malformed_notes_are_rejected() -> None:
+    with pytest.raises(RejectedPayload, match="notes"):
+        approvals_from_notes({"not": "a list"})  # type: ignore[arg-type]
+    with pytest.raises(RejectedPayload, match="created_at"):
+        approvals_from_notes([{"system": True, "body": APPROVED, "author": {"username": "x"}}])
 
 
 # the MR was created 2019-07-11T22:34:43.500Z by alexkalderimis; notes come newest first

@@ -141,6 +141,11 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
     assert ("/api/v4/projects/{id}/pipelines/{pid}/jobs" in routes) == (api == "rest")
     if api == "rest":  # refused once per source (by each worker that asked at once, at most)
         assert 1 <= routes["/api/graphql"] <= sandbox_settings(sandbox).sync.parallelism
+        # approvals come from the notes' system notes: every changed merge request's notes
+        assert "/api/v4/projects/{id}/merge_requests/{iid}/approvals" not in routes
+        assert routes["/api/v4/projects/{id}/merge_requests/{iid}/notes"] >= sum(
+            len(s.merge_requests) for s in sandbox.org.services
+        )
     else:  # a page of 100 pipelines with their jobs and test summaries a request, the
         # commits, approvers and notes of 100 merge requests a request, and a page of 20 registry
         # tags with their digests of each of a project's repositories a request
