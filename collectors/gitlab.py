@@ -309,6 +309,7 @@ class GitLabCollector(Collector[streams.ProjectContext]):
         newest: datetime | None = None
         batch = Batch()
         pending: list[dict[str, Any]] = []
+        rest: list[dict[str, Any]] = []  # `rest_batched` items, their details read at once
 
         page = self.source.per_page if stream.details_page == 0 else stream.details_page
 
@@ -334,12 +335,21 @@ class GitLabCollector(Collector[streams.ProjectContext]):
                 pending.append(item)  # their details in one GraphQL request a page
                 if page is not None and len(pending) >= page:
                     flush()
+            elif stream.rest_batched and "_graphql" not in item:
+                rest.append(item)  # their details after the listing, for the project at once
             else:
                 self._collect(stream, project, ctx, item, batch)
             if len(batch.raws) >= BATCH_ITEMS:
                 run.write(stream.name, batch)
                 batch = Batch()
         flush()
+        if rest:
+            payloads = stream.details_rest(project, ctx, rest, since)
+            for item in rest:
+                self._collect(stream, project, ctx, item, batch, payloads)
+                if len(batch.raws) >= BATCH_ITEMS:
+                    run.write(stream.name, batch)
+                    batch = Batch()
         # saved only now, after every promised item was listed (a short page raised `ShortPage`):
         # a failed listing keeps the old cursor, so newest-first commits cannot be skipped
         cursor = min(newest, run.started_at).isoformat() if newest else (mark or None)

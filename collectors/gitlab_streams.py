@@ -13,8 +13,10 @@ import fnmatch
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
+from gitlab.exceptions import GitlabGetError
 from sqlalchemy import Connection, FromClause, select
 
 from collectors import gitlab_graphql as gql
@@ -98,7 +100,9 @@ class GitLabStream:
       items in one request (`details_batch`; raw payload `{"item": item, "graphql": node}`);
       `details_page`: how many items such a page holds (None: the project's listed items at once;
       0: the source's `per_page`); `batched` picks the items whose details are cheaper through
-      GraphQL (the others are read by REST, one at a time).
+      GraphQL (the others are read by REST, one at a time);
+    - `rest_batched`: the REST details of the project's changed items are read at once, after
+      the listing (`details_rest`), rather than one item at a time (`details`).
     """
 
     name: ClassVar[str]
@@ -114,6 +118,7 @@ class GitLabStream:
     graphql_details: ClassVar[str | None] = None
     details_page: ClassVar[int | None] = 0
     change_field: ClassVar[str | None] = None
+    rest_batched: ClassVar[bool] = False
 
     def items(self, project: Any, cursor: str | None, per_page: int) -> Iterator[Payload]:
         """The listed items (their payloads), page by page, from `cursor` on when given."""
@@ -188,6 +193,13 @@ class GitLabStream:
         """The raw payload of an item, with whatever per-item calls it needs."""
         return item
 
+    def details_rest(
+        self, project: Any, ctx: ProjectContext, items: list[Payload], since: str | None
+    ) -> dict[str, Payload]:
+        """item id -> raw payload, for the project's changed REST items (`rest_batched`), listed
+        from `since` on; an item left out is gone since it was listed."""
+        raise NotImplementedError
+
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         raise NotImplementedError
 
@@ -195,6 +207,14 @@ class GitLabStream:
 def _is_id(value: Any) -> bool:
     """Whether `value` can name an item in a detail call (GitLab's ids and iids are integers)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _time(value: Any) -> datetime | None:
+    """A listed timestamp, or None when it is missing or malformed."""
+    try:
+        return norm.parse_time(value, "created_at") if value else None
+    except norm.RejectedPayload:
+        return None
 
 
 def _stamp(value: Any) -> str | None:
@@ -315,21 +335,71 @@ class Pipelines(GitLabStream):
             info = jobs["pageInfo"] = more.get("pageInfo") or {}
         return dict(gql.pipeline_payload(node, ctx.instance_url)["item"])
 
+    rest_batched = True  # jobs by the project's listing, for all its changed pipelines at once
+
     def details(self, project: Any, item: Payload, ctx: ProjectContext) -> Payload:
         if "_graphql" in item:  # the node has it all
             return {"graphql": item["_graphql"]}
         if not _is_id(item.get("id")):  # a GET of /pipelines/None would read as "deleted since"
             return {"item": item, "jobs": [], "test_report_summary": None}
-        pipeline = project.pipelines.get(item["id"])
+        return self._with_detail(project, item, None)
+
+    def _with_detail(self, project: Any, item: Payload, jobs: list[Payload] | None) -> Payload:
+        """The raw payload of a pipeline: its detail (timings), its jobs (`jobs`, else its own job
+        listing) and, for a finished pipeline with a test job, its test report summary."""
+        pipeline = project.pipelines.get(item["id"])  # first: a 404 here is "deleted since"
         detail = attrs(pipeline)
-        jobs = [
-            attrs(j) for j in pipeline.jobs.list(iterator=True, per_page=100, include_retried=True)
-        ]
+        if jobs is None:
+            listing = pipeline.jobs.list(iterator=True, per_page=100, include_retried=True)
+            jobs = [attrs(j) for j in listing]
         summary = None
         finished = detail.get("status") in ("success", "failed", "canceled")
         if finished and any(j.get("stage") == "test" for j in jobs):
             summary = attrs(pipeline.test_report_summary.get())
         return {"item": detail, "jobs": jobs, "test_report_summary": summary}
+
+    def details_rest(
+        self, project: Any, ctx: ProjectContext, items: list[Payload], since: str | None
+    ) -> dict[str, Payload]:
+        """The changed pipelines' jobs from the project's job listing (`/projects/:id/jobs`, 100 a
+        page, newest first), read back to the *boundary*: the creation of the oldest changed
+        pipeline, but not before `since` (the cursor window's start). Jobs are created with their
+        pipeline or later and GitLab lists them by id, i.e. by creation, so the first job created
+        before the boundary ends the listing, every job of a pipeline created at or after it having
+        been seen. A pipeline created before the boundary (one updated in the window but created
+        before it: a retry, a long run) and one without a usable id or creation time is read by its
+        own job listing, as before."""
+        created = {
+            self.item_id(i): _time(i.get("created_at")) for i in items if _is_id(i.get("id"))
+        }
+        starts = [t for t in created.values() if t is not None]
+        boundary = min(starts, default=None)
+        window = _time(since)
+        if boundary is not None and window is not None:
+            boundary = max(boundary, window)
+        listed = {k for k, t in created.items() if t is not None and boundary and t >= boundary}
+        jobs: dict[str, list[Payload]] = {k: [] for k in listed}
+        if listed:
+            for obj in project.jobs.list(iterator=True, per_page=100):  # newest first
+                job = attrs(obj)
+                at = _time(job.get("created_at"))
+                if at is not None and boundary is not None and at < boundary:
+                    break  # created before the boundary: so is every job after it
+                owner = str((job.get("pipeline") or {}).get("id"))
+                if owner in jobs:
+                    jobs[owner].append(job)
+        found: dict[str, Payload] = {}
+        for item in items:
+            key = self.item_id(item)
+            try:
+                if key in jobs:
+                    found[key] = self._with_detail(project, item, jobs[key])
+                else:
+                    found[key] = self.details(project, item, ctx)
+            except GitlabGetError as exc:
+                if exc.response_code != 404:  # else deleted since it was listed: left out
+                    raise
+        return found
 
     def normalize(self, payload: Payload, ctx: ProjectContext) -> Rows:
         if "graphql" in payload:

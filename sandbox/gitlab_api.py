@@ -1,7 +1,7 @@
 """A GitLab REST v4 simulator serving a generated organisation over real HTTP (with GitLab's
 GraphQL endpoint beside it: `sandbox.gitlab_graphql`).
 
-Real pagination (offset with Link/X-* headers, keyset for project listings), `updated_after`
+Real pagination (offset with Link/X-* headers, keyset for project and job listings), `updated_after`
 filtering with GitLab's on-or-after semantics, tokens checked, and faults, rate limits and
 malformed items injectable through the server framework and `corrupt()`. The world can be shown as
 it was at any instant (`at`), so tests can advance time and see new work arrive.
@@ -18,12 +18,21 @@ from typing import Any
 from sandbox import gitlab_payloads as render
 from sandbox.gitlab_graphql import GitLabGraphQL
 from sandbox.image_repos import ImageRepo, repositories
-from sandbox.model import Deployment, Incident, MergeRequest, Organisation, Pipeline, Service
+from sandbox.model import (
+    Deployment,
+    Incident,
+    Job,
+    MergeRequest,
+    Organisation,
+    Pipeline,
+    Service,
+)
 from sandbox.server import (
     HTTPError,
     Request,
     Response,
     Router,
+    _page_url,
     paginate_keyset,
     paginate_offset,
     parse_param_time,
@@ -170,6 +179,7 @@ class GitLabSimulator:
         r.add(f"{p}/pipelines/{{pid}}", self.pipeline)
         r.add(f"{p}/pipelines/{{pid}}/jobs", self.pipeline_jobs)
         r.add(f"{p}/pipelines/{{pid}}/test_report_summary", self.test_report_summary)
+        r.add(f"{p}/jobs", self.project_jobs)
         r.add(f"{p}/environments", self.environments)
         r.add(f"{p}/deployments", self.deployments)
         r.add(f"{p}/registry/repositories", self.registry_repositories)
@@ -401,6 +411,57 @@ class GitLabSimulator:
             self._patched("job", j.id, render.job(s, p, j, base, self.at)) for j in page.body
         ]
         return page
+
+    def project_jobs(self, request: Request) -> Response:
+        """GET /projects/:id/jobs: every job of the project's pipelines, retried ones included,
+        newest first (GitLab orders them by id, `sort=desc` by default); offset pagination, or
+        keyset (`pagination=keyset`, `id_before`) as GitLab offers it for this endpoint."""
+        s = self._project(request).service
+        q = request.query
+        if q.get("order_by", "id") != "id":
+            raise HTTPError(400, "order_by does not have a valid value")
+        # GitLab's ids follow creation; the generator's do not (it builds a history out of
+        # order), so "by id" is served as what it means: by creation, newest first
+        jobs: list[tuple[Job, Pipeline]] = self._cached(
+            ("jobs", s.project_id),
+            lambda: sorted(
+                ((j, p) for p in s.pipelines for j in p.jobs if j.created_at <= self.at),
+                key=lambda jp: (jp[0].created_at, jp[0].id),
+                reverse=True,
+            ),
+        )
+        desc = q.get("sort", "desc").lower() != "asc"
+        if not desc:
+            jobs = jobs[::-1]
+        if q.get("pagination") == "keyset":
+            page = self._keyset_jobs(request, jobs, desc)
+        else:
+            page = paginate_offset(request, jobs)
+        base = request.base_url
+        page.body = [
+            self._patched("job", j.id, render.job(s, p, j, base, self.at)) for j, p in page.body
+        ]
+        return page
+
+    def _keyset_jobs(
+        self, request: Request, jobs: list[tuple[Job, Pipeline]], desc: bool
+    ) -> Response:
+        """A keyset page of `jobs` (in serving order): the cursor (`id_before` newest first,
+        `id_after` oldest first) names the last job of the previous page; rel="next" carries it,
+        the last page has no Link header."""
+        per_page = min(int(request.query.get("per_page") or 20), 100)
+        cursor_name = "id_before" if desc else "id_after"
+        start = 0
+        if (raw := request.query.get(cursor_name)) is not None:
+            if not raw.isdigit():
+                raise HTTPError(400, f"400 Bad request - {cursor_name} is invalid")
+            start = next((i + 1 for i, (j, _) in enumerate(jobs) if j.id == int(raw)), len(jobs))
+        page = jobs[start : start + per_page]
+        headers = {"X-Per-Page": str(per_page)}
+        if start + per_page < len(jobs):
+            url = _page_url(request, {cursor_name: page[-1][0].id})
+            headers["Link"] = f'<{url}>; rel="next"'
+        return Response(page, headers=headers)
 
     def test_report_summary(self, request: Request) -> dict[str, Any]:
         _, p = self._pipeline(request)

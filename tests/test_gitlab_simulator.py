@@ -144,6 +144,30 @@ def test_offset_pagination_headers(api: tuple[requests.Session, str]) -> None:
     assert 'rel="next"' in response.headers["Link"]
 
 
+def test_project_jobs_newest_first_with_offset_and_keyset_pages(
+    api: tuple[requests.Session, str],
+) -> None:
+    """GET /projects/:id/jobs: every pipeline's jobs (as its own listing shows them), newest
+    first, each naming its pipeline; offset pages and keyset pages (`id_before`) agree."""
+    session, base = api
+    everything = get(api, "/jobs", per_page=100)
+    created = [j["created_at"] for j in everything]
+    assert created == sorted(created, reverse=True)
+    by_pipeline: dict[int, set[int]] = {}
+    for job in everything:
+        validate("public_api/v4/job.json", job)
+        by_pipeline.setdefault(job["pipeline"]["id"], set()).add(job["id"])
+    for pipeline in get(api, "/pipelines", per_page=100)[:5]:
+        own = {j["id"] for j in get(api, f"/pipelines/{pipeline['id']}/jobs", per_page=100)}
+        assert by_pipeline[pipeline["id"]] == own
+    offset = [j["id"] for page in (1, 2) for j in get(api, "/jobs", per_page=4, page=page)]
+    first = session.get(base + "/jobs", params={"pagination": "keyset", "per_page": 4}, timeout=10)
+    following = session.get(first.headers["Link"].split(";")[0].strip("<>"), timeout=10)
+    assert "id_before=" in following.url
+    keyset = [j["id"] for j in first.json() + following.json()]
+    assert keyset == offset == [j["id"] for j in everything[:8]]
+
+
 def test_updated_after_is_on_or_after(api: tuple[requests.Session, str]) -> None:
     everything = get(api, "/merge_requests", per_page=100, order_by="updated_at", sort="asc")
     pivot = everything[len(everything) // 2]["updated_at"]

@@ -138,13 +138,19 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
     summary = sync(sandbox, engine)
     assert summary.ok, summary.errors
     routes = sandbox.gitlab_app.stats.by_route
-    assert ("/api/v4/projects/{id}/pipelines/{pid}/jobs" in routes) == (api == "rest")
+    assert ("/api/v4/projects/{id}/jobs" in routes) == (api == "rest")
     if api == "rest":  # refused once per source (by each worker that asked at once, at most)
         assert 1 <= routes["/api/graphql"] <= sandbox_settings(sandbox).sync.parallelism
         # approvals come from the notes' system notes: every changed merge request's notes
         assert "/api/v4/projects/{id}/merge_requests/{iid}/approvals" not in routes
         assert routes["/api/v4/projects/{id}/merge_requests/{iid}/notes"] >= sum(
             len(s.merge_requests) for s in sandbox.org.services
+        )
+        # jobs by the project's listing (100 a page, back to the oldest changed pipeline), none
+        # per pipeline: the first sync's window reaches back past every pipeline's creation
+        assert "/api/v4/projects/{id}/pipelines/{pid}/jobs" not in routes
+        assert routes["/api/v4/projects/{id}/jobs"] <= sum(
+            max(1, -(-sum(len(p.jobs) for p in s.pipelines) // 100)) for s in sandbox.org.services
         )
     else:  # a page of 100 pipelines with their jobs and test summaries a request, the
         # commits, approvers and notes of 100 merge requests a request, and a page of 20 registry
@@ -451,3 +457,37 @@ def test_sync_state_keeps_the_rows_each_stream_wrote(tiny: Sandbox, tmp_path) ->
         after = views.sync_overview(conn)
     assert sum(r["rows"] for r in after) == 0  # the last sync wrote nothing ...
     assert {r["stream"]: r["payloads"] for r in after} == payloads  # ... the store keeps all
+
+
+def test_an_incremental_rest_sync_reads_jobs_back_to_its_window_and_equals_a_full_one(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Over REST, a changed pipeline's jobs come from the project's job listing, read back to the
+    creation of the oldest changed pipeline but not past the cursor window; a pipeline created
+    before the window (unfinished at the last sync) is read by its own job listing."""
+    sandbox.gitlab.graphql.enabled = False
+    org = sandbox.org
+    engine, twin = fresh_sqlite(tmp_path, "inc.db"), fresh_sqlite(tmp_path, "full.db")
+    first_at = org.now - (org.now - org.start) / 5
+    sandbox.advance(first_at)
+    assert sync(sandbox, engine).ok
+    routes = sandbox.gitlab_app.stats.by_route
+    listing, one = "/api/v4/projects/{id}/jobs", "/api/v4/projects/{id}/pipelines/{pid}/jobs"
+    before = (routes[listing], routes.get(one, 0))
+    sandbox.advance(org.now)
+    assert sync(sandbox, engine).ok
+    incremental = (routes[listing] - before[0], routes.get(one, 0) - before[1])
+    overlap = sandbox_settings(sandbox).sync.overlap
+    unfinished = [  # at the first sync (or just before its window): the most read one by one
+        p
+        for s in org.services
+        for p in s.pipelines
+        if p.created_at <= first_at and (not p.finished_at or p.finished_at > first_at - overlap)
+    ]
+    assert incremental[1] <= len(unfinished)
+    assert sync(sandbox, twin).ok
+    full = routes[listing] - before[0] - incremental[0]
+    assert incremental[0] < full
+    builds = ("pipeline", "job", "test_run")  # the streams this is about
+    assert snapshot(engine, builds) == snapshot(twin, builds)
+    assert table_counts(engine)["job"] == truth.counts(org)["job"]

@@ -199,7 +199,7 @@ def test_short_commit_pages_keep_the_cursor_and_a_resume_loses_nothing(
     [
         (r"/repository/commits$", "commits", 1),
         (r"/merge_requests$", "merge_requests", 1),
-        (r"/pipelines/\d+/jobs$", "pipelines", 1),
+        (r"/projects/\d+/jobs$", "pipelines", 1),
         (r"/merge_requests/\d+/notes$", "merge_requests", 1),
         (r"/issues$", "incidents", 0),
     ],
@@ -216,7 +216,7 @@ def test_a_short_page_fails_its_stream_and_a_resume_recovers_it(
         upgrade(engines[-1])
     reference, engine = engines
     # REST's per-item detail calls are the fallback of an instance without GraphQL
-    tiny.gitlab.graphql.enabled = "/pipelines/" not in path and "/notes" not in path
+    tiny.gitlab.graphql.enabled = "/jobs" not in path and "/notes" not in path
     assert sync(tiny, reference, per_page=3).ok
     rule = tiny.gitlab_app.faults.add(FaultRule(path=path, kind="short", after=after, times=1))
     broken = sync(tiny, engine, per_page=3)
