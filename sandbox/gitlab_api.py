@@ -32,7 +32,6 @@ from sandbox.server import (
     Request,
     Response,
     Router,
-    _page_url,
     paginate_keyset,
     paginate_offset,
     parse_param_time,
@@ -434,7 +433,10 @@ class GitLabSimulator:
         if not desc:
             jobs = jobs[::-1]
         if q.get("pagination") == "keyset":
-            page = self._keyset_jobs(request, jobs, desc)
+            # GitLab's ids follow creation; here the serving order is by creation, not by id
+            page = paginate_keyset(
+                request, jobs, key=lambda jp: jp[0].id, default_sort="desc", by_key=False
+            )
         else:
             page = paginate_offset(request, jobs)
         base = request.base_url
@@ -442,26 +444,6 @@ class GitLabSimulator:
             self._patched("job", j.id, render.job(s, p, j, base, self.at)) for j, p in page.body
         ]
         return page
-
-    def _keyset_jobs(
-        self, request: Request, jobs: list[tuple[Job, Pipeline]], desc: bool
-    ) -> Response:
-        """A keyset page of `jobs` (in serving order): the cursor (`id_before` newest first,
-        `id_after` oldest first) names the last job of the previous page; rel="next" carries it,
-        the last page has no Link header."""
-        per_page = min(int(request.query.get("per_page") or 20), 100)
-        cursor_name = "id_before" if desc else "id_after"
-        start = 0
-        if (raw := request.query.get(cursor_name)) is not None:
-            if not raw.isdigit():
-                raise HTTPError(400, f"400 Bad request - {cursor_name} is invalid")
-            start = next((i + 1 for i, (j, _) in enumerate(jobs) if j.id == int(raw)), len(jobs))
-        page = jobs[start : start + per_page]
-        headers = {"X-Per-Page": str(per_page)}
-        if start + per_page < len(jobs):
-            url = _page_url(request, {cursor_name: page[-1][0].id})
-            headers["Link"] = f'<{url}>; rel="next"'
-        return Response(page, headers=headers)
 
     def test_report_summary(self, request: Request) -> dict[str, Any]:
         _, p = self._pipeline(request)

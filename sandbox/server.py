@@ -601,11 +601,13 @@ def paginate_keyset(
     default_per_page: int = 20,
     max_per_page: int = 100,
     default_sort: str = "asc",
+    by_key: bool = True,
 ) -> Response:
     """One page of `items` (sorted by the caller as `sort` asks) under GitLab keyset pagination.
 
     The cursor is `id_after` (sort=asc) or `id_before` (sort=desc); rel="next" carries the next
-    one; the last page has no Link header.
+    one; the last page has no Link header. `by_key=False`: the items are in serving order but not
+    by `key` (the cursor is then found by its position, an unknown one ending the listing).
     """
     per_page = min(_int_arg(request.query, "per_page", default_per_page), max_per_page)
     desc = request.query.get("sort", default_sort).lower() == "desc"
@@ -616,7 +618,9 @@ def paginate_keyset(
             cursor = int(raw)
         except ValueError:
             raise HTTPError(400, f"400 Bad request - {cursor_name} is invalid") from None
-        if desc:
+        if not by_key:
+            start = next((i + 1 for i, item in enumerate(items) if key(item) == cursor), len(items))
+        elif desc:
             start = bisect_right(items, -cursor, key=lambda item: -key(item))
         else:
             start = bisect_right(items, cursor, key=key)
