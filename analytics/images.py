@@ -186,11 +186,21 @@ def _reopen_late(conn: Connection, after: datetime | None) -> dict[int, str | No
     late_image = (
         select(Image.id).where(Image.changed_at >= after, Image.revision == Deployment.sha).exists()
     )
+    # the late references and revisions first (each read once, a small set): a deployment naming
+    # none of them is passed over by a lookup, not by a scan of the late tags per deployment
+    late_refs = select(ImageTag.repository + ":" + ImageTag.tag).where(ImageTag.changed_at >= after)
+    late_revisions = select(Image.revision).where(
+        Image.changed_at >= after, Image.revision.is_not(None)
+    )
     reopened = {
         d: digest
         for d, digest in conn.execute(
             select(Deployment.id, Deployment.image_digest).where(
-                Deployment.image_resolution.in_(("tag", "revision")), or_(late_tag, late_image)
+                Deployment.image_resolution.in_(("tag", "revision")),
+                or_(
+                    and_(Deployment.image_ref.in_(late_refs), late_tag),
+                    and_(Deployment.sha.in_(late_revisions), late_image),
+                ),
             )
         )
     }
