@@ -243,7 +243,7 @@ def derive(
             conn,
             started_at,
             None if full or changed_after is None else rederived,
-            CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0),
+            _clock_skew(conn),
         )
         if full or changed_after is None:
             summary.rollup_days = rollups.refresh(conn, timezone, rules, None, None)
@@ -398,7 +398,12 @@ def _changed_after(conn: Connection) -> datetime | None:
     ).scalar()
     if since is None:
         return None
-    return since - (CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0))
+    return since - _clock_skew(conn)
+
+
+def _clock_skew(conn: Connection) -> timedelta:
+    """The margin for writers whose clocks differ from ours: PostgreSQL's (several writers)."""
+    return CLOCK_SKEW if conn.dialect.name == "postgresql" else timedelta(0)
 
 
 def late_chains(conn: Connection, after: datetime | None) -> dict[Chain, datetime]:
