@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
@@ -63,8 +63,9 @@ def resolve_images(
     (late image data) may resolve otherwise; returns how many of each it filled."""
     summary = ResolutionSummary()
     link_repositories(conn, image_repositories)
-    summary.revisions = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
-    reopened = _reopen_late(conn, changed_after)
+    revised = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
+    summary.revisions = sum(len(digests) for digests in revised.values())
+    reopened = _reopen_late(conn, changed_after, set(revised))
     changed = _platforms_to_index(conn) | _observed(conn)
     summary.deployments = len(changed) + _deployment_digests(conn)
     changed |= _redigested(conn, reopened)
@@ -165,12 +166,15 @@ def _observed(conn: Connection) -> set[int]:
     return changed
 
 
-def _reopen_late(conn: Connection, after: datetime | None) -> dict[int, str | None]:
+def _reopen_late(
+    conn: Connection, after: datetime | None, revised: set[str]
+) -> dict[int, str | None]:
     """Make deployments resolved by tag or revision pending again when image data changed at or
     after `after` may resolve them otherwise: a tag history entry of the reference they name, seen
     by the time they started (a sync that failed on a repository's tags resolved them by
-    revision), or an image built from the commit they deployed. Returns their ids with the digest
-    they had."""
+    revision), or an image built from the commit they deployed (an image synced since, or one
+    whose revision this derive has just read from its tag: `revised`, commits). Returns their ids
+    with the digest they had."""
     if after is None:
         return {}
     start = func.coalesce(Deployment.started_at, Deployment.created_at)
@@ -192,18 +196,18 @@ def _reopen_late(conn: Connection, after: datetime | None) -> dict[int, str | No
     late_revisions = select(Image.revision).where(
         Image.changed_at >= after, Image.revision.is_not(None)
     )
-    reopened = {
-        d: digest
-        for d, digest in conn.execute(
-            select(Deployment.id, Deployment.image_digest).where(
-                Deployment.image_resolution.in_(("tag", "revision")),
-                or_(
-                    and_(Deployment.image_ref.in_(late_refs), late_tag),
-                    and_(Deployment.sha.in_(late_revisions), late_image),
-                ),
-            )
-        )
-    }
+    resolved = select(Deployment.id, Deployment.image_digest).where(
+        Deployment.image_resolution.in_(("tag", "revision"))
+    )
+    late = or_(
+        and_(Deployment.image_ref.in_(late_refs), late_tag),
+        and_(Deployment.sha.in_(late_revisions), late_image),
+    )
+    reopened: dict[int, str | None] = dict(conn.execute(resolved.where(late)).all())
+    shas = sorted(revised)
+    for first in range(0, len(shas), 500):
+        part = resolved.where(Deployment.sha.in_(shas[first : first + 500]))
+        reopened.update(conn.execute(part).all())
     ids = sorted(reopened)
     for first in range(0, len(ids), 500):
         conn.execute(
@@ -234,7 +238,11 @@ def _unchain(conn: Connection, deployment_ids: set[int]) -> None:
         conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
 
 
-def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
+def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> dict[str, set[str]]:
+    """Fill the revision of images whose tag names a commit of their service's repository;
+    returns revision -> the digests it was given. Their `changed_at` stays the sync's: what a
+    revision read here changes is reopened by this derive (`_reopen_late`), and a later derive
+    must not take these images for late data and re-resolve their deployments again."""
     rows = conn.execute(
         select(Image.digest, ImageTag.tag, Service.repo_id)
         .join(ImageTag, ImageTag.digest == Image.digest)
@@ -268,12 +276,10 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> int:
         conn.execute(
             update(Image)
             .where(Image.digest == bindparam("target"), Image.revision.is_(None))
-            .values(
-                revision=bindparam("revision"), revision_origin="tag", changed_at=datetime.now(UTC)
-            ),
+            .values(revision=bindparam("revision"), revision_origin="tag"),
             updates,
         )
-    return len(updates)
+    return by_revision
 
 
 def _deployment_digests(conn: Connection) -> int:

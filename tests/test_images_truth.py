@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from analytics.derive import derive
 from analytics.images import resolve_images
@@ -34,7 +34,15 @@ from sandbox.oci import inherits_labels
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.serve import Sandbox
 from tests.conftest import migrated_warehouse
-from warehouse.schema import Deployment, Environment, Image, ImageRepository, Source
+from warehouse.schema import (
+    Deployment,
+    DeriveState,
+    Environment,
+    Image,
+    ImageRepository,
+    ImageTag,
+    Source,
+)
 from warehouse.schema import Service as ServiceRow
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -332,6 +340,63 @@ def test_ambiguous_without_a_named_repository_unpinned_image_names_the_candidate
     tested = [d for d in s.deployments if d.environment.name == test and d.status == "success"]
     assert ids and len(found) == len(tested)
     assert all(f"built in {app}, {worker} and it names none of them" in v.message for v in found)
+
+
+def _last_derive(conn: Any) -> datetime:
+    started = conn.execute(select(DeriveState.started_at).where(DeriveState.name == "derive"))
+    return started.scalar_one()
+
+
+def test_a_derive_with_nothing_new_resolves_nothing_again(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """Image revisions a derive reads from tags are not late data for the next derive: with
+    nothing synced since, no deployment is resolved again (the large organisation's first
+    incremental derive re-resolved every deployment resolved by tag or revision)."""
+    _, engine, _ = synced
+    with engine.connect() as conn, conn.begin() as transaction:
+        assert conn.execute(select(Image.id).where(Image.revision_origin == "tag")).first()
+        again = resolve_images(conn, changed_after=_last_derive(conn))
+        transaction.rollback()
+    assert (again.revisions, again.deployments) == (0, 0)
+
+
+def test_a_revision_read_late_from_a_tag_reopens_the_deployments_of_its_commit(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """An image synced long ago whose tag names a commit the warehouse learns only now gets its
+    revision in this derive, which resolves the commit's deployments again: a second build of it in
+    the repository makes their revision ambiguous, so they are unresolved."""
+    _, engine, _ = synced
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+    with engine.connect() as conn, conn.begin() as transaction:
+        target, sha, repository = conn.execute(
+            select(Deployment.id, Deployment.sha, Image.repository)
+            .join(Image, Image.digest == Deployment.image_digest)
+            .where(Deployment.image_resolution == "revision")
+            .order_by(Deployment.id)
+            .limit(1)
+        ).one()
+        second = "sha256:" + "e" * 64
+        conn.execute(
+            insert(Image).values(digest=second, repository=repository, changed_at=long_ago)
+        )
+        conn.execute(
+            insert(ImageTag).values(
+                repository=repository, tag=sha[:12], digest=second, seen_at=long_ago,
+                changed_at=long_ago,
+            )
+        )  # fmt: skip
+        summary = resolve_images(conn, changed_after=_last_derive(conn))
+        after = conn.execute(
+            select(Deployment.image_digest, Deployment.image_resolution).where(
+                Deployment.id == target
+            )
+        ).one()
+        revision = conn.execute(select(Image.revision).where(Image.digest == second)).scalar()
+        transaction.rollback()
+    assert (revision, summary.revisions) == (sha, 1)
+    assert tuple(after) == (None, "none")
 
 
 def found(engine: Engine, org: Organisation, policy: str) -> list[Any]:
