@@ -10,7 +10,7 @@ import sys
 
 
 def main() -> None:
-    from cdmetrics.cli_globals import subcommand
+    from cdmetrics.cli_args import subcommand
 
     if subcommand(sys.argv[1:]) == "gate":
         from cdmetrics.cli_gate import main as run_command
