@@ -128,6 +128,12 @@ def test_the_service_url_comes_from_the_option_the_variable_or_the_config(
     assert (warehouse_wins.returncode, warehouse_wins.stdout) == (1, direct.stdout)
     both = run(tmp_path, "--warehouse", url, *args, "--service-url", service)
     assert both.returncode == 2 and "not both" in both.stderr and not both.stdout
+    junit = CASES["deny-junit"]
+    files = [tmp_path / "direct" / "gate.xml", tmp_path / "thin" / "gate.xml"]
+    direct_file = run(tmp_path, "--warehouse", url, *junit, "-o", str(files[0]))
+    thin_file = run(tmp_path, *junit, "-o", str(files[1]), "--service-url", service, env=TOKEN)
+    assert direct_file.returncode == thin_file.returncode == 1
+    assert not thin_file.stdout and files[1].read_bytes() == files[0].read_bytes()
 
 
 def clean_environ() -> dict[str, str]:
