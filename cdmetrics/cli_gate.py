@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from analytics import gate as gate_analytics
+from cdmetrics import gate_client, gate_output
 from cdmetrics.cli_globals import CannotDecide, new_app, run
 from cdmetrics.render import render_gate
 from config.settings import ConfigError, Settings
@@ -41,14 +42,37 @@ def gate(
         None, "-o", "--output", help="Write the decision to this file instead of stdout."
     ),
     fail_open: bool = typer.Option(False, "--fail-open", help="Allow when the gate cannot decide."),
+    service_url: str | None = typer.Option(
+        None,
+        "--service-url",
+        help="Ask the running `cdmetrics serve` at this URL instead of reading the warehouse "
+        "(default $CDMETRICS_SERVICE__URL or [service] url; --warehouse reads the warehouse).",
+    ),
+    token_env: str | None = typer.Option(
+        None,
+        "--token-env",
+        help="Variable holding the service's write token (default [service] write_token_env, "
+        "CDMETRICS_WRITE_TOKEN).",
+    ),
+    timeout: float = typer.Option(
+        gate_client.DEFAULT_TIMEOUT_S, "--timeout", help="Seconds to wait for the service."
+    ),
 ) -> None:
     """Refuse a promotion that breaks policy: exit 0 allow, 1 deny, 2 cannot decide.
 
-    Every failure (unknown service, unreadable config, unreachable or locked warehouse, ...) is
-    "cannot decide": the decision `error` is still written, and `--fail-open` turns it into exit 0.
+    Every failure (unknown service, unreadable config, unreachable or locked warehouse or service,
+    ...) is "cannot decide": the decision `error` is still written, and `--fail-open` turns it
+    into exit 0. With a service URL the gate asks the service (POST /api/v1/gate) and imports
+    nothing else: a pipeline step's answer in a fraction of the time.
     """
-    if output_format not in ("text", "json", "junit"):
+    if output_format not in gate_output.FORMATS:
         raise typer.BadParameter("use text, json or junit", param_hint="--format")
+    if not timeout > 0:
+        raise typer.BadParameter("seconds, more than 0", param_hint="--timeout")
+    remote = _remote(ctx, service_url, token_env, timeout)
+    if remote is not None:  # the thin client's route (cdmetrics/entry.py takes it before Typer)
+        code = gate_client.decide(remote, service, image, to, ref, output_format, output, fail_open)
+        raise typer.Exit(code)
     try:
         decision = _decide(ctx, service, image, to, ref)
     except Exception as exc:  # the contract: any failure at all is "cannot decide"
@@ -67,6 +91,22 @@ def gate(
             raise typer.Exit(0)
         raise typer.Exit(2)
     raise typer.Exit(0 if decision["decision"] == "allow" else 1)
+
+
+def _remote(
+    ctx: typer.Context, service_url: str | None, token_env: str | None, timeout: float
+) -> gate_client.Remote | None:
+    """Where to ask when a service URL is known (gate_client.configured_url) and `--warehouse`
+    does not name the warehouse instead; None: read the warehouse."""
+    warehouse = ctx.find_root().obj.warehouse
+    if service_url and warehouse:
+        raise typer.BadParameter(
+            "give --warehouse (read it) or --service-url (ask the service), not both",
+            param_hint="--service-url",
+        )
+    if warehouse:
+        return None
+    return gate_client.remote(service_url, token_env, timeout, ctx.find_root().obj.config)
 
 
 KNOWN_FAILURES = (

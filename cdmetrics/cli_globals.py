@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from cdmetrics.cli_args import hoist_global_options
 from config.settings import ConfigError, Settings, load_settings
 from warehouse.engine import WarehouseURLError, normalise_url
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
     from sqlalchemy.exc import DBAPIError
 
-GLOBAL_OPTIONS = ("--warehouse", "-w", "--config", "-c")
-GLOBAL_FLAGS = ("--verbose", "-v", "-vv")  # no subcommand has an option of these names
 WAREHOUSE_URL_VARIABLE = "CDMETRICS_WAREHOUSE__URL"
 # what SQLite says when another process writes or migrates the same file at the same moment
 SQLITE_BUSY_WORDS = ("locked", "busy", "already exists")
@@ -41,43 +40,6 @@ err = Console(stderr=True)
 
 class CannotDecide(Exception):
     """The command cannot run (warehouse unreachable, ...): exit 2 with the reason."""
-
-
-def hoist_global_options(args: list[str]) -> list[str]:
-    """`args` with `--warehouse`/`--config` (and their values) and `-v`/`--verbose` moved before
-    the subcommand, so they work on either side of it (`cdmetrics demo --warehouse X -v`); `--`
-    ends the search."""
-    front: list[str] = []
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            rest += args[i:]
-            break
-        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
-            front += args[i : i + 2]
-            i += 2
-            continue
-        global_option = arg in GLOBAL_FLAGS or arg.startswith(("--warehouse=", "--config="))
-        (front if global_option else rest).append(arg)
-        i += 1
-    return front + rest
-
-
-def subcommand(args: list[str]) -> str | None:
-    """The subcommand `args` name: the first argument that is not a global option or its value
-    (None when there is none, or when `--` comes first)."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in GLOBAL_OPTIONS and i + 1 < len(args):
-            i += 2
-        elif arg in GLOBAL_FLAGS or arg.startswith(("--warehouse=", "--config=")):
-            i += 1
-        else:
-            return None if arg == "--" else arg
-    return None
 
 
 class GlobalOptionsAnywhere(TyperGroup):

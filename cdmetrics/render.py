@@ -15,7 +15,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from analytics import units
-from analytics.gate import GATE_POLICIES
+from cdmetrics import gate_output
 
 HEADLINE = (
     ("deployment_frequency", "deployments", "deployments"),
@@ -165,89 +165,15 @@ def _short(digest: str | None) -> str:
     return digest.removeprefix("sha256:")[:8] if digest else "-"
 
 
-def quality_gate_line(gate: dict[str, Any]) -> str:
-    """The text output's line on the SonarQube quality gate of the image's commit."""
-    commit = (gate.get("commit") or "unknown")[:12]
-    if gate.get("status") == "missing":
-        return f"  quality gate: commit {commit}: no analysis before now"
-    return (
-        f"  quality gate: commit {commit}: {gate.get('status')} at analysis {gate.get('analysis')} "
-        f"of {gate.get('project')} ({gate.get('branch')}, {gate.get('analysed_at')})"
-    )
-
-
-def gate_junit(decision: dict[str, Any], with_ref: bool) -> str:
-    """JUnit XML: one testcase per policy evaluated; errors fail, warnings are reported in
-    system-out."""
-    from xml.sax.saxutils import escape as xml
-    from xml.sax.saxutils import quoteattr
-
-    checked = (decision.get("quality_gate") or {}).get("checked") or []
-    policies = [
-        p
-        for p in GATE_POLICIES
-        if (with_ref or p != "non-release-ref")
-        and (not p.startswith("quality-gate-") or p in checked)
-    ]
-    by_policy: dict[str, list[dict[str, Any]]] = {}
-    for reason in decision["reasons"]:
-        by_policy.setdefault(reason["policy"], []).append(reason)
-    failures = sum(
-        1 for p in policies if any(r["severity"] == "error" for r in by_policy.get(p, []))
-    )
-    cases = []
-    for policy in policies:
-        found = by_policy.get(policy, [])
-        body = "".join(
-            f"<failure message={quoteattr(r['message'])} type={quoteattr(policy)}/>"
-            if r["severity"] == "error"
-            else f"<system-out>{xml('warning: ' + r['message'])}</system-out>"
-            for r in found
-        )
-        cases.append(
-            f"<testcase classname={quoteattr('gate.' + decision['service'])} name={quoteattr(policy)}>"
-            f"{body}</testcase>"
-        )
-    errors = [r for r in by_policy.get("gate", []) if decision["decision"] == "error"]
-    cases += [  # cannot decide: one errored testcase, so no report reads as all passed
-        f'<testcase classname={quoteattr("gate." + decision["service"])} name="gate">'
-        f'<error message={quoteattr(r["message"])} type="cannot-decide"/></testcase>'
-        for r in errors
-    ]
-    name = quoteattr(f"cdmetrics gate {decision['service']} -> {decision['environment']}")
-    return (
-        f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={name} '
-        f'tests="{len(policies) + len(errors)}" failures="{failures}" errors="{len(errors)}">'
-        + "".join(cases)
-        + "</testsuite>\n"
-    )
-
-
 def render_gate(
     decision: dict[str, Any], output_format: str, console: Console, with_ref: bool
 ) -> None:
-    """Print a gate decision as text, JSON or JUnit XML."""
+    """Print a gate decision as text, JSON or JUnit XML: cdmetrics.gate_output's text (the thin
+    gate client prints the same), JSON highlighted on a terminal."""
     if output_format == "json":
         console.print_json(json.dumps(decision, default=str))
-    elif output_format == "junit":
-        console.file.write(gate_junit(decision, with_ref))
     else:
-        verdict = decision["decision"].upper()
-        console.print(
-            f"{verdict}: {decision['service']} {decision['image']} -> {decision['environment']}"
-            + (f" ({decision['digest']})" if decision.get("digest") else ""),
-            highlight=False,
-            soft_wrap=True,
-        )
-        for reason in decision["reasons"]:
-            console.print(
-                f"  [{reason['severity']}] {reason['policy']}: {reason['message']}",
-                highlight=False,
-                soft_wrap=True,
-                markup=False,
-            )
-        if gate := decision.get("quality_gate"):
-            console.print(quality_gate_line(gate), highlight=False, soft_wrap=True, markup=False)
+        console.file.write(gate_output.render(decision, output_format, with_ref))
 
 
 SARIF_LEVELS = {"error": "error", "warn": "warning", "info": "note"}

@@ -727,6 +727,11 @@ class TargetsSettings(MetricTargets):
 
 
 class ServiceSettings(Section):
+    url: str = Field("", pattern=r"^(https?://[^\s/?#]+[^\s?#]*)?$")
+    """Where clients reach the running service (`cdmetrics serve`), e.g.
+    `https://cdmetrics.example.com` (a proxy's path prefix included): `cdmetrics gate` then asks
+    its `POST /api/v1/gate` with the write token instead of reading the warehouse. Empty: the gate
+    reads the warehouse."""
     read_token_env: EnvName = "CDMETRICS_READ_TOKEN"
     """Environment variable holding the bearer token for GET /api/v1/*."""
     write_token_env: EnvName = "CDMETRICS_WRITE_TOKEN"

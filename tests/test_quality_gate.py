@@ -22,7 +22,7 @@ from analytics.derive import derive
 from analytics.gate import evaluate
 from analytics.policies import quality_gate as rule
 from analytics.policies import scan
-from cdmetrics.render import gate_junit
+from cdmetrics.gate_output import gate_junit
 from collectors.frame import SyncOptions
 from collectors.sonarqube import SonarQubeCollector
 from config.settings import PoliciesSettings, QualityGatePolicy, Settings
