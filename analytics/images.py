@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.orm import aliased
 
 from analytics.observed import SLACK, Matcher, rollouts
 from config.settings import TAG_REVISION_PATTERN
@@ -107,10 +108,12 @@ def _repositories_from_images(conn: Connection) -> None:
 
 def _platforms_to_index(conn: Connection) -> set[int]:
     """Deployments naming a platform manifest get its index's digest (one image, one digest)."""
+    platform = aliased(Image)  # looked up from the platform images (an index), not the deployments
+    platforms = select(platform.digest).where(platform.index_digest.is_not(None))
     rows = conn.execute(
         select(Deployment.id, Deployment.image_digest, Deployment.image_ref, Image.index_digest)
         .join(Image, Image.digest == Deployment.image_digest)
-        .where(Image.index_digest.is_not(None))
+        .where(Deployment.image_digest.in_(platforms), Image.index_digest.is_not(None))
     ).all()
     for target, digest, ref, index in rows:
         conn.execute(

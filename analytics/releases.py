@@ -45,6 +45,7 @@ from warehouse.upsert import upsert
 
 STATE = "released"  # derive_state row of the last refresh
 REPOS_PER_STATEMENT = 200  # repositories whose MRs one refresh statement recomputes
+BATCH = 500  # changed MRs one refresh statement recomputes
 
 
 def release_times(environment: str | None, merge_requests: Any) -> Any:
@@ -146,7 +147,16 @@ def refresh(
     if rederived is None or last is None:
         conditions = [MergeRequest.id.is_not(None)]
     else:
-        conditions = [MergeRequest.changed_at >= last - clock_skew]
+        # the MRs changed since, by the changed_at index (few), then each recomputed by id: in one
+        # statement SQLite would walk every merged MR by its state index and filter
+        late = sorted(
+            conn.execute(
+                select(MergeRequest.id).where(MergeRequest.changed_at >= last - clock_skew)
+            ).scalars()
+        )
+        conditions = [
+            MergeRequest.id.in_(late[start : start + BATCH]) for start in range(0, len(late), BATCH)
+        ]
         repos = sorted(rederived.items())
         for start in range(0, len(repos), REPOS_PER_STATEMENT):
             conditions.append(

@@ -4,8 +4,10 @@ parameters and the repository a deployment's changes come from."""
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import func
@@ -32,6 +34,10 @@ class FailureRules:
         return cls(m.failure_window, m.hotfix_window, tuple(m.hotfix_refs))
 
     def is_hotfix(self, ref: str | None) -> bool:
-        return bool(ref) and any(
-            fnmatch.fnmatch(ref or "", pattern) for pattern in self.hotfix_refs
-        )
+        return bool(ref) and self._hotfix.match(ref or "") is not None
+
+    @cached_property
+    def _hotfix(self) -> re.Pattern[str]:
+        """`hotfix_refs` as one pattern (fnmatch's, case-sensitive as on POSIX): derive asks it
+        of every production deployment."""
+        return re.compile("|".join(map(fnmatch.translate, self.hotfix_refs)) or "(?!)")
