@@ -65,6 +65,7 @@ class DeriveSummary:
     deployments: int = 0
     changes: int = 0
     failures: int = 0
+    failure_services: int = 0  # services whose change failures were recomputed
     work_item_links: int = 0  # work item <-> change links found in titles and branches
     released: int = 0  # merged MRs whose production release time (released_at) changed
     rollup_days: int = 0  # (service, environment, day) and (repo, branch flag, day) rows written
@@ -238,7 +239,14 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         failures_before = _failures(conn)
-        summary.failures = derive_failures(conn, rules)
+        services = (
+            None  # every service: a full derive, the first one, or other failure rules
+            if full
+            or changed_after is None
+            or rollups.stored_rules(conn) != rollups.fingerprint(rules)
+            else _failure_services(conn, changed_after, set(touched))
+        )
+        summary.failures, summary.failure_services = derive_failures(conn, rules, services)
         summary.work_item_links = derive_work_item_links(conn, changed_after)
         summary.released = releases.refresh(
             conn,
@@ -661,8 +669,54 @@ class _Prod:
     incidents: list[tuple[datetime, datetime | None]] = field(default_factory=list)
 
 
-def derive_failures(conn: Connection, rules: FailureRules) -> int:
-    """Rebuild change_failure from the production chains and incidents; returns failed changes."""
+def _failure_services(conn: Connection, after: datetime, touched: set[int]) -> set[int]:
+    """The services whose change failures data written at or after `after` may have changed:
+    those whose chains this derive re-derived (`touched`), whose deployments were written (a ref,
+    a pipeline, an external id an incident names), whose incidents were written or moved to
+    another service (both services), and, when a merge request was written, those with an
+    incident linked to a merge request (its commit may be another now)."""
+    services = set(touched) | {s for s, _ in _attempts_changed(conn, after)}
+    incidents = select(Incident.service_id, Incident.failure_service_id)
+    for query in (
+        incidents.where(Incident.changed_at >= after),
+        incidents.where(Incident.failure_service_id.is_distinct_from(Incident.service_id)),
+    ):
+        for now, before in conn.execute(query):
+            services.update(s for s in (now, before) if s is not None)
+    if conn.execute(select(MergeRequest.id).where(MergeRequest.changed_at >= after)).first():
+        linked = select(Incident.service_id).where(Incident.linked_merge_request.is_not(None))
+        services.update(s for s in conn.execute(linked).scalars() if s is not None)
+    return services
+
+
+def _of(services: set[int] | None, column: Any) -> Any:
+    """The condition that `column` (a service id) is one of `services` (None: any service)."""
+    return column.is_not(None) if services is None else column.in_(sorted(services))
+
+
+def derive_failures(
+    conn: Connection, rules: FailureRules, services: set[int] | None = None
+) -> tuple[int, int]:
+    """Rebuild change_failure from the production chains and incidents of `services` (None:
+    every service; those whose incidents' duplicate marks change are added): a service's failures
+    depend on its own chains and incidents only. Returns (failed changes of every service,
+    services recomputed)."""
+    marked = {
+        incident_id: (service_id, counted)
+        for incident_id, service_id, counted in conn.execute(
+            select(Incident.id, Incident.service_id, Incident.duplicate_of).where(
+                Incident.service_id.is_not(None)
+            )
+        )
+    }
+    # an incident several sources recorded counts once: the group's counted one (METRICS.md)
+    now = mark_duplicates(conn)
+    if services is not None:  # and the services whose incidents' marks changed
+        services = set(services) | {
+            service_id
+            for i, (service_id, counted) in marked.items()
+            if now.get(i) != counted and service_id is not None
+        }
     production: dict[int, dict[int, list[_Prod]]] = defaultdict(lambda: defaultdict(list))
     rows = conn.execute(
         select(
@@ -676,7 +730,7 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
             Deployment.external_id,
         )
         .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
-        .where(DeploymentChain.is_production)
+        .where(DeploymentChain.is_production, _of(services, DeploymentChain.service_id))
         .order_by(DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id)
     ).all()
     by_key: dict[tuple[int, str], _Prod] = {}
@@ -686,12 +740,12 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
         production[service_id][env_id].append(prod)
         by_key[(source_id, external_id)] = prod
         by_id[dep_id] = prod
-    # an incident several sources recorded counts once: the group's counted one (METRICS.md)
-    mark_duplicates(conn)
     # incidents with a tracker's explicit link -> the production deployment it resolves to
     explicit = {
         incident_id: by_id.get(deployment_id) if deployment_id is not None else None
-        for incident_id, deployment_id in linked_incidents(conn).items()
+        for incident_id, deployment_id in linked_incidents(
+            conn, _of(services, Incident.service_id)
+        ).items()
     }
     incidents = conn.execute(
         select(
@@ -701,7 +755,7 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
             Incident.resolved_at,
             Incident.deployment_source_id,
             Incident.deployment_external_id,
-        ).where(Incident.service_id.is_not(None), Incident.duplicate_of.is_(None))
+        ).where(_of(services, Incident.service_id), Incident.duplicate_of.is_(None))
     ).all()
     by_service: dict[int, list[Any]] = defaultdict(list)
     for incident in incidents:
@@ -713,16 +767,25 @@ def derive_failures(conn: Connection, rules: FailureRules) -> int:
                 list(chains.values()), by_service.get(service_id, []), by_key, explicit, rules
             )
         )
-    stale = set(conn.execute(select(ChangeFailure.deployment_id)).scalars()) - {
-        f["deployment_id"] for f in failures
-    }
+    held = select(ChangeFailure.deployment_id)
+    if services is not None:
+        held = held.join(Deployment, Deployment.id == ChangeFailure.deployment_id).where(
+            _of(services, Deployment.service_id)
+        )
+    stale = set(conn.execute(held).scalars()) - {f["deployment_id"] for f in failures}
     gone = sorted(stale)
     for start in range(0, len(gone), 500):
         conn.execute(
             delete(ChangeFailure).where(ChangeFailure.deployment_id.in_(gone[start : start + 500]))
         )
     upsert(conn, ChangeFailure, failures)
-    return len(failures)
+    conn.execute(
+        update(Incident)
+        .where(Incident.failure_service_id.is_distinct_from(Incident.service_id))
+        .values(failure_service_id=Incident.service_id)
+    )
+    total = conn.execute(select(func.count()).select_from(ChangeFailure)).scalar_one()
+    return total, len(production) if services is None else len(services)
 
 
 def _service_failures(

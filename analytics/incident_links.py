@@ -50,13 +50,15 @@ LINK_COLUMNS = (
 )
 
 
-def linked_incidents(conn: Connection) -> dict[int, int | None]:
+def linked_incidents(conn: Connection, services: Any = None) -> dict[int, int | None]:
     """incident id -> the production deployment id its explicit tracker link resolves to (None:
     it names a change no production deployment of its service carries), for every incident of a
-    service that has a tracker link."""
+    service (those `services`, a condition on `incident.service_id`, selects) that has a tracker
+    link."""
     rows = conn.execute(
         select(Incident.id, Incident.service_id, Incident.opened_at, *LINK_COLUMNS).where(
-            Incident.service_id.is_not(None), or_(*(c.is_not(None) for c in LINK_COLUMNS))
+            Incident.service_id.is_not(None) if services is None else services,
+            or_(*(c.is_not(None) for c in LINK_COLUMNS)),
         )
     ).all()
     if not rows:

@@ -263,6 +263,12 @@ def fingerprint(rules: Any) -> str:
     return repr(rules)
 
 
+def stored_rules(conn: Connection) -> str | None:
+    """The failure rules' fingerprint the stored rollups (and change failures) were derived with
+    (None: no derive yet)."""
+    return conn.execute(select(RollupState.rules).where(RollupState.name == STATE)).scalar()
+
+
 def _whole_days(scope: Scope) -> tuple[date, date]:
     """[first, after): the local days wholly inside the scope's period."""
     zone = scope.zone

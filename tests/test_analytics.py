@@ -357,6 +357,73 @@ def test_incremental_derive_equals_full(world: World, monkeypatch: pytest.Monkey
     assert chain(world) == incremental
 
 
+def failures(engine: Engine) -> list[tuple[object, ...]]:
+    """change_failure by deployment: (service, deployment, reasons, recovery)."""
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                select(
+                    Deployment.service_id,
+                    Deployment.external_id,
+                    ChangeFailure.incident,
+                    ChangeFailure.rollback,
+                    ChangeFailure.hotfix,
+                    ChangeFailure.recovered_at,
+                )
+                .join(Deployment, Deployment.id == ChangeFailure.deployment_id)
+                .order_by(Deployment.external_id)
+            )
+        ]
+
+
+def test_incremental_change_failures_equal_full(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Derive recomputes change failures only for the services new data touched; after each kind
+    of change they equal a full derive's, and a service nothing touched is left alone."""
+    from analytics.derive import derive
+    from analytics.rules import FailureRules
+    from warehouse.schema import Incident
+
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))
+    shop, cart = World(engine), World(engine, service="cart")
+    cart.deployments = 100  # external ids of its own (one source)
+    for w in (shop, cart):
+        w.line("a", "b", "c")
+        w.deploy("a", at(0))
+        w.deploy("b", at(10))
+    shop.incident("i1", at(11), at(13))
+    shop.derive()
+
+    def moved(incident: str, to: World, opened: float, resolved: float, **links: str) -> None:
+        row = {"source_id": shop.source, "external_id": incident, "service_id": to.service}
+        shop.add(Incident, [{**row, "opened_at": at(opened), "resolved_at": at(resolved), **links}])
+
+    def merged() -> None:
+        cart.merge_request(7, ["b"], created=at(1), merged=at(2), merge_sha="b")
+
+    steps: list[tuple[str, object, int]] = [
+        ("a new incident of cart", lambda: cart.incident("i2", at(12), at(14)), 1),
+        ("shop's incident resolved later", lambda: shop.incident("i1", at(11), at(30)), 1),
+        ("shop's incident moved to cart", lambda: moved("i1", cart, 11, 30), 2),
+        ("a hotfix of shop", lambda: shop.deploy("c", at(15), ref="hotfix/x"), 1),
+        ("naming cart's MR 7", lambda: moved("i3", shop, 40, 41, linked_merge_request="cart!7"), 1),
+        ("cart's MR 7, merged as b", merged, 2),  # shop deployed b too: the link resolves there
+    ]  # fmt: skip
+    for name, change, recomputed in steps:
+        change()  # type: ignore[operator]
+        summary = shop.derive()
+        incremental = failures(engine)
+        assert summary.failure_services == recomputed, name
+        derive(engine, FailureRules(), full=True)
+        assert failures(engine) == incremental, name
+    incident, _, hotfix, _ = next(r[2:] for r in incremental if r[:2] == (shop.service, "d2"))
+    assert incident and hotfix  # i3 by its link (i1 moved away), and the hotfix
+    other_rules = shop.derive(failure_window=timedelta(hours=1))
+    assert other_rules.failure_services == 2
+
+
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
     [

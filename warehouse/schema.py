@@ -443,6 +443,7 @@ class Incident(Base):
     __table_args__ = (
         natural_key("source_id", "external_id"),
         Index("ix_incident_service_opened", "service_id", "opened_at"),
+        Index("ix_incident_changed", "changed_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
@@ -479,6 +480,10 @@ class Incident(Base):
     # `duplicate_of` is the incident of the group that is counted (docs/METRICS.md)
     mentions: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[int | None]
+    changed_at: Mapped[datetime | None] = changed()  # derive recomputes its service's failures
+    # derive: the service whose change failures counted it last (one it moved away from is
+    # recomputed too)
+    failure_service_id: Mapped[int | None]
 
 
 # --- work items (Jira, Zentao) ------------------------------------------------------------
