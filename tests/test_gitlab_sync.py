@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import Engine, func, select
 
 from analytics import views
@@ -24,6 +26,8 @@ from sandbox.gitlab_api import DELETE
 from sandbox.gitlab_payloads import current_tags, ts, unlisted_commits
 from sandbox.image_repos import repositories
 from sandbox.model import Organisation
+from sandbox.model import Pipeline as GeneratedPipeline
+from sandbox.retries import retried_pipelines
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
 from tests.sandbox_helpers import (
@@ -43,10 +47,12 @@ from warehouse.schema import (
     Commit,
     CommitParent,
     Deployment,
+    Job,
     MergeRequest,
     Pipeline,
     RawPayload,
     Source,
+    SyncState,
 )
 
 STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
@@ -131,6 +137,20 @@ def as_of(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def job_rows(engine: Engine, pipeline_id: int) -> set[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.external_id, Job.name, Job.status, Job.created_at, Job.finished_at).where(
+                Job.pipeline_external_id == str(pipeline_id)
+            )
+        ).all()
+    return {tuple(r) for r in rows}
+
+
+def truth_jobs(p: GeneratedPipeline) -> set[tuple[Any, ...]]:
+    return {(str(j.id), j.name, j.status, j.created_at, j.finished_at) for j in p.jobs}
+
+
 @pytest.mark.parametrize("api", ["graphql", "rest"])
 def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: str) -> None:
     """Over GraphQL (the default) and over the REST fallback of an instance without it."""
@@ -212,7 +232,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
         names = {j.name for s in org.services for p in s.pipelines for j in p.jobs}
         assert any("__" in n for n in names) and any(n[-4:].isdigit() for n in names)
         pipelines = {p.id: p for s in org.services for p in s.pipelines}
-        for row in conn.execute(select(Pipeline)).all()[::11]:
+        retried = {p.id for _, p, _ in retried_pipelines(org)}  # a job retried days later
+        assert retried
+        sampled = conn.execute(select(Pipeline)).all()
+        for row in [*sampled[::11], *(r for r in sampled if int(r.external_id) in retried)]:
             p = pipelines[int(row.external_id)]
             assert (row.sha, row.ref, row.status) == (p.sha, p.ref, p.status)
             assert row.finished_at == p.finished_at
@@ -221,6 +244,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
                 if p.duration
                 else row.duration_s is None
             )
+            if p.id in retried:  # its update and finish are the retry's
+                assert row.updated_at == p.updated_at == p.finished_at
+    for pid in retried:  # the retried job and its retry, each a row
+        assert job_rows(engine, pid) == truth_jobs(pipelines[pid])
 
 
 def test_second_sync_writes_nothing_and_costs_one_request_per_stream(
@@ -484,10 +511,122 @@ def test_an_incremental_rest_sync_reads_jobs_back_to_its_window_and_equals_a_ful
         for p in s.pipelines
         if p.created_at <= first_at and (not p.finished_at or p.finished_at > first_at - overlap)
     ]
-    assert incremental[1] <= len(unfinished)
+    retried = [  # finished before the first sync, a job retried after it (sandbox.retries)
+        p
+        for _, p, job in retried_pipelines(org)
+        if p.created_at <= first_at and job.retried_at and job.retried_at > first_at - overlap
+    ]
+    assert incremental[1] <= len(unfinished) + len(retried)
     assert sync(sandbox, twin).ok
     full = routes[listing] - before[0] - incremental[0]
     assert incremental[0] < full
     builds = ("pipeline", "job", "test_run")  # the streams this is about
     assert snapshot(engine, builds) == snapshot(twin, builds)
     assert table_counts(engine)["job"] == truth.counts(org)["job"]
+
+
+def test_a_job_retried_days_later_is_served_alike_by_rest_and_graphql(tiny: Sandbox) -> None:
+    """An old pipeline's test job retried days after it finished (`sandbox.retries`): the retry
+    is a new job, the old one is `retried` (GraphQL) and left out of the pipeline's job listing
+    unless `include_retried`; the pipeline runs again, its update and finish are the retry's."""
+    org = tiny.org
+    [(s, p, old)] = retried_pipelines(org)
+    assert old.retried_at is not None and old.finished_at is not None
+    [new] = [j for j in p.jobs if j.created_at == old.retried_at]
+    assert old.retried_at - old.finished_at >= timedelta(days=3) and new.finished_at
+    ids = {j.id for j in p.jobs}
+    with requests.Session() as session:
+        session.headers["PRIVATE-TOKEN"] = "glpat-sandbox-secret"
+        base = f"{tiny.gitlab_url}/api/v4/projects/{s.project_id}"
+
+        def served(at: datetime) -> tuple[dict[str, Any], set[int], set[int], dict[int, bool]]:
+            tiny.advance(at)
+            detail = session.get(f"{base}/pipelines/{p.id}", timeout=10).json()
+            url = f"{base}/pipelines/{p.id}/jobs"
+            latest = {j["id"] for j in session.get(url, timeout=10).json()}
+            every = session.get(url, params={"include_retried": "true"}, timeout=10).json()
+            query = """query($path: ID!, $iid: ID!) { project(fullPath: $path) {
+              pipeline(iid: $iid) { jobs(first: 100) { nodes { id retried } } } } }"""
+            variables = {"path": s.path, "iid": str(p.iid)}
+            answer = session.post(
+                f"{tiny.gitlab_url}/api/graphql",
+                json={"query": query, "variables": variables},
+                timeout=10,
+            ).json()
+            nodes = answer["data"]["project"]["pipeline"]["jobs"]["nodes"]
+            flags = {int(n["id"].rsplit("/", 1)[1]): n["retried"] for n in nodes}
+            return detail, latest, {j["id"] for j in every}, flags
+
+        try:
+            detail, latest, every, flags = served(old.retried_at - timedelta(seconds=1))
+            assert latest == every == set(flags) == ids - {new.id} and not any(flags.values())
+            assert (detail["status"], as_of(detail["updated_at"])) == ("success", old.finished_at)
+            detail, latest, every, flags = served(old.retried_at)
+            assert (latest, every) == (ids - {old.id}, ids) and flags == {
+                i: i == old.id for i in ids
+            }
+            assert (detail["status"], as_of(detail["updated_at"])) == ("pending", old.retried_at)
+            assert detail["finished_at"] is None
+            detail, latest, every, flags = served(org.now)
+            assert (latest, every) == (ids - {old.id}, ids) and flags == {
+                i: i == old.id for i in ids
+            }
+            assert (detail["status"], as_of(detail["finished_at"])) == (p.status, p.finished_at)
+            assert as_of(detail["updated_at"]) == new.finished_at == p.finished_at
+            assert detail["duration"] == int(p.duration or 0) and p.status == "success"
+            listed = [  # the project's job listing, newest first: the retry days before the rest
+                j["id"]
+                for page in (1, 2, 3)
+                for j in session.get(
+                    f"{base}/jobs", params={"per_page": 100, "page": page}, timeout=10
+                ).json()
+                if j["pipeline"]["id"] == p.id
+            ]
+            assert listed[0] == new.id and set(listed) == ids
+        finally:
+            tiny.advance(org.now)
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_an_incremental_sync_over_a_job_retried_after_its_window_equals_a_full_one(
+    tiny: Sandbox, engine: Engine, twin_engine: Engine, api: str
+) -> None:
+    """A pipeline created (and finished) before an incremental sync's cursor window whose test job
+    is retried after it: the sync reads it changed and writes the rows one full sync writes and the
+    truth holds. Over REST its jobs come from its own `/pipelines/:id/jobs` (`include_retried`):
+    the project's job listing is read back only to the window."""
+    tiny.gitlab.graphql.enabled = api == "graphql"
+    org = tiny.org
+    [(_, p, old)] = retried_pipelines(org)
+    assert old.retried_at is not None
+    first_at = old.retried_at - timedelta(days=1)
+    tiny.advance(first_at)
+    assert sync(tiny, engine).ok
+    with engine.connect() as conn:
+        [cursor] = conn.execute(
+            select(SyncState.cursor).where(SyncState.stream == "pipelines")
+        ).scalars()
+    window = as_of(cursor)
+    assert window is not None
+    window -= sandbox_settings(tiny).sync.overlap
+    assert old.finished_at is not None and p.created_at < old.finished_at < window
+    stats = tiny.gitlab_app.stats
+    stats.reset()
+    tiny.advance(org.now)
+    assert sync(tiny, engine).ok
+    assert stats.log is not None
+    own = [t for _, _, t, _ in stats.log if re.search(rf"/pipelines/{p.id}/jobs\b", t)]
+    if api == "rest":  # read by its own listing, retried jobs included
+        assert own and all("include_retried=true" in t.lower() for t in own)
+    else:  # GraphQL: the pipeline node with its jobs
+        assert not own
+    assert sync(tiny, twin_engine).ok  # one full sync now
+    builds = ("pipeline", "job", "test_run")
+    assert snapshot(engine, builds) == snapshot(twin_engine, builds)
+    counts, expected = table_counts(engine), truth.counts(org)
+    assert {t: counts[t] for t in builds} == {t: expected[t] for t in builds}
+    assert job_rows(engine, p.id) == job_rows(twin_engine, p.id) == truth_jobs(p)
+    with engine.connect() as conn:
+        row = conn.execute(select(Pipeline).where(Pipeline.external_id == str(p.id))).one()
+    assert (row.status, row.updated_at, row.finished_at) == (p.status, p.finished_at, p.finished_at)
+    assert row.duration_s == int(p.duration or 0)
