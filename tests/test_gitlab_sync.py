@@ -20,12 +20,15 @@ from sqlalchemy import Engine, func, select
 from analytics import views
 from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
+from collectors.gitlab_normalize import approvals_from_notes
 from sandbox import truth
+from sandbox.approvals import withdrawals, withdrawn_kind
 from sandbox.generate import generate
 from sandbox.gitlab_api import DELETE
 from sandbox.gitlab_payloads import current_tags, ts, unlisted_commits
 from sandbox.image_repos import repositories
-from sandbox.model import Organisation
+from sandbox.model import MergeRequest as GeneratedMR
+from sandbox.model import Organisation, Service
 from sandbox.model import Pipeline as GeneratedPipeline
 from sandbox.retries import retried_pipelines
 from sandbox.serve import Sandbox
@@ -137,6 +140,22 @@ def as_of(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def approvals(engine: Engine) -> dict[str, int | None]:
+    """Each merge request row's approvals, by external id."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(MergeRequest.external_id, MergeRequest.approvals)).all()
+    return {external_id: count for external_id, count in rows}
+
+
+def expected_approvals(org: Organisation) -> dict[str, int]:
+    """The truth: who approves a merge request at its merge (none before it is merged)."""
+    return {
+        str(mr.id): len(mr.approvers) if mr.state == "merged" else 0
+        for s in org.services
+        for mr in s.merge_requests
+    }
+
+
 def job_rows(engine: Engine, pipeline_id: int) -> set[tuple[Any, ...]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -149,6 +168,31 @@ def job_rows(engine: Engine, pipeline_id: int) -> set[tuple[Any, ...]]:
 
 def truth_jobs(p: GeneratedPipeline) -> set[tuple[Any, ...]]:
     return {(str(j.id), j.name, j.status, j.created_at, j.finished_at) for j in p.jobs}
+
+
+def served_approvers(sandbox: Sandbox, s: Service, mr: GeneratedMR) -> dict[str, set[str]]:
+    """Who approves `mr` as the simulator serves it now: REST `/approvals`, REST notes replayed
+    as the REST fallback replays them, GraphQL `approvedBy`."""
+    with requests.Session() as session:
+        session.headers["PRIVATE-TOKEN"] = "glpat-sandbox-secret"
+        base = f"{sandbox.gitlab_url}/api/v4/projects/{s.project_id}/merge_requests/{mr.iid}"
+        served = session.get(f"{base}/approvals", timeout=10).json()["approved_by"]
+        params = {"per_page": 100, "sort": "asc", "order_by": "created_at"}
+        notes = session.get(f"{base}/notes", params=params, timeout=10).json()
+        query = """query($path: ID!, $iids: [String!]) { project(fullPath: $path) {
+          mergeRequests(iids: $iids) { nodes { approvedBy { nodes { username } } } } } }"""
+        variables = {"path": s.path, "iids": [str(mr.iid)]}
+        answer = session.post(
+            f"{sandbox.gitlab_url}/api/graphql",
+            json={"query": query, "variables": variables},
+            timeout=10,
+        ).json()
+    [node] = answer["data"]["project"]["mergeRequests"]["nodes"]
+    return {
+        "approvals": {a["user"]["username"] for a in served},
+        "notes": {a["user"]["username"] for a in approvals_from_notes(notes)["approved_by"]},
+        "graphql": {u["username"] for u in node["approvedBy"]["nodes"]},
+    }
 
 
 @pytest.mark.parametrize("api", ["graphql", "rest"])
@@ -216,7 +260,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
             assert row.first_review_at == mr.first_review_at
             assert row.squash_commit_sha == mr.squash_commit_sha
             assert row.merge_commit_sha == mr.merge_commit_sha
-            assert row.approvals == (len(mr.approvers) if mr.state == "merged" else 0)
+        # every merge request's approvals as they stand at its merge: an approval withdrawn
+        # before it (sandbox.approvals, in its three variants) is not counted
+        assert {withdrawn_kind(mr) for mr in mrs.values()} == {None, "same", "another", "none"}
+        assert approvals(engine) == expected_approvals(org)
         schema = {
             (r.external_id, r.kind, r.schema_version)
             for r in rows
@@ -523,6 +570,57 @@ def test_an_incremental_rest_sync_reads_jobs_back_to_its_window_and_equals_a_ful
     builds = ("pipeline", "job", "test_run")  # the streams this is about
     assert snapshot(engine, builds) == snapshot(twin, builds)
     assert table_counts(engine)["job"] == truth.counts(org)["job"]
+
+
+def test_a_withdrawn_approval_is_served_alike_by_notes_approvals_and_graphql(tiny: Sandbox) -> None:
+    """Approvals withdrawn before the merge (`sandbox.approvals`): re-approved by the same person,
+    withdrawn by another teammate, never re-approved. While it stands, REST `/approvals`, the
+    notes' system notes and GraphQL `approvedBy` name its approver; once withdrawn, nobody; at the
+    end, who approves at the merge (the truth)."""
+    org = tiny.org
+    shaped = {
+        kind: (s, mr)
+        for s in org.services
+        for mr in s.merge_requests
+        if (kind := withdrawn_kind(mr)) is not None
+    }
+    assert set(shaped) == {"same", "another", "none"}
+    try:
+        for kind, (s, mr) in shaped.items():
+            [(who, approved, withdrawn)] = withdrawals(mr)
+            assert mr.first_review_at is not None and mr.merged_at is not None
+            assert mr.first_review_at < approved < withdrawn < mr.merged_at  # review time stays
+            final = {a.username for a in mr.approvers}
+            assert (who.username in final) == (kind == "same") and bool(final) == (kind != "none")
+            for at, approvers in (
+                (approved + (withdrawn - approved) / 2, {who.username}),
+                (withdrawn + timedelta(seconds=1), set()),
+                (org.now, final),
+            ):
+                tiny.advance(at)
+                served = served_approvers(tiny, s, mr)
+                assert served == dict.fromkeys(("approvals", "notes", "graphql"), approvers), kind
+    finally:
+        tiny.advance(tiny.org.now)
+
+
+@pytest.mark.parametrize("api", ["graphql", "rest"])
+def test_a_withdrawn_approval_is_synced_as_it_stands(
+    tiny: Sandbox, engine: Engine, api: str
+) -> None:
+    """Synced while a teammate's approval stands, then after its withdrawal and the merge without
+    another one: the row counts it, then not (GraphQL's `approvedBy`, REST's notes replayed)."""
+    tiny.gitlab.graphql.enabled = api == "graphql"
+    org = tiny.org
+    mr = next(mr for s in org.services for mr in s.merge_requests if withdrawn_kind(mr) == "none")
+    [(_, approved, withdrawn)] = withdrawals(mr)
+    tiny.advance(approved + (withdrawn - approved) / 2)
+    assert sync(tiny, engine).ok
+    assert approvals(engine)[str(mr.id)] == 1
+    tiny.advance(org.now)
+    assert sync(tiny, engine).ok
+    assert approvals(engine) == expected_approvals(org)
+    assert approvals(engine)[str(mr.id)] == 0 and not mr.approvers  # merged without approval
 
 
 def test_a_job_retried_days_later_is_served_alike_by_rest_and_graphql(tiny: Sandbox) -> None:
