@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sandbox.approvals import add_withdrawn_approvals
 from sandbox.clock import WorkClock
 from sandbox.delivery import DeliveryBuilder, DeliveryProfile
 from sandbox.flows import (
@@ -28,6 +29,7 @@ from sandbox.migrations import add_migrations
 from sandbox.model import Developer, Organisation, Service, Team
 from sandbox.pipelines import BuildProfile, Ids, PipelineFactory
 from sandbox.regions import add_region
+from sandbox.retries import add_retried_jobs
 from sandbox.trackers import add_trackers
 from sandbox.unmerged import add_unmerged_branches
 
@@ -220,7 +222,9 @@ def generate(
     everything else as it is); a second production region for one service (`sandbox.regions`,
     also a post-pass); unmerged branches without a merge request in a few services
     (`sandbox.unmerged`, likewise); `deleted_branches`: the share of merged feature branches
-    GitLab deleted on merge (`delete_merged_branches`)."""
+    GitLab deleted on merge (`delete_merged_branches`); an old branch pipeline's test job retried
+    days later in each GitLab-built service (`sandbox.retries`) and approvals withdrawn before
+    the merge in a few merge requests (`sandbox.approvals`), post-passes too."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -245,13 +249,15 @@ def generate(
         org, seed, ids, holiday, JENKINS_SERVICES[size] if jenkins is None else jenkins
     )
     _rebuild_flows(org, seed, ids, holiday)
-    add_region(org, ids)  # its ids come after every other object's but the migrations'
+    delete_merged_branches(org, deleted_branches)  # before the retries, which need the branch
+    add_region(org, ids)  # its ids come after every other object's but the retries' and migrations'
+    add_retried_jobs(org, ids)  # job ids after every other job's but the migrations'
+    add_withdrawn_approvals(org, ids)  # note ids after every other note's
     if migrations:  # last: its ids come after every other object's
         add_migrations(org, ids)
     add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
     skew_incidents(org)
     add_unmerged_branches(org, seed)
-    delete_merged_branches(org, deleted_branches)
     org.trackers = add_trackers(org)  # last: it reads the final deployments and incidents
     return org
 

@@ -400,9 +400,18 @@ class GitLabSimulator:
         return self._patched("pipeline", p.id, body)
 
     def pipeline_jobs(self, request: Request) -> Response:
+        """GET /projects/:id/pipelines/:pid/jobs: its latest jobs, the retried ones too with
+        `include_retried=true`."""
         s, p = self._pipeline(request)
+        every = request.query.get("include_retried", "false").lower() == "true"
         jobs = sorted(
-            (j for j in p.jobs if j.created_at <= self.at), key=lambda j: j.id, reverse=True
+            (
+                j
+                for j in p.jobs
+                if j.created_at <= self.at and (every or not render.retried(j, self.at))
+            ),
+            key=lambda j: j.id,
+            reverse=True,
         )
         page = paginate_offset(request, jobs)
         base = request.base_url

@@ -88,6 +88,12 @@ def connection(
     }
 
 
+def _retried(jobs: list[Any], wanted: bool | None, at: datetime) -> list[Any]:
+    """`Pipeline.jobs(retried:)`: every job (None, GitLab's default), only the retried ones
+    (true) or only the latest (false)."""
+    return [j for j in jobs if wanted is None or render.retried(j, at) == wanted]
+
+
 def complexity(document: Any, variables: dict[str, Any]) -> int:
     """GitLab's complexity of a query: 1 per field, plus its selection's, which a connection
     counts (1 + limit / 100) times (GitLab: loading 100 items doubles the complexity)."""
@@ -339,7 +345,9 @@ class GitLabGraphQL:
             "queuedDuration": body.get("queued_duration"),
             "path": f"/{s.path}/-/pipelines/{p.id}",
             "jobs": lambda info, **args: connection(
-                jobs, lambda j: self._job(index, p, j, base), args
+                _retried(jobs, args.get("retried"), at),
+                lambda j: self._job(index, p, j, base),
+                args,
             ),
             "testReportSummary": self._test_report(p),
         }
@@ -359,7 +367,7 @@ class GitLabGraphQL:
             "finishedAt": body.get("finished_at"),
             "duration": None if duration is None else int(duration),
             "queuedDuration": body.get("queued_duration"),
-            "retried": False,
+            "retried": render.retried(j, self.sim.at),
             "webPath": f"/{index.service.path}/-/jobs/{j.id}",
         }
 

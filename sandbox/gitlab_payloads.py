@@ -306,14 +306,18 @@ def job_state(j: Job, at: datetime) -> tuple[str, datetime | None, datetime | No
     return j.status, j.started_at, j.finished_at
 
 
+def retried(j: Job, at: datetime) -> bool:
+    """Whether a retry replaced job `j` by `at` (GitLab's `retried`)."""
+    return j.retried_at is not None and j.retried_at <= at
+
+
 def pipeline_state(p: Pipeline, at: datetime) -> dict[str, Any]:
-    """status, started_at, finished_at, updated_at, duration and queued_duration at `at`."""
-    states = [job_state(j, at) for j in p.jobs if j.created_at <= at]
-    blocking = [
-        st
-        for (st, _, _), j in zip(states, p.jobs, strict=False)
-        if not j.allow_failure or st != "failed"
-    ]
+    """status, started_at, finished_at, updated_at, duration and queued_duration at `at`: status
+    and duration follow the latest jobs (a retried one left out), times every job."""
+    jobs = [j for j in p.jobs if j.created_at <= at]
+    states = [job_state(j, at) for j in jobs]
+    latest = [(state, j) for state, j in zip(states, jobs, strict=True) if not retried(j, at)]
+    blocking = [st for (st, _, _), j in latest if not j.allow_failure or st != "failed"]
     if any(st in ("running", "pending") for st in blocking):
         status = "running" if any(st == "running" for st in blocking) else "pending"
     elif "failed" in blocking:
@@ -328,12 +332,13 @@ def pipeline_state(p: Pipeline, at: datetime) -> dict[str, Any]:
     ends = [end for _, _, end in states if end]
     started = min(starts) if starts else None
     finished = max(ends) if ends and status not in ("running", "pending") else None
-    durations = [(end - start).total_seconds() for _, start, end in states if start and end]
+    durations = [(end - start).total_seconds() for (_, start, end), _ in latest if start and end]
+    retries = [j.retried_at for j in jobs if j.retried_at is not None and j.retried_at <= at]
     return {
         "status": status,
         "started_at": started,
         "finished_at": finished,
-        "updated_at": max([p.created_at, *starts, *ends]),
+        "updated_at": max([p.created_at, *starts, *ends, *retries]),
         "duration": int(sum(durations)) if finished else None,
         "queued_duration": round((started - p.created_at).total_seconds(), 3) if started else None,
     }
@@ -423,8 +428,10 @@ def job(s: Service, p: Pipeline, j: Job, base: str, at: datetime) -> dict[str, A
 
 
 def test_report_summary(p: Pipeline, at: datetime) -> dict[str, Any]:
-    test = next((j for j in p.jobs if j.stage == "test"), None)
-    suites = p.test_suites if test and test.finished_at and test.finished_at <= at else []
+    # the latest test job that has finished by `at` (a retry's, once it has)
+    done = [j for j in p.jobs if j.stage == "test" and j.finished_at and j.finished_at <= at]
+    test = max(done, key=lambda j: j.created_at, default=None)
+    suites = p.test_suites if test else []
     rows: list[dict[str, Any]] = [
         {
             "name": t.name,

@@ -106,6 +106,7 @@ class Job:
     finished_at: datetime | None
     allow_failure: bool = False
     environment: str | None = None  # raw environment name for deploy jobs
+    retried_at: datetime | None = None  # when a retry replaced it (GitLab marks it `retried`)
 
     @property
     def duration(self) -> float | None:
@@ -144,6 +145,11 @@ class Pipeline:
     tag: bool = False
 
     @property
+    def latest_jobs(self) -> list[Job]:
+        """Its jobs but the retried ones: what its status and duration follow, as in GitLab."""
+        return [j for j in self.jobs if j.retried_at is None]
+
+    @property
     def started_at(self) -> datetime | None:
         starts = [j.started_at for j in self.jobs if j.started_at]
         return min(starts) if starts else None
@@ -161,7 +167,9 @@ class Pipeline:
 
     @property
     def status(self) -> str:
-        statuses = [j.status for j in self.jobs if not (j.allow_failure and j.status == "failed")]
+        statuses = [
+            j.status for j in self.latest_jobs if not (j.allow_failure and j.status == "failed")
+        ]
         for status in ("running", "pending", "created"):
             if status in statuses:
                 return "running" if status != "created" else "pending"
@@ -175,7 +183,7 @@ class Pipeline:
 
     @property
     def duration(self) -> float | None:
-        runs = [j.duration for j in self.jobs if j.duration is not None]
+        runs = [j.duration for j in self.latest_jobs if j.duration is not None]
         return sum(runs) if runs and self.finished_at else None
 
     @property

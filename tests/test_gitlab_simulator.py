@@ -147,8 +147,9 @@ def test_offset_pagination_headers(api: tuple[requests.Session, str]) -> None:
 def test_project_jobs_newest_first_with_offset_and_keyset_pages(
     api: tuple[requests.Session, str],
 ) -> None:
-    """GET /projects/:id/jobs: every pipeline's jobs (as its own listing shows them), newest
-    first, each naming its pipeline; offset pages and keyset pages (`id_before`) agree."""
+    """GET /projects/:id/jobs: every pipeline's jobs (as its own listing shows them with
+    `include_retried`), newest first, each naming its pipeline; offset pages and keyset pages
+    (`id_before`) agree."""
     session, base = api
     everything = get(api, "/jobs", per_page=100)
     created = [j["created_at"] for j in everything]
@@ -158,7 +159,10 @@ def test_project_jobs_newest_first_with_offset_and_keyset_pages(
         validate("public_api/v4/job.json", job)
         by_pipeline.setdefault(job["pipeline"]["id"], set()).add(job["id"])
     for pipeline in get(api, "/pipelines", per_page=100)[:5]:
-        own = {j["id"] for j in get(api, f"/pipelines/{pipeline['id']}/jobs", per_page=100)}
+        listing = get(
+            api, f"/pipelines/{pipeline['id']}/jobs", per_page=100, include_retried="true"
+        )
+        own = {j["id"] for j in listing}
         assert by_pipeline[pipeline["id"]] == own
     offset = [j["id"] for page in (1, 2) for j in get(api, "/jobs", per_page=4, page=page)]
     first = session.get(base + "/jobs", params={"pagination": "keyset", "per_page": 4}, timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -13,17 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import Engine, func, select
 
 from analytics import views
 from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
+from collectors.gitlab_normalize import approvals_from_notes
 from sandbox import truth
+from sandbox.approvals import withdrawals, withdrawn_kind
 from sandbox.generate import generate
 from sandbox.gitlab_api import DELETE
 from sandbox.gitlab_payloads import current_tags, ts, unlisted_commits
 from sandbox.image_repos import repositories
-from sandbox.model import Organisation
+from sandbox.model import MergeRequest as GeneratedMR
+from sandbox.model import Organisation, Service
+from sandbox.model import Pipeline as GeneratedPipeline
+from sandbox.retries import retried_pipelines
 from sandbox.serve import Sandbox
 from sandbox.server import FaultRule, RateLimit
 from tests.sandbox_helpers import (
@@ -43,10 +50,12 @@ from warehouse.schema import (
     Commit,
     CommitParent,
     Deployment,
+    Job,
     MergeRequest,
     Pipeline,
     RawPayload,
     Source,
+    SyncState,
 )
 
 STREAMS = 8  # environments, commits, branches, merge_requests, pipelines, deployments, registry, incidents
@@ -131,6 +140,61 @@ def as_of(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def approvals(engine: Engine) -> dict[str, int | None]:
+    """Each merge request row's approvals, by external id."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(MergeRequest.external_id, MergeRequest.approvals)).all()
+    return {external_id: count for external_id, count in rows}
+
+
+def expected_approvals(org: Organisation) -> dict[str, int]:
+    """The truth: who approves a merge request at its merge (none before it is merged)."""
+    return {
+        str(mr.id): len(mr.approvers) if mr.state == "merged" else 0
+        for s in org.services
+        for mr in s.merge_requests
+    }
+
+
+def job_rows(engine: Engine, pipeline_id: int) -> set[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.external_id, Job.name, Job.status, Job.created_at, Job.finished_at).where(
+                Job.pipeline_external_id == str(pipeline_id)
+            )
+        ).all()
+    return {tuple(r) for r in rows}
+
+
+def truth_jobs(p: GeneratedPipeline) -> set[tuple[Any, ...]]:
+    return {(str(j.id), j.name, j.status, j.created_at, j.finished_at) for j in p.jobs}
+
+
+def served_approvers(sandbox: Sandbox, s: Service, mr: GeneratedMR) -> dict[str, set[str]]:
+    """Who approves `mr` as the simulator serves it now: REST `/approvals`, REST notes replayed
+    as the REST fallback replays them, GraphQL `approvedBy`."""
+    with requests.Session() as session:
+        session.headers["PRIVATE-TOKEN"] = "glpat-sandbox-secret"
+        base = f"{sandbox.gitlab_url}/api/v4/projects/{s.project_id}/merge_requests/{mr.iid}"
+        served = session.get(f"{base}/approvals", timeout=10).json()["approved_by"]
+        params = {"per_page": 100, "sort": "asc", "order_by": "created_at"}
+        notes = session.get(f"{base}/notes", params=params, timeout=10).json()
+        query = """query($path: ID!, $iids: [String!]) { project(fullPath: $path) {
+          mergeRequests(iids: $iids) { nodes { approvedBy { nodes { username } } } } } }"""
+        variables = {"path": s.path, "iids": [str(mr.iid)]}
+        answer = session.post(
+            f"{sandbox.gitlab_url}/api/graphql",
+            json={"query": query, "variables": variables},
+            timeout=10,
+        ).json()
+    [node] = answer["data"]["project"]["mergeRequests"]["nodes"]
+    return {
+        "approvals": {a["user"]["username"] for a in served},
+        "notes": {a["user"]["username"] for a in approvals_from_notes(notes)["approved_by"]},
+        "graphql": {u["username"] for u in node["approvedBy"]["nodes"]},
+    }
+
+
 @pytest.mark.parametrize("api", ["graphql", "rest"])
 def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: str) -> None:
     """Over GraphQL (the default) and over the REST fallback of an instance without it."""
@@ -196,7 +260,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
             assert row.first_review_at == mr.first_review_at
             assert row.squash_commit_sha == mr.squash_commit_sha
             assert row.merge_commit_sha == mr.merge_commit_sha
-            assert row.approvals == (len(mr.approvers) if mr.state == "merged" else 0)
+        # every merge request's approvals as they stand at its merge: an approval withdrawn
+        # before it (sandbox.approvals, in its three variants) is not counted
+        assert {withdrawn_kind(mr) for mr in mrs.values()} == {None, "same", "another", "none"}
+        assert approvals(engine) == expected_approvals(org)
         schema = {
             (r.external_id, r.kind, r.schema_version)
             for r in rows
@@ -212,7 +279,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
         names = {j.name for s in org.services for p in s.pipelines for j in p.jobs}
         assert any("__" in n for n in names) and any(n[-4:].isdigit() for n in names)
         pipelines = {p.id: p for s in org.services for p in s.pipelines}
-        for row in conn.execute(select(Pipeline)).all()[::11]:
+        retried = {p.id for _, p, _ in retried_pipelines(org)}  # a job retried days later
+        assert retried
+        sampled = conn.execute(select(Pipeline)).all()
+        for row in [*sampled[::11], *(r for r in sampled if int(r.external_id) in retried)]:
             p = pipelines[int(row.external_id)]
             assert (row.sha, row.ref, row.status) == (p.sha, p.ref, p.status)
             assert row.finished_at == p.finished_at
@@ -221,6 +291,10 @@ def test_full_sync_equals_ground_truth(sandbox: Sandbox, engine: Engine, api: st
                 if p.duration
                 else row.duration_s is None
             )
+            if p.id in retried:  # its update and finish are the retry's
+                assert row.updated_at == p.updated_at == p.finished_at
+    for pid in retried:  # the retried job and its retry, each a row
+        assert job_rows(engine, pid) == truth_jobs(pipelines[pid])
 
 
 def test_second_sync_writes_nothing_and_costs_one_request_per_stream(
@@ -484,10 +558,173 @@ def test_an_incremental_rest_sync_reads_jobs_back_to_its_window_and_equals_a_ful
         for p in s.pipelines
         if p.created_at <= first_at and (not p.finished_at or p.finished_at > first_at - overlap)
     ]
-    assert incremental[1] <= len(unfinished)
+    retried = [  # finished before the first sync, a job retried after it (sandbox.retries)
+        p
+        for _, p, job in retried_pipelines(org)
+        if p.created_at <= first_at and job.retried_at and job.retried_at > first_at - overlap
+    ]
+    assert incremental[1] <= len(unfinished) + len(retried)
     assert sync(sandbox, twin).ok
     full = routes[listing] - before[0] - incremental[0]
     assert incremental[0] < full
     builds = ("pipeline", "job", "test_run")  # the streams this is about
     assert snapshot(engine, builds) == snapshot(twin, builds)
     assert table_counts(engine)["job"] == truth.counts(org)["job"]
+
+
+def test_a_withdrawn_approval_is_served_alike_by_notes_approvals_and_graphql(tiny: Sandbox) -> None:
+    """Approvals withdrawn before the merge (`sandbox.approvals`): re-approved by the same person,
+    withdrawn by another teammate, never re-approved. While it stands, REST `/approvals`, the
+    notes' system notes and GraphQL `approvedBy` name its approver; once withdrawn, nobody; at the
+    end, who approves at the merge (the truth)."""
+    org = tiny.org
+    shaped = {
+        kind: (s, mr)
+        for s in org.services
+        for mr in s.merge_requests
+        if (kind := withdrawn_kind(mr)) is not None
+    }
+    assert set(shaped) == {"same", "another", "none"}
+    try:
+        for kind, (s, mr) in shaped.items():
+            [(who, approved, withdrawn)] = withdrawals(mr)
+            assert mr.first_review_at is not None and mr.merged_at is not None
+            assert mr.first_review_at < approved < withdrawn < mr.merged_at  # review time stays
+            final = {a.username for a in mr.approvers}
+            assert (who.username in final) == (kind == "same") and bool(final) == (kind != "none")
+            for at, approvers in (
+                (approved + (withdrawn - approved) / 2, {who.username}),
+                (withdrawn + timedelta(seconds=1), set()),
+                (org.now, final),
+            ):
+                tiny.advance(at)
+                served = served_approvers(tiny, s, mr)
+                assert served == dict.fromkeys(("approvals", "notes", "graphql"), approvers), kind
+    finally:
+        tiny.advance(tiny.org.now)
+
+
+@pytest.mark.parametrize("api", ["graphql", "rest"])
+def test_a_withdrawn_approval_is_synced_as_it_stands(
+    tiny: Sandbox, engine: Engine, api: str
+) -> None:
+    """Synced while a teammate's approval stands, then after its withdrawal and the merge without
+    another one: the row counts it, then not (GraphQL's `approvedBy`, REST's notes replayed)."""
+    tiny.gitlab.graphql.enabled = api == "graphql"
+    org = tiny.org
+    mr = next(mr for s in org.services for mr in s.merge_requests if withdrawn_kind(mr) == "none")
+    [(_, approved, withdrawn)] = withdrawals(mr)
+    tiny.advance(approved + (withdrawn - approved) / 2)
+    assert sync(tiny, engine).ok
+    assert approvals(engine)[str(mr.id)] == 1
+    tiny.advance(org.now)
+    assert sync(tiny, engine).ok
+    assert approvals(engine) == expected_approvals(org)
+    assert approvals(engine)[str(mr.id)] == 0 and not mr.approvers  # merged without approval
+
+
+def test_a_job_retried_days_later_is_served_alike_by_rest_and_graphql(tiny: Sandbox) -> None:
+    """An old pipeline's test job retried days after it finished (`sandbox.retries`): the retry
+    is a new job, the old one is `retried` (GraphQL) and left out of the pipeline's job listing
+    unless `include_retried`; the pipeline runs again, its update and finish are the retry's."""
+    org = tiny.org
+    [(s, p, old)] = retried_pipelines(org)
+    assert old.retried_at is not None and old.finished_at is not None
+    [new] = [j for j in p.jobs if j.created_at == old.retried_at]
+    assert old.retried_at - old.finished_at >= timedelta(days=3) and new.finished_at
+    ids = {j.id for j in p.jobs}
+    with requests.Session() as session:
+        session.headers["PRIVATE-TOKEN"] = "glpat-sandbox-secret"
+        base = f"{tiny.gitlab_url}/api/v4/projects/{s.project_id}"
+
+        def served(at: datetime) -> tuple[dict[str, Any], set[int], set[int], dict[int, bool]]:
+            tiny.advance(at)
+            detail = session.get(f"{base}/pipelines/{p.id}", timeout=10).json()
+            url = f"{base}/pipelines/{p.id}/jobs"
+            latest = {j["id"] for j in session.get(url, timeout=10).json()}
+            every = session.get(url, params={"include_retried": "true"}, timeout=10).json()
+            query = """query($path: ID!, $iid: ID!) { project(fullPath: $path) {
+              pipeline(iid: $iid) { jobs(first: 100) { nodes { id retried } } } } }"""
+            variables = {"path": s.path, "iid": str(p.iid)}
+            answer = session.post(
+                f"{tiny.gitlab_url}/api/graphql",
+                json={"query": query, "variables": variables},
+                timeout=10,
+            ).json()
+            nodes = answer["data"]["project"]["pipeline"]["jobs"]["nodes"]
+            flags = {int(n["id"].rsplit("/", 1)[1]): n["retried"] for n in nodes}
+            return detail, latest, {j["id"] for j in every}, flags
+
+        try:
+            detail, latest, every, flags = served(old.retried_at - timedelta(seconds=1))
+            assert latest == every == set(flags) == ids - {new.id} and not any(flags.values())
+            assert (detail["status"], as_of(detail["updated_at"])) == ("success", old.finished_at)
+            detail, latest, every, flags = served(old.retried_at)
+            assert (latest, every) == (ids - {old.id}, ids) and flags == {
+                i: i == old.id for i in ids
+            }
+            assert (detail["status"], as_of(detail["updated_at"])) == ("pending", old.retried_at)
+            assert detail["finished_at"] is None
+            detail, latest, every, flags = served(org.now)
+            assert (latest, every) == (ids - {old.id}, ids) and flags == {
+                i: i == old.id for i in ids
+            }
+            assert (detail["status"], as_of(detail["finished_at"])) == (p.status, p.finished_at)
+            assert as_of(detail["updated_at"]) == new.finished_at == p.finished_at
+            assert detail["duration"] == int(p.duration or 0) and p.status == "success"
+            listed = [  # the project's job listing, newest first: the retry days before the rest
+                j["id"]
+                for page in (1, 2, 3)
+                for j in session.get(
+                    f"{base}/jobs", params={"per_page": 100, "page": page}, timeout=10
+                ).json()
+                if j["pipeline"]["id"] == p.id
+            ]
+            assert listed[0] == new.id and set(listed) == ids
+        finally:
+            tiny.advance(org.now)
+
+
+@pytest.mark.parametrize("api", ["rest", "graphql"])
+def test_an_incremental_sync_over_a_job_retried_after_its_window_equals_a_full_one(
+    tiny: Sandbox, engine: Engine, twin_engine: Engine, api: str
+) -> None:
+    """A pipeline created (and finished) before an incremental sync's cursor window whose test job
+    is retried after it: the sync reads it changed and writes the rows one full sync writes and the
+    truth holds. Over REST its jobs come from its own `/pipelines/:id/jobs` (`include_retried`):
+    the project's job listing is read back only to the window."""
+    tiny.gitlab.graphql.enabled = api == "graphql"
+    org = tiny.org
+    [(_, p, old)] = retried_pipelines(org)
+    assert old.retried_at is not None
+    first_at = old.retried_at - timedelta(days=1)
+    tiny.advance(first_at)
+    assert sync(tiny, engine).ok
+    with engine.connect() as conn:
+        [cursor] = conn.execute(
+            select(SyncState.cursor).where(SyncState.stream == "pipelines")
+        ).scalars()
+    window = as_of(cursor)
+    assert window is not None
+    window -= sandbox_settings(tiny).sync.overlap
+    assert old.finished_at is not None and p.created_at < old.finished_at < window
+    stats = tiny.gitlab_app.stats
+    stats.reset()
+    tiny.advance(org.now)
+    assert sync(tiny, engine).ok
+    assert stats.log is not None
+    own = [t for _, _, t, _ in stats.log if re.search(rf"/pipelines/{p.id}/jobs\b", t)]
+    if api == "rest":  # read by its own listing, retried jobs included
+        assert own and all("include_retried=true" in t.lower() for t in own)
+    else:  # GraphQL: the pipeline node with its jobs
+        assert not own
+    assert sync(tiny, twin_engine).ok  # one full sync now
+    builds = ("pipeline", "job", "test_run")
+    assert snapshot(engine, builds) == snapshot(twin_engine, builds)
+    counts, expected = table_counts(engine), truth.counts(org)
+    assert {t: counts[t] for t in builds} == {t: expected[t] for t in builds}
+    assert job_rows(engine, p.id) == job_rows(twin_engine, p.id) == truth_jobs(p)
+    with engine.connect() as conn:
+        row = conn.execute(select(Pipeline).where(Pipeline.external_id == str(p.id))).one()
+    assert (row.status, row.updated_at, row.finished_at) == (p.status, p.finished_at, p.finished_at)
+    assert row.duration_s == int(p.duration or 0)

@@ -20,6 +20,7 @@ from analytics.policies import POLICIES, Violation, scan, store
 from cdmetrics.render import violations_junit, violations_sarif
 from sandbox import reference as ref
 from sandbox import truth
+from sandbox.approvals import withdrawn_kind
 from sandbox.generate import generate
 from sandbox.model import Organisation
 from tests.sandbox_load import load_org
@@ -139,6 +140,20 @@ def test_merges_on_a_red_pipeline_and_without_approval(world: tuple[Organisation
     assert sorted(int(x.split("!")[1]) for x in found(world, "merge-without-approval")) == sorted(
         unapproved
     )
+    # approvals withdrawn before the merge (sandbox.approvals): flagged when nobody approved again
+    flagged = {
+        (v.service, int(v.subject.split("!")[1]))
+        for v in violations(world, "merge-without-approval")
+    }
+    withdrawn = {
+        (s.name, mr.iid): kind
+        for s in org.services
+        for mr in s.merge_requests
+        if (kind := withdrawn_kind(mr)) is not None
+    }
+    assert set(withdrawn.values()) == {"same", "another", "none"}
+    assert {key for key, kind in withdrawn.items() if kind == "none"} <= flagged
+    assert not {key for key, kind in withdrawn.items() if kind != "none"} & flagged
 
 
 def test_direct_pushes_long_lived_and_stale_branches(world: tuple[Organisation, Engine]) -> None:

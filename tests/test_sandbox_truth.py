@@ -3,6 +3,7 @@ hand-built organisations, and agreement with the generator's intent on generated
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -10,6 +11,8 @@ import pytest
 
 import sandbox.generate as generate_module
 from sandbox import reference as ref
+from sandbox import truth
+from sandbox.approvals import withdrawals, withdrawn_kind
 from sandbox.generate import generate
 from sandbox.incidents import SKEWED
 from sandbox.jenkins_org import building, iter_jobs, shown_result
@@ -26,6 +29,7 @@ from sandbox.model import (
     Pipeline,
     Service,
 )
+from sandbox.retries import retried_pipelines
 from sandbox.truth import summary
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)  # a Monday
@@ -819,6 +823,69 @@ def test_post_passes_add_interim_results_and_backwards_incidents_and_change_noth
             i.closed_at = resolved[i.id]
     assert app_history(plain) == app_history(org)
     assert not any(b.result_at for job in iter_jobs(plain.jenkins) for b in job.builds)
+
+
+def without_shapes(org: Organisation, notes: int, jobs: int) -> Organisation:
+    """A copy of `org` without the notes and jobs after ids `notes` and `jobs` (what the
+    withdrawn approvals and the retries added) and without the retried marks."""
+    bare = copy.deepcopy(org)
+    for s in bare.services:
+        for mr in s.merge_requests:
+            mr.notes = [n for n in mr.notes if n.id <= notes]
+        for p in s.pipelines:
+            p.jobs = [j for j in p.jobs if j.id <= jobs or j.stage == "migrate"]
+            for j in p.jobs:
+                j.retried_at = None
+    return bare
+
+
+@pytest.mark.parametrize("size", ["small", "demo"])
+def test_withdrawn_approvals_and_retried_jobs_add_their_shape_and_move_no_figure(
+    size: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approvals withdrawn before the merge (`sandbox.approvals`: re-approved by the same person,
+    by another, or never) and a test job retried days after its pipeline finished in each
+    GitLab-built service (`sandbox.retries`), with their truth; without the two post-passes the
+    organisation is the same but for the notes and jobs they add (and the migrations' job ids,
+    taken after the retries'): no review time, approval, status or figure moves."""
+    org = generated(size)
+    kinds = {withdrawn_kind(mr) for s in org.services for mr in s.merge_requests}
+    assert kinds == {None, "same", "another", "none"}
+    for s in org.services:
+        for mr in s.merge_requests:
+            for who, approved, withdrawn in withdrawals(mr):
+                assert mr.merged_at is not None and mr.first_review_at is not None
+                assert (withdrawn_kind(mr) == "same") == (who in mr.approvers)
+                assert (
+                    mr.first_review_at < approved < withdrawn < mr.merged_at - timedelta(seconds=30)
+                )
+    retried = retried_pipelines(org)
+    gitlab_built = {s.name for s in org.services if s.builder == "gitlab"}
+    assert {s.name for s, _, _ in retried} == gitlab_built  # one each
+    for _, p, old in retried:
+        [new] = [j for j in p.jobs if j.created_at == old.retried_at]
+        assert old.finished_at and old.retried_at and new.finished_at
+        assert old.retried_at - old.finished_at >= timedelta(days=3)
+        assert (new.name, new.stage, p.status, p.finished_at) == (
+            old.name,
+            old.stage,
+            "success",
+            new.finished_at,
+        )
+        assert old not in p.latest_jobs and new in p.latest_jobs
+        assert p.duration == sum(j.duration or 0 for j in p.jobs if j is not old)
+    monkeypatch.setattr(generate_module, "add_withdrawn_approvals", lambda org, ids: None)
+    monkeypatch.setattr(generate_module, "add_retried_jobs", lambda org, ids: None)
+    plain = generate(1, size, NOW)
+    notes = max(n.id for s in plain.services for mr in s.merge_requests for n in mr.notes)
+    jobs = max(
+        j.id for s in plain.services for p in s.pipelines for j in p.jobs if j.stage != "migrate"
+    )
+    assert app_history(without_shapes(org, notes, jobs)) == app_history(plain)
+    assert ref.figures(org) == ref.figures(plain)
+    assert ref.merge_requests(org) == ref.merge_requests(plain)
+    counts, plain_counts = truth.counts(org), truth.counts(plain)
+    assert counts == {**plain_counts, "job": plain_counts["job"] + len(retried)}
 
 
 def test_untested_images_are_seeded_and_the_truth_names_what_they_skipped() -> None:
