@@ -263,6 +263,7 @@ class Pipeline(Base):
         natural_key("source_id", "external_id"),
         Index("ix_pipeline_repo_ref_finished", "repo_id", "ref", "finished_at"),
         Index("ix_pipeline_repo_sha", "repo_id", "sha"),
+        Index("ix_pipeline_repo_finished", "repo_id", "finished_at"),  # derive's day rollups
         Index("ix_pipeline_finished", "finished_at"),
         Index("ix_pipeline_changed", "changed_at"),
     )
