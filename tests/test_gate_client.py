@@ -33,10 +33,11 @@ SECRET = "write-secret"
 __all__ = ["silent_port"]  # a fixture, imported for the tests below
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """(the warehouse URL, the URL of the service running on it)."""
-    url = warehouse(tmp_path)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(the warehouse URL, the URL of the service running on it), one for the module: the gate
+    only reads."""
+    url = warehouse(tmp_path_factory.mktemp("served"))
     engine = make_engine(url)
     with running_service(engine) as svc:
         yield url, svc.url
