@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from analytics.policies.violation import Violation
-from analytics.promotion import run_rows, stage_name
+from analytics.promotion import deployed_images, stage_column
 from config.settings import PoliciesSettings
-from warehouse.schema import Deployment, Environment, MergeRequest, Service
+from warehouse.schema import Deployment, Environment, MergeRequest, Pipeline, Service
 
 
 @dataclass
@@ -28,23 +28,14 @@ class Scan:
     shared: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-class Staged:
-    """A deployment row with `stage`: the promotion-path name its environment stands for (a
-    production region stands where production does)."""
-
-    def __init__(self, row: Any, stage: str) -> None:
-        self._row, self.stage = row, stage
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._row, name)
-
-
 def deployments(
     conn: Connection, scan: Scan, environments: list[str] | None = None, kind: str | None = None
 ) -> list[Any]:
     """Successful deployments finished in the scan's period (to the stages `environments`, of the
-    `kind` app, schema or config, when given), oldest first, each `Staged`. Read once per scan
-    and connection: seven policies ask for them."""
+    `kind` app, schema or config, when given), oldest first, each with its `stage`: the
+    promotion-path name its environment stands for (a production region stands where production
+    does; `analytics.promotion.stage_column`). Read once per scan and connection: seven policies
+    ask for them."""
     key = ("deployments", conn)
     if key not in scan.shared:
         scan.shared[key] = _deployments(conn, scan)
@@ -55,7 +46,7 @@ def deployments(
     ]
 
 
-def _deployments(conn: Connection, scan: Scan) -> list[Staged]:
+def _deployments(conn: Connection, scan: Scan) -> list[Any]:
     query = (
         select(
             Deployment.id,
@@ -66,6 +57,7 @@ def _deployments(conn: Connection, scan: Scan) -> list[Staged]:
             Environment.name.label("environment"),
             Environment.position,
             Environment.tier,
+            stage_column(scan.promotion_path).label("stage"),
             Deployment.image_digest,
             Deployment.image_ref,
             Deployment.sha,
@@ -86,18 +78,15 @@ def _deployments(conn: Connection, scan: Scan) -> list[Staged]:
             Deployment.finished_at < scan.until,
         )
     )
-    rows = conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all()
-    path = scan.promotion_path
-    return [Staged(r, stage_name(r.environment, r.position, path)) for r in rows]
+    return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all())
 
 
-def upstream_runs(conn: Connection, scan: Scan) -> list[Any]:
-    """`analytics.promotion.run_rows` of every service in the environments before the last of the
-    promotion path, read once per scan and connection (untested-image and rebuilt-image)."""
-    key = ("upstream_runs", conn)
-    if key not in scan.shared:
-        scan.shared[key] = run_rows(conn, None, scan.promotion_path[:-1])
-    return list(scan.shared[key])
+def period_images(scan: Scan, kind: str | None = None) -> Select[Any]:
+    """The images (`analytics.promotion.image_column`) of the successful deployments (of `kind`
+    when given) finished in the scan's period, as a select: what untested-image and rebuilt-image
+    ask the upstream runs about."""
+    where = [Deployment.finished_at >= scan.since, Deployment.finished_at < scan.until]
+    return deployed_images(*where, *([Deployment.kind == kind] if kind else []))
 
 
 def memo(scan: Scan, name: str) -> dict[Any, Any]:
@@ -139,26 +128,47 @@ def of_merge_request(policy: str, severity: str, mr: Any, message: str) -> Viola
     )
 
 
-def merged(conn: Connection, scan: Scan, *columns: Any) -> list[Any]:
-    """Merge requests merged in the scan's period, with their service (and `columns`, e.g. a
-    correlated subquery about each merge request, so a policy makes one query, not one per MR)."""
-    return list(
-        conn.execute(
-            select(
-                MergeRequest.repo_id,
-                MergeRequest.iid,
-                MergeRequest.head_sha,
-                MergeRequest.merged_at,
-                MergeRequest.approvals,
-                MergeRequest.web_url,
-                Service.name.label("service"),
-                *columns,
-            )
-            .join(Service, Service.repo_id == MergeRequest.repo_id)
+def merged(conn: Connection, scan: Scan) -> list[Any]:
+    """Merge requests merged in the scan's period, with their service and `head_status`: the
+    status of the latest pipeline of their head created by the merge (a correlated subquery on
+    ix_pipeline_repo_sha, so one query, not one per MR); read once per scan and connection for
+    the two merge-request policies. Those not released yet first, then by release and id: the
+    order SQLite's index on (state, released_at) gave before it was written here, so that
+    PostgreSQL gives it too."""
+    key = ("merged", conn)
+    if key not in scan.shared:
+        head_status = (
+            select(Pipeline.status)
             .where(
-                MergeRequest.state == "merged",
-                MergeRequest.merged_at >= scan.since,
-                MergeRequest.merged_at < scan.until,
+                Pipeline.repo_id == MergeRequest.repo_id,
+                Pipeline.sha == MergeRequest.head_sha,
+                Pipeline.created_at <= MergeRequest.merged_at,
+            )
+            .order_by(Pipeline.created_at.desc(), Pipeline.id.desc())
+            .limit(1)
+            .correlate(MergeRequest)
+            .scalar_subquery()
+            .label("head_status")
+        )
+        scan.shared[key] = list(
+            conn.execute(
+                select(
+                    MergeRequest.repo_id,
+                    MergeRequest.iid,
+                    MergeRequest.head_sha,
+                    MergeRequest.merged_at,
+                    MergeRequest.approvals,
+                    MergeRequest.web_url,
+                    Service.name.label("service"),
+                    head_status,
+                )
+                .join(Service, Service.repo_id == MergeRequest.repo_id)
+                .where(
+                    MergeRequest.state == "merged",
+                    MergeRequest.merged_at >= scan.since,
+                    MergeRequest.merged_at < scan.until,
+                )
+                .order_by(MergeRequest.released_at.nulls_first(), MergeRequest.id)
             )
         )
-    )
+    return list(scan.shared[key])

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, memo, of_deployment, upstream_runs
+from analytics.policies.period import Scan, deployments, memo, of_deployment, period_images
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -65,9 +65,8 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         conn,
         {d.service_id for d in found},
         path[:-1],
-        image_of.values(),
-        upstream_runs(conn, scan),
-        memo(scan, "revisions"),
+        period_images(scan, "app"),
+        by_revision=False,
     )
     violations = []
     for d in found:
