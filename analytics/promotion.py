@@ -151,19 +151,21 @@ def built_from(commits: Select[Any]) -> Select[Any]:
     )
 
 
-def rebuilt_commits(images: Select[Any]) -> Select[Any]:
-    """The commits of the index or a platform manifest of `images` (a select of digests) that more
-    than one image was built from: every commit `revisions` gives one of them that another image
-    has too (and maybe more), the only commits rebuilt-image can find a rebuild of."""
-    asked = images.cte()  # read once for both conditions
-    of = select(asked.c[0])
+def rebuilt_commits() -> Select[Any]:
+    """The commits more than one image (index digest, as `canonical` names it) was built from,
+    by their index's or platform manifests' labels: every commit `revisions` gives two images,
+    and maybe more; the only commits rebuilt-image can find a rebuild of. One pass over
+    ix_image_revision, then the rows of the commits with several."""
     image = func.coalesce(Image.index_digest, Image.digest)
-    mine = select(Image.revision).where(
-        Image.revision.is_not(None), or_(Image.digest.in_(of), Image.index_digest.in_(of))
+    several = (  # commits of more than one image row, from the index alone
+        select(Image.revision)
+        .where(Image.revision.is_not(None))
+        .group_by(Image.revision)
+        .having(func.count() > 1)
     )
     return (
         select(Image.revision)
-        .where(Image.revision.in_(mine))
+        .where(Image.revision.in_(several))
         .group_by(Image.revision)
         .having(func.count(image.distinct()) > 1)
     )

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, memo, of_deployment, period_images
+from analytics.policies.period import Scan, deployments, memo, of_deployment
 from analytics.policies.violation import Violation
 from analytics.promotion import (
     Runs,
@@ -63,7 +63,7 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     images = canonical(conn, {d.image_digest for d in found}, memo(scan, "canonical"))
     # only an image of a commit more than one image was built from can have been rebuilt: the
     # period's deployments of one, and the runs upstream of that commit's images
-    rebuilds = built_from(rebuilt_commits(period_images(scan)))
+    rebuilds = built_from(rebuilt_commits())
     candidates = set(conn.scalars(rebuilds))
     found = [d for d in found if images[d.image_digest] in candidates]
     commits = revisions(conn, {d.image_digest for d in found}, memo(scan, "revisions"))
