@@ -1,15 +1,17 @@
-"""The policy scan's image policies computed the straightforward way, as the scan did before it
-asked SQL for the first run of each image (issue #21 part 4): every successful deployment of the
-period and every successful application deployment upstream read row by row, each row's stage,
-image and commit decided in Python (`stage_name`, `canonical`, `revisions`), and the same
-predicates asked. What `analytics.policies.scan` finds must equal it, in the same order."""
+"""Parts of the policy scan computed the straightforward way, as the scan did before issue #21
+part 4 made them set-based: the image policies from every successful deployment of the period and
+every successful application deployment upstream read row by row, each row's stage, image and
+commit decided in Python (`stage_name`, `canonical`, `revisions`), the same predicates asked; and
+the unmerged branches from the default branches' whole ancestry. What `analytics.policies.scan`
+and `analytics.unmerged.unmerged_branches` find must equal them, in the same order."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import CTE, Connection, and_, exists, func, select
+from sqlalchemy.orm import aliased
 
 from analytics.observed import canonical
 from analytics.policies import rebuilt_image, untested_image
@@ -17,7 +19,15 @@ from analytics.policies.period import of_deployment
 from analytics.policies.violation import Violation
 from analytics.promotion import Run, Runs, revisions, stage_name, upstream_of
 from config.settings import PoliciesSettings
-from warehouse.schema import Deployment, Environment, Service
+from warehouse.schema import (
+    Branch,
+    Commit,
+    CommitParent,
+    Deployment,
+    Environment,
+    MergeRequest,
+    Service,
+)
 
 
 class Staged:
@@ -135,3 +145,59 @@ def reference_rebuilt(
             message = rebuilt_image.message(image, revision, upstream, other)
             out.append(of_deployment(rebuilt_image.ID, rebuilt_image.SEVERITY, d, message))
     return out
+
+
+def _default_ancestry() -> CTE:
+    """(repo_id, sha) of every commit the default branch's head reaches, itself included."""
+    heads = select(Branch.repo_id, Branch.head_sha.label("sha")).where(
+        Branch.is_default, Branch.head_sha.is_not(None)
+    )
+    reached = heads.cte("default_ancestry", recursive=True)
+    parent = aliased(CommitParent)
+    return reached.union(
+        select(parent.repo_id, parent.parent_sha).join(
+            reached, and_(parent.repo_id == reached.c.repo_id, parent.sha == reached.c.sha)
+        )
+    )
+
+
+def reference_unmerged(conn: Connection, first_before: datetime) -> list[Any]:
+    """`analytics.unmerged.unmerged_branches` from the default branches' whole ancestry: a
+    branch's own commits are those its walk reaches before any commit the default branch
+    reaches."""
+    default = _default_ancestry()
+    has_mr = exists().where(
+        MergeRequest.repo_id == Branch.repo_id, MergeRequest.source_branch == Branch.name
+    )
+    merged = exists().where(default.c.repo_id == Branch.repo_id, default.c.sha == Branch.head_sha)
+    heads = select(Branch.repo_id, Branch.name, Branch.head_sha.label("sha")).where(
+        Branch.is_default.is_(False),
+        Branch.protected.is_(False),
+        Branch.head_sha.is_not(None),
+        ~has_mr,
+        ~merged,
+    )
+    own = heads.cte("own_commits", recursive=True)
+    parent = aliased(CommitParent)
+    on_default = exists().where(
+        default.c.repo_id == parent.repo_id, default.c.sha == parent.parent_sha
+    )
+    own = own.union(
+        select(own.c.repo_id, own.c.name, parent.parent_sha)
+        .join(parent, and_(parent.repo_id == own.c.repo_id, parent.sha == own.c.sha))
+        .where(~on_default)
+    )
+    since = func.min(func.coalesce(Commit.authored_at, Commit.committed_at))
+    ages = (
+        select(own.c.repo_id, own.c.name, since.label("since"))
+        .join(Commit, and_(Commit.repo_id == own.c.repo_id, Commit.sha == own.c.sha))
+        .group_by(own.c.repo_id, own.c.name)
+        .having(since < first_before)
+        .subquery()
+    )
+    query = (
+        select(ages.c.repo_id, ages.c.name, ages.c.since, Service.name.label("service"))
+        .join(Service, Service.repo_id == ages.c.repo_id)
+        .order_by(ages.c.repo_id, ages.c.name)
+    )
+    return list(conn.execute(query).all())
