@@ -180,16 +180,6 @@ def image_column(deployment: Any, platform: Any) -> ColumnElement[str]:
     )
 
 
-def deployed_images(*where: Any) -> Select[Any]:
-    """The images (`image_column`) of the successful deployments matching `where`."""
-    platform = aliased(Image)
-    return (
-        select(image_column(Deployment, platform))
-        .outerjoin(platform, platform.digest == Deployment.image_digest)
-        .where(Deployment.status == "success", *where)
-    )
-
-
 def successful_runs(
     conn: Connection,
     service_ids: Iterable[int] | None,

@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, func, select
+from sqlalchemy.orm import aliased
 
 from analytics.policies.violation import Violation
-from analytics.promotion import deployed_images, stage_column
+from analytics.promotion import image_column, stage_column
 from config.settings import PoliciesSettings
-from warehouse.schema import Deployment, Environment, MergeRequest, Pipeline, Service
+from warehouse.schema import Deployment, Environment, Image, MergeRequest, Pipeline, Service
 
 
 @dataclass
@@ -34,8 +35,9 @@ def deployments(
     """Successful deployments finished in the scan's period (to the stages `environments`, of the
     `kind` app, schema or config, when given), oldest first, each with its `stage`: the
     promotion-path name its environment stands for (a production region stands where production
-    does; `analytics.promotion.stage_column`). Read once per scan and connection: seven policies
-    ask for them."""
+    does; `analytics.promotion.stage_column`), and its `image` (`analytics.promotion.image_column`:
+    its digest's index, its digest, else `commit:<sha>`). Read once per scan and connection: seven
+    policies ask for them."""
     key = ("deployments", conn)
     if key not in scan.shared:
         scan.shared[key] = _deployments(conn, scan)
@@ -47,6 +49,7 @@ def deployments(
 
 
 def _deployments(conn: Connection, scan: Scan) -> list[Any]:
+    platform = aliased(Image)  # the image row of the digest: its index, when a platform manifest
     query = (
         select(
             Deployment.id,
@@ -55,10 +58,10 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
             Deployment.service_id,
             Service.name.label("service"),
             Environment.name.label("environment"),
-            Environment.position,
             Environment.tier,
             stage_column(scan.promotion_path).label("stage"),
             Deployment.image_digest,
+            image_column(Deployment, platform).label("image"),
             Deployment.image_ref,
             Deployment.sha,
             Deployment.ref,
@@ -72,6 +75,7 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
         )
         .join(Service, Service.id == Deployment.service_id)
         .join(Environment, Environment.id == Deployment.environment_id)
+        .outerjoin(platform, platform.digest == Deployment.image_digest)
         .where(
             Deployment.status == "success",
             Deployment.finished_at >= scan.since,
@@ -81,16 +85,27 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
     return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all())
 
 
-def period_images(scan: Scan, kind: str | None = None) -> Select[Any]:
-    """The images (`analytics.promotion.image_column`) of the successful deployments (of `kind`
-    when given) finished in the scan's period, as a select: what untested-image and rebuilt-image
-    ask the upstream runs about."""
-    where = [Deployment.finished_at >= scan.since, Deployment.finished_at < scan.until]
-    return deployed_images(*where, *([Deployment.kind == kind] if kind else []))
+def period_images(scan: Scan) -> Select[Any]:
+    """The images (`analytics.promotion.image_column`) of the successful application deployments
+    finished in the scan's period to an environment after the first of the promotion path, as a
+    select: the images untested-image asks the upstream runs about."""
+    platform, path = aliased(Image), scan.promotion_path
+    return (
+        select(image_column(Deployment, platform))
+        .join(Environment, Environment.id == Deployment.environment_id)
+        .outerjoin(platform, platform.digest == Deployment.image_digest)
+        .where(
+            Deployment.status == "success",
+            Deployment.kind == "app",
+            Deployment.finished_at >= scan.since,
+            Deployment.finished_at < scan.until,
+            stage_column(path).in_(path[1:]),
+        )
+    )
 
 
 def memo(scan: Scan, name: str) -> dict[Any, Any]:
-    """A dict of answers shared by the policies of one scan (`canonical`'s and `revisions`')."""
+    """A dict of answers shared by the policies of one scan (`revisions`')."""
     found: dict[Any, Any] = scan.shared.setdefault(("memo", name), {})
     return found
 

@@ -10,8 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, memo, of_deployment, period_images
+from analytics.policies.period import Scan, deployments, of_deployment, period_images
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -55,22 +54,16 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     skipped an environment before it."""
     params, path = scan.params.untested_image, scan.promotion_path
     found = deployments(conn, scan, path[1:], kind="app")
-    images = canonical(
-        conn, [d.image_digest for d in found if d.image_digest], memo(scan, "canonical")
-    )
-    image_of = {
-        d.id: images[d.image_digest] if d.image_digest else f"commit:{d.sha}" for d in found
-    }
     runs = successful_runs(
         conn,
         {d.service_id for d in found},
         path[:-1],
-        period_images(scan, "app"),
+        period_images(scan),
         by_revision=False,
     )
     violations = []
     for d in found:
-        image = image_of[d.id]
+        image = d.image or f"commit:{d.sha}"  # `commit:None`: neither a digest nor a commit
         skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             violations.append(
