@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Connection,
     Select,
     String,
@@ -80,7 +81,7 @@ def stage_column(path: Sequence[str]) -> ColumnElement[str]:
     """`stage_name` in SQL, over the joined `environment` row (a scan reads it with each
     deployment rather than wrapping each row in Python)."""
     if not path:
-        return Environment.name
+        return Environment.name.expression
     by_position = [(Environment.position == i, name) for i, name in enumerate(path)]
     return case(
         (Environment.name.in_(list(path)), Environment.name),
@@ -219,9 +220,9 @@ def successful_runs(
     if images is None:
         platform = aliased(Image)
         every = run(Deployment, image_column(Deployment, platform))
-        runs = every.outerjoin(platform, platform.digest == Deployment.image_digest).where(
-            *succeeded(Deployment)
-        )
+        runs: Select[Any] | CompoundSelect[Any] = every.outerjoin(
+            platform, platform.digest == Deployment.image_digest
+        ).where(*succeeded(Deployment))
     else:
         wanted = images.distinct().cte("wanted")  # read once for the three ways to its runs
         image = wanted.c[0]
