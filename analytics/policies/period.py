@@ -35,9 +35,8 @@ def deployments(
     """Successful deployments finished in the scan's period (to the stages `environments`, of the
     `kind` app, schema or config, when given), oldest first, each with its `stage`: the
     promotion-path name its environment stands for (a production region stands where production
-    does; `analytics.promotion.stage_column`), and its `image` (`analytics.promotion.image_column`:
-    its digest's index, its digest, else `commit:<sha>`). Read once per scan and connection: seven
-    policies ask for them."""
+    does; `analytics.promotion.stage_column`). Read once per scan and connection: seven policies
+    ask for them."""
     key = ("deployments", conn)
     if key not in scan.shared:
         scan.shared[key] = _deployments(conn, scan)
@@ -49,7 +48,6 @@ def deployments(
 
 
 def _deployments(conn: Connection, scan: Scan) -> list[Any]:
-    platform = aliased(Image)  # the image row of the digest: its index, when a platform manifest
     query = (
         select(
             Deployment.id,
@@ -61,7 +59,6 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
             Environment.tier,
             stage_column(scan.promotion_path).label("stage"),
             Deployment.image_digest,
-            image_column(Deployment, platform).label("image"),
             Deployment.image_ref,
             Deployment.sha,
             Deployment.ref,
@@ -75,7 +72,6 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
         )
         .join(Service, Service.id == Deployment.service_id)
         .join(Environment, Environment.id == Deployment.environment_id)
-        .outerjoin(platform, platform.digest == Deployment.image_digest)
         .where(
             Deployment.status == "success",
             Deployment.finished_at >= scan.since,
@@ -105,7 +101,7 @@ def period_images(scan: Scan) -> Select[Any]:
 
 
 def memo(scan: Scan, name: str) -> dict[Any, Any]:
-    """A dict of answers shared by the policies of one scan (`revisions`')."""
+    """A dict of answers shared by the policies of one scan (`canonical`'s and `revisions`')."""
     found: dict[Any, Any] = scan.shared.setdefault(("memo", name), {})
     return found
 

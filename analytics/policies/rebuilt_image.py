@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from analytics.observed import canonical
 from analytics.policies.period import Scan, deployments, memo, of_deployment
 from analytics.policies.violation import Violation
 from analytics.promotion import (
@@ -59,17 +60,18 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     from a commit the environment before it ran as another image, by the deployment's finish."""
     path = scan.promotion_path
     found = [d for d in deployments(conn, scan, path[1:]) if d.image_digest]
+    images = canonical(conn, {d.image_digest for d in found}, memo(scan, "canonical"))
     # only an image of a commit more than one image was built from can have been rebuilt: the
     # period's deployments of one, and the runs upstream of that commit's images
     rebuilds = built_from(rebuilt_commits())
     candidates = set(conn.scalars(rebuilds))
-    found = [d for d in found if d.image in candidates]
+    found = [d for d in found if images[d.image_digest] in candidates]
     commits = revisions(conn, {d.image_digest for d in found}, memo(scan, "revisions"))
     ids = {d.service_id for d in found}
     runs = successful_runs(conn, ids, path[:-1], rebuilds, memo(scan, "revisions"))
     violations = []
     for d in found:
-        upstream, image = upstream_of(d.stage, path, "previous")[0], d.image
+        upstream, image = upstream_of(d.stage, path, "previous")[0], images[d.image_digest]
         revision = commits.get(d.image_digest)
         other = rebuilt_from(runs, d.service_id, image, revision, upstream, d.finished_at)
         if revision and other:

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from analytics.policies.period import Scan, deployments, of_deployment, period_images
+from analytics.observed import canonical
+from analytics.policies.period import Scan, deployments, memo, of_deployment, period_images
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -54,6 +55,9 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     skipped an environment before it."""
     params, path = scan.params.untested_image, scan.promotion_path
     found = deployments(conn, scan, path[1:], kind="app")
+    images = canonical(
+        conn, [d.image_digest for d in found if d.image_digest], memo(scan, "canonical")
+    )
     runs = successful_runs(
         conn,
         {d.service_id for d in found},
@@ -63,7 +67,7 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     )
     violations = []
     for d in found:
-        image = d.image or f"commit:{d.sha}"  # `commit:None`: neither a digest nor a commit
+        image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
         skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             violations.append(
