@@ -5,7 +5,7 @@ merged in it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, func, or_, select
@@ -13,6 +13,7 @@ from sqlalchemy.orm import aliased
 
 from analytics.policies.violation import Violation
 from analytics.promotion import image_column, stage_column
+from analytics.unmerged import Graph, graph
 from config.settings import PoliciesSettings
 from warehouse.schema import Deployment, Environment, Image, MergeRequest, Pipeline, Service
 
@@ -98,6 +99,18 @@ def period_images(scan: Scan) -> Select[Any]:
             stage_column(path).in_(path[1:]),
         )
     )
+
+
+def commit_graph(conn: Connection, scan: Scan) -> Graph:
+    """`analytics.unmerged.graph` of the scan: the direct pushes of its period and the branches
+    long-lived-branch's `max_age_days` makes long-lived at its end, read once per scan and
+    connection for direct-push and long-lived-branch (one walk of the first-parent lines)."""
+    key = ("commit_graph", conn)
+    if key not in scan.shared:
+        max_age = timedelta(days=scan.params.long_lived_branch.max_age_days)
+        scan.shared[key] = graph(conn, scan.since, scan.until, scan.until - max_age)
+    found: Graph = scan.shared[key]
+    return found
 
 
 def memo(scan: Scan, name: str) -> dict[Any, Any]:
