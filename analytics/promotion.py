@@ -15,13 +15,23 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import aliased
 
 from analytics.observed import canonical
 from warehouse.schema import Deployment, Environment, Image
-
-CHUNK = 2000  # values in one IN list (SQLite allows 32,766 variables in a statement)
 
 
 class Run(NamedTuple):
@@ -65,6 +75,19 @@ def stage_name(environment: str, position: int | None, path: Sequence[str]) -> s
     if environment in path or position is None or not 0 <= position < len(path):
         return environment
     return path[position]
+
+
+def stage_column(path: Sequence[str]) -> ColumnElement[str]:
+    """`stage_name` in SQL, over the joined `environment` row (a scan reads it with each
+    deployment rather than wrapping each row in Python)."""
+    if not path:
+        return Environment.name.expression
+    by_position = [(Environment.position == i, name) for i, name in enumerate(path)]
+    return case(
+        (Environment.name.in_(list(path)), Environment.name),
+        *by_position,
+        else_=Environment.name,
+    )
 
 
 def stage_of(conn: Connection, environment: str, path: Sequence[str]) -> str:
@@ -120,76 +143,125 @@ def revisions(
     return {d: c for d, image in images.items() if (c := commits[image])}
 
 
-def built_from(conn: Connection, commits: Iterable[str]) -> set[str]:
+def built_from(commits: Select[Any]) -> Select[Any]:
     """The images (index digests, as `canonical` names them) with an index or a platform manifest
-    built from one of `commits`: every image `revisions` may give one of them, and maybe more."""
-    wanted, out = sorted(set(commits)), set[str]()
-    for start in range(0, len(wanted), CHUNK):
-        out.update(
-            conn.scalars(
-                select(func.coalesce(Image.index_digest, Image.digest)).where(
-                    Image.revision.in_(wanted[start : start + CHUNK])
-                )
-            )
-        )
-    return out
-
-
-def run_rows(
-    conn: Connection, service_ids: Iterable[int] | None, environments: Iterable[str]
-) -> list[Any]:
-    """The rows behind `successful_runs`: (service_id, environment, digest, canonical digest, sha,
-    finished) of the successful application deployments of those services (None: every service)
-    to those environments."""
-    platform = aliased(Image)
-    image = func.coalesce(platform.index_digest, Deployment.image_digest)  # `canonical`, joined
-    query = (
-        select(
-            Deployment.service_id,
-            Environment.name,
-            Deployment.image_digest,
-            image,
-            Deployment.sha,
-            Deployment.finished_at,
-        )
-        .join(Environment, Environment.id == Deployment.environment_id)
-        .outerjoin(platform, platform.digest == Deployment.image_digest)
-        .where(
-            Deployment.status == "success",
-            Deployment.kind == "app",
-            Deployment.finished_at.is_not(None),
-            Environment.name.in_(list(environments)),
-        )
+    built from one of `commits` (a select of commits): every image `revisions` may give one of
+    them, and maybe more."""
+    return select(func.coalesce(Image.index_digest, Image.digest)).where(
+        Image.revision.in_(commits)
     )
-    if service_ids is not None:
-        query = query.where(Deployment.service_id.in_(sorted(set(service_ids))))
-    return list(conn.execute(query).all())
+
+
+def rebuilt_commits() -> Select[Any]:
+    """The commits more than one image (index digest, as `canonical` names it) was built from,
+    by their index's or platform manifests' labels: every commit `revisions` gives two images,
+    and maybe more; the only commits rebuilt-image can find a rebuild of. One pass over
+    ix_image_revision, then the rows of the commits with several."""
+    image = func.coalesce(Image.index_digest, Image.digest)
+    several = (  # commits of more than one image row, from the index alone
+        select(Image.revision)
+        .where(Image.revision.is_not(None))
+        .group_by(Image.revision)
+        .having(func.count() > 1)
+    )
+    return (
+        select(Image.revision)
+        .where(Image.revision.in_(several))
+        .group_by(Image.revision)
+        .having(func.count(image.distinct()) > 1)
+    )
+
+
+def image_column(deployment: Any, platform: Any) -> ColumnElement[str]:
+    """A deployment's image (module docstring) in SQL: its digest's index (`platform`, the image
+    row of its digest, outer-joined), else its digest, else `commit:<sha>`."""
+    return case(
+        (deployment.image_digest.is_(None), literal("commit:", String) + deployment.sha),
+        else_=func.coalesce(platform.index_digest, deployment.image_digest),
+    )
 
 
 def successful_runs(
     conn: Connection,
-    service_ids: Iterable[int],
+    service_ids: Iterable[int] | None,
     environments: Iterable[str],
-    images: Iterable[str] | None = None,
-    rows: list[Any] | None = None,
+    images: Select[Any] | None = None,
     memo: dict[str, str | None] | None = None,
+    by_revision: bool = True,
 ) -> Runs:
-    """The successful application deployments of those services to those environments (image and
-    commit as in the module docstring); only those of `images` (digests as `canonical` names
-    them, or `commit:<sha>`) when given, so a scan reads the runs that can answer it rather than
-    every run of its services. `rows`: `run_rows` of these environments already read for more
-    services (a policy scan reads them once for two policies); `memo`: `revisions`'."""
+    """The successful application deployments of those services (None: every service) to those
+    environments (image and commit as in the module docstring), as the first finish of each
+    image per service and environment, aggregated in SQL: whether an image ran by some time, or
+    which images of a commit ran by then, is all the rules ask. Only the images of `images` (a
+    select of images as `image_column` names them) when given, read from those images (their
+    digest, their platform manifests' digests, their commit) rather than from every run of the
+    services, so a scan reads the runs that can answer it. `by_revision`: index them by commit
+    too (`memo`: `revisions`'), which rebuilt-image asks and untested-image does not."""
     out = Runs()
-    ids, envs = set(service_ids), list(environments)
-    if not ids or not envs:
+    envs = list(environments)
+    ids = None if service_ids is None else sorted(set(service_ids))
+    if ids == [] or not envs:
         return out
-    rows = run_rows(conn, ids, envs) if rows is None else [r for r in rows if r.service_id in ids]
-    if images is not None:
-        wanted = set(images)
-        rows = [r for r in rows if (r[3] if r.image_digest else f"commit:{r.sha}") in wanted]
-    commits = revisions(conn, {r.image_digest for r in rows if r.image_digest}, memo)
-    for service_id, env, digest, canonical_digest, sha, finished in rows:
-        if service_id is not None and finished is not None:
-            name = canonical_digest if digest else f"commit:{sha}"
-            out.add(service_id, env, Run(name, finished, commits.get(digest or "")))
+    in_envs = select(Environment.id).where(Environment.name.in_(envs))
+
+    def succeeded(d: Any) -> list[ColumnElement[bool]]:
+        where = [
+            d.status == "success",
+            d.kind == "app",
+            d.finished_at.is_not(None),
+            d.service_id.is_not(None),
+            d.environment_id.in_(in_envs),
+        ]
+        return where + ([d.service_id.in_(ids)] if ids is not None else [])
+
+    def run(d: Any, image: ColumnElement[str]) -> Select[Any]:
+        return select(d.service_id, d.environment_id, image.label("image"), d.finished_at)
+
+    if images is None:
+        platform = aliased(Image)
+        every = run(Deployment, image_column(Deployment, platform))
+        runs: Select[Any] | CompoundSelect[Any] = every.outerjoin(
+            platform, platform.digest == Deployment.image_digest
+        ).where(*succeeded(Deployment))
+    else:
+        wanted = images.distinct().cte("wanted")  # read once for the three ways to its runs
+        image = wanted.c[0]
+        own, own_image, manifest, of_manifest, of_commit = (
+            aliased(Deployment),
+            aliased(Image),
+            aliased(Image),
+            aliased(Deployment),
+            aliased(Deployment),
+        )
+        by_commit = literal("commit:", String) + of_commit.sha
+        runs = union_all(
+            run(own, image)  # runs of the image's own digest
+            .select_from(wanted)
+            .join(own, own.image_digest == image)
+            .outerjoin(own_image, own_image.digest == own.image_digest)
+            .where(func.coalesce(own_image.index_digest, own.image_digest) == image)
+            .where(*succeeded(own)),
+            run(of_manifest, image)  # runs of one of its platform manifests
+            .select_from(wanted)
+            .join(manifest, manifest.index_digest == image)
+            .join(of_manifest, of_manifest.image_digest == manifest.digest)
+            .where(*succeeded(of_manifest)),
+            run(of_commit, by_commit)  # runs without a digest, of its commit
+            .where(of_commit.image_digest.is_(None), by_commit.in_(select(image)))
+            .where(*succeeded(of_commit)),
+        )
+    found = runs.subquery()
+    rows = conn.execute(
+        select(found.c.service_id, Environment.name, found.c.image, func.min(found.c.finished_at))
+        .join(Environment, Environment.id == found.c.environment_id)
+        .where(found.c.image.is_not(None))
+        .group_by(found.c.service_id, Environment.name, found.c.image)
+    ).all()
+    commits = (
+        revisions(conn, {r[2] for r in rows if not r[2].startswith("commit:")}, memo)
+        if by_revision
+        else {}
+    )
+    for service_id, env, name, finished in rows:
+        out.add(service_id, env, Run(name, finished, commits.get(name)))
     return out

@@ -21,7 +21,7 @@ from analytics.policies import scan
 from collectors.frame import SyncOptions
 from collectors.kubernetes import KubernetesCollector
 from collectors.run import run_sync
-from config.settings import Settings
+from config.settings import PoliciesSettings, Settings
 from sandbox import reference as ref
 from sandbox.flows import ENVIRONMENT_BRANCHES, GITLAB_FLOW
 from sandbox.generate import generate
@@ -34,6 +34,7 @@ from sandbox.oci import inherits_labels
 from sandbox.registry_payloads import HOST as REGISTRY_HOST
 from sandbox.serve import Sandbox
 from tests.conftest import migrated_warehouse
+from tests.policy_reference import reference_rebuilt, reference_untested
 from warehouse.schema import (
     Deployment,
     DeriveState,
@@ -492,3 +493,21 @@ def test_untested_images_over_the_whole_path_equal_the_reference(
     got = subjects(engine, org, "untested-image")
     assert got == {keys[i] for i in truth}
     assert seeded and seeded <= got
+
+
+def test_image_policies_equal_the_straightforward_computation(
+    synced: tuple[Organisation, Engine, KubernetesCluster],
+) -> None:
+    """untested-image and rebuilt-image over images with platform manifests and rebuilds equal
+    the computation from every upstream run read row by row (tests/policy_reference.py)."""
+    org, engine, _ = synced
+    since, until = org.start - timedelta(days=60), org.now + timedelta(days=1)
+    with engine.connect() as conn:
+        for params in ({}, {"untested-image": {"require": "previous", "min_soak_minutes": 30}}):
+            settings = PoliciesSettings.model_validate(params)
+            got = scan(conn, since, until, PATH, settings, only=["untested-image"])
+            assert got == reference_untested(conn, since, until, PATH, settings)
+            assert got
+        rebuilt = scan(conn, since, until, PATH, only=["rebuilt-image"])
+        assert rebuilt == reference_rebuilt(conn, since, until, PATH)
+        assert rebuilt

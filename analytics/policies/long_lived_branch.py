@@ -7,9 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, select
 
-from analytics.policies.period import Scan
+from analytics.policies.period import Scan, commit_graph
 from analytics.policies.violation import Violation
-from analytics.unmerged import unmerged_branches
 from config.settings import LongLivedBranchPolicy
 from warehouse.schema import MergeRequest, Service
 
@@ -33,6 +32,7 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         )
         .join(Service, Service.repo_id == MergeRequest.repo_id)
         .where(MergeRequest.state == "opened", MergeRequest.created_at < scan.until - max_age)
+        .order_by(MergeRequest.released_at.nulls_first(), MergeRequest.id)  # as `merged`
     )
     return [
         Violation(
@@ -51,12 +51,12 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         Violation(
             ID,
             SEVERITY,
-            b.service,
+            service,
             None,
-            f"branch {b.repo_id}:{b.name}",
-            f"{b.name} has unmerged commits since {b.since:%Y-%m-%d} and no merge request: open "
+            f"branch {repo_id}:{name}",
+            f"{name} has unmerged commits since {since:%Y-%m-%d} and no merge request: open "
             f"one and merge within {max_age.days} days, or delete the branch",
-            occurred_at=b.since + max_age,
+            occurred_at=since + max_age,
         )
-        for b in unmerged_branches(conn, scan.until - max_age)
+        for repo_id, name, since, service, _ in commit_graph(conn, scan).unmerged
     ]

@@ -10,9 +10,16 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, memo, of_deployment, upstream_runs
+from analytics.policies.period import Scan, deployments, memo, of_deployment
 from analytics.policies.violation import Violation
-from analytics.promotion import Runs, built_from, revisions, successful_runs, upstream_of
+from analytics.promotion import (
+    Runs,
+    built_from,
+    rebuilt_commits,
+    revisions,
+    successful_runs,
+    upstream_of,
+)
 from config.settings import PolicySettings
 
 ID = "rebuilt-image"
@@ -53,14 +60,15 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     from a commit the environment before it ran as another image, by the deployment's finish."""
     path = scan.promotion_path
     found = [d for d in deployments(conn, scan, path[1:]) if d.image_digest]
-    digests = {d.image_digest for d in found}
-    images = canonical(conn, digests, memo(scan, "canonical"))
-    commits = revisions(conn, digests, memo(scan, "revisions"))
-    candidates = built_from(conn, commits.values())
+    images = canonical(conn, {d.image_digest for d in found}, memo(scan, "canonical"))
+    # only an image of a commit more than one image was built from can have been rebuilt: the
+    # period's deployments of one, and the runs upstream of that commit's images
+    rebuilds = built_from(rebuilt_commits())
+    candidates = set(conn.scalars(rebuilds))
+    found = [d for d in found if images[d.image_digest] in candidates]
+    commits = revisions(conn, {d.image_digest for d in found}, memo(scan, "revisions"))
     ids = {d.service_id for d in found}
-    runs = successful_runs(
-        conn, ids, path[:-1], candidates, upstream_runs(conn, scan), memo(scan, "revisions")
-    )
+    runs = successful_runs(conn, ids, path[:-1], rebuilds, memo(scan, "revisions"))
     violations = []
     for d in found:
         upstream, image = upstream_of(d.stage, path, "previous")[0], images[d.image_digest]

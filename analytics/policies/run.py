@@ -49,12 +49,19 @@ def scan(
     return found
 
 
+SCAN_CACHE_KIB = 64 * 1024  # SQLite's page cache for a scan (its default is 2 MiB)
+
+
 @contextmanager
 def temp_in_memory(conn: Connection) -> Iterator[None]:
     """On SQLite, the scan's temporary b-trees (the recursive selects' queues and sets, sorts) in
     memory rather than in temporary files: a few tens of MB on the large sandbox organisation,
-    and a second of the scan's CPU (long-lived-branch's walk of the default branches) saved. Not
-    inside a write transaction (SQLite refuses it there): the scan then runs as it is."""
+    and a second of the scan's CPU (long-lived-branch's walk of the default branches) saved; and
+    a page cache of `SCAN_CACHE_KIB` rather than SQLite's 2 MiB, so that the commit graph and the
+    period's deployments, which several policies read, are read from the file once rather than
+    once per policy and walk step (0.8 s of the scan's CPU on the large organisation, most of
+    it the system's). Both restored afterwards. Not inside a write transaction (SQLite refuses
+    temp_store there): the scan then runs as it is."""
 
     def in_write_transaction() -> bool:  # SQLite refuses the pragma inside one
         return bool(getattr(conn.connection.dbapi_connection, "in_transaction", True))
@@ -63,10 +70,13 @@ def temp_in_memory(conn: Connection) -> Iterator[None]:
         yield
         return
     before = conn.exec_driver_sql("PRAGMA temp_store").scalar_one()
+    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
+    conn.exec_driver_sql(f"PRAGMA cache_size={-SCAN_CACHE_KIB}")
     try:
         yield
     finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(cache)}")
         if not in_write_transaction():
             conn.exec_driver_sql(f"PRAGMA temp_store={int(before)}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, exists, select
 
 from analytics.policies.period import Scan
 from analytics.policies.violation import Violation
@@ -21,18 +21,20 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     """Branches no merged or closed merge request came from, without a commit for `stale_days`
     at the end of the period."""
     stale = timedelta(days=scan.params.stale_branch.stale_days)
-    merged = {
-        (r, b)
-        for r, b in conn.execute(
-            select(MergeRequest.repo_id, MergeRequest.source_branch).where(
-                MergeRequest.state.in_(("merged", "closed"))
-            )
-        )
-    }
+    decided = exists().where(  # on ix_merge_request_repo_source_branch
+        MergeRequest.repo_id == Branch.repo_id,
+        MergeRequest.source_branch == Branch.name,
+        MergeRequest.state.in_(("merged", "closed")),
+    )
     rows = conn.execute(
         select(Branch.repo_id, Branch.name, Branch.last_commit_at, Service.name)
         .join(Service, Service.repo_id == Branch.repo_id)
-        .where(Branch.is_default.is_(False), Branch.last_commit_at < scan.until - stale)
+        .where(
+            Branch.is_default.is_(False),
+            Branch.last_commit_at < scan.until - stale,
+            ~decided,
+        )
+        .order_by(Branch.id)  # the order SQLite's scan of the table gave, on PostgreSQL too
     )
     return [
         Violation(
@@ -45,5 +47,4 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
             occurred_at=last + stale if last else None,
         )
         for repo_id, name, last, service in rows
-        if (repo_id, name) not in merged
     ]

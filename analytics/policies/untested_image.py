@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from analytics.observed import canonical
-from analytics.policies.period import Scan, deployments, memo, of_deployment, upstream_runs
+from analytics.policies.period import Scan, deployments, memo, of_deployment, period_images
 from analytics.policies.violation import Violation
 from analytics.promotion import Runs, successful_runs, upstream_of
 from config.settings import UntestedImagePolicy
@@ -58,20 +58,16 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
     images = canonical(
         conn, [d.image_digest for d in found if d.image_digest], memo(scan, "canonical")
     )
-    image_of = {
-        d.id: images[d.image_digest] if d.image_digest else f"commit:{d.sha}" for d in found
-    }
     runs = successful_runs(
         conn,
         {d.service_id for d in found},
         path[:-1],
-        image_of.values(),
-        upstream_runs(conn, scan),
-        memo(scan, "revisions"),
+        period_images(scan),
+        by_revision=False,
     )
     violations = []
     for d in found:
-        image = image_of[d.id]
+        image = images[d.image_digest] if d.image_digest else f"commit:{d.sha}"
         skipped = skipped_environments(runs, d.service_id, image, d.stage, d.start, path, params)
         if skipped:
             violations.append(
