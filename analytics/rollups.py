@@ -16,6 +16,7 @@ definition of every figure (`analytics.dora`, `analytics.build_health` read days
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
@@ -24,7 +25,7 @@ from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, delete, insert, select
+from sqlalchemy import Connection, Text, and_, cast, delete, insert, literal, select
 
 from analytics import stats
 from analytics.rows import (
@@ -58,6 +59,9 @@ BATCH = 500  # ids per IN list
 
 def midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone)
+
+
+NO_DROPS = dict.fromkeys(STAGES, 0)
 
 
 def _stage_lists() -> dict[str, list[float]]:
@@ -330,32 +334,69 @@ def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] 
     return found
 
 
-def _values(model: Any) -> list[Any]:
-    """A rollup table's columns but its id and dimension ids' names (joined in by the reader)."""
-    return [c for c in table_of(model).columns if c.name != "id"]
+def _values(model: Any, lists: tuple[str, ...] = ()) -> list[Any]:
+    """A rollup table's columns but its id, dimension ids' names (joined in by the reader) and
+    the JSON columns `lists` (read as one `_json_array`)."""
+    return [c for c in table_of(model).columns if c.name != "id" and c.name not in lists]
+
+
+def _json_array(model: Any, lists: tuple[str, ...]) -> Any:
+    """The JSON columns `lists` of a rollup row as the text of one JSON array, labelled
+    `lists`: one `json.loads` per row instead of one per column (the decoding of the value lists
+    is most of a read; their text is the stored JSON on SQLite, jsonb's on PostgreSQL, whose
+    numbers keep their digits)."""
+    columns = table_of(model).columns
+    text: Any = literal("[")
+    for i, name in enumerate(lists):
+        if i:
+            text = text + ","
+        text = text + cast(columns[name], Text)
+    return (text + "]").label("lists")
+
+
+DAY_LISTS = ("recovery_hours", "lead_hours", "stages", "dropped")
+PIPELINE_LISTS = ("statuses", "durations", "queued")
+
+
+def _midnights(zone: ZoneInfo) -> Any:
+    """`midnight(day, zone)`, each day computed once."""
+    found: dict[date, datetime] = {}
+
+    def at(day: date) -> datetime:
+        value = found.get(day)
+        if value is None:
+            value = found[day] = midnight(day, zone)
+        return value
+
+    return at
 
 
 def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> list[Day]:
-    zone = scope.zone
+    at = _midnights(scope.zone)
     query = scope.owned(
         select(
             Service.name.label("service"),
             Team.name.label("team"),
             Environment.name.label("environment"),
             Environment.tier,
-            *_values(RollupDay),
+            *_values(RollupDay, DAY_LISTS),
+            _json_array(RollupDay, DAY_LISTS),
         )
         .select_from(RollupDay)
         .join(Environment, Environment.id == RollupDay.environment_id),
         RollupDay.service_id,
     ).where(RollupDay.day >= first, RollupDay.day < after)
     days = []
+    loads = json.loads
     for r in conn.execute(query):
+        recovery_hours, lead_hours, stages, dropped = loads(r.lists)
+        if tuple(stages) != STAGES:  # every stage, in STAGES' order (jsonb orders keys its way)
+            stages = {**_stage_lists(), **stages}
         days.append(
             Day(
                 r.service,
                 r.team,
-                midnight(r.day, zone),
+                at(r.day),
                 r.environment_id,
                 r.environment,
                 r.tier,
@@ -365,12 +406,12 @@ def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> li
                 r.failed_rollback,
                 r.hotfix,
                 r.rework,
-                r.recovery_hours,
+                recovery_hours,
                 r.changes,
-                r.lead_hours,
+                lead_hours,
                 r.merge_requests,
-                {**_stage_lists(), **r.stages},
-                {**dict.fromkeys(STAGES, 0), **r.dropped},
+                stages,
+                {**NO_DROPS, **dropped},
                 r.attempts_success,
                 r.attempts_failed,
             )
@@ -381,33 +422,42 @@ def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> li
 def _stored_pipeline_days(
     conn: Connection, scope: Scope, first: date, after: date
 ) -> list[PipelineDay]:
-    zone = scope.zone
+    at = _midnights(scope.zone)
     query = scope.owned(
-        select(Service.name.label("service"), Team.name.label("team"), *_values(RollupPipelineDay)),
+        select(
+            Service.name.label("service"),
+            Team.name.label("team"),
+            *_values(RollupPipelineDay, PIPELINE_LISTS),
+            _json_array(RollupPipelineDay, PIPELINE_LISTS),
+        ),
         on=Service.repo_id == RollupPipelineDay.repo_id,
     ).where(RollupPipelineDay.day >= first, RollupPipelineDay.day < after)
-    return [
-        PipelineDay(
-            r.service,
-            r.team,
-            midnight(r.day, zone),
-            r.repo_id,
-            r.default_branch,
-            r.pipelines,
-            r.statuses,
-            r.durations,
-            r.queued,
-            r.failed_tests,
-            r.with_failed_tests,
-            r.first_at,
-            r.first_failed,
-            r.last_at,
-            r.last_failed,
-            r.red_us,
-            r.span_us,
+    loads = json.loads
+    days = []
+    for r in conn.execute(query):
+        statuses, durations, queued = loads(r.lists)
+        days.append(
+            PipelineDay(
+                r.service,
+                r.team,
+                at(r.day),
+                r.repo_id,
+                r.default_branch,
+                r.pipelines,
+                statuses,
+                durations,
+                queued,
+                r.failed_tests,
+                r.with_failed_tests,
+                r.first_at,
+                r.first_failed,
+                r.last_at,
+                r.last_failed,
+                r.red_us,
+                r.span_us,
+            )
         )
-        for r in conn.execute(query)
-    ]
+    return days
 
 
 # --- maintenance (derive) -----------------------------------------------------------------------
