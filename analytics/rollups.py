@@ -283,16 +283,27 @@ def _whole_days(scope: Scope) -> tuple[date, date]:
     return first, after
 
 
-def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] = ROWS) -> Rollup:
+def load(
+    conn: Connection,
+    scope: Scope,
+    rules: Any = None,
+    rows: Iterable[str] = ROWS,
+    rolled: Iterable[str] = ("days", "pipelines"),
+) -> Rollup:
     """The scope's days: the stored rollups for the local days wholly inside the period, the rows
     of its partial first and last day rolled up here; every day from rows when the rollups cannot
     answer the scope (a named environment, another time zone or other failure rules than the
     last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
-    the others empty)."""
+    the others empty); of the rolled-up parts, `rolled` (`days`, `pipelines`; default both)."""
     from analytics.rules import FailureRules
     from analytics.selects import load as load_rows
 
     rules = rules or FailureRules()
+    rolled = set(rolled)
+    parts = (
+        *(ROLLED if "days" in rolled else ()),
+        *(("pipelines",) if "pipelines" in rolled else ()),
+    )
     state = conn.execute(
         select(RollupState.timezone, RollupState.rules).where(RollupState.name == STATE)
     ).first()
@@ -304,7 +315,7 @@ def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] 
         or state.rules != fingerprint(rules)
         or first >= after
     ):
-        return of_rows(load_rows(conn, scope, rules, (*ROLLED, "pipelines", *rows)))
+        return of_rows(load_rows(conn, scope, rules, (*parts, *rows)))
     zone = scope.zone
     kept = load_rows(conn, scope, rules, rows)
     found = Rollup(
@@ -318,16 +329,12 @@ def load(conn: Connection, scope: Scope, rules: Any = None, rows: Iterable[str] 
         (scope.since, midnight(first, zone)),
         (midnight(after, zone), scope.until),
     ):
-        if since < until:
-            edge = of_rows(
-                load_rows(
-                    conn, replace(scope, since=since, until=until), rules, (*ROLLED, "pipelines")
-                )
-            )
+        if since < until and parts:
+            edge = of_rows(load_rows(conn, replace(scope, since=since, until=until), rules, parts))
             found.days.extend(edge.days)
             found.pipelines.extend(edge.pipelines)
-    days = _stored_days(conn, scope, first, after)
-    pipelines = _stored_pipeline_days(conn, scope, first, after)
+    days = _stored_days(conn, scope, first, after) if "days" in rolled else []
+    pipelines = _stored_pipeline_days(conn, scope, first, after) if "pipelines" in rolled else []
     found.days.extend(days)
     found.pipelines.extend(pipelines)
     found.stored = len(days) + len(pipelines)
