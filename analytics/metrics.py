@@ -10,6 +10,7 @@ stored per service, environment and local day by derive), whole or per slice
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -45,33 +46,42 @@ NEEDS = {
 }
 
 
-def compute(data: ScopeData | Rollup, weeks: list[str] | None = None) -> dict[str, Any]:
-    """Every metric object of the JSON contract for `data` (rows are rolled up into days first);
-    the deployment-frequency median runs over `weeks` (default: every ISO week of the scope)."""
+FIGURES: dict[str, Callable[[Rollup, list[str]], dict[str, Any]]] = {
+    "deployment_frequency": lambda data, weeks: deployment_frequency(data, weeks),
+    "lead_time": lambda data, weeks: lead_time(data),
+    "change_failure_rate": lambda data, weeks: change_failure_rate(data),
+    "recovery_time": lambda data, weeks: recovery_time(data),
+    "rework_rate": lambda data, weeks: rework_rate(data),
+    "deployment_failure_rate": lambda data, weeks: deployment_failure_rate(data),
+    "build": lambda data, weeks: build_health(data),
+    "requirement_lead_time": lambda data, weeks: requirement_lead_time(data),
+    "bug_escape_rate": lambda data, weeks: bug_escape_rate(data),
+}
+
+
+def compute(
+    data: ScopeData | Rollup, weeks: list[str] | None = None, names: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Every metric object of the JSON contract for `data` (rows are rolled up into days first),
+    or only those `names`; the deployment-frequency median runs over `weeks` (default: every ISO
+    week of the scope)."""
     if isinstance(data, ScopeData):
         data = rollups.of_rows(data)
     scope = data.scope
     if weeks is None:
         weeks = stats.weeks_between(scope.since, scope.until, scope.zone)
-    return {
-        "deployment_frequency": deployment_frequency(data, weeks),
-        "lead_time": lead_time(data),
-        "change_failure_rate": change_failure_rate(data),
-        "recovery_time": recovery_time(data),
-        "rework_rate": rework_rate(data),
-        "deployment_failure_rate": deployment_failure_rate(data),
-        "build": build_health(data),
-        "requirement_lead_time": requirement_lead_time(data),
-        "bug_escape_rate": bug_escape_rate(data),
-    }
+    wanted = FIGURES if names is None else set(names)
+    return {name: figure(data, weeks) for name, figure in FIGURES.items() if name in wanted}
 
 
-def sliced(data: ScopeData | Rollup, by: str) -> list[tuple[str, dict[str, Any]]]:
-    """The metrics per week, month, team or service (`analytics.slices.slices`: every week or
-    month of the period, each over its own scope)."""
+def sliced(
+    data: ScopeData | Rollup, by: str, names: Iterable[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The metrics (or only those `names`) per week, month, team or service
+    (`analytics.slices.slices`: every week or month of the period, each over its own scope)."""
     if isinstance(data, ScopeData):
         data = rollups.of_rows(data)
-    return [(s.key, compute(s.data, s.weeks)) for s in slices(data, by)]
+    return [(s.key, compute(s.data, s.weeks, names)) for s in slices(data, by)]
 
 
 def metrics(
@@ -105,4 +115,4 @@ def headline(figures: dict[str, Any]) -> dict[str, Any]:
     return {name: figures[metric][field] for name, (metric, field) in HEADLINE.items()}
 
 
-__all__ = ["HEADLINE", "NEEDS", "SLICES", "compute", "headline", "metrics", "sliced"]
+__all__ = ["FIGURES", "HEADLINE", "NEEDS", "SLICES", "compute", "headline", "metrics", "sliced"]

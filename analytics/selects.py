@@ -81,8 +81,9 @@ def load(
 
 
 def _rows(result: Any, kind: type[R]) -> list[R]:
-    """Rows of a select whose labels are `kind`'s fields."""
-    return [kind(**row._mapping) for row in result]
+    """Rows of a select whose labels are `kind`'s fields (the labels read once, not per row)."""
+    keys = tuple(result.keys())
+    return [kind(**dict(zip(keys, row, strict=True))) for row in result]
 
 
 def scoped_chain(scope: Scope, query: Any) -> Any:

@@ -2,8 +2,9 @@
 
 - The engine is one per warehouse URL (`st.cache_resource`).
 - The metrics read the scope's days (`analytics.rollups.load`: the rollups derive maintains per
-  service, environment and local day), held as a resource for `TTL` seconds per scope: they are
-  only read, so they are shared rather than copied on every read.
+  service, environment and local day), held as a resource for `TTL` seconds per scope and part
+  (days, pipeline days, each part kept as rows): a page reads only the parts its figures need,
+  once, whichever figures share them; they are only read, so they are shared rather than copied.
   The distributions (per day, per bucket, histograms) read the same days. Drill-down lists read
   rows a page at a time (`analytics.views.drilldown`).
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team
@@ -23,7 +24,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine
 
-from analytics import rollups, views
+from analytics import rollups, selects, views
 from analytics.metrics import NEEDS, compute, sliced
 from analytics.rules import FailureRules
 from analytics.scope import Scope
@@ -40,10 +41,34 @@ def engine(url: str) -> Engine:
     return open_warehouse(url)
 
 
-@st.cache_resource(ttl=TTL, max_entries=12, show_spinner=False)
-def _days(url: str, scope: Scope, rules: FailureRules, rows: tuple[str, ...]) -> rollups.Rollup:
+ROLLED_UP = ("days", "pipelines")  # the parts of a Rollup read from the rollups
+
+
+@st.cache_resource(ttl=TTL, max_entries=24, show_spinner=False)
+def _rolled(url: str, scope: Scope, rules: FailureRules, part: str) -> rollups.Rollup:
+    """The scope's days or pipeline days (`part`), read once for every figure that needs them."""
     with engine(url).connect() as conn:
-        return rollups.load(conn, scope, rules, rows)
+        return rollups.load(conn, scope, rules, (), (part,))
+
+
+@st.cache_resource(ttl=TTL, max_entries=48, show_spinner=False)
+def _kept(url: str, scope: Scope, rules: FailureRules, part: str) -> list[Any]:
+    """The scope's rows of one part kept as rows (`rollups.ROWS`)."""
+    with engine(url).connect() as conn:
+        return getattr(selects.load(conn, scope, rules, (part,)), part)  # type: ignore[no-any-return]
+
+
+def _days(url: str, scope: Scope, rules: FailureRules, parts: tuple[str, ...]) -> rollups.Rollup:
+    """The scope's Rollup with only `parts` (days, pipelines, and parts kept as rows) read, the
+    others empty; each part is held as a resource on its own, so pages and figures needing the
+    same part share one read. They are only read, so they are shared rather than copied."""
+    found = rollups.Rollup(scope)
+    for part in parts:
+        if part in ROLLED_UP:
+            setattr(found, part, getattr(_rolled(url, scope, rules, part), part))
+        else:
+            setattr(found, part, _kept(url, scope, rules, part))
+    return found
 
 
 @st.cache_data(ttl=SOURCES_TTL, show_spinner=False)
@@ -78,10 +103,15 @@ def metrics(
     (incidents, merged MRs waiting, requirements, bugs) only those `names` need, or `parts`, are
     read."""
     wanted = set(parts or (part for name in names for part in NEEDS[name]))
-    data = _days(url, scope, rules, tuple(p for p in rollups.ROWS if p in wanted))
-    total = compute(data)
-    trend = sliced(data, by)
-    teams = sliced(data, "team") if by_team else []
+    read = (
+        *(("days",) if wanted & set(rollups.ROLLED) else ()),
+        *(("pipelines",) if "pipelines" in wanted else ()),
+        *(p for p in rollups.ROWS if p in wanted),
+    )
+    data = _days(url, scope, rules, read)
+    total = compute(data, names=names)
+    trend = sliced(data, by, names)
+    teams = sliced(data, "team", names) if by_team else []
     return {
         "total": {name: total[name] for name in names},
         "trend": [
@@ -197,7 +227,7 @@ def promotion_history(url: str, scope: Scope, service: str) -> pd.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Production deployments per local day (`distributions.deployments_per_day_of`)."""
-    data = _days(url, scope, rules, ())
+    data = _days(url, scope, rules, ("days",))
     return pd.DataFrame.from_records(
         distributions.deployments_per_day_of(data),
         columns=["day", "week", "weekday", "deployments"],
@@ -210,7 +240,7 @@ def deployments_per_bucket(
 ) -> pd.DataFrame:
     """Production deployments and failed changes per week or month and team
     (`distributions.deployments_per_bucket_of`)."""
-    data = _days(url, scope, rules, ())
+    data = _days(url, scope, rules, ("days",))
     return pd.DataFrame.from_records(
         distributions.deployments_per_bucket_of(data, by),
         columns=[by, *distributions.BUCKET_COLUMNS],
@@ -220,7 +250,7 @@ def deployments_per_bucket(
 @st.cache_data(ttl=TTL, show_spinner=False)
 def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Changes per lead-time bucket (`distributions.lead_time_histogram_of`)."""
-    data = _days(url, scope, rules, ())
+    data = _days(url, scope, rules, ("days",))
     return pd.DataFrame.from_records(
         distributions.lead_time_histogram_of(data), columns=distributions.BIN_COLUMNS
     )
@@ -229,7 +259,7 @@ def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataF
 @st.cache_data(ttl=TTL, show_spinner=False)
 def duration_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Finished pipelines per duration bucket (`distributions.duration_histogram_of`)."""
-    data = _days(url, scope, rules, ())
+    data = _days(url, scope, rules, ("pipelines",))
     return pd.DataFrame.from_records(
         distributions.duration_histogram_of(data), columns=distributions.BIN_COLUMNS
     )

@@ -252,7 +252,10 @@ def prepare() -> View:
 def filter_params() -> dict[str, list[str]]:
     """The sidebar's filters as they stand in the URL (a link carrying them shows the same
     scope; a filter left at its default is not in the URL)."""
-    return {k: st.query_params.get_all(k) for k in FILTER_KEYS if k in st.query_params}
+    # one read of the URL's parameters, then only the filters present (a table's row links call
+    # this per row; every st.query_params call is a Streamlit command of its own)
+    present = st.query_params.to_dict()
+    return {k: st.query_params.get_all(k) for k in FILTER_KEYS if k in present}
 
 
 def current() -> View:

@@ -249,6 +249,15 @@ def _trend_row(week: Week, metrics: dict[str, Any], partial: bool) -> dict[str, 
     return row
 
 
+SERVICE_FIGURES = (
+    "deployment_frequency",
+    "lead_time",
+    "change_failure_rate",
+    "recovery_time",
+    "build",
+)
+
+
 def _services(data: Rollup) -> list[dict[str, Any]]:
     """Per service of the scope: its production figures this week (`analytics.metrics.sliced`
     by service)."""
@@ -256,7 +265,7 @@ def _services(data: Rollup) -> list[dict[str, Any]]:
         r.service: r.team for rows in data.parts().values() for r in rows if r.team is not None
     }
     rows = []
-    for service, m in sliced(data, "service"):
+    for service, m in sliced(data, "service", SERVICE_FIGURES):
         rows.append(
             {
                 "service": service,
