@@ -239,27 +239,29 @@ def derive(
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         failures_before = _failures(conn)
+        # deployments written since the last derive (None: a full or first derive): their
+        # services' failures and days
+        attempts = {} if changed_after is None else _attempts_changed(conn, changed_after)
         services = (
             None  # every service: a full derive, the first one, or other failure rules
-            if full
-            or changed_after is None
-            or rollups.stored_rules(conn) != rollups.fingerprint(rules)
-            else _failure_services(conn, changed_after, set(touched))
+            if changed_after is None or rollups.stored_rules(conn) != rollups.fingerprint(rules)
+            else _failure_services(conn, changed_after, set(touched) | set(attempts))
         )
         summary.failures, summary.failure_services = derive_failures(conn, rules, services)
         summary.work_item_links = derive_work_item_links(conn, changed_after)
         summary.released = releases.refresh(
             conn,
             started_at,
-            None if full or changed_after is None else rederived,
+            None if changed_after is None else rederived,
             _clock_skew(conn),
         )
-        if full or changed_after is None:
+        if changed_after is None:
             summary.rollup_days = rollups.refresh(conn, timezone, rules, None, None)
         else:
-            for service_id, moment in _failures_changed(conn, failures_before):
-                _earliest(dirty, service_id, moment)
-            for service_id, moment in _attempts_changed(conn, changed_after):
+            for service_id, moment in [
+                *_failures_changed(conn, failures_before),
+                *attempts.items(),
+            ]:
                 _earliest(dirty, service_id, moment)
             summary.rollup_days = rollups.refresh(
                 conn, timezone, rules, dirty, _pipelines_changed(conn, changed_after)
@@ -315,12 +317,12 @@ def _failures_changed(
     return found
 
 
-def _attempts_changed(conn: Connection, after: datetime) -> list[tuple[int, datetime]]:
-    """(service, earliest finish) of deployments written since the last derive (attempts)."""
+def _attempts_changed(conn: Connection, after: datetime) -> dict[int, datetime]:
+    """service -> earliest finish of its deployments written since the last derive (attempts)."""
     query = select(Deployment.service_id, Deployment.finished_at).where(
         Deployment.changed_at >= after
     )
-    return list(earliest_changed(conn, query).items())
+    return _earliest_changed(conn, query)
 
 
 def _pipelines_changed(conn: Connection, after: datetime) -> dict[int, datetime]:
@@ -339,12 +341,12 @@ def _pipelines_changed(conn: Connection, after: datetime) -> dict[int, datetime]
         )
         .where(TestRun.changed_at >= after),
     ):
-        for repo_id, moment in earliest_changed(conn, query).items():
+        for repo_id, moment in _earliest_changed(conn, query).items():
             _earliest(repos, repo_id, moment)
     return repos
 
 
-def earliest_changed(conn: Connection, query: Any) -> dict[int, datetime]:
+def _earliest_changed(conn: Connection, query: Any) -> dict[int, datetime]:
     """key -> earliest moment of the (key, moment) rows `query` selects, rows with neither left
     out. `query` selects rows changed since the last derive by `changed_at`, which are few: they
     are read by that index and folded here, where a GROUP BY in the query would have SQLite's
@@ -444,7 +446,7 @@ def late_chains(conn: Connection, after: datetime | None) -> dict[Chain, datetim
     ]
     earliest: dict[int, datetime] = {}
     for query in moments:
-        for repo_id, moment in earliest_changed(conn, query).items():
+        for repo_id, moment in _earliest_changed(conn, query).items():
             _earliest(earliest, repo_id, moment)
     if not earliest:
         return {}
@@ -671,11 +673,11 @@ class _Prod:
 
 def _failure_services(conn: Connection, after: datetime, touched: set[int]) -> set[int]:
     """The services whose change failures data written at or after `after` may have changed:
-    those whose chains this derive re-derived (`touched`), whose deployments were written (a ref,
-    a pipeline, an external id an incident names), whose incidents were written or moved to
+    `touched` (those whose chains this derive re-derived, whose deployments were written: a ref,
+    a pipeline, an external id an incident names), those whose incidents were written or moved to
     another service (both services), and, when a merge request was written, those with an
     incident linked to a merge request (its commit may be another now)."""
-    services = set(touched) | {s for s, _ in _attempts_changed(conn, after)}
+    services = set(touched)
     incidents = select(Incident.service_id, Incident.failure_service_id)
     for query in (
         incidents.where(Incident.changed_at >= after),

@@ -32,7 +32,7 @@ def check(conn: Connection, scan: Scan) -> list[Violation]:
         )
         .join(Service, Service.repo_id == MergeRequest.repo_id)
         .where(MergeRequest.state == "opened", MergeRequest.created_at < scan.until - max_age)
-        .order_by(MergeRequest.released_at.nulls_first(), MergeRequest.id)  # as `merged`
+        .order_by(MergeRequest.id)  # open MRs have no released_at: `merged`'s order
     )
     return [
         Violation(
