@@ -77,6 +77,7 @@ class FaultProxy:
         self.faults = False
         self.requests = 0
         self.fired: Counter[str] = Counter()
+        self.offered: set[str] = set()  # kinds some faulted request could have had
         self.on_request: Any = None  # called with the request count (outside the lock)
         self._lock = threading.Lock()
         self._rng = random.Random(0)
@@ -100,6 +101,7 @@ class FaultProxy:
             self._rng = random.Random(seed)
             self.requests = 0
             self.fired = Counter()
+            self.offered = set()
             self._per_target = Counter()
             self._reserved = 0
             self._storms = {}
@@ -135,6 +137,7 @@ class FaultProxy:
         """The kind to inject: the least fired of `applicable` (every kind fires early in a run),
         ties broken by the seeded generator; counted."""
         with self._lock:
+            self.offered.update(applicable)
             least = min(self.fired[k] for k in applicable)
             kind = self._rng.choice([k for k in applicable if self.fired[k] == least])
             self.fired[kind] += 1

@@ -88,6 +88,11 @@ class Stack:
     def fired(self) -> Counter[str]:
         return sum((p.fired for p in self.proxies), Counter())
 
+    def offered(self) -> set[str]:
+        """The kinds some faulted request could have had ("short" only a GitLab REST list page,
+        which GraphQL leaves few of: the seeded draws may land on none)."""
+        return set().union(*(p.offered for p in self.proxies))
+
     def requests(self) -> list[int]:
         return [p.requests for p in self.proxies]
 
@@ -202,7 +207,8 @@ def test_a_faulty_sync_ends_after_one_clean_resume_equal_to_an_uninterrupted_one
         else:
             ran = summary(faulty)
             assert not ran["derive"].get("skipped")
-            assert set(fired) == set(KINDS), fired  # every kind of fault fired at least once
+            # every kind of fault a faulted request could have had fired at least once
+            assert set(fired) == stack.offered() >= set(KINDS) - {"short"}, fired
             rejected = sum(source["rejected"] for source in ran["sources"].values())
             errors = [e for source in ran["sources"].values() for e in source["errors"]]
             assert errors, "the malformed bodies and short pages failed no stream"
