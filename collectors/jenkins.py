@@ -21,9 +21,11 @@ Decisions where DESIGN.md is silent:
   `feature%2Fdeploy-x` is not one); its `service` group is matched by name to the `service` rows
   (GitLab names them after the project), created when missing (team from `[[teams]]`). Deploy
   builds are deployments only, not pipelines: build health counts builds of build jobs.
-- Jenkins runs after GitLab in `cdmetrics sync`, so builds find GitLab's repos. Builds synced
-  before GitLab knew their repo keep the repo row Jenkins made; later builds take GitLab's, and
-  `cdmetrics sync --full` re-reads the earlier ones.
+- Jenkins runs after GitLab in `cdmetrics sync`, so builds find GitLab's repos. A repo row Jenkins
+  made before a code source knew its path (GitLab added later, or its project list cut short in
+  a failed sync) is folded into the code source's repo at the start of the next Jenkins sync
+  (`warehouse.dimensions.merge_repo`): its builds and deployments move there, its changelog
+  commits go, and derive re-derives the moved deployments. No `--full` is needed.
 - python-jenkins takes no session, so the client's session is replaced by the shared
   `PolicySession`: rate limiter, request counting, timeout, and the one `RetryPolicy` (429/5xx/
   dropped connections, capped Retry-After; python-jenkins itself does not retry statuses).
@@ -31,6 +33,7 @@ Decisions where DESIGN.md is silent:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -38,12 +41,13 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 import jenkins
 import requests
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from collectors import jenkins_normalize as norm
 from collectors.frame import Collector, SyncOptions
@@ -53,7 +57,7 @@ from collectors.refs import EnvironmentRef, Refs, ServiceRef
 from collectors.sync import Batch, SyncRun
 from config.redaction import redact_url
 from config.settings import JenkinsSource, Settings
-from warehouse.dimensions import ensure_id
+from warehouse.dimensions import ensure_id, merge_repo
 from warehouse.raw import Raw
 from warehouse.schema import (
     Commit,
@@ -441,14 +445,19 @@ class Dimensions:
         self._lock = threading.Lock()
         self.by_path: dict[str, list[tuple[int, str]]] = {}  # repo path -> [(id, host)]
         self.own: set[int] = set()  # repos created from Jenkins' remote URLs
+        self.code: set[int] = set()  # repos of code sources (GitLab, git, Subversion)
         self.environments: dict[str, int] = {}
         with engine.connect() as conn:
-            for repo_id, source_id, path, web_url in conn.execute(
-                select(Repo.id, Repo.source_id, Repo.path, Repo.web_url)
+            for repo_id, source_id, kind, path, web_url in conn.execute(
+                select(Repo.id, Repo.source_id, Source.kind, Repo.path, Repo.web_url).join(
+                    Source, Source.id == Repo.source_id
+                )
             ):
                 self._index(repo_id, path, norm.repo_key(web_url)[0] if web_url else "")
                 if source_id == self.source_id:
                     self.own.add(repo_id)
+                elif kind != "jenkins":
+                    self.code.add(repo_id)
             # Subversion repositories by their URL: a build's module URL is a folder below one
             self.svn = [
                 (repo_id, *norm.repo_key(url))
@@ -463,6 +472,50 @@ class Dimensions:
                     select(Service.name, Service.id, Service.repo_id)
                 )
             }  # fmt: skip
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Fold each repo this source made into the code source's repo of the same path, once
+        one knows it (GitLab listed the project after Jenkins built it: a project list cut short,
+        GitLab added later, the bot given access later): the builds move to it, as if it had
+        been known when they were synced."""
+        for path, candidates in self.by_path.items():
+            own = [c for c in candidates if c[0] in self.own]
+            for shadow, host in own:
+                into = min(
+                    (c for c in candidates if c[0] in self.code),
+                    key=lambda c: c[1] != host,
+                    default=None,
+                )
+                if into is None:
+                    continue
+                moved = self._write(functools.partial(merge_repo, shadow=shadow, into=into[0]))
+                log.info(
+                    "%s: repo %s (from build remotes) folded into the code source's repo %s "
+                    "(%d deployments to derive again)",
+                    self.run.summary.name,
+                    path,
+                    into[0],
+                    moved,
+                )
+                candidates.remove((shadow, host))
+                self.own.discard(shadow)
+        self._write(self._service_repos)
+
+    def _service_repos(self, conn: Connection) -> int:
+        """Deployments this source wrote without a repo (no checkout of theirs named one) take
+        their service's once it has one (a code source registered it since), as a deployment
+        written now would; returns how many."""
+        service_repo = select(Service.repo_id).where(Service.id == Deployment.service_id)
+        return conn.execute(
+            update(Deployment)
+            .where(
+                Deployment.source_id == self.source_id,
+                Deployment.repo_id.is_(None),
+                service_repo.where(Service.repo_id.is_not(None)).exists(),
+            )
+            .values(repo_id=service_repo.scalar_subquery(), changed_at=datetime.now(UTC))
+        ).rowcount
 
     def _index(self, repo_id: int, path: str, host: str) -> None:
         self.by_path.setdefault(path.lower().strip("/"), []).append((repo_id, host))

@@ -84,6 +84,7 @@ class FaultProxy:
         self._per_target: Counter[str] = Counter()
         self._reserved = 0  # faults decided in this run
         self._storms: dict[str, int] = {}
+        self._forcing: dict[str, str] = {}  # path part -> kind to inject once (`force`)
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         rewrites[self.upstream] = self.url
@@ -105,7 +106,25 @@ class FaultProxy:
             self._per_target = Counter()
             self._reserved = 0
             self._storms = {}
+            self._forcing = {}
             self.on_request = None
+
+    def force(self, path: str, kind: str) -> None:
+        """Inject `kind` once, outside the schedule, into the first GET whose path contains
+        `path` and to which `kind` applies (faults on or off)."""
+        with self._lock:
+            self._forcing[path] = kind
+
+    def _forced(self, path: str, applicable: list[str]) -> str | None:
+        with self._lock:
+            part = next(
+                (p for p, k in self._forcing.items() if p in path and k in applicable), None
+            )
+            if part is None:
+                return None
+            kind = self._forcing.pop(part)
+            self.fired[kind] += 1
+            return kind
 
     def close(self) -> None:
         self._server.shutdown()
@@ -193,13 +212,17 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             status, headers, data = self._forward(body)
-            if decision is None or self.command != "GET":
+            if self.command != "GET":
                 return self._answer(status, headers, data)
             applicable = ["429-seconds", "429-date", "5xx-storm", "drop", "stall"]
-            if status == 200 and data and self.command != "HEAD":
+            if status == 200 and data:
                 applicable += ["truncated", "malformed"]
                 if _is_list_page(headers, data):
                     applicable.append("short")
+            if forced := proxy._forced(self.path, applicable):
+                return self._inject(forced, status, headers, data)
+            if decision is None:
+                return self._answer(status, headers, data)
             self._inject(proxy._choose(target, applicable), status, headers, data)
 
         def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

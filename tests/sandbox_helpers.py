@@ -137,17 +137,36 @@ def by_natural_keys(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 
             def value(column: Column[Any], v: Any) -> Any:
                 fk = next(iter(column.foreign_keys), None)
-                return v if fk is None or v is None else keys[fk.column.table.name][v]
+                # a column holding another row's id without a foreign key names it in `refers`
+                referred = column.info.get("refers") or (fk and fk.column.table.name)
+                return v if not referred or v is None else keys[referred][v]
 
             query = select(table.c.id, *columns)
             if table.name in SNAPSHOTS:
                 taken = table.c[SNAPSHOTS[table.name][0]]
                 query = query.where(taken == select(func.max(taken)).scalar_subquery())
-            rows, ids = [], {}
-            for row in conn.execute(query).all():
-                canonical = {c.name: value(c, v) for c, v in zip(columns, row[1:], strict=True)}
-                ids[row[0]] = tuple(canonical[n] for n in _natural_key(table))
-                rows.append(tuple(canonical[c.name] for c in columns if _compared(c)))
-            keys[table.name] = ids
-            out[table.name] = sorted(rows, key=repr)
+            found = conn.execute(query).all()
+            natural = [c for c in columns if c.name in _natural_key(table)]
+            keys[table.name] = {  # first, so that a row may refer to another of its table
+                row[0]: tuple(value(c, row[1 + columns.index(c)]) for c in natural) for row in found
+            }
+            out[table.name] = sorted(
+                (
+                    tuple(
+                        value(c, v) for c, v in zip(columns, row[1:], strict=True) if _compared(c)
+                    )
+                    for row in found
+                ),
+                key=repr,
+            )
     return out
+
+
+def differences(table: str, found: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> str:
+    """What a table lacks and what it has too many of, against the reference (a few rows each)."""
+    missing = [r for r in expected if r not in found]
+    extra = [r for r in found if r not in expected]
+    return (
+        f"{table} differs: {len(found)} rows, {len(expected)} expected;\n"
+        f"missing {missing[:2]}\nunexpected {extra[:2]}"
+    )

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, select, update
 
-from warehouse.schema import Base, Environment, Source, table_of
+from warehouse.schema import (
+    Base,
+    Branch,
+    CodeAnalysis,
+    Commit,
+    CommitParent,
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Environment,
+    MergeRequest,
+    MrCommit,
+    Pipeline,
+    Repo,
+    RollupPipelineDay,
+    Service,
+    Source,
+    table_of,
+)
 from warehouse.upsert import natural_key_columns, upsert
 from warehouse.vocabulary import CanonicalEnvironment
 
@@ -64,3 +83,41 @@ def ensure_environment(
             update(Environment).where(Environment.id == locked.id).values(raw_names=raw_names)
         )
     return int(locked.id)
+
+
+def merge_repo(conn: Connection, *, shadow: int, into: int) -> int:
+    """Fold repo `shadow` into repo `into`: what refers to it (pipelines, deployments, services,
+    code analyses) refers to `into`, and `shadow` goes with the rows only it held (commits and
+    parent links from build changelogs, branches, its pipeline-day rollups). A build server
+    registers such a repo from a remote URL no code source knew yet; once one does, its builds
+    belong to the code source's repo, as they would had it been known from the start.
+
+    Moved pipelines and deployments are stamped changed and the deployments' derived links
+    dropped, so the next derive re-derives their chains on `into`'s history and rolls their days
+    up again. Returns the deployments moved (0 when `shadow` is gone already: another worker
+    merged it)."""
+    if conn.execute(select(Repo.id).where(Repo.id == shadow)).first() is None:
+        return 0
+    now = datetime.now(UTC)
+    moved = list(
+        conn.execute(
+            select(Deployment.id)
+            .outerjoin(Service, Service.id == Deployment.service_id)
+            .where(func.coalesce(Deployment.repo_id, Service.repo_id) == shadow)
+        ).scalars()
+    )
+    for start in range(0, len(moved), 500):
+        part = moved[start : start + 500]
+        conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(part)))
+        conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
+        conn.execute(update(Deployment).where(Deployment.id.in_(part)).values(changed_at=now))
+    for fact in (Pipeline, Deployment):
+        conn.execute(
+            update(fact).where(fact.repo_id == shadow).values(repo_id=into, changed_at=now)
+        )
+    for dimension in (Service, CodeAnalysis):
+        conn.execute(update(dimension).where(dimension.repo_id == shadow).values(repo_id=into))
+    for held in (RollupPipelineDay, MrCommit, MergeRequest, Branch, CommitParent, Commit):
+        conn.execute(delete(held).where(held.repo_id == shadow))
+    conn.execute(delete(Repo).where(Repo.id == shadow))
+    return len(moved)

@@ -480,11 +480,11 @@ class Incident(Base):
     # `warehouse.references.incident_mentions`); derive counts incidents naming each other once:
     # `duplicate_of` is the incident of the group that is counted (docs/METRICS.md)
     mentions: Mapped[str | None] = mapped_column(Text)
-    duplicate_of: Mapped[int | None]
+    duplicate_of: Mapped[int | None] = mapped_column(info={"refers": "incident"})
     changed_at: Mapped[datetime | None] = changed()  # derive recomputes its service's failures
     # derive: the service whose change failures counted it last (one it moved away from is
     # recomputed too)
-    failure_service_id: Mapped[int | None]
+    failure_service_id: Mapped[int | None] = mapped_column(info={"refers": "service"})
 
 
 # --- work items (Jira, Zentao) ------------------------------------------------------------
