@@ -20,9 +20,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy.orm import aliased
 
 from analytics import releases
 from analytics.images import resolve_images
@@ -55,6 +56,7 @@ from warehouse.statistics import analyze
 from warehouse.upsert import upsert
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 @dataclass
@@ -227,6 +229,8 @@ def derive(
         dirty: dict[int, datetime] = {}  # service -> earliest moment whose day to roll up again
         rederived: dict[int, datetime] = {}  # repository -> earliest finish re-derived
         late = late_chains(conn, changed_after)
+        for chain, moment in _rechained(conn, changed_after).items():
+            late[chain] = min(moment, late.get(chain, moment))
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
@@ -276,7 +280,7 @@ def derive(
     return summary
 
 
-def _earliest(moments: dict[int, datetime], key: int, moment: datetime) -> None:
+def _earliest(moments: dict[K, datetime], key: K, moment: datetime) -> None:
     moments[key] = min(moment, moments.get(key, moment))
 
 
@@ -405,6 +409,37 @@ def _stale_chains(
 CLOCK_SKEW = timedelta(minutes=5)
 
 
+def _rechained(conn: Connection, after: datetime | None) -> dict[Chain, datetime]:
+    """Chains a deployment written since `after` and chained before may have made wrong (its
+    status, finish, service, environment or repository corrected since): the chain its row sits
+    in, from the finish the row holds, and the chain it belongs to now, from its finish."""
+    if after is None:
+        return {}
+    chained = aliased(Service)
+    rows = conn.execute(
+        select(
+            DeploymentChain.service_id,
+            DeploymentChain.environment_id,
+            func.coalesce(Deployment.repo_id, chained.repo_id),
+            DeploymentChain.finished_at,
+            Deployment.service_id,
+            Deployment.environment_id,
+            DEPLOYMENT_REPO,
+            Deployment.finished_at,
+        )
+        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        .join(chained, chained.id == DeploymentChain.service_id)
+        .outerjoin(Service, Service.id == Deployment.service_id)
+        .where(Deployment.changed_at >= after)
+    ).all()
+    stale: dict[Chain, datetime] = {}
+    for s, e, r, since, service, environment, repo, finished in rows:
+        _earliest(stale, (s, e, r), since)
+        if service is not None and environment is not None and finished is not None:
+            _earliest(stale, (service, environment, repo), finished)
+    return stale
+
+
 def _changed_after(conn: Connection) -> datetime | None:
     """Rows changed at or after this are late for the last derive: its start, less the clock
     skew margin on PostgreSQL (None: no derive ran yet)."""
@@ -487,11 +522,24 @@ def _derive_chain(
         Deployment.service_id == service_id,
         Deployment.environment_id == environment_id,
     )
+    # the rows from `since` on go first: a deployment no longer successful or moved elsewhere
+    # since it was chained leaves none behind
+    stale = select(DeploymentChain.deployment_id).where(
+        DeploymentChain.service_id == service_id,
+        DeploymentChain.environment_id == environment_id,
+        DeploymentChain.finished_at >= since,
+    )
+    conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(stale)))
+    dropped = conn.execute(
+        delete(DeploymentChain).where(
+            DeploymentChain.id.in_(stale.with_only_columns(DeploymentChain.id))
+        )
+    ).rowcount
     if (
         conn.execute(select(Deployment.id).where(chain, Deployment.finished_at >= since)).first()
         is None
     ):
-        return False  # late data newer than every deployment of the chain: nothing to redo
+        return dropped > 0  # nothing to link from `since` on (late data newer than the chain)
     rows = conn.execute(
         select(
             Deployment.id,

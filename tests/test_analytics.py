@@ -357,6 +357,60 @@ def test_incremental_derive_equals_full(world: World, monkeypatch: pytest.Monkey
     assert chain(world) == incremental
 
 
+def test_a_deployment_corrected_after_it_was_chained_is_derived_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment written again after derive chained it (its status, finish, environment or
+    service corrected: a release system re-sending an event, a source fixing a record) is
+    re-derived where it was and where it is now: after each correction the derived tables and
+    rollups equal a full derive's."""
+    from analytics.derive import derive
+    from tests.sandbox_helpers import by_natural_keys, differences
+
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))
+    other = World(world.engine, service="cart")
+    world.line("a", "b", "c", "d", "e")
+    for i, sha in enumerate("abcde"):
+        world.deploy(sha, at(10 * i))
+    world.deploy("e", at(45), env="staging")
+    world.incident("i1", at(21), at(23))
+    world.derive()
+
+    def corrected(external: str, **values: object) -> None:
+        """The row written again whole, as a source re-sending it would."""
+        with world.engine.connect() as conn:
+            row = (
+                conn.execute(select(Deployment).where(Deployment.external_id == external))
+                .mappings()
+                .one()
+            )
+        keep = {k: v for k, v in row.items() if k not in ("id", "changed_at")}
+        world.add(Deployment, [{**keep, **values}])
+
+    steps: list[tuple[str, dict[str, object]]] = [
+        ("the last one failed after all", {"d5": {"status": "failed"}}),
+        ("one in the middle failed after all", {"d2": {"status": "failed"}}),
+        ("a finish corrected past the next one", {"d3": {"finished_at": at(35)}}),
+        ("moved to staging", {"d4": {"environment_id": world.env["staging"]}}),
+        ("moved to another service", {"d1": {"service_id": other.service}}),
+        ("succeeded after all", {"d5": {"status": "success"}, "d2": {"status": "success"}}),
+    ]
+    for name, changes in steps:
+        for external, values in changes.items():
+            corrected(external, **values)
+        summary = world.derive()
+        assert summary.chains, name
+        incremental = by_natural_keys(world.engine)
+        derive(world.engine, full=True)
+        full = by_natural_keys(world.engine)
+        differing = [
+            differences(t, incremental[t], rows)
+            for t, rows in full.items()
+            if incremental[t] != rows
+        ]
+        assert not differing, name + "\n" + "\n".join(differing)
+
+
 def failures(engine: Engine) -> list[tuple[object, ...]]:
     """change_failure by deployment: (service, deployment, reasons, recovery)."""
     with engine.connect() as conn:
