@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.orm import aliased
 
 from analytics import releases
+from analytics.ancestry import CommitGraph, mark_generations, refresh_generations
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
 from analytics.rules import DEPLOYMENT_REPO, FailureRules
@@ -35,6 +36,7 @@ from warehouse.image_repositories import Configured
 from warehouse.schema import (
     ChangeFailure,
     Commit,
+    CommitGeneration,
     CommitParent,
     Deployment,
     DeploymentChain,
@@ -62,6 +64,7 @@ K = TypeVar("K")
 @dataclass
 class DeriveSummary:
     images: int = 0  # image revisions found from tags
+    generations: int = 0  # commit generations written (analytics.ancestry)
     resolved_deployments: int = 0  # deployments given a digest
     chains: int = 0
     deployments: int = 0
@@ -86,99 +89,12 @@ class _Step:
     ref: str | None
 
 
-class CommitGraph:
-    """One repository's commit graph (parents only), loaded once per derive; what lead time needs
-    about a commit is looked up for the few commits that are changes (`starts`)."""
-
-    def __init__(self, conn: Connection, repo_id: int | None) -> None:
-        self.conn = conn
-        self.repo_id = repo_id  # None: a service without a repository (events pushed to us)
-        self._parents: dict[str, list[str]] | None = None
-
-    @property
-    def parents(self) -> dict[str, list[str]]:
-        """sha -> parent shas, read on first use: a chain that late data touched but that has
-        nothing to re-derive never reads its repository's graph."""
-        if self._parents is None:
-            self._parents = defaultdict(list)
-            if self.repo_id is not None:
-                rows = self.conn.execute(
-                    select(CommitParent.sha, CommitParent.parent_sha).where(
-                        CommitParent.repo_id == self.repo_id
-                    )
-                )
-                for sha, parent in rows:
-                    self._parents[sha].append(parent)
-        return self._parents
-
-    def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
-        """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
-        the authored_at of its merge request's first commit."""
-        out: dict[str, tuple[datetime | None, bool]] = {}
-        for part in range(0, len(shas), 500):
-            chunk = shas[part : part + 500]
-            for sha, authored, is_merge in self.conn.execute(
-                select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
-                    Commit.repo_id == self.repo_id, Commit.sha.in_(chunk)
-                )
-            ):
-                out[sha] = (authored, bool(is_merge) or len(self.parents.get(sha, ())) > 1)
-            squashed = (
-                select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
-                .join(
-                    MrCommit,
-                    and_(
-                        MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid
-                    ),
-                )
-                .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-                .where(
-                    MergeRequest.repo_id == self.repo_id, MergeRequest.squash_commit_sha.in_(chunk)
-                )
-                .group_by(MergeRequest.squash_commit_sha)
-            )
-            for squash_sha, first in self.conn.execute(squashed):
-                if squash_sha:
-                    out[squash_sha] = (first, out.get(squash_sha, (None, False))[1])
-        for sha in shas:
-            out.setdefault(sha, (None, len(self.parents.get(sha, ())) > 1))
-        return out
-
-    def ancestors(self, sha: str) -> set[str]:
-        """Every commit reachable from `sha`, itself included."""
-        seen, stack = set(), [sha]
-        while stack:
-            current = stack.pop()
-            if current not in seen:
-                seen.add(current)
-                stack.extend(self.parents.get(current, ()))
-        return seen
-
-    def new_since(
-        self, sha: str, known: set[str], previous: str | None = None
-    ) -> tuple[list[str], bool]:
-        """Commits reachable from `sha` and not in `known` (the previous deployment's ancestors),
-        and whether the walk reached `previous` (then it is an ancestor of `sha`)."""
-        found, stack = [], [sha]
-        seen: set[str] = set()
-        reached = False
-        while stack:
-            current = stack.pop()
-            if current == previous:
-                reached = True
-            if current in seen or current in known:
-                continue
-            seen.add(current)
-            found.append(current)
-            stack.extend(self.parents.get(current, ()))
-        return found, reached
-
-
 # what derive (and the image resolution it starts with) reads: their statistics are refreshed first
 DERIVE_READS = tuple(
     t.__tablename__
     for t in (
         Commit,
+        CommitGeneration,
         CommitParent,
         Deployment,
         DeploymentChain,
@@ -222,6 +138,7 @@ def derive(
             for table in (ChangeFailure, DeploymentChange, DeploymentChain):
                 conn.execute(delete(table))
         changed_after = None if full else _changed_after(conn)
+        summary.generations = refresh_generations(conn, changed_after)
         resolved = resolve_images(conn, tag_revision_pattern, image_repositories, changed_after)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}
@@ -270,6 +187,7 @@ def derive(
             summary.rollup_days = rollups.refresh(
                 conn, timezone, rules, dirty, _pipelines_changed(conn, changed_after)
             )
+        mark_generations(conn, started_at)
         upsert(
             conn,
             DeriveState,
@@ -568,11 +486,12 @@ def _derive_chain(
     earlier = steps[:first_new]
     ran = {_image(s) for s in earlier[:-1]}  # images that ran before the previous deployment
     previous = earlier[-1] if earlier else None
-    known = graph.ancestors(previous.sha) if previous and previous.sha else set()
+    # what the chain ran last is the history of its last deployment that named a commit
+    base = next((s.sha for s in reversed(earlier) if s.sha), None)
     chain_rows: list[dict[str, Any]] = []
     new_changes: list[tuple[int, str]] = []
     for step in steps[first_new:]:
-        rollback, changes, known = _link(graph, step, previous, known, ran)
+        rollback, changes, base = _link(graph, step, previous, base, ran)
         chain_rows.append(
             {
                 "deployment_id": step.id,
@@ -594,8 +513,8 @@ def _derive_chain(
     # brought here before: by the baseline (its history) or as an earlier deployment's change
     carried: set[str] = set()
     if shas:
-        baseline = graph.ancestors(steps[0].sha) if steps[0].sha else set()
-        carried = (baseline & set(shas)) | _carried(conn, service_id, environment_id, shas)
+        baseline = graph.ancestors_among(shas, steps[0].sha) if steps[0].sha else set()
+        carried = baseline | _carried(conn, service_id, environment_id, shas)
     starts = graph.starts(shas)
     change_rows = []
     for deployment_id, sha in new_changes:
@@ -626,20 +545,20 @@ def _image(step: _Step) -> str:
 
 
 def _link(
-    graph: CommitGraph, step: _Step, previous: _Step | None, known: set[str], ran: set[str]
-) -> tuple[bool, list[str], set[str]]:
-    """(rollback, changes, ancestors of step) for `step` after `previous`, whose ancestors are
-    `known`; `ran` holds the images that ran before `previous`."""
+    graph: CommitGraph, step: _Step, previous: _Step | None, base: str | None, ran: set[str]
+) -> tuple[bool, list[str], str | None]:
+    """(rollback, changes, base after step) for `step` after `previous`; `base` is the commit
+    whose history the chain ran last (None: none named yet), `ran` the images that ran before
+    `previous`."""
     if previous is None:
-        return False, [], graph.ancestors(step.sha) if step.sha else set()
+        return False, [], step.sha or None
     if not step.sha and step.digest and step.digest != previous.digest:  # only the image known
-        return _image(step) in ran, [], known
+        return _image(step) in ran, [], base
     if not step.sha or step.sha == previous.sha:  # a redeploy: neither change nor rollback
-        return False, [], known
-    if step.sha in known or _image(step) in ran:
-        return True, [], graph.ancestors(step.sha)
-    changes, reached = graph.new_since(step.sha, known, previous.sha)
-    return False, changes, known | set(changes) if reached else graph.ancestors(step.sha)
+        return False, [], base
+    if (base is not None and graph.is_ancestor(step.sha, base)) or _image(step) in ran:
+        return True, [], step.sha
+    return False, graph.difference(step.sha, base), step.sha
 
 
 def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) -> None:
@@ -659,7 +578,7 @@ def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) 
     first: set[tuple[int, str]] = set()
     for deployment_id, sha, _ in rows:
         if sha:
-            found, _ = graph.new_since(sha, carried)
+            found = graph.new_since(sha, carried)
             first.update((deployment_id, c) for c in found)
             carried.update(found)
     ids = [deployment_id for deployment_id, _, _ in rows]

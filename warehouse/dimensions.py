@@ -13,6 +13,7 @@ from warehouse.schema import (
     Branch,
     CodeAnalysis,
     Commit,
+    CommitGeneration,
     CommitParent,
     Deployment,
     DeploymentChain,
@@ -117,7 +118,16 @@ def merge_repo(conn: Connection, *, shadow: int, into: int) -> int:
         )
     for dimension in (Service, CodeAnalysis):
         conn.execute(update(dimension).where(dimension.repo_id == shadow).values(repo_id=into))
-    for held in (RollupPipelineDay, MrCommit, MergeRequest, Branch, CommitParent, Commit):
+    held_only = (
+        RollupPipelineDay,
+        MrCommit,
+        MergeRequest,
+        Branch,
+        CommitGeneration,
+        CommitParent,
+        Commit,
+    )
+    for held in held_only:
         conn.execute(delete(held).where(held.repo_id == shadow))
     conn.execute(delete(Repo).where(Repo.id == shadow))
     return len(moved)

@@ -663,10 +663,26 @@ class DeploymentChange(Base):
     first_in_production: Mapped[bool] = mapped_column(default=False)
 
 
+class CommitGeneration(Base):
+    """A commit's generation in its repository's graph, maintained by derive: 1 + the largest
+    generation of its parents (a commit without parent links, or a parent the warehouse has no
+    links of, is generation 1; only commits with parent links have a row). A commit's ancestors
+    all have smaller generations, so a walk in decreasing generation stops as soon as what it
+    looks for cannot lie deeper (`analytics.ancestry`)."""
+
+    __tablename__ = "commit_generation"
+    __table_args__ = (natural_key("repo_id", "sha"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    sha: Mapped[str] = mapped_column(Sha)
+    generation: Mapped[int]
+
+
 class DeriveState(Base):
     """When a derive last ran (`name` "derive"): data changed after its start may have arrived after
     the deployments it derived (late commits, merge requests), so the next derive re-derives them.
-    `name` "released": the start of the derive that last refreshed `merge_request.released_at`."""
+    `name` "released": the start of the derive that last refreshed `merge_request.released_at`;
+    `name` "generations": of the derive that last brought `commit_generation` up to date."""
 
     __tablename__ = "derive_state"
     __table_args__ = (natural_key("name"),)

@@ -1,0 +1,342 @@
+"""A repository's commit graph for derive and drift: which commits a deployment brought that the
+previous one did not (`CommitGraph.difference`), whether a commit is an ancestor of another
+(`is_ancestor`, `ancestors_among`), and the commit generations (`commit_generation`) that bound
+those walks.
+
+A commit's generation is 1 + the largest of its parents' (1 without parent links): every ancestor
+of a commit has a smaller one. Walking from two tips at once in decreasing generation, as git's
+merge-base walk does with generation numbers, a commit is final once taken from the heap (all its
+children in the walk came before it), and the walk stops when nothing it still looks for can lie
+deeper: it reads the commits between the two tips and their fork points, not the repository's
+history. Parent links are read a frontier at a time, so a walk costs a few indexed reads.
+
+Generations are derived: `refresh_generations` computes them for the commits whose parent links
+were written since the last derive and, when that changes a commit's generation (a parent link
+that arrived late), for its descendants in turn; a full derive, or the first derive after
+migration 0027, computes every repository's.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, delete, func, select
+
+from warehouse.schema import (
+    Commit,
+    CommitGeneration,
+    CommitParent,
+    DeriveState,
+    MergeRequest,
+    MrCommit,
+)
+from warehouse.upsert import upsert
+
+STATE = "generations"  # derive_state row of the last refresh
+BATCH = 500  # shas per read
+
+
+class CommitGraph:
+    """One repository's commit graph, read as walks need it; what lead time needs about a commit
+    is looked up for the few commits that are changes (`starts`)."""
+
+    def __init__(self, conn: Connection, repo_id: int | None) -> None:
+        self.conn = conn
+        self.repo_id = repo_id  # None: a service without a repository (events pushed to us)
+        self._parents: dict[str, tuple[str, ...]] = {}
+        self._generation: dict[str, int] = {}
+        self._whole: dict[str, list[str]] | None = None
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _load(self, shas: Iterable[str]) -> None:
+        """Read the parent links of `shas` not read yet, with each parent's generation."""
+        wanted = [s for s in dict.fromkeys(shas) if s not in self._parents]
+        for start in range(0, len(wanted), BATCH):
+            part = wanted[start : start + BATCH]
+            found: dict[str, list[str]] = {s: [] for s in part}
+            if self.repo_id is not None:
+                rows = self.conn.execute(
+                    select(
+                        CommitParent.sha,
+                        CommitParent.parent_sha,
+                        func.coalesce(CommitGeneration.generation, 1),
+                    )
+                    .outerjoin(
+                        CommitGeneration,
+                        and_(
+                            CommitGeneration.repo_id == CommitParent.repo_id,
+                            CommitGeneration.sha == CommitParent.parent_sha,
+                        ),
+                    )
+                    .where(CommitParent.repo_id == self.repo_id, CommitParent.sha.in_(part))
+                )
+                for sha, parent, generation in rows:
+                    found[sha].append(parent)
+                    self._generation.setdefault(parent, generation)
+            for sha, parents in found.items():
+                self._parents[sha] = tuple(parents)
+                self._generation[sha] = 1 + max((self._generation[p] for p in parents), default=0)
+
+    def parents_of(self, sha: str, frontier: Iterable[str] = ()) -> tuple[str, ...]:
+        """`sha`'s parents; read with those of `frontier` (commits a walk will want next)."""
+        if sha not in self._parents:
+            self._load([sha, *(s for s in frontier if s not in self._parents)][:BATCH])
+        return self._parents[sha]
+
+    def generation(self, sha: str) -> int:
+        if sha not in self._generation:
+            self._load([sha])
+        return self._generation[sha]
+
+    @property
+    def parents(self) -> dict[str, list[str]]:
+        """sha -> parent shas of the whole repository, read once (`new_since` walks from many
+        tips at once)."""
+        if self._whole is None:
+            self._whole = defaultdict(list)
+            if self.repo_id is not None:
+                for sha, parent in self.conn.execute(
+                    select(CommitParent.sha, CommitParent.parent_sha).where(
+                        CommitParent.repo_id == self.repo_id
+                    )
+                ):
+                    self._whole[sha].append(parent)
+        return self._whole
+
+    # -- walks ---------------------------------------------------------------------------------
+
+    def difference(self, tip: str, base: str | None) -> list[str]:
+        """Commits reachable from `tip` and not from `base` (None: every commit reachable from
+        `tip`), walking both in decreasing generation until no commit reachable from `tip`
+        alone is left to take."""
+        if base is None:
+            return sorted(self.ancestors(tip))
+        uninteresting: dict[str, bool] = {}  # sha -> reachable from base (final once taken)
+        heap: list[tuple[int, str]] = []
+        live = 0  # commits waiting in the heap that are reachable from tip alone so far
+
+        def push(sha: str, from_base: bool) -> None:
+            nonlocal live
+            seen = uninteresting.get(sha)
+            if seen is None:
+                uninteresting[sha] = from_base
+                heapq.heappush(heap, (-self.generation(sha), sha))
+                live += not from_base
+            elif from_base and not seen:
+                uninteresting[sha] = True
+                live -= 1
+
+        push(tip, False)
+        push(base, True)
+        found: list[str] = []
+        while live:
+            _, sha = heapq.heappop(heap)
+            from_base = uninteresting[sha]
+            if not from_base:
+                live -= 1
+                found.append(sha)
+            for parent in self.parents_of(sha, (s for _, s in heap)):
+                push(parent, from_base)
+        return found
+
+    def ancestors_among(self, shas: Iterable[str], tip: str) -> set[str]:
+        """Which of `shas` are reachable from `tip` (itself included): the walk from `tip` goes
+        no deeper than the smallest generation among them."""
+        wanted = set(shas)
+        self._load([tip, *wanted])
+        floor = min((self._generation[s] for s in wanted), default=0)
+        found: set[str] = set()
+        seen, stack = {tip}, [tip]
+        while stack and len(found) < len(wanted):
+            sha = stack.pop()
+            if sha in wanted:
+                found.add(sha)
+            for parent in self.parents_of(sha, stack):
+                if parent not in seen and self.generation(parent) >= floor:
+                    seen.add(parent)
+                    stack.append(parent)
+        return found
+
+    def is_ancestor(self, sha: str, tip: str) -> bool:
+        """Whether `sha` is reachable from `tip` (itself included)."""
+        return sha == tip or bool(self.ancestors_among([sha], tip))
+
+    def ancestors(self, sha: str) -> set[str]:
+        """Every commit reachable from `sha`, itself included (the whole history: for a first
+        deployment whose previous one named no commit)."""
+        seen, stack = set(), [sha]
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.parents_of(current, stack))
+        return seen
+
+    def new_since(self, sha: str, known: set[str]) -> list[str]:
+        """Commits reachable from `sha` and not in `known` (ancestors of several tips at once)."""
+        found, stack = [], [sha]
+        seen: set[str] = set()
+        parents = self.parents
+        while stack:
+            current = stack.pop()
+            if current in seen or current in known:
+                continue
+            seen.add(current)
+            found.append(current)
+            stack.extend(parents.get(current, ()))
+        return found
+
+    # -- lead time ------------------------------------------------------------------------------
+
+    def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
+        """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
+        the authored_at of its merge request's first commit."""
+        self._load(shas)
+        out: dict[str, tuple[datetime | None, bool]] = {}
+        for part in range(0, len(shas), BATCH):
+            chunk = shas[part : part + BATCH]
+            for sha, authored, is_merge in self.conn.execute(
+                select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
+                    Commit.repo_id == self.repo_id, Commit.sha.in_(chunk)
+                )
+            ):
+                out[sha] = (authored, bool(is_merge) or len(self._parents[sha]) > 1)
+            squashed = (
+                select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
+                .join(
+                    MrCommit,
+                    and_(
+                        MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid
+                    ),
+                )
+                .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+                .where(
+                    MergeRequest.repo_id == self.repo_id, MergeRequest.squash_commit_sha.in_(chunk)
+                )
+                .group_by(MergeRequest.squash_commit_sha)
+            )
+            for squash_sha, first in self.conn.execute(squashed):
+                if squash_sha:
+                    out[squash_sha] = (first, out.get(squash_sha, (None, False))[1])
+        for sha in shas:
+            out.setdefault(sha, (None, len(self._parents[sha]) > 1))
+        return out
+
+
+# -- generations -------------------------------------------------------------------------------
+
+
+def refresh_generations(conn: Connection, after: datetime | None) -> int:
+    """Bring `commit_generation` up to date with the parent links written at or after `after`
+    (None, or no refresh recorded: every repository's, from scratch); returns the rows written."""
+    recorded = conn.execute(
+        select(DeriveState.started_at).where(DeriveState.name == STATE)
+    ).scalar()
+    if after is None or recorded is None:
+        conn.execute(delete(CommitGeneration))
+        repos = conn.execute(select(CommitParent.repo_id).distinct()).scalars().all()
+        return sum(_refresh_repo(conn, repo_id, None) for repo_id in repos)
+    by_repo: dict[int, set[str]] = defaultdict(set)
+    changed = select(CommitParent.repo_id, CommitParent.sha).where(CommitParent.changed_at >= after)
+    for repo_id, sha in conn.execute(changed):
+        by_repo[repo_id].add(sha)
+    return sum(_refresh_repo(conn, repo_id, shas) for repo_id, shas in by_repo.items())
+
+
+def mark_generations(conn: Connection, started_at: datetime) -> None:
+    """Record that generations are up to date as of a derive started at `started_at`."""
+    upsert(conn, DeriveState, [{"name": STATE, "started_at": started_at}])
+
+
+def _refresh_repo(conn: Connection, repo_id: int, shas: set[str] | None) -> int:
+    """Recompute the generations of `shas` (None: every commit of the repository, none stored),
+    then of the children of each that changed, until none does; returns the rows written."""
+    written = 0
+    parents = _parent_links(conn, repo_id, shas)
+    while parents:
+        outside = {p for ps in parents.values() for p in ps if p not in parents}
+        known = {} if shas is None else _stored(conn, repo_id, outside | set(parents))
+        computed: dict[str, int] = {}
+        for sha in parents:  # parents first, within `parents`: an explicit stack
+            stack, entered = [sha], set()
+            while stack:
+                top = stack[-1]
+                if top in computed:
+                    stack.pop()
+                    continue
+                # a parent already entered on this path is a cycle (git has none; a corrupt
+                # payload might): its link is left out rather than followed forever
+                waiting = [
+                    p
+                    for p in parents[top]
+                    if p in parents and p not in computed and p not in entered
+                ]
+                if top not in entered and waiting:
+                    entered.add(top)
+                    stack.extend(waiting)
+                    continue
+                stack.pop()
+                computed[top] = 1 + max(
+                    (computed.get(p, 1) if p in parents else known.get(p, 1) for p in parents[top]),
+                    default=0,
+                )
+        moved = {s: g for s, g in computed.items() if known.get(s) != g}
+        rows = [{"repo_id": repo_id, "sha": s, "generation": g} for s, g in moved.items()]
+        written += upsert(conn, CommitGeneration, rows)
+        if shas is None:
+            break  # every commit computed at once: no child is left behind
+        # a commit whose generation moved moves its children's (a parent link arrived late)
+        children = _children(conn, repo_id, set(moved)) - set(parents)
+        parents = _parent_links(conn, repo_id, children) if children else {}
+    return written
+
+
+def _parent_links(conn: Connection, repo_id: int, shas: set[str] | None) -> dict[str, list[str]]:
+    """sha -> its parents, for `shas` (None: the whole repository)."""
+    links = select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
+    if shas is None:
+        found: dict[str, list[str]] = defaultdict(list)
+        for sha, parent in conn.execute(links):
+            found[sha].append(parent)
+        return dict(found)
+    found = {s: [] for s in shas}
+    ordered = sorted(shas)
+    for start in range(0, len(ordered), BATCH):
+        for sha, parent in conn.execute(
+            links.where(CommitParent.sha.in_(ordered[start : start + BATCH]))
+        ):
+            found[sha].append(parent)
+    return found
+
+
+def _stored(conn: Connection, repo_id: int, shas: set[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    ordered = sorted(shas)
+    for start in range(0, len(ordered), BATCH):
+        for sha, generation in conn.execute(
+            select(CommitGeneration.sha, CommitGeneration.generation).where(
+                CommitGeneration.repo_id == repo_id,
+                CommitGeneration.sha.in_(ordered[start : start + BATCH]),
+            )
+        ):
+            out[sha] = generation
+    return out
+
+
+def _children(conn: Connection, repo_id: int, shas: set[str]) -> set[str]:
+    out: set[str] = set()
+    ordered = sorted(shas)
+    for start in range(0, len(ordered), BATCH):
+        out.update(
+            conn.execute(
+                select(CommitParent.sha).where(
+                    CommitParent.repo_id == repo_id,
+                    CommitParent.parent_sha.in_(ordered[start : start + BATCH]),
+                )
+            ).scalars()
+        )
+    return out
