@@ -7,6 +7,7 @@ httpx, `collectors.tracker_client`).
       GET /incidents?service_ids[]=&since=&until=  windows of at most 6 months; offset paging
       GET /incidents/{id}/log_entries              new or changed incidents only
       GET /incidents/{id}/related_change_events    new or changed incidents only
+      GET /incidents/{id}                          open ones it no longer lists (reassigned)
 
 Decisions where DESIGN.md is silent:
 - Every incident of a mapped service is an incident of our service; services not in
@@ -19,8 +20,17 @@ Decisions where DESIGN.md is silent:
 - Cursor: the creation time of the oldest incident still open at the end of the sync (it can still
   be acknowledged or resolved), else the sync's start; the next sync re-reads from there minus
   `[sync] overlap`. PagerDuty incidents do not reopen once resolved, so nothing older changes.
-- An incident whose `updated_at` and status equal what the warehouse holds is not read again
-  (no log entries, no change events): a no-change sync costs the listing pages only.
+- An incident whose `updated_at`, status and service equal what the warehouse holds is not read
+  again (no log entries, no change events): a no-change sync costs the listing pages only.
+- Reassigned incidents (PagerDuty moves an open incident to another service): `/incidents`
+  lists an incident under its service now, by creation, so after a move neither the old
+  service's listing nor the new one's window (its cursor may be past the creation) shows it. An
+  incident the warehouse holds open under a partition's service that the partition's listing did
+  not show is read by id (`GET /incidents/{id}`) and written under the service it is in now: its
+  mapping, or no service when that PagerDuty service is not mapped (kept, counted as unmapped).
+  A normal sync lists every open incident it holds (the cursor is the oldest open one), so this
+  costs a request only per moved incident; one moved in and still open is listed from its new
+  service's next cursor on. PagerDuty moves open incidents only, so a resolved one stays put.
 - Times: acknowledged and resolved from the log entries (`pagerduty_normalize.incident_times`);
   explicit links from the related change events (`pagerduty_normalize.deployment_reference`).
 """
@@ -62,7 +72,7 @@ class MappedService:
 
     id: str
     name: str
-    service: str
+    service: str | None  # None: a PagerDuty service no mapping names (an incident moved there)
 
 
 class PagerDutyCollector(TrackerCollector):
@@ -76,7 +86,8 @@ class PagerDutyCollector(TrackerCollector):
     def __init__(self, source: PagerDutySource, options: Any) -> None:
         super().__init__(source, options)
         self.writer: TrackerWriter | None = None
-        self.known: dict[str, tuple[datetime | None, str | None]] = {}
+        self.known: dict[str, tuple[datetime | None, str | None, str | None]] = {}
+        self.mapped: dict[str, MappedService] = {}
 
     def headers(self) -> dict[str, str]:
         return {
@@ -122,16 +133,20 @@ class PagerDutyCollector(TrackerCollector):
             )
         self.writer = TrackerWriter(self.engine, run.source_id, Refs.from_settings(self.settings))
         self.known = {} if self.full else self._known(run)
+        self.mapped = {m.id: m for m in found}
         return found
 
-    def _known(self, run: SyncRun) -> dict[str, tuple[datetime | None, str | None]]:
+    def _known(self, run: SyncRun) -> dict[str, tuple[datetime | None, str | None, str | None]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(Incident.external_id, Incident.updated_at, Incident.raw_status).where(
-                    Incident.source_id == run.source_id
-                )
+                select(
+                    Incident.external_id,
+                    Incident.updated_at,
+                    Incident.raw_status,
+                    Incident.raw_service,
+                ).where(Incident.source_id == run.source_id)
             )
-            return {ext: (updated, raw) for ext, updated, raw in rows}
+            return {ext: (updated, raw, service) for ext, updated, raw, service in rows}
 
     def lease_of(self, partition: MappedService) -> tuple[str, str]:
         return STREAM, partition.id
@@ -161,24 +176,30 @@ class PagerDutyCollector(TrackerCollector):
                 state = get_state(conn, run.source_id, STREAM, service.id)
             if state is not None and state.cursor:
                 since = datetime.fromisoformat(state.cursor) - self.settings.sync.overlap
-        oldest_open: datetime | None = None
+        opened: list[datetime] = []
+        listed: set[str] = set()
         start = since
         while start < until:
             end = min(start + WINDOW, until)
-            for window_open in self._window(run, service, start, end):
-                oldest_open = window_open if oldest_open is None else min(oldest_open, window_open)
+            opened.extend(self._window(run, service, start, end, listed))
             start = end
-        cursor = min(oldest_open or until, until)
+        opened.extend(self._unlisted(run, service, listed))
+        cursor = min([*opened, until])
         made = self.thread_requests() - before
         run.write(
             STREAM, Batch(), after=run.save_cursor(STREAM, service.id, cursor.isoformat(), made)
         )
 
     def _window(
-        self, run: SyncRun, service: MappedService, since: datetime, until: datetime
+        self,
+        run: SyncRun,
+        service: MappedService,
+        since: datetime,
+        until: datetime,
+        listed: set[str],
     ) -> list[datetime]:
-        """Read the incidents created in [since, until); returns the opening times of those still
-        open. A window over the offset cap is split in halves."""
+        """Read the incidents created in [since, until) (their ids added to `listed`); returns the
+        opening times of those still open. A window over the offset cap is split in halves."""
         params: dict[str, Any] = {
             "service_ids[]": service.id,
             "since": since.isoformat(),
@@ -195,8 +216,8 @@ class PagerDutyCollector(TrackerCollector):
             and until - since > timedelta(seconds=2)
         ):
             middle = since + (until - since) / 2
-            return self._window(run, service, since, middle) + self._window(
-                run, service, middle, until
+            return self._window(run, service, since, middle, listed) + self._window(
+                run, service, middle, until, listed
             )
         opened: list[datetime] = []
         answer, offset = first, 0
@@ -204,6 +225,7 @@ class PagerDutyCollector(TrackerCollector):
             items, more = norm.page_of(answer, "incidents")
             batch = Batch()
             for item in items:
+                listed.add(external_id_of(item))
                 open_at = self._incident(service, item, batch)
                 if open_at is not None:
                     opened.append(open_at)
@@ -214,13 +236,49 @@ class PagerDutyCollector(TrackerCollector):
             answer = self.get("/incidents", params | {"offset": offset, "total": "false"})
         return opened
 
+    def _unlisted(self, run: SyncRun, service: MappedService, listed: set[str]) -> list[datetime]:
+        """The open incidents the warehouse files under `service` that its listing did not show
+        (reassigned to another service: module docstring), read by id and written under the
+        service they are in now; returns the opening times of those open in `service`."""
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                select(Incident.external_id).where(
+                    Incident.source_id == run.source_id,
+                    Incident.raw_service == raw_service(service.id),
+                    Incident.status != "resolved",
+                )
+            ).scalars()
+            missing = sorted(set(held) - listed)
+        opened: list[datetime] = []
+        batch = Batch()
+        for ext in missing:
+            try:
+                item = self.get(f"/incidents/{ext}").get("incident")
+            except TrackerError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("%s: incident %s is gone; kept as it was", self.source.name, ext)
+                continue
+            now = _service_of(item)
+            if now is None:  # malformed: rejected and kept by `_incident`
+                self._incident(service, item, batch)
+                continue
+            moved_to = self.mapped.get(now) or MappedService(now, now, None)
+            open_at = self._incident(moved_to, item, batch)
+            if open_at is not None and moved_to.id == service.id:
+                opened.append(open_at)
+            log.info("%s: incident %s moved to service %s", self.source.name, ext, now)
+        run.write(STREAM, batch)
+        return opened
+
     def _incident(self, service: MappedService, item: Any, batch: Batch) -> datetime | None:
         """Add an incident's rows to `batch` (or keep it as rejected); returns its opening time
         when it is still open. An incident the warehouse holds unchanged costs no request."""
         try:
             row = norm.normalize_incident(item)
             ext = row["external_id"]
-            if self.known.get(ext) != (row["updated_at"], row["raw_status"]):
+            stored = (row["updated_at"], row["raw_status"], raw_service(row["service_ref"]))
+            if self.known.get(ext) != stored:
                 entries = self._log_entries(ext)
                 answer = self.get(f"/incidents/{ext}/related_change_events")
                 events = answer.get("change_events") or []
@@ -251,6 +309,18 @@ class PagerDutyCollector(TrackerCollector):
                 return entries
 
 
+def raw_service(service_id: str) -> str:
+    """An incident's `raw_service`: the PagerDuty service the mapping read."""
+    return f"service={service_id}"
+
+
+def _service_of(item: Any) -> str | None:
+    """The id of the service an incident payload names, None when it names none."""
+    service = item.get("service") if isinstance(item, dict) else None
+    ident = service.get("id") if isinstance(service, dict) else None
+    return ident if isinstance(ident, str) and ident else None
+
+
 def _tracked(
     service: MappedService, row: dict[str, Any], entries: list[Any], events: list[Any]
 ) -> TrackerIncident:
@@ -274,6 +344,6 @@ def _tracked(
         url=row["url"],
         mentions=tuple(row["mentions"]),
         service=service.service,
-        raw_service=f"service={service.id}",
+        raw_service=raw_service(service.id),
         links=() if ref is None else (ChangeRef(ref.kind, ref.value, ref.project or ""),),
     )

@@ -17,7 +17,11 @@ JQL: the subset the collector sends, parsed for real (anything else is a 400 nam
 time zone (`timezone`, to the minute), joined by AND, then `ORDER BY updated ASC, key ASC`.
 
 The world is shown as of `at` (`advance`): issues created later do not exist, transitions later
-have not happened. `corrupt(key)` serves that issue with an unreadable `created`.
+have not happened, an incident moved to another service later (`TrackerItem.moved_at`) still
+shows its first component. The move is a history entry of its own (field `components`, the old
+and new component), and moves the issue's `updated`; the bulk changelog serves only the entries
+of the `fieldIds` asked for, as Jira does. `corrupt(key)` serves that issue with an unreadable
+`created`.
 """
 
 from __future__ import annotations
@@ -170,8 +174,25 @@ class JiraSimulator:
     def history(self, item: TrackerItem) -> list[Any]:
         return [t for t in item.transitions if t.at <= self.at]
 
+    def moved(self, item: TrackerItem) -> bool:
+        """Whether the item's move to another service (component) has happened."""
+        return item.moved_at is not None and item.moved_at <= self.at
+
     def updated(self, item: TrackerItem) -> datetime:
-        return max([item.created_at, *(t.at for t in self.history(item))])
+        moved = [item.moved_at] if self.moved(item) and item.moved_at else []
+        return max([item.created_at, *(t.at for t in self.history(item)), *moved])
+
+    def changes(self, item: TrackerItem, fields: Any = None) -> list[dict[str, Any]]:
+        """The item's history entries as of `at`, in time order: its status changes and its move
+        (of the `fields` ids only, when given)."""
+        found = [(t.at, t.id, self.change(t)) for t in self.history(item)]
+        if self.moved(item) and item.moved_at is not None and item.move_id is not None:
+            found.append((item.moved_at, item.move_id, self.component_change(item)))
+        entries = [entry for *_, entry in sorted(found, key=lambda f: (f[0], f[1]))]
+        if fields:
+            wanted = {str(f) for f in fields}
+            entries = [e for e in entries if any(i["fieldId"] in wanted for i in e["items"])]
+        return entries
 
     # -- payloads ----------------------------------------------------------------------------
 
@@ -199,7 +220,7 @@ class JiraSimulator:
                 "name": status,
                 "statusCategory": {"key": STATUS_CATEGORY[status]},
             },
-            "components": [{"name": item.service}] if item.service else [],
+            "components": [{"name": service}] if (service := self.service(item)) else [],
             "labels": [item.team],
             "priority": {"name": "High" if item.kind in ("incident", "bug") else "Medium"},
             "created": "yesterday" if item.key in self.corrupted else jira_time(item.created_at),
@@ -214,7 +235,7 @@ class JiraSimulator:
             "fields": fields,
         }
         if changelog:
-            histories = [self.change(t) for t in history]
+            histories = self.changes(item)
             payload["changelog"] = {
                 "startAt": 0,
                 "maxResults": len(histories),
@@ -244,6 +265,35 @@ class JiraSimulator:
             "version": 1,
             "content": [
                 {"type": "paragraph", "content": [{"type": "text", "text": line}]} for line in lines
+            ],
+        }
+
+    def service(self, item: TrackerItem) -> str | None:
+        """The item's component as of `at`."""
+        return item.service_at(self.at)
+
+    def component_id(self, name: str | None) -> str | None:
+        """A component's id: the service's position in the organisation."""
+        names = [s.name for s in self.org.services]
+        return None if name not in names else str(10100 + names.index(name))
+
+    def component_change(self, item: TrackerItem) -> dict[str, Any]:
+        """The history entry of an item's move to another component (service)."""
+        assert item.moved_at is not None
+        return {
+            "id": str(item.move_id),
+            "author": {"accountId": "sandbox", "displayName": "Sandbox"},
+            "created": jira_time(item.moved_at),
+            "items": [
+                {
+                    "field": "Component",
+                    "fieldtype": "jira",
+                    "fieldId": "components",
+                    "from": self.component_id(item.moved_from),
+                    "fromString": item.moved_from,
+                    "to": self.component_id(item.service),
+                    "toString": item.service,
+                }
             ],
         }
 
@@ -301,10 +351,10 @@ class JiraSimulator:
         start = _decode(args.get("nextPageToken"))
         by = {str(i.id): i for i in self.items} | {i.key: i for i in self.items}
         histories = [
-            (str(by[k].id), self.change(t))
+            (str(by[k].id), change)
             for k in wanted
             if k in by and by[k].created_at <= self.at
-            for t in self.history(by[k])
+            for change in self.changes(by[k], args.get("fieldIds"))
         ]
         page = histories[start : start + size]
         logs: dict[str, list[Any]] = {}

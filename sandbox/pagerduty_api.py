@@ -1,13 +1,17 @@
 """A PagerDuty REST API v2 simulator over real HTTP, serving the incidents of the sandbox's
 trackers (`PagerDutyData`, built from the tracker model by `sandbox.trackers`' callers).
 
-Routes (GET): `/services`, `/incidents` (`service_ids[]`, `since`/`until` on `created_at`, at most
-6 months apart, `statuses[]`, `sort_by=created_at:asc|desc`), `/incidents/{id}/log_entries`,
-`/incidents/{id}/related_change_events`. Classic pagination (`limit` up to 100, `offset`,
+Routes (GET): `/services`, `/incidents` (`service_ids[]` on the incident's service at the
+simulator's instant, `since`/`until` on `created_at`, at most 6 months apart, `statuses[]`,
+`sort_by=created_at:asc|desc`), `/incidents/{id}` (`{"incident": ...}`), `/incidents/{id}/
+log_entries`, `/incidents/{id}/related_change_events`. Classic pagination (`limit` up to 100, `offset`,
 `more`, `total` with `total=true`); `offset + limit` over 10,000 answers 400 as PagerDuty does
 (for `/incidents`, over `offset_cap`, which a test may lower). Auth: `Authorization: Token
 token=<key>`, else 401. What an incident shows depends on the simulator's instant (`advance`): an
-incident not yet created is absent, an acknowledgement or resolution not yet made is not shown.
+incident not yet created is absent, an acknowledgement or resolution not yet made is not shown,
+an incident reassigned to another service (`moved_from`, `moved_at`: PagerDuty's "reassign an
+incident's service", made while it is open) shows its first service until then, and its
+`updated_at` moves with the reassignment (no log entry is served for it).
 `corrupt(id)` serves a malformed incident in the lists.
 """
 
@@ -40,6 +44,14 @@ class PagerDutyIncident:
     priority: str | None = None
     # change events PagerDuty correlated with it (built payloads, `sandbox.pagerduty_payloads`)
     change_events: list[dict[str, Any]] = field(default_factory=list)
+    moved_from: str | None = None  # its service until `moved_at`, then `service_id`
+    moved_at: datetime | None = None
+
+    def service_at(self, at: datetime) -> str:
+        """The incident's service at `at`."""
+        if self.moved_from is not None and self.moved_at is not None and at < self.moved_at:
+            return self.moved_from
+        return self.service_id
 
 
 @dataclass
@@ -82,6 +94,7 @@ class PagerDutySimulator:
         r = self.router
         r.add("/services", self.services)
         r.add("/incidents", self.incidents)
+        r.add("/incidents/{id}", self.one_incident)
         r.add("/incidents/{id}/log_entries", self.log_entries)
         r.add("/incidents/{id}/related_change_events", self.related_change_events)
 
@@ -107,6 +120,7 @@ class PagerDutySimulator:
 
     def payload(self, i: PagerDutyIncident) -> dict[str, Any]:
         """The incident as listed, at the simulator's instant."""
+        service = i.service_at(self.at)
         body = pd.incident(
             iid=i.id,
             number=i.number,
@@ -114,10 +128,11 @@ class PagerDutySimulator:
             created_at=i.created_at,
             acknowledged_at=self._shown(i.acknowledged_at),
             resolved_at=self._shown(i.resolved_at),
-            service_id=i.service_id,
-            service_name=self.data.services.get(i.service_id, i.service_id),
+            service_id=service,
+            service_name=self.data.services.get(service, service),
             urgency=i.urgency,
             priority=i.priority,
+            moved_at=self._shown(i.moved_at) if i.moved_from is not None else None,
         )
         if i.id in self.corruptions:
             self.corruptions[i.id](body)
@@ -173,7 +188,7 @@ class PagerDutySimulator:
             for i in self.data.incidents
             if self._visible(i)
             and since <= i.created_at < until
-            and (not wanted or i.service_id in wanted)
+            and (not wanted or i.service_at(self.at) in wanted)
         ]
         desc = request.query.get("sort_by", "created_at:asc").endswith(":desc")
         chosen.sort(key=lambda i: (i.created_at, i.id), reverse=desc)
@@ -181,6 +196,10 @@ class PagerDutySimulator:
         if statuses:
             items = [p for p in items if p.get("status") in statuses]
         return self._page(request, "incidents", items, self.offset_cap)
+
+    def one_incident(self, request: Request) -> Response:
+        """One incident, as of the simulator's instant."""
+        return Response({"incident": self.payload(self._incident(request))})
 
     def log_entries(self, request: Request) -> Response:
         i = self._incident(request)
@@ -211,7 +230,8 @@ def from_trackers(org: Any) -> PagerDutyData:
     """The PagerDuty account of the organisation: a PagerDuty service per service, and every
     tracker incident paged through PagerDuty (`TrackerItem.paged`), with a change event for each
     deploy before it (a build event naming nothing, and, for an incident with an explicit link,
-    the deploy naming the deployment or pipeline it links)."""
+    the deploy naming the deployment or pipeline it links); an incident its tracker item moved to
+    another service (`TrackerItem.moved_from`) is reassigned to it at the same instant."""
     ids = {s.name: service_id(s.name, n) for n, s in enumerate(org.services, start=1)}
     incidents = []
     for item in org.trackers.items:
@@ -243,6 +263,7 @@ def from_trackers(org: Any) -> PagerDutyData:
                     reason="most_recent",
                 )
             )
+        moved = item.moved_from is not None and item.moved_at is not None
         incidents.append(
             PagerDutyIncident(
                 id=f"PI{item.id}",
@@ -255,6 +276,8 @@ def from_trackers(org: Any) -> PagerDutyData:
                 urgency="high",
                 priority="P2",
                 change_events=events,
+                moved_from=ids[item.moved_from] if moved else None,
+                moved_at=item.moved_at if moved else None,
             )
         )
     incidents.sort(key=lambda i: (i.created_at, i.id))

@@ -52,8 +52,11 @@ def incident(
     service_name: str,
     urgency: str,
     priority: str | None,
+    moved_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """An incident as listed by `/incidents`: status from its acknowledgement and resolution."""
+    """An incident as listed by `/incidents`: status from its acknowledgement and resolution;
+    `updated_at` the latest of its status change and its reassignment to another service
+    (`moved_at`)."""
     status = "resolved" if resolved_at else "acknowledged" if acknowledged_at else "triggered"
     changed = resolved_at or acknowledged_at or created_at
     return {
@@ -65,7 +68,7 @@ def incident(
         "incident_number": number,
         "title": title,
         "created_at": when(created_at),
-        "updated_at": when(changed),
+        "updated_at": when(max(changed, moved_at or changed)),
         "status": status,
         "incident_key": f"key-{iid}",
         "service": reference("service", service_id, service_name, "services"),

@@ -12,15 +12,27 @@ Readings where DESIGN.md is silent (docs/METRICS.md says the same):
   whose MRs reached production has no lead time yet.
 - Bug escape: a bug filed against an MR (the tracker's own link) that was already in production
   when the bug was opened; the rate is escaped bugs / bugs filed against an MR.
+- An incident moved to another service (`TrackerItem.moved_from`, `moved_at`) counts, at an
+  instant, for the service its records are filed under then (`incident_records`,
+  `incident_failures`): before the move for the first, from it on for the second; its explicit
+  link names a deployment of the second, so before the move it fails nothing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sandbox.model import Organisation
-from sandbox.reference import hours, merge_requests
+from sandbox.model import Incident, Organisation
+from sandbox.reference import (
+    FAILURE_WINDOW,
+    CommitGraph,
+    attribute_incidents,
+    hours,
+    merge_requests,
+    service_production,
+)
 from sandbox.trackers import TrackerItem
 
 
@@ -164,3 +176,49 @@ def bug_escapes(org: Organisation, tracker: str | None = None) -> tuple[int, int
         at = deployed.get((by_path[path], iid))
         escaped += at is not None and at <= item.created_at
     return escaped, linked
+
+
+def incident_records(org: Organisation, at: datetime | None = None) -> Counter[str]:
+    """service -> the tracker records of the incidents opened by `at` (default: the organisation's
+    `now`) filed under it at `at`: one in its team's Jira or Zentao, one more in PagerDuty when
+    paged. Unmapped ones are left out."""
+    at = at or org.now
+    found: Counter[str] = Counter()
+    for item in org.trackers.items:
+        service = item.service_at(at)
+        if item.kind == "incident" and item.created_at <= at and service is not None:
+            found[service] += 1 + item.paged
+    return found
+
+
+def incident_failures(
+    org: Organisation, at: datetime | None = None, failure_window: timedelta = FAILURE_WINDOW
+) -> dict[str, set[int]]:
+    """service -> its production deployments that the incidents the trackers hold at `at`
+    (default: the organisation's `now`) fail, each incident counted for the service its records
+    are filed under at `at` (by the window, or its explicit link when it has one: a link naming
+    another service's deployment fails nothing). At `now` these are the reference's failed changes
+    with an incident reason (`reference.change_failures`)."""
+    at = at or org.now
+    filed: dict[str, dict[int, Incident]] = {}
+    links: dict[int, int | None] = {}
+    for item in org.trackers.items:
+        service = item.service_at(at)
+        if item.incident is None or service is None or item.created_at > at:
+            continue
+        filed.setdefault(service, {})[item.incident.id] = item.incident
+        if item.linked_deployment is not None:
+            links[item.incident.id] = item.linked_deployment
+    found: dict[str, set[int]] = {}
+    for service in org.services:
+        incidents = filed.get(service.name, {})
+        if service.deploy_name or not incidents:
+            continue  # its deployments go by another name: none meets its incidents
+        production = service_production(service, CommitGraph(service))
+        attributed = attribute_incidents(
+            production, incidents.values(), failure_window, links=links
+        )
+        failed = {d for d in attributed.values() if d is not None}
+        if failed:
+            found[service.name] = failed
+    return found

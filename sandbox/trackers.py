@@ -32,7 +32,17 @@ per team):
 - every GitLab incident's description names its tracker records (the Jira key or Zentao
   `bug #n`, the PagerDuty incident URL when paged): one incident, several records;
 - unmapped rows: per project, two incidents and two tasks filed with no component/module, which
-  no mapping rule matches.
+  no mapping rule matches;
+- incidents moved to another service after they were opened (`_reassign`, the last pass, a
+  random stream of its own, history ids after every other): `REASSIGNED` Jira incidents of the
+  organisation (one paged through PagerDuty and one not when there are such, else two of one
+  kind) are filed first under
+  a teammate service A whose production deployment the window would blame for them (any teammate
+  for one with an explicit link to B's deployment: at A it names none of A's), and moved to
+  their own service B while open (triage found the cause elsewhere): Jira changes the issue's
+  component (a history entry, `updated` moves), PagerDuty reassigns the incident's service
+  (`service` and `updated_at`). Before the move they count for A, from it on for B; at the
+  organisation's `now` everything is as it was, so no other truth moves.
 """
 
 from __future__ import annotations
@@ -45,7 +55,13 @@ from itertools import pairwise
 from sandbox.clock import ms
 from sandbox.model import Incident, MergeRequest, Organisation, Service
 from sandbox.pagerduty_payloads import WEB as PAGERDUTY_WEB
-from sandbox.reference import CommitGraph, attribute_incidents, service_production, tracked
+from sandbox.reference import (
+    CommitGraph,
+    DeploymentTruth,
+    attribute_incidents,
+    service_production,
+    tracked,
+)
 
 FIRST_ID = 700_000  # tracker ids: apart from the organisation's own
 REQUIREMENT_SHARE = 0.4
@@ -55,6 +71,7 @@ REMOTE_LINKED = 0.3  # Jira requirements with a remote link to their MR's commit
 BUILD_LINKED = 0.5  # Zentao incidents without a link named by their build (own random stream)
 FIRST_BUILD = 1  # Zentao build and release ids
 UNMAPPED = 2  # incidents and tasks per project with no service
+REASSIGNED = 2  # incidents moved to another service while open (own random stream)
 
 # (category, status name) per tracker: the workflow each tracker's simulator serves
 STATUSES = {
@@ -110,6 +127,17 @@ class TrackerItem:
     paged: bool = False  # also paged through PagerDuty
     build: ZentaoBuild | None = None  # Zentao: the build its `openedBuild` names (an explicit link)
     remote_commits: list[tuple[str, str]] = field(default_factory=list)  # Jira: (path, sha)
+    # filed under `moved_from` first, moved to `service` at `moved_at` (`_reassign`); `move_id`
+    # is the id of the Jira history entry of the move
+    moved_from: str | None = None
+    moved_at: datetime | None = None
+    move_id: int | None = None
+
+    def service_at(self, at: datetime) -> str | None:
+        """The service the item is filed under at `at`."""
+        if self.moved_at is not None and at < self.moved_at:
+            return self.moved_from
+        return self.service
 
     @property
     def key(self) -> str:
@@ -130,7 +158,8 @@ class TrackerItem:
 
     @property
     def updated_at(self) -> datetime:
-        return max([self.created_at, *(t.at for t in self.transitions)])
+        moved = [self.moved_at] if self.moved_at is not None else []
+        return max([self.created_at, *(t.at for t in self.transitions), *moved])
 
     @property
     def closed_at(self) -> datetime | None:
@@ -234,6 +263,8 @@ def add_trackers(org: Organisation) -> Trackers:
     filer.rng = random.Random(f"{org.seed}/trackers/{org.size}/unmapped")
     for team in org.teams:
         _unmapped(filer, team.name)
+    filer.rng = random.Random(f"{org.seed}/trackers/{org.size}/reassigned")
+    _reassign(filer)
     return filer.trackers
 
 
@@ -471,3 +502,62 @@ def _unmapped(filer: _Filer, team: str) -> None:
         at = filer.org.start + timedelta(hours=rng.uniform(0, span - 1))
         filer.item(team, None, "task", f"{team}: triage inbox {n + 1}", at, "ops")
     reopen_one(filer, team)
+
+
+def _reassign(filer: _Filer) -> None:
+    """Move `REASSIGNED` Jira incidents to their own service while open, from a teammate service
+    the window blames them on (module docstring)."""
+    org, rng = filer.org, filer.rng
+    by_name = {s.name: s for s in org.services}
+    blamed: dict[str, list[DeploymentTruth]] = {}
+
+    def production(name: str) -> list[DeploymentTruth]:
+        if name not in blamed:
+            service = by_name[name]
+            blamed[name] = service_production(service, CommitGraph(service))
+        return blamed[name]
+
+    def eligible(name: str | None) -> bool:
+        service = by_name.get(name or "")
+        return service is not None and service.builder == "gitlab" and not service.deploy_name
+
+    candidates = [
+        i
+        for i in filer.trackers.items
+        if i.kind == "incident"
+        and i.tracker == "jira"
+        and i.incident is not None
+        and i.incident.closed_at is not None
+        and i.incident.closed_at > i.created_at + timedelta(hours=1)
+        and eligible(i.service)
+    ]
+    teams = {t.name: t.services for t in org.teams}
+
+    def move(item: TrackerItem) -> bool:
+        assert item.incident is not None and item.incident.closed_at is not None
+        others = [s for s in teams[item.team] if s != item.service and eligible(s)]
+        blame = [
+            s
+            for s in others
+            if attribute_incidents(production(s), [item.incident])[item.incident.id]
+        ]
+        if not blame:
+            return False
+        opened, closed = item.created_at, item.incident.closed_at
+        item.moved_from = rng.choice(blame)
+        item.moved_at = ms(opened + (closed - opened) * rng.uniform(0.3, 0.7))
+        item.move_id = filer.ident()
+        return True
+
+    paged = [i for i in candidates if i.paged]
+    unpaged = [i for i in candidates if not i.paged]
+    rng.shuffle(paged)
+    rng.shuffle(unpaged)
+    paged.sort(key=lambda i: i.link is not None)  # those A's window blames first
+    unpaged.sort(key=lambda i: i.link is not None)
+    moved = sum(any(move(i) for i in pool) for pool in (paged, unpaged))  # one of each kind
+    for item in paged + unpaged:  # else two of one kind
+        if moved >= REASSIGNED:
+            return
+        if item.moved_from is None:
+            moved += move(item)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import tomllib
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -629,3 +630,106 @@ def test_sandbox_describe_names_the_trackers_in_a_config_that_loads(sandbox: San
         == sandbox.tracker_sources()[0]["pagerduty"][0]["services"]
     )
     assert "export SANDBOX_ZENTAO_PASSWORD=" in text and "export SANDBOX_PAGERDUTY_TOKEN=" in text
+
+
+# -- an incident moved to another service after it was opened ----------------------------------
+
+
+def incident_failures_found(engine: Engine) -> dict[str, set[int]]:
+    """service -> the external ids of its deployments failed with an incident reason."""
+    found: dict[str, set[int]] = {}
+    with engine.connect() as conn:
+        for name, external in conn.execute(
+            select(Service.name, Deployment.external_id)
+            .join(Deployment, Deployment.service_id == Service.id)
+            .join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+            .where(ChangeFailure.incident)
+        ):
+            found.setdefault(name, set()).add(int(external))
+    return found
+
+
+def incident_records_found(engine: Engine) -> Counter[str]:
+    """service -> the trackers' incident rows filed under it."""
+    with engine.connect() as conn:
+        return Counter(
+            conn.execute(
+                select(Service.name)
+                .join(Incident, Incident.service_id == Service.id)
+                .join(Source, Source.id == Incident.source_id)
+                .where(Source.kind.in_(("jira", "zentao", "pagerduty")))
+            ).scalars()
+        )
+
+
+def derived_failures(engine: Engine) -> set[tuple[Any, ...]]:
+    """change_failure by natural keys, and the service each incident last counted for."""
+    with engine.connect() as conn:
+        failures = conn.execute(
+            select(
+                Deployment.external_id,
+                ChangeFailure.incident,
+                ChangeFailure.rollback,
+                ChangeFailure.hotfix,
+                ChangeFailure.recovered_at,
+            ).join(Deployment, Deployment.id == ChangeFailure.deployment_id)
+        ).all()
+        incidents = conn.execute(
+            select(Source.name, Incident.external_id, Incident.failure_service_id).join(
+                Source, Source.id == Incident.source_id
+            )
+        ).all()
+    return {("failure", *f) for f in failures} | {("incident", *i) for i in incidents}
+
+
+def test_an_incident_moved_to_another_service_counts_where_it_is_filed_at_each_sync(
+    sandbox: Sandbox, engine: Engine, org: Organisation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jira incidents filed under service A and moved to service B while open (one paged, so its
+    PagerDuty incident is reassigned too): synced (Jira, Zentao, PagerDuty over HTTP, GitLab's
+    delivery loaded without its incidents) and derived before the move, the change failures and
+    incident records per service equal the truth at that instant (A's); after the move, an
+    incremental sync and derive equal the truth (B's, the reference's) and a full derive."""
+    moved = [i for i in org.trackers.items if i.moved_from is not None]
+    paged = next(i for i in moved if i.paged)
+    assert paged.moved_at is not None and paged.moved_from is not None
+    before = paged.created_at + (paged.moved_at - paged.created_at) / 2
+    assert tracker_truth.incident_failures(org, before) != tracker_truth.incident_failures(org)
+    assert paged.incident is not None and paged.incident.closed_at is not None
+    assert before < paged.incident.closed_at  # still open at the first sync: read again later
+
+    def sync_at(at: datetime) -> None:
+        load_org(engine, org, at)
+        with engine.begin() as conn:
+            conn.execute(delete(Incident).where(Incident.source_id == _gitlab(conn)))
+        sandbox.advance(at)
+        sync_every_tracker(sandbox, engine, monkeypatch)
+        derive(engine)
+
+    try:
+        sync_at(before)
+    finally:
+        sandbox.advance(org.now)
+    assert incident_records_found(engine) == tracker_truth.incident_records(org, before)
+    assert incident_failures_found(engine) == tracker_truth.incident_failures(org, before)
+    assert (
+        incident_records_found(engine)[paged.moved_from]
+        > tracker_truth.incident_records(org)[paged.moved_from]
+    )
+
+    sync_at(org.now)  # incremental: the cursors of the first sync, derive not --full
+    assert sandbox.pagerduty_app is not None and sandbox.pagerduty_app.stats.log is not None
+    by_id = [
+        t for _, _, t, _ in sandbox.pagerduty_app.stats.log if urlsplit(t).path.count("/") == 2
+    ]
+    assert f"/incidents/PI{paged.id}" in by_id  # no longer listed under A: read by id
+    assert incident_records_found(engine) == tracker_truth.incident_records(org)
+    assert incident_failures_found(engine) == tracker_truth.incident_failures(org)
+    assert_failures_equal_the_truth(engine, org)
+    incremental = derived_failures(engine)
+    derive(engine, full=True)
+    assert derived_failures(engine) == incremental
+
+
+def _gitlab(conn: Any) -> int:
+    return int(conn.execute(select(Source.id).where(Source.kind == "gitlab")).scalar_one())

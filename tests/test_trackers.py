@@ -3,6 +3,7 @@ into a real warehouse (SQLite and PostgreSQL), and the sandbox's trackers agains
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,9 +22,16 @@ from collectors.trackers import (
     map_service,
 )
 from config.settings import ConfigError, JiraServiceRule, ZentaoServiceRule, load_settings
+from sandbox import reference as ref
 from sandbox.generate import generate
 from sandbox.reference import CommitGraph, attribute_incidents, service_production, tracked
-from sandbox.tracker_truth import incidents, reference_links, work_items
+from sandbox.tracker_truth import (
+    incident_failures,
+    incident_records,
+    incidents,
+    reference_links,
+    work_items,
+)
 from warehouse.dimensions import ensure_source
 from warehouse.references import ChangeRef, change_refs, is_sha, work_item_keys
 from warehouse.schema import Incident, Service, WorkItem, WorkItemLink, WorkItemTransition
@@ -299,3 +307,31 @@ def test_truth_has_unmapped_rows_a_reopened_bug_and_referenced_merge_requests(or
             key in work_item_keys(titles[(path, iid)])
             or key.replace("story-", "story #") in titles[(path, iid)]
         )
+
+
+def test_incidents_moved_to_another_service_count_where_they_are_filed(org) -> None:  # type: ignore[no-untyped-def]
+    """Incidents filed under a teammate service and moved to their own while open: before the
+    move they count for the first (its window blames them, or their link names no deployment of
+    it), from it on for the second; at `now` the trackers' incident failures are the
+    reference's."""
+    moved = [i for i in org.trackers.items if i.moved_from is not None]
+    assert moved and any(i.paged for i in moved)
+    for item in moved:
+        assert item.kind == "incident" and item.tracker == "jira" and item.moved_at is not None
+        assert item.created_at < item.moved_at < item.incident.closed_at < org.now
+        assert item.service_at(item.moved_at - timedelta(seconds=1)) == item.moved_from
+        assert item.service_at(item.moved_at) == item.service != item.moved_from
+        before = incident_records(org, item.moved_at - timedelta(seconds=1))
+        after = incident_records(org, item.moved_at)
+        assert before[item.moved_from] - after[item.moved_from] == 1 + item.paged
+    truth: dict[str, set[int]] = {}
+    for d, f in ref.change_failures(org).items():
+        if "incident" in f.reasons:
+            truth.setdefault(f.service, set()).add(d)
+    assert incident_failures(org) == truth
+    assert incident_records(org) == Counter(
+        t.service
+        for k in ("jira", "zentao", "pagerduty")
+        for t in incidents(org, k).values()
+        if t.service is not None
+    )
