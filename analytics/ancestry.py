@@ -23,7 +23,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, select
+from sqlalchemy.orm import aliased
 
 from warehouse.schema import (
     Commit,
@@ -37,6 +38,45 @@ from warehouse.upsert import upsert
 
 STATE = "generations"  # derive_state row of the last refresh
 BATCH = 500  # shas per read
+FIRST_DEPTH, MAX_DEPTH = 128, 8192  # generations a band reads: first, at most
+
+_parent = aliased(CommitGeneration)
+# the parent links of some commits, with each parent's generation
+_LINKS = (
+    select(CommitParent.sha, CommitParent.parent_sha, func.coalesce(_parent.generation, 1))
+    .outerjoin(
+        _parent,
+        and_(_parent.repo_id == CommitParent.repo_id, _parent.sha == CommitParent.parent_sha),
+    )
+    .where(
+        CommitParent.repo_id == bindparam("repo"),
+        CommitParent.sha.in_(bindparam("shas", expanding=True)),
+    )
+)
+# the parent links of the commits in a band of generations, with both generations
+_BAND = (
+    select(
+        CommitParent.sha,
+        CommitParent.parent_sha,
+        func.coalesce(_parent.generation, 1),
+        CommitGeneration.generation,
+    )
+    .join(
+        CommitParent,
+        and_(
+            CommitParent.repo_id == CommitGeneration.repo_id,
+            CommitParent.sha == CommitGeneration.sha,
+        ),
+    )
+    .outerjoin(
+        _parent,
+        and_(_parent.repo_id == CommitParent.repo_id, _parent.sha == CommitParent.parent_sha),
+    )
+    .where(
+        CommitGeneration.repo_id == bindparam("repo"),
+        CommitGeneration.generation.between(bindparam("low"), bindparam("high")),
+    )
+)
 
 
 class CommitGraph:
@@ -49,6 +89,8 @@ class CommitGraph:
         self._parents: dict[str, tuple[str, ...]] = {}
         self._generation: dict[str, int] = {}
         self._whole: dict[str, list[str]] | None = None
+        self._bands: list[tuple[int, int]] = []  # generation bands read whole
+        self._depth = FIRST_DEPTH
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -59,33 +101,39 @@ class CommitGraph:
             part = wanted[start : start + BATCH]
             found: dict[str, list[str]] = {s: [] for s in part}
             if self.repo_id is not None:
-                rows = self.conn.execute(
-                    select(
-                        CommitParent.sha,
-                        CommitParent.parent_sha,
-                        func.coalesce(CommitGeneration.generation, 1),
-                    )
-                    .outerjoin(
-                        CommitGeneration,
-                        and_(
-                            CommitGeneration.repo_id == CommitParent.repo_id,
-                            CommitGeneration.sha == CommitParent.parent_sha,
-                        ),
-                    )
-                    .where(CommitParent.repo_id == self.repo_id, CommitParent.sha.in_(part))
-                )
-                for sha, parent, generation in rows:
+                for sha, parent, generation in self.conn.execute(
+                    _LINKS, {"repo": self.repo_id, "shas": part}
+                ):
                     found[sha].append(parent)
                     self._generation.setdefault(parent, generation)
             for sha, parents in found.items():
                 self._parents[sha] = tuple(parents)
                 self._generation[sha] = 1 + max((self._generation[p] for p in parents), default=0)
 
-    def parents_of(self, sha: str, frontier: Iterable[str] = ()) -> tuple[str, ...]:
-        """`sha`'s parents; read with those of `frontier` (commits a walk will want next)."""
-        if sha not in self._parents:
-            self._load([sha, *(s for s in frontier if s not in self._parents)][:BATCH])
-        return self._parents[sha]
+    def parents_of(self, sha: str) -> tuple[str, ...]:
+        """`sha`'s parents. A commit a walk reached (its generation known) is read with the band
+        of generations below it, `_depth` deep (doubled at each band: a walk that goes deep reads
+        deeper at once); a commit of a band read without links has none."""
+        if sha in self._parents:
+            return self._parents[sha]
+        if sha not in self._generation or self.repo_id is None:
+            self._load([sha])
+            return self._parents[sha]
+        high = self._generation[sha]
+        if not any(low <= high <= top for low, top in self._bands):
+            low = max(1, high - self._depth)
+            self._bands.append((low, high))
+            self._depth = min(self._depth * 2, MAX_DEPTH)
+            band: dict[str, list[str]] = defaultdict(list)
+            for child, parent, generation, own in self.conn.execute(
+                _BAND, {"repo": self.repo_id, "low": low, "high": high}
+            ):
+                band[child].append(parent)
+                self._generation.setdefault(parent, generation)
+                self._generation.setdefault(child, own)
+            for child, parents in band.items():
+                self._parents.setdefault(child, tuple(parents))
+        return self._parents.setdefault(sha, ())
 
     def generation(self, sha: str) -> int:
         if sha not in self._generation:
@@ -139,7 +187,7 @@ class CommitGraph:
             if not from_base:
                 live -= 1
                 found.append(sha)
-            for parent in self.parents_of(sha, (s for _, s in heap)):
+            for parent in self.parents_of(sha):
                 push(parent, from_base)
         return found
 
@@ -155,7 +203,7 @@ class CommitGraph:
             sha = stack.pop()
             if sha in wanted:
                 found.add(sha)
-            for parent in self.parents_of(sha, stack):
+            for parent in self.parents_of(sha):
                 if parent not in seen and self.generation(parent) >= floor:
                     seen.add(parent)
                     stack.append(parent)
@@ -173,7 +221,7 @@ class CommitGraph:
             current = stack.pop()
             if current not in seen:
                 seen.add(current)
-                stack.extend(self.parents_of(current, stack))
+                stack.extend(self.parents_of(current))
         return seen
 
     def new_since(self, sha: str, known: set[str]) -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from analytics import releases
@@ -283,13 +283,16 @@ def _earliest_changed(conn: Connection, query: Any) -> dict[int, datetime]:
 
 def _successful() -> Any:
     """Successful application deployments (schema and config deployments are tracked apart)."""
-    return and_(
-        Deployment.status == "success",
-        Deployment.kind == "app",
-        Deployment.finished_at.is_not(None),
-        Deployment.service_id.is_not(None),
-        Deployment.environment_id.is_not(None),
-    )
+    return _SUCCESSFUL
+
+
+_SUCCESSFUL = and_(
+    Deployment.status == "success",
+    Deployment.kind == "app",
+    Deployment.finished_at.is_not(None),
+    Deployment.service_id.is_not(None),
+    Deployment.environment_id.is_not(None),
+)
 
 
 Chain = tuple[int, int, int | None]  # service, environment, repository
@@ -453,44 +456,53 @@ def _derive_chain(
             DeploymentChain.id.in_(stale.with_only_columns(DeploymentChain.id))
         )
     ).rowcount
-    if (
-        conn.execute(select(Deployment.id).where(chain, Deployment.finished_at >= since)).first()
-        is None
-    ):
-        return dropped > 0  # nothing to link from `since` on (late data newer than the chain)
-    rows = conn.execute(
-        select(
-            Deployment.id,
-            Deployment.sha,
-            Deployment.image_digest,
+    steps = select(
+        Deployment.id,
+        Deployment.sha,
+        Deployment.image_digest,
+        Deployment.finished_at,
+        Deployment.ref,
+    )
+    latest, earliest = (
+        (Deployment.finished_at.desc(), Deployment.id.desc()),
+        (
             Deployment.finished_at,
-            Deployment.ref,
+            Deployment.id,
+        ),
+    )
+    new = [
+        _as_step(row)
+        for row in conn.execute(
+            steps.where(chain, Deployment.finished_at >= since).order_by(*earliest)
         )
-        .where(
-            _successful(),
-            Deployment.service_id == service_id,
-            Deployment.environment_id == environment_id,
-        )
-        .order_by(Deployment.finished_at, Deployment.id)
-    ).all()
-    steps = [_Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref) for row in rows]  # type: ignore[arg-type]
-    first_new = next((i for i, s in enumerate(steps) if s.finished_at >= since), None)
-    if first_new is None:  # cannot be: a deployment finished at or after `since` exists
-        return False
-    redo = [s.id for s in steps[first_new:]]
+    ]
+    if not new:
+        return dropped > 0  # nothing to link from `since` on (late data newer than the chain)
+    redo = [s.id for s in new]
     for start in range(0, len(redo), 500):
         part = redo[start : start + 500]
         conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(part)))
         conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
     tier = conn.execute(select(Environment.tier).where(Environment.id == environment_id)).scalar()
-    earlier = steps[:first_new]
-    ran = {_image(s) for s in earlier[:-1]}  # images that ran before the previous deployment
-    previous = earlier[-1] if earlier else None
-    # what the chain ran last is the history of its last deployment that named a commit
-    base = next((s.sha for s in reversed(earlier) if s.sha), None)
+    # of the earlier deployments only what linking the new ones reads: the previous one, the
+    # last that named a commit (the history the chain ran last), the first (the baseline), and
+    # which of the new ones' images ran before the previous one
+    before = and_(chain, Deployment.finished_at < since)
+    found = conn.execute(steps.where(before).order_by(*latest).limit(1)).first()
+    previous = _as_step(found) if found else None
+    base = previous.sha if previous else None
+    if previous is not None and base is None:
+        named = before & Deployment.sha.is_not(None)
+        base = conn.execute(select(Deployment.sha).where(named).order_by(*latest).limit(1)).scalar()
+    first = (
+        new[0]
+        if previous is None
+        else _as_step(conn.execute(steps.where(chain).order_by(*earliest).limit(1)).one())
+    )
+    ran = _ran_before(conn, chain, previous, {_image(s) for s in new})
     chain_rows: list[dict[str, Any]] = []
     new_changes: list[tuple[int, str]] = []
-    for step in steps[first_new:]:
+    for step in new:
         rollback, changes, base = _link(graph, step, previous, base, ran)
         chain_rows.append(
             {
@@ -513,7 +525,7 @@ def _derive_chain(
     # brought here before: by the baseline (its history) or as an earlier deployment's change
     carried: set[str] = set()
     if shas:
-        baseline = graph.ancestors_among(shas, steps[0].sha) if steps[0].sha else set()
+        baseline = graph.ancestors_among(shas, first.sha) if first.sha else set()
         carried = baseline | _carried(conn, service_id, environment_id, shas)
     starts = graph.starts(shas)
     change_rows = []
@@ -537,6 +549,34 @@ def _derive_chain(
     summary.deployments += len(chain_rows)
     summary.changes += len(change_rows)
     return True
+
+
+def _as_step(row: Any) -> _Step:
+    """A successful deployment's row (finished, by `_successful`) as a step of its chain."""
+    return _Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref)
+
+
+def _ran_before(conn: Connection, chain: Any, previous: _Step | None, images: set[str]) -> set[str]:
+    """Which of `images` (`_image`) the chain ran before its deployment `previous`."""
+    if previous is None:
+        return set()
+    digests = sorted(i for i in images if not i.startswith("commit:"))
+    commits = sorted(i.removeprefix("commit:") for i in images if i.startswith("commit:"))
+    by_commit = and_(Deployment.image_digest.is_(None), Deployment.sha.in_(commits))
+    if "None" in commits:  # neither a digest nor a commit
+        by_commit = or_(
+            by_commit, and_(Deployment.image_digest.is_(None), Deployment.sha.is_(None))
+        )
+    earlier = or_(
+        Deployment.finished_at < previous.finished_at,
+        and_(Deployment.finished_at == previous.finished_at, Deployment.id < previous.id),
+    )
+    rows = conn.execute(
+        select(Deployment.sha, Deployment.image_digest)
+        .where(chain, earlier, or_(Deployment.image_digest.in_(digests), by_commit))
+        .distinct()
+    )
+    return {_image(_Step(0, sha, digest, previous.finished_at, None)) for sha, digest in rows}
 
 
 def _image(step: _Step) -> str:

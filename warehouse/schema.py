@@ -671,7 +671,10 @@ class CommitGeneration(Base):
     looks for cannot lie deeper (`analytics.ancestry`)."""
 
     __tablename__ = "commit_generation"
-    __table_args__ = (natural_key("repo_id", "sha"),)
+    __table_args__ = (
+        natural_key("repo_id", "sha"),
+        Index("ix_commit_generation_repo_generation", "repo_id", "generation"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
     sha: Mapped[str] = mapped_column(Sha)

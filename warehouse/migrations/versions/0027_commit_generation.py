@@ -29,7 +29,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id', name=op.f('pk_commit_generation')),
         sa.UniqueConstraint('repo_id', 'sha', name=op.f('uq_commit_generation_repo_id_sha')),
     )
+    op.create_index(
+        'ix_commit_generation_repo_generation',
+        'commit_generation',
+        ['repo_id', 'generation'],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index('ix_commit_generation_repo_generation', table_name='commit_generation')
     op.drop_table('commit_generation')
