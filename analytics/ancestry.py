@@ -246,33 +246,33 @@ class CommitGraph:
         self._load(shas)
         out: dict[str, tuple[datetime | None, bool]] = {}
         for part in range(0, len(shas), BATCH):
-            chunk = shas[part : part + BATCH]
-            for sha, authored, is_merge in self.conn.execute(
-                select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
-                    Commit.repo_id == self.repo_id, Commit.sha.in_(chunk)
-                )
-            ):
+            chunk = {"repo": self.repo_id, "shas": shas[part : part + BATCH]}
+            for sha, authored, is_merge in self.conn.execute(_AUTHORED, chunk):
                 out[sha] = (authored, bool(is_merge) or len(self._parents[sha]) > 1)
-            squashed = (
-                select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
-                .join(
-                    MrCommit,
-                    and_(
-                        MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid
-                    ),
-                )
-                .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-                .where(
-                    MergeRequest.repo_id == self.repo_id, MergeRequest.squash_commit_sha.in_(chunk)
-                )
-                .group_by(MergeRequest.squash_commit_sha)
-            )
-            for squash_sha, first in self.conn.execute(squashed):
+            for squash_sha, first in self.conn.execute(_SQUASHED, chunk):
                 if squash_sha:
                     out[squash_sha] = (first, out.get(squash_sha, (None, False))[1])
         for sha in shas:
             out.setdefault(sha, (None, len(self._parents[sha]) > 1))
         return out
+
+
+# where lead time starts: a commit's authored time; a squash commit's, its MR's first commit's
+_AUTHORED = select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
+    Commit.repo_id == bindparam("repo"), Commit.sha.in_(bindparam("shas", expanding=True))
+)
+_SQUASHED = (
+    select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
+    .join(
+        MrCommit, and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+    )
+    .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+    .where(
+        MergeRequest.repo_id == bindparam("repo"),
+        MergeRequest.squash_commit_sha.in_(bindparam("shas", expanding=True)),
+    )
+    .group_by(MergeRequest.squash_commit_sha)
+)
 
 
 # -- generations -------------------------------------------------------------------------------

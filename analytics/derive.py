@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from analytics import releases
@@ -649,20 +649,24 @@ def _carried(conn: Connection, service_id: int, environment_id: int, shas: list[
     """Which of `shas` earlier (still derived) deployments of this chain already brought."""
     found: set[str] = set()
     for part in range(0, len(shas), 500):
-        found.update(
-            conn.execute(
-                select(DeploymentChange.sha)
-                .join(
-                    DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id
-                )
-                .where(
-                    DeploymentChain.service_id == service_id,
-                    DeploymentChain.environment_id == environment_id,
-                    DeploymentChange.sha.in_(shas[part : part + 500]),
-                )
-            ).scalars()
-        )
+        chunk = {
+            "service": service_id,
+            "environment": environment_id,
+            "shas": shas[part : part + 500],
+        }
+        found.update(conn.execute(_CARRIED, chunk).scalars())
     return found
+
+
+_CARRIED = (
+    select(DeploymentChange.sha)
+    .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
+    .where(
+        DeploymentChain.service_id == bindparam("service"),
+        DeploymentChain.environment_id == bindparam("environment"),
+        DeploymentChange.sha.in_(bindparam("shas", expanding=True)),
+    )
+)
 
 
 # -- change failures ------------------------------------------------------------------------
