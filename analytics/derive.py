@@ -438,68 +438,30 @@ def _derive_chain(
 ) -> bool:
     """Re-derive one chain from its first new deployment on (earlier links are kept); whether
     there was anything to re-derive."""
-    chain = and_(
-        _successful(),
-        Deployment.service_id == service_id,
-        Deployment.environment_id == environment_id,
-    )
+    at = {"service": service_id, "environment": environment_id, "since": since}
     # the rows from `since` on go first: a deployment no longer successful or moved elsewhere
     # since it was chained leaves none behind
-    stale = select(DeploymentChain.deployment_id).where(
-        DeploymentChain.service_id == service_id,
-        DeploymentChain.environment_id == environment_id,
-        DeploymentChain.finished_at >= since,
-    )
-    conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(stale)))
-    dropped = conn.execute(
-        delete(DeploymentChain).where(
-            DeploymentChain.id.in_(stale.with_only_columns(DeploymentChain.id))
-        )
-    ).rowcount
-    steps = select(
-        Deployment.id,
-        Deployment.sha,
-        Deployment.image_digest,
-        Deployment.finished_at,
-        Deployment.ref,
-    )
-    latest, earliest = (
-        (Deployment.finished_at.desc(), Deployment.id.desc()),
-        (
-            Deployment.finished_at,
-            Deployment.id,
-        ),
-    )
-    new = [
-        _as_step(row)
-        for row in conn.execute(
-            steps.where(chain, Deployment.finished_at >= since).order_by(*earliest)
-        )
-    ]
+    conn.execute(_DROP_CHANGES, at)
+    dropped = conn.execute(_DROP_LINKS, at).rowcount
+    new = [_as_step(row) for row in conn.execute(_NEW, at)]
     if not new:
         return dropped > 0  # nothing to link from `since` on (late data newer than the chain)
     redo = [s.id for s in new]
     for start in range(0, len(redo), 500):
-        part = redo[start : start + 500]
-        conn.execute(delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(part)))
-        conn.execute(delete(DeploymentChain).where(DeploymentChain.deployment_id.in_(part)))
-    tier = conn.execute(select(Environment.tier).where(Environment.id == environment_id)).scalar()
+        part = {"ids": redo[start : start + 500]}
+        conn.execute(_REDO_CHANGES, part)
+        conn.execute(_REDO_LINKS, part)
+    tier = conn.execute(_TIER, at).scalar()
     # of the earlier deployments only what linking the new ones reads: the previous one, the
     # last that named a commit (the history the chain ran last), the first (the baseline), and
     # which of the new ones' images ran before the previous one
-    before = and_(chain, Deployment.finished_at < since)
-    found = conn.execute(steps.where(before).order_by(*latest).limit(1)).first()
+    found = conn.execute(_PREVIOUS, at).first()
     previous = _as_step(found) if found else None
     base = previous.sha if previous else None
     if previous is not None and base is None:
-        named = before & Deployment.sha.is_not(None)
-        base = conn.execute(select(Deployment.sha).where(named).order_by(*latest).limit(1)).scalar()
-    first = (
-        new[0]
-        if previous is None
-        else _as_step(conn.execute(steps.where(chain).order_by(*earliest).limit(1)).one())
-    )
-    ran = _ran_before(conn, chain, previous, {_image(s) for s in new})
+        base = conn.execute(_NAMED, at).scalar()
+    first = new[0] if previous is None else _as_step(conn.execute(_FIRST, at).one())
+    ran = _ran_before(conn, at, previous, {_image(s) for s in new})
     chain_rows: list[dict[str, Any]] = []
     new_changes: list[tuple[int, str]] = []
     for step in new:
@@ -551,12 +513,50 @@ def _derive_chain(
     return True
 
 
+# a chain's statements (bound to service, environment and the finish to re-derive from)
+_CHAIN = and_(
+    _SUCCESSFUL,
+    Deployment.service_id == bindparam("service"),
+    Deployment.environment_id == bindparam("environment"),
+)
+_STALE = select(DeploymentChain.deployment_id).where(
+    DeploymentChain.service_id == bindparam("service"),
+    DeploymentChain.environment_id == bindparam("environment"),
+    DeploymentChain.finished_at >= bindparam("since"),
+)
+_DROP_CHANGES = delete(DeploymentChange).where(DeploymentChange.deployment_id.in_(_STALE))
+_DROP_LINKS = delete(DeploymentChain).where(
+    DeploymentChain.id.in_(_STALE.with_only_columns(DeploymentChain.id))
+)
+_REDO_CHANGES = delete(DeploymentChange).where(
+    DeploymentChange.deployment_id.in_(bindparam("ids", expanding=True))
+)
+_REDO_LINKS = delete(DeploymentChain).where(
+    DeploymentChain.deployment_id.in_(bindparam("ids", expanding=True))
+)
+_STEPS = select(
+    Deployment.id, Deployment.sha, Deployment.image_digest, Deployment.finished_at, Deployment.ref
+)
+_EARLIEST = (Deployment.finished_at, Deployment.id)
+_LATEST = (Deployment.finished_at.desc(), Deployment.id.desc())
+_BEFORE = and_(_CHAIN, Deployment.finished_at < bindparam("since"))
+_NEW = _STEPS.where(_CHAIN, Deployment.finished_at >= bindparam("since")).order_by(*_EARLIEST)
+_PREVIOUS = _STEPS.where(_BEFORE).order_by(*_LATEST).limit(1)
+_NAMED = (
+    select(Deployment.sha).where(_BEFORE, Deployment.sha.is_not(None)).order_by(*_LATEST).limit(1)
+)
+_FIRST = _STEPS.where(_CHAIN).order_by(*_EARLIEST).limit(1)
+_TIER = select(Environment.tier).where(Environment.id == bindparam("environment"))
+
+
 def _as_step(row: Any) -> _Step:
     """A successful deployment's row (finished, by `_successful`) as a step of its chain."""
     return _Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref)
 
 
-def _ran_before(conn: Connection, chain: Any, previous: _Step | None, images: set[str]) -> set[str]:
+def _ran_before(
+    conn: Connection, at: dict[str, Any], previous: _Step | None, images: set[str]
+) -> set[str]:
     """Which of `images` (`_image`) the chain ran before its deployment `previous`."""
     if previous is None:
         return set()
@@ -573,8 +573,9 @@ def _ran_before(conn: Connection, chain: Any, previous: _Step | None, images: se
     )
     rows = conn.execute(
         select(Deployment.sha, Deployment.image_digest)
-        .where(chain, earlier, or_(Deployment.image_digest.in_(digests), by_commit))
-        .distinct()
+        .where(_CHAIN, earlier, or_(Deployment.image_digest.in_(digests), by_commit))
+        .distinct(),
+        at,
     )
     return {_image(_Step(0, sha, digest, previous.finished_at, None)) for sha, digest in rows}
 
