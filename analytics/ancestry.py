@@ -195,6 +195,8 @@ class CommitGraph:
         """Which of `shas` are reachable from `tip` (itself included): the walk from `tip` goes
         no deeper than the smallest generation among them."""
         wanted = set(shas)
+        if self._whole is not None:  # the whole graph is read already: one walk in memory
+            return wanted & self.ancestors(tip)
         self._load([tip, *wanted])
         floor = min((self._generation[s] for s in wanted), default=0)
         found: set[str] = set()
@@ -217,26 +219,36 @@ class CommitGraph:
         """Every commit reachable from `sha`, itself included (the whole history: for a first
         deployment whose previous one named no commit)."""
         seen, stack = set(), [sha]
+        parents = self.parents_of if self._whole is None else self._whole_parents
         while stack:
             current = stack.pop()
             if current not in seen:
                 seen.add(current)
-                stack.extend(self.parents_of(current))
+                stack.extend(parents(current))
         return seen
 
-    def new_since(self, sha: str, known: set[str]) -> list[str]:
-        """Commits reachable from `sha` and not in `known` (ancestors of several tips at once)."""
+    def _whole_parents(self, sha: str) -> list[str]:
+        return self.parents.get(sha, [])
+
+    def new_since(
+        self, sha: str, known: set[str], previous: str | None = None
+    ) -> tuple[list[str], bool]:
+        """Commits reachable from `sha` and not in `known` (ancestors of one or several tips),
+        over the whole graph, and whether the walk reached `previous`."""
         found, stack = [], [sha]
         seen: set[str] = set()
         parents = self.parents
+        reached = False
         while stack:
             current = stack.pop()
+            if current == previous:
+                reached = True
             if current in seen or current in known:
                 continue
             seen.add(current)
             found.append(current)
             stack.extend(parents.get(current, ()))
-        return found
+        return found, reached
 
     # -- lead time ------------------------------------------------------------------------------
 
@@ -255,6 +267,45 @@ class CommitGraph:
         for sha in shas:
             out.setdefault(sha, (None, len(self._parents[sha]) > 1))
         return out
+
+
+class RanLast:
+    """The history a chain ran last (the commits reachable from `base`, the last deployment that
+    named a commit), kept one of two ways: as `base` alone, asked by bounded walks (a chain with
+    few deployments to link: an incremental derive), or as the set of those commits, kept up to
+    date deployment after deployment over the whole graph (many: a full derive, where a bounded
+    walk per deployment would cost more than holding the set)."""
+
+    def __init__(self, graph: CommitGraph, base: str | None, as_set: bool) -> None:
+        self.graph, self.base = graph, base
+        self.known: set[str] | None = None
+        if as_set:
+            self.known = graph.ancestors(base) if base else set()
+
+    def holds(self, sha: str) -> bool:
+        """Whether the chain ran `sha` last (a rollback to it)."""
+        if self.known is not None:
+            return sha in self.known
+        return self.base is not None and self.graph.is_ancestor(sha, self.base)
+
+    def bring(self, sha: str) -> list[str]:
+        """The commits `sha` brings that the chain did not run; `sha` is run last after."""
+        if self.known is None:
+            found = self.graph.difference(sha, self.base)
+        else:
+            found, reached = self.graph.new_since(sha, self.known, self.base)
+            if reached:  # base is an ancestor of sha: its history grows by what sha brings
+                self.known.update(found)
+            else:
+                self.known = self.graph.ancestors(sha)
+        self.base = sha
+        return found
+
+    def move(self, sha: str | None) -> None:
+        """Run `sha` last (a first deployment, or a rollback), its history whole."""
+        self.base = sha
+        if self.known is not None:
+            self.known = self.graph.ancestors(sha) if sha else set()
 
 
 # where lead time starts: a commit's authored time; a squash commit's, its MR's first commit's

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, s
 from sqlalchemy.orm import aliased
 
 from analytics import releases
-from analytics.ancestry import CommitGraph, mark_generations, refresh_generations
+from analytics.ancestry import CommitGraph, RanLast, mark_generations, refresh_generations
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
 from analytics.rules import DEPLOYMENT_REPO, FailureRules
@@ -464,8 +464,9 @@ def _derive_chain(
     ran = _ran_before(conn, at, previous, {_image(s) for s in new})
     chain_rows: list[dict[str, Any]] = []
     new_changes: list[tuple[int, str]] = []
+    ran_last = RanLast(graph, base, as_set=len(new) >= WHOLE_HISTORY_FROM)
     for step in new:
-        rollback, changes, base = _link(graph, step, previous, base, ran)
+        rollback, changes = _link(ran_last, step, previous, ran)
         chain_rows.append(
             {
                 "deployment_id": step.id,
@@ -512,6 +513,10 @@ def _derive_chain(
     summary.changes += len(change_rows)
     return True
 
+
+# a chain with this many deployments to link holds the history it ran last as a set over the
+# whole graph (a full derive); with fewer it asks bounded walks (an incremental one)
+WHOLE_HISTORY_FROM = 16
 
 # a chain's statements (bound to service, environment and the finish to re-derive from)
 _CHAIN = and_(
@@ -586,20 +591,21 @@ def _image(step: _Step) -> str:
 
 
 def _link(
-    graph: CommitGraph, step: _Step, previous: _Step | None, base: str | None, ran: set[str]
-) -> tuple[bool, list[str], str | None]:
-    """(rollback, changes, base after step) for `step` after `previous`; `base` is the commit
-    whose history the chain ran last (None: none named yet), `ran` the images that ran before
-    `previous`."""
+    ran_last: RanLast, step: _Step, previous: _Step | None, ran: set[str]
+) -> tuple[bool, list[str]]:
+    """(rollback, changes) for `step` after `previous`; `ran_last` is the history the chain ran
+    last (moved on by `step`), `ran` the images that ran before `previous`."""
     if previous is None:
-        return False, [], step.sha or None
+        ran_last.move(step.sha)
+        return False, []
     if not step.sha and step.digest and step.digest != previous.digest:  # only the image known
-        return _image(step) in ran, [], base
+        return _image(step) in ran, []
     if not step.sha or step.sha == previous.sha:  # a redeploy: neither change nor rollback
-        return False, [], base
-    if (base is not None and graph.is_ancestor(step.sha, base)) or _image(step) in ran:
-        return True, [], step.sha
-    return False, graph.difference(step.sha, base), step.sha
+        return False, []
+    if ran_last.holds(step.sha) or _image(step) in ran:
+        ran_last.move(step.sha)
+        return True, []
+    return False, ran_last.bring(step.sha)
 
 
 def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) -> None:
@@ -619,7 +625,7 @@ def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) 
     first: set[tuple[int, str]] = set()
     for deployment_id, sha, _ in rows:
         if sha:
-            found = graph.new_since(sha, carried)
+            found, _ = graph.new_since(sha, carried)
             first.update((deployment_id, c) for c in found)
             carried.update(found)
     ids = [deployment_id for deployment_id, _, _ in rows]

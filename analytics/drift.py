@@ -190,7 +190,7 @@ def _pair(
     behind = None
     if up and down and up.sha and down.sha and repo_id is not None:
         graph = graphs.setdefault(repo_id, CommitGraph(conn, repo_id))
-        behind = len(graph.new_since(up.sha, graph.ancestors(down.sha)))
+        behind = len(graph.new_since(up.sha, graph.ancestors(down.sha))[0])
     age = ever = None
     if up and not in_sync and up.deployment_id is None:  # a change by hand upstream
         age = (at - up.since).total_seconds() / 3600

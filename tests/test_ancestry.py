@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from analytics.ancestry import CommitGraph, mark_generations, refresh_generations
+from analytics.ancestry import CommitGraph, RanLast, mark_generations, refresh_generations
 from tests.analytics_world import World
 from warehouse.schema import CommitGeneration, CommitParent
 
@@ -121,3 +121,29 @@ def test_bounded_walks_equal_whole_history_walks(engine: Engine) -> None:
         graph = CommitGraph(conn, world.repo)
         assert graph.difference("c10", None) == sorted(reachable(parents, "c10"))
         assert graph.difference("unknown", "c3") == ["unknown"]  # a commit without links
+
+
+def test_history_ran_last_as_a_set_equals_bounded_walks(engine: Engine) -> None:
+    """A chain's history held as a set (a full derive) and asked by bounded walks (incremental)
+    say the same for every deployment: rollbacks, and the commits each brings."""
+    world = World(engine)
+    rng = random.Random(5)
+    parents = dag(rng, 300)
+    world.add(CommitParent, links(world.repo, parents, [s for s, ps in parents.items() if ps]))
+    with engine.begin() as conn:
+        refresh_generations(conn, None)
+        deployed = [f"c{min(299, 5 * i + rng.randint(-30, 3))}" for i in range(1, 60)]
+        held = RanLast(CommitGraph(conn, world.repo), "c2", as_set=True)
+        asked = RanLast(CommitGraph(conn, world.repo), "c2", as_set=False)
+        rollbacks = 0
+        for sha in deployed:
+            ran = reachable(parents, held.base or "")
+            assert held.holds(sha) == asked.holds(sha) == (sha in ran), sha
+            if sha in ran:
+                rollbacks += 1
+                held.move(sha)
+                asked.move(sha)
+                continue
+            brought = held.bring(sha)
+            assert set(brought) == set(asked.bring(sha)) == reachable(parents, sha) - ran
+        assert rollbacks  # the sequence went back now and then
