@@ -76,6 +76,16 @@ def links(repo: int, parents: dict[str, list[str]], shas: list[str]) -> list[dic
     ]
 
 
+def loaded(engine: Engine, rng: random.Random, size: int) -> tuple[World, dict[str, list[str]]]:
+    """A repository holding a random history of `size` commits, its generations computed."""
+    world = World(engine)
+    parents = dag(rng, size)
+    world.add(CommitParent, links(world.repo, parents, [s for s, ps in parents.items() if ps]))
+    with engine.begin() as conn:
+        refresh_generations(conn, None)
+    return world, parents
+
+
 def test_generations_follow_links_arriving_late_and_in_any_order(engine: Engine) -> None:
     world = World(engine)
     rng = random.Random(7)
@@ -101,12 +111,9 @@ def test_generations_follow_links_arriving_late_and_in_any_order(engine: Engine)
 
 
 def test_bounded_walks_equal_whole_history_walks(engine: Engine) -> None:
-    world = World(engine)
     rng = random.Random(11)
-    parents = dag(rng, 500)
-    world.add(CommitParent, links(world.repo, parents, [s for s, ps in parents.items() if ps]))
+    world, parents = loaded(engine, rng, 500)
     with engine.begin() as conn:
-        refresh_generations(conn, None)
         shas = sorted(parents)
         pairs = [(rng.choice(shas), rng.choice(shas)) for _ in range(150)]
         pairs += [(f"c{i + rng.randint(1, 5)}", f"c{i}") for i in range(0, 480, 12)]  # near
@@ -126,12 +133,9 @@ def test_bounded_walks_equal_whole_history_walks(engine: Engine) -> None:
 def test_history_ran_last_as_a_set_equals_bounded_walks(engine: Engine) -> None:
     """A chain's history held as a set (a full derive) and asked by bounded walks (incremental)
     say the same for every deployment: rollbacks, and the commits each brings."""
-    world = World(engine)
     rng = random.Random(5)
-    parents = dag(rng, 300)
-    world.add(CommitParent, links(world.repo, parents, [s for s, ps in parents.items() if ps]))
+    world, parents = loaded(engine, rng, 300)
     with engine.begin() as conn:
-        refresh_generations(conn, None)
         deployed = [f"c{min(299, 5 * i + rng.randint(-30, 3))}" for i in range(1, 60)]
         held = RanLast(CommitGraph(conn, world.repo), "c2", as_set=True)
         asked = RanLast(CommitGraph(conn, world.repo), "c2", as_set=False)
