@@ -8,7 +8,8 @@ of a commit has a smaller one. Walking from two tips at once in decreasing gener
 merge-base walk does with generation numbers, a commit is final once taken from the heap (all its
 children in the walk came before it), and the walk stops when nothing it still looks for can lie
 deeper: it reads the commits between the two tips and their fork points, not the repository's
-history. Parent links are read a frontier at a time, so a walk costs a few indexed reads.
+history. Parent links are read a band of generations at a time (doubling as a walk goes deeper),
+so a walk costs a few indexed reads.
 
 Generations are derived: `refresh_generations` computes them for the commits whose parent links
 were written since the last derive and, when that changes a commit's generation (a parent link
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select
 from sqlalchemy.orm import aliased
@@ -145,14 +147,8 @@ class CommitGraph:
         """sha -> parent shas of the whole repository, read once (`new_since` walks from many
         tips at once)."""
         if self._whole is None:
-            self._whole = defaultdict(list)
-            if self.repo_id is not None:
-                for sha, parent in self.conn.execute(
-                    select(CommitParent.sha, CommitParent.parent_sha).where(
-                        CommitParent.repo_id == self.repo_id
-                    )
-                ):
-                    self._whole[sha].append(parent)
+            whole = {} if self.repo_id is None else _parent_links(self.conn, self.repo_id, None)
+            self._whole = whole
         return self._whole
 
     # -- walks ---------------------------------------------------------------------------------
@@ -280,6 +276,7 @@ class RanLast:
         self.graph, self.base = graph, base
         self.known: set[str] | None = None
         if as_set:
+            graph.parents  # noqa: B018  # the whole graph first: every walk here is in memory
             self.known = graph.ancestors(base) if base else set()
 
     def holds(self, sha: str) -> bool:
@@ -398,44 +395,32 @@ def _parent_links(conn: Connection, repo_id: int, shas: set[str] | None) -> dict
     """sha -> its parents, for `shas` (None: the whole repository)."""
     links = select(CommitParent.sha, CommitParent.parent_sha).where(CommitParent.repo_id == repo_id)
     if shas is None:
-        found: dict[str, list[str]] = defaultdict(list)
+        whole: dict[str, list[str]] = defaultdict(list)
         for sha, parent in conn.execute(links):
-            found[sha].append(parent)
-        return dict(found)
-    found = {s: [] for s in shas}
-    ordered = sorted(shas)
-    for start in range(0, len(ordered), BATCH):
-        for sha, parent in conn.execute(
-            links.where(CommitParent.sha.in_(ordered[start : start + BATCH]))
-        ):
-            found[sha].append(parent)
+            whole[sha].append(parent)
+        return dict(whole)
+    found: dict[str, list[str]] = {s: [] for s in shas}
+    for sha, parent in _by_batch(conn, links, CommitParent.sha, shas):
+        found[sha].append(parent)
     return found
 
 
 def _stored(conn: Connection, repo_id: int, shas: set[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    ordered = sorted(shas)
-    for start in range(0, len(ordered), BATCH):
-        for sha, generation in conn.execute(
-            select(CommitGeneration.sha, CommitGeneration.generation).where(
-                CommitGeneration.repo_id == repo_id,
-                CommitGeneration.sha.in_(ordered[start : start + BATCH]),
-            )
-        ):
-            out[sha] = generation
-    return out
+    stored = select(CommitGeneration.sha, CommitGeneration.generation).where(
+        CommitGeneration.repo_id == repo_id
+    )
+    return {
+        sha: generation for sha, generation in _by_batch(conn, stored, CommitGeneration.sha, shas)
+    }
 
 
 def _children(conn: Connection, repo_id: int, shas: set[str]) -> set[str]:
-    out: set[str] = set()
+    children = select(CommitParent.sha).where(CommitParent.repo_id == repo_id)
+    return {sha for (sha,) in _by_batch(conn, children, CommitParent.parent_sha, shas)}
+
+
+def _by_batch(conn: Connection, query: Any, column: Any, shas: set[str]) -> Iterator[Any]:
+    """The rows of `query` whose `column` is one of `shas`, read `BATCH` shas at a time."""
     ordered = sorted(shas)
     for start in range(0, len(ordered), BATCH):
-        out.update(
-            conn.execute(
-                select(CommitParent.sha).where(
-                    CommitParent.repo_id == repo_id,
-                    CommitParent.parent_sha.in_(ordered[start : start + BATCH]),
-                )
-            ).scalars()
-        )
-    return out
+        yield from conn.execute(query.where(column.in_(ordered[start : start + BATCH])))

@@ -281,11 +281,7 @@ def _earliest_changed(conn: Connection, query: Any) -> dict[int, datetime]:
     return found
 
 
-def _successful() -> Any:
-    """Successful application deployments (schema and config deployments are tracked apart)."""
-    return _SUCCESSFUL
-
-
+# successful application deployments (schema and config deployments are tracked apart)
 _SUCCESSFUL = and_(
     Deployment.status == "success",
     Deployment.kind == "app",
@@ -314,7 +310,7 @@ def _stale_chains(
         )
         .join(Service, Service.id == Deployment.service_id)
         .outerjoin(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
-        .where(_successful(), DeploymentChain.id.is_(None))
+        .where(_SUCCESSFUL, DeploymentChain.id.is_(None))
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
     ).all()
     stale: dict[Chain, datetime] = dict(late)
@@ -555,7 +551,7 @@ _TIER = select(Environment.tier).where(Environment.id == bindparam("environment"
 
 
 def _as_step(row: Any) -> _Step:
-    """A successful deployment's row (finished, by `_successful`) as a step of its chain."""
+    """A successful deployment's row (finished, by `_SUCCESSFUL`) as a step of its chain."""
     return _Step(row.id, row.sha, row.image_digest, row.finished_at, row.ref)
 
 

@@ -280,40 +280,14 @@ class JiraSimulator:
     def component_change(self, item: TrackerItem) -> dict[str, Any]:
         """The history entry of an item's move to another component (service)."""
         assert item.moved_at is not None
-        return {
-            "id": str(item.move_id),
-            "author": {"accountId": "sandbox", "displayName": "Sandbox"},
-            "created": jira_time(item.moved_at),
-            "items": [
-                {
-                    "field": "Component",
-                    "fieldtype": "jira",
-                    "fieldId": "components",
-                    "from": self.component_id(item.moved_from),
-                    "fromString": item.moved_from,
-                    "to": self.component_id(item.service),
-                    "toString": item.service,
-                }
-            ],
-        }
+        moved = (self.component_id(item.moved_from), item.moved_from)
+        now = (self.component_id(item.service), item.service)
+        return history_entry(item.move_id, item.moved_at, "Component", "components", moved, now)
 
     def change(self, t: Any) -> dict[str, Any]:
-        return {
-            "id": str(t.id),
-            "author": {"accountId": "sandbox", "displayName": "Sandbox"},
-            "created": jira_time(t.at),
-            "items": [
-                {
-                    "field": "status",
-                    "fieldtype": "jira",
-                    "fieldId": "status",
-                    "from": STATUS_IDS.get(t.from_status or ""),
-                    "fromString": t.from_status,
-                    "to": STATUS_IDS[t.to_status],
-                    "toString": t.to_status,
-                }
-            ],
-        }
+        was = (STATUS_IDS.get(t.from_status or ""), t.from_status)
+        now = (STATUS_IDS[t.to_status], t.to_status)
+        return history_entry(t.id, t.at, "status", "status", was, now)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -430,3 +404,30 @@ def _decode(token: Any) -> int:
         return int(text[1:]) if text.startswith("o") else 0
     except ValueError:
         raise HTTPError(400, f"invalid nextPageToken {token!r}") from None
+
+
+def history_entry(
+    ident: Any,
+    at: datetime,
+    field: str,
+    field_id: str,
+    was: tuple[str | None, str | None],
+    now: tuple[str | None, str | None],
+) -> dict[str, Any]:
+    """One changelog entry of a Jira issue: `field` from `was` to `now`, each (id, name)."""
+    return {
+        "id": str(ident),
+        "author": {"accountId": "sandbox", "displayName": "Sandbox"},
+        "created": jira_time(at),
+        "items": [
+            {
+                "field": field,
+                "fieldtype": "jira",
+                "fieldId": field_id,
+                "from": was[0],
+                "fromString": was[1],
+                "to": now[0],
+                "toString": now[1],
+            }
+        ],
+    }
