@@ -32,8 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, and_, case, exists, false, func, or_, select, tuple_
 
 from analytics import stats
 from analytics.scope import Scope
@@ -93,17 +92,30 @@ def _merged_in(scope: Scope, mr: Any) -> Any:
     return and_(mr.state == "merged", mr.merged_at >= scope.since, mr.merged_at < scope.until)
 
 
-def _from_long_lived(scope: Scope) -> Any:
+def _targets(conn: Connection, scope: Scope, repos: list[int]) -> list[tuple[int, str]]:
+    """The (repo, branch) pairs that merge requests merged in the period target: with the
+    default branch, the long-lived ones. Read once and passed as values: no index leads with the
+    target branch, so a correlated subquery scanned a repository's merged merge requests once
+    per merge request or branch it asked about (3.1 s on the large organisation)."""
+    query = (
+        select(MergeRequest.repo_id, MergeRequest.target_branch)
+        .where(MergeRequest.repo_id.in_(repos), _merged_in(scope, MergeRequest))
+        .distinct()
+    )
+    return [(repo, branch) for repo, branch in conn.execute(query) if branch is not None]
+
+
+def _among(targets: list[tuple[int, str]], repo_id: Any, branch: Any) -> Any:
+    """Whether (repo_id, branch) is one of `targets` (false when there are none)."""
+    return tuple_(repo_id, branch).in_(targets) if targets else false()
+
+
+def _from_long_lived(targets: list[tuple[int, str]]) -> Any:
     """Whether a merge request's source is long-lived: the default branch, or a branch other
     merge requests of the period target."""
-    target = aliased(MergeRequest)
     return or_(
         MergeRequest.source_branch == Repo.default_branch,
-        exists().where(
-            target.repo_id == MergeRequest.repo_id,
-            target.target_branch == MergeRequest.source_branch,
-            _merged_in(scope, target),
-        ),
+        _among(targets, MergeRequest.repo_id, MergeRequest.source_branch),
     )
 
 
@@ -114,9 +126,11 @@ def _repos(conn: Connection, scope: Scope) -> list[Any]:
     return list(conn.execute(scope.owned(query, on=Service.repo_id == Repo.id)))
 
 
-def _merges(conn: Connection, scope: Scope, repos: list[int]) -> list[Any]:
+def _merges(
+    conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
+) -> list[Any]:
     """(repo, source if long-lived else None, target, merges) for the period."""
-    source = case((_from_long_lived(scope), MergeRequest.source_branch), else_=None)
+    source = case((_from_long_lived(targets), MergeRequest.source_branch), else_=None)
     merged = (
         select(MergeRequest.repo_id, source.label("source"), MergeRequest.target_branch)
         .join(Repo, Repo.id == MergeRequest.repo_id)
@@ -129,7 +143,9 @@ def _merges(conn: Connection, scope: Scope, repos: list[int]) -> list[Any]:
     return list(conn.execute(query))
 
 
-def _feature_lives(conn: Connection, scope: Scope, repos: list[int]) -> list[Any]:
+def _feature_lives(
+    conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
+) -> list[Any]:
     """(repo, author, merged_at, first commit authored) per feature merge request of the period."""
     query = (
         select(
@@ -147,7 +163,7 @@ def _feature_lives(conn: Connection, scope: Scope, repos: list[int]) -> list[Any
         .where(
             MergeRequest.repo_id.in_(repos),
             _merged_in(scope, MergeRequest),
-            ~_from_long_lived(scope),
+            ~_from_long_lived(targets),
         )
         .group_by(
             MergeRequest.id, MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at
@@ -156,7 +172,9 @@ def _feature_lives(conn: Connection, scope: Scope, repos: list[int]) -> list[Any
     return list(conn.execute(query))
 
 
-def _branches(conn: Connection, scope: Scope, repos: list[int]) -> dict[int, tuple[int, int, int]]:
+def _branches(
+    conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
+) -> dict[int, tuple[int, int, int]]:
     """repo -> (active branches, release branches, hotfix branches)."""
     finished = exists().where(
         MergeRequest.repo_id == Branch.repo_id,
@@ -166,11 +184,7 @@ def _branches(conn: Connection, scope: Scope, repos: list[int]) -> dict[int, tup
             and_(MergeRequest.state == "closed", MergeRequest.closed_at < scope.until),
         ),
     )
-    targeted = exists().where(
-        MergeRequest.repo_id == Branch.repo_id,
-        MergeRequest.target_branch == Branch.name,
-        _merged_in(scope, MergeRequest),
-    )
+    targeted = _among(targets, Branch.repo_id, Branch.name)
     recent = Branch.last_commit_at >= scope.until - timedelta(days=ACTIVE_DAYS)
     active = and_(recent, ~finished, ~targeted)
     release = Branch.name.startswith(RELEASE_PREFIX, autoescape=True)
@@ -213,13 +227,14 @@ def classify(conn: Connection, scope: Scope) -> list[BranchStrategy]:
     """Every repository's branch strategy in the scope (services and teams), by service name."""
     repos = _repos(conn, scope)
     ids = sorted({r.id for r in repos})
+    targets = _targets(conn, scope, ids)
     merges: dict[int, list[Any]] = {}
-    for row in _merges(conn, scope, ids):
+    for row in _merges(conn, scope, ids, targets):
         merges.setdefault(row[0], []).append(row)
     lives: dict[int, list[Any]] = {}
-    for row in _feature_lives(conn, scope, ids):
+    for row in _feature_lives(conn, scope, ids, targets):
         lives.setdefault(row[0], []).append(row)
-    branches = _branches(conn, scope, ids)
+    branches = _branches(conn, scope, ids, targets)
     days = _working_days(scope)
     out = [
         _decide(

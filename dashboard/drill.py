@@ -11,6 +11,7 @@ Every filter lives in the URL: the sidebar's (period, team, service, environment
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,8 +65,15 @@ def go(name: str, **extra: Any) -> None:
 def row_link(name: str, **extra: Any) -> str:
     """A relative URL of the list `name` with the view's filters and `extra` (a table row's link;
     `extra` may override a sidebar filter, e.g. the row's service)."""
+    return row_links(name, [extra])[0]
+
+
+def row_links(name: str, extras: Iterable[dict[str, Any]]) -> list[str]:
+    """`row_link` of each of `extras`, the view's filters read once (a table's thousands of rows:
+    each read of the URL's parameters is a Streamlit command)."""
     path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
-    return f"{path}?{urlencode(params(**extra), doseq=True)}"
+    carried = state.filter_params()
+    return [f"{path}?{urlencode({**carried, **_given(extra)}, doseq=True)}" for extra in extras]
 
 
 def period_reaching(

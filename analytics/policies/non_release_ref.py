@@ -9,12 +9,13 @@ import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, or_, select
 
 from analytics.policies.period import Scan, deployments, of_deployment
 from analytics.policies.violation import Violation
+from analytics.promotion import stage_column
 from config.settings import NonReleaseRefPolicy
-from warehouse.schema import Repo, Service
+from warehouse.schema import Environment, Repo, Service
 
 ID = "non-release-ref"
 SEVERITY = "error"
@@ -27,6 +28,12 @@ def guards(tier: str | None, stage: str, path: Sequence[str]) -> bool:
     """Whether the policy applies to a deployment to the environment of `tier` standing for
     `stage` of the promotion path: the production tier, or the path's last environment."""
     return tier == "production" or (bool(path) and stage == path[-1])
+
+
+def guards_column(path: Sequence[str]) -> ColumnElement[bool]:
+    """`guards` in SQL, over the joined `environment` row (`stage_column`)."""
+    production = Environment.tier == "production"
+    return or_(production, stage_column(path) == path[-1]) if path else production
 
 
 def allowed(ref: str, default_branch: str | None, patterns: Iterable[str]) -> bool:

@@ -40,7 +40,7 @@ def deployments(
     ask for them."""
     key = ("deployments", conn)
     if key not in scan.shared:
-        scan.shared[key] = _deployments(conn, scan)
+        scan.shared[key] = deployments_where(conn, scan)
     return [
         d
         for d in scan.shared[key]
@@ -48,7 +48,9 @@ def deployments(
     ]
 
 
-def _deployments(conn: Connection, scan: Scan) -> list[Any]:
+def deployments_where(conn: Connection, scan: Scan, *criteria: Any) -> list[Any]:
+    """The rows `deployments` gives, those meeting `criteria` only, read now (a view asking for a
+    few of them reads those, not the period's every deployment)."""
     query = (
         select(
             Deployment.id,
@@ -77,6 +79,7 @@ def _deployments(conn: Connection, scan: Scan) -> list[Any]:
             Deployment.status == "success",
             Deployment.finished_at >= scan.since,
             Deployment.finished_at < scan.until,
+            *criteria,
         )
     )
     return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all())

@@ -25,11 +25,11 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from analytics.policies.non_release_ref import guards
-from analytics.policies.period import Scan, deployments, memo
+from analytics.policies.non_release_ref import guards_column
+from analytics.policies.period import Scan, deployments_where, memo
 from analytics.promotion import revisions
 from config.settings import QualityGatePolicy
-from warehouse.schema import CodeAnalysis, table_of
+from warehouse.schema import CodeAnalysis, Deployment, table_of
 
 PASSED, FAILED, MISSING, NO_GATE = "passed", "failed", "missing", "none"
 
@@ -134,11 +134,9 @@ def missing_message(commit: str | None) -> str:
 def guarded(conn: Connection, scan: Scan) -> list[tuple[Any, str | None]]:
     """The scan's application deployments the policies apply to, each with its commit (the
     image's, else the deployment's)."""
-    found = [
-        d
-        for d in deployments(conn, scan)
-        if d.kind == "app" and guards(d.tier, d.stage, scan.promotion_path)
-    ]
+    found = deployments_where(
+        conn, scan, Deployment.kind == "app", guards_column(scan.promotion_path)
+    )
     commits = revisions(
         conn, {d.image_digest for d in found if d.image_digest}, memo(scan, "revisions")
     )

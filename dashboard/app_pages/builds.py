@@ -107,10 +107,9 @@ if branches.empty:
 else:
     red = branches[branches["status"] == "failed"]
     st.caption(f"{len(red)} of {len(branches)} default branches are red at the end of the period.")
-    branches["rows_url"] = [
-        drill.row_link("pipelines", service=[r.service], ref=r.branch)
-        for r in branches.itertuples()
-    ]
+    branches["rows_url"] = drill.row_links(
+        "pipelines", ({"service": [r.service], "ref": r.branch} for r in branches.itertuples())
+    )
     show.table(
         branches.sort_values(["status", "red_since"], ascending=[True, True]),
         links={"web_url": "pipeline", "rows_url": "pipelines"},
@@ -130,9 +129,9 @@ tests = data.failing_tests(view.url, view.scope)
 if tests.empty:
     show.nothing("failed tests")
 else:
-    tests["rows_url"] = [
-        drill.row_link("pipelines", service=[r.service], suite=r.suite) for r in tests.itertuples()
-    ]
+    tests["rows_url"] = drill.row_links(
+        "pipelines", ({"service": [r.service], "suite": r.suite} for r in tests.itertuples())
+    )
     show.table(
         tests,
         links={"rows_url": "pipelines"},

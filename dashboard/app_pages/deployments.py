@@ -68,10 +68,13 @@ else:
     matrix["failure rate"] = (matrix["failed"] / (matrix["failed"] + matrix["successful"])).map(
         show.percent
     )
-    matrix["rows_url"] = [
-        drill.row_link("deployments", service=[r.service], env=r.environment, kind="app")
-        for r in matrix.itertuples()
-    ]
+    matrix["rows_url"] = drill.row_links(
+        "deployments",
+        (
+            {"service": [r.service], "env": r.environment, "kind": "app"}
+            for r in matrix.itertuples()
+        ),
+    )
     show.table(
         matrix,
         links={"rows_url": "deployments"},

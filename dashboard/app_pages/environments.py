@@ -2,6 +2,8 @@
 latest drift snapshot) and by open violations, what runs where, and one service's detail:
 what runs in each environment, the commits a downstream environment lacks, its deployments."""
 
+from collections.abc import Iterable
+
 import pandas as pd
 import streamlit as st
 
@@ -18,20 +20,24 @@ since = (
 )
 
 
-def deployments_link(
-    service: str, environment: str, digest: str | None = None, commit: str | None = None
-) -> str:
-    """The Deployments list of a service in an environment (of a digest or commit), from the day
-    its current deployment finished (recorded ones: the drift snapshot's may be older) to the
-    end of the view's period."""
-    at = since.get((service, environment))
-    return drill.row_link(
+def deployments_links(cells: Iterable[tuple[str, str, str | None, str | None]]) -> list[str]:
+    """The Deployments list of each (service, environment, digest, commit) (digest and commit
+    may be None), from the day its current deployment finished (recorded ones: the drift
+    snapshot's may be older) to the end of the view's period."""
+    return drill.row_links(
         "deployments",
-        service=[service],
-        env=environment,
-        digest=None if pd.isna(digest) else digest,
-        commit=commit,
-        period=None if at is None else drill.period_reaching(view.scope, at),
+        (
+            {
+                "service": [service],
+                "env": environment,
+                "digest": None if pd.isna(digest) else digest,
+                "commit": commit,
+                "period": None
+                if (at := since.get((service, environment))) is None
+                else drill.period_reaching(view.scope, at),
+            }
+            for service, environment, digest, commit in cells
+        ),
     )
 
 
@@ -53,9 +59,9 @@ else:
     st.caption(
         "Colour: drift age in hours (time since the downstream last ran the upstream's image)."
     )
-    drift["rows_url"] = [
-        deployments_link(r.service, r.downstream, r.downstream_digest) for r in drift.itertuples()
-    ]
+    drift["rows_url"] = deployments_links(
+        (r.service, r.downstream, r.downstream_digest, None) for r in drift.itertuples()
+    )
     show.table(
         drift.sort_values(["drift_age_hours", "service"], ascending=[False, True]).assign(
             drift_age_hours=drift["drift_age_hours"].map(show.in_hours),
@@ -99,12 +105,14 @@ st.caption(
 shas = {(r.service, r.environment): r.sha for r in deployed.itertuples()}
 environments = [c for c in running.columns if c != "service"]
 for environment in environments:  # each cell a link that reads as the cell did (after the #)
-    running[environment] = [
-        f"{deployments_link(service, environment, commit=shas[(service, environment)])}#{cell}"
-        if cell and shas.get((service, environment))
-        else None
+    cells = [
+        (service, cell, sha)
         for service, cell in zip(running["service"], running[environment], strict=True)
+        if cell and (sha := shas.get((service, environment)))
     ]
+    urls = deployments_links((service, environment, None, sha) for service, _, sha in cells)
+    linked = {service: f"{url}#{cell}" for (service, cell, _), url in zip(cells, urls, strict=True)}
+    running[environment] = [linked.get(service) for service in running["service"]]
 show.table(
     running,
     links={environment: environment for environment in environments},
@@ -120,9 +128,9 @@ current = detail["current"].sort_values("position")
 current = current.assign(
     commit=current["sha"].str[:10], digest=current["image_digest"].str[: drill.DIGEST_SHOWN]
 )
-current["rows_url"] = [
-    deployments_link(service, r.environment, r.image_digest) for r in current.itertuples()
-]
+current["rows_url"] = deployments_links(
+    (service, r.environment, r.image_digest, None) for r in current.itertuples()
+)
 show.table(
     current,
     links={"commit_url": "commit page", "deployment_url": "deployment", "rows_url": "deployments"},

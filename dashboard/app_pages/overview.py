@@ -54,9 +54,9 @@ if attention.empty:
         "branch, no open violation."
     )
 else:
-    attention["rows_url"] = [
-        drill.row_link("deployments", service=[name]) for name in attention["service"]
-    ]
+    attention["rows_url"] = drill.row_links(
+        "deployments", ({"service": [name]} for name in attention["service"])
+    )
     show.table(
         attention,
         links={"pipeline_url": "red pipeline", "rows_url": "deployments"},

@@ -122,18 +122,30 @@ else:
     show.chart(charts.bars(counts, "policy", "violations", "severity"), key="by-policy")
 
 
-def rows_link(violation: pd.Series) -> str | None:
-    """The rows behind a violation, from its structured columns (never its subject's text): the
-    Deployments list of its service in its environment on the day it occurred, or, without an
-    environment (merges, pushes, branches), the Pipelines list of its service that day."""
-    if pd.isna(violation["service"]):
-        return None
-    day = drill.period_reaching(view.scope, violation["occurred_at"], violation["occurred_at"])
-    if pd.isna(violation["environment"]):
-        return drill.row_link("pipelines", service=[violation["service"]], period=day)
-    return drill.row_link(
-        "deployments", service=[violation["service"]], env=violation["environment"], period=day
-    )
+def rows_links(violations: pd.DataFrame) -> list[str | None]:
+    """The rows behind each violation, from its structured columns (never its subject's text):
+    the Deployments list of its service in its environment on the day it occurred, or, without
+    an environment (merges, pushes, branches), the Pipelines list of its service that day; None
+    without a service."""
+    rows = list(violations[["service", "environment", "occurred_at"]].itertuples(index=False))
+    links: list[str | None] = [None] * len(rows)
+    for name, with_environment in (("deployments", True), ("pipelines", False)):
+        chosen = [
+            (i, r)
+            for i, r in enumerate(rows)
+            if not pd.isna(r.service) and pd.isna(r.environment) is not with_environment
+        ]
+        extras = (
+            {
+                "service": [r.service],
+                "env": r.environment if with_environment else None,
+                "period": drill.period_reaching(view.scope, r.occurred_at, r.occurred_at),
+            }
+            for _, r in chosen
+        )
+        for (i, _), url in zip(chosen, drill.row_links(name, extras), strict=True):
+            links[i] = url
+    return links
 
 
 st.subheader("Violations")
@@ -151,7 +163,7 @@ COLUMNS = {
     "new": "new",
     "message": "what to do",
 }
-table = shown.assign(rows_url=[rows_link(v) for _, v in shown.iterrows()])
+table = shown.assign(rows_url=rows_links(shown))
 for moment in ("occurred_at", "first_seen_at", "resolved_at"):
     table[moment] = pd.to_datetime(table[moment], utc=True).dt.strftime("%Y-%m-%d %H:%M")
 with st.container(key="violations"):  # the key names the table (tests find it by the key)
