@@ -146,13 +146,18 @@ def _merges(
 def _feature_lives(
     conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
 ) -> list[Any]:
-    """(repo, author, merged_at, first commit authored) per feature merge request of the period."""
+    """(repo, author, merged_at, first commit authored) per feature merge request of the period.
+    The state is checked here, not in SQL: given `state = 'merged'`, SQLite (which plans
+    without statistics) read every merged MR ever through the state index rather than the
+    period's through (repo, merged_at) (1.0 s against 0.45 s on the large organisation)."""
+    period = (MergeRequest.merged_at >= scope.since, MergeRequest.merged_at < scope.until)
     query = (
         select(
             MergeRequest.repo_id,
             MergeRequest.author,
             MergeRequest.merged_at,
             func.min(Commit.authored_at),
+            MergeRequest.state,
         )
         .join(Repo, Repo.id == MergeRequest.repo_id)
         .outerjoin(
@@ -162,14 +167,18 @@ def _feature_lives(
         .outerjoin(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
         .where(
             MergeRequest.repo_id.in_(repos),
-            _merged_in(scope, MergeRequest),
+            *period,
             ~_from_long_lived(targets),
         )
         .group_by(
-            MergeRequest.id, MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at
+            MergeRequest.id,
+            MergeRequest.repo_id,
+            MergeRequest.author,
+            MergeRequest.merged_at,
+            MergeRequest.state,
         )
     )
-    return list(conn.execute(query))
+    return [row[:4] for row in conn.execute(query) if row.state == "merged"]
 
 
 def _branches(

@@ -116,6 +116,7 @@ class World:
         target: str | None = None,
         author: str | None = None,
         head: str | None = None,
+        state: str = "merged",
     ) -> None:
         self.add(
             MergeRequest,
@@ -123,9 +124,9 @@ class World:
                 {
                     "repo_id": self.repo,
                     "iid": iid,
-                    "state": "merged",
+                    "state": state,
                     "created_at": created,
-                    "merged_at": merged,
+                    "merged_at": merged if state == "merged" else None,
                     "first_review_at": first_review,
                     "merge_commit_sha": merge_sha,
                     "squash_commit_sha": squash_sha,

@@ -13,6 +13,7 @@ from analytics import branching as b
 from analytics.frames import branch_strategies
 from analytics.policies import scan
 from analytics.scope import Scope
+from analytics.views.delivery import slowest_changes
 from sandbox import truth
 from sandbox.flows import ENVIRONMENT_BRANCHES, GIT_FLOW, GITLAB_FLOW, TRUNK
 from sandbox.generate import generate
@@ -198,3 +199,25 @@ def test_non_release_ref_is_the_gitlab_flow_production_branch(engine: Engine) ->
         and d.ref == ENVIRONMENT_BRANCHES["production"]
     }
     assert from_branch and {v.subject.split(":", 1)[1] for v in found} == from_branch
+
+
+def test_a_merge_request_of_the_same_commits_closed_later_is_not_the_one_named(
+    engine: Engine,
+) -> None:
+    """GitLab allows a second merge request of a merged branch's commits, closed unmerged (a
+    duplicate, a re-opened branch): both list the same commits. The slowest changes name the
+    merged one (the closed one is read after it), and only the merged one is feature work."""
+    world = World(engine)
+    world.deploy(world.commit("c0", authored=at(0)), at(0.5))  # the chain's baseline
+    sha = world.commit("c1", "c0", authored=at(1))
+    for iid, state in ((1, "merged"), (2, "closed")):
+        world.merge_request(
+            iid, [sha], created=at(1), merged=at(5), source="feature/x", state=state
+        )
+    world.deploy(sha, at(6))
+    world.derive()
+    with engine.connect() as conn:
+        (slowest,) = slowest_changes(conn, TWO_WEEKS)
+    assert slowest["merge_request"].startswith("!1 ")
+    s = classified(world)
+    assert (s.merged, s.feature_merges, s.median_branch_life_hours) == (1, 1, 4)
