@@ -68,11 +68,14 @@ def row_link(name: str, **extra: Any) -> str:
     return row_links(name, [extra])[0]
 
 
-def row_links(name: str, extras: Iterable[dict[str, Any]]) -> list[str]:
+def row_links(
+    name: str, extras: Iterable[dict[str, Any]], carried: dict[str, list[str]] | None = None
+) -> list[str]:
     """`row_link` of each of `extras`, the view's filters read once (a table's thousands of rows:
-    each read of the URL's parameters is a Streamlit command)."""
+    each read of the URL's parameters is a Streamlit command); `carried`: those filters, read
+    by the caller (a cached function cannot read the URL)."""
     path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
-    carried = state.filter_params()
+    carried = state.filter_params() if carried is None else carried
     return [f"{path}?{urlencode({**carried, **_given(extra)}, doseq=True)}" for extra in extras]
 
 

@@ -279,9 +279,21 @@ def test_policies_page_counts_filters_and_downloads(
     assert metric(at, "New this week").value == "2"  # occurred 1 and 2 days before NOW
     assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 1
     assert len(frame(at, "branch-strategies")) == len(view_rows(findings_url, "branch_strategies"))
-    filtered = open_page(dashboard_env, findings_url, "policies", {"severity": "error"})
-    assert list(frame(filtered, "violations")["policy"]) == ["untested-image"] * 2
+    filtered = open_page(
+        dashboard_env, findings_url, "policies", {"severity": "error", "team": ["payments"]}
+    )
+    shown = frame(filtered, "violations")
+    assert list(shown["policy"]) == ["untested-image"] * 2
     assert filtered.query_params["severity"] == "error"
+    for row in shown.to_dict("records"):  # its service's deployments there on its day
+        day = row["occurred_at"][:10]
+        followed = query_of(row["rows_url"])
+        assert followed["page"] == "deployments_list"
+        assert followed["query"]["service"] == ["payments-api"]
+        assert followed["query"]["env"] == "production" and followed["query"]["team"] == [
+            "payments"
+        ]
+        assert followed["query"]["period"] == [day, day]
 
 
 def test_policies_page_without_violations_says_where_they_come_from(
