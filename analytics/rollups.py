@@ -17,7 +17,6 @@ definition of every figure (`analytics.dora`, `analytics.build_health` read days
 from __future__ import annotations
 
 import gc
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import Connection, Text, and_, cast, delete, insert, literal, select
 
 from analytics import stats
@@ -373,7 +373,7 @@ def _values(model: Any, lists: tuple[str, ...] = ()) -> list[Any]:
 
 def _json_array(model: Any, lists: tuple[str, ...]) -> Any:
     """The JSON columns `lists` of a rollup row as the text of one JSON array, labelled
-    `lists`: one `json.loads` per row instead of one per column (the decoding of the value lists
+    `lists`: one `orjson.loads` per row instead of one per column (the decoding of the value lists
     is most of a read; their text is the stored JSON on SQLite, jsonb's on PostgreSQL, whose
     numbers keep their digits)."""
     columns = table_of(model).columns
@@ -418,7 +418,7 @@ def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> li
         RollupDay.service_id,
     ).where(RollupDay.day >= first, RollupDay.day < after)
     days = []
-    loads = json.loads
+    loads = orjson.loads
     for r in conn.execute(query):
         recovery_hours, lead_hours, stages, dropped = loads(r.lists)
         if tuple(stages) != STAGES:  # every stage, in STAGES' order (jsonb orders keys its way)
@@ -463,7 +463,7 @@ def _stored_pipeline_days(
         ),
         on=Service.repo_id == RollupPipelineDay.repo_id,
     ).where(RollupPipelineDay.day >= first, RollupPipelineDay.day < after)
-    loads = json.loads
+    loads = orjson.loads
     days = []
     for r in conn.execute(query):
         statuses, durations, queued = loads(r.lists)
