@@ -93,6 +93,7 @@ class CommitGraph:
         self._whole: dict[str, list[str]] | None = None
         self._bands: list[tuple[int, int]] = []  # generation bands read whole
         self._depth = FIRST_DEPTH
+        self._starts: dict[str, tuple[datetime | None, bool]] = {}  # read by `starts`
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -250,19 +251,22 @@ class CommitGraph:
 
     def starts(self, shas: list[str]) -> dict[str, tuple[datetime | None, bool]]:
         """sha -> (where lead time starts, is a merge commit): authored_at, or for a squash commit
-        the authored_at of its merge request's first commit."""
-        self._load(shas)
-        out: dict[str, tuple[datetime | None, bool]] = {}
-        for part in range(0, len(shas), BATCH):
-            chunk = {"repo": self.repo_id, "shas": shas[part : part + BATCH]}
+        the authored_at of its merge request's first commit. Each commit is read once per graph
+        (a derive): the chains of a service's environments bring the same commits one after the
+        other."""
+        wanted = [s for s in dict.fromkeys(shas) if s not in self._starts]
+        self._load(wanted)
+        out = self._starts
+        for part in range(0, len(wanted), BATCH):
+            chunk = {"repo": self.repo_id, "shas": wanted[part : part + BATCH]}
             for sha, authored, is_merge in self.conn.execute(_AUTHORED, chunk):
                 out[sha] = (authored, bool(is_merge) or len(self._parents[sha]) > 1)
             for squash_sha, first in self.conn.execute(_SQUASHED, chunk):
                 if squash_sha:
                     out[squash_sha] = (first, out.get(squash_sha, (None, False))[1])
-        for sha in shas:
+        for sha in wanted:
             out.setdefault(sha, (None, len(self._parents[sha]) > 1))
-        return out
+        return {sha: out[sha] for sha in shas}
 
 
 class RanLast:

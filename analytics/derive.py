@@ -148,11 +148,13 @@ def derive(
         late = late_chains(conn, changed_after)
         for chain, moment in _rechained(conn, changed_after).items():
             late[chain] = min(moment, late.get(chain, moment))
+        tiers = dict(conn.execute(select(Environment.id, Environment.tier)).all())
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
-            if _derive_chain(conn, service_id, environment_id, graphs[repo_id], since, summary):
+            graph, tier = graphs[repo_id], tiers.get(environment_id)
+            if _derive_chain(conn, service_id, environment_id, tier, graph, since, summary):
                 touched[service_id] = graphs[repo_id]
                 _earliest(dirty, service_id, since)
                 if repo_id is not None:  # a chain left as it was moves no release
@@ -428,12 +430,13 @@ def _derive_chain(
     conn: Connection,
     service_id: int,
     environment_id: int,
+    tier: str | None,
     graph: CommitGraph,
     since: datetime,
     summary: DeriveSummary,
 ) -> bool:
-    """Re-derive one chain from its first new deployment on (earlier links are kept); whether
-    there was anything to re-derive."""
+    """Re-derive one chain (its environment of `tier`) from its first new deployment on (earlier
+    links are kept); whether there was anything to re-derive."""
     at = {"service": service_id, "environment": environment_id, "since": since}
     # the rows from `since` on go first: a deployment no longer successful or moved elsewhere
     # since it was chained leaves none behind
@@ -447,7 +450,6 @@ def _derive_chain(
         part = {"ids": redo[start : start + 500]}
         conn.execute(_REDO_CHANGES, part)
         conn.execute(_REDO_LINKS, part)
-    tier = conn.execute(_TIER, at).scalar()
     # of the earlier deployments only what linking the new ones reads: the previous one, the
     # last that named a commit (the history the chain ran last), the first (the baseline), and
     # which of the new ones' images ran before the previous one
@@ -547,7 +549,6 @@ _NAMED = (
     select(Deployment.sha).where(_BEFORE, Deployment.sha.is_not(None)).order_by(*_LATEST).limit(1)
 )
 _FIRST = _STEPS.where(_CHAIN).order_by(*_EARLIEST).limit(1)
-_TIER = select(Environment.tier).where(Environment.id == bindparam("environment"))
 
 
 def _as_step(row: Any) -> _Step:
