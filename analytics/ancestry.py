@@ -313,12 +313,17 @@ class RanLast:
 _AUTHORED = select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
     Commit.repo_id == bindparam("repo"), Commit.sha.in_(bindparam("shas", expanding=True))
 )
-_SQUASHED = (
-    select(MergeRequest.squash_commit_sha, func.min(Commit.authored_at))
-    .join(
-        MrCommit, and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
-    )
+# (the first commit a scalar subquery per merge request, so that the merge requests are found
+# first, by (repo, squash commit): joined, SQLite drove the read from every MR commit of the repo)
+_FIRST_COMMIT = (
+    select(func.min(Commit.authored_at))
+    .select_from(MrCommit)
     .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+    .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+    .scalar_subquery()
+)
+_SQUASHED = (
+    select(MergeRequest.squash_commit_sha, func.min(_FIRST_COMMIT))
     .where(
         MergeRequest.repo_id == bindparam("repo"),
         MergeRequest.squash_commit_sha.in_(bindparam("shas", expanding=True)),

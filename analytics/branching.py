@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, false, func, or_, select, tuple_
 
 from analytics import stats
+from analytics.rules import merged
 from analytics.scope import Scope
 from warehouse.schema import Branch, Commit, MergeRequest, MrCommit, Repo, Service, Team
 
@@ -89,7 +90,7 @@ def _working_days(scope: Scope) -> int:
 
 
 def _merged_in(scope: Scope, mr: Any) -> Any:
-    return and_(mr.state == "merged", mr.merged_at >= scope.since, mr.merged_at < scope.until)
+    return and_(merged(mr), mr.merged_at >= scope.since, mr.merged_at < scope.until)
 
 
 def _targets(conn: Connection, scope: Scope, repos: list[int]) -> list[tuple[int, str]]:
@@ -146,18 +147,13 @@ def _merges(
 def _feature_lives(
     conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
 ) -> list[Any]:
-    """(repo, author, merged_at, first commit authored) per feature merge request of the period.
-    The state is checked here, not in SQL: given `state = 'merged'`, SQLite (which plans
-    without statistics) read every merged MR ever through the state index rather than the
-    period's through (repo, merged_at) (1.0 s against 0.45 s on the large organisation)."""
-    period = (MergeRequest.merged_at >= scope.since, MergeRequest.merged_at < scope.until)
+    """(repo, author, merged_at, first commit authored) per feature merge request of the period."""
     query = (
         select(
             MergeRequest.repo_id,
             MergeRequest.author,
             MergeRequest.merged_at,
             func.min(Commit.authored_at),
-            MergeRequest.state,
         )
         .join(Repo, Repo.id == MergeRequest.repo_id)
         .outerjoin(
@@ -167,18 +163,14 @@ def _feature_lives(
         .outerjoin(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
         .where(
             MergeRequest.repo_id.in_(repos),
-            *period,
+            _merged_in(scope, MergeRequest),
             ~_from_long_lived(targets),
         )
         .group_by(
-            MergeRequest.id,
-            MergeRequest.repo_id,
-            MergeRequest.author,
-            MergeRequest.merged_at,
-            MergeRequest.state,
+            MergeRequest.id, MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at
         )
     )
-    return [row[:4] for row in conn.execute(query) if row.state == "merged"]
+    return list(conn.execute(query))
 
 
 def _branches(

@@ -22,7 +22,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from analytics import releases
@@ -662,14 +673,15 @@ def _carried(conn: Connection, service_id: int, environment_id: int, shas: list[
     return found
 
 
-_CARRIED = (
-    select(DeploymentChange.sha)
-    .join(DeploymentChain, DeploymentChain.deployment_id == DeploymentChange.deployment_id)
-    .where(
+# the changes of these commits first (by sha: a few rows each), then whether their deployment is
+# of this chain (joined, SQLite read every chain row of the service first)
+_CARRIED = select(DeploymentChange.sha).where(
+    DeploymentChange.sha.in_(bindparam("shas", expanding=True)),
+    exists().where(
+        DeploymentChain.deployment_id == DeploymentChange.deployment_id,
         DeploymentChain.service_id == bindparam("service"),
         DeploymentChain.environment_id == bindparam("environment"),
-        DeploymentChange.sha.in_(bindparam("shas", expanding=True)),
-    )
+    ),
 )
 
 

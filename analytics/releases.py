@@ -157,25 +157,27 @@ def refresh(
         conditions = [
             MergeRequest.id.in_(late[start : start + BATCH]) for start in range(0, len(late), BATCH)
         ]
+        # in each repository, the MRs not released before its `since`; read through the index on
+        # (state, released_at), not released or released since the earliest `since`, one range
+        # each (a bare OR per repository would read every merged MR: nearly every repository
+        # is re-derived after a day)
         repos = sorted(rederived.items())
+        earliest = min(since for _, since in repos) if repos else None
         for start in range(0, len(repos), REPOS_PER_STATEMENT):
-            conditions.append(
-                and_(
-                    MergeRequest.state == "merged",
-                    or_(
-                        *(
-                            and_(
-                                MergeRequest.repo_id == repo,
-                                or_(
-                                    MergeRequest.released_at.is_(None),
-                                    MergeRequest.released_at >= since,
-                                ),
-                            )
-                            for repo, since in repos[start : start + REPOS_PER_STATEMENT]
-                        )
-                    ),
+            waiting = or_(
+                *(
+                    and_(
+                        MergeRequest.repo_id == repo,
+                        or_(MergeRequest.released_at.is_(None), MergeRequest.released_at >= since),
+                    )
+                    for repo, since in repos[start : start + REPOS_PER_STATEMENT]
                 )
             )
+            for released in (
+                MergeRequest.released_at.is_(None),
+                MergeRequest.released_at >= earliest,
+            ):
+                conditions.append(and_(MergeRequest.state == "merged", released, waiting))
     changed = 0
     for condition in conditions:
         changed += _recompute(conn, condition)

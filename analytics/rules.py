@@ -10,12 +10,22 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 
-from warehouse.schema import Deployment, Service
+from warehouse.schema import Deployment, MergeRequest, Service
 
 # A deployment's repository: its own (a pushed event may name it), else its service's.
 DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
+
+
+def merged(mr: Any = MergeRequest) -> ColumnElement[bool]:
+    """`state = 'merged'` of the merge request `mr` (an alias, or the table), written so that no
+    index serves it. SQLite plans from its indexes alone (no statistics): given the bare
+    equality, it read merge requests through the state index, every merged MR ever, instead of
+    the index the rest of the query names ((repo, sha), (repo, merged_at), the merge or squash
+    commit): 0.3-3 s instead of milliseconds on the large organisation. A read that wants the
+    state index (the unreleased MRs, by (state, released_at)) names `state` bare."""
+    return func.coalesce(mr.state, "") == "merged"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from analytics.rows import (
     ScopeData,
     UnreleasedRow,
 )
-from analytics.rules import DEPLOYMENT_REPO, FailureRules
+from analytics.rules import DEPLOYMENT_REPO, FailureRules, merged
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,
@@ -222,9 +222,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
             changes.c.environment_id,
         ).join(
             MergeRequest,
-            and_(
-                MergeRequest.repo_id == changes.c.repo_id, carrier, MergeRequest.state == "merged"
-            ),
+            and_(MergeRequest.repo_id == changes.c.repo_id, carrier, merged()),
         )
         for carrier in carriers
     ]
@@ -348,7 +346,7 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     (`analytics.releases`), with two indexed range reads on (state, released_at): not released, or
     released after the scope's start. A named environment computes its release times in one
     set-based query (`releases.release_times`) over the scope's repositories."""
-    merged = (MergeRequest.state == "merged", MergeRequest.merged_at < scope.until)
+    merged_by_end = (MergeRequest.state == "merged", MergeRequest.merged_at < scope.until)
     columns = (Service.name.label("service"), Team.name.label("team"))
     if scope.environment is None:
         released = MergeRequest.released_at
@@ -358,13 +356,13 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
                     MergeRequest
                 ),
                 on=Service.repo_id == MergeRequest.repo_id,
-            ).where(*merged, waiting)
+            ).where(*merged_by_end, waiting)
             for waiting in (released.is_(None), released > scope.since)
         ]
         return [row for read in reads for row in _rows(conn.execute(read), UnreleasedRow)]
     repos = scope.owned(select(Repo.id), on=Service.repo_id == Repo.id)
     times = releases.release_times(
-        scope.environment, and_(*merged, MergeRequest.repo_id.in_(repos))
+        scope.environment, and_(*merged_by_end, MergeRequest.repo_id.in_(repos))
     ).subquery("times")
     query = scope.owned(
         select(
@@ -375,7 +373,7 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
         .select_from(MergeRequest)
         .outerjoin(times, times.c.merge_request_id == MergeRequest.id),
         on=Service.repo_id == MergeRequest.repo_id,
-    ).where(*merged, or_(times.c.released_at.is_(None), times.c.released_at > scope.since))
+    ).where(*merged_by_end, or_(times.c.released_at.is_(None), times.c.released_at > scope.since))
     return _rows(conn.execute(query), UnreleasedRow)
 
 

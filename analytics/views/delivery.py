@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
 from analytics.rows import lead_time_hours
-from analytics.rules import DEPLOYMENT_REPO
+from analytics.rules import DEPLOYMENT_REPO, merged
 from analytics.scope import Scope
 from analytics.selects import scoped_chain
 from analytics.views._common import (
@@ -150,9 +150,7 @@ def merge_requests_of(
     conn: Connection, pairs: set[tuple[int, str]]
 ) -> dict[tuple[int, str], dict[str, Any]]:
     """(repo, sha) -> the merged MR that brought the commit: as its squash or merge commit, else
-    as one of its commits. The state is checked here, not in SQL: given `state = 'merged'`,
-    SQLite (which plans without statistics) read every merged MR through the state index
-    instead of the pairs through the (repo, sha) ones (0.5 s on the large organisation)."""
+    as one of its commits."""
     found: dict[tuple[int, str], dict[str, Any]] = {}
     columns = (
         MergeRequest.repo_id,
@@ -162,7 +160,6 @@ def merge_requests_of(
         MergeRequest.created_at,
         MergeRequest.first_review_at,
         MergeRequest.merged_at,
-        MergeRequest.state,
     )
     via = (
         select(*columns, MrCommit.sha)
@@ -170,19 +167,17 @@ def merge_requests_of(
             MrCommit,
             and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid),
         )
-        .where(_any_pair(MrCommit.repo_id, MrCommit.sha, pairs))
+        .where(_any_pair(MrCommit.repo_id, MrCommit.sha, pairs), merged())
     )
     queries: list[Any] = [via]  # later queries win: a squash or merge commit is the MR itself
     for sha_column in (MergeRequest.merge_commit_sha, MergeRequest.squash_commit_sha):
         queries.append(
-            select(*columns, sha_column).where(_any_pair(MergeRequest.repo_id, sha_column, pairs))
+            select(*columns, sha_column).where(
+                _any_pair(MergeRequest.repo_id, sha_column, pairs), merged()
+            )
         )
     for query in queries:
-        for repo_id, iid, title, url, created, reviewed, merged_at, state, sha in conn.execute(
-            query
-        ):
-            if state != "merged":
-                continue
+        for repo_id, iid, title, url, created, reviewed, merged_at, sha in conn.execute(query):
             found[(repo_id, sha)] = {
                 "iid": iid,
                 "title": f"!{iid} {title or ''}",
