@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     and_,
@@ -573,24 +574,45 @@ def _ran_before(
     """Which of `images` (`_image`) the chain ran before its deployment `previous`."""
     if previous is None:
         return set()
-    digests = sorted(i for i in images if not i.startswith("commit:"))
     commits = sorted(i.removeprefix("commit:") for i in images if i.startswith("commit:"))
-    by_commit = and_(Deployment.image_digest.is_(None), Deployment.sha.in_(commits))
-    if "None" in commits:  # neither a digest nor a commit
-        by_commit = or_(
-            by_commit, and_(Deployment.image_digest.is_(None), Deployment.sha.is_(None))
-        )
-    earlier = or_(
-        Deployment.finished_at < previous.finished_at,
-        and_(Deployment.finished_at == previous.finished_at, Deployment.id < previous.id),
-    )
     rows = conn.execute(
-        select(Deployment.sha, Deployment.image_digest)
-        .where(_CHAIN, earlier, or_(Deployment.image_digest.in_(digests), by_commit))
-        .distinct(),
-        at,
+        _RAN_BEFORE,
+        {
+            **at,
+            "digests": sorted(i for i in images if not i.startswith("commit:")),
+            "commits": commits,
+            "unnamed": "None" in commits,  # neither a digest nor a commit
+            "before": previous.finished_at,
+            "before_id": previous.id,
+        },
     )
     return {_image(_Step(0, sha, digest, previous.finished_at, None)) for sha, digest in rows}
+
+
+_RAN_BEFORE = (
+    select(Deployment.sha, Deployment.image_digest)
+    .where(
+        _CHAIN,
+        or_(
+            Deployment.finished_at < bindparam("before"),
+            and_(
+                Deployment.finished_at == bindparam("before"),
+                Deployment.id < bindparam("before_id"),
+            ),
+        ),
+        or_(
+            Deployment.image_digest.in_(bindparam("digests", expanding=True)),
+            and_(
+                Deployment.image_digest.is_(None),
+                or_(
+                    Deployment.sha.in_(bindparam("commits", expanding=True)),
+                    and_(bindparam("unnamed", type_=Boolean), Deployment.sha.is_(None)),
+                ),
+            ),
+        ),
+    )
+    .distinct()
+)
 
 
 def _image(step: _Step) -> str:

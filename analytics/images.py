@@ -45,6 +45,11 @@ from warehouse.schema import (
     Service,
 )
 
+# a repository with this many short commit names or fewer to look up (an incremental derive's
+# new images) reads the commits of each prefix, a range of the (repo, sha) index, rather than
+# all of its commits (a first derive's thousands)
+PREFIX_RANGES = 64
+
 
 @dataclass
 class ResolutionSummary:
@@ -263,8 +268,11 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> dict[str
         per_repo[repo_id][short] = digests
     by_revision: dict[str, set[str]] = defaultdict(set)
     for repo_id, shorts in per_repo.items():
+        query = select(Commit.sha).where(Commit.repo_id == repo_id)
+        if len(shorts) <= PREFIX_RANGES:  # the commits of each prefix, a range of the index
+            query = query.where(or_(*(and_(Commit.sha >= s, Commit.sha < s + "~") for s in shorts)))
         by_prefix: dict[str, list[str]] = defaultdict(list)
-        for sha in conn.execute(select(Commit.sha).where(Commit.repo_id == repo_id)).scalars():
+        for sha in conn.execute(query).scalars():
             by_prefix[sha[:7]].append(sha)
         for short, digests in shorts.items():
             matches = [sha for sha in by_prefix.get(short[:7], ()) if sha.startswith(short)]
