@@ -161,16 +161,18 @@ def derive(
         for chain, moment in _rechained(conn, changed_after).items():
             late[chain] = min(moment, late.get(chain, moment))
         tiers = dict(conn.execute(select(Environment.id, Environment.tier)).all())
+        linked = _Linked()
         for service_id, environment_id, repo_id, since in _stale_chains(conn, late):
             summary.chains += 1
             if repo_id not in graphs:
                 graphs[repo_id] = CommitGraph(conn, repo_id)
             graph, tier = graphs[repo_id], tiers.get(environment_id)
-            if _derive_chain(conn, service_id, environment_id, tier, graph, since, summary):
+            if _derive_chain(conn, service_id, environment_id, tier, graph, since, summary, linked):
                 touched[service_id] = graphs[repo_id]
                 _earliest(dirty, service_id, since)
                 if repo_id is not None:  # a chain left as it was moves no release
                     _earliest(rederived, repo_id, since)
+        linked.flush(conn)
         for service_id, graph in touched.items():
             _first_in_production(conn, service_id, graph)
         failures_before = _failures(conn)
@@ -446,9 +448,11 @@ def _derive_chain(
     graph: CommitGraph,
     since: datetime,
     summary: DeriveSummary,
+    linked: _Linked,
 ) -> bool:
     """Re-derive one chain (its environment of `tier`) from its first new deployment on (earlier
-    links are kept); whether there was anything to re-derive."""
+    links are kept), its rows written through `linked`; whether there was anything to
+    re-derive."""
     at = {"service": service_id, "environment": environment_id, "since": since}
     # the rows from `since` on go first: a deployment no longer successful or moved elsewhere
     # since it was chained leaves none behind
@@ -517,11 +521,36 @@ def _derive_chain(
             }
         )
         carried.add(sha)
-    upsert(conn, DeploymentChain, chain_rows)
-    upsert(conn, DeploymentChange, change_rows)
+    linked.add(conn, chain_rows, change_rows)
     summary.deployments += len(chain_rows)
     summary.changes += len(change_rows)
     return True
+
+
+@dataclass
+class _Linked:
+    """Chain and change rows derived and not written yet, written `FLUSH_ROWS` at a time (one
+    write per chain was two statements a chain). No chain reads another's rows: a chain's reads
+    are of its own earlier rows and of deployments, and its deletes are of its own rows."""
+
+    chains: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self, conn: Connection, chains: list[dict[str, Any]], changes: list[dict[str, Any]]
+    ) -> None:
+        self.chains.extend(chains)
+        self.changes.extend(changes)
+        if len(self.chains) + len(self.changes) >= FLUSH_ROWS:
+            self.flush(conn)
+
+    def flush(self, conn: Connection) -> None:
+        upsert(conn, DeploymentChain, self.chains)
+        upsert(conn, DeploymentChange, self.changes)
+        self.chains, self.changes = [], []
+
+
+FLUSH_ROWS = 5000
 
 
 # a chain with this many deployments to link holds the history it ran last as a set over the
