@@ -28,13 +28,13 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select
 from sqlalchemy.orm import aliased
 
+from analytics.rules import MR_FIRST_COMMIT
 from warehouse.schema import (
     Commit,
     CommitGeneration,
     CommitParent,
     DeriveState,
     MergeRequest,
-    MrCommit,
 )
 from warehouse.upsert import upsert
 
@@ -313,17 +313,10 @@ class RanLast:
 _AUTHORED = select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
     Commit.repo_id == bindparam("repo"), Commit.sha.in_(bindparam("shas", expanding=True))
 )
-# (the first commit a scalar subquery per merge request, so that the merge requests are found
-# first, by (repo, squash commit): joined, SQLite drove the read from every MR commit of the repo)
-_FIRST_COMMIT = (
-    select(func.min(Commit.authored_at))
-    .select_from(MrCommit)
-    .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-    .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
-    .scalar_subquery()
-)
+# (the merge requests found first, by (repo, squash commit), then each one's first commit: joined,
+# SQLite drove the read from every MR commit of the repository)
 _SQUASHED = (
-    select(MergeRequest.squash_commit_sha, func.min(_FIRST_COMMIT))
+    select(MergeRequest.squash_commit_sha, func.min(MR_FIRST_COMMIT))
     .where(
         MergeRequest.repo_id == bindparam("repo"),
         MergeRequest.squash_commit_sha.in_(bindparam("shas", expanding=True)),

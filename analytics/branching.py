@@ -35,9 +35,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, false, func, or_, select, tuple_
 
 from analytics import stats
-from analytics.rules import merged
+from analytics.rules import MR_FIRST_COMMIT, merged
 from analytics.scope import Scope
-from warehouse.schema import Branch, Commit, MergeRequest, MrCommit, Repo, Service, Team
+from warehouse.schema import Branch, MergeRequest, Repo, Service, Team
 
 TRUNK_BASED, GITHUB_FLOW, GITLAB_FLOW, GIT_FLOW = (
     "trunk-based",
@@ -149,25 +149,12 @@ def _feature_lives(
 ) -> list[Any]:
     """(repo, author, merged_at, first commit authored) per feature merge request of the period."""
     query = (
-        select(
-            MergeRequest.repo_id,
-            MergeRequest.author,
-            MergeRequest.merged_at,
-            func.min(Commit.authored_at),
-        )
+        select(MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at, MR_FIRST_COMMIT)
         .join(Repo, Repo.id == MergeRequest.repo_id)
-        .outerjoin(
-            MrCommit,
-            and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid),
-        )
-        .outerjoin(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
         .where(
             MergeRequest.repo_id.in_(repos),
             _merged_in(scope, MergeRequest),
             ~_from_long_lived(targets),
-        )
-        .group_by(
-            MergeRequest.id, MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at
         )
     )
     return list(conn.execute(query))

@@ -29,18 +29,16 @@ from analytics.rows import (
     ScopeData,
     UnreleasedRow,
 )
-from analytics.rules import DEPLOYMENT_REPO, FailureRules, merged
+from analytics.rules import DEPLOYMENT_REPO, MR_FIRST_COMMIT, FailureRules, merged
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,
-    Commit,
     Deployment,
     DeploymentChain,
     DeploymentChange,
     Environment,
     Incident,
     MergeRequest,
-    MrCommit,
     Pipeline,
     Repo,
     Service,
@@ -176,13 +174,6 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
     """Merged MRs whose merge or squash commit (a fast-forward merge: its head) first reached the
     scope's environment in the period, with their stage timestamps. The repository is the
     deployment's (a deploy job may name a service no code source knows), else its service's."""
-    first_commit = (
-        select(func.min(Commit.authored_at))
-        .select_from(MrCommit)
-        .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-        .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
-        .scalar_subquery()
-    )
     changes = (  # used three times, so materialised (SQLite and PostgreSQL do so by default)
         scoped_chain(
             scope,
@@ -215,7 +206,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
             changes.c.service,
             changes.c.team,
             changes.c.at,
-            first_commit.label("first_commit_at"),
+            MR_FIRST_COMMIT.label("first_commit_at"),
             MergeRequest.created_at,
             MergeRequest.first_review_at,
             MergeRequest.merged_at,

@@ -68,15 +68,42 @@ def row_link(name: str, **extra: Any) -> str:
     return row_links(name, [extra])[0]
 
 
-def row_links(
-    name: str, extras: Iterable[dict[str, Any]], carried: dict[str, list[str]] | None = None
-) -> list[str]:
+def row_links(name: str, extras: Iterable[dict[str, Any]]) -> list[str]:
     """`row_link` of each of `extras`, the view's filters read once (a table's thousands of rows:
-    each read of the URL's parameters is a Streamlit command); `carried`: those filters, read
-    by the caller (a cached function cannot read the URL)."""
+    each read of the URL's parameters is a Streamlit command)."""
+    carried = state.filter_params()
+    return [_url(name, carried, extra) for extra in extras]
+
+
+def _url(name: str, carried: dict[str, list[str]], extra: dict[str, Any]) -> str:
+    """The relative URL of the list `name` with the filters `carried` and `extra`."""
     path = PAGES[name].removeprefix("app_pages/").removesuffix(".py")
-    carried = state.filter_params() if carried is None else carried
-    return [f"{path}?{urlencode({**carried, **_given(extra)}, doseq=True)}" for extra in extras]
+    return f"{path}?{urlencode({**carried, **_given(extra)}, doseq=True)}"
+
+
+@st.cache_data(ttl=data.TTL, show_spinner=False)
+def violation_links(url: str, scope: Scope, carried: dict[str, list[str]]) -> pd.Series:
+    """The rows behind each violation of the view (`data.violations`, by its index), from its
+    structured columns (never its subject's text): the Deployments list of its service in its
+    environment on the day it occurred, or, without an environment (merges, pushes, branches),
+    the Pipelines list of its service that day; None without a service. Cached with the view's
+    filters `carried` (`state.filter_params()`: a cached function cannot read the URL): thousands
+    of links, the same on every rerun of the page."""
+
+    def link(v: Any) -> str | None:
+        if pd.isna(v.service):
+            return None
+        extra = {
+            "service": [v.service],
+            "period": period_reaching(scope, v.occurred_at, v.occurred_at),
+        }
+        if pd.isna(v.environment):
+            return _url("pipelines", carried, extra)
+        return _url("deployments", carried, {**extra, "env": v.environment})
+
+    violations = data.violations(url, scope)
+    links = [link(v) for v in violations[["service", "environment", "occurred_at"]].itertuples()]
+    return pd.Series(links, index=violations.index, dtype=object)
 
 
 def period_reaching(

@@ -6,7 +6,6 @@ and the signals behind it."""
 import pandas as pd
 import streamlit as st
 
-from analytics.scope import Scope
 from dashboard import charts, data, drill, show, state
 
 view = state.current()
@@ -123,35 +122,6 @@ else:
     show.chart(charts.bars(counts, "policy", "violations", "severity"), key="by-policy")
 
 
-@st.cache_data(ttl=data.TTL, show_spinner=False)
-def rows_links(url: str, scope: Scope, carried: dict[str, list[str]]) -> pd.Series:
-    """The rows behind each violation of the view (`data.violations`, by its index), from its
-    structured columns (never its subject's text): the Deployments list of its service in its
-    environment on the day it occurred, or, without an environment (merges, pushes, branches),
-    the Pipelines list of its service that day; None without a service. Cached with the view's
-    filters `carried`: thousands of links, the same on every rerun of the page."""
-    violations = data.violations(url, scope)
-    rows = list(violations[["service", "environment", "occurred_at"]].itertuples(index=False))
-    links: list[str | None] = [None] * len(rows)
-    for name, with_environment in (("deployments", True), ("pipelines", False)):
-        chosen = [
-            (i, r)
-            for i, r in enumerate(rows)
-            if not pd.isna(r.service) and pd.isna(r.environment) is not with_environment
-        ]
-        extras = (
-            {
-                "service": [r.service],
-                "env": r.environment if with_environment else None,
-                "period": drill.period_reaching(scope, r.occurred_at, r.occurred_at),
-            }
-            for _, r in chosen
-        )
-        for (i, _), link in zip(chosen, drill.row_links(name, extras, carried), strict=True):
-            links[i] = link
-    return pd.Series(links, index=violations.index, dtype=object)
-
-
 st.subheader("Violations")
 # the long "what to do" last, so that the short columns and the links fit at 1440 px
 COLUMNS = {
@@ -167,7 +137,7 @@ COLUMNS = {
     "new": "new",
     "message": "what to do",
 }
-links = rows_links(view.url, view.scope, state.filter_params())
+links = drill.violation_links(view.url, view.scope, state.filter_params())
 table = shown.assign(rows_url=links.loc[shown.index])
 for moment in ("occurred_at", "first_seen_at", "resolved_at"):
     table[moment] = pd.to_datetime(table[moment], utc=True).dt.strftime("%Y-%m-%d %H:%M")
