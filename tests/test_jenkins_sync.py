@@ -465,9 +465,12 @@ def test_transient_faults_are_retried(tiny: Sandbox, tmp_path: Path) -> None:
     assert sync(tiny, reference).ok
     assert tiny.jenkins_app is not None
     faults = tiny.jenkins_app.faults
-    faults.add(FaultRule(path=r"/wfapi/describe", kind="500", every=3))
-    faults.add(FaultRule(path=r"/testReport/", kind="503", every=4))
-    faults.add(FaultRule(path=r"/api/json$", kind="drop", every=5, after=1))
+    # The collector's threads interleave on the rules' counters, so one URL could meet a fault
+    # at every attempt: capped at three each, no URL fails more than six times, within the
+    # policy's six retries (seven attempts), whatever the order.
+    faults.add(FaultRule(path=r"/wfapi/describe", kind="500", every=3, times=3))
+    faults.add(FaultRule(path=r"/testReport/", kind="503", every=4, times=3))
+    faults.add(FaultRule(path=r"/api/json$", kind="drop", every=5, after=1, times=3))
     engine = fresh(tmp_path, "w.db")
     summary = sync(tiny, engine)
     assert summary.ok, summary.errors
