@@ -17,7 +17,8 @@ def build_health(data: Rollup) -> dict[str, Any]:
     default-branch red time and failing tests. Definition: docs/METRICS.md#build-health"""
     by_status: Counter[str] = Counter()
     for p in data.pipelines:
-        by_status.update(p.statuses)
+        for status, n in p.statuses.items():  # Counter.update checks its argument each call
+            by_status[status] += n
     durations = list(chain.from_iterable(p.durations for p in data.pipelines))
     queued = list(chain.from_iterable(p.queued for p in data.pipelines))
     decided = by_status["success"] + by_status["failed"]

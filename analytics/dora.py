@@ -138,28 +138,26 @@ def deployment_failure_rate(data: Rollup) -> dict[str, Any]:
     """Failed attempts over finished attempts in the scope's environment (the production tier when
     none is named, like every other metric), and per environment (all of them).
     Definition: docs/METRICS.md#deployment-failure-rate"""
-    per_env: dict[str, Counter[str]] = defaultdict(Counter)
-    in_scope: Counter[str] = Counter()
+    per_env: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # [failed, attempts]
+    failed = attempts = 0
     named = data.scope.environment
     for d in data.days:
         if not (d.attempts_success or d.attempts_failed):
             continue
-        counts = {"failed": d.attempts_failed, "success": d.attempts_success}
-        per_env[d.environment or ""].update(counts)
+        both = d.attempts_failed + d.attempts_success
+        env = per_env[d.environment or ""]
+        env[0] += d.attempts_failed
+        env[1] += both
         if d.environment == named if named else d.tier == "production":
-            in_scope.update(counts)
-    failed, attempts = in_scope["failed"], in_scope["failed"] + in_scope["success"]
+            failed += d.attempts_failed
+            attempts += both
     return {
         "failed": failed,
         "attempts": attempts,
         "rate": stats.ratio(failed, attempts),
         "environments": {
-            env: {
-                "failed": c["failed"],
-                "attempts": c["failed"] + c["success"],
-                "rate": stats.ratio(c["failed"], c["failed"] + c["success"]),
-            }
-            for env, c in sorted(per_env.items())
+            env: {"failed": f, "attempts": a, "rate": stats.ratio(f, a)}
+            for env, (f, a) in sorted(per_env.items())
         },
     }
 

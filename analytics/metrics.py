@@ -89,13 +89,14 @@ def metrics(
 ) -> dict[str, Any]:
     """`cdmetrics metrics` as JSON: the scope, every metric, and with `by` one row per slice
     (by week: with `partial`, the week cut by the period or the clock)."""
-    data = rollups.load(conn, scope, rules)
-    result: dict[str, Any] = {"scope": scope.as_json(), **compute(data)}
-    if by is not None:
-        result["rows"] = [{by: key, **values} for key, values in sliced(data, by)]
-        if by == "week":  # a week the period or the clock cuts: not comparable with whole ones
-            for row in result["rows"]:
-                row["partial"] = scope.partial(row["week"])
+    with rollups.collector_paused():
+        data = rollups.load(conn, scope, rules)
+        result: dict[str, Any] = {"scope": scope.as_json(), **compute(data)}
+        if by is not None:
+            result["rows"] = [{by: key, **values} for key, values in sliced(data, by)]
+    if by == "week":  # a week the period or the clock cuts: not comparable with whole ones
+        for row in result["rows"]:
+            row["partial"] = scope.partial(row["week"])
     return result
 
 

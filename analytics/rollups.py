@@ -297,16 +297,20 @@ def load(
     answer the scope (a named environment, another time zone or other failure rules than the
     last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
     the others empty); of the rolled-up parts, `rolled` (`days`, `pipelines`; default both)."""
-    with _collector_paused():
+    with collector_paused():
         return _load(conn, scope, rules, rows, rolled)
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector paused while a read builds its days: they are tens of
     thousands of objects holding lists, none in a cycle (reference counting frees them), and each
     collection pass over the growing heap cost a quarter of the read (0.6-0.8 s of the 90 days'
-    metrics on the large organisation). Re-enabled after, if it was enabled before."""
+    metrics on the large organisation). Re-enabled after, if it was enabled before.
+    A surface that reads days and then computes over them (`metrics.metrics`, the weekly report)
+    keeps it paused until it is done: the objects allocated while it was paused wait in the
+    youngest generation, and the first passes after it resumes walk every one of them (0.2 s of
+    the whole organisation's weekly report) while they are still alive."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -626,6 +630,7 @@ __all__ = [
     "Day",
     "PipelineDay",
     "Rollup",
+    "collector_paused",
     "fingerprint",
     "load",
     "midnight",

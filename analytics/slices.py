@@ -13,6 +13,7 @@ service slice keeps the whole scope.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +22,8 @@ from typing import Any, Generic, TypeVar
 
 from analytics import stats
 from analytics.rollups import Rollup
-from analytics.rows import Row, ScopeData
+from analytics.rows import Row, ScopeData, UnreleasedRow
+from analytics.scope import Scope
 
 D = TypeVar("D", ScopeData, Rollup)  # rows, or their days (`analytics.rollups`)
 
@@ -42,8 +44,8 @@ class Slice(Generic[D]):
 def slices(data: D, by: str) -> list[Slice[D]]:
     """`data` cut by `by` (week, month, team or service). Every week or month of the period
     appears (an empty one with empty parts); a team or service appears when it owns a row of any
-    part but the incidents and the unreleased MRs. The unreleased MRs of a time slice are the
-    whole scope's (those waiting at the slice's end)."""
+    part but the incidents and the unreleased MRs. The unreleased MRs of a time slice are those
+    of the whole scope waiting at the slice's end (`dora.merged_not_in_production`'s rows)."""
     if by not in SLICES:
         raise ValueError(f"cannot slice by {by!r}; use one of {', '.join(SLICES)}")
     scope, zone = data.scope, data.scope.zone
@@ -67,26 +69,43 @@ def slices(data: D, by: str) -> list[Slice[D]]:
             continue
         for r in rows:
             buckets[key_of(r)][name].append(r)
-    if by == "week":
-        return [Slice(key, _within(data, key, buckets[key]), [key]) for key in weeks]
-    if by == "month":
+    if by in ("week", "month"):
+        keys = weeks if by == "week" else stats.months_between(scope.since, scope.until, zone)
+        cut = {key: _cut(scope, key) for key in keys}
+        waiting = _waiting(data.unreleased, cut)
         return [
             Slice(
-                key, _within(data, key, buckets[key]), [w for w in weeks if _week_in_month(w, key)]
+                key,
+                type(data)(cut[key], **{**buckets[key], "unreleased": waiting[key]}),
+                [key] if by == "week" else [w for w in weeks if _week_in_month(w, key)],
             )
-            for key in stats.months_between(scope.since, scope.until, zone)
+            for key in keys
         ]
     owners = [p for p in names if p not in ("incidents", "unreleased")]
     keys = sorted({key for key, parts in buckets.items() if any(parts[p] for p in owners)})
     return [Slice(key, type(data)(scope, **buckets[key]), weeks) for key in keys]
 
 
-def _within(data: D, key: str, parts: dict[str, list[Any]]) -> D:
-    """The rows of the week or month `key` over its own scope (the bucket cut by the period),
-    with every unreleased MR of `data`."""
-    start, end = stats.bucket_bounds(key, data.scope.zone)
-    own = replace(data.scope, since=max(start, data.scope.since), until=min(end, data.scope.until))
-    return type(data)(own, **{**parts, "unreleased": data.unreleased})
+def _cut(scope: Scope, key: str) -> Scope:
+    """The scope of the week or month `key`: its bucket cut by the period."""
+    start, end = stats.bucket_bounds(key, scope.zone)
+    return replace(scope, since=max(start, scope.since), until=min(end, scope.until))
+
+
+def _waiting(rows: list[UnreleasedRow], cut: dict[str, Scope]) -> dict[str, list[UnreleasedRow]]:
+    """The merged MRs waiting at the end of each slice of `cut` (merged before it and not in
+    production by it), in one pass: a row waits at the ends from the first after its merge to
+    the last not after its release (the ends ascend), mostly none or one, so no slice scans
+    every row of the period."""
+    keys = list(cut)
+    ends = [cut[key].until for key in keys]
+    waiting: dict[str, list[UnreleasedRow]] = {key: [] for key in keys}
+    for r in rows:
+        first = bisect_right(ends, r.at)
+        last = len(ends) if r.released_at is None else bisect_right(ends, r.released_at)
+        for i in range(first, last):
+            waiting[keys[i]].append(r)
+    return waiting
 
 
 def _week_in_month(week: str, month: str) -> bool:

@@ -108,10 +108,11 @@ def metrics(
         *(("pipelines",) if "pipelines" in wanted else ()),
         *(p for p in rollups.ROWS if p in wanted),
     )
-    data = _days(url, scope, rules, read)
-    total = compute(data, names=names)
-    trend = sliced(data, by, names)
-    teams = sliced(data, "team", names) if by_team else []
+    with rollups.collector_paused():
+        data = _days(url, scope, rules, read)
+        total = compute(data, names=names)
+        trend = sliced(data, by, names)
+        teams = sliced(data, "team", names) if by_team else []
     return {
         "total": {name: total[name] for name in names},
         "trend": [

@@ -198,7 +198,7 @@ def build_report(
     rules = rules or FailureRules()
     now = now or datetime.now(UTC)
     period = report_period(week, teams, services, now)
-    with engine.connect() as conn:
+    with engine.connect() as conn, rollups.collector_paused():
         try:
             views.check_names(conn, teams, services)
         except UnknownName as exc:

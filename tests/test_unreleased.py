@@ -71,3 +71,29 @@ def test_a_week_row_counts_what_waited_at_that_weeks_end(world: World) -> None:
         alone = world.metrics(since=since, until=end)["lead_time"]["merged_not_in_production"]
         assert row["lead_time"]["merged_not_in_production"] == alone
     assert [r["lead_time"]["merged_not_in_production"]["count"] for r in rows] == [1, 1]
+
+
+@pytest.mark.parametrize("by", ["week", "month"])
+def test_a_merge_or_a_release_at_a_slices_end_counts_as_in_a_scope_ending_there(
+    engine: Engine, by: str
+) -> None:
+    """A slice's end is exclusive for the merge and inclusive for the release, as for a scope
+    ending there: merged at the first week's end, an MR waits at no end (released with it);
+    released at that end, it waited at it."""
+    w = World(engine)
+    w.line("a", "b", "c")
+    end = at(24 * 7 - 9)  # the first week's end (T0 is Monday 09:00 UTC)
+    w.merge_request(1, ["b"], created=at(0), merged=end, merge_sha="b")
+    w.merge_request(2, ["c"], created=at(0), merged=at(5), merge_sha="c")
+    w.deploy("a", at(1))
+    w.deploy("c", end)  # carries b: both released at the first week's end
+    w.derive()
+    since, until = at(0), at(24 * 9)
+    rows = w.metrics(since=since, until=until, by=by)["rows"]
+    ends = [end, until] if by == "week" else [until]
+    assert len(rows) == len(ends)
+    for row, row_end in zip(rows, ends, strict=True):
+        alone = w.metrics(since=since, until=row_end)["lead_time"]["merged_not_in_production"]
+        assert row["lead_time"]["merged_not_in_production"] == alone
+    counts = [r["lead_time"]["merged_not_in_production"]["count"] for r in rows]
+    assert counts == ([1, 0] if by == "week" else [0])
