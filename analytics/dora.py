@@ -37,12 +37,13 @@ def lead_time(data: Rollup) -> dict[str, Any]:
     merge-request stage breakdown (median hours) and the negative spans dropped per stage.
     Definition: docs/METRICS.md#lead-time-for-changes"""
     hours = list(chain.from_iterable(d.lead_hours for d in data.days))
-    stages = {name: list(chain.from_iterable(d.stages[name] for d in data.days)) for name in STAGES}
-    dropped = {name: sum(d.dropped[name] for d in data.days) for name in STAGES}
+    released = [d for d in data.days if d.merge_requests]  # the only days with stage spans
+    stages = {name: list(chain.from_iterable(d.stages[name] for d in released)) for name in STAGES}
+    dropped = {name: sum(d.dropped[name] for d in released) for name in STAGES}
     return {
         "changes": len(hours),
         **stats.lead_time_figures(hours, stages),
-        "merge_requests": sum(d.merge_requests for d in data.days),
+        "merge_requests": sum(d.merge_requests for d in released),
         "negative_spans_dropped": dropped,
         "merged_not_in_production": merged_not_in_production(data),
     }

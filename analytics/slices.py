@@ -17,7 +17,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from analytics import stats
@@ -53,9 +53,13 @@ def slices(data: D, by: str) -> list[Slice[D]]:
     key_of: Callable[[Row], str]
     if by in ("week", "month"):
         day_key = stats.week_key if by == "week" else stats.month_key
+        known: dict[datetime, str] = {}  # days share their midnight: each key computed once
 
         def key_of(r: Row) -> str:
-            return day_key(stats.local_day(r.at, zone))
+            key = known.get(r.at)
+            if key is None:
+                key = known[r.at] = day_key(stats.local_day(r.at, zone))
+            return key
 
     else:
 
@@ -98,7 +102,7 @@ def _waiting(rows: list[UnreleasedRow], cut: dict[str, Scope]) -> dict[str, list
     the last not after its release (the ends ascend), mostly none or one, so no slice scans
     every row of the period."""
     keys = list(cut)
-    ends = [cut[key].until for key in keys]
+    ends = [cut[key].until.astimezone(UTC) for key in keys]  # rows' zone: compared without offsets
     waiting: dict[str, list[UnreleasedRow]] = {key: [] for key in keys}
     for r in rows:
         first = bisect_right(ends, r.at)

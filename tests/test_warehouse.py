@@ -225,6 +225,33 @@ def test_timestamps_order_correctly_in_sql(engine: Engine) -> None:
     assert newest is not None
 
 
+@pytest.mark.parametrize(
+    ("stored", "instant"),
+    [
+        ("2026-01-02 03:04:05.000006", datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),  # ours
+        ("2026-01-02 03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),  # CURRENT_TIMESTAMP
+        ("2026-01-02T03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        ("2026-01-02 03:04:05+02:00", datetime(2026, 1, 2, 1, 4, 5, tzinfo=UTC)),
+        ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),
+    ],
+)
+def test_sqlite_text_of_any_iso_form_reads_as_the_utc_instant_it_names(
+    stored: str, instant: datetime
+) -> None:
+    """SQLite keeps timestamps as text; text written outside SQLAlchemy (a migration, a hand
+    fix, CURRENT_TIMESTAMP) reads as the same instant in UTC as ours does, whatever its form
+    (`UTCDateTime.result_processor`'s fast path takes only naive date-and-time text)."""
+    table = sa.Table("t", sa.MetaData(), sa.Column("at", UTCDateTime()))
+    engine = sa.create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t (at) VALUES (:at)"), {"at": stored})
+        back = conn.execute(select(table.c.at)).scalar_one()
+        lowest = conn.execute(select(func.min(table.c.at))).scalar_one()
+    assert back == lowest == instant
+    assert back.utcoffset() == timedelta(0) and lowest.utcoffset() == timedelta(0)
+
+
 def test_naive_datetimes_are_refused(engine: Engine) -> None:
     repo_id = make_repo(engine)
     with engine.begin() as conn, pytest.raises(StatementError) as info:
