@@ -478,6 +478,57 @@ def test_incremental_change_failures_equal_full(
     assert other_rules.failure_services == 2
 
 
+def test_incremental_change_failures_reach_back_as_far_as_a_recovery_can_move(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service touched only by deployments has its change failures recomputed from its last
+    production deployment without a failure before the new data's moment less the longest
+    window, in every production region, and equals a full derive: a failure in another region
+    weeks earlier recovers by a new deployment there; an incident a new deployment of the other
+    region takes by the window rule leaves the deployment it belonged to."""
+    from analytics.derive import derive
+    from analytics.rules import FailureRules
+    from warehouse.dimensions import ensure_id
+    from warehouse.schema import Environment
+
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))
+    shop = World(engine)
+    with engine.begin() as conn:
+        shop.env["eu"] = ensure_id(
+            conn,
+            Environment,
+            {"name": "eu", "tier": "production", "position": 3, "raw_names": ["eu"]},
+        )
+    shop.line("a", "b", "c", "d", "e", "f")
+    for sha, hours in (("a", 0), ("b", 1), ("c", 2)):
+        shop.deploy(sha, at(hours))  # d1-d3
+    shop.deploy("a", at(5), "eu")  # d4
+    shop.deploy("d", at(24))  # d5: i1, never resolved
+    shop.deploy("b", at(30), "eu")  # d6: i2 (d6 is the latest deployment by then), never resolved
+    shop.deploy("e", at(300))  # d7: d5 recovers
+    for name, hours in (("i1", 25), ("i2", 31), ("i3", 1100)):
+        shop.incident(name, at(hours))  # i3: the latest deployment by then, if within 7 days
+    shop.derive()
+    assert {r[1] for r in failures(engine)} == {"d5", "d6"}
+
+    steps: list[tuple[str, object, int, set[str]]] = [
+        # i3 fails d8; production's last good deployment before 1000 h - 7 d is d7, eu's d4
+        ("eu deploys weeks later", lambda: shop.deploy("c", at(1000), "eu"), 5, {"d5", "d6", "d8"}),
+        # i3 moves from eu's d8 to d9, so d6 (30 h) recovers at d8 (1000 h)
+        ("production deploys before i3", lambda: shop.deploy("f", at(1050)), 6, {"d5", "d6", "d9"}),
+    ]  # fmt: skip
+    for name, change, read, failed in steps:
+        change()  # type: ignore[operator]
+        summary = shop.derive()
+        incremental = failures(engine)
+        assert (summary.failure_services, summary.failure_deployments) == (1, read), name
+        assert {r[1] for r in incremental} == failed, name
+        derive(engine, FailureRules(), full=True)
+        assert failures(engine) == incremental, name
+    d6 = next(r for r in incremental if r[1] == "d6")
+    assert d6[-1] == at(1000)
+
+
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
     [
