@@ -40,7 +40,9 @@ from warehouse.upsert import upsert
 
 STATE = "generations"  # derive_state row of the last refresh
 BATCH = 500  # shas per read
-FIRST_DEPTH, MAX_DEPTH = 128, 8192  # generations a band reads: first, at most
+# generations a band reads: first, at most. A day's walk mostly reaches a few generations down:
+# a first band of 128 read the chains' walks of a large organisation's weekday in 1.2 s, 16 in 0.85
+FIRST_DEPTH, MAX_DEPTH = 16, 8192
 
 _parent = aliased(CommitGeneration)
 # the parent links of some commits, with each parent's generation
