@@ -392,6 +392,9 @@ class Deployment(Base):
         Index("ix_deployment_digest", "image_digest"),
         Index("ix_deployment_finished", "finished_at"),
         Index("ix_deployment_changed", "changed_at"),
+        # the deployments of a revision or an image reference (late image data, derive)
+        Index("ix_deployment_sha", "sha"),
+        Index("ix_deployment_image_ref", "image_ref"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     source_id: Mapped[int] = mapped_column(ForeignKey("source.id"))
