@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from sandbox.approvals import add_withdrawn_approvals
 from sandbox.clock import WorkClock
 from sandbox.delivery import DeliveryBuilder, DeliveryProfile
+from sandbox.duplicates import add_duplicate_merge_requests
 from sandbox.flows import (
     GIT_FLOW,
     GITLAB_FLOW,
@@ -223,8 +224,9 @@ def generate(
     also a post-pass); unmerged branches without a merge request in a few services
     (`sandbox.unmerged`, likewise); `deleted_branches`: the share of merged feature branches
     GitLab deleted on merge (`delete_merged_branches`); an old branch pipeline's test job retried
-    days later in each GitLab-built service (`sandbox.retries`) and approvals withdrawn before
-    the merge in a few merge requests (`sandbox.approvals`), post-passes too."""
+    days later in each GitLab-built service (`sandbox.retries`), approvals withdrawn before
+    the merge in a few merge requests (`sandbox.approvals`) and a closed duplicate of a few merged
+    ones (`sandbox.duplicates`), post-passes too."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]
@@ -258,7 +260,8 @@ def generate(
     add_interim_results(org)  # post-passes that make no ids and leave every other stream as it is
     skew_incidents(org)
     add_unmerged_branches(org, seed)
-    org.trackers = add_trackers(org)  # last: it reads the final deployments and incidents
+    org.trackers = add_trackers(org)  # it reads the final deployments and incidents
+    add_duplicate_merge_requests(org, ids)  # after the trackers' titles; its ids after all others
     return org
 
 

@@ -185,7 +185,8 @@ class FaultRule:
     `times` times. `kind`: "500", "502", "503", "drop" (the connection closes mid-body), "delay"
     (sleep `seconds`, then answer normally), "429" (Too Many Requests with `Retry-After: seconds`,
     as an HTTP date `seconds` from now when `http_date`, RFC 9110 §10.2.3) or "short" (a list
-    page answered with its last `items` items left out and its pagination headers unchanged).
+    page answered with its last `items` items left out and its pagination headers unchanged; a
+    page without items is answered whole and does not count as fired).
     """
 
     path: str
@@ -211,11 +212,13 @@ class FaultRule:
             return str(math.ceil(self.seconds))
         return format_datetime(datetime.now(UTC) + timedelta(seconds=self.seconds), usegmt=True)
 
-    def shorten(self, response: Response) -> Response:
-        """A "short" answer: a list body without its last `items` items, headers as they were."""
-        if isinstance(response.body, list) and response.status == 200:
-            response.body = response.body[: max(0, len(response.body) - self.items)]
-        return response
+    def shorten(self, response: Response) -> bool:
+        """Make `response` a "short" answer: its list body without its last `items` items, headers
+        as they were; False when it has no item to leave out (answered whole)."""
+        if not (isinstance(response.body, list) and response.status == 200 and response.body):
+            return False
+        response.body = response.body[: max(0, len(response.body) - self.items)]
+        return True
 
     def _fires(self, method: str, path: str) -> bool | None:
         """None when the request does not match; else whether the rule fires (and count it)."""
@@ -245,6 +248,12 @@ class Faults:
         with self._lock:
             self.rules = []
             self.fired = Counter()
+
+    def unfire(self, rule: FaultRule) -> None:
+        """Take back a firing of `rule` that changed nothing (a "short" page without items)."""
+        with self._lock:
+            rule.fired -= 1
+            self.fired[rule.kind] -= 1
 
     def check(self, method: str, path: str) -> tuple[float, FaultRule | None]:
         """(seconds to delay, the failing rule that fired or None) for one request."""
@@ -439,7 +448,9 @@ class SimulatorApp:
                 return _error(405, {"Allow": ", ".join(allowed)}) if allowed else _error(404)
             result = found[0].handler(request)
             response = result if isinstance(result, Response) else Response(result)
-            return failure.shorten(response) if failure is not None else response
+            if failure is not None and not failure.shorten(response):
+                self.faults.unfire(failure)  # nothing to leave out: the next page takes it
+            return response
         except HTTPError as exc:
             return Response({"message": exc.message}, exc.status, exc.headers)
         except Exception:

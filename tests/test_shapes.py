@@ -13,6 +13,7 @@ from analytics.frames import lead_times
 from analytics.metrics import metrics
 from analytics.scope import Scope
 from analytics.stats import percentile
+from analytics.views.delivery import merge_requests_of
 from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from sandbox import reference as ref
@@ -34,6 +35,8 @@ from warehouse.schema import (
     DeploymentChain,
     DeploymentChange,
     Environment,
+    MergeRequest,
+    Repo,
 )
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
@@ -104,6 +107,42 @@ def test_deleted_source_branches_give_the_same_figures_as_kept_ones(
         results.append((figures["lead_time"], sorted(lead_times(engine, whole(org))["hours"])))
         engine.dispose()
     assert results[0] == results[1]
+
+
+def test_a_closed_duplicate_of_a_merged_merge_request_is_never_the_one_named(
+    deleted_org: Organisation, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitLab allows a second merge request of a branch's commits, closed unmerged
+    (`sandbox.duplicates`): synced like the others, it is stored closed beside the merged one,
+    and each commit both list is the merged one's change (lead time stages equal the truth)."""
+    org = deleted_org
+    duplicates = [
+        (s.path, m.iid, merged.iid, m.commits)
+        for s in org.services
+        for m in s.merge_requests
+        if m.state == "closed"
+        for merged in s.merge_requests
+        if merged.state == "merged"
+        and (merged.source_branch, merged.commits) == (m.source_branch, m.commits)
+    ]
+    assert duplicates  # the shape is there
+    figures = synced(org, engine, monkeypatch)
+    assert figures["lead_time"]["stages"] == pytest.approx(stage_medians(org))
+    with engine.connect() as conn:
+        repos = dict(conn.execute(select(Repo.path, Repo.id)).all())
+        for path, closed, merged, commits in duplicates:
+            repo = repos[path]
+            states = dict(
+                conn.execute(
+                    select(MergeRequest.iid, MergeRequest.state).where(
+                        MergeRequest.repo_id == repo, MergeRequest.iid.in_((closed, merged))
+                    )
+                ).all()
+            )
+            assert states == {closed: "closed", merged: "merged"}, path
+            named = merge_requests_of(conn, {(repo, sha) for sha in commits})
+            assert len(named) == len(commits) and closed not in {m["iid"] for m in named.values()}
+            assert named[(repo, commits[-1])]["iid"] == merged, path
 
 
 # -- late data -----------------------------------------------------------------------------------
