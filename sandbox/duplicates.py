@@ -1,40 +1,43 @@
-"""Duplicate merge requests, closed unmerged (a post-pass): GitLab allows a second merge request
-from a branch whose merge request is still open or already merged, listing the same commits (a
-teammate opens one by mistake, or a branch is proposed again); it is closed without a merge.
+"""Duplicate merge requests, closed unmerged (a post-pass). GitLab refuses a second open merge
+request from the same source into the same target branch, but a teammate may push a copy of a
+branch under review and open a merge request from it: it lists the same commits (the same ones
+are missing from the target), and is closed once noticed, before the first merges (had it stayed
+open, GitLab would have marked it merged when the first brought its commits into the target).
 
-In a few services, a merged feature merge request gets such a duplicate: same source and target
-branch, title and commits, opened by a teammate while the first was under review and closed after
-the first merged (so a reader going by iid or by id meets the merged one first, and one going by
-update time meets the closed one last). It has no approvals, notes, merge or squash commit.
+In a few services, a merged feature merge request gets such a duplicate: source branch
+`<its source>-copy` (deleted when closed, so never listed), same target, title and commits, opened
+by a teammate during the review and closed before the merge. It has no approvals, notes, merge or
+squash commit. A reader that takes the merge request of a commit by its commits alone, or the
+last updated one, may name the closed one.
 
 Ground truth: no figure moves. Every figure reads merged merge requests only (the merge request of
 a change, its stages, the MRs merged and not in production, branch strategies' feature merges and
-branch lives, the policies on merges, a requirement's delivery); the branch was finished by the
-merge already. The work items the title names list the duplicate among the merge requests naming
-them (`TrackerItem.merge_requests`), as a tracker's development panel does. Its own random
-stream, a fixed number of draws per merged merge request; it runs after every other generator (the
-trackers', which write work item keys into titles, included: the duplicate copies the title it
-ends with), its merge request ids after every other's, its iids after each project's last.
+branch lives, the policies on merges, a requirement's delivery); the copy branch is finished (its
+merge request closed) and listed nowhere. The work items the title names list the duplicate among
+the merge requests naming them (`TrackerItem.merge_requests`), as a tracker's development panel
+does. Its own random stream, a fixed number of draws per merged merge request; it runs after
+every other generator (the trackers', which write work item keys into titles, included: the
+duplicate copies the title it ends with), its merge request ids after every other's, its iids
+after each project's last.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sandbox.clock import ms
 from sandbox.model import Developer, MergeRequest, Organisation, Service
 from sandbox.pipelines import Ids
 
 SHARE = 0.02  # of the merged feature merge requests
-CLOSED_WITHIN = timedelta(hours=4)  # after the merge
+COPY = "-copy"  # the copied branch's suffix
 
 
 @dataclass
 class _Draw:
     """A merged feature merge request, its service, the teammate who would open the duplicate,
-    and where in the review it is opened and how long after the merge it is closed (0-1)."""
+    and where in the review it is opened and closed (0-1)."""
 
     mr: MergeRequest
     service: Service
@@ -58,10 +61,8 @@ def add_duplicate_merge_requests(org: Organisation, ids: Ids) -> list[MergeReque
             if mr.state != "merged" or mr.merged_at is None:
                 continue
             pick, who, opened, closed = (rng.random() for _ in range(4))  # always four
-            if mr.source_branch in long_lived or not mr.commits:
+            if mr.source_branch in long_lived or not mr.commits or mr.merged_at <= mr.created_at:
                 continue
-            if mr.merged_at + CLOSED_WITHIN >= org.now:
-                continue  # it would be closed after the organisation's end
             others = [d for d in developers if d.id != mr.author.id] or [mr.author]
             draw = _Draw(mr, s, others[int(who * len(others))], opened, closed)
             first = first or draw
@@ -79,20 +80,20 @@ def add_duplicate_merge_requests(org: Organisation, ids: Ids) -> list[MergeReque
 
 
 def _duplicate(d: _Draw, ids: Ids) -> MergeRequest:
-    """The duplicate of `d.mr`: opened during its review, closed after its merge."""
+    """The duplicate of `d.mr`: opened and closed during its review."""
     mr, s = d.mr, d.service
     assert mr.merged_at is not None
-    closed = ms(
-        mr.merged_at + timedelta(minutes=5) + (CLOSED_WITHIN - timedelta(minutes=5)) * d.closed
-    )
+    review = mr.merged_at - mr.created_at
+    created = ms(mr.created_at + review * (0.1 + 0.4 * d.opened))
+    closed = ms(created + (mr.merged_at - created) * (0.2 + 0.6 * d.closed))
     duplicate = MergeRequest(
         ids.next("merge_request"),
         max(m.iid for m in s.merge_requests) + 1,
         mr.title,
         d.author,
-        mr.source_branch,
+        mr.source_branch + COPY,
         mr.target_branch,
-        created_at=ms(mr.created_at + (mr.merged_at - mr.created_at) * (0.2 + 0.6 * d.opened)),
+        created_at=created,
         first_commit_at=mr.first_commit_at,
         commits=list(mr.commits),
         state="closed",
@@ -103,4 +104,4 @@ def _duplicate(d: _Draw, ids: Ids) -> MergeRequest:
     return duplicate
 
 
-__all__ = ["SHARE", "add_duplicate_merge_requests"]
+__all__ = ["COPY", "SHARE", "add_duplicate_merge_requests"]

@@ -225,8 +225,8 @@ def generate(
     (`sandbox.unmerged`, likewise); `deleted_branches`: the share of merged feature branches
     GitLab deleted on merge (`delete_merged_branches`); an old branch pipeline's test job retried
     days later in each GitLab-built service (`sandbox.retries`), approvals withdrawn before
-    the merge in a few merge requests (`sandbox.approvals`) and a closed duplicate of a few merged
-    ones (`sandbox.duplicates`), post-passes too."""
+    the merge in a few merge requests (`sandbox.approvals`) and a closed duplicate (from a copy of
+    the branch) of a few merged ones (`sandbox.duplicates`), post-passes too."""
     if size not in SIZES:
         raise ValueError(f"unknown sandbox size {size!r}; use one of {', '.join(SIZES)}")
     spec = SIZES[size]

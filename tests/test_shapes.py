@@ -17,6 +17,7 @@ from analytics.views.delivery import merge_requests_of
 from collectors.frame import SyncOptions
 from collectors.gitlab import GitLabCollector
 from sandbox import reference as ref
+from sandbox.duplicates import COPY
 from sandbox.generate import generate
 from sandbox.gitlab_payloads import unlisted_commits
 from sandbox.model import Organisation
@@ -112,9 +113,9 @@ def test_deleted_source_branches_give_the_same_figures_as_kept_ones(
 def test_a_closed_duplicate_of_a_merged_merge_request_is_never_the_one_named(
     deleted_org: Organisation, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GitLab allows a second merge request of a branch's commits, closed unmerged
-    (`sandbox.duplicates`): synced like the others, it is stored closed beside the merged one,
-    and each commit both list is the merged one's change (lead time stages equal the truth)."""
+    """A merge request from a copy of a branch under review lists the same commits and is closed
+    unmerged (`sandbox.duplicates`): synced like the others, it is stored closed beside the merged
+    one, and each commit both list is the merged one's change (lead time stages equal the truth)."""
     org = deleted_org
     duplicates = [
         (s.path, m.iid, merged.iid, m.commits)
@@ -123,7 +124,7 @@ def test_a_closed_duplicate_of_a_merged_merge_request_is_never_the_one_named(
         if m.state == "closed"
         for merged in s.merge_requests
         if merged.state == "merged"
-        and (merged.source_branch, merged.commits) == (m.source_branch, m.commits)
+        and (merged.source_branch + COPY, merged.commits) == (m.source_branch, m.commits)
     ]
     assert duplicates  # the shape is there
     figures = synced(org, engine, monkeypatch)
