@@ -972,15 +972,12 @@ def _production(conn: Connection, starts: dict[int, datetime | None] | None) -> 
     its whole history). A statement per service with a start: one statement with a condition per
     service had SQLite scan (0.27 s against 0.05 s on the large organisation)."""
     whole = None if starts is None else [s for s, start in starts.items() if start is None]
-    rows = list(
-        conn.execute(
-            _PRODUCTION.where(_of(whole, DeploymentChain.service_id)).order_by(
-                DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id
-            )
+    rows: list[Any] = []
+    if whole is None or whole:
+        order = (DeploymentChain.service_id, DeploymentChain.finished_at, Deployment.id)
+        rows.extend(
+            conn.execute(_PRODUCTION.where(_of(whole, DeploymentChain.service_id)).order_by(*order))
         )
-        if whole is None or whole
-        else ()
-    )
     for service_id, start in sorted((starts or {}).items()):
         if start is not None:
             rows.extend(conn.execute(_PRODUCTION_SINCE, {"service": service_id, "start": start}))

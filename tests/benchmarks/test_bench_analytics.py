@@ -23,8 +23,9 @@ from sqlalchemy import select
 from analytics import metrics
 from analytics.derive import derive
 from analytics.scope import Scope
-from sandbox.generate import default_now
+from sandbox.generate import default_now, generate
 from tests.benchmarks.scans import plain_count, plain_scan
+from tests.sandbox_load import load_org
 from warehouse.engine import open_warehouse
 
 pytestmark = pytest.mark.bench
@@ -131,10 +132,6 @@ def rolled_up_metrics(engine: Any, scope: Scope, label: str) -> float:
 def test_rolled_up_metrics_grow_with_days_not_rows(tmp_path: Path) -> None:
     """Every metric from the rollups on the small and the demo organisations (the large one:
     `test_analytics_on_the_large_org`), for the growth small -> demo -> large."""
-
-    from sandbox.generate import generate
-    from tests.sandbox_load import load_org
-
     for size in ("small", "demo"):
         engine = open_warehouse(f"sqlite:///{tmp_path / size}.db")
         org = generate(1, size, now=weekday_end())
