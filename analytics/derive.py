@@ -163,7 +163,7 @@ def derive(
             late[chain] = min(moment, late.get(chain, moment))
         tiers = dict(conn.execute(select(Environment.id, Environment.tier)).all())
         linked = _Linked()
-        stale = _stale_chains(conn, late)
+        stale = _stale_chains(conn, late, changed_after)
         ends = _chain_ends(conn, min((since for *_, since in stale), default=None))
         for service_id, environment_id, repo_id, since in stale:
             summary.chains += 1
@@ -324,20 +324,28 @@ Chain = tuple[int, int, int | None]  # service, environment, repository
 # A deployment's repository: its own (a deploy job naming a service no code source knows checks
 # out its code), else its service's. Chains, changes and the MR breakdown all read it.
 def _stale_chains(
-    conn: Connection, late: dict[Chain, datetime]
+    conn: Connection, late: dict[Chain, datetime], after: datetime | None
 ) -> list[tuple[int, int, int | None, datetime]]:
     """(service, environment, repo, earliest finish to re-derive from) of chains with deployments
     not derived yet, or touched by late data (`late`). A service without a repository (known only
     from pushed events, e.g. CDEvents) has a chain too: its deployments count, have no changes,
-    and are rollbacks by digest."""
+    and are rollbacks by digest. `after`: the last derive's start (None: none, or a full derive);
+    a deployment not chained then was written since (every successful deployment of a service
+    and environment is chained by the derive that reads it), so only those are read, by the
+    changed_at index (ids first: SQLite, given the condition beside the rest, walked every
+    deployment by its (service, environment) index to group them: 0.12 s against 0.004 s on a
+    large organisation's weekday)."""
     repo = DEPLOYMENT_REPO
+    new = [_SUCCESSFUL, DeploymentChain.id.is_(None)]
+    if after is not None:
+        new.append(Deployment.id.in_(select(Deployment.id).where(Deployment.changed_at >= after)))
     rows = conn.execute(
         select(
             Deployment.service_id, Deployment.environment_id, repo, func.min(Deployment.finished_at)
         )
         .join(Service, Service.id == Deployment.service_id)
         .outerjoin(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
-        .where(_SUCCESSFUL, DeploymentChain.id.is_(None))
+        .where(*new)
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
     ).all()
     stale: dict[Chain, datetime] = dict(late)
