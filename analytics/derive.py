@@ -163,7 +163,7 @@ def derive(
             late[chain] = min(moment, late.get(chain, moment))
         tiers = dict(conn.execute(select(Environment.id, Environment.tier)).all())
         linked = _Linked()
-        stale = _stale_chains(conn, late, changed_after)
+        stale = _stale_chains(conn, late, changed_after, resolved.unchained)
         ends = _chain_ends(conn, min((since for *_, since in stale), default=None))
         for service_id, environment_id, repo_id, since in stale:
             summary.chains += 1
@@ -324,34 +324,41 @@ Chain = tuple[int, int, int | None]  # service, environment, repository
 # A deployment's repository: its own (a deploy job naming a service no code source knows checks
 # out its code), else its service's. Chains, changes and the MR breakdown all read it.
 def _stale_chains(
-    conn: Connection, late: dict[Chain, datetime], after: datetime | None
+    conn: Connection, late: dict[Chain, datetime], after: datetime | None, unchained: set[int]
 ) -> list[tuple[int, int, int | None, datetime]]:
     """(service, environment, repo, earliest finish to re-derive from) of chains with deployments
     not derived yet, or touched by late data (`late`). A service without a repository (known only
     from pushed events, e.g. CDEvents) has a chain too: its deployments count, have no changes,
-    and are rollbacks by digest. `after`: the last derive's start (None: none, or a full derive);
-    a deployment not chained then was written since (every successful deployment of a service
-    and environment is chained by the derive that reads it), so only those are read, by the
-    changed_at index (ids first: SQLite, given the condition beside the rest, walked every
-    deployment by its (service, environment) index to group them: 0.12 s against 0.004 s on a
-    large organisation's weekday)."""
+    and are rollbacks by digest. `after`: the last derive's start (None: none, or a full derive:
+    every deployment not chained). Otherwise a deployment not chained was written since (every
+    successful deployment of a service and environment is chained by the derive that reads it)
+    or unchained by this derive's image resolution (`unchained`): only those are read, by id
+    (SQLite, given `changed_at` beside the rest, walked every deployment by its (service,
+    environment) index to group them: 0.12 s against 0.004 s on a large organisation's weekday)."""
     repo = DEPLOYMENT_REPO
-    new = [_SUCCESSFUL, DeploymentChain.id.is_(None)]
-    if after is not None:
-        new.append(Deployment.id.in_(select(Deployment.id).where(Deployment.changed_at >= after)))
-    rows = conn.execute(
+    query = (
         select(
             Deployment.service_id, Deployment.environment_id, repo, func.min(Deployment.finished_at)
         )
         .join(Service, Service.id == Deployment.service_id)
         .outerjoin(DeploymentChain, DeploymentChain.deployment_id == Deployment.id)
-        .where(*new)
+        .where(_SUCCESSFUL, DeploymentChain.id.is_(None))
         .group_by(Deployment.service_id, Deployment.environment_id, repo)
-    ).all()
+    )
+    if after is None:
+        parts = [query]
+    else:
+        written = select(Deployment.id).where(Deployment.changed_at >= after)
+        ids = sorted(set(conn.execute(written).scalars()) | unchained)
+        parts = [
+            query.where(Deployment.id.in_(ids[start : start + 500]))
+            for start in range(0, len(ids), 500)
+        ]
     stale: dict[Chain, datetime] = dict(late)
-    for s, e, r, since in rows:
-        chain: Chain = (s, e, r)  # type: ignore[assignment]  # non-null by _successful
-        stale[chain] = min(since, stale.get(chain, since))  # type: ignore[type-var,assignment]
+    for part in parts:
+        for s, e, r, since in conn.execute(part):
+            chain: Chain = (s, e, r)  # type: ignore[assignment]  # non-null by _SUCCESSFUL
+            _earliest(stale, chain, since)  # type: ignore[arg-type]  # likewise
     return [(s, e, r, since) for (s, e, r), since in stale.items()]
 
 

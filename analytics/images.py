@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,9 @@ PREFIX_RANGES = 64
 class ResolutionSummary:
     revisions: int = 0
     deployments: int = 0
+    # deployments whose derived links were dropped (their image or repository changed): derive
+    # chains them again (their changed_at stays the sync's)
+    unchained: set[int] = field(default_factory=set)
 
 
 def resolve_images(
@@ -76,14 +79,15 @@ def resolve_images(
     summary.deployments = len(changed) + _deployment_digests(conn)
     changed |= _redigested(conn, reopened)
     _unchain(conn, changed)
-    _repositories_from_images(conn)
+    summary.unchained = changed | _repositories_from_images(conn)
     return summary
 
 
-def _repositories_from_images(conn: Connection) -> None:
+def _repositories_from_images(conn: Connection) -> set[int]:
     """A deployment that knows no repository, of a service that has none (a deploy job naming a
     service no code source knows, with no checkout of its own), gets the repository of the service
-    whose image repository holds its image: that is the code the image was built from."""
+    whose image repository holds its image: that is the code the image was built from. Returns
+    those deployments (unchained: derived without their commits)."""
     owner = (
         select(Service.repo_id)
         .join(ImageRepository, ImageRepository.service_id == Service.id)
@@ -108,7 +112,9 @@ def _repositories_from_images(conn: Connection) -> None:
             .values(repo_id=bindparam("repo")),
             updates,
         )
-        _unchain(conn, {u["target"] for u in updates})  # derived without their commits
+    unchained = {u["target"] for u in updates}
+    _unchain(conn, unchained)
+    return unchained
 
 
 def _platforms_to_index(conn: Connection) -> set[int]:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, false, func, or_, select, union_all, update
+from sqlalchemy import Connection, and_, bindparam, false, func, select, union_all, update
 from sqlalchemy.orm import aliased
 
 from analytics.rules import DEPLOYMENT_REPO
@@ -44,7 +44,6 @@ from warehouse.schema import (
 from warehouse.upsert import upsert
 
 STATE = "released"  # derive_state row of the last refresh
-REPOS_PER_STATEMENT = 200  # repositories whose MRs one refresh statement recomputes
 BATCH = 500  # changed MRs one refresh statement recomputes
 
 
@@ -149,35 +148,35 @@ def refresh(
     else:
         # the MRs changed since, by the changed_at index (few), then each recomputed by id: in one
         # statement SQLite would walk every merged MR by its state index and filter
-        late = sorted(
+        moved = set(
             conn.execute(
                 select(MergeRequest.id).where(MergeRequest.changed_at >= last - clock_skew)
             ).scalars()
         )
-        conditions = [
-            MergeRequest.id.in_(late[start : start + BATCH]) for start in range(0, len(late), BATCH)
-        ]
-        # in each repository, the MRs not released before its `since`; read through the index on
-        # (state, released_at), not released or released since the earliest `since`, one range
-        # each (a bare OR per repository would read every merged MR: nearly every repository
-        # is re-derived after a day)
-        repos = sorted(rederived.items())
-        earliest = min(since for _, since in repos) if repos else None
-        for start in range(0, len(repos), REPOS_PER_STATEMENT):
-            waiting = or_(
-                *(
-                    and_(
-                        MergeRequest.repo_id == repo,
-                        or_(MergeRequest.released_at.is_(None), MergeRequest.released_at >= since),
-                    )
-                    for repo, since in repos[start : start + REPOS_PER_STATEMENT]
-                )
-            )
+        # in each repository with chains re-derived from `since`, the merged MRs not released
+        # before `since`: read through the index on (state, released_at), not released or
+        # released since the earliest `since` (one range each), kept by their repository's
+        # `since`. Ids, so that every recompute is one statement compiled once (an OR over the
+        # repositories was compiled anew each derive and read every unreleased MR once per
+        # 200 repositories)
+        earliest = min(rederived.values(), default=None)
+        if earliest is not None:
             for released in (
                 MergeRequest.released_at.is_(None),
                 MergeRequest.released_at >= earliest,
             ):
-                conditions.append(and_(MergeRequest.state == "merged", released, waiting))
+                for mr_id, repo_id, released_at in conn.execute(
+                    select(MergeRequest.id, MergeRequest.repo_id, MergeRequest.released_at).where(
+                        MergeRequest.state == "merged", released
+                    )
+                ):
+                    since = rederived.get(repo_id)
+                    if since is not None and (released_at is None or released_at >= since):
+                        moved.add(mr_id)
+        ids = sorted(moved)
+        conditions = [
+            MergeRequest.id.in_(ids[start : start + BATCH]) for start in range(0, len(ids), BATCH)
+        ]
     changed = 0
     for condition in conditions:
         changed += _recompute(conn, condition)

@@ -638,6 +638,7 @@ class DeploymentChain(Base):
         natural_key("deployment_id"),
         Index("ix_deployment_chain_service_finished", "service_id", "is_production", "finished_at"),
         Index("ix_deployment_chain_production_finished", "is_production", "finished_at"),
+        Index("ix_deployment_chain_baseline", "baseline"),  # the chains' first: few
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     deployment_id: Mapped[int] = mapped_column(ForeignKey("deployment.id", ondelete="CASCADE"))
