@@ -20,11 +20,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
+    Select,
     and_,
     bindparam,
     case,
@@ -179,8 +181,8 @@ def derive(
                 if repo_id is not None:  # a chain left as it was moves no release
                     _earliest(rederived, repo_id, since)
         linked.flush(conn)
-        for service_id, graph in touched.items():
-            _first_in_production(conn, service_id, graph)
+        for service_id in _several_production(conn, sorted(touched)):
+            _first_in_production(conn, service_id, touched[service_id])
         failures_before = _failures(conn)
         # deployments written since the last derive (None: a full or first derive): their
         # services' failures and days
@@ -666,20 +668,16 @@ def _ran_before(
     digests = sorted(i for i in images if not i.startswith("commit:"))
     commits = sorted(i.removeprefix("commit:") for i in images if i.startswith("commit:"))
     named = [c for c in commits if c != "None"]
-    # only the kinds of image there are: an empty IN is no index lookup, and SQLite would
-    # scan every deployment for the OR
-    ran = [
-        *([Deployment.image_digest.in_(digests)] if digests else []),
-        *([and_(Deployment.image_digest.is_(None), Deployment.sha.in_(named))] if named else []),
-        *(
-            [and_(Deployment.image_digest.is_(None), Deployment.sha.is_(None))]
-            if "None" in commits  # neither a digest nor a commit
-            else []
-        ),
-    ]
+    kinds = (bool(digests), bool(named), "None" in commits)
     rows = conn.execute(
-        _RAN_BEFORE.where(or_(*ran)),
-        {**at, "before": previous.finished_at, "before_id": previous.id},
+        _ran_before_statement(*kinds),
+        {
+            **at,
+            "before": previous.finished_at,
+            "before_id": previous.id,
+            **({"digests": digests} if digests else {}),
+            **({"named": named} if named else {}),
+        },
     )
     return {_image(_Step(0, sha, digest, previous.finished_at, None)) for sha, digest in rows}
 
@@ -705,6 +703,29 @@ _RAN_BEFORE = (
 )
 
 
+@cache
+def _ran_before_statement(digests: bool, named: bool, neither: bool) -> Select[Any, Any]:
+    """`_RAN_BEFORE` for the kinds of image there are (built once each: a chain's read is then
+    a compiled statement, not an expression built and keyed again): by digest, by commit
+    without a digest, by neither. Only those: an empty IN is no index lookup, and SQLite would
+    scan every deployment for the OR."""
+    ran = [
+        *([Deployment.image_digest.in_(bindparam("digests", expanding=True))] if digests else []),
+        *(
+            [
+                and_(
+                    Deployment.image_digest.is_(None),
+                    Deployment.sha.in_(bindparam("named", expanding=True)),
+                )
+            ]
+            if named
+            else []
+        ),
+        *([and_(Deployment.image_digest.is_(None), Deployment.sha.is_(None))] if neither else []),
+    ]
+    return _RAN_BEFORE.where(or_(*ran))
+
+
 def _image(step: _Step) -> str:
     """What ran: the image digest, or the commit where the source gave no digest."""
     return step.digest or f"commit:{step.sha}"
@@ -726,6 +747,29 @@ def _link(
         ran_last.move(step.sha)
         return True, []
     return False, ran_last.bring(step.sha)
+
+
+def _several_production(conn: Connection, services: list[int]) -> list[int]:
+    """Which of `services` have chains in several production environments (regions): one
+    grouped read of their production chain rows in the index, not each service's rows fetched
+    (0.17 s of a large organisation's weekday, where one service of 264 touched has two)."""
+    found: list[int] = []
+    for start in range(0, len(services), 500):
+        found.extend(
+            conn.execute(
+                select(DeploymentChain.service_id)
+                .where(
+                    DeploymentChain.service_id.in_(services[start : start + 500]),
+                    DeploymentChain.is_production,
+                )
+                .group_by(DeploymentChain.service_id)
+                .having(
+                    func.min(DeploymentChain.environment_id)
+                    != func.max(DeploymentChain.environment_id)
+                )
+            ).scalars()
+        )
+    return found
 
 
 def _first_in_production(conn: Connection, service_id: int, graph: CommitGraph) -> None:
