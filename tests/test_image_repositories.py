@@ -10,14 +10,22 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from analytics.derive import derive
 from analytics.images import named_repository
 from analytics.policies import scan
 from tests.analytics_world import World, at
 from warehouse.image_repositories import RepositoryOwners
-from warehouse.schema import Deployment, Image, ImageRepository, ImageTag, Service
+from warehouse.schema import (
+    Deployment,
+    DeploymentChain,
+    DeploymentChange,
+    Image,
+    ImageRepository,
+    ImageTag,
+    Service,
+)
 
 PREFIX = "registry.test/acme/shop"
 WORKER = f"{PREFIX}/worker"
@@ -209,3 +217,72 @@ def test_a_tag_history_arriving_after_a_derive_resolves_a_deployment_by_tag_agai
     assert (again.resolved_deployments, again.chains) == (1, 1)  # its chain for the new digest
     assert resolved(world, d) == ("sha256:b2", "tag")
     assert (world.derive().resolved_deployments, world.derive().chains) == (0, 0)
+
+
+def test_a_repository_found_from_images_after_a_derive_re_derives_the_chain(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy job naming a service no code source knows (`shop-be`, no repository) is chained
+    without a history: a deployment brings the commit it names. The registry's images arriving
+    later put its images under `shop`'s prefix, so its deployments get `shop`'s repository, and
+    the next derive, incremental, links them on that history (`c` brings `b` too): what a full
+    derive gives. (The image resolution drops their links without stamping them changed: derive
+    must chain them again all the same.)"""
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))  # only late rows count
+    with world.engine.begin() as conn:
+        team = conn.execute(select(Service.team_id).where(Service.id == world.service)).scalar()
+        backend = conn.execute(
+            insert(Service).values(name="shop-be", team_id=team).returning(Service.id)
+        ).scalar_one()
+    world.commit("c", "b", authored=at(2))
+    for i, sha in enumerate(("a", "c")):
+        world.add(
+            Deployment,
+            [
+                {
+                    "source_id": world.source,
+                    "external_id": f"be{i}",
+                    "service_id": backend,
+                    "environment_id": world.env["production"],
+                    "status": "success",
+                    "sha": sha,
+                    "ref": "main",
+                    "created_at": at(3 + i),
+                    "finished_at": at(3.1 + i),
+                    "image_digest": f"sha256:{sha}1",
+                    "image_resolution": "explicit",
+                }
+            ],
+        )
+    assert world.derive().chains == 1
+    assert changes_of(world, backend) == {("be1", "c")}  # no repository, no history to read
+    world.add(Image, [image(f"sha256:{s}1", f"{PREFIX}/backend", s) for s in ("a", "c")])
+    assert world.derive().chains == 1
+    assert changes_of(world, backend) == {("be1", "b"), ("be1", "c")}
+    incremental = derived_chains(world)
+    derive(world.engine, full=True)
+    assert derived_chains(world) == incremental
+
+
+def changes_of(world: World, service: int) -> set[tuple[str, str]]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(Deployment.external_id, DeploymentChange.sha)
+            .join(DeploymentChange, DeploymentChange.deployment_id == Deployment.id)
+            .where(Deployment.service_id == service)
+        )
+        return {(ext, sha) for ext, sha in rows}
+
+
+def derived_chains(world: World) -> set[tuple[Any, ...]]:
+    with world.engine.connect() as conn:
+        chains = conn.execute(
+            select(
+                Deployment.external_id,
+                DeploymentChain.previous_deployment_id,
+                DeploymentChain.baseline,
+                DeploymentChain.rollback,
+                DeploymentChain.changes,
+            ).join(Deployment, Deployment.id == DeploymentChain.deployment_id)
+        )
+        return {tuple(row) for row in chains}
