@@ -590,3 +590,29 @@ def test_derive_plans_with_fresh_statistics_on_postgresql(world: World) -> None:
         ).scalar_one()
         counted = conn.execute(select(func.count()).select_from(Deployment)).scalar_one()
     assert estimated == counted == 3  # a never-analysed table says -1
+
+
+def test_a_default_branch_is_red_since_the_first_failure_after_its_last_success(
+    world: World,
+) -> None:
+    """The latest finished default-branch pipeline of the period per service, other branches and
+    unfinished statuses aside; red since the first failure after the last success; of equal
+    finish times the later pipeline; the period's end cuts what counts as latest."""
+    world.pipeline("p1", "success", at(1))
+    world.pipeline("p2", "failed", at(2))
+    world.pipeline("p3", "failed", at(3))
+    world.pipeline("f1", "success", at(4), ref="feature")  # another branch
+    world.pipeline("p5", "canceled", at(5))  # neither green nor red
+
+    def latest(until: float) -> list[tuple[object, ...]]:
+        with world.engine.connect() as conn:
+            rows = views.default_branches(conn, Scope(at(0), at(until)))
+        return [
+            (r["service"], r["branch"], r["status"], r["finished_at"], r["red_since"]) for r in rows
+        ]
+
+    assert latest(6) == [("shop", "main", "failed", at(3), at(2))]
+    assert latest(2.5) == [("shop", "main", "failed", at(2), at(2))]
+    assert latest(1.5) == [("shop", "main", "success", at(1), None)]
+    world.pipeline("p4", "success", at(3))  # finished with p3, written after it
+    assert latest(6) == [("shop", "main", "success", at(3), None)]
