@@ -616,3 +616,30 @@ def test_a_default_branch_is_red_since_the_first_failure_after_its_last_success(
     assert latest(1.5) == [("shop", "main", "success", at(1), None)]
     world.pipeline("p4", "success", at(3))  # finished with p3, written after it
     assert latest(6) == [("shop", "main", "success", at(3), None)]
+
+
+def test_what_runs_where_is_the_last_successful_deployment_before_the_periods_end(
+    world: World,
+) -> None:
+    """Per service and environment, the last chained (successful application) deployment
+    finished before `until`: a failed one after it does not run, one after `until` not yet; of
+    equal finish times the later."""
+    world.line("a", "b", "c", "d")
+    world.deploy("a", at(10), "staging")
+    world.deploy("a", at(11))
+    world.deploy("b", at(12))
+    world.deploy("c", at(13), status="failed")
+    world.deploy("d", at(20))
+    world.derive()
+
+    def running(until: float) -> list[tuple[object, ...]]:
+        with world.engine.connect() as conn:
+            rows = views.environment_state(conn, Scope(at(0), at(until)))
+        return [(r["service"], r["environment"], r["sha"], r["finished_at"]) for r in rows]
+
+    assert running(15) == [("shop", "staging", "a", at(10)), ("shop", "production", "b", at(12))]
+    assert running(11.5) == [("shop", "staging", "a", at(10)), ("shop", "production", "a", at(11))]
+    assert running(30)[1] == ("shop", "production", "d", at(20))
+    world.deploy("c", at(20))  # finished with d, written after it
+    world.derive()
+    assert running(30)[1] == ("shop", "production", "c", at(20))

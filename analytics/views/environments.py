@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select, true
 from sqlalchemy.orm import aliased
 
 from analytics.rules import DEPLOYMENT_REPO
@@ -25,20 +25,26 @@ from warehouse.schema import (
 def environment_state(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
     """What runs where at the end of the period: per service and environment the last successful
     application deployment before `until` (digest, commit, when), from recorded deployments."""
-    latest = scope.owned(
-        select(
-            DeploymentChain.service_id,
-            DeploymentChain.environment_id,
-            func.max(DeploymentChain.finished_at).label("finished_at"),
-        ).select_from(DeploymentChain),
-        DeploymentChain.service_id,
-    )
+    # each service and environment's latest chained deployment by the deployments' (service,
+    # environment, finished) index, read backwards from `until` (of equal finish times the later
+    # id; a chain row's finish is its deployment's): grouping every chain row of the history read
+    # all of them (0.27 s on a large organisation)
     latest = (
-        latest.where(DeploymentChain.finished_at < scope.until)
-        .group_by(DeploymentChain.service_id, DeploymentChain.environment_id)
-        .subquery()
+        select(Deployment.id)
+        .where(
+            Deployment.service_id == Service.id,
+            Deployment.environment_id == Environment.id,
+            Deployment.finished_at < scope.until,
+            select(DeploymentChain.id)
+            .where(DeploymentChain.deployment_id == Deployment.id)
+            .exists(),
+        )
+        .order_by(Deployment.finished_at.desc(), Deployment.id.desc())
+        .limit(1)
+        .correlate(Service, Environment)
+        .scalar_subquery()
     )
-    query = (
+    query = scope.owned(
         select(
             Service.name.label("service"),
             Environment.name.label("environment"),
@@ -49,27 +55,19 @@ def environment_state(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             Deployment.ref,
             Deployment.url.label("deployment_url"),
             Repo.web_url.label("repo_url"),
-        )
-        .select_from(latest)
-        .join(
-            DeploymentChain,
-            and_(
-                DeploymentChain.service_id == latest.c.service_id,
-                DeploymentChain.environment_id == latest.c.environment_id,
-                DeploymentChain.finished_at == latest.c.finished_at,
-            ),
-        )
-        .join(Deployment, Deployment.id == DeploymentChain.deployment_id)
-        .join(Service, Service.id == latest.c.service_id)
-        .join(Environment, Environment.id == latest.c.environment_id)
+        ).select_from(Environment),
+        on=true(),
+    )
+    query = (
+        query.join(Deployment, Deployment.id == latest)
         .outerjoin(Repo, Repo.id == DEPLOYMENT_REPO)
         .order_by(Service.name, Environment.position, Deployment.id)
     )
-    state: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in as_dicts(conn.execute(query)):  # equal finish times: the later id wins
+    state = []
+    for r in as_dicts(conn.execute(query)):
         r["commit_url"] = commit_url(r["repo_url"], r["sha"])
-        state[(r["service"], r["environment"])] = r
-    return list(state.values())
+        state.append(r)
+    return state
 
 
 def promotion_history(conn: Connection, scope: Scope, service: str) -> list[dict[str, Any]]:
