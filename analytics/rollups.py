@@ -42,11 +42,14 @@ from analytics.rows import (
 from analytics.scope import EARLIEST, LATEST, Scope
 from warehouse.schema import (
     Environment,
+    Pipeline,
     RollupDay,
     RollupPipelineDay,
     RollupState,
+    RollupSuiteDay,
     Service,
     Team,
+    TestRun,
     table_of,
 )
 from warehouse.upsert import upsert
@@ -524,6 +527,7 @@ def refresh(
     ):
         conn.execute(delete(RollupDay))
         conn.execute(delete(RollupPipelineDay))
+        conn.execute(delete(RollupSuiteDay))
         services = {sid: EARLIEST for sid in conn.execute(select(Service.id)).scalars()}
         repos = None
     written = 0
@@ -620,7 +624,71 @@ def _refresh_pipelines(
         for start in range(0, len(values), BATCH):
             conn.execute(insert(RollupPipelineDay), values[start : start + BATCH])
         written += len(values)
+        written += _refresh_suites(conn, zone, day, repo_ids)
     return written
+
+
+def _refresh_suites(conn: Connection, zone: ZoneInfo, day: date, repo_ids: list[int] | None) -> int:
+    """Roll the test suites' days up again from local `day` on, of `repo_ids` (None: every
+    repository, the table emptied by the caller): per (repository, suite, local day of the
+    pipeline's finish) the suite's runs, runs with failed tests, failed tests and the last
+    failing run's finish, as `analytics.views.builds.failing_tests` sums rows."""
+    if repo_ids is not None:
+        conn.execute(
+            delete(RollupSuiteDay).where(
+                and_(RollupSuiteDay.repo_id.in_(repo_ids), RollupSuiteDay.day >= day)
+            )
+        )
+    period = and_(Pipeline.finished_at >= midnight(day, zone), Pipeline.repo_id.is_not(None))
+    if repo_ids is not None:
+        period = and_(period, Pipeline.repo_id.in_(repo_ids))
+    rows = conn.execute(
+        select(Pipeline.repo_id, TestRun.suite, Pipeline.finished_at, TestRun.failed)
+        .select_from(TestRun)
+        .join(
+            Pipeline,
+            and_(
+                Pipeline.source_id == TestRun.source_id,
+                Pipeline.external_id == TestRun.pipeline_external_id,
+            ),
+        )
+        .where(period)
+    )
+    days: dict[tuple[Any, str, date], dict[str, Any]] = {}
+    for repo_id, suite, at, failed in rows:  # repository and finish: not null by `period`
+        key = (repo_id, suite, stats.local_day(at, zone))  # type: ignore[arg-type]
+        found = days.get(key)
+        if found is None:
+            found = days[key] = {
+                "repo_id": repo_id,
+                "suite": suite,
+                "day": key[2],
+                "runs": 0,
+                "failing_runs": 0,
+                "failed_tests": 0,
+                "last_failed_at": None,
+            }
+        found["runs"] += 1
+        if failed > 0:
+            found["failing_runs"] += 1
+            found["failed_tests"] += failed
+            last = found["last_failed_at"]
+            found["last_failed_at"] = at if last is None else max(last, at)
+    values = list(days.values())
+    for start in range(0, len(values), BATCH):
+        conn.execute(insert(RollupSuiteDay), values[start : start + BATCH])
+    return len(values)
+
+
+def stored_span(conn: Connection, scope: Scope) -> tuple[date, date] | None:
+    """[first, after): the local days wholly inside the scope's period that the stored rollups
+    answer for a part without environment or failure rules (the pipelines, the test suites);
+    None when they cannot: no derive yet, another time zone, or no whole day."""
+    zone = conn.execute(select(RollupState.timezone).where(RollupState.name == STATE)).scalar()
+    first, after = _whole_days(scope)
+    if zone != scope.timezone or first >= after:
+        return None
+    return first, after
 
 
 __all__ = [
@@ -637,4 +705,5 @@ __all__ = [
     "of_rows",
     "refresh",
     "stage_spans",
+    "stored_span",
 ]

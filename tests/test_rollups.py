@@ -18,10 +18,19 @@ from analytics import rollups, selects
 from analytics.derive import derive
 from analytics.metrics import compute, sliced
 from analytics.scope import Scope
+from analytics.views import builds
 from sandbox.generate import generate
 from tests.conftest import migrated_warehouse
 from tests.sandbox_load import load_org
-from warehouse.schema import Environment, RollupDay, RollupPipelineDay, Service, Team, table_of
+from warehouse.schema import (
+    Environment,
+    RollupDay,
+    RollupPipelineDay,
+    RollupSuiteDay,
+    Service,
+    Team,
+    table_of,
+)
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 ZONE = "America/New_York"  # days are local: a UTC day would cut them elsewhere
@@ -40,10 +49,10 @@ ROLLED_FIGURES = {
 
 
 def _stored(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
-    """Both rollup tables' rows without their ids, sorted (by their keys, which lead)."""
+    """The rollup tables' rows without their ids, sorted (by their keys, which lead)."""
     found = {}
     with engine.connect() as conn:
-        for model in (RollupDay, RollupPipelineDay):
+        for model in (RollupDay, RollupPipelineDay, RollupSuiteDay):
             columns = [c for c in table_of(model).columns if c.name != "id"]
             found[table_of(model).name] = sorted(
                 (tuple(row) for row in conn.execute(select(*columns))), key=repr
@@ -111,6 +120,13 @@ def test_rollup_figures_equal_the_rows_and_incremental_equals_full(
                 part = rollups.load(conn, scope, rules=None, rows=(), rolled=(rolled,))
                 assert not getattr(part, "pipelines" if rolled == "days" else "days"), name
                 assert compute(part, names=names) == {n: figures[n] for n in names}, name
+            # the failing test suites: stored suite days and edge rows, as the runs sum
+            suites = [r for r in builds._suites_of_runs(conn, scope) if r["failed_tests"] > 0]
+            suites.sort(key=lambda r: (-r["failed_tests"], r["service"], r["suite"]))
+            assert builds.failing_tests(conn, scope, limit=len(suites) + 1) == suites, name
+            assert (rollups.stored_span(conn, scope) is not None) is (
+                stored or scope.environment is not None
+            ), name
         days, rows = rollups.load(conn, whole), selects.load(conn, whole)
         for by in ("week", "month", "team", "service"):
             assert sliced(days, by) == sliced(rows, by), by
@@ -119,6 +135,8 @@ def test_rollup_figures_equal_the_rows_and_incremental_equals_full(
     assert figures["lead_time"]["changes"] > 0 and figures["build"]["pipelines"] > 0
     assert figures["change_failure_rate"]["failed"] > 0
     assert figures["build"]["default_branch_red_share"] is not None
+    with engine.connect() as conn:
+        assert builds.failing_tests(conn, whole)  # the organisation has failing suites
     # the incremental derive rolled up the last days only (on PostgreSQL, rows written within
     # derive's clock-skew margin of the last derive's start count as late: here, all of them),
     # and left what a full rebuild leaves

@@ -758,6 +758,27 @@ class RollupPipelineDay(Base):
     span_us: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class RollupSuiteDay(Base):
+    """One (repository, test suite, local day) of test results, maintained by derive beside the
+    pipeline days: the suite's runs in the day's finished pipelines, those with failed tests,
+    the failed tests, and the last failing run's pipeline finish (the Builds page's failing
+    tests)."""
+
+    __tablename__ = "rollup_suite_day"
+    __table_args__ = (
+        natural_key("repo_id", "suite", "day"),
+        Index("ix_rollup_suite_day_day", "day"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repo.id"))
+    suite: Mapped[str] = mapped_column(Name)
+    day: Mapped[date]
+    runs: Mapped[int] = mapped_column(default=0)
+    failing_runs: Mapped[int] = mapped_column(default=0)
+    failed_tests: Mapped[int] = mapped_column(default=0)
+    last_failed_at: Mapped[datetime | None]
+
+
 class RollupState(Base):
     """What the rollups were built with (`name` "rollup"): the time zone of their days and the
     change-failure rules of their rework; metrics asked in another zone or with other rules read

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select, type_coerce
 
+from analytics import rollups
 from analytics.scope import Scope
 from analytics.views._common import as_dicts
 from warehouse.schema import (
     Pipeline,
     Repo,
+    RollupSuiteDay,
     Service,
     Team,
     TestRun,
@@ -78,7 +82,41 @@ def _red_since(conn: Connection, on_default: Any, repos: set[int]) -> dict[int, 
 
 
 def failing_tests(conn: Connection, scope: Scope, limit: int = 50) -> list[dict[str, Any]]:
-    """Test suites with failed tests in the period's pipelines, most failures first."""
+    """Test suites with failed tests in the period's pipelines, most failures first: the stored
+    suite days (`rollup_suite_day`, derive's) of the local days wholly inside the period and the
+    test runs of its partial first and last day; every run from the rows when the rollups cannot
+    answer (no derive yet, another time zone)."""
+    span = rollups.stored_span(conn, scope)
+    if span is None:
+        parts = [_suites_of_runs(conn, scope)]
+    else:
+        first, after = span
+        parts = [_stored_suites(conn, scope, first, after)]
+        for since, until in (
+            (scope.since, rollups.midnight(first, scope.zone)),
+            (rollups.midnight(after, scope.zone), scope.until),
+        ):
+            if since < until:
+                parts.append(_suites_of_runs(conn, replace(scope, since=since, until=until)))
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for rows in parts:
+        for r in rows:
+            found = totals.setdefault((r["service"], r["suite"]), r)
+            if found is r:
+                continue
+            for count in ("failed_tests", "failing_runs", "runs"):
+                found[count] += r[count]
+            if r["last_failed_at"] is not None and (
+                found["last_failed_at"] is None or r["last_failed_at"] > found["last_failed_at"]
+            ):
+                found["last_failed_at"] = r["last_failed_at"]
+    failing = [t for t in totals.values() if t["failed_tests"] > 0]
+    failing.sort(key=lambda t: (-t["failed_tests"], t["service"], t["suite"]))
+    return failing[:limit]
+
+
+def _suites_of_runs(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    """Per service and suite, the test runs of the period's pipelines summed."""
     failing = TestRun.failed > 0
     query = scope.owned(
         select(
@@ -101,10 +139,23 @@ def failing_tests(conn: Connection, scope: Scope, limit: int = 50) -> list[dict[
         ),
         on=Service.repo_id == Pipeline.repo_id,
     ).where(scope.period(Pipeline.finished_at))
-    query = (
-        query.group_by(Service.name, TestRun.suite)
-        .having(func.sum(TestRun.failed) > 0)
-        .order_by(func.sum(TestRun.failed).desc(), Service.name, TestRun.suite)
-        .limit(limit)
-    )
-    return as_dicts(conn.execute(query))
+    return as_dicts(conn.execute(query.group_by(Service.name, TestRun.suite)))
+
+
+def _stored_suites(
+    conn: Connection, scope: Scope, first: date, after: date
+) -> list[dict[str, Any]]:
+    """Per service and suite, the stored suite days of the local days [first, after) summed."""
+    day = RollupSuiteDay
+    query = scope.owned(
+        select(
+            Service.name.label("service"),
+            day.suite,
+            func.sum(day.failed_tests).label("failed_tests"),
+            func.sum(day.failing_runs).label("failing_runs"),
+            func.sum(day.runs).label("runs"),
+            type_coerce(func.max(day.last_failed_at), UTCDateTime()).label("last_failed_at"),
+        ).select_from(day),
+        on=Service.repo_id == day.repo_id,
+    ).where(day.day >= first, day.day < after)
+    return as_dicts(conn.execute(query.group_by(Service.name, day.suite)))
