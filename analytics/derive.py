@@ -43,7 +43,7 @@ from analytics import releases
 from analytics.ancestry import CommitGraph, RanLast, mark_generations, refresh_generations
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
-from analytics.rules import DEPLOYMENT_REPO, FailureRules
+from analytics.rules import DEPLOYMENT_REPO, TEST_RUN_PIPELINE, FailureRules
 from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
@@ -283,13 +283,7 @@ def _pipelines_changed(conn: Connection, after: datetime) -> dict[int, datetime]
     for query in (
         select(Pipeline.repo_id, Pipeline.finished_at).where(Pipeline.changed_at >= after),
         select(Pipeline.repo_id, Pipeline.finished_at)
-        .join(
-            TestRun,
-            and_(
-                Pipeline.source_id == TestRun.source_id,
-                Pipeline.external_id == TestRun.pipeline_external_id,
-            ),
-        )
+        .join(TestRun, TEST_RUN_PIPELINE)
         .where(TestRun.changed_at >= after),
     ):
         for repo_id, moment in _earliest_changed(conn, query).items():

@@ -39,6 +39,7 @@ from analytics.rows import (
     ScopeData,
     UnreleasedRow,
 )
+from analytics.rules import TEST_RUN_PIPELINE
 from analytics.scope import EARLIEST, LATEST, Scope
 from warehouse.schema import (
     Environment,
@@ -645,13 +646,7 @@ def _refresh_suites(conn: Connection, zone: ZoneInfo, day: date, repo_ids: list[
     rows = conn.execute(
         select(Pipeline.repo_id, TestRun.suite, Pipeline.finished_at, TestRun.failed)
         .select_from(TestRun)
-        .join(
-            Pipeline,
-            and_(
-                Pipeline.source_id == TestRun.source_id,
-                Pipeline.external_id == TestRun.pipeline_external_id,
-            ),
-        )
+        .join(Pipeline, TEST_RUN_PIPELINE)
         .where(period)
     )
     days: dict[tuple[Any, str, date], dict[str, Any]] = {}

@@ -12,10 +12,16 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, select
 
-from warehouse.schema import Commit, Deployment, MergeRequest, MrCommit, Service
+from warehouse.schema import Commit, Deployment, MergeRequest, MrCommit, Pipeline, Service, TestRun
 
 # A deployment's repository: its own (a pushed event may name it), else its service's.
 DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
+
+# A test run's pipeline: by the source's pipeline id (the join of every read of test results).
+TEST_RUN_PIPELINE = and_(
+    Pipeline.source_id == TestRun.source_id,
+    Pipeline.external_id == TestRun.pipeline_external_id,
+)
 
 # A merge request's first commit: the earliest authored time of its commits (where a squash
 # commit's lead time and the MR's coding stage start), a scalar subquery correlated to

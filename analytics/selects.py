@@ -29,7 +29,13 @@ from analytics.rows import (
     ScopeData,
     UnreleasedRow,
 )
-from analytics.rules import DEPLOYMENT_REPO, MR_FIRST_COMMIT, FailureRules, merged
+from analytics.rules import (
+    DEPLOYMENT_REPO,
+    MR_FIRST_COMMIT,
+    TEST_RUN_PIPELINE,
+    FailureRules,
+    merged,
+)
 from analytics.scope import Scope
 from warehouse.schema import (
     ChangeFailure,
@@ -290,13 +296,7 @@ def _pipeline_rows(conn: Connection, query: Any, period: Any) -> list[PipelineRo
     failed_tests = dict(
         conn.execute(
             select(Pipeline.id, func.sum(TestRun.failed))
-            .join(
-                Pipeline,
-                and_(
-                    Pipeline.source_id == TestRun.source_id,
-                    Pipeline.external_id == TestRun.pipeline_external_id,
-                ),
-            )
+            .join(Pipeline, TEST_RUN_PIPELINE)
             .where(period, TestRun.failed > 0)
             .group_by(Pipeline.id)
         ).all()

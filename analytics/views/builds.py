@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select, type_coerce
 
 from analytics import rollups
+from analytics.rules import TEST_RUN_PIPELINE
 from analytics.scope import Scope
 from analytics.views._common import as_dicts
 from warehouse.schema import (
@@ -130,13 +131,7 @@ def _suites_of_runs(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
             ),
         )
         .select_from(TestRun)
-        .join(
-            Pipeline,
-            and_(
-                Pipeline.source_id == TestRun.source_id,
-                Pipeline.external_id == TestRun.pipeline_external_id,
-            ),
-        ),
+        .join(Pipeline, TEST_RUN_PIPELINE),
         on=Service.repo_id == Pipeline.repo_id,
     ).where(scope.period(Pipeline.finished_at))
     return as_dicts(conn.execute(query.group_by(Service.name, TestRun.suite)))
