@@ -677,8 +677,8 @@ def _refresh_suites(conn: Connection, zone: ZoneInfo, day: date, repo_ids: list[
 
 def stored_span(conn: Connection, scope: Scope) -> tuple[date, date] | None:
     """[first, after): the local days wholly inside the scope's period that the stored rollups
-    answer for a part without environment or failure rules (the pipelines, the test suites);
-    None when they cannot: no derive yet, another time zone, or no whole day."""
+    answer for a part no environment or failure rule affects (the test suites' days); None when
+    they cannot: no derive yet, another time zone, or no whole day."""
     zone = conn.execute(select(RollupState.timezone).where(RollupState.name == STATE)).scalar()
     first, after = _whole_days(scope)
     if zone != scope.timezone or first >= after:
