@@ -24,6 +24,7 @@ from warehouse.schema import (
     Pipeline,
     Repo,
     RollupPipelineDay,
+    RollupSuiteDay,
     Service,
     Source,
     table_of,
@@ -89,9 +90,9 @@ def ensure_environment(
 def merge_repo(conn: Connection, *, shadow: int, into: int) -> int:
     """Fold repo `shadow` into repo `into`: what refers to it (pipelines, deployments, services,
     code analyses) refers to `into`, and `shadow` goes with the rows only it held (commits and
-    parent links from build changelogs, branches, its pipeline-day rollups). A build server
-    registers such a repo from a remote URL no code source knew yet; once one does, its builds
-    belong to the code source's repo, as they would had it been known from the start.
+    parent links from build changelogs, branches, its pipeline and suite day rollups). A build
+    server registers such a repo from a remote URL no code source knew yet; once one does, its
+    builds belong to the code source's repo, as they would had it been known from the start.
 
     Moved pipelines and deployments are stamped changed and the deployments' derived links
     dropped, so the next derive re-derives their chains on `into`'s history and rolls their days
@@ -120,6 +121,7 @@ def merge_repo(conn: Connection, *, shadow: int, into: int) -> int:
         conn.execute(update(dimension).where(dimension.repo_id == shadow).values(repo_id=into))
     held_only = (
         RollupPipelineDay,
+        RollupSuiteDay,
         MrCommit,
         MergeRequest,
         Branch,
