@@ -348,7 +348,6 @@ def _load(
         or first >= after
     ):
         return of_rows(load_rows(conn, scope, rules, (*parts, *rows)))
-    zone = scope.zone
     kept = load_rows(conn, scope, rules, rows)
     found = Rollup(
         scope,
@@ -357,14 +356,10 @@ def _load(
         incidents=kept.incidents,
         unreleased=kept.unreleased,
     )
-    for since, until in (
-        (scope.since, midnight(first, zone)),
-        (midnight(after, zone), scope.until),
-    ):
-        if since < until and parts:
-            edge = of_rows(load_rows(conn, replace(scope, since=since, until=until), rules, parts))
-            found.days.extend(edge.days)
-            found.pipelines.extend(edge.pipelines)
+    for part in edges(scope, first, after) if parts else []:
+        edge = of_rows(load_rows(conn, part, rules, parts))
+        found.days.extend(edge.days)
+        found.pipelines.extend(edge.pipelines)
     days = _stored_days(conn, scope, first, after) if "days" in rolled else []
     pipelines = _stored_pipeline_days(conn, scope, first, after) if "pipelines" in rolled else []
     found.days.extend(days)
@@ -675,6 +670,20 @@ def _refresh_suites(conn: Connection, zone: ZoneInfo, day: date, repo_ids: list[
     return len(values)
 
 
+def edges(scope: Scope, first: date, after: date) -> list[Scope]:
+    """The scope cut to its partial first and last local day (before `first`'s midnight, from
+    `after`'s): what the rows answer beside the stored days [first, after)."""
+    zone = scope.zone
+    return [
+        replace(scope, since=since, until=until)
+        for since, until in (
+            (scope.since, midnight(first, zone)),
+            (midnight(after, zone), scope.until),
+        )
+        if since < until
+    ]
+
+
 def stored_span(conn: Connection, scope: Scope) -> tuple[date, date] | None:
     """[first, after): the local days wholly inside the scope's period that the stored rollups
     answer for a part no environment or failure rule affects (the test suites' days); None when
@@ -694,6 +703,7 @@ __all__ = [
     "PipelineDay",
     "Rollup",
     "collector_paused",
+    "edges",
     "fingerprint",
     "load",
     "midnight",

@@ -164,9 +164,11 @@ class World:
         ref: str = "main",
         digest: str | None = None,
         pinned: bool = True,
+        service: int | None = None,
     ) -> str:
         """A deployment finished at `finished` (started 5 minutes before), of image
-        `sha256:<sha>` unless `digest` names one; `pinned=False`: the source named no image."""
+        `sha256:<sha>` unless `digest` names one; `pinned=False`: the source named no image;
+        `service`: of that service, naming no repository (its service's counts)."""
         self.deployments += 1
         external = f"d{self.deployments}"
         self.add(
@@ -175,9 +177,9 @@ class World:
                 {
                     "source_id": self.source,
                     "external_id": external,
-                    "service_id": self.service,
+                    "service_id": service or self.service,
                     "environment_id": self.env[env],
-                    "repo_id": self.repo,
+                    "repo_id": None if service else self.repo,
                     "status": status,
                     "sha": sha,
                     "ref": ref,

@@ -236,29 +236,12 @@ def test_a_repository_found_from_images_after_a_derive_re_derives_the_chain(
         ).scalar_one()
     world.commit("c", "b", authored=at(2))
     for i, sha in enumerate(("a", "c")):
-        world.add(
-            Deployment,
-            [
-                {
-                    "source_id": world.source,
-                    "external_id": f"be{i}",
-                    "service_id": backend,
-                    "environment_id": world.env["production"],
-                    "status": "success",
-                    "sha": sha,
-                    "ref": "main",
-                    "created_at": at(3 + i),
-                    "finished_at": at(3.1 + i),
-                    "image_digest": f"sha256:{sha}1",
-                    "image_resolution": "explicit",
-                }
-            ],
-        )
+        last = world.deploy(sha, at(3 + i), digest=f"sha256:{sha}1", service=backend)
     assert world.derive().chains == 1
-    assert changes_of(world, backend) == {("be1", "c")}  # no repository, no history to read
+    assert changes_of(world, backend) == {(last, "c")}  # no repository, no history to read
     world.add(Image, [image(f"sha256:{s}1", f"{PREFIX}/backend", s) for s in ("a", "c")])
     assert world.derive().chains == 1
-    assert changes_of(world, backend) == {("be1", "b"), ("be1", "c")}
+    assert changes_of(world, backend) == {(last, "b"), (last, "c")}
     incremental = derived_chains(world)
     derive(world.engine, full=True)
     assert derived_chains(world) == incremental

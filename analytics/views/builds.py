@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -92,13 +91,10 @@ def failing_tests(conn: Connection, scope: Scope, limit: int = 50) -> list[dict[
         parts = [_suites_of_runs(conn, scope)]
     else:
         first, after = span
-        parts = [_stored_suites(conn, scope, first, after)]
-        for since, until in (
-            (scope.since, rollups.midnight(first, scope.zone)),
-            (rollups.midnight(after, scope.zone), scope.until),
-        ):
-            if since < until:
-                parts.append(_suites_of_runs(conn, replace(scope, since=since, until=until)))
+        parts = [
+            _stored_suites(conn, scope, first, after),
+            *(_suites_of_runs(conn, edge) for edge in rollups.edges(scope, first, after)),
+        ]
     totals: dict[tuple[str, str], dict[str, Any]] = {}
     for rows in parts:
         for r in rows:

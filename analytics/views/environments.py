@@ -63,10 +63,9 @@ def environment_state(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
         .outerjoin(Repo, Repo.id == DEPLOYMENT_REPO)
         .order_by(Service.name, Environment.position, Deployment.id)
     )
-    state = []
-    for r in as_dicts(conn.execute(query)):
+    state = as_dicts(conn.execute(query))
+    for r in state:
         r["commit_url"] = commit_url(r["repo_url"], r["sha"])
-        state.append(r)
     return state
 
 
