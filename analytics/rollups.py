@@ -18,16 +18,29 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import Connection, Text, and_, cast, delete, insert, literal, select
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    cast,
+    delete,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+)
 
 from analytics import stats
 from analytics.rows import (
@@ -67,11 +80,9 @@ def midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone)
 
 
-NO_DROPS = dict.fromkeys(STAGES, 0)
-
-
-def _stage_lists() -> dict[str, list[float]]:
-    return {name: [] for name in STAGES}
+# a day without merge requests: no stage spans, none dropped (shared, read only)
+NO_STAGES: Mapping[str, Sequence[float]] = MappingProxyType({name: () for name in STAGES})
+NO_DROPS: Mapping[str, int] = MappingProxyType(dict.fromkeys(STAGES, 0))
 
 
 @dataclass(slots=True)
@@ -93,8 +104,8 @@ class Day(Row):
     changes: int = 0
     lead_hours: list[float] = field(default_factory=list)
     merge_requests: int = 0
-    stages: dict[str, list[float]] = field(default_factory=_stage_lists)
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    stages: Mapping[str, Sequence[float]] = field(default_factory=lambda: NO_STAGES)
+    dropped: Mapping[str, int] = field(default_factory=lambda: NO_DROPS)
     attempts_success: int = 0
     attempts_failed: int = 0
 
@@ -144,9 +155,9 @@ def _us(delta: timedelta) -> int:
 
 
 def stage_spans(rows: Iterable[MergeRequestRow]) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Each MR's stage spans in hours (coding, pickup, review, deploy, cycle), and per stage the
-    negative spans dropped."""
-    spans = _stage_lists()
+    """Each MR's stage spans in hours (coding, pickup, review, deploy, cycle), sorted, and per
+    stage the negative spans dropped."""
+    spans: dict[str, list[float]] = {name: [] for name in STAGES}
     dropped: dict[str, int] = dict.fromkeys(STAGES, 0)
     for r in rows:
         points = {
@@ -164,6 +175,8 @@ def stage_spans(rows: Iterable[MergeRequestRow]) -> tuple[dict[str, list[float]]
                 dropped[name] += 1
             else:
                 spans[name].append(span)
+    for values in spans.values():
+        values.sort()
     return spans, dropped
 
 
@@ -214,8 +227,6 @@ def of_rows(data: ScopeData) -> Rollup:
             day.stages, day.dropped = stage_spans(merge_requests[id(day)])
         day.recovery_hours.sort()
         day.lead_hours.sort()
-        for values in day.stages.values():
-            values.sort()
     return Rollup(
         data.scope,
         days=list(days.values()),
@@ -294,13 +305,15 @@ def load(
     scope: Scope,
     rules: Any = None,
     rows: Iterable[str] = ROWS,
-    rolled: Iterable[str] = ("days", "pipelines"),
+    rolled: Iterable[str] = (*ROLLED, "pipelines"),
 ) -> Rollup:
     """The scope's days: the stored rollups for the local days wholly inside the period, the rows
     of its partial first and last day rolled up here; every day from rows when the rollups cannot
     answer the scope (a named environment, another time zone or other failure rules than the
     last derive's, or no derive yet). Of the parts kept as rows, `rows` are read (default: all;
-    the others empty); of the rolled-up parts, `rolled` (`days`, `pipelines`; default both)."""
+    the others empty); of the rolled-up parts, `rolled` (`ROLLED`'s parts of the days, and
+    `pipelines`; default all): the days of some of `ROLLED` are those carrying them, with only
+    their figures (`_stored_days`)."""
     with collector_paused():
         return _load(conn, scope, rules, rows, rolled)
 
@@ -331,11 +344,11 @@ def _load(
     from analytics.selects import load as load_rows
 
     rules = rules or FailureRules()
-    rolled = set(rolled)
-    parts = (
-        *(ROLLED if "days" in rolled else ()),
-        *(("pipelines",) if "pipelines" in rolled else ()),
-    )
+    unknown = set(rolled) - {*ROLLED, "pipelines"}
+    if unknown:
+        raise ValueError(f"no rolled-up part {sorted(unknown)}; use {(*ROLLED, 'pipelines')}")
+    parts = tuple(p for p in (*ROLLED, "pipelines") if p in rolled)
+    day_parts = tuple(p for p in ROLLED if p in parts)
     state = conn.execute(
         select(RollupState.timezone, RollupState.rules).where(RollupState.name == STATE)
     ).first()
@@ -360,8 +373,8 @@ def _load(
         edge = of_rows(load_rows(conn, part, rules, parts))
         found.days.extend(edge.days)
         found.pipelines.extend(edge.pipelines)
-    days = _stored_days(conn, scope, first, after) if "days" in rolled else []
-    pipelines = _stored_pipeline_days(conn, scope, first, after) if "pipelines" in rolled else []
+    days = _stored_days(conn, scope, first, after, day_parts) if day_parts else []
+    pipelines = _stored_pipeline_days(conn, scope, first, after) if "pipelines" in parts else []
     found.days.extend(days)
     found.pipelines.extend(pipelines)
     found.stored = len(days) + len(pipelines)
@@ -374,21 +387,45 @@ def _values(model: Any, lists: tuple[str, ...] = ()) -> list[Any]:
     return [c for c in table_of(model).columns if c.name != "id" and c.name not in lists]
 
 
-def _json_array(model: Any, lists: tuple[str, ...]) -> Any:
+def _json_array(model: Any, lists: tuple[str, ...], read: Iterable[str] | None = None) -> Any:
     """The JSON columns `lists` of a rollup row as the text of one JSON array, labelled
     `lists`: one `orjson.loads` per row instead of one per column (the decoding of the value lists
     is most of a read; their text is the stored JSON on SQLite, jsonb's on PostgreSQL, whose
-    numbers keep their digits)."""
+    numbers keep their digits). Of `lists`, only those `read` (default: all), the others null."""
     columns = table_of(model).columns
+    read = set(lists if read is None else read)
     text: Any = literal("[")
     for i, name in enumerate(lists):
         if i:
             text = text + ","
-        text = text + cast(columns[name], Text)
+        text = text + (cast(columns[name], Text) if name in read else literal("null"))
     return (text + "]").label("lists")
 
 
-DAY_LISTS = ("recovery_hours", "lead_hours", "stages", "dropped")
+# each part rolled up per day: its rollup_day counts (a day carries the part when one of them is
+# above zero) and its value lists
+DAY_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "deployments": (
+        ("deployments", "failed", "incident", "failed_rollback", "hotfix", "rework"),
+        ("recovery_hours",),
+    ),
+    "changes": (("changes",), ("lead_hours",)),
+    "merge_requests": (("merge_requests",), ("stages", "dropped")),
+    "attempts": (("attempts_success", "attempts_failed"), ()),
+}
+DAY_LISTS = ("recovery_hours", "lead_hours", "stages", "dropped")  # in Day's order
+COUNTS = (  # rollup_day's counts, in Day's order
+    "deployments",
+    "failed",
+    "incident",
+    "failed_rollback",
+    "hotfix",
+    "rework",
+    "changes",
+    "merge_requests",
+    "attempts_success",
+    "attempts_failed",
+)
 PIPELINE_LISTS = ("statuses", "durations", "queued")
 
 
@@ -405,52 +442,92 @@ def _midnights(zone: ZoneInfo) -> Any:
     return at
 
 
-def _stored_days(conn: Connection, scope: Scope, first: date, after: date) -> list[Day]:
+def _stored_days(
+    conn: Connection, scope: Scope, first: date, after: date, parts: tuple[str, ...] = ROLLED
+) -> list[Day]:
+    """The stored days of the rolled-up `parts` (of `ROLLED`): of some parts, only the days
+    carrying one of them, with only their counts and lists (the others zero and empty), as
+    `of_rows` rolls up only those parts' rows. Every column and row of a day is the union of its
+    parts', so the days of several parts read apart add up to the days read together; a surface
+    reading parts apart (the dashboard: each once, whichever page needs it) pays for no other
+    part's rows, nor for decoding its lists."""
     at = _midnights(scope.zone)
-    query = scope.owned(
-        select(
-            Service.name.label("service"),
-            Team.name.label("team"),
-            Environment.name.label("environment"),
-            Environment.tier,
-            *_values(RollupDay, DAY_LISTS),
-            _json_array(RollupDay, DAY_LISTS),
-        )
-        .select_from(RollupDay)
-        .join(Environment, Environment.id == RollupDay.environment_id),
-        RollupDay.service_id,
-    ).where(RollupDay.day >= first, RollupDay.day < after)
-    days = []
+    table = table_of(RollupDay)
+    counts = {c for p in parts for c in DAY_PARTS[p][0]}
+    lists = [name for p in parts for name in DAY_PARTS[p][1]]
+    attempts = "attempts" in parts  # the only part naming its environment (as `of_rows`)
+    query = select(
+        Service.name.label("service"),
+        Team.name.label("team"),
+        RollupDay.day,
+        RollupDay.environment_id,
+        *((Environment.name, Environment.tier) if attempts else (null(), null())),
+        *(table.c[c] if c in counts else literal_column("0") for c in COUNTS),
+        _json_array(RollupDay, DAY_LISTS, lists) if lists else null(),
+    ).select_from(RollupDay)
+    if attempts:
+        query = query.join(Environment, Environment.id == RollupDay.environment_id)
+    query = scope.owned(query, RollupDay.service_id).where(
+        RollupDay.day >= first, RollupDay.day < after
+    )
+    if set(parts) != set(ROLLED):  # every stored day carries some part
+        query = query.where(or_(*(table.c[c] > 0 for c in counts)))
     loads = orjson.loads
-    for r in conn.execute(query):
-        recovery_hours, lead_hours, stages, dropped = loads(r.lists)
-        if tuple(stages) != STAGES:  # every stage, in STAGES' order (jsonb orders keys its way)
-            stages = {**_stage_lists(), **stages}
+    unread = (None,) * len(DAY_LISTS)
+    days = []
+    # positional, with no default built per day: tens of thousands of days per page
+    for (
+        service,
+        team,
+        day,
+        environment_id,
+        environment,
+        tier,
+        deployments,
+        failed,
+        incident,
+        failed_rollback,
+        hotfix,
+        rework,
+        changes,
+        merge_requests,
+        attempts_success,
+        attempts_failed,
+        values,
+    ) in conn.execute(query):
+        recovery_hours, lead_hours, stages, dropped = loads(values) if values else unread
         days.append(
             Day(
-                r.service,
-                r.team,
-                at(r.day),
-                r.environment_id,
-                r.environment,
-                r.tier,
-                r.deployments,
-                r.failed,
-                r.incident,
-                r.failed_rollback,
-                r.hotfix,
-                r.rework,
-                recovery_hours,
-                r.changes,
-                lead_hours,
-                r.merge_requests,
-                stages,
-                {**NO_DROPS, **dropped},
-                r.attempts_success,
-                r.attempts_failed,
+                service,
+                team,
+                at(day),
+                environment_id,
+                environment,
+                tier,
+                deployments,
+                failed,
+                incident,
+                failed_rollback,
+                hotfix,
+                rework,
+                recovery_hours or [],
+                changes,
+                lead_hours or [],
+                merge_requests,
+                NO_STAGES if stages is None else _every_stage(stages),
+                NO_DROPS if dropped is None else {**NO_DROPS, **dropped},
+                attempts_success,
+                attempts_failed,
             )
         )
     return days
+
+
+def _every_stage(stages: dict[str, list[float]]) -> Mapping[str, Sequence[float]]:
+    """Every stage, in STAGES' order (jsonb orders keys its own way)."""
+    if tuple(stages) == STAGES:
+        return stages
+    return {name: stages.get(name, []) for name in STAGES}
 
 
 def _stored_pipeline_days(
@@ -571,8 +648,8 @@ def _write_days(conn: Connection, days: list[Day], ids: dict[str, int]) -> int:
             "changes": d.changes,
             "lead_hours": d.lead_hours,
             "merge_requests": d.merge_requests,
-            "stages": d.stages,
-            "dropped": d.dropped,
+            "stages": dict(d.stages),
+            "dropped": dict(d.dropped),
             "attempts_success": d.attempts_success,
             "attempts_failed": d.attempts_failed,
         }

@@ -3,9 +3,10 @@
 - The engine is one per warehouse URL (`st.cache_resource`).
 - The metrics read the scope's days (`analytics.rollups.load`: the rollups derive maintains per
   service, environment and local day), held as a resource for `TTL` seconds per scope and part
-  (days, pipeline days, each part kept as rows): a page reads only the parts its figures need,
-  once, whichever figures share them; they are only read, so they are shared rather than copied.
-  The distributions (per day, per bucket, histograms) read the same days. Drill-down lists read
+  (the days of deployments, changes, merge requests or attempts, pipeline days, each part kept
+  as rows): a page reads only the parts its figures need, once, whichever figures and pages share
+  them; they are only read, so they are shared rather than copied. The distributions (per day,
+  per bucket, histograms) read the same days. Drill-down lists read
   rows a page at a time (`analytics.views.drilldown`).
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team
   figures, the views' tables, shaped into small dicts and DataFrames.
@@ -41,12 +42,11 @@ def engine(url: str) -> Engine:
     return open_warehouse(url)
 
 
-ROLLED_UP = ("days", "pipelines")  # the parts of a Rollup read from the rollups
-
-
-@st.cache_resource(ttl=TTL, max_entries=24, show_spinner=False)
+@st.cache_resource(ttl=TTL, max_entries=48, show_spinner=False)
 def _rolled(url: str, scope: Scope, rules: FailureRules, part: str) -> rollups.Rollup:
-    """The scope's days or pipeline days (`part`), read once for every figure that needs them."""
+    """The scope's days of one rolled-up part (deployments, changes, merge requests, attempts;
+    `rollups.ROLLED`) or its pipeline days (`part` pipelines), read once for every figure that
+    needs them."""
     with engine(url).connect() as conn:
         return rollups.load(conn, scope, rules, (), (part,))
 
@@ -59,13 +59,17 @@ def _kept(url: str, scope: Scope, rules: FailureRules, part: str) -> list[Any]:
 
 
 def _days(url: str, scope: Scope, rules: FailureRules, parts: tuple[str, ...]) -> rollups.Rollup:
-    """The scope's Rollup with only `parts` (days, pipelines, and parts kept as rows) read, the
-    others empty; each part is held as a resource on its own, so pages and figures needing the
-    same part share one read. They are only read, so they are shared rather than copied."""
+    """The scope's Rollup with only `parts` (of the rolled-up parts and those kept as rows) read,
+    the others empty; each part is held as a resource on its own, so pages and figures needing
+    the same part share one read. The days of several parts are their days read apart, one after
+    the other (every figure sums over days, so they add up to the days read together). They are
+    only read, so they are shared rather than copied."""
     found = rollups.Rollup(scope)
     for part in parts:
-        if part in ROLLED_UP:
-            setattr(found, part, getattr(_rolled(url, scope, rules, part), part))
+        if part in rollups.ROLLED:
+            found.days.extend(_rolled(url, scope, rules, part).days)
+        elif part == "pipelines":
+            found.pipelines = _rolled(url, scope, rules, part).pipelines
         else:
             setattr(found, part, _kept(url, scope, rules, part))
     return found
@@ -99,15 +103,11 @@ def metrics(
     period (`trend`, each with its `bucket` key and `partial`: cut by the period or the clock; a
     bucket without data is there with zero counts) and, `by_team`, per team (`teams`), as
     `analytics.metrics` computes them.
-    The days come from the rollups (`analytics.rollups.load`); of the parts kept as rows
-    (incidents, merged MRs waiting, requirements, bugs) only those `names` need, or `parts`, are
-    read."""
+    Only the parts `names` need, or `parts`, are read: the days of each rolled-up part from the
+    rollups (`analytics.rollups.load`), the parts kept as rows (incidents, merged MRs waiting,
+    requirements, bugs) as rows."""
     wanted = set(parts or (part for name in names for part in NEEDS[name]))
-    read = (
-        *(("days",) if wanted & set(rollups.ROLLED) else ()),
-        *(("pipelines",) if "pipelines" in wanted else ()),
-        *(p for p in rollups.ROWS if p in wanted),
-    )
+    read = tuple(p for p in (*rollups.ROLLED, "pipelines", *rollups.ROWS) if p in wanted)
     with rollups.collector_paused():
         data = _days(url, scope, rules, read)
         total = compute(data, names=names)
@@ -228,7 +228,7 @@ def promotion_history(url: str, scope: Scope, service: str) -> pd.DataFrame:
 @st.cache_data(ttl=TTL, show_spinner=False)
 def deployments_per_day(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Production deployments per local day (`distributions.deployments_per_day_of`)."""
-    data = _days(url, scope, rules, ("days",))
+    data = _days(url, scope, rules, ("deployments",))
     return pd.DataFrame.from_records(
         distributions.deployments_per_day_of(data),
         columns=["day", "week", "weekday", "deployments"],
@@ -241,7 +241,7 @@ def deployments_per_bucket(
 ) -> pd.DataFrame:
     """Production deployments and failed changes per week or month and team
     (`distributions.deployments_per_bucket_of`)."""
-    data = _days(url, scope, rules, ("days",))
+    data = _days(url, scope, rules, ("deployments",))
     return pd.DataFrame.from_records(
         distributions.deployments_per_bucket_of(data, by),
         columns=[by, *distributions.BUCKET_COLUMNS],
@@ -251,7 +251,7 @@ def deployments_per_bucket(
 @st.cache_data(ttl=TTL, show_spinner=False)
 def lead_time_histogram(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
     """Changes per lead-time bucket (`distributions.lead_time_histogram_of`)."""
-    data = _days(url, scope, rules, ("days",))
+    data = _days(url, scope, rules, ("changes",))
     return pd.DataFrame.from_records(
         distributions.lead_time_histogram_of(data), columns=distributions.BIN_COLUMNS
     )

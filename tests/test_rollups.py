@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,15 +37,19 @@ NOW = datetime(2025, 6, 2, tzinfo=UTC)
 ZONE = "America/New_York"  # days are local: a UTC day would cut them elsewhere
 
 
-# the figures computed from the days alone, and from the pipeline days alone
+# rolled-up parts read alone, the parts kept as rows they need, and the figures they answer
 ROLLED_FIGURES = {
-    "days": (
-        "deployment_frequency",
-        "change_failure_rate",
-        "rework_rate",
-        "deployment_failure_rate",
-    ),
-    "pipelines": ("build",),
+    ("deployments",): ((), ("deployment_frequency", "change_failure_rate", "rework_rate")),
+    ("attempts",): ((), ("deployment_failure_rate",)),
+    ("changes", "merge_requests"): (("unreleased",), ("lead_time",)),
+    ("pipelines",): ((), ("build",)),
+}
+# whether a day holds figures of a part rolled up per day
+CARRIES = {
+    "deployments": lambda d: d.deployments > 0 or bool(d.recovery_hours),
+    "changes": lambda d: d.changes > 0 or bool(d.lead_hours),
+    "merge_requests": lambda d: d.merge_requests > 0 or any(d.stages.values()),
+    "attempts": lambda d: d.attempts_success + d.attempts_failed > 0 or d.tier is not None,
 }
 
 
@@ -116,10 +121,22 @@ def test_rollup_figures_equal_the_rows_and_incremental_equals_full(
             figures = compute(days)
             assert figures == compute(rows), name
             # a reader needing only some figures reads only their parts, computes only them
-            for rolled, names in ROLLED_FIGURES.items():
-                part = rollups.load(conn, scope, rules=None, rows=(), rolled=(rolled,))
-                assert not getattr(part, "pipelines" if rolled == "days" else "days"), name
+            for rolled, (kept, names) in ROLLED_FIGURES.items():
+                part = rollups.load(conn, scope, rules=None, rows=kept, rolled=rolled)
+                assert not getattr(part, "days" if rolled == ("pipelines",) else "pipelines"), name
                 assert compute(part, names=names) == {n: figures[n] for n in names}, name
+            # the days of each part read apart (as the dashboard holds them) carry only their
+            # part, and add up to the days read together
+            apart = replace(days, days=[])
+            for rolled in rollups.ROLLED:
+                alone = rollups.load(conn, scope, rules=None, rows=(), rolled=(rolled,)).days
+                others = [p for p in rollups.ROLLED if p != rolled]
+                assert all(
+                    CARRIES[rolled](d) and not any(CARRIES[p](d) for p in others) for d in alone
+                ), (name, rolled)
+                apart.days.extend(alone)
+            assert compute(apart) == figures, name
+            assert sliced(apart, "team") == sliced(days, "team"), name
             # the failing test suites: stored suite days and edge rows, as the runs sum
             suites = [r for r in builds._suites_of_runs(conn, scope) if r["failed_tests"] > 0]
             suites.sort(key=lambda r: (-r["failed_tests"], r["service"], r["suite"]))
