@@ -159,6 +159,17 @@ class Scope:
     def days(self) -> float:
         return (self.until - self.since).total_seconds() / 86400
 
+    def slice_ends(self) -> list[datetime]:
+        """The ends of the scope's time slices, ascending: each local ISO week's and month's end
+        cut by the period, and the period's end (`analytics.slices`: the moments at which a slice
+        counts what is still waiting)."""
+        zone = self.zone
+        keys = [
+            *stats.weeks_between(self.since, self.until, zone),
+            *stats.months_between(self.since, self.until, zone),
+        ]
+        return sorted({min(stats.bucket_end(k, zone), self.until) for k in keys} | {self.until})
+
     def as_json(self) -> dict[str, Any]:
         return {
             "since": self.since.isoformat(),

@@ -333,11 +333,24 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     deployment: an MR merged before its repository's first one is taken as carried by it. `at` is
     the merge.
 
+    Of the MRs released within the period, only those waiting at the end of one of its time
+    slices (`Scope.slice_ends`: merged before it, released at or after it) are read: the only
+    rows `dora.merged_not_in_production` counts, over the scope or any week, month, team or
+    service of it; most MRs reach production within the hour they merge, waiting at no end.
+
     The production tier reads `merge_request.released_at`, maintained by derive
     (`analytics.releases`), with two indexed range reads on (state, released_at): not released, or
     released after the scope's start. A named environment computes its release times in one
     set-based query (`releases.release_times`) over the scope's repositories."""
     merged_by_end = (MergeRequest.state == "merged", MergeRequest.merged_at < scope.until)
+    ends = scope.slice_ends()
+
+    def waits(released: Any) -> Any:
+        return or_(
+            released.is_(None),
+            *(and_(MergeRequest.merged_at < end, released >= end) for end in ends),
+        )
+
     columns = (Service.name.label("service"), Team.name.label("team"))
     if scope.environment is None:
         released = MergeRequest.released_at
@@ -348,7 +361,7 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
                 ),
                 on=Service.repo_id == MergeRequest.repo_id,
             ).where(*merged_by_end, waiting)
-            for waiting in (released.is_(None), released > scope.since)
+            for waiting in (released.is_(None), and_(released > scope.since, waits(released)))
         ]
         return [row for read in reads for row in _rows(conn.execute(read), UnreleasedRow)]
     repos = scope.owned(select(Repo.id), on=Service.repo_id == Repo.id)
@@ -364,7 +377,7 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
         .select_from(MergeRequest)
         .outerjoin(times, times.c.merge_request_id == MergeRequest.id),
         on=Service.repo_id == MergeRequest.repo_id,
-    ).where(*merged_by_end, or_(times.c.released_at.is_(None), times.c.released_at > scope.since))
+    ).where(*merged_by_end, waits(times.c.released_at))
     return _rows(conn.execute(query), UnreleasedRow)
 
 
