@@ -142,10 +142,15 @@ def services_needing_attention(url: str, scope: Scope) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
-def deployments_by_service_environment(url: str, scope: Scope) -> pd.DataFrame:
-    """Deployment attempts per service and environment."""
+def deployments_by_service_environment(url: str, scope: Scope, rules: FailureRules) -> pd.DataFrame:
+    """Finished attempts per service and environment, from the attempts' days
+    (`distributions.deployments_by_service_environment_of`)."""
+    data = _days(url, scope, rules, ("attempts",))
     with engine(url).connect() as conn:
-        return pd.DataFrame.from_records(views.deployments_by_service_environment(conn, scope))
+        positions = distributions.environment_positions(conn)
+    return pd.DataFrame.from_records(
+        distributions.deployments_by_service_environment_of(data, positions)
+    )
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)

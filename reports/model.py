@@ -216,7 +216,7 @@ def build_report(
             headline=headline(current, previous, targets),
             trend=[_trend_row(w, m, d.scope.partial(w.key, now)) for w, d, m in series],
             services=_services(data),
-            environments=views.deployments_by_service_environment(conn, scope),
+            environments=views.deployments_by_service_environment(conn, scope, rules),
             stages=_stages(current, previous),
             failures=views.failed_changes(conn, scope),
             incidents=views.incidents(conn, scope),

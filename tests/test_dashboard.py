@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from streamlit.testing.v1 import AppTest
 
 from analytics import metrics, selects, views
@@ -27,6 +27,7 @@ from sandbox.generate import generate
 from tests.demo_warehouse import NOW, PERIOD
 from tests.sandbox_load import load_org
 from warehouse.engine import open_warehouse
+from warehouse.schema import Deployment, Environment, Service
 
 APP = Path(launch.APP)
 SCOPE = Scope(datetime(2025, 12, 8, tzinfo=UTC), NOW)
@@ -447,6 +448,28 @@ def test_views_agree_with_the_metrics_on_both_backends(engine: Engine) -> None:
         tests = views.failing_tests(conn, scope, limit=1000)
         assert sum(r["failed_tests"] for r in tests) == m["build"]["failed_tests"]
         per_env = views.deployments_by_service_environment(conn, scope)
+        # the attempts' days hold what the deployments table counts
+        status = func.count().filter  # per status
+        reference = conn.execute(
+            select(
+                Service.name,
+                Environment.name,
+                status(Deployment.status == "success"),
+                status(Deployment.status == "failed"),
+            )
+            .join(Service, Service.id == Deployment.service_id)
+            .join(Environment, Environment.id == Deployment.environment_id)
+            .where(
+                scope.period(Deployment.finished_at),
+                Deployment.kind == "app",
+                Deployment.status.in_(("success", "failed")),
+            )
+            .group_by(Service.name, Environment.name)
+        ).all()
+        assert {
+            (r["service"], r["environment"]): (r["successful"], r["failed"]) for r in per_env
+        } == {(service, env): (ok, failed) for service, env, ok, failed in reference}
+        assert len(per_env) > len({r["service"] for r in per_env}) > 1  # several environments
         assert sum(r["successful"] + r["failed"] for r in per_env) == sum(
             e["attempts"] for e in m["deployment_failure_rate"]["environments"].values()
         )

@@ -18,13 +18,13 @@ from analytics.views.attention import (
 from analytics.views.branching import branch_strategies
 from analytics.views.builds import default_branches, failing_tests
 from analytics.views.delivery import (
-    deployments_by_service_environment,
     failed_changes,
     failure_counts,
     incidents,
     presence,
     slowest_changes,
 )
+from analytics.views.distributions import deployments_by_service_environment
 from analytics.views.environments import (
     drift_matrix,
     environment_state,

@@ -25,7 +25,6 @@ from warehouse.schema import (
     Deployment,
     DeploymentChain,
     DeploymentChange,
-    Environment,
     Incident,
     MergeRequest,
     MrCommit,
@@ -190,33 +189,6 @@ def merge_requests_of(
 
 
 # -- deployments and failures ----------------------------------------------------------------
-
-
-def deployments_by_service_environment(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
-    """Finished application deployment attempts per service and environment in the period (every
-    environment: the scope's teams and services apply, not its environment)."""
-    success = func.sum(case((Deployment.status == "success", 1), else_=0))
-    failed = func.sum(case((Deployment.status == "failed", 1), else_=0))
-    query = scope.owned(
-        select(
-            Service.name.label("service"),
-            Environment.name.label("environment"),
-            Environment.position,
-            success.label("successful"),
-            failed.label("failed"),
-        )
-        .select_from(Deployment)
-        .join(Environment, Environment.id == Deployment.environment_id),
-        Deployment.service_id,
-    ).where(
-        scope.period(Deployment.finished_at),
-        Deployment.status.in_(("success", "failed")),
-        Deployment.kind == "app",  # as the deployment failure rate (docs/METRICS.md)
-    )
-    query = query.group_by(Service.name, Environment.name, Environment.position).order_by(
-        Service.name, Environment.position
-    )
-    return as_dicts(conn.execute(query))
 
 
 def failed_changes(conn: Connection, scope: Scope) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Counts and distributions of the scope's days the dashboard charts: production deployments per
-local day and per week or month and team, and the lead-time and pipeline-duration histograms.
+local day and per week or month and team, finished attempts per service and environment, and the
+lead-time and pipeline-duration histograms.
 
 Each figure is a function of the scope's days (`..._of(data)`: `analytics.rollups.Rollup`, or
 rows rolled up first, for a caller holding them, as the dashboard does) and a `(conn, scope)`
@@ -9,12 +10,12 @@ view reading the days from the rollups (`analytics.rollups.load`).
 from __future__ import annotations
 
 import itertools
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from analytics import rollups, stats
 from analytics.rollups import Rollup
@@ -22,6 +23,7 @@ from analytics.rows import ScopeData
 from analytics.rules import FailureRules
 from analytics.scope import Scope
 from analytics.slices import NO_TEAM
+from warehouse.schema import Environment
 
 LEAD_TIME_BINS = (0, 1, 4, 12, 24, 48, 72, 168, 336, 720, 2160)  # hours
 DURATION_BINS = (0, 120, 300, 480, 600, 900, 1200, 1800, 2700, 3600)  # seconds
@@ -100,6 +102,54 @@ def deployments_per_bucket(
     return deployments_per_bucket_of(rollups.load(conn, scope, rules, ()), by)
 
 
+def deployments_by_service_environment_of(
+    data: ScopeData | Rollup, positions: dict[int, int | None]
+) -> list[dict[str, Any]]:
+    """Finished application deployment attempts per service and environment in the period (every
+    environment: the scope's teams and services apply, not its environment; the attempts the
+    deployment failure rate counts), by service and the environment's place in the promotion
+    path (`positions`: environment id -> position, `environment_positions`)."""
+    data = _days(data)
+    counts: dict[tuple[str, int | None], list[int]] = defaultdict(lambda: [0, 0])
+    names: dict[int | None, str | None] = {}
+    for d in data.days:
+        if d.attempts_success or d.attempts_failed:
+            pair = counts[(d.service, d.environment_id)]
+            pair[0] += d.attempts_success
+            pair[1] += d.attempts_failed
+            names[d.environment_id] = d.environment
+    rows = [
+        {
+            "service": service,
+            "environment": names[environment_id],
+            "position": positions.get(environment_id) if environment_id is not None else None,
+            "successful": successful,
+            "failed": failed,
+        }
+        for (service, environment_id), (successful, failed) in counts.items()
+    ]
+    rows.sort(
+        key=lambda r: (r["service"], r["position"] is None, r["position"] or 0, r["environment"])
+    )
+    return rows
+
+
+def environment_positions(conn: Connection) -> dict[int, int | None]:
+    """Environment id -> its place in the promotion path (None: not on it)."""
+    return {
+        id_: position
+        for id_, position in conn.execute(select(Environment.id, Environment.position))
+    }
+
+
+def deployments_by_service_environment(
+    conn: Connection, scope: Scope, rules: FailureRules | None = None
+) -> list[dict[str, Any]]:
+    """`deployments_by_service_environment_of` the scope's attempts."""
+    data = rollups.load(conn, scope, rules, (), ("attempts",))
+    return deployments_by_service_environment_of(data, environment_positions(conn))
+
+
 def binned(
     values: list[float], bins: tuple[int, ...], label: Callable[[float, float], str]
 ) -> list[dict[str, Any]]:
@@ -157,12 +207,15 @@ __all__ = [
     "DURATION_BINS",
     "LEAD_TIME_BINS",
     "binned",
+    "deployments_by_service_environment",
+    "deployments_by_service_environment_of",
     "deployments_per_bucket",
     "deployments_per_bucket_of",
     "deployments_per_day",
     "deployments_per_day_of",
     "duration_histogram",
     "duration_histogram_of",
+    "environment_positions",
     "hours_label",
     "lead_time_histogram",
     "lead_time_histogram_of",

@@ -56,7 +56,7 @@ per_day = data.deployments_per_day(view.url, view.scope, view.rules)
 show.chart(charts.calendar(per_day), key="calendar")
 
 st.subheader("Per service and environment")
-matrix = data.deployments_by_service_environment(view.url, view.scope)
+matrix = data.deployments_by_service_environment(view.url, view.scope, view.rules)
 if matrix.empty:
     show.nothing("deployments")
 else:
