@@ -80,7 +80,12 @@ def _items(kind: str, *columns: Any) -> Any:
 
 
 def requirements(conn: Connection, scope: Scope) -> list[RequirementRow]:
-    """Requirements whose first linked change reached production in the scope's period."""
+    """Requirements whose first linked change reached production in the scope's period. A
+    warehouse linking no work item to a change (no tracker) has none, and reads nothing more:
+    the linked changes' first deployments walk every merged MR (0.13 s on the large
+    organisation, which has no tracker)."""
+    if conn.execute(select(WorkItemLink.id).limit(1)).first() is None:
+        return []
     first = _first_in_production()
     query = _items(
         "requirement",
