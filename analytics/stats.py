@@ -14,14 +14,15 @@ from zoneinfo import ZoneInfo
 BUCKET = re.compile(r"(?P<year>\d{4})-(?:W(?P<week>\d{2})|(?P<month>\d{2}))")
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-quantile (0..1) by linear interpolation between closest ranks; None when empty."""
+def percentile(values: Sequence[float], q: float, ordered: bool = False) -> float | None:
+    """The q-quantile (0..1) by linear interpolation between closest ranks; None when empty.
+    `ordered`: the values are sorted already (several quantiles of one list sort it once)."""
     if not values:
         return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
+    ranked = values if ordered else sorted(values)
+    position = (len(ranked) - 1) * q
     low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    return ranked[low] + (ranked[high] - ranked[low]) * (position - low)
 
 
 def local_day(moment: datetime, zone: ZoneInfo) -> date:
@@ -105,10 +106,11 @@ def lead_time_level(median_hours: float | None) -> str | None:
 def lead_time_figures(hours: list[float], stages: dict[str, list[float]]) -> dict[str, Any]:
     """{median_hours, p90_hours, level, stages}: a lead time's figures, each stage its median (the
     lead time for changes and the requirement lead time)."""
-    median = percentile(hours, 0.5)
+    hours = sorted(hours)
+    median = percentile(hours, 0.5, ordered=True)
     return {
         "median_hours": median,
-        "p90_hours": percentile(hours, 0.9),
+        "p90_hours": percentile(hours, 0.9, ordered=True),
         "level": lead_time_level(median),
         "stages": {name: percentile(values, 0.5) for name, values in stages.items()},
     }
