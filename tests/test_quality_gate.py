@@ -16,12 +16,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
 from analytics.derive import derive
 from analytics.gate import evaluate
 from analytics.policies import quality_gate as rule
 from analytics.policies import scan
+from analytics.scope import Scope
+from analytics.views import quality_gates
 from cdmetrics.gate_output import gate_junit
 from collectors.frame import SyncOptions
 from collectors.sonarqube import SonarQubeCollector
@@ -35,7 +37,7 @@ from sandbox.sonarqube_org import quality_gate_missing as truth_missing
 from tests.sandbox_load import load_org
 from warehouse.engine import make_engine
 from warehouse.migrate import upgrade
-from warehouse.schema import Image
+from warehouse.schema import CodeAnalysis, Image
 
 NOW = datetime(2025, 6, 2, tzinfo=UTC)
 PATH = ["test", "staging", "production"]
@@ -260,3 +262,22 @@ def test_cdmetrics_gate_reports_the_quality_gate(world: World, tmp_path: Path) -
     case = ET.fromstring(junit.stdout).find("testcase[@name='quality-gate-failed']")
     assert case is not None
     assert case.find("failure") is not None
+
+
+def test_without_any_analysis_every_gate_is_missing_unresolved(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warehouse holding no analysis (no SonarQube source) reads every production deployment's
+    gate as missing without resolving its commit: as the full reading would find."""
+    org, _, engine = world
+    scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
+    with engine.connect() as conn:
+        assert quality_gates(conn, scope, PATH)["total"]["green"] > 0
+        conn.execute(delete(CodeAnalysis))  # in the read's transaction, rolled back
+        bare = quality_gates(conn, scope, PATH)
+        monkeypatch.setattr(rule, "analysed", lambda conn: True)  # the full reading
+        full = quality_gates(conn, scope, PATH)
+        conn.rollback()
+    assert bare == full
+    total = bare["total"]
+    assert total["missing"] == total["deployments"] > 0 and not bare["red"]

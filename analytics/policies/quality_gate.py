@@ -131,12 +131,22 @@ def missing_message(commit: str | None) -> str:
     )
 
 
+def guarded_deployments(conn: Connection, scan: Scan) -> list[Any]:
+    """The scan's application deployments the policies apply to."""
+    return deployments_where(
+        conn, scan, Deployment.kind == "app", guards_column(scan.promotion_path)
+    )
+
+
+def analysed(conn: Connection) -> bool:
+    """Whether the warehouse holds any analysis (none: no SonarQube source, every gate missing)."""
+    return conn.execute(select(CodeAnalysis.id).limit(1)).first() is not None
+
+
 def guarded(conn: Connection, scan: Scan) -> list[tuple[Any, str | None]]:
     """The scan's application deployments the policies apply to, each with its commit (the
     image's, else the deployment's)."""
-    found = deployments_where(
-        conn, scan, Deployment.kind == "app", guards_column(scan.promotion_path)
-    )
+    found = guarded_deployments(conn, scan)
     commits = revisions(
         conn, {d.image_digest for d in found if d.image_digest}, memo(scan, "revisions")
     )

@@ -43,7 +43,11 @@ def quality_gates(
     params = (policies or PoliciesSettings()).quality_gate_failed
     scan = Scan(scope.since, scope.until, list(promotion_path))
     kept = _in_scope(conn, scope)
-    found = [(d, c) for d, c in rule.guarded(conn, scan) if kept is None or d.service in kept]
+    if rule.analysed(conn):
+        guarded = rule.guarded(conn, scan)
+    else:  # no analysis to find: every gate is missing whatever the commit, left unresolved
+        guarded = [(d, None) for d in rule.guarded_deployments(conn, scan)]
+    found = [(d, c) for d, c in guarded if kept is None or d.service in kept]
     analyses = rule.analyses_of(conn, [c for _, c in found if c])
     per: dict[str, dict[str, int]] = {}
     red = []
