@@ -90,19 +90,25 @@ def violation_links(url: str, scope: Scope, carried: dict[str, list[str]]) -> pd
     filters `carried` (`state.filter_params()`: a cached function cannot read the URL): thousands
     of links, the same on every rerun of the page."""
 
-    def link(v: Any) -> str | None:
-        if pd.isna(v.service):
+    made: dict[tuple[Any, ...], str | None] = {}  # violations share their service, place and day
+
+    def link(service: Any, environment: Any, occurred_at: Any) -> str | None:
+        if pd.isna(service):
             return None
-        extra = {
-            "service": [v.service],
-            "period": period_reaching(scope, v.occurred_at, v.occurred_at),
-        }
-        if pd.isna(v.environment):
-            return _url("pipelines", carried, extra)
-        return _url("deployments", carried, {**extra, "env": v.environment})
+        period = period_reaching(scope, occurred_at, occurred_at)
+        key = (service, environment, *(period or ()))
+        if key not in made:
+            extra = {"service": [service], "period": period}
+            made[key] = (
+                _url("pipelines", carried, extra)
+                if pd.isna(environment)
+                else _url("deployments", carried, {**extra, "env": environment})
+            )
+        return made[key]
 
     violations = data.violations(url, scope)
-    links = [link(v) for v in violations[["service", "environment", "occurred_at"]].itertuples()]
+    columns = (violations[c] for c in ("service", "environment", "occurred_at"))
+    links = [link(*v) for v in zip(*columns, strict=True)]
     return pd.Series(links, index=violations.index, dtype=object)
 
 
