@@ -147,17 +147,31 @@ def _merges(
 def _feature_lives(
     conn: Connection, scope: Scope, repos: list[int], targets: list[tuple[int, str]]
 ) -> list[Any]:
-    """(repo, author, merged_at, first commit authored) per feature merge request of the period."""
+    """(repo, author, merged_at, first commit authored) per feature merge request of the period:
+    one from a branch known and not long-lived (`_from_long_lived`, told apart here: as a
+    condition, its list of (repo, branch) values was read again for each merge request, 0.2 s of
+    0.45 on the large organisation)."""
     query = (
-        select(MergeRequest.repo_id, MergeRequest.author, MergeRequest.merged_at, MR_FIRST_COMMIT)
-        .join(Repo, Repo.id == MergeRequest.repo_id)
-        .where(
-            MergeRequest.repo_id.in_(repos),
-            _merged_in(scope, MergeRequest),
-            ~_from_long_lived(targets),
+        select(
+            MergeRequest.repo_id,
+            MergeRequest.author,
+            MergeRequest.merged_at,
+            MR_FIRST_COMMIT,
+            MergeRequest.source_branch,
+            Repo.default_branch,
         )
+        .join(Repo, Repo.id == MergeRequest.repo_id)
+        .where(MergeRequest.repo_id.in_(repos), _merged_in(scope, MergeRequest))
     )
-    return list(conn.execute(query))
+    long_lived = set(targets)
+    return [
+        r[:4]
+        for r in conn.execute(query)
+        if r.source_branch is not None  # as SQL's NOT (...): unknown is not a feature branch
+        and r.default_branch is not None
+        and r.source_branch != r.default_branch
+        and (r.repo_id, r.source_branch) not in long_lived
+    ]
 
 
 def _branches(
