@@ -407,19 +407,9 @@ DAY_PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "merge_requests": (("merge_requests",), ("stages", "dropped")),
     "attempts": (("attempts_success", "attempts_failed"), ()),
 }
-DAY_LISTS = ("recovery_hours", "lead_hours", "stages", "dropped")  # in Day's order
-COUNTS = (  # rollup_day's counts, in Day's order
-    "deployments",
-    "failed",
-    "incident",
-    "failed_rollback",
-    "hotfix",
-    "rework",
-    "changes",
-    "merge_requests",
-    "attempts_success",
-    "attempts_failed",
-)
+# rollup_day's counts and value lists: in Day's order, as DAY_PARTS lists them
+COUNTS = tuple(c for counts, _ in DAY_PARTS.values() for c in counts)
+DAY_LISTS = tuple(name for _, lists in DAY_PARTS.values() for name in lists)
 PIPELINE_LISTS = ("statuses", "durations", "queued")
 
 

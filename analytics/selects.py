@@ -325,6 +325,9 @@ def incidents(conn: Connection, scope: Scope) -> list[IncidentRow]:
     return _rows(conn.execute(query), IncidentRow)
 
 
+MAX_ENDS = 128  # slice ends `unreleased` names in SQL: two years of weeks and months
+
+
 def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     """Merged MRs, merged before the scope's end and not in production at its start, with when
     they reached it: `released_at`, the first finish of a deployment to the scope's environment
@@ -336,7 +339,9 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     Of the MRs released within the period, only those waiting at the end of one of its time
     slices (`Scope.slice_ends`: merged before it, released at or after it) are read: the only
     rows `dora.merged_not_in_production` counts, over the scope or any week, month, team or
-    service of it; most MRs reach production within the hour they merge, waiting at no end.
+    service of it; most MRs reach production within the hour they merge, waiting at no end. A
+    scope of more than `MAX_ENDS` ends (over about two years) reads every MR released in it: a
+    condition per end would outgrow SQL's expression limits.
 
     The production tier reads `merge_request.released_at`, maintained by derive
     (`analytics.releases`), with two indexed range reads on (state, released_at): not released, or
@@ -346,6 +351,8 @@ def unreleased(conn: Connection, scope: Scope) -> list[UnreleasedRow]:
     ends = scope.slice_ends()
 
     def waits(released: Any) -> Any:
+        if len(ends) > MAX_ENDS:
+            return or_(released.is_(None), released > scope.since)
         return or_(
             released.is_(None),
             *(and_(MergeRequest.merged_at < end, released >= end) for end in ends),
