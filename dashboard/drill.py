@@ -115,6 +115,41 @@ def violation_links(url: str, scope: Scope, carried: dict[str, list[str]]) -> pd
     return pd.Series(links, index=violations.index, dtype=object)
 
 
+@st.cache_data(ttl=data.TTL, show_spinner=False)
+def deployments_links(
+    url: str,
+    scope: Scope,
+    carried: dict[str, list[str]],
+    cells: tuple[tuple[str, str, str | None, str | None], ...],
+) -> list[str]:
+    """The Deployments list of each (service, environment, digest, commit) of `cells` (digest
+    and commit may be None), from the day its current deployment finished (recorded ones: the
+    drift snapshot's may be older) to the end of the view's period. Cached with the view's
+    filters `carried` (`state.filter_params()`): hundreds of links, the same on every rerun."""
+    deployed = data.environment_state(url, scope)
+    since = (
+        {}
+        if deployed.empty
+        else {(r.service, r.environment): r.finished_at for r in deployed.itertuples()}
+    )
+    return [
+        _url(
+            "deployments",
+            carried,
+            {
+                "service": [service],
+                "env": environment,
+                "digest": None if pd.isna(digest) else digest,
+                "commit": commit,
+                "period": None
+                if (at := since.get((service, environment))) is None
+                else period_reaching(scope, at),
+            },
+        )
+        for service, environment, digest, commit in cells
+    ]
+
+
 def period_reaching(
     scope: Scope, first: datetime, last: datetime | None = None
 ) -> list[str] | None:

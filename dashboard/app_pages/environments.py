@@ -13,32 +13,12 @@ view = state.current()
 state.require_data(view)
 st.title("Environments and drift")
 deployed = data.environment_state(view.url, view.scope)
-since = (
-    {}
-    if deployed.empty
-    else {(r.service, r.environment): r.finished_at for r in deployed.itertuples()}
-)
 
 
 def deployments_links(cells: Iterable[tuple[str, str, str | None, str | None]]) -> list[str]:
-    """The Deployments list of each (service, environment, digest, commit) (digest and commit
-    may be None), from the day its current deployment finished (recorded ones: the drift
-    snapshot's may be older) to the end of the view's period."""
-    return drill.row_links(
-        "deployments",
-        (
-            {
-                "service": [service],
-                "env": environment,
-                "digest": None if pd.isna(digest) else digest,
-                "commit": commit,
-                "period": None
-                if (at := since.get((service, environment))) is None
-                else drill.period_reaching(view.scope, at),
-            }
-            for service, environment, digest, commit in cells
-        ),
-    )
+    """The Deployments list of each (service, environment, digest, commit) cell
+    (`drill.deployments_links`), with the view's filters."""
+    return drill.deployments_links(view.url, view.scope, state.filter_params(), tuple(cells))
 
 
 st.subheader("Drift")
