@@ -12,6 +12,8 @@ scale (`NEUTRAL_SCALE`), the warm one is for what is worse when larger (drift ag
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -36,7 +38,7 @@ def _layout(figure: go.Figure, height: int = HEIGHT, **kwargs: object) -> go.Fig
 CATEGORIES = {"type": "category", "title": ""}  # weeks and months as named, never as dates
 
 
-def _cut(frame: pd.DataFrame, x: str) -> set[object]:
+def _cut(frame: pd.DataFrame, x: str) -> set[Any]:
     """The partial x values of `frame` (none without a `partial` column)."""
     if PARTIAL not in frame.columns:
         return set()
@@ -61,8 +63,8 @@ def _hatches(flags: list[bool]) -> list[str]:
     return ["/" if f else "" for f in flags]
 
 
-def _label_partial(figure: go.Figure, cut: set[object]) -> go.Figure:
-    for value in sorted(cut):  # type: ignore[type-var]
+def _label_partial(figure: go.Figure, cut: set[Any]) -> go.Figure:
+    for value in sorted(cut):
         figure.add_annotation(
             x=value, y=1, yref="paper", text=PARTIAL, showarrow=False, font={"color": "#777"}
         )

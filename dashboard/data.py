@@ -6,8 +6,8 @@
   (the days of deployments, changes, merge requests or attempts, pipeline days, each part kept
   as rows): a page reads only the parts its figures need, once, whichever figures and pages share
   them; they are only read, so they are shared rather than copied. The distributions (per day,
-  per bucket, histograms) read the same days. Drill-down lists read
-  rows a page at a time (`analytics.views.drilldown`).
+  per bucket, histograms) read the same days. Drill-down lists read rows a page at a time
+  (`analytics.views.drilldown`).
 - Everything a page shows is `st.cache_data(ttl=TTL)`: the metrics, per-week and per-team
   figures, the views' tables, shaped into small dicts and DataFrames.
 
