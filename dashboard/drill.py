@@ -98,16 +98,15 @@ def violation_links(url: str, scope: Scope, carried: dict[str, list[str]]) -> pd
     def link(service: Any, environment: Any, occurred_at: Any) -> str | None:
         if _missing(service):
             return None
-        place = (service, None if _missing(environment) else environment)
+        env = None if _missing(environment) else environment
+        name = "pipelines" if env is None else "deployments"
+        extra = {"service": [service], "env": env}
         period = period_reaching(scope, occurred_at, occurred_at)
         if period is None:  # no day: the view's period stays
-            extra = {"service": [service], "env": place[1]}
-            return _url("pipelines" if place[1] is None else "deployments", carried, extra)
-        if place not in places:
-            extra = {"service": [service], "env": place[1]}
-            name = "pipelines" if place[1] is None else "deployments"
-            places[place] = _url(name, others, extra)
-        return f"{places[place]}&{urlencode({'period': period}, doseq=True)}"
+            return _url(name, carried, extra)
+        if (service, env) not in places:
+            places[(service, env)] = _url(name, others, extra)
+        return f"{places[(service, env)]}&{urlencode({'period': period}, doseq=True)}"
 
     violations = data.violations(url, scope)
     columns = (violations[c] for c in ("service", "environment", "occurred_at"))
@@ -139,7 +138,7 @@ def deployments_links(
             {
                 "service": [service],
                 "env": environment,
-                "digest": None if pd.isna(digest) else digest,
+                "digest": None if _missing(digest) else digest,
                 "commit": commit,
                 "period": None
                 if (at := since.get((service, environment))) is None
