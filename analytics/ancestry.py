@@ -28,7 +28,6 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, delete, func, select
 from sqlalchemy.orm import aliased
 
-from analytics.rules import MR_FIRST_COMMIT
 from warehouse.schema import (
     Commit,
     CommitGeneration,
@@ -315,10 +314,10 @@ class RanLast:
 _AUTHORED = select(Commit.sha, Commit.authored_at, Commit.is_merge).where(
     Commit.repo_id == bindparam("repo"), Commit.sha.in_(bindparam("shas", expanding=True))
 )
-# (the merge requests found first, by (repo, squash commit), then each one's first commit: joined,
-# SQLite drove the read from every MR commit of the repository)
+# (the merge requests found by (repo, squash commit), each with its first commit as derive stored
+# it before the chains: `analytics.first_commits`)
 _SQUASHED = (
-    select(MergeRequest.squash_commit_sha, func.min(MR_FIRST_COMMIT))
+    select(MergeRequest.squash_commit_sha, func.min(MergeRequest.first_commit_at))
     .where(
         MergeRequest.repo_id == bindparam("repo"),
         MergeRequest.squash_commit_sha.in_(bindparam("shas", expanding=True)),

@@ -8,7 +8,8 @@ The signals, over the merge requests merged in the scope's period:
 - *integration branch*: the branch most feature work targets, and its share of the feature work;
 - *environment branches*: long-lived branches other than the default one that receive merge
   requests from the default branch, or from another environment branch;
-- *median branch life*: hours from a feature merge request's first commit (authored) to its merge;
+- *median branch life*: hours from a feature merge request's first commit (authored; derive
+  stores it, `analytics.first_commits`) to its merge;
 - *merges per working day* of feature work into the default branch (Monday to Friday in the
   scope's time zone);
 - *active branches*: branches other than the long-lived ones, with a commit in the last
@@ -35,7 +36,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, exists, false, func, or_, select, tuple_
 
 from analytics import stats
-from analytics.rules import MR_FIRST_COMMIT, merged
+from analytics.rules import merged
 from analytics.scope import Scope
 from warehouse.schema import Branch, MergeRequest, Repo, Service, Team
 
@@ -156,7 +157,7 @@ def _feature_lives(
             MergeRequest.repo_id,
             MergeRequest.author,
             MergeRequest.merged_at,
-            MR_FIRST_COMMIT,
+            MergeRequest.first_commit_at,
             MergeRequest.source_branch,
             Repo.default_branch,
         )

@@ -5,6 +5,7 @@
 - `deployment_change`: the commits a deployment brought (reachable from its commit, not from the
   previous one's), with where lead time starts;
 - `change_failure`: production deployments that failed, with every reason, and their recovery;
+- `merge_request.first_commit_at`: where each MR's work started (`analytics.first_commits`);
 - `merge_request.released_at`: when each merged MR reached production (`analytics.releases`).
 
 The commit graph is walked in Python, a repository at a time (it is a graph walk, not an
@@ -39,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import aliased
 
-from analytics import releases
+from analytics import first_commits, releases
 from analytics.ancestry import CommitGraph, RanLast, mark_generations, refresh_generations
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
@@ -86,6 +87,7 @@ class DeriveSummary:
     failures: int = 0
     failure_services: int = 0  # services whose change failures were recomputed
     failure_deployments: int = 0  # their production deployments read to recompute them
+    first_commits: int = 0  # merge requests whose first commit time (first_commit_at) changed
     work_item_links: int = 0  # work item <-> change links found in titles and branches
     released: int = 0  # merged MRs whose production release time (released_at) changed
     rollup_days: int = 0  # (service, environment, day) and (repo, branch flag, day) rows written
@@ -154,6 +156,8 @@ def derive(
                 conn.execute(delete(table))
         changed_after = None if full else _changed_after(conn)
         summary.generations = refresh_generations(conn, changed_after)
+        # before the chains: a squash commit's lead time starts at its MR's first commit
+        summary.first_commits = first_commits.refresh(conn, started_at, changed_after)
         resolved = resolve_images(conn, tag_revision_pattern, image_repositories, changed_after)
         summary.images, summary.resolved_deployments = resolved.revisions, resolved.deployments
         graphs: dict[int | None, CommitGraph] = {}

@@ -10,9 +10,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func
 
-from warehouse.schema import Commit, Deployment, MergeRequest, MrCommit, Pipeline, Service, TestRun
+from warehouse.schema import Deployment, MergeRequest, Pipeline, Service, TestRun
 
 # A deployment's repository: its own (a pushed event may name it), else its service's.
 DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
@@ -21,17 +21,6 @@ DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
 TEST_RUN_PIPELINE = and_(
     Pipeline.source_id == TestRun.source_id,
     Pipeline.external_id == TestRun.pipeline_external_id,
-)
-
-# A merge request's first commit: the earliest authored time of its commits (where a squash
-# commit's lead time and the MR's coding stage start), a scalar subquery correlated to
-# `merge_request`, so that a read finds its merge requests first by its own index.
-MR_FIRST_COMMIT = (
-    select(func.min(Commit.authored_at))
-    .select_from(MrCommit)
-    .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-    .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
-    .scalar_subquery()
 )
 
 

@@ -31,7 +31,6 @@ from analytics.rows import (
 )
 from analytics.rules import (
     DEPLOYMENT_REPO,
-    MR_FIRST_COMMIT,
     TEST_RUN_PIPELINE,
     FailureRules,
     merged,
@@ -212,7 +211,7 @@ def merge_requests(conn: Connection, scope: Scope) -> list[MergeRequestRow]:
             changes.c.service,
             changes.c.team,
             changes.c.at,
-            MR_FIRST_COMMIT.label("first_commit_at"),
+            MergeRequest.first_commit_at,
             MergeRequest.created_at,
             MergeRequest.first_review_at,
             MergeRequest.merged_at,

@@ -337,6 +337,57 @@ def test_build_health(world: World) -> None:
     assert build["default_branch_red_share"] == pytest.approx(2 / 5)
 
 
+def test_a_merge_requests_first_commit_follows_commits_arriving_late(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`merge_request.first_commit_at`, stored by derive, moves when an earlier commit arrives
+    late by either row (the MR commit naming it, or the commit's own row after its MR commit),
+    and so does the squash commit's lead time; after each step every table equals a full
+    derive's."""
+    from analytics.derive import derive
+    from tests.sandbox_helpers import by_natural_keys, differences
+    from warehouse.schema import Commit, MergeRequest, MrCommit
+
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))
+    world.line("base")
+    world.commit("f0", "base", authored=at(1))  # known, but not yet one of the MR's commits
+    world.commit("f2", "base", authored=at(5))
+    world.commit("sq", "base", authored=at(30))
+    world.merge_request(1, ["f2"], created=at(6), merged=at(30), squash_sha="sq")
+    world.deploy("base", at(0.5))
+    world.deploy("sq", at(40))
+
+    def first() -> tuple[object, object]:
+        with world.engine.connect() as conn:
+            stored = conn.execute(select(MergeRequest.first_commit_at)).scalar_one()
+            started = conn.execute(
+                select(DeploymentChange.started_at).where(DeploymentChange.sha == "sq")
+            ).scalar_one()
+        return stored, started
+
+    def equals_full() -> None:
+        incremental = by_natural_keys(world.engine)
+        derive(world.engine, full=True)
+        full = by_natural_keys(world.engine)
+        assert incremental == full, [
+            differences(t, incremental[t], rows) for t, rows in full.items()
+        ]
+
+    world.derive()
+    assert first() == (at(5), at(5))
+    world.add(MrCommit, [{"repo_id": world.repo, "iid": 1, "sha": "f1"}])  # its commit unknown
+    assert world.derive().first_commits == 0
+    assert first() == (at(5), at(5))
+    world.add(Commit, [{"repo_id": world.repo, "sha": "f1", "authored_at": at(2)}])
+    assert world.derive().first_commits == 1  # by the commit's row
+    assert first() == (at(2), at(2))
+    equals_full()
+    world.add(MrCommit, [{"repo_id": world.repo, "iid": 1, "sha": "f0"}])
+    assert world.derive().first_commits == 1  # by the MR commit's row
+    assert first() == (at(1), at(1))
+    equals_full()
+
+
 def test_incremental_derive_equals_full(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     # data written this instant is "late" by the clock-skew margin: only what arrives late counts
     monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))

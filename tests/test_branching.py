@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from analytics import branching as b
 from analytics.frames import branch_strategies
 from analytics.policies import scan
+from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views.delivery import slowest_changes
 from sandbox import truth
@@ -48,6 +49,7 @@ def feature(
 
 
 def classified(world: World, scope: Scope = TWO_WEEKS) -> b.BranchStrategy:
+    world.derive()  # the merge requests' first commits
     with world.engine.connect() as conn:
         (only,) = b.classify(conn, scope)
     return only
@@ -151,6 +153,7 @@ def expected_strategy(signals: dict) -> str:
 def test_generated_strategies_match_the_generators_truth(engine: Engine, size: str) -> None:
     org = generate(1, size, NOW)
     load_org(engine, org)
+    derive(engine)  # the merge requests' first commits
     scope = Scope(org.start, org.now)
     with engine.connect() as conn:
         found = {s.service: s for s in b.classify(conn, scope)}

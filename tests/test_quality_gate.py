@@ -268,7 +268,8 @@ def test_without_any_analysis_every_gate_is_missing_unresolved(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A warehouse holding no analysis (no SonarQube source) reads every production deployment's
-    gate as missing without resolving its commit: as the full reading would find."""
+    gate as missing, counted per service in SQL without reading each deployment or resolving
+    its commit: as the full reading would find."""
     org, _, engine = world
     scope = Scope(org.start - timedelta(days=60), org.now + timedelta(days=1))
     with engine.connect() as conn:

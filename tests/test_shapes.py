@@ -150,7 +150,8 @@ def test_a_closed_duplicate_of_a_merged_merge_request_is_never_the_one_named(
 
 
 def derived(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
-    """Every derived row, keyed by its deployment's external id instead of surrogate ids."""
+    """Every derived row, keyed by its deployment's external id (a merge request's first commit
+    by its project's path) instead of surrogate ids."""
     ext = Deployment.external_id
     with engine.connect() as conn:
         return {
@@ -177,6 +178,13 @@ def derived(engine: Engine) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
                     select(ext, ChangeFailure.incident, ChangeFailure.rollback)
                     .add_columns(ChangeFailure.hotfix, ChangeFailure.recovered_at)
                     .join(ChangeFailure, ChangeFailure.deployment_id == Deployment.id)
+                ).all()
+            ),
+            "first commit": sorted(
+                conn.execute(
+                    select(Repo.path, MergeRequest.iid, MergeRequest.first_commit_at).join(
+                        Repo, Repo.id == MergeRequest.repo_id
+                    )
                 ).all()
             ),
         }

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # the newest migration's revision id; tests/test_warehouse.py checks it against the scripts
-HEAD = "0030"
+HEAD = "0031"
 log = logging.getLogger(__name__)
 
 

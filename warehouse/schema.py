@@ -235,6 +235,9 @@ class MergeRequest(Base):
     first_review_at: Mapped[datetime | None]
     web_url: Mapped[str | None] = mapped_column(Url)
     changed_at: Mapped[datetime | None] = changed()
+    # derived (analytics/first_commits.py): the earliest authored time of its commits (where a
+    # squash commit's lead time, the coding stage and a feature branch's life start)
+    first_commit_at: Mapped[datetime | None]
     # derived (analytics/releases.py): the first finish of a production-tier deployment that
     # brought the merge or squash commit (fast-forward: the head); None while none has
     released_at: Mapped[datetime | None]

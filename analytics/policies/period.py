@@ -51,28 +51,42 @@ def deployments(
 def deployments_where(conn: Connection, scan: Scan, *criteria: Any) -> list[Any]:
     """The rows `deployments` gives, those meeting `criteria` only, read now (a view asking for a
     few of them reads those, not the period's every deployment)."""
-    query = (
-        select(
-            Deployment.id,
-            Deployment.source_id,
-            Deployment.external_id,
-            Deployment.service_id,
-            Service.name.label("service"),
-            Environment.name.label("environment"),
-            Environment.tier,
-            stage_column(scan.promotion_path).label("stage"),
-            Deployment.image_digest,
-            Deployment.image_ref,
-            Deployment.sha,
-            Deployment.ref,
-            Deployment.url,
-            Deployment.kind,
-            Deployment.schema_version,
-            func.coalesce(
-                Deployment.started_at, Deployment.created_at, Deployment.finished_at
-            ).label("start"),
-            Deployment.finished_at,
-        )
+    query = select(
+        Deployment.id,
+        Deployment.source_id,
+        Deployment.external_id,
+        Deployment.service_id,
+        Service.name.label("service"),
+        Environment.name.label("environment"),
+        Environment.tier,
+        stage_column(scan.promotion_path).label("stage"),
+        Deployment.image_digest,
+        Deployment.image_ref,
+        Deployment.sha,
+        Deployment.ref,
+        Deployment.url,
+        Deployment.kind,
+        Deployment.schema_version,
+        func.coalesce(Deployment.started_at, Deployment.created_at, Deployment.finished_at).label(
+            "start"
+        ),
+        Deployment.finished_at,
+    )
+    query = _successful(query, scan, *criteria)
+    return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all())
+
+
+def deployments_counted(conn: Connection, scan: Scan, *criteria: Any) -> dict[str, int]:
+    """The rows `deployments_where` gives, counted per service in SQL: service name -> count."""
+    query = _successful(select(Service.name, func.count()), scan, *criteria)
+    return {name: count for name, count in conn.execute(query.group_by(Service.name))}
+
+
+def _successful(query: Select[Any], scan: Scan, *criteria: Any) -> Select[Any]:
+    """`query` over the successful deployments finished in the scan's period meeting `criteria`,
+    with their service and environment."""
+    return (
+        query.select_from(Deployment)
         .join(Service, Service.id == Deployment.service_id)
         .join(Environment, Environment.id == Deployment.environment_id)
         .where(
@@ -82,7 +96,6 @@ def deployments_where(conn: Connection, scan: Scan, *criteria: Any) -> list[Any]
             *criteria,
         )
     )
-    return list(conn.execute(query.order_by(Deployment.finished_at, Deployment.id)).all())
 
 
 def period_images(scan: Scan) -> Select[Any]:

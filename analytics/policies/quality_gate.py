@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from analytics.policies.non_release_ref import guards_column
-from analytics.policies.period import Scan, deployments_where, memo
+from analytics.policies.period import Scan, deployments_counted, deployments_where, memo
 from analytics.promotion import revisions
 from config.settings import QualityGatePolicy
 from warehouse.schema import CodeAnalysis, Deployment, table_of
@@ -133,9 +133,16 @@ def missing_message(commit: str | None) -> str:
 
 def guarded_deployments(conn: Connection, scan: Scan) -> list[Any]:
     """The scan's application deployments the policies apply to."""
-    return deployments_where(
-        conn, scan, Deployment.kind == "app", guards_column(scan.promotion_path)
-    )
+    return deployments_where(conn, scan, *_guards(scan))
+
+
+def guarded_per_service(conn: Connection, scan: Scan) -> dict[str, int]:
+    """`guarded_deployments` counted per service (name -> count) in SQL."""
+    return deployments_counted(conn, scan, *_guards(scan))
+
+
+def _guards(scan: Scan) -> tuple[Any, ...]:
+    return Deployment.kind == "app", guards_column(scan.promotion_path)
 
 
 def analysed(conn: Connection) -> bool:

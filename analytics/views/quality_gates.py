@@ -43,14 +43,15 @@ def quality_gates(
     params = (policies or PoliciesSettings()).quality_gate_failed
     scan = Scan(scope.since, scope.until, list(promotion_path))
     kept = _in_scope(conn, scope)
-    if rule.analysed(conn):
-        guarded = rule.guarded(conn, scan)
-    else:  # no analysis to find: every gate is missing whatever the commit, left unresolved
-        guarded = [(d, None) for d in rule.guarded_deployments(conn, scan)]
-    found = [(d, c) for d, c in guarded if kept is None or d.service in kept]
-    analyses = rule.analyses_of(conn, [c for _, c in found if c])
     per: dict[str, dict[str, int]] = {}
-    red = []
+    red: list[dict[str, Any]] = []
+    if not rule.analysed(conn):  # no analysis to find: every gate is missing, counted in SQL
+        for name, count in rule.guarded_per_service(conn, scan).items():
+            if kept is None or name in kept:
+                per[name] = {"deployments": count, "green": 0, "red": 0, "missing": count}
+        return _summed(per, red)
+    found = [(d, c) for d, c in rule.guarded(conn, scan) if kept is None or d.service in kept]
+    analyses = rule.analyses_of(conn, [c for _, c in found if c])
     for d, commit in found:
         v = rule.verdict(analyses.get(commit or "", []), d.start, params)
         counts = per.setdefault(d.service, {"deployments": 0, "green": 0, "red": 0, "missing": 0})
@@ -69,6 +70,11 @@ def quality_gates(
                     "deployment_url": d.url,
                 }
             )
+    return _summed(per, red)
+
+
+def _summed(per: dict[str, dict[str, int]], red: list[dict[str, Any]]) -> dict[str, Any]:
+    """The view's answer from the counts per service and the red deployments."""
     services = [{"service": name, **c, "share_green": _share(c)} for name, c in per.items()]
     services.sort(
         key=lambda r: (r["share_green"] if r["share_green"] is not None else 2, r["service"])

@@ -1,0 +1,100 @@
+"""When each merge request's work started (`merge_request.first_commit_at`), maintained by derive.
+
+`first_commit_at` is the earliest authored time of the MR's commits (`FIRST_COMMIT`, the
+definition): where a squash commit's lead time and the MR's coding stage start, and where a
+feature branch's life begins (`analytics.branching`). Readers read the column; computed per read,
+it cost a lookup in `mr_commit` and one in `commit` for every MR commit of the rows read (30,000
+merged MRs for 12 weeks of the large organisation: 0.5 s of the Policies page).
+
+Incremental (`refresh`): only the MRs whose value may have moved are recomputed, and only the rows
+whose value changed are written: the MRs written since the last derive, those with MR commits
+written since, and those holding a commit written since (a commit's row may arrive after the MR
+commit naming it, or be corrected). The progress is the `derive_state` row named `first_commits`;
+without one (a warehouse just migrated), or with `derive --full`, every MR is recomputed. Derive
+runs it before the chains, whose squash commits' lead times read it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, select, update
+
+from warehouse.schema import Commit, DeriveState, MergeRequest, MrCommit, table_of
+from warehouse.upsert import upsert
+
+STATE = "first_commits"  # derive_state row of the last refresh
+BATCH = 500  # MRs one refresh statement recomputes
+
+# the definition: the earliest authored time of the MR's commits, a scalar subquery correlated to
+# `merge_request` (a recompute finds its MRs first, by id)
+FIRST_COMMIT = (
+    select(func.min(Commit.authored_at))
+    .select_from(MrCommit)
+    .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
+    .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+    .scalar_subquery()
+)
+
+
+def refresh(conn: Connection, started_at: datetime, after: datetime | None) -> int:
+    """Bring `merge_request.first_commit_at` up to date with the rows written at or after `after`
+    (None, or no refresh recorded: every MR); records `started_at` (the derive's start) as its
+    progress and returns the MRs whose value changed."""
+    recorded = conn.execute(
+        select(DeriveState.started_at).where(DeriveState.name == STATE)
+    ).scalar()
+    conditions: list[Any]
+    if after is None or recorded is None:
+        conditions = [MergeRequest.id.is_not(None)]
+    else:
+        ids = sorted(_moved(conn, after))
+        conditions = [
+            MergeRequest.id.in_(ids[start : start + BATCH]) for start in range(0, len(ids), BATCH)
+        ]
+    changed = sum(_recompute(conn, condition) for condition in conditions)
+    upsert(
+        conn,
+        DeriveState,
+        [{"name": STATE, "started_at": started_at, "finished_at": datetime.now(UTC)}],
+    )
+    return changed
+
+
+def _moved(conn: Connection, after: datetime) -> set[int]:
+    """The MRs whose first commit rows written at or after `after` may have moved: each select
+    is driven by a `changed_at` index (the few rows of one sync), then indexed lookups."""
+    mr_of = and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid)
+    queries = (
+        select(MergeRequest.id).where(MergeRequest.changed_at >= after),
+        select(MergeRequest.id).join(MrCommit, mr_of).where(MrCommit.changed_at >= after),
+        select(MergeRequest.id)
+        .select_from(Commit)
+        .join(MrCommit, and_(MrCommit.repo_id == Commit.repo_id, MrCommit.sha == Commit.sha))
+        .join(MergeRequest, mr_of)
+        .where(Commit.changed_at >= after),
+    )
+    return {mr_id for query in queries for mr_id in conn.execute(query).scalars()}
+
+
+def _recompute(conn: Connection, condition: Any) -> int:
+    """Recompute first_commit_at of the MRs matching `condition` (one select), writing the
+    changed."""
+    moved = conn.execute(
+        select(MergeRequest.id, FIRST_COMMIT).where(
+            condition, MergeRequest.first_commit_at.is_distinct_from(FIRST_COMMIT)
+        )
+    ).all()
+    if moved:
+        table = table_of(MergeRequest)
+        conn.execute(
+            update(table)
+            .where(table.c.id == bindparam("mr_id"))
+            .values(first_commit_at=bindparam("at")),
+            [{"mr_id": i, "at": at} for i, at in moved],
+        )
+    return len(moved)
+
+
+__all__ = ["FIRST_COMMIT", "STATE", "refresh"]
