@@ -63,19 +63,49 @@ def refresh(conn: Connection, started_at: datetime, after: datetime | None) -> i
 
 
 def _moved(conn: Connection, after: datetime) -> set[int]:
-    """The MRs whose first commit rows written at or after `after` may have moved: each select
-    is driven by a `changed_at` index (the few rows of one sync), then indexed lookups."""
+    """The MRs whose first commit rows written at or after `after` may have moved, each read
+    from a `changed_at` index (the few rows of one sync) then by indexed lookups."""
     mr_of = and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid)
-    queries = (
-        select(MergeRequest.id).where(MergeRequest.changed_at >= after),
-        select(MergeRequest.id).join(MrCommit, mr_of).where(MrCommit.changed_at >= after),
-        select(MergeRequest.id)
-        .select_from(Commit)
-        .join(MrCommit, and_(MrCommit.repo_id == Commit.repo_id, MrCommit.sha == Commit.sha))
-        .join(MergeRequest, mr_of)
-        .where(Commit.changed_at >= after),
+    moved = set(
+        conn.execute(select(MergeRequest.id).where(MergeRequest.changed_at >= after)).scalars()
     )
-    return {mr_id for query in queries for mr_id in conn.execute(query).scalars()}
+    moved.update(
+        conn.execute(
+            select(MergeRequest.id).join(MrCommit, mr_of).where(MrCommit.changed_at >= after)
+        ).scalars()
+    )
+    # the commits first, then their MR commits a repository at a time: joined, SQLite drove the
+    # read from every MR commit (0.3 s on the large organisation, with nothing new)
+    shas: dict[int, list[str]] = {}
+    for repo_id, sha in conn.execute(
+        select(Commit.repo_id, Commit.sha).where(Commit.changed_at >= after)
+    ):
+        shas.setdefault(repo_id, []).append(sha)
+    for repo_id, found in shas.items():
+        for start in range(0, len(found), BATCH):
+            moved.update(
+                conn.execute(
+                    _HOLDING, {"repo": repo_id, "shas": found[start : start + BATCH]}
+                ).scalars()
+            )
+    return moved
+
+
+# the MRs of a repository holding one of the commits `shas`, by the (repo, sha) MR commit index:
+# `changed_at` is selected so that the unique (repo, iid, sha) index does not cover the read, which
+# SQLite (no statistics) then took for `repo_id =` alone, every MR commit of the repository
+_HOLDING = (
+    select(MergeRequest.id, MrCommit.changed_at)
+    .select_from(MrCommit)
+    .join(
+        MergeRequest,
+        and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid),
+    )
+    .where(
+        MrCommit.repo_id == bindparam("repo"),
+        MrCommit.sha.in_(bindparam("shas", expanding=True)),
+    )
+)
 
 
 def _recompute(conn: Connection, condition: Any) -> int:
