@@ -29,6 +29,7 @@ from warehouse.schema import (
     Commit,
     Deployment,
     Environment,
+    MergeRequest,
     PolicyViolation,
     RawPayload,
     Repo,
@@ -348,6 +349,30 @@ def test_raw_payloads_0021_are_compressed_by_0022_and_retention_drops_old_accept
     with empty_engine.connect() as conn:
         left = dict(conn.execute(select(RawPayload.external_id, RawPayload.payload)).all())
     assert left == {"old": None, "new": None, "bad": bodies["bad"]}
+
+
+def test_migration_0031_fills_every_merge_requests_first_commit(empty_engine: Engine) -> None:
+    """A warehouse at 0030 holding merge requests reads each one's first commit right after the
+    upgrade (the earliest authored time of its commits known), before any derive."""
+    from alembic import command
+
+    from analytics.first_commits import FIRST_COMMIT
+    from tests.analytics_world import World, at
+
+    with empty_engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0030")
+    world = World(empty_engine)
+    world.line("a", "b", "c", start=at(3))
+    world.merge_request(1, ["b", "c"], created=at(6), merged=at(7))
+    world.merge_request(2, ["a", "unknown"], created=at(6), merged=at(7))
+    world.merge_request(3, ["unknown"], created=at(6), merged=at(7))
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        stored = dict(conn.execute(select(MergeRequest.iid, MergeRequest.first_commit_at)).all())
+        defined = dict(conn.execute(select(MergeRequest.iid, FIRST_COMMIT)).all())
+    assert stored == defined == {1: at(4), 2: at(3), 3: None}
 
 
 def test_sync_state_round_trip(engine: Engine) -> None:
