@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, String, literal, select
 
 from analytics.observed import canonical
 from analytics.policies import (
@@ -44,7 +44,7 @@ from analytics.policies import (
     unpinned_image,
     untested_image,
 )
-from analytics.promotion import revisions, stage_of, successful_runs, upstream_of
+from analytics.promotion import built_from, revisions, stage_of, successful_runs, upstream_of
 from analytics.scope import name_problems
 from config.settings import PoliciesSettings
 from warehouse.schema import (
@@ -198,7 +198,8 @@ def _untested(
     reasons: list[Reason],
 ) -> None:
     params = policy.untested_image
-    runs = successful_runs(conn, [service_id], path)
+    # the runs of this image only, as the scan reads the runs of its period's images
+    runs = successful_runs(conn, [service_id], path, _one(digest), by_revision=False)
     skipped = untested_image.skipped_environments(
         runs, service_id, digest, environment, now, path, params
     )
@@ -216,11 +217,19 @@ def _rebuilt(
     reasons: list[Reason],
 ) -> None:
     revision = revisions(conn, [digest]).get(digest)
-    runs = successful_runs(conn, [service_id], [upstream])
+    if revision is None:  # no commit known: no rebuild to find
+        return
+    # the runs upstream of the images built from its commit only, as the scan reads them
+    runs = successful_runs(conn, [service_id], [upstream], built_from(_one(revision)))
     other = rebuilt_image.rebuilt_from(runs, service_id, digest, revision, upstream, now)
-    if revision and other:
+    if other:
         message = rebuilt_image.message(digest, revision, upstream, other)
         reasons.append(Reason(rebuilt_image.ID, rebuilt_image.SEVERITY, message))
+
+
+def _one(value: str) -> Select[Any]:
+    """A select of the one value `value` (the images or commits `successful_runs` reads from)."""
+    return select(literal(value, String))
 
 
 def _release_ref(
