@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
-    CompoundSelect,
     Connection,
     Select,
     String,
@@ -182,8 +181,7 @@ def image_column(deployment: Any, platform: Any) -> ColumnElement[str]:
 
 
 # the aliases of `successful_runs`' reads, made once: an alias of a table of many columns makes a
-# proxy of each (five of them took 8 ms, four times the select, of each gate decision)
-_PLATFORM = aliased(Image)
+# proxy of each (these five took 8 ms, four times the select, of each gate decision)
 _RUN_ALIASES = (
     aliased(Deployment),
     aliased(Image),
@@ -197,18 +195,18 @@ def successful_runs(
     conn: Connection,
     service_ids: Iterable[int] | None,
     environments: Iterable[str],
-    images: Select[Any] | None = None,
+    images: Select[Any],
     memo: dict[str, str | None] | None = None,
     by_revision: bool = True,
 ) -> Runs:
     """The successful application deployments of those services (None: every service) to those
-    environments (image and commit as in the module docstring), as the first finish of each
-    image per service and environment, aggregated in SQL: whether an image ran by some time, or
-    which images of a commit ran by then, is all the rules ask. Only the images of `images` (a
-    select of images as `image_column` names them) when given, read from those images (their
-    digest, their platform manifests' digests, their commit) rather than from every run of the
-    services, so a scan reads the runs that can answer it. `by_revision`: index them by commit
-    too (`memo`: `revisions`'), which rebuilt-image asks and untested-image does not."""
+    environments of the images of `images` (a select of images as `image_column` names them;
+    image and commit as in the module docstring), as the first finish of each image per service
+    and environment, aggregated in SQL: whether an image ran by some time, or which images of a
+    commit ran by then, is all the rules ask. Read from those images (their digest, their
+    platform manifests' digests, their commit) rather than from every run of the services, so a
+    scan or a gate reads the runs that can answer it. `by_revision`: index them by commit too
+    (`memo`: `revisions`'), which rebuilt-image asks and untested-image does not."""
     out = Runs()
     envs = list(environments)
     ids = None if service_ids is None else sorted(set(service_ids))
@@ -217,10 +215,6 @@ def successful_runs(
     in_envs = select(Environment.id).where(Environment.name.in_(envs))
 
     def succeeded(d: Any) -> list[ColumnElement[bool]]:
-        # read from the images when given: the service inside coalesce, so that SQLite (no
-        # statistics) does not walk every run of the services by their (service, environment,
-        # finished) index instead of looking the few images up (a gate's decision: 10 ms)
-        service = d.service_id if images is None else func.coalesce(d.service_id, 0)
         where = [
             d.status == "success",
             d.kind == "app",
@@ -228,39 +222,35 @@ def successful_runs(
             d.service_id.is_not(None),
             d.environment_id.in_(in_envs),
         ]
-        return where + ([service.in_(ids)] if ids is not None else [])
+        # the service inside coalesce, so that SQLite (no statistics) looks the few images up
+        # rather than walking every run of the services by their (service, environment,
+        # finished) index (a gate's decision: 10 ms)
+        return where + ([func.coalesce(d.service_id, 0).in_(ids)] if ids is not None else [])
 
     def run(d: Any, image: ColumnElement[str]) -> Select[Any]:
         return select(d.service_id, d.environment_id, image.label("image"), d.finished_at)
 
-    if images is None:
-        platform = _PLATFORM
-        every = run(Deployment, image_column(Deployment, platform))
-        runs: Select[Any] | CompoundSelect[Any] = every.outerjoin(
-            platform, platform.digest == Deployment.image_digest
-        ).where(*succeeded(Deployment))
-    else:
-        wanted = images.distinct().cte("wanted")  # read once for the three ways to its runs
-        image = wanted.c[0]
-        own, own_image, manifest, of_manifest, of_commit = _RUN_ALIASES
-        by_commit = literal("commit:", String) + of_commit.sha
-        named = select(func.substr(image, len("commit:") + 1)).where(image.startswith("commit:"))
-        runs = union_all(
-            run(own, image)  # runs of the image's own digest
-            .select_from(wanted)
-            .join(own, own.image_digest == image)
-            .outerjoin(own_image, own_image.digest == own.image_digest)
-            .where(func.coalesce(own_image.index_digest, own.image_digest) == image)
-            .where(*succeeded(own)),
-            run(of_manifest, image)  # runs of one of its platform manifests
-            .select_from(wanted)
-            .join(manifest, manifest.index_digest == image)
-            .join(of_manifest, of_manifest.image_digest == manifest.digest)
-            .where(*succeeded(of_manifest)),
-            run(of_commit, by_commit)  # runs without a digest, of its commit
-            .where(of_commit.image_digest.is_(None), of_commit.sha.in_(named))  # its sha index
-            .where(*succeeded(of_commit)),
-        )
+    wanted = images.distinct().cte("wanted")  # read once for the three ways to its runs
+    image = wanted.c[0]
+    own, own_image, manifest, of_manifest, of_commit = _RUN_ALIASES
+    by_commit = literal("commit:", String) + of_commit.sha
+    named = select(func.substr(image, len("commit:") + 1)).where(image.startswith("commit:"))
+    runs = union_all(
+        run(own, image)  # runs of the image's own digest
+        .select_from(wanted)
+        .join(own, own.image_digest == image)
+        .outerjoin(own_image, own_image.digest == own.image_digest)
+        .where(func.coalesce(own_image.index_digest, own.image_digest) == image)
+        .where(*succeeded(own)),
+        run(of_manifest, image)  # runs of one of its platform manifests
+        .select_from(wanted)
+        .join(manifest, manifest.index_digest == image)
+        .join(of_manifest, of_manifest.image_digest == manifest.digest)
+        .where(*succeeded(of_manifest)),
+        run(of_commit, by_commit)  # runs without a digest, of its commit (by its sha index)
+        .where(of_commit.image_digest.is_(None), of_commit.sha.in_(named))
+        .where(*succeeded(of_commit)),
+    )
     found = runs.subquery()
     rows = conn.execute(
         select(found.c.service_id, Environment.name, found.c.image, func.min(found.c.finished_at))

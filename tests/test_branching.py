@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine
 
 from analytics import branching as b
+from analytics.derive import derive
 from analytics.frames import branch_strategies
 from analytics.policies import scan
-from analytics.derive import derive
 from analytics.scope import Scope
 from analytics.views.delivery import slowest_changes
 from sandbox import truth

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, func, or_, select
 from sqlalchemy.orm import aliased
@@ -16,6 +16,8 @@ from analytics.promotion import image_column, stage_column
 from analytics.unmerged import Graph, graph
 from config.settings import PoliciesSettings
 from warehouse.schema import Deployment, Environment, Image, MergeRequest, Pipeline, Service
+
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])  # a select, whatever its columns
 
 
 @dataclass
@@ -82,7 +84,7 @@ def deployments_counted(conn: Connection, scan: Scan, *criteria: Any) -> dict[st
     return {name: count for name, count in conn.execute(query.group_by(Service.name))}
 
 
-def _successful(query: Select[Any], scan: Scan, *criteria: Any) -> Select[Any]:
+def _successful(query: Q, scan: Scan, *criteria: Any) -> Q:
     """`query` over the successful deployments finished in the scan's period meeting `criteria`,
     with their service and environment."""
     return (
