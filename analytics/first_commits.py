@@ -19,10 +19,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select
 
-from warehouse.schema import Commit, DeriveState, MergeRequest, MrCommit, table_of
-from warehouse.upsert import upsert
+from warehouse.schema import Commit, DeriveState, MergeRequest, MrCommit
+from warehouse.upsert import set_by_id, upsert
 
 STATE = "first_commits"  # derive_state row of the last refresh
 BATCH = 500  # MRs one refresh statement recomputes
@@ -115,16 +115,8 @@ def _recompute(conn: Connection, condition: Any) -> int:
         select(MergeRequest.id, FIRST_COMMIT).where(
             condition, MergeRequest.first_commit_at.is_distinct_from(FIRST_COMMIT)
         )
-    ).all()
-    if moved:
-        table = table_of(MergeRequest)
-        conn.execute(
-            update(table)
-            .where(table.c.id == bindparam("mr_id"))
-            .values(first_commit_at=bindparam("at")),
-            [{"mr_id": i, "at": at} for i, at in moved],
-        )
-    return len(moved)
+    )
+    return set_by_id(conn, MergeRequest, "first_commit_at", moved.all())
 
 
 __all__ = ["FIRST_COMMIT", "STATE", "refresh"]

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, false, func, select, union_all, update
+from sqlalchemy import Connection, and_, false, func, select, union_all
 from sqlalchemy.orm import aliased
 
 from analytics.rules import DEPLOYMENT_REPO
@@ -39,9 +39,8 @@ from warehouse.schema import (
     Environment,
     MergeRequest,
     Service,
-    table_of,
 )
-from warehouse.upsert import upsert
+from warehouse.upsert import set_by_id, upsert
 
 STATE = "released"  # derive_state row of the last refresh
 BATCH = 500  # changed MRs one refresh statement recomputes
@@ -196,16 +195,8 @@ def _recompute(conn: Connection, condition: Any) -> int:
         .select_from(MergeRequest)
         .outerjoin(times, times.c.merge_request_id == MergeRequest.id)
         .where(condition, MergeRequest.released_at.is_distinct_from(times.c.released_at))
-    ).all()
-    if moved:
-        table = table_of(MergeRequest)
-        conn.execute(
-            update(table)
-            .where(table.c.id == bindparam("mr_id"))
-            .values(released_at=bindparam("at")),
-            [{"mr_id": i, "at": at} for i, at in moved],
-        )
-    return len(moved)
+    )
+    return set_by_id(conn, MergeRequest, "released_at", moved.all())
 
 
 __all__ = ["STATE", "last_refresh", "refresh", "release_times"]

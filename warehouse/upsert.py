@@ -1,4 +1,5 @@
-"""One write path: batched, idempotent `insert ... on conflict (natural key) do update`.
+"""One write path: batched, idempotent `insert ... on conflict (natural key) do update`; and
+derive's by-id writes of the values it maintains (`set_by_id`).
 
 An existing row is only rewritten when a compared column differs (`IS DISTINCT FROM`), so re-running
 a sync writes nothing and the returned count says how many rows were inserted or really changed.
@@ -11,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, UniqueConstraint, or_
+from sqlalchemy import Connection, Table, UniqueConstraint, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from warehouse.schema import Base, table_of
@@ -101,3 +102,21 @@ def upsert(
             )
             written += max(result.rowcount, 0)
     return written
+
+
+def set_by_id(
+    conn: Connection, table: Table | type[Base], column: str, values: Iterable[tuple[int, Any]]
+) -> int:
+    """Write `column` of `table`'s rows by id from (id, value) pairs, in one statement run for
+    each (derived values of the few rows whose value moved; no `changed_at` stamp: derived data
+    does not make a row new to the next derive). Returns how many pairs it wrote."""
+    target = table_of(table)
+    pairs = [{"set_row": i, "set_value": v} for i, v in values]
+    if pairs:
+        conn.execute(
+            update(target)
+            .where(target.c.id == bindparam("set_row"))
+            .values({column: bindparam("set_value")}),
+            pairs,
+        )
+    return len(pairs)
