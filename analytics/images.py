@@ -49,6 +49,9 @@ from warehouse.schema import (
 # new images) reads the commits of each prefix, a range of the (repo, sha) index, rather than
 # all of its commits (a first derive's thousands)
 PREFIX_RANGES = 64
+# more revisions read from tags than this (a registry's first sync): every pending deployment is
+# read rather than those of the revisions (one value list, under SQLite's variable limit)
+LOOKUPS = 2000
 
 
 @dataclass
@@ -71,12 +74,13 @@ def resolve_images(
     of those resolved by tag or revision that images or tags changed at or after `changed_after`
     (late image data) may resolve otherwise; returns how many of each it filled."""
     summary = ResolutionSummary()
-    link_repositories(conn, image_repositories)
+    relinked = link_repositories(conn, image_repositories)
     revised = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
     summary.revisions = sum(len(digests) for digests in revised.values())
     reopened = _reopen_late(conn, changed_after, set(revised))
     changed = _platforms_to_index(conn) | _observed(conn)
-    summary.deployments = len(changed) + _deployment_digests(conn)
+    since = None if relinked else changed_after
+    summary.deployments = len(changed) + _deployment_digests(conn, _resolvable(since, set(revised)))
     changed |= _redigested(conn, reopened)
     _unchain(conn, changed)
     summary.unchained = changed | _repositories_from_images(conn)
@@ -299,13 +303,37 @@ def _revisions_from_tags(conn: Connection, pattern: re.Pattern[str]) -> dict[str
     return by_revision
 
 
-def _deployment_digests(conn: Connection) -> int:
-    """Resolve pending deployments set-wise: by tag for those naming an image, then by revision;
-    returns how many it resolved."""
+def _resolvable(after: datetime | None, revised: set[str]) -> Any:
+    """The pending deployments (no digest, resolved `none`) that data changed at or after `after`
+    may resolve (every one when `after` is None: a first or full derive, or repository links
+    changed): the deployments written since, those of a commit an image was built from or given a
+    revision since (`revised`: this derive's), and those naming a reference whose tag history
+    changed since (those `_reopen_late` made pending again are among them). A pending deployment
+    none of these touch resolved to nothing last time from the same rows: reading it again finds
+    nothing (a derive with nothing new read every pending commit-only deployment's builds: 5,162
+    on the large organisation)."""
     pending = and_(
         Deployment.image_digest.is_(None),
         func.coalesce(Deployment.image_resolution, "none") == "none",
     )
+    if after is None or len(revised) > LOOKUPS:
+        return pending
+    late_refs = select(ImageTag.repository + ":" + ImageTag.tag).where(ImageTag.changed_at >= after)
+    late_revisions = select(Image.revision).where(
+        Image.changed_at >= after, Image.revision.is_not(None)
+    )
+    touched = [
+        Deployment.changed_at >= after,
+        Deployment.image_ref.in_(late_refs),
+        Deployment.sha.in_(late_revisions),
+    ]
+    touched += [Deployment.sha.in_(sorted(revised))] if revised else []
+    return and_(pending, or_(*touched))
+
+
+def _deployment_digests(conn: Connection, pending: Any) -> int:
+    """Resolve the deployments `pending` selects set-wise: by tag for those naming an image, then
+    by revision; returns how many it resolved."""
     updates: list[dict[str, object]] = []
     named = conn.execute(
         select(

@@ -219,6 +219,60 @@ def test_a_tag_history_arriving_after_a_derive_resolves_a_deployment_by_tag_agai
     assert (world.derive().resolved_deployments, world.derive().chains) == (0, 0)
 
 
+def test_a_pending_deployment_resolves_when_what_it_resolves_from_arrives_later(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental derive reads a pending deployment (no digest, `none`) again only when what
+    it resolves from changed since the last derive: an image of its commit synced later, a tag
+    history entry of the reference it names, or the config linking its image repository to its
+    service (a link, not a synced row: no `changed_at` says it changed). Each resolves it, as a
+    full derive would; in between nothing is resolved again."""
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))  # only late rows count
+    by_build = world.deploy("b", at(1), pinned=False)
+    by_tag = world.deploy("a", at(2), pinned=False)
+    unpinned_ref(world, by_tag, f"{PREFIX}/web:v9")
+    by_link = world.deploy("a", at(3), pinned=False)
+    world.add(Image, [image("sha256:h1", "harbor.test/shop-images/api", "a")])  # not linked yet
+    # the repositories known and linked from the start (a new one is a new link: all read again)
+    world.add(Image, [image(f"sha256:{r}0", f"{PREFIX}/{r}", "x") for r in ("app", "web")])
+    world.derive()
+    assert {resolved(world, d) for d in (by_build, by_tag, by_link)} == {(None, "none")}
+    assert world.derive().resolved_deployments == 0
+
+    world.add(Image, [image("sha256:b1", f"{PREFIX}/app")])
+    assert world.derive().resolved_deployments == 1
+    assert resolved(world, by_build) == ("sha256:b1", "revision")
+
+    tag = {"repository": f"{PREFIX}/web", "tag": "v9", "digest": "sha256:w9", "seen_at": at(0)}
+    world.add(ImageTag, [tag])
+    assert world.derive().resolved_deployments == 1
+    assert resolved(world, by_tag) == ("sha256:w9", "tag")
+
+    assert world.derive().resolved_deployments == 0
+    configured = {"shop": ["harbor.test/shop-images/*"]}
+    assert derive(world.engine, image_repositories=configured).resolved_deployments == 1
+    assert resolved(world, by_link) == ("sha256:h1", "revision")
+
+
+def test_a_pending_deployment_resolves_when_a_late_commit_gives_an_old_image_its_revision(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image whose tag names a commit the warehouse does not know yet has no revision; the
+    commit arriving later gives it one in that derive, which resolves the commit's pending
+    deployment though neither it nor the image nor the tag changed since the last derive."""
+    monkeypatch.setattr("analytics.derive.CLOCK_SKEW", timedelta(0))  # only late rows count
+    sha = "c" * 40
+    d = world.deploy(sha, at(1), pinned=False)
+    world.add(Image, [{"digest": "sha256:c1", "repository": f"{PREFIX}/app"}])
+    tag = {"repository": f"{PREFIX}/app", "tag": sha[:12], "digest": "sha256:c1", "seen_at": at(0)}
+    world.add(ImageTag, [tag])
+    world.derive()
+    assert resolved(world, d) == (None, "none")
+    world.commit(sha, "b", authored=at(0))
+    assert world.derive().resolved_deployments == 1
+    assert resolved(world, d) == ("sha256:c1", "revision")
+
+
 def test_a_repository_found_from_images_after_a_derive_re_derives_the_chain(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
