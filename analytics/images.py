@@ -74,7 +74,7 @@ def resolve_images(
     of those resolved by tag or revision that images or tags changed at or after `changed_after`
     (late image data) may resolve otherwise; returns how many of each it filled."""
     summary = ResolutionSummary()
-    relinked = link_repositories(conn, image_repositories)
+    relinked = link_repositories(conn, image_repositories, changed_after)
     revised = _revisions_from_tags(conn, re.compile(tag_revision_pattern))
     summary.revisions = sum(len(digests) for digests in revised.values())
     reopened = _reopen_late(conn, changed_after, set(revised))

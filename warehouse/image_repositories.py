@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 from sqlalchemy import Connection, delete, select, union
 
@@ -59,12 +60,16 @@ class RepositoryOwners:
         return cls([(i, str(p)) for i, p in prefixes], patterns)
 
 
-def link_repositories(conn: Connection, configured: Configured | None = None) -> int:
+def link_repositories(
+    conn: Connection, configured: Configured | None = None, changed_after: datetime | None = None
+) -> int:
     """Write every known repository's owning service into `image_repository` (repositories no
-    service owns are kept unlinked); returns how many links changed."""
+    service owns are kept unlinked); returns how many links changed. With `changed_after` (an
+    incremental derive) the known repositories are those linked already and those of images and
+    tags written since, read through their `changed_at` index rather than every image and tag
+    (0.08 s of each derive on the large organisation): nothing deletes images or tags, so a
+    repository stays known once linked."""
     owners = RepositoryOwners.load(conn, configured)
-    known = union(select(Image.repository), select(ImageTag.repository)).subquery()
-    repositories = sorted(str(r) for r in conn.execute(select(known.c.repository)).scalars())
     current = {
         r: (s, how)
         for r, s, how in conn.execute(
@@ -73,10 +78,19 @@ def link_repositories(conn: Connection, configured: Configured | None = None) ->
             )
         )
     }
+    if changed_after is None:
+        known = union(select(Image.repository), select(ImageTag.repository)).subquery()
+    else:
+        known = union(
+            select(Image.repository).where(Image.changed_at >= changed_after),
+            select(ImageTag.repository).where(ImageTag.changed_at >= changed_after),
+        ).subquery()
+    found = {str(r) for r in conn.execute(select(known.c.repository)).scalars()}
+    repositories = sorted(found if changed_after is None else found | set(current))
     rows = []
     for repository in repositories:
-        found = owners.owner(repository)
-        link = found if found else (None, None)
+        owner = owners.owner(repository)
+        link = owner if owner else (None, None)
         if current.get(repository) != link:
             rows.append({"repository": repository, "service_id": link[0], "linked_by": link[1]})
     if rows:
