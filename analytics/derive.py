@@ -44,7 +44,7 @@ from analytics import first_commits, releases
 from analytics.ancestry import CommitGraph, RanLast, mark_generations, refresh_generations
 from analytics.images import resolve_images
 from analytics.incident_links import linked_incidents, mark_duplicates
-from analytics.rules import DEPLOYMENT_REPO, TEST_RUN_PIPELINE, FailureRules
+from analytics.rules import DEPLOYMENT_REPO, MR_COMMIT, TEST_RUN_PIPELINE, FailureRules
 from analytics.work_item_links import derive_work_item_links
 from config.settings import TAG_REVISION_PATTERN
 from warehouse.image_repositories import Configured
@@ -450,10 +450,7 @@ def late_chains(conn: Connection, after: datetime | None) -> dict[Chain, datetim
             MergeRequest.changed_at >= after
         ),
         select(MrCommit.repo_id, MergeRequest.merged_at)
-        .join(
-            MergeRequest,
-            and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid),
-        )
+        .join(MergeRequest, MR_COMMIT)
         .where(MrCommit.changed_at >= after),
     ]
     earliest: dict[int, datetime] = {}

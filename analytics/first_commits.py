@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, select
 
+from analytics.rules import MR_COMMIT
 from warehouse.schema import Commit, DeriveState, MergeRequest, MrCommit
 from warehouse.upsert import set_by_id, upsert
 
@@ -33,7 +34,7 @@ FIRST_COMMIT = (
     select(func.min(Commit.authored_at))
     .select_from(MrCommit)
     .join(Commit, and_(Commit.repo_id == MrCommit.repo_id, Commit.sha == MrCommit.sha))
-    .where(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
+    .where(MR_COMMIT)
     .scalar_subquery()
 )
 
@@ -65,13 +66,12 @@ def refresh(conn: Connection, started_at: datetime, after: datetime | None) -> i
 def _moved(conn: Connection, after: datetime) -> set[int]:
     """The MRs whose first commit rows written at or after `after` may have moved, each read
     from a `changed_at` index (the few rows of one sync) then by indexed lookups."""
-    mr_of = and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid)
     moved = set(
         conn.execute(select(MergeRequest.id).where(MergeRequest.changed_at >= after)).scalars()
     )
     moved.update(
         conn.execute(
-            select(MergeRequest.id).join(MrCommit, mr_of).where(MrCommit.changed_at >= after)
+            select(MergeRequest.id).join(MrCommit, MR_COMMIT).where(MrCommit.changed_at >= after)
         ).scalars()
     )
     # the commits first, then their MR commits a repository at a time: joined, SQLite drove the
@@ -97,10 +97,7 @@ def _moved(conn: Connection, after: datetime) -> set[int]:
 _HOLDING = (
     select(MergeRequest.id, MrCommit.changed_at)
     .select_from(MrCommit)
-    .join(
-        MergeRequest,
-        and_(MergeRequest.repo_id == MrCommit.repo_id, MergeRequest.iid == MrCommit.iid),
-    )
+    .join(MergeRequest, MR_COMMIT)
     .where(
         MrCommit.repo_id == bindparam("repo"),
         MrCommit.sha.in_(bindparam("shas", expanding=True)),

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from analytics.observed import SLACK, Matcher, rollouts
@@ -210,10 +210,7 @@ def _reopen_late(
     )
     # the late references and revisions first (each read once, a small set): a deployment naming
     # none of them is passed over by a lookup, not by a scan of the late tags per deployment
-    late_refs = select(ImageTag.repository + ":" + ImageTag.tag).where(ImageTag.changed_at >= after)
-    late_revisions = select(Image.revision).where(
-        Image.changed_at >= after, Image.revision.is_not(None)
-    )
+    late_refs, late_revisions = _late_refs(after), _late_revisions(after)
     resolved = select(Deployment.id, Deployment.image_digest).where(
         Deployment.image_resolution.in_(("tag", "revision"))
     )
@@ -234,6 +231,16 @@ def _reopen_late(
             .values(image_digest=None, image_resolution="none")
         )
     return reopened
+
+
+def _late_refs(after: datetime) -> Select[Any]:
+    """The image references (`repo:tag`) whose tag history was written at or after `after`."""
+    return select(ImageTag.repository + ":" + ImageTag.tag).where(ImageTag.changed_at >= after)
+
+
+def _late_revisions(after: datetime) -> Select[Any]:
+    """The commits of the images written at or after `after`."""
+    return select(Image.revision).where(Image.changed_at >= after, Image.revision.is_not(None))
 
 
 def _redigested(conn: Connection, before: dict[int, str | None]) -> set[int]:
@@ -318,14 +325,10 @@ def _resolvable(after: datetime | None, revised: set[str]) -> Any:
     )
     if after is None or len(revised) > LOOKUPS:
         return pending
-    late_refs = select(ImageTag.repository + ":" + ImageTag.tag).where(ImageTag.changed_at >= after)
-    late_revisions = select(Image.revision).where(
-        Image.changed_at >= after, Image.revision.is_not(None)
-    )
     touched = [
         Deployment.changed_at >= after,
-        Deployment.image_ref.in_(late_refs),
-        Deployment.sha.in_(late_revisions),
+        Deployment.image_ref.in_(_late_refs(after)),
+        Deployment.sha.in_(_late_revisions(after)),
     ]
     touched += [Deployment.sha.in_(sorted(revised))] if revised else []
     return and_(pending, or_(*touched))

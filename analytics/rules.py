@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func
 
-from warehouse.schema import Deployment, MergeRequest, Pipeline, Service, TestRun
+from warehouse.schema import Deployment, MergeRequest, MrCommit, Pipeline, Service, TestRun
 
 # A deployment's repository: its own (a pushed event may name it), else its service's.
 DEPLOYMENT_REPO = func.coalesce(Deployment.repo_id, Service.repo_id)
@@ -22,6 +22,9 @@ TEST_RUN_PIPELINE = and_(
     Pipeline.source_id == TestRun.source_id,
     Pipeline.external_id == TestRun.pipeline_external_id,
 )
+
+# A merge request's commit rows (the join of every read of an MR's commits).
+MR_COMMIT = and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid)
 
 
 def merged(mr: Any = MergeRequest) -> ColumnElement[bool]:

@@ -96,6 +96,9 @@ def synced(
         at = org.start + CLUSTER_SYNCS
         sb.advance(at)
         assert all(s.ok for s in run_sync(settings, engine, console=Console(quiet=True)))
+        # derived as the sources stand two days in: the last derive is then incremental, and
+        # the deployments left pending here resolve from the images and tags synced later
+        derive(engine)
         while at < org.now:  # the cluster keeps ten old ReplicaSets: it is observed as it goes
             sb.advance(at)
             summary = KubernetesCollector(

@@ -78,13 +78,11 @@ def link_repositories(
             )
         )
     }
-    if changed_after is None:
-        known = union(select(Image.repository), select(ImageTag.repository)).subquery()
-    else:
-        known = union(
-            select(Image.repository).where(Image.changed_at >= changed_after),
-            select(ImageTag.repository).where(ImageTag.changed_at >= changed_after),
-        ).subquery()
+    images, tags = select(Image.repository), select(ImageTag.repository)
+    if changed_after is not None:
+        images = images.where(Image.changed_at >= changed_after)
+        tags = tags.where(ImageTag.changed_at >= changed_after)
+    known = union(images, tags).subquery()
     found = {str(r) for r in conn.execute(select(known.c.repository)).scalars()}
     repositories = sorted(found if changed_after is None else found | set(current))
     rows = []

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from analytics import stats
 from analytics.rows import lead_time_hours
-from analytics.rules import DEPLOYMENT_REPO, merged
+from analytics.rules import DEPLOYMENT_REPO, MR_COMMIT, merged
 from analytics.scope import Scope
 from analytics.selects import scoped_chain
 from analytics.views._common import (
@@ -162,10 +162,7 @@ def merge_requests_of(
     )
     via = (
         select(*columns, MrCommit.sha)
-        .join(
-            MrCommit,
-            and_(MrCommit.repo_id == MergeRequest.repo_id, MrCommit.iid == MergeRequest.iid),
-        )
+        .join(MrCommit, MR_COMMIT)
         .where(_any_pair(MrCommit.repo_id, MrCommit.sha, pairs), merged())
     )
     queries: list[Any] = [via]  # later queries win: a squash or merge commit is the MR itself
