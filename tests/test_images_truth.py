@@ -7,6 +7,7 @@ generator knows (its ground truth) and what each source shows."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,8 @@ NOW = datetime(2025, 6, 2, tzinfo=UTC)
 PATH = ["test", "staging", "production"]
 TAG_REVISION = re.compile(r"^(?:v|sha-)?(?:[0-9a-f]{7,12}|[0-9a-f]{40})$")
 CLUSTER_SYNCS = timedelta(days=2)
+LAGGING = timedelta(days=18)  # when the registry's sync runs behind the others' (below)
+QUIET = Console(quiet=True)
 OBSERVED = ("staging", "production")  # test's namespaces are not observed: tags and revisions
 ENV = {"CDMT_GITLAB": "t", "CDMT_JENKINS_USER": "u", "CDMT_TOKEN": "t", "CDMT_REGISTRY_USER": "r"}
 
@@ -64,8 +67,15 @@ def warehouse_engine(
 
 
 @pytest.fixture(scope="module")
+def caught_up(warehouse_engine: Engine) -> dict[str, Any]:
+    """What `synced` saw when the registry caught up (`registry_late`): every deployment's
+    (digest, resolution) before, after the incremental derive, and after a full one."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def synced(
-    tmp_path_factory: pytest.TempPathFactory, warehouse_engine: Engine
+    tmp_path_factory: pytest.TempPathFactory, warehouse_engine: Engine, caught_up: dict[str, Any]
 ) -> Iterator[tuple[Organisation, Engine, KubernetesCluster]]:
     org = generate(1, "small", NOW)
     tmp = tmp_path_factory.mktemp("images")
@@ -95,25 +105,48 @@ def synced(
         )
         at = org.start + CLUSTER_SYNCS
         sb.advance(at)
-        assert all(s.ok for s in run_sync(settings, engine, console=Console(quiet=True)))
+        assert all(s.ok for s in run_sync(settings, engine, console=QUIET))
         # derived as the sources stand two days in: the last derive is then incremental, and
         # the deployments left pending here resolve from the images and tags synced later
         derive(engine)
         while at < org.now:  # the cluster keeps ten old ReplicaSets: it is observed as it goes
-            sb.advance(at)
-            summary = KubernetesCollector(
-                settings.sources.kubernetes[0], SyncOptions(settings, engine)
-            ).sync()
-            assert summary.ok, summary.errors
             at += CLUSTER_SYNCS
+            sb.advance(min(at, org.now))
+            if at == org.start + LAGGING - CLUSTER_SYNCS:  # the registry's last sync in step
+                assert all(s.ok for s in run_sync(settings, engine, console=QUIET))
+            elif at == org.start + LAGGING:
+                registry_late(settings, engine, caught_up)
+            else:
+                summary = KubernetesCollector(
+                    settings.sources.kubernetes[0], SyncOptions(settings, engine)
+                ).sync()
+                assert summary.ok, summary.errors
         sb.advance(org.now)
-        summaries = run_sync(settings, engine, console=Console(quiet=True))
+        summaries = run_sync(settings, engine, console=QUIET)
         assert sorted(s.name for s in summaries) == ["gitlab", "harbor", "jenkins", "k8s"]
         assert all(s.ok and s.rejected == 0 for s in summaries), [s.errors for s in summaries]
         assert sb.kubernetes is not None
         cluster = sb.kubernetes.cluster
     derive(engine)
     yield org, engine, cluster
+
+
+def registry_late(settings: Settings, engine: Engine, caught_up: dict[str, Any]) -> None:
+    """The registry syncs a cluster sync behind the others (a registry collector on a slower
+    schedule, or one down for a sync): the images and tags pushed since its last sync arrive
+    after the deployments of their commits and references were derived, in repositories linked
+    already. Records what the derive after it caught up resolved, incremental and full."""
+    others = ["gitlab", "jenkins", "k8s"]
+    assert all(s.ok for s in run_sync(settings, engine, others, console=QUIET))
+    derive(engine)
+    linked, before = links(engine), resolutions(engine)
+    assert all(s.ok for s in run_sync(settings, engine, ["harbor"], console=QUIET))
+    derive(engine)
+    caught_up.update(
+        before=before, incremental=resolutions(engine), relinked=links(engine) != linked
+    )
+    derive(engine, full=True)
+    caught_up["full"] = resolutions(engine)
 
 
 def jenkins_images(org: Organisation) -> dict[int, str]:
@@ -200,6 +233,19 @@ def expected(
     return out
 
 
+def links(engine: Engine) -> set[tuple[str, str]]:
+    """(image repository, service name) of every repository linked to a service."""
+    with engine.connect() as conn:
+        return {
+            (repository, name)
+            for repository, name in conn.execute(
+                select(ImageRepository.repository, ServiceRow.name).join(
+                    ServiceRow, ServiceRow.id == ImageRepository.service_id
+                )
+            )
+        }
+
+
 def resolutions(engine: Engine) -> dict[str, tuple[str | None, str]]:
     """Deployment external id -> (digest, resolution) of every GitLab and Jenkins deployment."""
     with engine.connect() as conn:
@@ -239,6 +285,22 @@ def test_every_deployment_resolves_as_its_sources_allow(
         or (want[k][2].rebuilt and inherits_labels(org.service(_service_of(org, want[k][2]))))
     }
     assert off == explained
+
+
+def test_images_a_registry_syncs_late_resolve_the_deployments_derived_before_them(
+    synced: tuple[Organisation, Engine, KubernetesCluster], caught_up: dict[str, Any]
+) -> None:
+    """The registry synced two days behind the others: once it catches up, an incremental
+    derive resolves the deployments its images and tags resolve (in repositories linked
+    already: no link changed, which would read every pending deployment) as a full derive
+    does, those resolved from a tag's history as known then included."""
+    before, incremental, full = caught_up["before"], caught_up["incremental"], caught_up["full"]
+    moved = Counter(
+        (before[k][1], now[1]) for k, now in incremental.items() if before.get(k, now) != now
+    )
+    print(f"resolved again once the registry caught up (method before, after): {dict(moved)}")
+    assert moved and not caught_up["relinked"]  # the shape happened
+    assert {k: v for k, v in incremental.items() if v != full[k]} == {}
 
 
 def _service_of(org: Organisation, d: TrueDeployment) -> str:
