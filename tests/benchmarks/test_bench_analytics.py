@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ pytestmark = pytest.mark.bench
 SIZE = os.environ.get("CDMETRICS_BENCH_SIZE", "large")
 
 
+@cache
 def weekday_end() -> datetime:
     """The generated organisations' end for the benches: the latest midnight that ends a working
     day (Tuesday to Saturday at 00:00 UTC), so that the day an incremental derive is measured on
     is a weekday whatever day the bench runs (run on a Monday, the last day was a Sunday, with
-    almost nothing to derive)."""
+    almost nothing to derive). Read once a process: a bench that loads an organisation twice
+    across midnight would otherwise load two organisations a day apart, every row changed."""
     end = default_now()
     while (end - timedelta(days=1)).weekday() > 4:
         end -= timedelta(days=1)
