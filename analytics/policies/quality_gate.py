@@ -150,6 +150,19 @@ def analysed(conn: Connection) -> bool:
     return conn.execute(select(CodeAnalysis.id).limit(1)).first() is not None
 
 
+def any_failed(conn: Connection) -> bool:
+    """Whether any branch analysis failed its gate: none, and no deployment's verdict can be
+    `FAILED` (`verdict` fails only on such an analysis), so quality-gate-failed reads nothing
+    (a warehouse without SonarQube, or whose gates all pass: 0.5 s of a large organisation's
+    scan)."""
+    failed = select(CodeAnalysis.id).where(
+        CodeAnalysis.gate_status == "failed",
+        CodeAnalysis.pull_request.is_(None),
+        CodeAnalysis.branch.is_not(None),
+    )
+    return conn.execute(failed.limit(1)).first() is not None
+
+
 def guarded(conn: Connection, scan: Scan) -> list[tuple[Any, str | None]]:
     """The scan's application deployments the policies apply to, each with its commit (the
     image's, else the deployment's)."""

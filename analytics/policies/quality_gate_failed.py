@@ -20,6 +20,8 @@ Params = QualityGatePolicy  # `[policies.quality-gate-failed]`, validated at sta
 def check(conn: Connection, scan: Scan) -> list[Violation]:
     """Production deployments whose commit's deciding analysis failed the gate."""
     params = scan.params.quality_gate_failed
+    if not rule.any_failed(conn):
+        return []
     found = rule.guarded(conn, scan)
     analyses = rule.analyses_of(conn, [c for _, c in found if c])
     violations = []
