@@ -328,16 +328,8 @@ def test_images_in_a_sub_repository_resolve(
     for digest, how, d in mine.values():
         if how != "none":
             assert held[str(digest)] == split[_service_of(org, d)]
-    with engine.connect() as conn:
-        links = {
-            r: name
-            for r, name in conn.execute(
-                select(ImageRepository.repository, ServiceRow.name).join(
-                    ServiceRow, ServiceRow.id == ImageRepository.service_id
-                )
-            )
-        }
-    assert {r: links.get(r) for r in set(held.values())} == {
+    linked = dict(links(engine))
+    assert {r: linked.get(r) for r in set(held.values())} == {
         r.location: s.name for s in org.services for r in repositories(s) if r.images
     }
 
