@@ -205,18 +205,15 @@ def _reopen_late(
         )
         .exists()
     )
-    late_image = (
-        select(Image.id).where(Image.changed_at >= after, Image.revision == Deployment.sha).exists()
-    )
     # the late references and revisions first (each read once, a small set): a deployment naming
-    # none of them is passed over by a lookup, not by a scan of the late tags per deployment
-    late_refs, late_revisions = _late_refs(after), _late_revisions(after)
+    # none of them is passed over by a lookup, not by a scan of the late tags per deployment (a
+    # late revision needs nothing more: the image it came from is late)
     resolved = select(Deployment.id, Deployment.image_digest).where(
         Deployment.image_resolution.in_(("tag", "revision"))
     )
     late = or_(
-        and_(Deployment.image_ref.in_(late_refs), late_tag),
-        and_(Deployment.sha.in_(late_revisions), late_image),
+        and_(Deployment.image_ref.in_(_late_refs(after)), late_tag),
+        Deployment.sha.in_(_late_revisions(after)),
     )
     reopened: dict[int, str | None] = dict(conn.execute(resolved.where(late)).all())
     shas = sorted(revised)
